@@ -1,1 +1,31 @@
-//! placeholder
+//! Rill's protocol core: everything that decides what happens in a job, with no I/O.
+//!
+//! No actix, no threads, no clocks and no disk live here. The actix runtime (`rill-runtime`)
+//! and the deterministic simulator drive the same state machines:
+//!
+//! - [`element`]: records, watermarks, end-of-input, batches;
+//! - [`key`]: the stable key hash and key groups;
+//! - [`graph`] and [`plan`]: the logical job graph and its expansion into chained subtasks and
+//!   channels;
+//! - [`exchange`]: forward, rebalance, key-hash and broadcast routing;
+//! - [`operator`], [`source`], [`keyed`], [`state`]: what runs inside a subtask;
+//! - [`flow`]: credit-based flow control;
+//! - [`subtask`] and [`partitioner`]: the two state machines a job is made of.
+
+pub mod element;
+pub mod error;
+pub mod exchange;
+pub mod flow;
+pub mod graph;
+pub mod key;
+pub mod keyed;
+pub mod operator;
+pub mod partitioner;
+pub mod plan;
+pub mod source;
+pub mod state;
+pub mod subtask;
+
+pub use element::{Batch, Data, Event, Record, Records, Timestamp};
+pub use error::{BoxError, OperatorError, TaskError};
+pub use key::Key;

@@ -1,0 +1,221 @@
+//! The elements that flow between subtasks: records with an optional event timestamp, watermarks
+//! and end-of-input, grouped into batches.
+//!
+//! Records travel as Rust values inside the process. A batch's records are type-erased
+//! ([`Records`]) so that one channel type serves every edge of a job; operators downcast them back
+//! to `Vec<Record<T>>` once per batch, never per record.
+
+use std::any::Any;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The bounds every value flowing through a job must meet: owned, sendable between the threads
+/// of the runtime, and clonable (broadcast and fan-out hand one record to several consumers).
+pub trait Data: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> Data for T {}
+
+/// Event time in milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The earliest time: the watermark of a channel that has said nothing yet.
+    pub const MIN: Timestamp = Timestamp(i64::MIN);
+    /// The latest time: the watermark of a channel that has ended.
+    pub const MAX: Timestamp = Timestamp(i64::MAX);
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Timestamp::MIN => f.write_str("-inf"),
+            Timestamp::MAX => f.write_str("+inf"),
+            Timestamp(ms) => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+/// One value with the event time it carries, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record<T> {
+    /// The user's value.
+    pub value: T,
+    /// The event timestamp assigned at the source, if the stream has event time.
+    pub timestamp: Option<Timestamp>,
+}
+
+impl<T> Record<T> {
+    /// A record without an event timestamp.
+    pub fn new(value: T) -> Self {
+        Record {
+            value,
+            timestamp: None,
+        }
+    }
+
+    /// A record with an event timestamp.
+    pub fn with_timestamp(value: T, timestamp: Timestamp) -> Self {
+        Record {
+            value,
+            timestamp: Some(timestamp),
+        }
+    }
+
+    /// The same timestamp on another value: what a one-to-one transformation emits.
+    pub fn replace<U>(&self, value: U) -> Record<U> {
+        Record {
+            value,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// Object-safe view of a `Vec<Record<T>>` for any `T: Data`.
+trait AnyRecords: Send {
+    fn len(&self) -> usize;
+    fn clone_boxed(&self) -> Box<dyn AnyRecords>;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    fn type_name(&self) -> &'static str;
+}
+
+impl<T: Data> AnyRecords for Vec<Record<T>> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn clone_boxed(&self) -> Box<dyn AnyRecords> {
+        Box::new(self.clone())
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
+
+/// A type-erased, non-empty-or-empty `Vec<Record<T>>`.
+pub struct Records(Box<dyn AnyRecords>);
+
+/// A batch was downcast to the wrong record type: a wiring bug between two operators.
+#[derive(Debug, thiserror::Error)]
+#[error("records of type {found} reached an operator expecting {expected}")]
+pub struct RecordTypeMismatch {
+    /// The type the operator expected.
+    pub expected: &'static str,
+    /// The type the batch held.
+    pub found: &'static str,
+}
+
+impl Records {
+    /// Erases the type of a vector of records.
+    pub fn new<T: Data>(records: Vec<Record<T>>) -> Self {
+        Records(Box::new(records))
+    }
+
+    /// How many records the batch holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// Recovers the typed records.
+    pub fn downcast<T: Data>(self) -> Result<Vec<Record<T>>, RecordTypeMismatch> {
+        let found = self.0.type_name();
+        self.0
+            .into_any()
+            .downcast::<Vec<Record<T>>>()
+            .map(|boxed| *boxed)
+            .map_err(|_| RecordTypeMismatch {
+                expected: std::any::type_name::<T>(),
+                found,
+            })
+    }
+}
+
+impl Clone for Records {
+    fn clone(&self) -> Self {
+        Records(self.0.clone_boxed())
+    }
+}
+
+impl fmt::Debug for Records {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Records<{}>[{}]", self.0.type_name(), self.0.len())
+    }
+}
+
+/// One element of a batch, in channel order.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Records, in order.
+    Records(Records),
+    /// No record with a timestamp at or below this one will follow on this channel.
+    Watermark(Timestamp),
+    /// The channel's last element.
+    EndOfInput,
+}
+
+/// The unit that travels on a channel and costs one credit of flow control.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// The batch's elements, in channel order.
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    /// How many records the batch carries in all.
+    pub fn record_count(&self) -> usize {
+        self.events
+            .iter()
+            .map(|event| match event {
+                Event::Records(records) => records.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Whether the batch has no element.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_erasure() {
+        let records = Records::new(vec![Record::new(1u32), Record::new(2)]);
+        assert_eq!(records.len(), 2);
+        let copy = records.clone();
+        assert_eq!(
+            records.downcast::<u32>().unwrap(),
+            vec![Record::new(1), Record::new(2)]
+        );
+        let err = copy.downcast::<String>().unwrap_err();
+        assert_eq!(err.expected, "alloc::string::String");
+        assert_eq!(err.found, "u32");
+    }
+
+    #[test]
+    fn batch_counts_records_across_events() {
+        let batch = Batch {
+            events: vec![
+                Event::Records(Records::new(vec![Record::new('a')])),
+                Event::Watermark(Timestamp(5)),
+                Event::Records(Records::new(vec![Record::new('b'), Record::new('c')])),
+                Event::EndOfInput,
+            ],
+        };
+        assert_eq!(batch.record_count(), 3);
+    }
+}

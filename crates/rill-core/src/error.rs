@@ -1,0 +1,52 @@
+//! The errors a subtask can fail with, each naming the operator at fault.
+
+use crate::element::RecordTypeMismatch;
+
+/// The error type user functions return: any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an operator call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The user's function returned an error.
+    #[error(transparent)]
+    Failed(BoxError),
+    /// The user's function panicked; the message is the panic's payload.
+    #[error("panicked: {0}")]
+    Panicked(String),
+    /// A batch of the wrong type reached the operator: a graph wiring bug.
+    #[error(transparent)]
+    TypeMismatch(#[from] RecordTypeMismatch),
+}
+
+/// A subtask failed; the job fails with it.
+#[derive(Debug, thiserror::Error)]
+#[error("operator '{operator}' failed: {error}")]
+pub struct TaskError {
+    /// The name of the operator (or source) whose call failed.
+    pub operator: String,
+    /// What went wrong.
+    pub error: OperatorError,
+}
+
+impl OperatorError {
+    /// Turns a caught panic's payload into an error.
+    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = if let Some(text) = payload.downcast_ref::<&str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a panic with a non-string payload".to_owned()
+        };
+        OperatorError::Panicked(message)
+    }
+}
+
+/// Runs one call into user code, turning a panic into an [`OperatorError`].
+pub(crate) fn guard<R>(
+    call: impl FnOnce() -> Result<R, OperatorError>,
+) -> Result<R, OperatorError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+        .unwrap_or_else(|payload| Err(OperatorError::from_panic(payload)))
+}

@@ -1,0 +1,251 @@
+//! Keyed operators: reduce and process functions whose state is scoped to the record's key.
+//!
+//! Both take the same key selector as the key-hash exchange in front of them, so a key's records
+//! all reach one subtask and find their state there.
+
+use std::sync::Arc;
+
+use crate::element::{Data, Record, Timestamp};
+use crate::error::BoxError;
+use crate::key::Key;
+use crate::operator::OneInputOperator;
+use crate::state::{KeyedStateAccess, KeyedStateStore, ValueState};
+
+/// Extracts the key of a record's value.
+pub type KeySelector<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
+/// What a keyed process function sees while it processes one record.
+pub struct KeyedContext<'a, K, O> {
+    key: &'a K,
+    timestamp: Option<Timestamp>,
+    store: &'a mut KeyedStateStore<K>,
+    out: &'a mut Vec<Record<O>>,
+}
+
+impl<K: Key, O> KeyedContext<'_, K, O> {
+    /// The key of the record being processed.
+    pub fn key(&self) -> &K {
+        self.key
+    }
+
+    /// The record's event timestamp, if it has one.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        self.timestamp
+    }
+
+    /// Emits a value with the input record's timestamp.
+    pub fn emit(&mut self, value: O) {
+        self.out.push(Record {
+            value,
+            timestamp: self.timestamp,
+        });
+    }
+
+    /// Emits a value with the given timestamp.
+    pub fn emit_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
+        self.out.push(Record::with_timestamp(value, timestamp));
+    }
+}
+
+impl<K: Key, O> KeyedStateAccess<K> for KeyedContext<'_, K, O> {
+    fn key_and_store(&mut self) -> (&K, &mut KeyedStateStore<K>) {
+        (self.key, self.store)
+    }
+}
+
+/// A function called for every record of a keyed stream, with state scoped to its key.
+///
+/// Each subtask gets its own clone of the function; state lives in handles such as
+/// [`ValueState`] declared as fields, never in plain fields (those are not checkpointed).
+pub trait KeyedProcessFunction: Clone + Send + 'static {
+    /// The key type.
+    type Key: Key;
+    /// The type of the records it consumes.
+    type In: Data;
+    /// The type of the records it emits.
+    type Out: Data;
+
+    /// Processes one record.
+    fn process(
+        &mut self,
+        value: Self::In,
+        ctx: &mut KeyedContext<'_, Self::Key, Self::Out>,
+    ) -> Result<(), BoxError>;
+}
+
+/// Runs a [`KeyedProcessFunction`].
+pub struct KeyedProcess<P: KeyedProcessFunction> {
+    function: P,
+    key_of: KeySelector<P::In, P::Key>,
+    store: KeyedStateStore<P::Key>,
+}
+
+impl<P: KeyedProcessFunction> KeyedProcess<P> {
+    /// An operator instance running `function` on the keys `key_of` extracts.
+    pub fn new(function: P, key_of: KeySelector<P::In, P::Key>) -> Self {
+        KeyedProcess {
+            function,
+            key_of,
+            store: KeyedStateStore::default(),
+        }
+    }
+}
+
+impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
+    type In = P::In;
+    type Out = P::Out;
+
+    fn process_batch(
+        &mut self,
+        input: Vec<Record<P::In>>,
+        out: &mut Vec<Record<P::Out>>,
+    ) -> Result<(), BoxError> {
+        for record in input {
+            let key = (self.key_of)(&record.value);
+            let mut ctx = KeyedContext {
+                key: &key,
+                timestamp: record.timestamp,
+                store: &mut self.store,
+                out,
+            };
+            self.function.process(record.value, &mut ctx)?;
+        }
+        Ok(())
+    }
+}
+
+/// Combines each record with the previous result for its key and emits the new result.
+pub struct KeyedReduce<T, K, F> {
+    reduce: Arc<F>,
+    key_of: KeySelector<T, K>,
+    store: KeyedStateStore<K>,
+    accumulated: ValueState<T>,
+}
+
+impl<T: Data, K: Key, F> KeyedReduce<T, K, F> {
+    /// An operator instance reducing with `reduce` per key that `key_of` extracts.
+    pub fn new(reduce: Arc<F>, key_of: KeySelector<T, K>) -> Self {
+        KeyedReduce {
+            reduce,
+            key_of,
+            store: KeyedStateStore::default(),
+            accumulated: ValueState::new("reduce"),
+        }
+    }
+}
+
+impl<T, K, F> OneInputOperator for KeyedReduce<T, K, F>
+where
+    T: Data,
+    K: Key,
+    F: Fn(T, T) -> T + Send + Sync + 'static,
+{
+    type In = T;
+    type Out = T;
+
+    fn process_batch(
+        &mut self,
+        input: Vec<Record<T>>,
+        out: &mut Vec<Record<T>>,
+    ) -> Result<(), BoxError> {
+        let reduce = &*self.reduce;
+        let table = self.store.values(&self.accumulated);
+        out.reserve(input.len());
+        for record in input {
+            let key = (self.key_of)(&record.value);
+            let value = match table.get_mut(&key) {
+                Some(accumulated) => {
+                    *accumulated = reduce(accumulated.clone(), record.value);
+                    accumulated.clone()
+                }
+                None => {
+                    table.insert(key, record.value.clone());
+                    record.value
+                }
+            };
+            out.push(Record {
+                value,
+                timestamp: record.timestamp,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MapState;
+
+    fn values<T: Clone>(records: &[Record<T>]) -> Vec<T> {
+        records.iter().map(|r| r.value.clone()).collect()
+    }
+
+    #[test]
+    fn reduce_emits_running_result_per_key() {
+        let key_of: KeySelector<(char, u32), char> = Arc::new(|(k, _)| *k);
+        let mut reduce = KeyedReduce::new(
+            Arc::new(|a: (char, u32), b: (char, u32)| (a.0, a.1 + b.1)),
+            key_of,
+        );
+        let input = [('a', 1), ('b', 10), ('a', 2), ('a', 3), ('b', 20)];
+        let mut out = Vec::new();
+        reduce
+            .process_batch(input.into_iter().map(Record::new).collect(), &mut out)
+            .unwrap();
+        assert_eq!(
+            values(&out),
+            vec![('a', 1), ('b', 10), ('a', 3), ('a', 6), ('b', 30)]
+        );
+    }
+
+    /// Emits a word the first time it is seen per key, and counts repeats.
+    #[derive(Clone)]
+    struct FirstSeen {
+        seen: MapState<String, u32>,
+        total: ValueState<u32>,
+    }
+
+    impl KeyedProcessFunction for FirstSeen {
+        type Key = u8;
+        type In = (u8, String);
+        type Out = (u8, String, u32);
+
+        fn process(
+            &mut self,
+            (k, word): (u8, String),
+            ctx: &mut KeyedContext<'_, u8, Self::Out>,
+        ) -> Result<(), BoxError> {
+            let total = self.total.get(ctx).unwrap_or(0) + 1;
+            self.total.set(ctx, total);
+            if self.seen.insert(ctx, word.clone(), total).is_none() {
+                ctx.emit((k, word, total));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn process_function_state_is_per_key() {
+        let function = FirstSeen {
+            seen: MapState::new("seen"),
+            total: ValueState::new("total"),
+        };
+        let mut op = KeyedProcess::new(function, Arc::new(|(k, _): &(u8, String)| *k));
+        let input = [(1, "x"), (2, "x"), (1, "x"), (1, "y"), (2, "y")];
+        let mut out = Vec::new();
+        op.process_batch(
+            input
+                .into_iter()
+                .map(|(k, w)| Record::new((k, w.to_owned())))
+                .collect(),
+            &mut out,
+        )
+        .unwrap();
+        let expected = [(1, "x", 1), (2, "x", 1), (1, "y", 3), (2, "y", 2)];
+        assert_eq!(
+            values(&out),
+            expected.map(|(k, w, n)| (k, w.to_owned(), n)).to_vec()
+        );
+    }
+}

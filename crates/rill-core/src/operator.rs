@@ -1,0 +1,313 @@
+//! Operators: the typed traits users and built-ins implement, the type-erased form a subtask
+//! chains, and the stateless built-ins (map, filter, flat-map).
+//!
+//! A subtask calls its operators once per batch, not once per record: the erased adapter
+//! downcasts the batch once, and the typed operator loops over plain `Vec`s.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::element::{Data, Record, Records, Timestamp};
+use crate::error::{BoxError, OperatorError};
+use crate::key::KeyGroupRange;
+
+/// Where an operator instance runs: what it may use to set itself up.
+#[derive(Clone, Debug)]
+pub struct OperatorInfo {
+    /// The operator's name, as given in the job.
+    pub name: String,
+    /// This instance's index in `0..parallelism`.
+    pub subtask: u32,
+    /// How many instances of the operator run.
+    pub parallelism: u32,
+    /// The number of key groups of the job.
+    pub max_parallelism: u32,
+    /// The key groups this instance owns, if it is keyed.
+    pub key_groups: KeyGroupRange,
+}
+
+/// A one-input operator over typed batches: what built-ins and users implement.
+pub trait OneInputOperator: Send + 'static {
+    /// The type of the records it consumes.
+    type In: Data;
+    /// The type of the records it emits.
+    type Out: Data;
+
+    /// Processes a batch of records, pushing what it emits onto `out` in order.
+    fn process_batch(
+        &mut self,
+        input: Vec<Record<Self::In>>,
+        out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<(), BoxError>;
+
+    /// The input's watermark advanced; records pushed onto `out` precede the watermark.
+    fn on_watermark(
+        &mut self,
+        _watermark: Timestamp,
+        _out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// The input ended; records pushed onto `out` are the operator's last.
+    fn end_of_input(&mut self, _out: &mut Vec<Record<Self::Out>>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// The type-erased operator a subtask chains.
+pub trait Operator: Send {
+    /// Processes one batch; returns what it emits, if anything.
+    fn process(&mut self, input: Records) -> Result<Option<Records>, OperatorError>;
+    /// The input's watermark advanced; returns records to emit before the watermark.
+    fn on_watermark(&mut self, watermark: Timestamp) -> Result<Option<Records>, OperatorError>;
+    /// The input ended; returns the operator's last records.
+    fn end_of_input(&mut self) -> Result<Option<Records>, OperatorError>;
+}
+
+/// Adapts a [`OneInputOperator`] to the erased [`Operator`].
+pub struct Erased<O>(pub O);
+
+fn non_empty<T: Data>(records: Vec<Record<T>>) -> Option<Records> {
+    (!records.is_empty()).then(|| Records::new(records))
+}
+
+impl<O: OneInputOperator> Operator for Erased<O> {
+    fn process(&mut self, input: Records) -> Result<Option<Records>, OperatorError> {
+        let input = input.downcast::<O::In>()?;
+        let mut out = Vec::new();
+        self.0
+            .process_batch(input, &mut out)
+            .map_err(OperatorError::Failed)?;
+        Ok(non_empty(out))
+    }
+
+    fn on_watermark(&mut self, watermark: Timestamp) -> Result<Option<Records>, OperatorError> {
+        let mut out = Vec::new();
+        self.0
+            .on_watermark(watermark, &mut out)
+            .map_err(OperatorError::Failed)?;
+        Ok(non_empty(out))
+    }
+
+    fn end_of_input(&mut self) -> Result<Option<Records>, OperatorError> {
+        let mut out = Vec::new();
+        self.0
+            .end_of_input(&mut out)
+            .map_err(OperatorError::Failed)?;
+        Ok(non_empty(out))
+    }
+}
+
+/// A shared user function, as built-ins hold them: one copy serves every subtask.
+pub type UserFn<F> = Arc<F>;
+
+/// Applies a function to every record's value.
+pub struct Map<T, U, F> {
+    f: UserFn<F>,
+    types: PhantomData<fn(T) -> U>,
+}
+
+impl<T, U, F> Map<T, U, F> {
+    /// A map with the given function.
+    pub fn new(f: UserFn<F>) -> Self {
+        Map {
+            f,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<T: Data, U: Data, F: Fn(T) -> U + Send + Sync + 'static> OneInputOperator for Map<T, U, F> {
+    type In = T;
+    type Out = U;
+
+    fn process_batch(
+        &mut self,
+        input: Vec<Record<T>>,
+        out: &mut Vec<Record<U>>,
+    ) -> Result<(), BoxError> {
+        let f = &*self.f;
+        out.extend(input.into_iter().map(|record| Record {
+            value: f(record.value),
+            timestamp: record.timestamp,
+        }));
+        Ok(())
+    }
+}
+
+/// Keeps the records whose value satisfies a predicate.
+pub struct Filter<T, F> {
+    predicate: UserFn<F>,
+    types: PhantomData<fn(T)>,
+}
+
+impl<T, F> Filter<T, F> {
+    /// A filter with the given predicate.
+    pub fn new(predicate: UserFn<F>) -> Self {
+        Filter {
+            predicate,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<T: Data, F: Fn(&T) -> bool + Send + Sync + 'static> OneInputOperator for Filter<T, F> {
+    type In = T;
+    type Out = T;
+
+    fn process_batch(
+        &mut self,
+        mut input: Vec<Record<T>>,
+        out: &mut Vec<Record<T>>,
+    ) -> Result<(), BoxError> {
+        let predicate = &*self.predicate;
+        input.retain(|record| predicate(&record.value));
+        // Filtering in place reuses the batch's allocation.
+        if out.is_empty() {
+            *out = input;
+        } else {
+            out.append(&mut input);
+        }
+        Ok(())
+    }
+}
+
+/// Replaces every record by zero or more records, each with the input's timestamp.
+pub struct FlatMap<T, U, I, F> {
+    f: UserFn<F>,
+    types: PhantomData<fn(T) -> (U, I)>,
+}
+
+impl<T, U, I, F> FlatMap<T, U, I, F> {
+    /// A flat-map with the given function.
+    pub fn new(f: UserFn<F>) -> Self {
+        FlatMap {
+            f,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<T, U, I, F> OneInputOperator for FlatMap<T, U, I, F>
+where
+    T: Data,
+    U: Data,
+    I: IntoIterator<Item = U> + 'static,
+    F: Fn(T) -> I + Send + Sync + 'static,
+{
+    type In = T;
+    type Out = U;
+
+    fn process_batch(
+        &mut self,
+        input: Vec<Record<T>>,
+        out: &mut Vec<Record<U>>,
+    ) -> Result<(), BoxError> {
+        let f = &*self.f;
+        out.reserve(input.len());
+        for record in input {
+            let timestamp = record.timestamp;
+            out.extend(
+                f(record.value)
+                    .into_iter()
+                    .map(|value| Record { value, timestamp }),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The end of a stream: writes records somewhere outside the job.
+pub trait Sink: Send + 'static {
+    /// The type of the records it writes.
+    type In: Data;
+
+    /// Writes a batch of records.
+    fn write_batch(&mut self, records: Vec<Record<Self::In>>) -> Result<(), BoxError>;
+
+    /// The input ended: flush whatever is buffered.
+    fn finish(&mut self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Adapts a [`Sink`] to a [`OneInputOperator`] that emits nothing.
+pub struct SinkOperator<S>(pub S);
+
+impl<S: Sink> OneInputOperator for SinkOperator<S> {
+    type In = S::In;
+    type Out = ();
+
+    fn process_batch(
+        &mut self,
+        input: Vec<Record<S::In>>,
+        _out: &mut Vec<Record<()>>,
+    ) -> Result<(), BoxError> {
+        self.0.write_batch(input)
+    }
+
+    fn end_of_input(&mut self, _out: &mut Vec<Record<()>>) -> Result<(), BoxError> {
+        self.0.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<O: OneInputOperator>(op: O, input: Vec<O::In>) -> Vec<O::Out> {
+        let mut erased = Erased(op);
+        let records = Records::new(input.into_iter().map(Record::new).collect());
+        match erased.process(records).unwrap() {
+            Some(out) => out
+                .downcast::<O::Out>()
+                .unwrap()
+                .into_iter()
+                .map(|r| r.value)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn map_filter_flat_map() {
+        assert_eq!(
+            run(Map::new(Arc::new(|x: u32| x * 2)), vec![1, 2, 3]),
+            vec![2, 4, 6]
+        );
+        assert_eq!(
+            run(Filter::new(Arc::new(|x: &u32| x % 2 == 1)), vec![1, 2, 3]),
+            vec![1, 3]
+        );
+        let split = FlatMap::new(Arc::new(|line: String| {
+            line.split(' ').map(str::to_owned).collect::<Vec<_>>()
+        }));
+        assert_eq!(
+            run(split, vec!["a b".into(), "c".into()]),
+            vec!["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn one_to_one_operators_keep_timestamps() {
+        let mut erased = Erased(Map::new(Arc::new(|x: u32| x + 1)));
+        let input = Records::new(vec![Record::with_timestamp(1u32, Timestamp(10))]);
+        let out = erased
+            .process(input)
+            .unwrap()
+            .unwrap()
+            .downcast::<u32>()
+            .unwrap();
+        assert_eq!(out, vec![Record::with_timestamp(2, Timestamp(10))]);
+    }
+
+    #[test]
+    fn wrong_batch_type_is_an_error_not_a_panic() {
+        let mut erased = Erased(Map::new(Arc::new(|x: u32| x)));
+        let err = erased
+            .process(Records::new(vec![Record::new("text")]))
+            .unwrap_err();
+        assert!(matches!(err, OperatorError::TypeMismatch(_)), "{err}");
+    }
+}

@@ -1,0 +1,394 @@
+//! The subtask state machine: one parallel instance of a chain of operators.
+//!
+//! A driver (an actor, or the simulator) feeds it inputs with `handle_*`, lets it work with
+//! [`SubtaskCore::step`], and carries what it wants sent from [`SubtaskCore::poll_transmit`]:
+//!
+//! 1. `handle_batch(channel, batch)` when a batch arrives on an input channel;
+//!    `handle_credit(output, n)` when an output's partitioner returns credits;
+//! 2. `step()` until it returns anything but [`Step::Progress`];
+//! 3. `poll_transmit()` until `None`, sending each batch to the output's partitioner and each
+//!    credit to the input channel's sender.
+//!
+//! A step processes one input batch (or one source poll) through the whole chain. A subtask
+//! takes no new input while any output holds a batch it has no credit for: that is how
+//! backpressure reaches the sources. The watermark of a subtask is the minimum over its input
+//! channels; an ended channel counts as `Timestamp::MAX`.
+
+use std::collections::VecDeque;
+
+use crate::element::{Batch, Event, Records, Timestamp};
+use crate::error::{TaskError, guard};
+use crate::flow::{CreditedQueue, FlowConfig};
+use crate::operator::Operator;
+use crate::source::{AnySource, SourcePoll};
+
+/// What a subtask's chain starts with.
+pub enum Head {
+    /// A source, polled for batches.
+    Source {
+        /// The source's operator name.
+        name: String,
+        /// The source instance.
+        source: Box<dyn AnySource>,
+    },
+    /// Input channels fed by upstream partitioners.
+    Inputs {
+        /// How many input channels the subtask has.
+        channels: usize,
+    },
+}
+
+/// One operator of the chain, with its name for errors.
+pub struct ChainedOperator {
+    /// The operator's name.
+    pub name: String,
+    /// The operator instance.
+    pub operator: Box<dyn Operator>,
+}
+
+/// Everything a subtask needs to run.
+pub struct SubtaskSpec {
+    /// Where its records come from.
+    pub head: Head,
+    /// Its operators, in chain order (after the source, if it has one).
+    pub chain: Vec<ChainedOperator>,
+    /// How many output edges leave the chain's tail.
+    pub outputs: usize,
+    /// Batch size and credits.
+    pub flow: FlowConfig,
+}
+
+/// What a step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// It processed a batch; step again.
+    Progress,
+    /// It waits for an input batch or for output credit; step again after the next `handle_*`.
+    Blocked,
+    /// Its source has nothing now; step again after a pause.
+    Idle,
+    /// It has emitted end-of-input and every output batch has been handed over.
+    Finished,
+}
+
+/// A message the subtask wants sent.
+#[derive(Debug)]
+pub enum SubtaskTransmit {
+    /// A batch for the partitioner of output edge `output`.
+    Batch {
+        /// The output's index.
+        output: usize,
+        /// The batch.
+        batch: Batch,
+    },
+    /// Credits for the sender of input channel `input`.
+    Credit {
+        /// The input channel's index.
+        input: usize,
+        /// How many batches the sender may send more.
+        credits: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// End of input has been emitted; output batches may still wait for credit.
+    Draining,
+    Finished,
+}
+
+struct InputChannelState {
+    queue: VecDeque<Batch>,
+    watermark: Timestamp,
+    ended: bool,
+}
+
+struct OutputState {
+    queue: CreditedQueue<Batch>,
+    building: Vec<Event>,
+}
+
+/// One parallel instance of a chain.
+pub struct SubtaskCore {
+    head: HeadState,
+    chain: Vec<ChainedOperator>,
+    outputs: Vec<OutputState>,
+    transmits: VecDeque<SubtaskTransmit>,
+    watermark: Timestamp,
+    phase: Phase,
+    batch_size: usize,
+}
+
+enum HeadState {
+    Source {
+        name: String,
+        source: Box<dyn AnySource>,
+    },
+    Inputs {
+        channels: Vec<InputChannelState>,
+        next: usize,
+    },
+}
+
+impl SubtaskCore {
+    /// A subtask ready to run; every output starts with the configured credits.
+    pub fn new(spec: SubtaskSpec) -> Self {
+        let head = match spec.head {
+            Head::Source { name, source } => HeadState::Source { name, source },
+            Head::Inputs { channels } => HeadState::Inputs {
+                channels: (0..channels)
+                    .map(|_| InputChannelState {
+                        queue: VecDeque::new(),
+                        watermark: Timestamp::MIN,
+                        ended: false,
+                    })
+                    .collect(),
+                next: 0,
+            },
+        };
+        SubtaskCore {
+            head,
+            chain: spec.chain,
+            outputs: (0..spec.outputs)
+                .map(|_| OutputState {
+                    queue: CreditedQueue::new(spec.flow.channel_credits),
+                    building: Vec::new(),
+                })
+                .collect(),
+            transmits: VecDeque::new(),
+            watermark: Timestamp::MIN,
+            phase: Phase::Running,
+            batch_size: spec.flow.batch_size.max(1),
+        }
+    }
+
+    /// A batch arrived on input channel `channel`.
+    pub fn handle_batch(&mut self, channel: usize, batch: Batch) {
+        match &mut self.head {
+            HeadState::Inputs { channels, .. } if channel < channels.len() => {
+                channels[channel].queue.push_back(batch);
+            }
+            _ => debug_assert!(
+                false,
+                "batch for input channel {channel}, which does not exist"
+            ),
+        }
+    }
+
+    /// The partitioner of output `output` returned credits.
+    pub fn handle_credit(&mut self, output: usize, credits: u32) {
+        if let Some(state) = self.outputs.get_mut(output) {
+            state.queue.grant(credits);
+            self.send_ready(output);
+        }
+    }
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<SubtaskTransmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Whether the subtask has finished.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// The subtask's current watermark.
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// Does one unit of work: one input batch or one source poll through the whole chain.
+    pub fn step(&mut self) -> Result<Step, TaskError> {
+        match self.phase {
+            Phase::Finished => return Ok(Step::Finished),
+            Phase::Draining if self.outputs_idle() => {
+                self.phase = Phase::Finished;
+                return Ok(Step::Finished);
+            }
+            Phase::Draining => return Ok(Step::Blocked),
+            Phase::Running if !self.outputs_idle() => return Ok(Step::Blocked),
+            Phase::Running => {}
+        }
+        let step = match &mut self.head {
+            HeadState::Source { .. } => self.step_source()?,
+            HeadState::Inputs { .. } => self.step_inputs()?,
+        };
+        self.flush_outputs();
+        Ok(step)
+    }
+
+    fn outputs_idle(&self) -> bool {
+        self.outputs.iter().all(|output| output.queue.is_empty())
+    }
+
+    fn step_source(&mut self) -> Result<Step, TaskError> {
+        let HeadState::Source { name, source } = &mut self.head else {
+            unreachable!("step_source runs for source heads only")
+        };
+        let batch_size = self.batch_size;
+        let polled = guard(|| source.poll(batch_size)).map_err(|error| TaskError {
+            operator: name.clone(),
+            error,
+        })?;
+        let emitted = polled.records.is_some();
+        if let Some(records) = polled.records {
+            self.run_chain(0, records)?;
+        }
+        if let Some(watermark) = polled.watermark {
+            self.advance_watermark(watermark)?;
+        }
+        Ok(match polled.status {
+            SourcePoll::Finished => {
+                self.end_input()?;
+                Step::Progress
+            }
+            SourcePoll::Idle if !emitted => Step::Idle,
+            SourcePoll::Idle | SourcePoll::Ready => Step::Progress,
+        })
+    }
+
+    fn step_inputs(&mut self) -> Result<Step, TaskError> {
+        let HeadState::Inputs { channels, next } = &mut self.head else {
+            unreachable!("step_inputs runs for input heads only")
+        };
+        let count = channels.len();
+        let Some(channel) = (0..count)
+            .map(|offset| (*next + offset) % count)
+            .find(|&c| !channels[c].queue.is_empty())
+        else {
+            return Ok(Step::Blocked);
+        };
+        *next = (channel + 1) % count;
+        let Some(batch) = channels[channel].queue.pop_front() else {
+            return Ok(Step::Blocked);
+        };
+        self.transmits.push_back(SubtaskTransmit::Credit {
+            input: channel,
+            credits: 1,
+        });
+        for event in batch.events {
+            match event {
+                Event::Records(records) => self.run_chain(0, records)?,
+                Event::Watermark(watermark) => self.channel_watermark(channel, watermark, false)?,
+                Event::EndOfInput => self.channel_watermark(channel, Timestamp::MAX, true)?,
+            }
+        }
+        Ok(Step::Progress)
+    }
+
+    /// Records a channel's watermark (or its end) and applies the minimum rule.
+    fn channel_watermark(
+        &mut self,
+        channel: usize,
+        watermark: Timestamp,
+        ended: bool,
+    ) -> Result<(), TaskError> {
+        let HeadState::Inputs { channels, .. } = &mut self.head else {
+            unreachable!("channel watermarks exist for input heads only")
+        };
+        let state = &mut channels[channel];
+        state.watermark = state.watermark.max(watermark);
+        state.ended |= ended;
+        let minimum = channels
+            .iter()
+            .map(|c| if c.ended { Timestamp::MAX } else { c.watermark })
+            .min()
+            .unwrap_or(Timestamp::MAX);
+        let all_ended = channels.iter().all(|c| c.ended);
+        self.advance_watermark(minimum)?;
+        if all_ended {
+            self.end_input()?;
+        }
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        for index in 0..self.chain.len() {
+            let link = &mut self.chain[index];
+            let emitted =
+                guard(|| link.operator.on_watermark(watermark)).map_err(|error| TaskError {
+                    operator: link.name.clone(),
+                    error,
+                })?;
+            if let Some(records) = emitted {
+                self.run_chain(index + 1, records)?;
+            }
+        }
+        self.emit(Event::Watermark(watermark));
+        Ok(())
+    }
+
+    fn end_input(&mut self) -> Result<(), TaskError> {
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        self.advance_watermark(Timestamp::MAX)?;
+        for index in 0..self.chain.len() {
+            let link = &mut self.chain[index];
+            let emitted = guard(|| link.operator.end_of_input()).map_err(|error| TaskError {
+                operator: link.name.clone(),
+                error,
+            })?;
+            if let Some(records) = emitted {
+                self.run_chain(index + 1, records)?;
+            }
+        }
+        self.emit(Event::EndOfInput);
+        self.phase = Phase::Draining;
+        Ok(())
+    }
+
+    /// Passes records through the chain from operator `from` on, then to the outputs.
+    fn run_chain(&mut self, from: usize, mut records: Records) -> Result<(), TaskError> {
+        for link in &mut self.chain[from..] {
+            let input = records;
+            match guard(|| link.operator.process(input)) {
+                Ok(Some(output)) => records = output,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    return Err(TaskError {
+                        operator: link.name.clone(),
+                        error,
+                    });
+                }
+            }
+        }
+        self.emit(Event::Records(records));
+        Ok(())
+    }
+
+    /// Appends an event to every output's batch under construction.
+    fn emit(&mut self, event: Event) {
+        if let Some((last, rest)) = self.outputs.split_last_mut() {
+            for output in rest {
+                output.building.push(event.clone());
+            }
+            last.building.push(event);
+        }
+    }
+
+    /// Closes the batches under construction and sends what credits allow.
+    fn flush_outputs(&mut self) {
+        for index in 0..self.outputs.len() {
+            let output = &mut self.outputs[index];
+            if !output.building.is_empty() {
+                let events = std::mem::take(&mut output.building);
+                output.queue.push(Batch { events });
+            }
+            self.send_ready(index);
+        }
+    }
+
+    fn send_ready(&mut self, output: usize) {
+        while let Some(batch) = self.outputs[output].queue.pop_sendable() {
+            self.transmits
+                .push_back(SubtaskTransmit::Batch { output, batch });
+        }
+    }
+}
