@@ -99,6 +99,23 @@ impl<O: OneInputOperator> Operator for Erased<O> {
     }
 }
 
+/// Hands batches on untouched: the operator behind a union, whose inputs all feed one stream.
+pub struct Passthrough;
+
+impl Operator for Passthrough {
+    fn process(&mut self, input: Records) -> Result<Option<Records>, OperatorError> {
+        Ok(Some(input))
+    }
+
+    fn on_watermark(&mut self, _watermark: Timestamp) -> Result<Option<Records>, OperatorError> {
+        Ok(None)
+    }
+
+    fn end_of_input(&mut self) -> Result<Option<Records>, OperatorError> {
+        Ok(None)
+    }
+}
+
 /// A shared user function, as built-ins hold them: one copy serves every subtask.
 pub type UserFn<F> = Arc<F>;
 

@@ -7,9 +7,12 @@
 //! reaches (one for forward, all for the other exchanges).
 
 use crate::exchange::ExchangeKind;
-use crate::graph::{EdgeId, GraphError, JobGraph, OperatorId};
+use crate::flow::FlowConfig;
+use crate::graph::{EdgeId, GraphError, JobGraph, OperatorId, OperatorKind};
 use crate::key::KeyGroupRange;
 use crate::operator::OperatorInfo;
+use crate::partitioner::PartitionerCore;
+use crate::subtask::{ChainedOperator, Head, SubtaskCore, SubtaskSpec};
 
 /// Identifies a chain within its plan (its index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,6 +58,18 @@ pub struct ChannelTarget {
     pub subtask: SubtaskId,
     /// The index of the input channel in that subtask.
     pub channel: usize,
+}
+
+/// Who sends on an input channel: a partitioner, named by its upstream subtask and output, and
+/// the channel's index among that partitioner's targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelSender {
+    /// The upstream subtask.
+    pub upstream: SubtaskId,
+    /// The index of the edge among the upstream chain's outputs.
+    pub output: usize,
+    /// The index of the channel among the partitioner's targets.
+    pub target: usize,
 }
 
 /// A job graph expanded for execution.
@@ -185,6 +200,32 @@ impl PhysicalPlan {
         channels
     }
 
+    /// For each input channel of a subtask, the partitioner sending on it: the inverse of
+    /// [`PhysicalPlan::targets`].
+    pub fn channel_senders(&self, subtask: SubtaskId) -> Vec<ChannelSender> {
+        self.input_channels(subtask)
+            .into_iter()
+            .map(|channel| {
+                let (_, _, exchange) = self.edge_ends[channel.edge.0];
+                let output = self
+                    .chain(channel.upstream.chain)
+                    .outputs
+                    .iter()
+                    .position(|&edge| edge == channel.edge)
+                    .expect("an input channel's edge is an output of its upstream chain");
+                let target = match exchange {
+                    ExchangeKind::Forward => 0,
+                    _ => subtask.index as usize,
+                };
+                ChannelSender {
+                    upstream: channel.upstream,
+                    output,
+                    target,
+                }
+            })
+            .collect()
+    }
+
     /// The targets of the partitioner of `upstream` on `edge`, in target order.
     pub fn targets(&self, upstream: SubtaskId, edge: EdgeId) -> Vec<ChannelTarget> {
         let (_, to, exchange) = self.edge_ends[edge.0];
@@ -221,5 +262,68 @@ impl PhysicalPlan {
             max_parallelism: self.max_parallelism,
             key_groups: KeyGroupRange::for_subtask(index, node.parallelism, self.max_parallelism),
         }
+    }
+}
+
+/// Instantiating a plan: the same for every driver.
+impl PhysicalPlan {
+    /// Builds the state machine of one subtask: its head, its chained operator instances, and
+    /// its outputs.
+    pub fn build_subtask(&self, graph: &JobGraph, id: SubtaskId, flow: FlowConfig) -> SubtaskCore {
+        let chain = self.chain(id.chain);
+        let mut operators = chain.operators.iter();
+        let head = match chain
+            .operators
+            .first()
+            .map(|&op| (op, &graph.operator(op).kind))
+        {
+            Some((op, OperatorKind::Source(factory))) => {
+                operators.next();
+                Head::Source {
+                    name: graph.operator(op).name.clone(),
+                    source: factory(&self.operator_info(graph, op, id.index)),
+                }
+            }
+            _ => Head::Inputs {
+                channels: self.input_channels(id).len(),
+            },
+        };
+        let chain_operators = operators
+            .filter_map(|&op| match &graph.operator(op).kind {
+                OperatorKind::Transform(factory) => Some(ChainedOperator {
+                    name: graph.operator(op).name.clone(),
+                    operator: factory(&self.operator_info(graph, op, id.index)),
+                }),
+                OperatorKind::Source(_) => None,
+            })
+            .collect();
+        SubtaskCore::new(SubtaskSpec {
+            head,
+            chain: chain_operators,
+            outputs: chain.outputs.len(),
+            flow,
+        })
+    }
+
+    /// Builds the partitioner of subtask `upstream` for its chain's `output`-th output edge,
+    /// with its targets in the order the partitioner numbers them.
+    pub fn build_partitioner(
+        &self,
+        graph: &JobGraph,
+        upstream: SubtaskId,
+        output: usize,
+        flow: FlowConfig,
+    ) -> (PartitionerCore, Vec<ChannelTarget>) {
+        let edge_id = self.chain(upstream.chain).outputs[output];
+        let edge = &graph.edges[edge_id.0];
+        let targets = self.targets(upstream, edge_id);
+        let name = format!(
+            "{} -> {} ({:?} exchange)",
+            graph.operator(edge.from).name,
+            graph.operator(edge.to).name,
+            edge.exchange
+        );
+        let core = PartitionerCore::new(name, (edge.router)(), targets.len(), flow);
+        (core, targets)
     }
 }

@@ -1,0 +1,128 @@
+//! A submitted job: the handle an application keeps, and how a job ends.
+
+use std::time::Duration;
+
+use actix::Addr;
+use rill_core::TaskError;
+use rill_core::graph::GraphError;
+use tokio::sync::oneshot;
+
+use crate::master::JobMaster;
+use crate::messages::Cancel;
+
+/// What a job that ran to the end reports.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    /// The job's name.
+    pub job: String,
+    /// How many subtasks ran.
+    pub subtasks: usize,
+    /// Wall time from deployment to the last subtask finishing.
+    pub elapsed: Duration,
+}
+
+/// Why a job did not run to the end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The job graph cannot run.
+    #[error("job cannot run: {0}")]
+    Graph(#[from] GraphError),
+    /// A subtask failed; the job was stopped.
+    #[error("job '{job}' failed in subtask {subtask} of {parallelism} ({chain}): {error}")]
+    TaskFailed {
+        /// The job's name.
+        job: String,
+        /// The chain of operators the subtask runs.
+        chain: String,
+        /// The subtask's index.
+        subtask: u32,
+        /// The chain's parallelism.
+        parallelism: u32,
+        /// What failed, naming the operator.
+        #[source]
+        error: TaskError,
+    },
+    /// An actor stopped without being asked to: a bug in the runtime.
+    #[error("job '{job}' lost the {what} of subtask {subtask} of chain '{chain}'")]
+    ActorLost {
+        /// The job's name.
+        job: String,
+        /// The chain of the subtask.
+        chain: String,
+        /// The subtask's index.
+        subtask: u32,
+        /// Which actor stopped.
+        what: &'static str,
+    },
+    /// The job could not be deployed.
+    #[error("job '{job}' could not be deployed: {reason}")]
+    Deploy {
+        /// The job's name.
+        job: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The application cancelled the job.
+    #[error("job '{0}' was cancelled")]
+    Cancelled(String),
+    /// The runtime shut down before the job ended.
+    #[error("the runtime stopped before job '{0}' ended")]
+    RuntimeStopped(String),
+}
+
+/// The handle on a running job: await its outcome or cancel it.
+pub struct JobHandle {
+    pub(crate) job: String,
+    pub(crate) outcome: oneshot::Receiver<Result<JobReport, JobError>>,
+    pub(crate) master: Addr<JobMaster>,
+}
+
+impl JobHandle {
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.job
+    }
+
+    /// Waits for the job to end, from any async context (tokio, actix or another executor).
+    pub async fn join(self) -> Result<JobReport, JobError> {
+        self.outcome
+            .await
+            .unwrap_or_else(|_| Err(JobError::RuntimeStopped(self.job)))
+    }
+
+    /// Blocks the calling thread until the job ends.
+    ///
+    /// # Panics
+    /// When called from inside an async runtime's thread: use [`JobHandle::join`] there.
+    pub fn wait(self) -> Result<JobReport, JobError> {
+        self.outcome
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(JobError::RuntimeStopped(self.job)))
+    }
+
+    /// Asks the job to stop; its outcome becomes [`JobError::Cancelled`] unless it already ended.
+    pub fn cancel(&self) {
+        self.master.do_send(Cancel);
+    }
+
+    /// A handle that can cancel the job from elsewhere (another thread, a signal handler task).
+    pub fn canceller(&self) -> JobCanceller {
+        JobCanceller {
+            master: self.master.clone(),
+        }
+    }
+}
+
+/// Cancels a job; cheap to clone and send to other threads.
+#[derive(Clone)]
+pub struct JobCanceller {
+    master: Addr<JobMaster>,
+}
+
+impl JobCanceller {
+    /// Asks the job to stop.
+    pub fn cancel(&self) {
+        self.master.do_send(Cancel);
+    }
+}

@@ -1,0 +1,93 @@
+//! The messages the runtime's actors exchange. They carry data only; every decision about them
+//! is made by the core state machines.
+
+use actix::{Addr, Message};
+use rill_core::Batch;
+use rill_core::TaskError;
+use rill_core::plan::SubtaskId;
+
+use crate::partitioner::PartitionerActor;
+use crate::subtask::SubtaskActor;
+
+/// A batch for input channel `channel` of a subtask.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DeliverBatch {
+    pub channel: usize,
+    pub batch: Batch,
+}
+
+/// Credits from the partitioner of a subtask's output `output`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct OutputCredit {
+    pub output: usize,
+    pub credits: u32,
+}
+
+/// A batch from the partitioner's upstream subtask.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PartitionBatch(pub Batch);
+
+/// Credits from the input channel of the partitioner's target `target`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TargetCredit {
+    pub target: usize,
+    pub credits: u32,
+}
+
+/// Where a subtask's messages go: the partitioners of its outputs, and for each input channel
+/// the partitioner feeding it with the target index the channel has there.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WireSubtask {
+    pub outputs: Vec<Addr<PartitionerActor>>,
+    pub inputs: Vec<(Addr<PartitionerActor>, usize)>,
+}
+
+/// Where a partitioner's messages go: its upstream subtask, and each target's subtask with the
+/// input channel index there.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WirePartitioner {
+    pub upstream: Addr<SubtaskActor>,
+    pub targets: Vec<(Addr<SubtaskActor>, usize)>,
+}
+
+/// Every actor is wired: start working.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Start;
+
+/// Stop now; the job is over.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown;
+
+/// A subtask has emitted end of input and handed over all its output.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubtaskFinished(pub SubtaskId);
+
+/// A subtask or partitioner failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TaskFailed {
+    pub subtask: SubtaskId,
+    pub error: TaskError,
+}
+
+/// An actor stopped before the job ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ActorLost {
+    pub subtask: SubtaskId,
+    pub what: &'static str,
+}
+
+/// The application asked to cancel the job.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Cancel;

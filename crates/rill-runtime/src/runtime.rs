@@ -1,0 +1,154 @@
+//! The runtime: a dedicated actix system on its own thread, a pool of arbiters (one thread
+//! each) that subtasks are spread over, and job submission.
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::dev::ArbiterHandle;
+use actix::{Actor, Arbiter, System};
+use rill_core::flow::FlowConfig;
+use rill_core::graph::JobGraph;
+use rill_core::plan::PhysicalPlan;
+use tokio::sync::oneshot;
+
+use crate::job::{JobError, JobHandle};
+use crate::master::JobMaster;
+
+/// How the runtime runs jobs.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeConfig {
+    /// Worker threads (arbiters) that subtasks are spread over.
+    pub workers: usize,
+    /// Batch size and channel credits.
+    pub flow: FlowConfig,
+    /// How long a source that has nothing to emit waits before it is polled again.
+    pub source_idle_pause: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            flow: FlowConfig::default(),
+            source_idle_pause: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A thread or its async runtime could not be created.
+    #[error("could not start the runtime's threads: {0}")]
+    Start(#[from] std::io::Error),
+    /// The configuration asks for no worker.
+    #[error("the runtime needs at least one worker thread")]
+    NoWorkers,
+    /// The runtime's thread ended while starting.
+    #[error("the runtime's thread ended while starting")]
+    Gone,
+}
+
+/// A running actix system with its worker arbiters. Dropping it stops every job on it.
+pub struct Runtime {
+    system: System,
+    workers: Vec<ArbiterHandle>,
+    config: RuntimeConfig,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Starts the runtime's threads.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        if config.workers == 0 {
+            return Err(RuntimeError::NoWorkers);
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("rill-runtime".into())
+            .spawn(move || run_system(config.workers, ready_tx))?;
+        let (system, workers) = match ready_rx.recv() {
+            Ok(started) => started?,
+            Err(_) => return Err(RuntimeError::Gone),
+        };
+        Ok(Runtime {
+            system,
+            workers,
+            config,
+            thread: Some(thread),
+        })
+    }
+
+    /// The configuration the runtime runs jobs with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Validates, plans and deploys a job; returns at once with its handle.
+    pub fn submit(&self, graph: JobGraph) -> Result<JobHandle, JobError> {
+        let plan = PhysicalPlan::new(&graph)?;
+        let (outcome_tx, outcome_rx) = oneshot::channel();
+        let job = graph.name.clone();
+        let workers = self.workers.clone();
+        let config = self.config;
+        let master = JobMaster::start_in_arbiter(self.system.arbiter(), move |_| {
+            JobMaster::new(graph, plan, workers, config, outcome_tx)
+        });
+        Ok(JobHandle {
+            job,
+            outcome: outcome_rx,
+            master,
+        })
+    }
+}
+
+type Started = Result<(System, Vec<ArbiterHandle>), RuntimeError>;
+
+/// The runtime thread: builds the system and its arbiters, runs until stopped, then stops and
+/// joins the arbiters.
+fn run_system(workers: usize, ready: std::sync::mpsc::Sender<Started>) {
+    let tokio_runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(error.into()));
+            return;
+        }
+    };
+    let runner = System::with_tokio_rt(|| tokio_runtime);
+    let arbiters: Result<Vec<Arbiter>, _> = (0..workers).map(|_| Arbiter::try_new()).collect();
+    let arbiters = match arbiters {
+        Ok(arbiters) => arbiters,
+        Err(error) => {
+            let _ = ready.send(Err(error.into()));
+            return;
+        }
+    };
+    let handles = arbiters.iter().map(Arbiter::handle).collect();
+    if ready.send(Ok((System::current(), handles))).is_err() {
+        return;
+    }
+    if let Err(error) = runner.run() {
+        tracing::warn!(%error, "the runtime's system stopped with an error");
+    }
+    for arbiter in arbiters {
+        arbiter.stop();
+        if arbiter.join().is_err() {
+            tracing::warn!("a worker thread panicked");
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the runtime thread panicked");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The subtask actor: drives one [`SubtaskCore`].
+//!
+//! Every handler hands its message to the core, then [`SubtaskActor::drive`] steps the core and
+//! sends what it emits. Stepping yields to the arbiter after a bounded number of steps, so a
+//! busy source shares its thread with the actors placed beside it.
+
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
+use rill_core::plan::SubtaskId;
+use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
+
+use crate::master::JobMaster;
+use crate::messages::{
+    ActorLost, DeliverBatch, OutputCredit, PartitionBatch, Shutdown, Start, SubtaskFinished,
+    TargetCredit, TaskFailed, WireSubtask,
+};
+
+/// Steps one handler may take before it yields the thread to other actors.
+const STEPS_PER_TURN_MAX: usize = 16;
+
+/// Resumes stepping after a yield or an idle pause.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Resume;
+
+pub(crate) struct SubtaskActor {
+    id: SubtaskId,
+    core: SubtaskCore,
+    master: Addr<JobMaster>,
+    wiring: Option<WireSubtask>,
+    source_idle_pause: Duration,
+    started: bool,
+    resume_scheduled: bool,
+    /// Finished or failed: nothing more to do but wait for shutdown.
+    done: bool,
+    shutting_down: bool,
+}
+
+impl SubtaskActor {
+    pub(crate) fn new(
+        id: SubtaskId,
+        core: SubtaskCore,
+        master: Addr<JobMaster>,
+        source_idle_pause: Duration,
+    ) -> Self {
+        SubtaskActor {
+            id,
+            core,
+            master,
+            wiring: None,
+            source_idle_pause,
+            started: false,
+            resume_scheduled: false,
+            done: false,
+            shutting_down: false,
+        }
+    }
+
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        if !self.started || self.done {
+            return;
+        }
+        for _ in 0..STEPS_PER_TURN_MAX {
+            let step = self.core.step();
+            self.send_transmits();
+            match step {
+                Ok(Step::Progress) => continue,
+                Ok(Step::Blocked) => return,
+                Ok(Step::Idle) => {
+                    self.schedule_resume(ctx, Some(self.source_idle_pause));
+                    return;
+                }
+                Ok(Step::Finished) => {
+                    self.done = true;
+                    self.master.do_send(SubtaskFinished(self.id));
+                    return;
+                }
+                Err(error) => {
+                    self.done = true;
+                    self.master.do_send(TaskFailed {
+                        subtask: self.id,
+                        error,
+                    });
+                    return;
+                }
+            }
+        }
+        self.schedule_resume(ctx, None);
+    }
+
+    fn schedule_resume(&mut self, ctx: &mut Context<Self>, after: Option<Duration>) {
+        if self.resume_scheduled {
+            return;
+        }
+        self.resume_scheduled = true;
+        match after {
+            Some(pause) => {
+                ctx.notify_later(Resume, pause);
+            }
+            None => ctx.notify(Resume),
+        }
+    }
+
+    fn send_transmits(&mut self) {
+        let Some(wiring) = &self.wiring else {
+            return;
+        };
+        while let Some(transmit) = self.core.poll_transmit() {
+            match transmit {
+                SubtaskTransmit::Batch { output, batch } => {
+                    wiring.outputs[output].do_send(PartitionBatch(batch))
+                }
+                SubtaskTransmit::Credit { input, credits } => {
+                    let (sender, target) = &wiring.inputs[input];
+                    sender.do_send(TargetCredit {
+                        target: *target,
+                        credits,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Actor for SubtaskActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if !self.shutting_down {
+            self.master.do_send(ActorLost {
+                subtask: self.id,
+                what: "subtask",
+            });
+        }
+    }
+}
+
+impl Handler<WireSubtask> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, wiring: WireSubtask, _ctx: &mut Context<Self>) {
+        self.wiring = Some(wiring);
+    }
+}
+
+impl Handler<Start> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Start, ctx: &mut Context<Self>) {
+        self.started = true;
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Resume> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) {
+        self.resume_scheduled = false;
+        self.drive(ctx);
+    }
+}
+
+impl Handler<DeliverBatch> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, message: DeliverBatch, ctx: &mut Context<Self>) {
+        self.core.handle_batch(message.channel, message.batch);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<OutputCredit> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, message: OutputCredit, ctx: &mut Context<Self>) {
+        self.core.handle_credit(message.output, message.credits);
+        self.send_transmits();
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Shutdown> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        self.shutting_down = true;
+        ctx.stop();
+    }
+}

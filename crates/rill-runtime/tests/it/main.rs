@@ -1,0 +1,261 @@
+//! The actix runtime end to end, on job graphs built by hand from `rill-core` parts: results,
+//! termination, failures named by operator and subtask, cancellation, and use from inside an
+//! application's own async runtime.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rill_core::exchange::{ExchangeKind, ForwardRouter, KeyHashRouter, RebalanceRouter};
+use rill_core::graph::{Edge, JobGraph, OperatorId, OperatorKind, OperatorNode};
+use rill_core::keyed::{KeySelector, KeyedReduce};
+use rill_core::operator::{Erased, Map, Sink, SinkOperator};
+use rill_core::source::{SequenceSource, Source, SourceOutput, SourcePoll};
+use rill_core::{BoxError, Record};
+use rill_runtime::{JobError, Runtime, RuntimeConfig};
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<(u64, u64)>>>);
+
+impl Sink for Shared {
+    type In = (u64, u64);
+
+    fn write_batch(&mut self, records: Vec<Record<(u64, u64)>>) -> Result<(), BoxError> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(records.into_iter().map(|r| r.value));
+        Ok(())
+    }
+}
+
+fn node(name: &str, parallelism: u32, kind: OperatorKind) -> OperatorNode {
+    OperatorNode {
+        name: name.into(),
+        parallelism,
+        keyed: false,
+        kind,
+    }
+}
+
+fn forward(from: OperatorId, to: OperatorId) -> Edge {
+    Edge {
+        from,
+        to,
+        exchange: ExchangeKind::Forward,
+        router: Arc::new(|| Box::new(ForwardRouter)),
+    }
+}
+
+/// sequence(0..n) -> map(i -> (i % keys, 1)) -> key_by(key) -> reduce(sum) -> sink
+fn counting_job(
+    n: u64,
+    keys: u64,
+    parallelism: u32,
+    panic_at: Option<u64>,
+    sink: Shared,
+) -> JobGraph {
+    let mut graph = JobGraph::new("count");
+    let source = graph.add_operator(node(
+        "sequence",
+        parallelism,
+        OperatorKind::Source(Arc::new(move |info| {
+            Box::new(SequenceSource::slice(0..n, info.subtask, info.parallelism))
+        })),
+    ));
+    let to_pair = Arc::new(move |i: u64| {
+        assert!(Some(i) != panic_at, "poisoned value {i}");
+        (i % keys, 1u64)
+    });
+    let map = graph.add_operator(node(
+        "to_pair",
+        parallelism,
+        OperatorKind::Transform(Arc::new(move |_| {
+            Box::new(Erased(Map::new(to_pair.clone())))
+        })),
+    ));
+    let key_of: KeySelector<(u64, u64), u64> = Arc::new(|pair| pair.0);
+    let sum = Arc::new(|a: (u64, u64), b: (u64, u64)| (a.0, a.1 + b.1));
+    let reduce_key = key_of.clone();
+    let reduce = graph.add_operator(node(
+        "sum",
+        parallelism,
+        OperatorKind::Transform(Arc::new(move |_| {
+            Box::new(Erased(KeyedReduce::new(sum.clone(), reduce_key.clone())))
+        })),
+    ));
+    let sink_node = graph.add_operator(node(
+        "sink",
+        parallelism,
+        OperatorKind::Transform(Arc::new(move |_| {
+            Box::new(Erased(SinkOperator(sink.clone())))
+        })),
+    ));
+    graph.add_edge(forward(source, map));
+    graph.add_edge(Edge {
+        from: map,
+        to: reduce,
+        exchange: ExchangeKind::KeyHash,
+        router: Arc::new(move || Box::new(KeyHashRouter::new(key_of.clone(), 128))),
+    });
+    graph.add_edge(forward(reduce, sink_node));
+    graph
+}
+
+fn runtime(workers: usize) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        workers,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn keyed_counts_are_exact_at_several_parallelisms() {
+    let runtime = runtime(2);
+    for parallelism in [1, 2, 3] {
+        let sink = Shared::default();
+        let graph = counting_job(10_000, 7, parallelism, None, sink.clone());
+        let report = runtime.submit(graph).unwrap().wait().unwrap();
+        assert_eq!(report.subtasks, 2 * parallelism as usize);
+        let emitted = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            emitted.len(),
+            10_000,
+            "one update per input at parallelism {parallelism}"
+        );
+        for key in 0..7 {
+            let updates: Vec<u64> = emitted
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, c)| *c)
+                .collect();
+            let expected: Vec<u64> =
+                (1..=(0..10_000u64).filter(|i| i % 7 == key).count() as u64).collect();
+            assert_eq!(updates, expected, "key {key} at parallelism {parallelism}");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_function_fails_the_job_naming_operator_and_subtask() {
+    let runtime = runtime(2);
+    let graph = counting_job(10_000, 7, 2, Some(7_777), Shared::default());
+    let error = runtime.submit(graph).unwrap().wait().unwrap_err();
+    let JobError::TaskFailed {
+        subtask,
+        parallelism,
+        ref error,
+        ..
+    } = error
+    else {
+        panic!("expected a task failure, got {error}");
+    };
+    assert_eq!(error.operator, "to_pair");
+    // 0..10_000 is split in two slices: 7_777 is in the second.
+    assert_eq!((subtask, parallelism), (1, 2));
+    let message = error.to_string();
+    assert!(message.contains("poisoned value 7777"), "{message}");
+}
+
+/// A source that never ends.
+struct Endless;
+
+impl Source for Endless {
+    type Out = (u64, u64);
+
+    fn poll_next(&mut self, out: &mut SourceOutput<(u64, u64)>) -> Result<SourcePoll, BoxError> {
+        out.collect((1, 1));
+        Ok(SourcePoll::Idle)
+    }
+}
+
+fn endless_job() -> JobGraph {
+    let mut graph = JobGraph::new("endless");
+    let source = graph.add_operator(node(
+        "endless",
+        1,
+        OperatorKind::Source(Arc::new(|_| Box::new(Endless))),
+    ));
+    let sink = graph.add_operator(node(
+        "sink",
+        2,
+        OperatorKind::Transform(Arc::new(|_| {
+            Box::new(Erased(SinkOperator(Shared::default())))
+        })),
+    ));
+    graph.add_edge(Edge {
+        from: source,
+        to: sink,
+        exchange: ExchangeKind::Rebalance,
+        router: Arc::new(|| Box::new(RebalanceRouter::<(u64, u64)>::starting_at(0))),
+    });
+    graph
+}
+
+#[test]
+fn cancel_ends_an_unbounded_job() {
+    let runtime = runtime(2);
+    let handle = runtime.submit(endless_job()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    handle.cancel();
+    assert!(matches!(handle.wait(), Err(JobError::Cancelled(name)) if name == "endless"));
+}
+
+#[test]
+fn dropping_the_runtime_ends_its_jobs() {
+    let runtime = runtime(1);
+    let handle = runtime.submit(endless_job()).unwrap();
+    drop(runtime);
+    assert!(matches!(handle.wait(), Err(JobError::RuntimeStopped(_))));
+}
+
+#[test]
+fn jobs_run_from_inside_an_applications_tokio_runtime() {
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    app.block_on(async {
+        let runtime = runtime(2);
+        let sink = Shared::default();
+        let report = runtime
+            .submit(counting_job(1_000, 3, 2, None, sink.clone()))
+            .unwrap()
+            .join()
+            .await
+            .unwrap();
+        assert_eq!(report.job, "count");
+        assert_eq!(sink.0.lock().unwrap().len(), 1_000);
+    });
+}
+
+#[test]
+fn invalid_graphs_are_refused_before_running() {
+    let runtime = runtime(1);
+    let mut graph = counting_job(10, 2, 2, None, Shared::default());
+    graph.operators[1].parallelism = 3;
+    let error = runtime
+        .submit(graph)
+        .err()
+        .expect("a forward edge across parallelism 2 -> 3 is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("forward edge 'sequence' -> 'to_pair'"),
+        "{error}"
+    );
+}
+
+#[test]
+fn jobs_run_from_inside_an_applications_actix_system() {
+    actix::System::new().block_on(async {
+        let runtime = runtime(2);
+        let sink = Shared::default();
+        let handle = runtime
+            .submit(counting_job(1_000, 3, 1, None, sink.clone()))
+            .unwrap();
+        handle.join().await.unwrap();
+        assert_eq!(sink.0.lock().unwrap().len(), 1_000);
+    });
+}
