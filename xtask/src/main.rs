@@ -1,1 +1,87 @@
-fn main() {}
+//! Rill's automation, run as `cargo xtask <command>`:
+//!
+//! - `ci`: what CI runs — formatting, lints, every test (unit, integration, doc);
+//! - `bench`: the standard workloads in release mode, with events/s, wall time, peak memory and
+//!   the checksums that show the engine computed the right thing;
+//! - `demo`: a fresh user's first real job — writes sample text to the event log, runs the
+//!   `wordcount` example over it, and prints the counts.
+
+mod bench;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Rill's automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Formatting, clippy, and every test, as CI runs them.
+    Ci,
+    /// The standard benchmark workloads (release build).
+    Bench(bench::BenchArgs),
+    /// Writes sample text to a log, runs wordcount over it and prints the counts.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Task::Ci => ci(&root),
+        Task::Bench(args) => bench::run(&root, &args),
+        Task::Demo(args) => demo::run(&root, &args),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs a command in the workspace root, failing with the command line if it fails.
+fn run_command(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    run_command(root, "cargo", &["fmt", "--all", "--", "--check"])?;
+    run_command(
+        root,
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    run_command(
+        root,
+        "cargo",
+        &["nextest", "run", "--workspace", "--no-fail-fast"],
+    )?;
+    run_command(root, "cargo", &["test", "--workspace", "--doc"])?;
+    Ok(())
+}

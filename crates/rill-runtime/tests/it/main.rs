@@ -2,6 +2,8 @@
 //! termination, failures named by operator and subtask, cancellation, and use from inside an
 //! application's own async runtime.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
