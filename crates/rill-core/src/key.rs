@@ -9,7 +9,7 @@
 use std::hash::{Hash, Hasher};
 use std::ops::RangeInclusive;
 
-use xxhash_rust::xxh3::Xxh3Default;
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 /// The default number of key groups, and so the largest parallelism a keyed operator can have.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
@@ -26,9 +26,28 @@ impl<K: Hash + Eq + Clone + Send + 'static> Key for K {}
 ///
 /// `std`'s integer writes use native-endian bytes and `usize` has the machine's width; this
 /// hasher encodes every integer as little-endian and `usize`/`isize` as 64 bits, then hashes the
-/// bytes with xxh3 (a specified, portable function).
-#[derive(Default, Clone)]
-pub struct StableHasher(Xxh3Default);
+/// bytes with xxh3 (a specified, portable function). Keys up to [`INLINE_BYTES_MAX`] bytes are
+/// gathered on the stack and hashed in one call; longer ones stream. Both give xxh3 of the
+/// concatenated bytes.
+#[derive(Clone)]
+pub struct StableHasher {
+    inline: [u8; INLINE_BYTES_MAX],
+    inline_len: usize,
+    streaming: Option<Box<Xxh3Default>>,
+}
+
+/// The key size up to which [`StableHasher`] hashes in one call, without a streaming state.
+pub const INLINE_BYTES_MAX: usize = 64;
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        StableHasher {
+            inline: [0; INLINE_BYTES_MAX],
+            inline_len: 0,
+            streaming: None,
+        }
+    }
+}
 
 impl StableHasher {
     /// A hasher with the fixed default seed.
@@ -40,31 +59,43 @@ impl StableHasher {
 macro_rules! write_le {
     ($($method:ident: $ty:ty),* $(,)?) => {
         $(fn $method(&mut self, value: $ty) {
-            self.0.write(&value.to_le_bytes());
+            self.write(&value.to_le_bytes());
         })*
     };
 }
 
 impl Hasher for StableHasher {
     fn finish(&self) -> u64 {
-        self.0.finish()
+        match &self.streaming {
+            Some(state) => state.digest(),
+            None => xxh3_64(&self.inline[..self.inline_len]),
+        }
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
+        if let Some(state) = &mut self.streaming {
+            state.update(bytes);
+        } else if let Some(free) = self
+            .inline
+            .get_mut(self.inline_len..self.inline_len + bytes.len())
+        {
+            free.copy_from_slice(bytes);
+            self.inline_len += bytes.len();
+        } else {
+            let mut state = Box::new(Xxh3Default::new());
+            state.update(&self.inline[..self.inline_len]);
+            state.update(bytes);
+            self.streaming = Some(state);
+        }
     }
 
     write_le!(
         write_u16: u16, write_u32: u32, write_u64: u64, write_u128: u128,
-        write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128,
+        write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128,
     );
 
     fn write_u8(&mut self, value: u8) {
-        self.0.write(&[value]);
-    }
-
-    fn write_i8(&mut self, value: i8) {
-        self.0.write(&value.to_le_bytes());
+        self.write(&[value]);
     }
 
     fn write_usize(&mut self, value: usize) {
@@ -149,6 +180,19 @@ mod tests {
         );
         assert_eq!(stable_hash("rill"), stable_hash(&String::from("rill")));
         assert_eq!(stable_hash(&7usize), stable_hash(&7u64));
+    }
+
+    #[test]
+    fn long_keys_hash_like_short_ones() {
+        let long = "k".repeat(3 * INLINE_BYTES_MAX);
+        let mut expected = long.as_bytes().to_vec();
+        expected.push(0xff); // `str`'s `Hash` ends with this separator byte.
+        assert_eq!(stable_hash(long.as_str()), xxh3_64(&expected));
+        let mut pieces = StableHasher::new();
+        for chunk in expected.chunks(7) {
+            pieces.write(chunk);
+        }
+        assert_eq!(pieces.finish(), xxh3_64(&expected));
     }
 
     proptest! {
