@@ -125,6 +125,9 @@ impl<T: Data> Router for RebalanceRouter<T> {
 pub struct KeyHashRouter<T, K> {
     key_of: KeySelector<T, K>,
     max_parallelism: u32,
+    /// The target of each key group, computed on the first batch (when the number of targets
+    /// is known) so that routing a record costs no division.
+    target_of_group: Vec<u32>,
 }
 
 impl<T, K> KeyHashRouter<T, K> {
@@ -133,6 +136,7 @@ impl<T, K> KeyHashRouter<T, K> {
         KeyHashRouter {
             key_of,
             max_parallelism,
+            target_of_group: Vec::new(),
         }
     }
 }
@@ -149,12 +153,19 @@ impl<T: Data, K: Key> Router for KeyHashRouter<T, K> {
             push_split(vec![records], targets);
             return Ok(());
         }
+        if self.target_of_group.len() != self.max_parallelism as usize {
+            self.target_of_group = (0..self.max_parallelism)
+                .map(|group| subtask_for_key_group(group, n, self.max_parallelism))
+                .collect();
+        }
+        // Room for a fair share plus slack, so that most batches split without reallocating.
+        let share = records.len() / n as usize;
         let mut split: Vec<Vec<Record<T>>> = (0..n)
-            .map(|_| Vec::with_capacity(records.len() / n as usize + 1))
+            .map(|_| Vec::with_capacity(share + share / 8 + 16))
             .collect();
         for record in records {
             let group = key_group_of(&(self.key_of)(&record.value), self.max_parallelism);
-            split[subtask_for_key_group(group, n, self.max_parallelism) as usize].push(record);
+            split[self.target_of_group[group as usize] as usize].push(record);
         }
         push_split(split, targets);
         Ok(())
