@@ -37,35 +37,62 @@ impl fmt::Display for Timestamp {
 }
 
 /// One value with the event time it carries, if any.
+///
+/// A record without event time stores `Timestamp::MIN` (the "minus infinity" of watermarks,
+/// never an event's time) rather than an `Option`: that keeps a record of a 16-byte value at
+/// 24 bytes instead of 32, and records are copied on every exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record<T> {
     /// The user's value.
     pub value: T,
-    /// The event timestamp assigned at the source, if the stream has event time.
-    pub timestamp: Option<Timestamp>,
+    timestamp: Timestamp,
 }
 
 impl<T> Record<T> {
     /// A record without an event timestamp.
+    #[inline]
     pub fn new(value: T) -> Self {
         Record {
             value,
-            timestamp: None,
+            timestamp: Timestamp::MIN,
         }
     }
 
-    /// A record with an event timestamp.
+    /// A record with an event timestamp (`Timestamp::MIN` means none).
+    #[inline]
     pub fn with_timestamp(value: T, timestamp: Timestamp) -> Self {
+        Record { value, timestamp }
+    }
+
+    /// A record with an event timestamp if one is given.
+    #[inline]
+    pub fn with_optional_timestamp(value: T, timestamp: Option<Timestamp>) -> Self {
         Record {
             value,
-            timestamp: Some(timestamp),
+            timestamp: timestamp.unwrap_or(Timestamp::MIN),
         }
+    }
+
+    /// The event timestamp assigned at the source, if the stream has event time.
+    #[inline]
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        (self.timestamp != Timestamp::MIN).then_some(self.timestamp)
     }
 
     /// The same timestamp on another value: what a one-to-one transformation emits.
+    #[inline]
     pub fn replace<U>(&self, value: U) -> Record<U> {
         Record {
             value,
+            timestamp: self.timestamp,
+        }
+    }
+
+    /// Applies `f` to the value, keeping the timestamp.
+    #[inline]
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Record<U> {
+        Record {
+            value: f(self.value),
             timestamp: self.timestamp,
         }
     }
@@ -204,6 +231,22 @@ mod tests {
         let err = copy.downcast::<String>().unwrap_err();
         assert_eq!(err.expected, "alloc::string::String");
         assert_eq!(err.found, "u32");
+    }
+
+    #[test]
+    fn a_record_keeps_its_timestamp_or_none() {
+        assert_eq!(Record::new(1u8).timestamp(), None);
+        assert_eq!(
+            Record::with_timestamp(1u8, Timestamp(-5)).timestamp(),
+            Some(Timestamp(-5))
+        );
+        assert_eq!(
+            Record::with_timestamp(1u8, Timestamp(7))
+                .map(|v| v + 1)
+                .timestamp(),
+            Some(Timestamp(7))
+        );
+        assert_eq!(std::mem::size_of::<Record<(u64, u64)>>(), 24);
     }
 
     #[test]

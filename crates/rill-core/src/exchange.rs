@@ -6,10 +6,10 @@
 //! receives them (see [`crate::partitioner`]).
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::element::{Data, Event, Record, RecordTypeMismatch, Records};
 use crate::key::{Key, key_group_of, subtask_for_key_group};
-use crate::keyed::KeySelector;
 
 /// Which exchange an edge uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,26 +122,31 @@ impl<T: Data> Router for RebalanceRouter<T> {
 }
 
 /// Sends each record to the subtask owning its key's key group.
-pub struct KeyHashRouter<T, K> {
-    key_of: KeySelector<T, K>,
+///
+/// Generic over the selector's type so that a concrete closure is inlined into the routing loop;
+/// a shared [`KeySelector`](crate::keyed::KeySelector) works too.
+pub struct KeyHashRouter<T, K, S: ?Sized = dyn Fn(&T) -> K + Send + Sync> {
+    key_of: Arc<S>,
     max_parallelism: u32,
     /// The target of each key group, computed on the first batch (when the number of targets
     /// is known) so that routing a record costs no division.
     target_of_group: Vec<u32>,
+    records: PhantomData<fn(&T) -> K>,
 }
 
-impl<T, K> KeyHashRouter<T, K> {
+impl<T, K, S: ?Sized> KeyHashRouter<T, K, S> {
     /// A router by the key `key_of` extracts, over `max_parallelism` key groups.
-    pub fn new(key_of: KeySelector<T, K>, max_parallelism: u32) -> Self {
+    pub fn new(key_of: Arc<S>, max_parallelism: u32) -> Self {
         KeyHashRouter {
             key_of,
             max_parallelism,
             target_of_group: Vec::new(),
+            records: PhantomData,
         }
     }
 }
 
-impl<T: Data, K: Key> Router for KeyHashRouter<T, K> {
+impl<T: Data, K: Key, S: Fn(&T) -> K + Send + Sync + ?Sized> Router for KeyHashRouter<T, K, S> {
     fn route(
         &mut self,
         records: Records,

@@ -35,10 +35,8 @@ impl<K: Key, O> KeyedContext<'_, K, O> {
 
     /// Emits a value with the input record's timestamp.
     pub fn emit(&mut self, value: O) {
-        self.out.push(Record {
-            value,
-            timestamp: self.timestamp,
-        });
+        self.out
+            .push(Record::with_optional_timestamp(value, self.timestamp));
     }
 
     /// Emits a value with the given timestamp.
@@ -104,7 +102,7 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
             let key = (self.key_of)(&record.value);
             let mut ctx = KeyedContext {
                 key: &key,
-                timestamp: record.timestamp,
+                timestamp: record.timestamp(),
                 store: &mut self.store,
                 out,
             };
@@ -153,20 +151,16 @@ where
         out.reserve(input.len());
         for record in input {
             let key = (self.key_of)(&record.value);
-            let value = match table.get_mut(&key) {
+            out.push(record.map(|value| match table.get_mut(&key) {
                 Some(accumulated) => {
-                    *accumulated = reduce(accumulated.clone(), record.value);
+                    *accumulated = reduce(accumulated.clone(), value);
                     accumulated.clone()
                 }
                 None => {
-                    table.insert(key, record.value.clone());
-                    record.value
+                    table.insert(key, value.clone());
+                    value
                 }
-            };
-            out.push(Record {
-                value,
-                timestamp: record.timestamp,
-            });
+            }));
         }
         Ok(())
     }

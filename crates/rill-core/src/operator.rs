@@ -145,10 +145,7 @@ impl<T: Data, U: Data, F: Fn(T) -> U + Send + Sync + 'static> OneInputOperator f
         out: &mut Vec<Record<U>>,
     ) -> Result<(), BoxError> {
         let f = &*self.f;
-        out.extend(input.into_iter().map(|record| Record {
-            value: f(record.value),
-            timestamp: record.timestamp,
-        }));
+        out.extend(input.into_iter().map(|record| record.map(f)));
         Ok(())
     }
 }
@@ -224,11 +221,11 @@ where
         let f = &*self.f;
         out.reserve(input.len());
         for record in input {
-            let timestamp = record.timestamp;
+            let timestamp = record.timestamp();
             out.extend(
                 f(record.value)
                     .into_iter()
-                    .map(|value| Record { value, timestamp }),
+                    .map(|value| Record::with_optional_timestamp(value, timestamp)),
             );
         }
         Ok(())
