@@ -1,0 +1,86 @@
+//! The errors of the event log; each names the path, topic, partition or offset at fault.
+
+use std::path::PathBuf;
+
+/// Why an operation on the event log failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The directory does not exist.
+    #[error("no Rill log at {0}: the directory does not exist")]
+    NotFound(PathBuf),
+    /// The directory exists but is not a Rill log.
+    #[error("{0} is not a Rill log (it has no RILL_LOG marker); refusing to touch it")]
+    NotARillLog(PathBuf),
+    /// The log was written by an unknown version of Rill.
+    #[error("the Rill log at {path} has format '{found}', which this version cannot read")]
+    UnsupportedFormat {
+        /// The log's directory.
+        path: PathBuf,
+        /// The marker's content.
+        found: String,
+    },
+    /// Another handle (likely another process) has the log open.
+    #[error("the Rill log at {0} is in use by another process")]
+    Locked(PathBuf),
+    /// The topic does not exist.
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    /// A topic of that name exists already.
+    #[error("topic '{0}' exists already")]
+    TopicExists(String),
+    /// The topic name is not allowed.
+    #[error("invalid topic name '{0}': use 1 to 128 characters from A-Z a-z 0-9 . _ -")]
+    InvalidTopicName(String),
+    /// The partition count is not allowed.
+    #[error("invalid partition count {0} for topic '{1}': it must be between 1 and 1024")]
+    InvalidPartitionCount(u32, String),
+    /// The partition does not exist.
+    #[error("topic '{topic}' has no partition {partition} (it has {partitions})")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+    /// The offset is past the end of the partition.
+    #[error(
+        "offset {offset} is past the end of topic '{topic}' partition {partition} (end offset {end})"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// The partition's end offset.
+        end: u64,
+    },
+    /// The storage engine failed.
+    #[error("storage error in the Rill log at {path}: {source}")]
+    Storage {
+        /// The log's directory.
+        path: PathBuf,
+        /// The engine's error.
+        source: fjall::Error,
+    },
+    /// A file of the log could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A stored record or topic could not be decoded.
+    #[error("corrupt data in topic '{topic}': {reason}")]
+    Corrupt {
+        /// The topic (or `<meta>` for topic metadata).
+        topic: String,
+        /// What could not be decoded.
+        reason: String,
+    },
+}

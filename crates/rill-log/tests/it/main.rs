@@ -1,0 +1,288 @@
+//! The event log against a real directory: round trips, offsets, partitioning, errors, and
+//! durability across reopening.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use rill_log::{EventLog, LogError, ProducerRecord, partition_for_key};
+
+fn fresh() -> (tempfile::TempDir, EventLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open_or_create(dir.path().join("log")).unwrap();
+    (dir, log)
+}
+
+fn values(log: &EventLog, topic: &str, partition: u32) -> Vec<String> {
+    let end = log.end_offsets(topic).unwrap()[partition as usize];
+    log.read(topic, partition, 0, end as usize)
+        .unwrap()
+        .into_iter()
+        .map(|r| String::from_utf8(r.value).unwrap())
+        .collect()
+}
+
+#[test]
+fn appends_read_back_with_dense_offsets() {
+    let (_dir, log) = fresh();
+    log.create_topic("events", 1).unwrap();
+    let positions = log
+        .append_batch(
+            "events",
+            (0..5)
+                .map(|i| ProducerRecord::new(format!("e{i}")))
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(
+        positions.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    let single = log
+        .append("events", ProducerRecord::new("e5").with_timestamp(42))
+        .unwrap();
+    assert_eq!((single.partition, single.offset), (0, 5));
+    let records = log.read("events", 0, 3, 10).unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(records[2].timestamp, 42);
+    assert!(
+        records[0].timestamp > 1_600_000_000_000,
+        "append time in ms since the epoch"
+    );
+    assert_eq!(
+        log.read("events", 0, 6, 10).unwrap(),
+        vec![],
+        "reading at the end is empty"
+    );
+    assert_eq!(
+        log.read("events", 0, 1, 2).unwrap().len(),
+        2,
+        "max_records is respected"
+    );
+}
+
+#[test]
+fn keys_choose_partitions_stably_and_explicit_partitions_win() {
+    let (_dir, log) = fresh();
+    log.create_topic("users", 4).unwrap();
+    for i in 0..20 {
+        let user = format!("user{}", i % 5);
+        let position = log
+            .append(
+                "users",
+                ProducerRecord::new(format!("{i}")).with_key(user.clone()),
+            )
+            .unwrap();
+        assert_eq!(position.partition, partition_for_key(user.as_bytes(), 4));
+    }
+    let pinned = log
+        .append(
+            "users",
+            ProducerRecord::new("x").with_key("user0").with_partition(3),
+        )
+        .unwrap();
+    assert_eq!(pinned.partition, 3);
+    let error = log
+        .append("users", ProducerRecord::new("x").with_partition(4))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LogError::UnknownPartition {
+                partition: 4,
+                partitions: 4,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn records_without_key_spread_round_robin() {
+    let (_dir, log) = fresh();
+    log.create_topic("spread", 3).unwrap();
+    log.append_batch(
+        "spread",
+        (0..9)
+            .map(|i| ProducerRecord::new(format!("{i}")))
+            .collect(),
+    )
+    .unwrap();
+    assert_eq!(log.end_offsets("spread").unwrap(), vec![3, 3, 3]);
+}
+
+#[test]
+fn bad_requests_get_errors_that_name_the_culprit() {
+    let (_dir, log) = fresh();
+    log.create_topic("t", 2).unwrap();
+    let cases: Vec<(LogError, &str)> = vec![
+        (
+            log.read("nope", 0, 0, 1).unwrap_err(),
+            "unknown topic 'nope'",
+        ),
+        (
+            log.read("t", 7, 0, 1).unwrap_err(),
+            "topic 't' has no partition 7 (it has 2)",
+        ),
+        (
+            log.read("t", 0, 5, 1).unwrap_err(),
+            "offset 5 is past the end of topic 't' partition 0 (end offset 0)",
+        ),
+        (
+            log.create_topic("t", 1).unwrap_err(),
+            "topic 't' exists already",
+        ),
+        (
+            log.create_topic("bad name!", 1).unwrap_err(),
+            "invalid topic name 'bad name!'",
+        ),
+        (
+            log.create_topic("zero", 0).unwrap_err(),
+            "invalid partition count 0 for topic 'zero'",
+        ),
+        (
+            log.append("missing", ProducerRecord::new("x")).unwrap_err(),
+            "unknown topic 'missing'",
+        ),
+    ];
+    for (error, expected) in cases {
+        assert!(
+            error.to_string().contains(expected),
+            "'{error}' should say '{expected}'"
+        );
+    }
+}
+
+#[test]
+fn a_directory_that_is_not_a_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    assert!(matches!(EventLog::open(&missing), Err(LogError::NotFound(path)) if path == missing));
+    std::fs::write(dir.path().join("notes.txt"), "my files").unwrap();
+    let error = EventLog::open_or_create(dir.path()).err().unwrap();
+    assert!(matches!(error, LogError::NotARillLog(_)), "{error}");
+    assert!(
+        dir.path().join("notes.txt").exists(),
+        "nothing in it was touched"
+    );
+    let log_dir = dir.path().join("log");
+    drop(EventLog::open_or_create(&log_dir).unwrap());
+    std::fs::write(log_dir.join("RILL_LOG"), "rill-log 99\n").unwrap();
+    let error = EventLog::open(&log_dir).err().unwrap();
+    assert!(
+        error.to_string().contains("format 'rill-log 99'"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_second_handle_on_an_open_log_is_refused() {
+    let (dir, _log) = fresh();
+    let error = EventLog::open(dir.path().join("log")).err().unwrap();
+    assert!(matches!(error, LogError::Locked(_)), "{error}");
+}
+
+#[test]
+fn data_survives_reopening_again_and_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for round in 0..5 {
+        let log = EventLog::open_or_create(&path).unwrap();
+        if round == 0 {
+            log.create_topic("durable", 3).unwrap();
+        }
+        assert_eq!(
+            log.end_offsets("durable").unwrap(),
+            expected.iter().map(|v| v.len() as u64).collect::<Vec<_>>(),
+            "end offsets recovered in round {round}"
+        );
+        for partition in 0..3 {
+            assert_eq!(
+                values(&log, "durable", partition),
+                expected[partition as usize]
+            );
+        }
+        for i in 0..10 {
+            let value = format!("r{round}-{i}");
+            let partition = (round + i) % 3;
+            log.append(
+                "durable",
+                ProducerRecord::new(value.clone()).with_partition(partition),
+            )
+            .unwrap();
+            expected[partition as usize].push(value);
+        }
+        log.flush().unwrap();
+    }
+    let log = EventLog::open(&path).unwrap();
+    assert_eq!(log.topics().len(), 1);
+    assert_eq!(log.topic("durable").unwrap().partitions, 3);
+}
+
+#[test]
+fn concurrent_appends_lose_nothing() {
+    let (_dir, log) = fresh();
+    log.create_topic("busy", 2).unwrap();
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let log = log.clone();
+            scope.spawn(move || {
+                for i in 0..250 {
+                    let record = ProducerRecord::new(format!("{writer}:{i}")).with_partition(i % 2);
+                    log.append("busy", record).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(log.end_offsets("busy").unwrap(), vec![500, 500]);
+    for partition in 0..2 {
+        let mut last_seen: BTreeMap<String, u32> = BTreeMap::new();
+        for value in values(&log, "busy", partition) {
+            let (writer, i) = value.split_once(':').unwrap();
+            let i: u32 = i.parse().unwrap();
+            if let Some(previous) = last_seen.insert(writer.to_owned(), i) {
+                assert!(i > previous, "each writer's records keep their order");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn any_appends_read_back_per_partition(
+        batches in prop::collection::vec(
+            prop::collection::vec((0u32..3, prop::collection::vec(any::<u8>(), 0..20)), 1..20),
+            1..6,
+        )
+    ) {
+        let (_dir, log) = fresh();
+        log.create_topic("p", 3).unwrap();
+        let mut expected: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+        for batch in batches {
+            let records = batch
+                .iter()
+                .map(|(partition, value)| ProducerRecord::new(value.clone()).with_partition(*partition))
+                .collect();
+            log.append_batch("p", records).unwrap();
+            for (partition, value) in batch {
+                expected[partition as usize].push(value);
+            }
+        }
+        for partition in 0..3u32 {
+            let read: Vec<Vec<u8>> = log
+                .read("p", partition, 0, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+            prop_assert_eq!(&read, &expected[partition as usize]);
+        }
+    }
+}

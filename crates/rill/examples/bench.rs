@@ -1,0 +1,195 @@
+//! The standard benchmark workloads, one run per process (so peak memory is the run's own).
+//!
+//! `cargo xtask bench` runs this for each workload and parallelism and prints a table; run it
+//! directly for one figure:
+//!
+//! ```text
+//! cargo run --release -p rill --example bench -- --workload keyed --parallelism 1 --events 20000000
+//! ```
+//!
+//! Every workload reads the same generated events so results compare with other engines:
+//! event `i` is `z = splitmix64(i)`, `key = (z >> 1) % 100_000`, `value = z >> 48`; parallel
+//! sources each produce one contiguous slice of `0..events`. It prints one JSON line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use rill::prelude::*;
+use rustc_hash::FxHashMap;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Workload {
+    /// Key by key, a running wrapping sum per key emitted for every event.
+    Keyed,
+    /// map value*2, filter value%3 != 0.
+    Stateless,
+    /// The keyed workload with a sink that takes 1 ms per batch: backpressure bounds memory.
+    SlowSink,
+    /// The keyed workload as a hand-written single-threaded loop: the limit to measure against.
+    BaselineKeyed,
+    /// The stateless workload as a hand-written single-threaded loop.
+    BaselineStateless,
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, value_enum)]
+    workload: Workload,
+    #[arg(long, default_value_t = 20_000_000)]
+    events: u64,
+    #[arg(long, default_value_t = 1)]
+    parallelism: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Event {
+    key: u64,
+    value: u64,
+}
+
+fn splitmix64(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn event(i: u64) -> Event {
+    let z = splitmix64(i);
+    Event {
+        key: (z >> 1) % 100_000,
+        value: z >> 48,
+    }
+}
+
+/// Counts records and keeps a wrapping sum of their values, across parallel sink subtasks.
+#[derive(Clone, Default)]
+struct Tally {
+    records: Arc<AtomicU64>,
+    checksum: Arc<AtomicU64>,
+}
+
+struct CountingSink {
+    tally: Tally,
+    pause_per_batch: Option<Duration>,
+}
+
+impl Sink for CountingSink {
+    type In = Event;
+
+    fn write_batch(&mut self, records: Vec<Record<Event>>) -> Result<(), BoxError> {
+        let sum = records
+            .iter()
+            .fold(0u64, |sum, r| sum.wrapping_add(r.value.value));
+        self.tally
+            .records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.tally.checksum.fetch_add(sum, Ordering::Relaxed);
+        if let Some(pause) = self.pause_per_batch {
+            std::thread::sleep(pause);
+        }
+        Ok(())
+    }
+}
+
+fn run_job(args: &Args) -> Result<(u64, u64), RillError> {
+    let env = StreamEnv::new();
+    env.set_parallelism(args.parallelism);
+    let events = env.from_sequence(0..args.events).map(event);
+    let stream = match args.workload {
+        Workload::Stateless => events
+            .map(|e| Event {
+                value: e.value * 2,
+                ..e
+            })
+            .filter(|e| e.value % 3 != 0),
+        _ => events.key_by(|e: &Event| e.key).reduce(|acc, e| Event {
+            key: acc.key,
+            value: acc.value.wrapping_add(e.value),
+        }),
+    };
+    let tally = Tally::default();
+    let sink_tally = tally.clone();
+    let pause_per_batch =
+        matches!(args.workload, Workload::SlowSink).then(|| Duration::from_millis(1));
+    stream.sink_with("count", move |_, _| CountingSink {
+        tally: sink_tally.clone(),
+        pause_per_batch,
+    });
+    env.execute(&format!("bench-{:?}", args.workload))?;
+    Ok((
+        tally.records.load(Ordering::Relaxed),
+        tally.checksum.load(Ordering::Relaxed),
+    ))
+}
+
+fn run_baseline(args: &Args) -> (u64, u64) {
+    let (mut records, mut checksum) = (0u64, 0u64);
+    match args.workload {
+        Workload::BaselineKeyed => {
+            let mut sums: FxHashMap<u64, u64> = FxHashMap::default();
+            for i in 0..args.events {
+                let e = event(i);
+                let sum = sums.entry(e.key).or_insert(0);
+                *sum = sum.wrapping_add(e.value);
+                records += 1;
+                checksum = checksum.wrapping_add(*sum);
+            }
+        }
+        _ => {
+            for i in 0..args.events {
+                let value = event(i).value * 2;
+                if value % 3 != 0 {
+                    records += 1;
+                    checksum = checksum.wrapping_add(value);
+                }
+            }
+        }
+    }
+    (records, checksum)
+}
+
+/// The process's peak resident memory in MiB (Linux; 0 where unknown).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let (records, checksum) = match args.workload {
+        Workload::BaselineKeyed | Workload::BaselineStateless => run_baseline(&args),
+        _ => run_job(&args)?,
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "workload": format!("{:?}", args.workload),
+            "parallelism": args.parallelism,
+            "events": args.events,
+            "records": records,
+            "checksum": checksum,
+            "seconds": seconds,
+            "events_per_sec": args.events as f64 / seconds,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
+}

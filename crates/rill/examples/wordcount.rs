@@ -1,0 +1,122 @@
+//! Word count over the event log: reads text lines from a topic, splits them into words, keeps a
+//! running count per word, and appends `word<TAB>count` to an output topic for every update.
+//!
+//! ```text
+//! rill log create lines --partitions 2
+//! printf 'to be or not\nto be\n' | rill log produce lines
+//! rill log create counts --partitions 2
+//! cargo run --release -p rill --example wordcount -- --input lines --output counts --bounded
+//! rill log consume counts
+//! ```
+//!
+//! Without `--bounded` the job keeps reading new lines until Ctrl-C.
+
+use clap::Parser;
+use rill::prelude::*;
+
+#[derive(Parser)]
+struct Args {
+    /// The event log's directory.
+    #[arg(long, default_value = "./rill-data")]
+    data_dir: std::path::PathBuf,
+    /// The topic to read lines from.
+    #[arg(long, default_value = "lines")]
+    input: String,
+    /// The topic to write counts to.
+    #[arg(long, default_value = "counts")]
+    output: String,
+    /// Subtasks per operator.
+    #[arg(long, default_value_t = 1)]
+    parallelism: u32,
+    /// Stop at the end of the input as it is when the job starts.
+    #[arg(long)]
+    bounded: bool,
+}
+
+/// Counts the occurrences of each word; the count lives in keyed state.
+#[derive(Clone)]
+struct WordCounter {
+    count: ValueState<u64>,
+}
+
+impl KeyedProcessFunction for WordCounter {
+    type Key = String;
+    type In = String;
+    type Out = (String, u64);
+
+    fn process(
+        &mut self,
+        word: String,
+        ctx: &mut KeyedContext<'_, String, (String, u64)>,
+    ) -> Result<(), BoxError> {
+        let count = self.count.get(ctx).unwrap_or(0) + 1;
+        self.count.set(ctx, count);
+        ctx.emit((word, count));
+        Ok(())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let log = EventLog::open(&args.data_dir)?;
+    let mut source = LogSource::text(&log, &args.input)?;
+    if args.bounded {
+        source = source.bounded();
+    }
+    let sink = LogSink::with_encoder(&log, &args.output, |(word, count): &(String, u64)| {
+        ProducerRecord::new(format!("{word}\t{count}").into_bytes())
+            .with_key(word.clone().into_bytes())
+    })?;
+
+    let env = StreamEnv::new();
+    env.set_parallelism(args.parallelism);
+    env.from_log(source)
+        .flat_map(|line: String| {
+            line.split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+        })
+        .name("split")
+        .key_by(|word: &String| word.clone())
+        .process(WordCounter {
+            count: ValueState::new("count"),
+        })
+        .name("count")
+        .sink_to_log(sink);
+
+    let job = env.execute_async("wordcount")?;
+    if args.bounded {
+        let report = job.wait()?;
+        eprintln!(
+            "wordcount finished in {:.3} s",
+            report.elapsed.as_secs_f64()
+        );
+        return Ok(());
+    }
+    let canceller = job.canceller();
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    signals.block_on(async move {
+        let outcome = job.join();
+        tokio::pin!(outcome);
+        tokio::select! {
+            outcome = &mut outcome => outcome.map(|_| ()),
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopping wordcount");
+                canceller.cancel();
+                match outcome.await {
+                    Ok(_) | Err(RillError::Job(rill::runtime::JobError::Cancelled(_))) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+        }
+    })?;
+    Ok(())
+}

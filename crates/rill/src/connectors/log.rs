@@ -1,0 +1,262 @@
+//! The embedded event log as a source and a sink.
+//!
+//! [`LogSource`] reads a topic: partition `p` goes to source subtask `p % parallelism`, and each
+//! subtask reads its partitions in turn, in offset order. In **bounded** mode it stops at the
+//! end offsets it sees when the job starts, so the job ends; otherwise it keeps polling for new
+//! records. A record's log timestamp becomes its event timestamp.
+//!
+//! [`LogSink`] appends each batch to a topic and flushes the log durably at end of input. It is
+//! at-least-once: a job that fails and runs again appends again what it wrote before.
+
+use std::sync::Arc;
+
+use rill_core::operator::Sink;
+use rill_core::source::{Source, SourceOutput, SourcePoll};
+use rill_core::{BoxError, Data, Record, Timestamp};
+use rill_log::{EventLog, LogError, LogRecord, ProducerRecord};
+
+use crate::env::StreamEnv;
+use crate::stream::{DataStream, SinkHandle};
+
+/// Decodes a log record into a stream value.
+type Decode<T> = Arc<dyn Fn(LogRecord) -> T + Send + Sync>;
+
+/// Encodes a stream value into a log record.
+type Encode<T> = Arc<dyn Fn(&T) -> ProducerRecord + Send + Sync>;
+
+/// A topic of the event log, read as a stream.
+pub struct LogSource<T> {
+    log: EventLog,
+    topic: String,
+    partitions: u32,
+    bounded: bool,
+    start_offset: u64,
+    decode: Decode<T>,
+}
+
+impl LogSource<LogRecord> {
+    /// Reads whole records (key, value, partition, offset, timestamp).
+    pub fn records(log: &EventLog, topic: &str) -> Result<Self, LogError> {
+        Self::with_decoder(log, topic, |record| record)
+    }
+}
+
+impl LogSource<String> {
+    /// Reads each record's value as UTF-8 text (invalid bytes become U+FFFD).
+    pub fn text(log: &EventLog, topic: &str) -> Result<Self, LogError> {
+        Self::with_decoder(log, topic, |record| match String::from_utf8(record.value) {
+            Ok(text) => text,
+            Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+        })
+    }
+}
+
+impl<T: Data> LogSource<T> {
+    /// Reads a topic, decoding each record with `decode`. Fails if the topic does not exist.
+    pub fn with_decoder(
+        log: &EventLog,
+        topic: &str,
+        decode: impl Fn(LogRecord) -> T + Send + Sync + 'static,
+    ) -> Result<Self, LogError> {
+        let partitions = log.topic(topic)?.partitions;
+        Ok(LogSource {
+            log: log.clone(),
+            topic: topic.to_owned(),
+            partitions,
+            bounded: false,
+            start_offset: 0,
+            decode: Arc::new(decode),
+        })
+    }
+
+    /// Stops at the end offsets seen when the job starts, so the job ends.
+    pub fn bounded(mut self) -> Self {
+        self.bounded = true;
+        self
+    }
+
+    /// Starts every partition at `offset` instead of 0 (partitions shorter than that start at
+    /// their end).
+    pub fn from_offset(mut self, offset: u64) -> Self {
+        self.start_offset = offset;
+        self
+    }
+}
+
+struct PartitionCursor {
+    partition: u32,
+    next: u64,
+    /// Where a bounded source stops.
+    stop: Option<u64>,
+}
+
+/// One source subtask's reader over its share of the partitions.
+struct LogReader<T> {
+    log: EventLog,
+    topic: String,
+    cursors: Vec<PartitionCursor>,
+    turn: usize,
+    decode: Decode<T>,
+    /// An error met when the subtask started, reported at its first poll.
+    start_error: Option<LogError>,
+}
+
+impl<T: Data> LogReader<T> {
+    fn new(source: &LogSource<T>, subtask: u32, parallelism: u32) -> Self {
+        let mut reader = LogReader {
+            log: source.log.clone(),
+            topic: source.topic.clone(),
+            cursors: Vec::new(),
+            turn: 0,
+            decode: source.decode.clone(),
+            start_error: None,
+        };
+        match source.log.end_offsets(&source.topic) {
+            Ok(ends) => {
+                reader.cursors = (subtask..source.partitions)
+                    .step_by(parallelism as usize)
+                    .map(|partition| {
+                        let end = ends.get(partition as usize).copied().unwrap_or(0);
+                        PartitionCursor {
+                            partition,
+                            next: source.start_offset.min(end),
+                            stop: source.bounded.then_some(end),
+                        }
+                    })
+                    .collect();
+            }
+            Err(error) => reader.start_error = Some(error),
+        }
+        reader
+    }
+
+    fn exhausted(&self) -> bool {
+        self.cursors
+            .iter()
+            .all(|c| c.stop.is_some_and(|stop| c.next >= stop))
+    }
+}
+
+impl<T: Data> Source for LogReader<T> {
+    type Out = T;
+
+    fn poll_next(&mut self, out: &mut SourceOutput<T>) -> Result<SourcePoll, BoxError> {
+        if let Some(error) = self.start_error.take() {
+            return Err(error.into());
+        }
+        let count = self.cursors.len();
+        for offset in 0..count {
+            if out.remaining() == 0 {
+                break;
+            }
+            let cursor = &mut self.cursors[(self.turn + offset) % count];
+            let want = match cursor.stop {
+                Some(stop) => out
+                    .remaining()
+                    .min(stop.saturating_sub(cursor.next) as usize),
+                None => out.remaining(),
+            };
+            if want == 0 {
+                continue;
+            }
+            for record in self
+                .log
+                .read(&self.topic, cursor.partition, cursor.next, want)?
+            {
+                cursor.next = record.offset + 1;
+                let timestamp = Timestamp(record.timestamp);
+                out.collect_with_timestamp((self.decode)(record), timestamp);
+            }
+        }
+        self.turn = if count == 0 {
+            0
+        } else {
+            (self.turn + 1) % count
+        };
+        Ok(if self.exhausted() {
+            SourcePoll::Finished
+        } else if out.is_empty() {
+            SourcePoll::Idle
+        } else {
+            SourcePoll::Ready
+        })
+    }
+}
+
+impl StreamEnv {
+    /// A stream read from a topic of the event log.
+    pub fn from_log<T: Data>(&self, source: LogSource<T>) -> DataStream<T> {
+        let name = format!("log source '{}'", source.topic);
+        self.from_source(&name, true, move |subtask, parallelism| {
+            LogReader::new(&source, subtask, parallelism)
+        })
+    }
+}
+
+/// A topic of the event log, written by a stream.
+pub struct LogSink<T> {
+    log: EventLog,
+    topic: String,
+    encode: Encode<T>,
+}
+
+impl LogSink<String> {
+    /// Writes each value as a record's UTF-8 value, without a key.
+    pub fn text(log: &EventLog, topic: &str) -> Result<Self, LogError> {
+        Self::with_encoder(log, topic, |text: &String| {
+            ProducerRecord::new(text.clone().into_bytes())
+        })
+    }
+}
+
+impl<T: Data> LogSink<T> {
+    /// Writes each value as the record `encode` makes of it. Fails if the topic does not exist.
+    pub fn with_encoder(
+        log: &EventLog,
+        topic: &str,
+        encode: impl Fn(&T) -> ProducerRecord + Send + Sync + 'static,
+    ) -> Result<Self, LogError> {
+        log.topic(topic)?;
+        Ok(LogSink {
+            log: log.clone(),
+            topic: topic.to_owned(),
+            encode: Arc::new(encode),
+        })
+    }
+}
+
+/// One sink subtask's writer.
+struct LogWriter<T> {
+    log: EventLog,
+    topic: String,
+    encode: Encode<T>,
+}
+
+impl<T: Data> Sink for LogWriter<T> {
+    type In = T;
+
+    fn write_batch(&mut self, records: Vec<Record<T>>) -> Result<(), BoxError> {
+        let batch = records
+            .iter()
+            .map(|record| (self.encode)(&record.value))
+            .collect();
+        self.log.append_batch(&self.topic, batch)?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), BoxError> {
+        Ok(self.log.flush()?)
+    }
+}
+
+impl<T: Data> DataStream<T> {
+    /// Appends the stream to a topic of the event log.
+    pub fn sink_to_log(self, sink: LogSink<T>) -> SinkHandle {
+        let name = format!("log sink '{}'", sink.topic);
+        self.sink_with(&name, move |_, _| LogWriter {
+            log: sink.log.clone(),
+            topic: sink.topic.clone(),
+            encode: sink.encode.clone(),
+        })
+    }
+}

@@ -1,0 +1,263 @@
+//! The stream environment: where a job is described, configured and executed.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rill_core::Data;
+use rill_core::exchange::{ExchangeKind, ForwardRouter, RouterFactory};
+use rill_core::graph::{Edge, JobGraph, OperatorKind, OperatorNode};
+use rill_core::key::DEFAULT_MAX_PARALLELISM;
+use rill_core::source::{IterSource, SequenceSource, Source};
+use rill_runtime::{JobCanceller, JobHandle, JobReport, Runtime, RuntimeConfig};
+
+use crate::error::RillError;
+use crate::stream::DataStream;
+
+/// How jobs of an environment run.
+#[derive(Clone, Copy, Debug)]
+pub struct ExecutionConfig {
+    /// The parallelism of operators that do not set their own.
+    pub parallelism: u32,
+    /// The number of key groups: the largest parallelism a keyed operator may ever have.
+    pub max_parallelism: u32,
+    /// Threads, batch size, credits.
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            parallelism: 1,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// An operator as described, before parallelism is resolved.
+pub(crate) struct NodeDraft {
+    pub name: String,
+    pub parallelism: Option<u32>,
+    /// Set for sources that cannot run in parallel.
+    pub parallel: bool,
+    pub keyed: bool,
+    pub kind: OperatorKind,
+}
+
+/// How an edge exchanges records.
+pub(crate) enum EdgeExchange {
+    /// Forward when both sides have the same parallelism, otherwise rebalance (with this router).
+    Default { rebalance: RouterFactory },
+    /// The exchange the user or the operation asked for.
+    Explicit(ExchangeKind, RouterFactory),
+}
+
+pub(crate) struct EdgeDraft {
+    pub from: usize,
+    pub to: usize,
+    pub exchange: EdgeExchange,
+}
+
+#[derive(Default)]
+pub(crate) struct Draft {
+    pub config: ExecutionConfig,
+    pub nodes: Vec<NodeDraft>,
+    pub edges: Vec<EdgeDraft>,
+}
+
+/// Where a job is described: sources come from here, operations hang off the streams.
+///
+/// Cloning an environment gives another handle on the same job description.
+#[derive(Clone, Default)]
+pub struct StreamEnv {
+    draft: Arc<Mutex<Draft>>,
+}
+
+impl StreamEnv {
+    /// An environment with the default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An environment with the given configuration.
+    pub fn with_config(config: ExecutionConfig) -> Self {
+        let env = Self::default();
+        env.draft().config = config;
+        env
+    }
+
+    /// The configuration jobs run with.
+    pub fn config(&self) -> ExecutionConfig {
+        self.draft().config
+    }
+
+    /// Sets the parallelism of operators that do not set their own.
+    pub fn set_parallelism(&self, parallelism: u32) -> &Self {
+        self.draft().config.parallelism = parallelism;
+        self
+    }
+
+    /// Sets the number of worker threads the job's subtasks are spread over.
+    pub fn set_workers(&self, workers: usize) -> &Self {
+        self.draft().config.runtime.workers = workers;
+        self
+    }
+
+    pub(crate) fn draft(&self) -> MutexGuard<'_, Draft> {
+        // A panic while describing a job cannot leave the draft half-changed in a way that
+        // matters more than the panic itself.
+        self.draft
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn add_node(&self, node: NodeDraft) -> usize {
+        let mut draft = self.draft();
+        draft.nodes.push(node);
+        draft.nodes.len() - 1
+    }
+
+    pub(crate) fn add_edge(&self, edge: EdgeDraft) {
+        self.draft().edges.push(edge);
+    }
+
+    /// A stream from a source; `parallel` says whether it may run with parallelism above 1
+    /// (each subtask builds its own instance with `make`, told its index and the parallelism).
+    pub fn from_source<S, F>(&self, name: &str, parallel: bool, make: F) -> DataStream<S::Out>
+    where
+        S: Source,
+        F: Fn(u32, u32) -> S + Send + Sync + 'static,
+    {
+        let node = self.add_node(NodeDraft {
+            name: name.to_owned(),
+            parallelism: (!parallel).then_some(1),
+            parallel,
+            keyed: false,
+            kind: OperatorKind::Source(Arc::new(move |info| {
+                Box::new(make(info.subtask, info.parallelism))
+            })),
+        });
+        DataStream::new(self.clone(), node)
+    }
+
+    /// A stream of the items of a collection, in order (parallelism 1). The collection is
+    /// cloned for each run, so the job can be executed again.
+    pub fn from_iter<I>(&self, items: I) -> DataStream<I::Item>
+    where
+        I: IntoIterator + Clone + Send + Sync + 'static,
+        I::IntoIter: Send + 'static,
+        I::Item: Data,
+    {
+        self.from_source("from_iter", false, move |_, _| {
+            IterSource::new(items.clone())
+        })
+    }
+
+    /// A stream of the numbers of `range`; each parallel subtask emits one contiguous slice.
+    pub fn from_sequence(&self, range: std::ops::Range<u64>) -> DataStream<u64> {
+        self.from_source("sequence", true, move |index, parallelism| {
+            SequenceSource::slice(range.clone(), index, parallelism)
+        })
+    }
+
+    /// The job as a graph ready to submit to a [`Runtime`]: parallelism resolved, and each
+    /// default edge made forward (same parallelism) or rebalance (different parallelism).
+    pub fn job_graph(&self, name: &str) -> Result<JobGraph, RillError> {
+        let draft = self.draft();
+        let default = draft.config.parallelism;
+        let mut graph = JobGraph::new(name);
+        graph.max_parallelism = draft.config.max_parallelism;
+        for node in &draft.nodes {
+            let parallelism = node.parallelism.unwrap_or(default);
+            if !node.parallel && parallelism != 1 {
+                return Err(RillError::NonParallelSource {
+                    operator: node.name.clone(),
+                    parallelism,
+                });
+            }
+            graph.add_operator(OperatorNode {
+                name: node.name.clone(),
+                parallelism,
+                keyed: node.keyed,
+                kind: node.kind.clone(),
+            });
+        }
+        for edge in &draft.edges {
+            let (from, to) = (
+                rill_core::graph::OperatorId(edge.from),
+                rill_core::graph::OperatorId(edge.to),
+            );
+            let (exchange, router) = match &edge.exchange {
+                EdgeExchange::Default { rebalance } => {
+                    if graph.operator(from).parallelism == graph.operator(to).parallelism {
+                        let forward: RouterFactory = Arc::new(|| Box::new(ForwardRouter));
+                        (ExchangeKind::Forward, forward)
+                    } else {
+                        (ExchangeKind::Rebalance, rebalance.clone())
+                    }
+                }
+                EdgeExchange::Explicit(kind, router) => (*kind, router.clone()),
+            };
+            graph.add_edge(Edge {
+                from,
+                to,
+                exchange,
+                router,
+            });
+        }
+        graph.validate()?;
+        Ok(graph)
+    }
+
+    /// Runs the job on a runtime of its own and blocks until it ends.
+    ///
+    /// From inside an async runtime, use [`StreamEnv::execute_async`] and await the job instead.
+    pub fn execute(&self, name: &str) -> Result<JobReport, RillError> {
+        self.execute_async(name)?.wait()
+    }
+
+    /// Starts the job on a runtime of its own and returns at once.
+    pub fn execute_async(&self, name: &str) -> Result<RunningJob, RillError> {
+        let graph = self.job_graph(name)?;
+        let runtime = Runtime::new(self.config().runtime)?;
+        let handle = runtime.submit(graph)?;
+        Ok(RunningJob { handle, runtime })
+    }
+}
+
+/// A job running on a runtime of its own; the runtime stops when the job's outcome is taken.
+pub struct RunningJob {
+    handle: JobHandle,
+    // Declared after the handle: dropped last, so it outlives every use of the handle.
+    runtime: Runtime,
+}
+
+impl RunningJob {
+    /// Waits for the job to end, from any async context.
+    pub async fn join(self) -> Result<JobReport, RillError> {
+        let RunningJob { handle, runtime } = self;
+        let outcome = handle.join().await;
+        drop(runtime);
+        Ok(outcome?)
+    }
+
+    /// Blocks until the job ends.
+    ///
+    /// # Panics
+    /// When called from inside an async runtime's thread: use [`RunningJob::join`] there.
+    pub fn wait(self) -> Result<JobReport, RillError> {
+        let RunningJob { handle, runtime } = self;
+        let outcome = handle.wait();
+        drop(runtime);
+        Ok(outcome?)
+    }
+
+    /// Asks the job to stop.
+    pub fn cancel(&self) {
+        self.handle.cancel();
+    }
+
+    /// A handle that cancels the job from another thread or task.
+    pub fn canceller(&self) -> JobCanceller {
+        self.handle.canceller()
+    }
+}

@@ -1,0 +1,31 @@
+//! The errors describing and running a job can end with.
+
+use rill_core::graph::GraphError;
+use rill_log::LogError;
+use rill_runtime::{JobError, RuntimeError};
+
+/// Why a job could not be built or did not run to the end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RillError {
+    /// The job's graph cannot run.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A source that is not parallel was given a parallelism above 1.
+    #[error("source '{operator}' is not parallel; it cannot run with parallelism {parallelism}")]
+    NonParallelSource {
+        /// The source's name.
+        operator: String,
+        /// The parallelism asked for.
+        parallelism: u32,
+    },
+    /// The job failed or was cancelled.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The event log refused an operation.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}

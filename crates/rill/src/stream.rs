@@ -1,0 +1,309 @@
+//! Streams and the operations on them.
+//!
+//! Every operation adds an operator to the environment's job and returns the stream of its
+//! output. Consecutive operations with the same parallelism and no exchange in between are
+//! chained into one subtask when the job runs.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rill_core::exchange::{
+    BroadcastRouter, ExchangeKind, KeyHashRouter, RebalanceRouter, RouterFactory,
+};
+use rill_core::graph::{OperatorFactory, OperatorKind};
+use rill_core::keyed::{KeySelector, KeyedProcess, KeyedProcessFunction, KeyedReduce};
+use rill_core::operator::{
+    Erased, Filter, FlatMap, Map, OneInputOperator, Passthrough, Sink, SinkOperator,
+};
+use rill_core::{Data, Key};
+
+use crate::connectors::collect::{CollectSink, Collected};
+use crate::connectors::stdout::StdoutSink;
+use crate::env::{EdgeDraft, EdgeExchange, NodeDraft, StreamEnv};
+
+/// A stream of values of type `T`.
+pub struct DataStream<T> {
+    env: StreamEnv,
+    node: usize,
+    /// The exchange the next operation's input edge uses, if the user chose one.
+    exchange: Option<(ExchangeKind, RouterFactory)>,
+    values: PhantomData<fn() -> T>,
+}
+
+/// A stream partitioned by a key: its operations see each key's records on one subtask, with
+/// state scoped to the key.
+pub struct KeyedStream<T, K> {
+    stream: DataStream<T>,
+    key_of: KeySelector<T, K>,
+    /// Routes by the concrete key selector, so that it is inlined on the per-record path.
+    router: RouterFactory,
+}
+
+fn operator_factory<O, F>(make: F) -> OperatorFactory
+where
+    O: OneInputOperator,
+    F: Fn() -> O + Send + Sync + 'static,
+{
+    Arc::new(move |_| Box::new(Erased(make())))
+}
+
+impl<T: Data> DataStream<T> {
+    pub(crate) fn new(env: StreamEnv, node: usize) -> Self {
+        DataStream {
+            env,
+            node,
+            exchange: None,
+            values: PhantomData,
+        }
+    }
+
+    /// The environment the stream belongs to.
+    pub fn env(&self) -> &StreamEnv {
+        &self.env
+    }
+
+    /// Adds an operator fed by this stream.
+    fn then<U: Data>(
+        self,
+        name: &str,
+        keyed: bool,
+        edge: Option<(ExchangeKind, RouterFactory)>,
+        factory: OperatorFactory,
+    ) -> DataStream<U> {
+        let node = self.env.add_node(NodeDraft {
+            name: name.to_owned(),
+            parallelism: None,
+            parallel: true,
+            keyed,
+            kind: OperatorKind::Transform(factory),
+        });
+        self.connect_to(node, edge);
+        DataStream::new(self.env, node)
+    }
+
+    /// Adds the edge from this stream into `node`.
+    fn connect_to(&self, node: usize, edge: Option<(ExchangeKind, RouterFactory)>) {
+        let exchange = match edge.or_else(|| self.exchange.clone()) {
+            Some((kind, router)) => EdgeExchange::Explicit(kind, router),
+            None => EdgeExchange::Default {
+                rebalance: Arc::new(|| Box::new(RebalanceRouter::<T>::starting_at(0))),
+            },
+        };
+        self.env.add_edge(EdgeDraft {
+            from: self.node,
+            to: node,
+            exchange,
+        });
+    }
+
+    /// Names the operator that produces this stream (names appear in errors and logs).
+    pub fn name(self, name: &str) -> Self {
+        self.env.draft().nodes[self.node].name = name.to_owned();
+        self
+    }
+
+    /// Sets the parallelism of the operator that produces this stream.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        self.env.draft().nodes[self.node].parallelism = Some(parallelism);
+        self
+    }
+
+    /// Applies `f` to every value.
+    pub fn map<U: Data, F>(self, f: F) -> DataStream<U>
+    where
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.then(
+            "map",
+            false,
+            None,
+            operator_factory(move || Map::new(f.clone())),
+        )
+    }
+
+    /// Keeps the values for which `predicate` holds.
+    pub fn filter<F>(self, predicate: F) -> DataStream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        let predicate = Arc::new(predicate);
+        self.then(
+            "filter",
+            false,
+            None,
+            operator_factory(move || Filter::new(predicate.clone())),
+        )
+    }
+
+    /// Replaces every value by the values `f` returns for it.
+    pub fn flat_map<U: Data, I, F>(self, f: F) -> DataStream<U>
+    where
+        I: IntoIterator<Item = U> + 'static,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.then(
+            "flat_map",
+            false,
+            None,
+            operator_factory(move || FlatMap::new(f.clone())),
+        )
+    }
+
+    /// Runs a custom one-input operator; `make` builds one instance per subtask.
+    pub fn transform<O, F>(self, name: &str, make: F) -> DataStream<O::Out>
+    where
+        O: OneInputOperator<In = T>,
+        F: Fn() -> O + Send + Sync + 'static,
+    {
+        self.then(name, false, None, operator_factory(make))
+    }
+
+    /// Partitions the stream by the key `key_of` extracts.
+    pub fn key_by<K: Key, F>(self, key_of: F) -> KeyedStream<T, K>
+    where
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        let key_of = Arc::new(key_of);
+        let max_parallelism = self.env.config().max_parallelism;
+        let router_key_of = key_of.clone();
+        let router: RouterFactory = Arc::new(move || {
+            Box::new(KeyHashRouter::<T, K, F>::new(
+                router_key_of.clone(),
+                max_parallelism,
+            ))
+        });
+        KeyedStream {
+            stream: self,
+            key_of,
+            router,
+        }
+    }
+
+    /// Merges this stream with others of the same type.
+    pub fn union(self, others: impl IntoIterator<Item = DataStream<T>>) -> DataStream<T> {
+        let union = self.then::<T>("union", false, None, Arc::new(|_| Box::new(Passthrough)));
+        for other in others {
+            other.connect_to(union.node, None);
+        }
+        union
+    }
+
+    /// Spreads the next operation's input round-robin over all its subtasks.
+    pub fn rebalance(mut self) -> Self {
+        self.exchange = Some((
+            ExchangeKind::Rebalance,
+            Arc::new(|| Box::new(RebalanceRouter::<T>::starting_at(0))),
+        ));
+        self
+    }
+
+    /// Sends every value to every subtask of the next operation.
+    pub fn broadcast(mut self) -> Self {
+        self.exchange = Some((
+            ExchangeKind::Broadcast,
+            Arc::new(|| Box::new(BroadcastRouter)),
+        ));
+        self
+    }
+
+    /// Writes the stream to a sink; `make` builds one instance per subtask, told its index and
+    /// the parallelism.
+    pub fn sink_with<S, F>(self, name: &str, make: F) -> SinkHandle
+    where
+        S: Sink<In = T>,
+        F: Fn(u32, u32) -> S + Send + Sync + 'static,
+    {
+        let node = self.then::<()>(
+            name,
+            false,
+            None,
+            Arc::new(move |info| {
+                Box::new(Erased(SinkOperator(make(info.subtask, info.parallelism))))
+            }),
+        );
+        SinkHandle { stream: node }
+    }
+
+    /// Collects the stream's values into memory; read them after the job ended.
+    pub fn collect(self) -> Collected<T> {
+        let collected = Collected::default();
+        let target = collected.clone();
+        self.sink_with("collect", move |_, _| CollectSink::new(target.clone()));
+        collected
+    }
+}
+
+impl<T: Data + std::fmt::Display> DataStream<T> {
+    /// Prints every value to stdout, one per line (prefixed by the subtask's index when the
+    /// sink runs in parallel).
+    pub fn print(self) -> SinkHandle {
+        self.sink_with("print", StdoutSink::new)
+    }
+}
+
+/// The sink operator of a stream; lets you name it or set its parallelism.
+pub struct SinkHandle {
+    stream: DataStream<()>,
+}
+
+impl SinkHandle {
+    /// Names the sink.
+    pub fn name(self, name: &str) -> Self {
+        SinkHandle {
+            stream: self.stream.name(name),
+        }
+    }
+
+    /// Sets the sink's parallelism.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        SinkHandle {
+            stream: self.stream.set_parallelism(parallelism),
+        }
+    }
+}
+
+impl<T: Data, K: Key> KeyedStream<T, K> {
+    fn keyed_edge(&self) -> (ExchangeKind, RouterFactory) {
+        (ExchangeKind::KeyHash, self.router.clone())
+    }
+
+    /// Combines each value with the previous result for its key, emitting every new result.
+    pub fn reduce<F>(self, reduce: F) -> DataStream<T>
+    where
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+    {
+        let edge = self.keyed_edge();
+        let (reduce, key_of) = (Arc::new(reduce), self.key_of);
+        self.stream.then(
+            "reduce",
+            true,
+            Some(edge),
+            operator_factory(move || KeyedReduce::new(reduce.clone(), key_of.clone())),
+        )
+    }
+
+    /// Runs a keyed process function; each subtask gets a clone of `function`.
+    pub fn process<P>(self, function: P) -> DataStream<P::Out>
+    where
+        P: KeyedProcessFunction<Key = K, In = T>,
+    {
+        let edge = self.keyed_edge();
+        let key_of = self.key_of;
+        // State handles are `Send` but not `Sync`; the prototype is only ever cloned.
+        let prototype = std::sync::Mutex::new(function);
+        self.stream.then(
+            "process",
+            true,
+            Some(edge),
+            operator_factory(move || {
+                let function = prototype
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                KeyedProcess::new(function, key_of.clone())
+            }),
+        )
+    }
+}

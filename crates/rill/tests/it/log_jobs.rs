@@ -1,0 +1,161 @@
+//! Jobs that read and write the embedded event log: word count end to end against a reference,
+//! the bounded mode ending the job, and the unbounded mode picking up new records.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rill::prelude::*;
+
+fn split(line: String) -> Vec<String> {
+    line.split_whitespace().map(String::from).collect()
+}
+
+fn read_all(log: &EventLog, topic: &str) -> Vec<LogRecord> {
+    let ends = log.end_offsets(topic).unwrap();
+    let mut records = Vec::new();
+    for (partition, end) in ends.into_iter().enumerate() {
+        records.extend(log.read(topic, partition as u32, 0, end as usize).unwrap());
+    }
+    records
+}
+
+fn word_count_job(env: &StreamEnv, log: &EventLog, bounded: bool) {
+    let mut source = LogSource::text(log, "lines").unwrap();
+    if bounded {
+        source = source.bounded();
+    }
+    let sink = LogSink::with_encoder(log, "counts", |(word, count): &(String, u64)| {
+        ProducerRecord::new(format!("{word}\t{count}").into_bytes())
+            .with_key(word.clone().into_bytes())
+    })
+    .unwrap();
+    env.from_log(source)
+        .flat_map(split)
+        .key_by(|word: &String| word.clone())
+        .reduce_count()
+        .sink_to_log(sink);
+}
+
+trait CountExt {
+    fn reduce_count(self) -> DataStream<(String, u64)>;
+}
+
+impl CountExt for rill::KeyedStream<String, String> {
+    fn reduce_count(self) -> DataStream<(String, u64)> {
+        #[derive(Clone)]
+        struct Count(ValueState<u64>);
+        impl KeyedProcessFunction for Count {
+            type Key = String;
+            type In = String;
+            type Out = (String, u64);
+            fn process(
+                &mut self,
+                word: String,
+                ctx: &mut KeyedContext<'_, String, (String, u64)>,
+            ) -> Result<(), BoxError> {
+                let n = self.0.get(ctx).unwrap_or(0) + 1;
+                self.0.set(ctx, n);
+                ctx.emit((word, n));
+                Ok(())
+            }
+        }
+        self.process(Count(ValueState::new("count")))
+    }
+}
+
+/// Per word, the counts in log order.
+fn counts_by_word(records: &[LogRecord]) -> BTreeMap<String, Vec<u64>> {
+    let mut by_word: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for record in records {
+        let text = String::from_utf8(record.value.clone()).unwrap();
+        let (word, count) = text.split_once('\t').unwrap();
+        by_word
+            .entry(word.to_owned())
+            .or_default()
+            .push(count.parse().unwrap());
+    }
+    by_word
+}
+
+#[test]
+fn bounded_word_count_over_the_log_equals_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open_or_create(dir.path()).unwrap();
+    log.create_topic("lines", 3).unwrap();
+    log.create_topic("counts", 2).unwrap();
+    let lines: Vec<String> = (0..3_000)
+        .map(|i| format!("alpha b{} c{}", i % 17, i % 5))
+        .collect();
+    log.append_batch(
+        "lines",
+        lines
+            .iter()
+            .map(|l| ProducerRecord::new(l.clone().into_bytes()))
+            .collect(),
+    )
+    .unwrap();
+    let mut reference: BTreeMap<String, u64> = BTreeMap::new();
+    for word in lines.iter().flat_map(|l| l.split_whitespace()) {
+        *reference.entry(word.to_owned()).or_default() += 1;
+    }
+
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    word_count_job(&env, &log, true);
+    env.execute("wordcount").unwrap();
+
+    let by_word = counts_by_word(&read_all(&log, "counts"));
+    assert_eq!(
+        by_word.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>()
+    );
+    for (word, counts) in by_word {
+        assert_eq!(
+            counts,
+            (1..=reference[&word]).collect::<Vec<_>>(),
+            "updates of '{word}'"
+        );
+    }
+}
+
+#[test]
+fn an_unbounded_source_picks_up_records_appended_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open_or_create(dir.path()).unwrap();
+    log.create_topic("lines", 2).unwrap();
+    log.create_topic("counts", 1).unwrap();
+    let env = StreamEnv::new();
+    word_count_job(&env, &log, false);
+    let job = env.execute_async("live wordcount").unwrap();
+    for round in 0..5 {
+        log.append(
+            "lines",
+            ProducerRecord::new(format!("live round{round}").into_bytes()),
+        )
+        .unwrap();
+    }
+    // Wait (bounded) for the five updates of "live" to come out, then stop the job.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live_counts = loop {
+        let counts = counts_by_word(&read_all(&log, "counts"));
+        let live = counts.get("live").cloned().unwrap_or_default();
+        if live.len() == 5 || Instant::now() > deadline {
+            break live;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    job.cancel();
+    assert!(
+        job.wait().is_err(),
+        "a cancelled job reports that it was cancelled"
+    );
+    assert_eq!(live_counts, vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn a_missing_topic_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open_or_create(dir.path()).unwrap();
+    let error = LogSource::text(&log, "nope").err().expect("unknown topic");
+    assert!(error.to_string().contains("nope"), "{error}");
+}

@@ -1,0 +1,6 @@
+//! The DataStream API end to end on the actor runtime.
+
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod log_jobs;
