@@ -1,1 +1,54 @@
-fn main() {}
+//! `rill`: operate Rill's embedded event log from the shell.
+//!
+//! ```text
+//! rill [--data-dir DIR] log create <topic> [--partitions N]
+//! rill [--data-dir DIR] log produce <topic> [--key K | --key-field NAME] [--partition P]
+//! rill [--data-dir DIR] log consume <topic> [--from OFFSET] [--max N] [--partition P] [--with-key]
+//! rill [--data-dir DIR] log describe <topic>
+//! rill [--data-dir DIR] log list
+//! ```
+
+mod log_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rill", version, about = "Operate Rill's embedded event log")]
+struct Cli {
+    /// The event log's directory.
+    #[arg(long, global = true, default_value = "./rill-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Topics: create, produce to, consume from, describe, list.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Log(command) => log_cmd::run(&cli.data_dir, command),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

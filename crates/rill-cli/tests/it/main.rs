@@ -1,0 +1,178 @@
+//! The `rill` binary end to end: create, produce, consume, describe, list, and its errors.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn rill(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn failed(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn produce_then_consume_round_trips_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(&data, &["log", "create", "lines"], ""));
+    let input: Vec<String> = (0..2_500)
+        .map(|i| format!("line {i} with ünïcode"))
+        .collect();
+    ok(rill(
+        &data,
+        &["log", "produce", "lines"],
+        &(input.join("\n") + "\n"),
+    ));
+    let consumed = ok(rill(&data, &["log", "consume", "lines"], ""));
+    assert_eq!(consumed.lines().collect::<Vec<_>>(), input);
+    let partial = ok(rill(
+        &data,
+        &["log", "consume", "lines", "--from", "10", "--max", "3"],
+        "",
+    ));
+    assert_eq!(
+        partial,
+        "line 10 with ünïcode\nline 11 with ünïcode\nline 12 with ünïcode\n"
+    );
+    let described = ok(rill(&data, &["log", "describe", "lines"], ""));
+    assert!(described.contains("1 partition(s)"), "{described}");
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().eq(["0", "2500"])),
+        "{described}"
+    );
+    let listed = ok(rill(&data, &["log", "list"], ""));
+    assert_eq!(listed, "lines\t1 partition(s)\n");
+}
+
+#[test]
+fn key_fields_route_a_key_to_one_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(
+        &data,
+        &["log", "create", "clicks", "--partitions", "4"],
+        "",
+    ));
+    let input: String = (0..40)
+        .map(|i| format!("{{\"user\":\"u{}\",\"n\":{i}}}\n", i % 3))
+        .collect();
+    ok(rill(
+        &data,
+        &["log", "produce", "clicks", "--key-field", "user"],
+        &input,
+    ));
+    for user in ["u0", "u1", "u2"] {
+        let mut partitions_with_user = 0;
+        for partition in 0..4 {
+            let records = ok(rill(
+                &data,
+                &[
+                    "log",
+                    "consume",
+                    "clicks",
+                    "--partition",
+                    &partition.to_string(),
+                    "--with-key",
+                ],
+                "",
+            ));
+            if records
+                .lines()
+                .any(|line| line.starts_with(&format!("{user}\t")))
+            {
+                partitions_with_user += 1;
+            }
+        }
+        assert_eq!(
+            partitions_with_user, 1,
+            "all records of {user} share one partition"
+        );
+    }
+}
+
+#[test]
+fn a_bad_line_stops_produce_but_keeps_the_lines_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(&data, &["log", "create", "events"], ""));
+    let input = "{\"id\":\"a\"}\n{\"id\":\"b\"}\nnot json\n{\"id\":\"c\"}\n";
+    let error = failed(rill(
+        &data,
+        &["log", "produce", "events", "--key-field", "id"],
+        input,
+    ));
+    assert!(error.contains("line 3 is not JSON"), "{error}");
+    assert!(error.contains("stopped after 2 record(s)"), "{error}");
+    let kept = ok(rill(&data, &["log", "consume", "events", "--with-key"], ""));
+    assert_eq!(kept, "a\t{\"id\":\"a\"}\nb\t{\"id\":\"b\"}\n");
+    let error = failed(rill(
+        &data,
+        &["log", "produce", "events", "--key-field", "missing"],
+        "{\"id\":1}\n",
+    ));
+    assert!(error.contains("line 1 has no field 'missing'"), "{error}");
+}
+
+#[test]
+fn errors_name_what_was_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let error = failed(rill(&data, &["log", "consume", "lines"], ""));
+    assert!(
+        error.contains("no Rill log at") && error.contains("does not exist"),
+        "{error}"
+    );
+    assert!(!data.exists(), "consume does not create a log");
+    ok(rill(
+        &data,
+        &["log", "create", "lines", "--partitions", "2"],
+        "",
+    ));
+    let error = failed(rill(&data, &["log", "consume", "nope"], ""));
+    assert!(error.contains("unknown topic 'nope'"), "{error}");
+    let error = failed(rill(
+        &data,
+        &["log", "consume", "lines", "--partition", "5"],
+        "",
+    ));
+    assert!(error.contains("has no partition 5"), "{error}");
+    let error = failed(rill(&data, &["log", "create", "lines"], ""));
+    assert!(error.contains("topic 'lines' exists already"), "{error}");
+    let error = failed(rill(dir.path(), &["log", "list"], ""));
+    assert!(error.contains("is not a Rill log"), "{error}");
+}
