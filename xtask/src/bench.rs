@@ -28,9 +28,7 @@ pub(crate) struct BenchArgs {
 fn expected(workload: &str, parallelism: u32, events: u64) -> Option<(u64, u64)> {
     match (workload, parallelism, events) {
         ("keyed" | "baseline-keyed", 1, 20_000_000) => Some((20_000_000, 66_183_317_395_270)),
-        ("stateless" | "baseline-stateless", _, 20_000_000) => {
-            Some((13_336_631, 873_953_967_600))
-        }
+        ("stateless" | "baseline-stateless", _, 20_000_000) => Some((13_336_631, 873_953_967_600)),
         _ => None,
     }
 }

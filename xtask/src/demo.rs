@@ -30,12 +30,15 @@ pub(crate) fn run(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     run_command(
         root,
         "cargo",
+        &["build", "--release", "--quiet", "-p", "rill-cli"],
+    )?;
+    run_command(
+        root,
+        "cargo",
         &[
             "build",
             "--release",
             "--quiet",
-            "-p",
-            "rill-cli",
             "-p",
             "rill",
             "--example",
