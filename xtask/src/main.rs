@@ -77,11 +77,12 @@ fn ci(root: &Path) -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    // Doc tests first: nextest's summary is then the run's closing line.
+    run_command(root, "cargo", &["test", "--workspace", "--doc"])?;
     run_command(
         root,
         "cargo",
         &["nextest", "run", "--workspace", "--no-fail-fast"],
     )?;
-    run_command(root, "cargo", &["test", "--workspace", "--doc"])?;
     Ok(())
 }

@@ -104,7 +104,7 @@ fn run_job(args: &Args) -> Result<(u64, u64), RillError> {
                 value: e.value * 2,
                 ..e
             })
-            .filter(|e| e.value % 3 != 0),
+            .filter(|e| !e.value.is_multiple_of(3)),
         _ => events.key_by(|e: &Event| e.key).reduce(|acc, e| Event {
             key: acc.key,
             value: acc.value.wrapping_add(e.value),
@@ -141,7 +141,7 @@ fn run_baseline(args: &Args) -> (u64, u64) {
         _ => {
             for i in 0..args.events {
                 let value = event(i).value * 2;
-                if value % 3 != 0 {
+                if !value.is_multiple_of(3) {
                     records += 1;
                     checksum = checksum.wrapping_add(value);
                 }

@@ -112,8 +112,8 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("stopping wordcount");
                 canceller.cancel();
                 match outcome.await {
-                    Ok(_) | Err(RillError::Job(rill::runtime::JobError::Cancelled(_))) => Ok(()),
-                    Err(error) => Err(error),
+                    Err(error) if !matches!(error.job_error(), Some(rill::runtime::JobError::Cancelled(_))) => Err(error),
+                    _ => Ok(()),
                 }
             }
         }

@@ -19,13 +19,29 @@ pub enum RillError {
         /// The parallelism asked for.
         parallelism: u32,
     },
-    /// The job failed or was cancelled.
+    /// The job failed or was cancelled (boxed: a failure carries the operator's error).
     #[error(transparent)]
-    Job(#[from] JobError),
+    Job(Box<JobError>),
     /// The runtime could not start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// The event log refused an operation.
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+impl From<JobError> for RillError {
+    fn from(error: JobError) -> Self {
+        RillError::Job(Box::new(error))
+    }
+}
+
+impl RillError {
+    /// The job's error, if the job failed or was cancelled.
+    pub fn job_error(&self) -> Option<&JobError> {
+        match self {
+            RillError::Job(error) => Some(error),
+            _ => None,
+        }
+    }
 }

@@ -161,12 +161,12 @@ fn a_panicking_user_function_fails_the_job_with_its_name() {
         .filter(|i| i % 2 == 0)
         .collect();
     let error = env.execute("doomed").unwrap_err();
-    let RillError::Job(JobError::TaskFailed {
+    let Some(JobError::TaskFailed {
         job,
         subtask,
         error,
         ..
-    }) = &error
+    }) = error.job_error()
     else {
         panic!("expected a task failure, got {error}");
     };
@@ -246,7 +246,7 @@ async fn jobs_can_be_awaited_and_cancelled_from_async_code() {
     job.cancel();
     let error = job.join().await.unwrap_err();
     assert!(
-        matches!(error, RillError::Job(JobError::Cancelled(_))),
+        matches!(error.job_error(), Some(JobError::Cancelled(_))),
         "{error}"
     );
 }
