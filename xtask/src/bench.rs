@@ -18,6 +18,9 @@ pub(crate) struct BenchArgs {
     /// Runs only this workload (keyed, stateless, slow-sink, baseline-keyed, baseline-stateless).
     #[arg(long)]
     workload: Option<String>,
+    /// Runs of each configuration; the median is reported (peak memory: the largest).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 /// Expected (records, checksum) at 20 000 000 events, from the workload's definition.
@@ -31,6 +34,29 @@ fn expected(workload: &str, parallelism: u32, events: u64) -> Option<(u64, u64)>
         ("stateless" | "baseline-stateless", _, 20_000_000) => Some((13_336_631, 873_953_967_600)),
         _ => None,
     }
+}
+
+/// Runs the bench binary once and parses the JSON line it prints.
+fn run_once(binary: &Path, workload: &str, parallelism: u32, events: u64) -> anyhow::Result<Value> {
+    let output = Command::new(binary)
+        .args([
+            "--workload",
+            workload,
+            "--parallelism",
+            &parallelism.to_string(),
+            "--events",
+            &events.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{workload} p={parallelism} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(line.trim()).with_context(|| format!("bench printed {line:?}"))
 }
 
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
@@ -61,6 +87,10 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         ("slow-sink", 1, slow_events * 4),
     ];
     println!(
+        "median of {} run(s) per row; peak memory is the largest of them",
+        args.runs.max(1)
+    );
+    println!(
         "{:<20} {:>3} {:>12} {:>14} {:>9} {:>10} {:>12} {:>16}  check",
         "workload", "p", "events", "events/s", "wall s", "peak MiB", "records", "checksum"
     );
@@ -73,26 +103,20 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         {
             continue;
         }
-        let output = Command::new(&binary)
-            .args([
-                "--workload",
-                workload,
-                "--parallelism",
-                &parallelism.to_string(),
-                "--events",
-                &events.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("cannot run {}", binary.display()))?;
-        if !output.status.success() {
-            bail!(
-                "{workload} p={parallelism} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let line = String::from_utf8_lossy(&output.stdout);
-        let result: Value =
-            serde_json::from_str(line.trim()).with_context(|| format!("bench printed {line:?}"))?;
+        // Each configuration runs several times; the median run (by throughput) is reported,
+        // since one run on a shared machine can be disturbed by its neighbours.
+        let mut results = (0..args.runs.max(1))
+            .map(|_| run_once(&binary, workload, parallelism, events))
+            .collect::<anyhow::Result<Vec<Value>>>()?;
+        results.sort_by(|a, b| {
+            let rate = |v: &Value| v["events_per_sec"].as_f64().unwrap_or(0.0);
+            rate(a).total_cmp(&rate(b))
+        });
+        let result = &results[results.len() / 2];
+        let peak_mib_max = results
+            .iter()
+            .filter_map(|r| r["peak_rss_mib"].as_f64())
+            .fold(0.0, f64::max);
         let number = |field: &str| result[field].as_f64().unwrap_or(f64::NAN);
         let integer = |field: &str| result[field].as_u64().unwrap_or(0);
         let (records, checksum) = (integer("records"), integer("checksum"));
@@ -111,7 +135,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             events,
             number("events_per_sec"),
             number("seconds"),
-            number("peak_rss_mib"),
+            peak_mib_max,
             records,
             checksum
         );
