@@ -142,3 +142,80 @@ impl PartitionerCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::exchange::KeyHashRouter;
+    use crate::{Record, Records, Timestamp};
+
+    fn partitioner(credits: u32) -> PartitionerCore {
+        let router = KeyHashRouter::<u32, u32>::new(Arc::new(|x: &u32| *x), 128);
+        PartitionerCore::new(
+            "test",
+            Box::new(router),
+            2,
+            FlowConfig {
+                batch_size: 8,
+                channel_credits: credits,
+            },
+        )
+    }
+
+    fn records(values: impl IntoIterator<Item = u32>) -> Event {
+        Event::Records(Records::new(values.into_iter().map(Record::new).collect()))
+    }
+
+    #[test]
+    fn upstream_credit_returns_once_every_share_is_sent() {
+        let mut core = partitioner(0);
+        core.handle_batch(Batch {
+            events: vec![records(0..50), Event::Watermark(Timestamp(3))],
+        })
+        .unwrap();
+        assert!(core.poll_transmit().is_none(), "no target has credit yet");
+        core.handle_credit(0, 1);
+        let first = core.poll_transmit();
+        assert!(matches!(
+            first,
+            Some(PartitionerTransmit::Batch { target: 0, .. })
+        ));
+        assert!(
+            core.poll_transmit().is_none(),
+            "target 1's share still waits: no upstream credit"
+        );
+        assert!(!core.is_idle());
+        core.handle_credit(1, 1);
+        let Some(PartitionerTransmit::Batch { target: 1, batch }) = core.poll_transmit() else {
+            panic!("target 1's share goes out");
+        };
+        assert!(
+            matches!(batch.events.last(), Some(Event::Watermark(Timestamp(3)))),
+            "every target gets the watermark, after its records"
+        );
+        assert!(matches!(
+            core.poll_transmit(),
+            Some(PartitionerTransmit::UpstreamCredit(1))
+        ));
+        assert!(core.is_idle());
+    }
+
+    #[test]
+    fn a_panicking_key_selector_is_reported_not_raised() {
+        let router = KeyHashRouter::<u32, u32>::new(
+            Arc::new(|x: &u32| if *x == 3 { panic!("bad key {x}") } else { *x }),
+            128,
+        );
+        let mut core =
+            PartitionerCore::new("keyed edge", Box::new(router), 2, FlowConfig::default());
+        let error = core
+            .handle_batch(Batch {
+                events: vec![records(0..5)],
+            })
+            .unwrap_err();
+        assert_eq!(error.operator, "keyed edge");
+        assert!(error.to_string().contains("bad key 3"), "{error}");
+    }
+}

@@ -392,3 +392,214 @@ impl SubtaskCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::error::{BoxError, OperatorError};
+    use crate::operator::{Erased, Map, OneInputOperator};
+    use crate::source::IterSource;
+    use crate::{Record, Records};
+
+    /// Passes records on and remembers every watermark it is told about.
+    struct WatermarkLog(Arc<Mutex<Vec<Timestamp>>>);
+
+    impl OneInputOperator for WatermarkLog {
+        type In = u32;
+        type Out = u32;
+
+        fn process_batch(
+            &mut self,
+            input: Vec<Record<u32>>,
+            out: &mut Vec<Record<u32>>,
+        ) -> Result<(), BoxError> {
+            out.extend(input);
+            Ok(())
+        }
+
+        fn on_watermark(
+            &mut self,
+            watermark: Timestamp,
+            _out: &mut Vec<Record<u32>>,
+        ) -> Result<(), BoxError> {
+            self.0.lock().unwrap().push(watermark);
+            Ok(())
+        }
+    }
+
+    fn flow(batch_size: usize, channel_credits: u32) -> FlowConfig {
+        FlowConfig {
+            batch_size,
+            channel_credits,
+        }
+    }
+
+    fn batch(events: Vec<Event>) -> Batch {
+        Batch { events }
+    }
+
+    fn drain(core: &mut SubtaskCore) -> Vec<SubtaskTransmit> {
+        std::iter::from_fn(|| core.poll_transmit()).collect()
+    }
+
+    fn step_until_stuck(core: &mut SubtaskCore) -> Step {
+        loop {
+            match core.step().unwrap() {
+                Step::Progress => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[test]
+    fn the_watermark_is_the_minimum_over_input_channels() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Inputs { channels: 2 },
+            chain: vec![ChainedOperator {
+                name: "log".into(),
+                operator: Box::new(Erased(WatermarkLog(seen.clone()))),
+            }],
+            outputs: 1,
+            flow: flow(8, 8),
+        });
+        let mut feed = |channel: usize, event: Event| {
+            core.handle_batch(channel, batch(vec![event]));
+            step_until_stuck(&mut core);
+            let out = drain(&mut core);
+            (core.watermark(), out)
+        };
+        assert_eq!(
+            feed(0, Event::Watermark(Timestamp(10))).0,
+            Timestamp::MIN,
+            "channel 1 said nothing yet"
+        );
+        assert_eq!(feed(1, Event::Watermark(Timestamp(5))).0, Timestamp(5));
+        assert_eq!(feed(1, Event::Watermark(Timestamp(20))).0, Timestamp(10));
+        assert_eq!(
+            feed(1, Event::Watermark(Timestamp(15))).0,
+            Timestamp(10),
+            "watermarks never go back"
+        );
+        assert_eq!(
+            feed(0, Event::EndOfInput).0,
+            Timestamp(20),
+            "an ended channel no longer holds it back"
+        );
+        let (watermark, out) = feed(1, Event::EndOfInput);
+        assert_eq!(watermark, Timestamp::MAX);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Timestamp(5), Timestamp(10), Timestamp(20), Timestamp::MAX]
+        );
+        let last = out.iter().rev().find_map(|t| match t {
+            SubtaskTransmit::Batch { batch, .. } => Some(batch.events.clone()),
+            SubtaskTransmit::Credit { .. } => None,
+        });
+        let last = last.unwrap();
+        assert!(
+            matches!(
+                last[..],
+                [Event::Watermark(Timestamp::MAX), Event::EndOfInput]
+            ),
+            "{last:?}"
+        );
+        assert_eq!(step_until_stuck(&mut core), Step::Finished);
+    }
+
+    #[test]
+    fn a_source_stops_polling_when_its_output_has_no_credit() {
+        let polls = Arc::new(Mutex::new(0));
+        let counter = polls.clone();
+        let count_polls = Map::new(Arc::new(move |x: u32| {
+            *counter.lock().unwrap() += 1;
+            x
+        }));
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Source {
+                name: "numbers".into(),
+                source: Box::new(IterSource::new(0u32..100)),
+            },
+            chain: vec![ChainedOperator {
+                name: "count".into(),
+                operator: Box::new(Erased(count_polls)),
+            }],
+            outputs: 1,
+            flow: flow(10, 2),
+        });
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        let sent = drain(&mut core).len();
+        // Two credits pay for two batches; the third is built and waits; then the source stops.
+        assert_eq!(sent, 2);
+        assert_eq!(*polls.lock().unwrap(), 30);
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        assert_eq!(*polls.lock().unwrap(), 30, "no poll while blocked");
+        core.handle_credit(0, 1);
+        assert_eq!(drain(&mut core).len(), 1, "the waiting batch goes out");
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        assert_eq!(*polls.lock().unwrap(), 40);
+        core.handle_credit(0, 100);
+        assert_eq!(step_until_stuck(&mut core), Step::Finished);
+        let records: usize = drain(&mut core)
+            .iter()
+            .map(|t| match t {
+                SubtaskTransmit::Batch { batch, .. } => batch.record_count(),
+                SubtaskTransmit::Credit { .. } => 0,
+            })
+            .sum();
+        assert_eq!(records, 100 - 30, "the rest arrives once credit does");
+    }
+
+    #[test]
+    fn taking_a_batch_returns_a_credit_to_its_channel() {
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Inputs { channels: 3 },
+            chain: Vec::new(),
+            outputs: 0,
+            flow: flow(8, 2),
+        });
+        core.handle_batch(
+            2,
+            batch(vec![Event::Records(Records::new(vec![Record::new(1u8)]))]),
+        );
+        assert_eq!(core.step().unwrap(), Step::Progress);
+        let transmits = drain(&mut core);
+        assert!(
+            matches!(
+                transmits[..],
+                [SubtaskTransmit::Credit {
+                    input: 2,
+                    credits: 1
+                }]
+            ),
+            "{transmits:?}"
+        );
+        assert_eq!(core.step().unwrap(), Step::Blocked, "nothing more to take");
+    }
+
+    #[test]
+    fn a_panicking_operator_fails_the_step_with_its_name() {
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Source {
+                name: "numbers".into(),
+                source: Box::new(IterSource::new(0u32..10)),
+            },
+            chain: vec![ChainedOperator {
+                name: "picky".into(),
+                operator: Box::new(Erased(Map::new(Arc::new(|x: u32| {
+                    assert!(x != 7, "seven is not allowed");
+                    x
+                })))),
+            }],
+            outputs: 1,
+            flow: flow(16, 2),
+        });
+        let error = core.step().unwrap_err();
+        assert_eq!(error.operator, "picky");
+        assert!(
+            matches!(&error.error, OperatorError::Panicked(message) if message == "seven is not allowed")
+        );
+    }
+}
