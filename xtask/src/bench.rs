@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
 
-use crate::run_command;
+use crate::build_release_example;
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
@@ -60,20 +60,7 @@ fn run_once(binary: &Path, workload: &str, parallelism: u32, events: u64) -> any
 }
 
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
-    run_command(
-        root,
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "rill",
-            "--example",
-            "bench",
-        ],
-    )?;
-    let binary = root.join("target/release/examples/bench");
+    let binary = build_release_example(root, "bench")?;
     // Slow-sink runs at two sizes: peak memory must not grow with the input.
     let slow_events = (args.events / 10).max(100_000);
     let runs: Vec<(&str, u32, u64)> = vec![

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::run_command;
+use crate::{build_release_example, run_command};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -32,19 +32,7 @@ pub(crate) fn run(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         "cargo",
         &["build", "--release", "--quiet", "-p", "rill-cli"],
     )?;
-    run_command(
-        root,
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "rill",
-            "--example",
-            "wordcount",
-        ],
-    )?;
+    let wordcount = build_release_example(root, "wordcount")?;
     let data_dir = root.join(&args.data_dir);
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
@@ -53,32 +41,21 @@ pub(crate) fn run(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     let data = data_dir.to_string_lossy().into_owned();
     let rill = root.join("target/release/rill");
     let rill = rill.to_string_lossy();
-    run_command(
-        root,
-        &rill,
-        &[
-            "--data-dir",
-            &data,
-            "log",
-            "create",
-            "lines",
-            "--partitions",
-            "2",
-        ],
-    )?;
-    run_command(
-        root,
-        &rill,
-        &[
-            "--data-dir",
-            &data,
-            "log",
-            "create",
-            "counts",
-            "--partitions",
-            "2",
-        ],
-    )?;
+    for topic in ["lines", "counts"] {
+        run_command(
+            root,
+            &rill,
+            &[
+                "--data-dir",
+                &data,
+                "log",
+                "create",
+                topic,
+                "--partitions",
+                "2",
+            ],
+        )?;
+    }
     eprintln!("$ {rill} --data-dir {data} log produce lines  < (3 lines of text)");
     let mut produce = Command::new(&*rill)
         .args(["--data-dir", &data, "log", "produce", "lines"])
@@ -93,7 +70,6 @@ pub(crate) fn run(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     if !produce.wait()?.success() {
         bail!("rill log produce failed");
     }
-    let wordcount = root.join("target/release/examples/wordcount");
     let parallelism = args.parallelism.to_string();
     run_command(
         root,

@@ -63,6 +63,24 @@ fn run_command(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Builds an example of the `rill` crate in release mode; returns the binary's path.
+fn build_release_example(root: &Path, example: &str) -> anyhow::Result<PathBuf> {
+    run_command(
+        root,
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "rill",
+            "--example",
+            example,
+        ],
+    )?;
+    Ok(root.join("target/release/examples").join(example))
+}
+
 fn ci(root: &Path) -> anyhow::Result<()> {
     run_command(root, "cargo", &["fmt", "--all", "--", "--check"])?;
     run_command(

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use rill::prelude::*;
 use rill::runtime::JobError;
 
+use crate::support::Counter;
+
 fn words() -> Vec<String> {
     (0..2_000u32)
         .map(|i| format!("w{} w{} w{}", i % 13, (i * 7) % 29, i % 3))
@@ -18,28 +20,6 @@ fn reference_counts(lines: &[String]) -> BTreeMap<String, u64> {
         *counts.entry(word.to_owned()).or_insert(0) += 1;
     }
     counts
-}
-
-#[derive(Clone)]
-struct Counter {
-    count: ValueState<u64>,
-}
-
-impl KeyedProcessFunction for Counter {
-    type Key = String;
-    type In = String;
-    type Out = (String, u64);
-
-    fn process(
-        &mut self,
-        word: String,
-        ctx: &mut KeyedContext<'_, String, (String, u64)>,
-    ) -> Result<(), BoxError> {
-        let count = self.count.get(ctx).unwrap_or(0) + 1;
-        self.count.set(ctx, count);
-        ctx.emit((word, count));
-        Ok(())
-    }
 }
 
 #[test]
@@ -57,9 +37,7 @@ fn word_count_equals_the_reference_at_every_parallelism() {
                     .collect::<Vec<_>>()
             })
             .key_by(|word: &String| word.clone())
-            .process(Counter {
-                count: ValueState::new("count"),
-            })
+            .process(Counter::new())
             .collect();
         env.execute("wordcount").unwrap();
         let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use rill::prelude::*;
 
+use crate::support::Counter;
+
 fn split(line: String) -> Vec<String> {
     line.split_whitespace().map(String::from).collect()
 }
@@ -32,35 +34,8 @@ fn word_count_job(env: &StreamEnv, log: &EventLog, bounded: bool) {
     env.from_log(source)
         .flat_map(split)
         .key_by(|word: &String| word.clone())
-        .reduce_count()
+        .process(Counter::new())
         .sink_to_log(sink);
-}
-
-trait CountExt {
-    fn reduce_count(self) -> DataStream<(String, u64)>;
-}
-
-impl CountExt for rill::KeyedStream<String, String> {
-    fn reduce_count(self) -> DataStream<(String, u64)> {
-        #[derive(Clone)]
-        struct Count(ValueState<u64>);
-        impl KeyedProcessFunction for Count {
-            type Key = String;
-            type In = String;
-            type Out = (String, u64);
-            fn process(
-                &mut self,
-                word: String,
-                ctx: &mut KeyedContext<'_, String, (String, u64)>,
-            ) -> Result<(), BoxError> {
-                let n = self.0.get(ctx).unwrap_or(0) + 1;
-                self.0.set(ctx, n);
-                ctx.emit((word, n));
-                Ok(())
-            }
-        }
-        self.process(Count(ValueState::new("count")))
-    }
 }
 
 /// Per word, the counts in log order.

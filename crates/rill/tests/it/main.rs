@@ -4,3 +4,4 @@
 
 mod api;
 mod log_jobs;
+mod support;
