@@ -43,10 +43,16 @@ impl OperatorError {
     }
 }
 
-/// Runs one call into user code, turning a panic into an [`OperatorError`].
-pub(crate) fn guard<R>(
+/// Runs one call into the user code of operator `operator`, turning a panic or an error into a
+/// [`TaskError`] that names it.
+pub(crate) fn guarded<R>(
+    operator: &str,
     call: impl FnOnce() -> Result<R, OperatorError>,
-) -> Result<R, OperatorError> {
+) -> Result<R, TaskError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
         .unwrap_or_else(|payload| Err(OperatorError::from_panic(payload)))
+        .map_err(|error| TaskError {
+            operator: operator.to_owned(),
+            error,
+        })
 }

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 
 use crate::element::{Batch, Event};
-use crate::error::{TaskError, guard};
+use crate::error::{TaskError, guarded};
 use crate::exchange::Router;
 use crate::flow::{CreditedQueue, FlowConfig};
 
@@ -71,10 +71,7 @@ impl PartitionerCore {
                 Event::Records(records) => {
                     let router = &mut self.router;
                     let shares = &mut shares;
-                    guard(|| Ok(router.route(records, shares)?)).map_err(|error| TaskError {
-                        operator: self.name.clone(),
-                        error,
-                    })?;
+                    guarded(&self.name, || Ok(router.route(records, shares)?))?;
                 }
                 marker => {
                     for share in &mut shares {

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 
 use crate::element::{Batch, Event, Records, Timestamp};
-use crate::error::{TaskError, guard};
+use crate::error::{TaskError, guarded};
 use crate::flow::{CreditedQueue, FlowConfig};
 use crate::operator::Operator;
 use crate::source::{AnySource, SourcePoll};
@@ -118,6 +118,8 @@ pub struct SubtaskCore {
     watermark: Timestamp,
     phase: Phase,
     batch_size: usize,
+    /// The credits each input channel granted: the most batches it can hold.
+    channel_credits: u32,
 }
 
 enum HeadState {
@@ -160,6 +162,7 @@ impl SubtaskCore {
             watermark: Timestamp::MIN,
             phase: Phase::Running,
             batch_size: spec.flow.batch_size.max(1),
+            channel_credits: spec.flow.channel_credits,
         }
     }
 
@@ -167,7 +170,14 @@ impl SubtaskCore {
     pub fn handle_batch(&mut self, channel: usize, batch: Batch) {
         match &mut self.head {
             HeadState::Inputs { channels, .. } if channel < channels.len() => {
-                channels[channel].queue.push_back(batch);
+                let queue = &mut channels[channel].queue;
+                queue.push_back(batch);
+                debug_assert!(
+                    queue.len() <= self.channel_credits as usize,
+                    "input channel {channel} holds {} batches but granted only {} credits",
+                    queue.len(),
+                    self.channel_credits
+                );
             }
             _ => debug_assert!(
                 false,
@@ -228,10 +238,7 @@ impl SubtaskCore {
             unreachable!("step_source runs for source heads only")
         };
         let batch_size = self.batch_size;
-        let polled = guard(|| source.poll(batch_size)).map_err(|error| TaskError {
-            operator: name.clone(),
-            error,
-        })?;
+        let polled = guarded(name, || source.poll(batch_size))?;
         let emitted = polled.records.is_some();
         if let Some(records) = polled.records {
             self.run_chain(0, records)?;
@@ -311,11 +318,7 @@ impl SubtaskCore {
         self.watermark = watermark;
         for index in 0..self.chain.len() {
             let link = &mut self.chain[index];
-            let emitted =
-                guard(|| link.operator.on_watermark(watermark)).map_err(|error| TaskError {
-                    operator: link.name.clone(),
-                    error,
-                })?;
+            let emitted = guarded(&link.name, || link.operator.on_watermark(watermark))?;
             if let Some(records) = emitted {
                 self.run_chain(index + 1, records)?;
             }
@@ -331,10 +334,7 @@ impl SubtaskCore {
         self.advance_watermark(Timestamp::MAX)?;
         for index in 0..self.chain.len() {
             let link = &mut self.chain[index];
-            let emitted = guard(|| link.operator.end_of_input()).map_err(|error| TaskError {
-                operator: link.name.clone(),
-                error,
-            })?;
+            let emitted = guarded(&link.name, || link.operator.end_of_input())?;
             if let Some(records) = emitted {
                 self.run_chain(index + 1, records)?;
             }
@@ -348,15 +348,9 @@ impl SubtaskCore {
     fn run_chain(&mut self, from: usize, mut records: Records) -> Result<(), TaskError> {
         for link in &mut self.chain[from..] {
             let input = records;
-            match guard(|| link.operator.process(input)) {
-                Ok(Some(output)) => records = output,
-                Ok(None) => return Ok(()),
-                Err(error) => {
-                    return Err(TaskError {
-                        operator: link.name.clone(),
-                        error,
-                    });
-                }
+            match guarded(&link.name, || link.operator.process(input))? {
+                Some(output) => records = output,
+                None => return Ok(()),
             }
         }
         self.emit(Event::Records(records));
