@@ -30,6 +30,19 @@ pub struct DataStream<T> {
     values: PhantomData<fn() -> T>,
 }
 
+/// A clone is another handle on the same stream: each operation on a clone adds one more
+/// consumer, so one stream can feed several operators.
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            env: self.env.clone(),
+            node: self.node,
+            exchange: self.exchange.clone(),
+            values: PhantomData,
+        }
+    }
+}
+
 /// A stream partitioned by a key: its operations see each key's records on one subtask, with
 /// state scoped to the key.
 pub struct KeyedStream<T, K> {

@@ -115,6 +115,24 @@ fn union_rebalance_and_broadcast_deliver_everything() {
 }
 
 #[test]
+fn one_stream_can_feed_several_operators() {
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    let numbers = env.from_sequence(0..1_000);
+    let evens = numbers.clone().filter(|n| n % 2 == 0).collect();
+    let odds = numbers.filter(|n| n % 2 == 1).map(|n| n * 10).collect();
+    env.execute("fan-out").unwrap();
+    let (mut evens, mut odds) = (evens.take(), odds.take());
+    evens.sort_unstable();
+    odds.sort_unstable();
+    assert_eq!(evens, (0..1_000).step_by(2).collect::<Vec<u64>>());
+    assert_eq!(
+        odds,
+        (1..1_000).step_by(2).map(|n| n * 10).collect::<Vec<u64>>()
+    );
+}
+
+#[test]
 fn a_job_can_run_twice() {
     let env = StreamEnv::new();
     let out = env.from_iter(vec![1u8, 2, 3]).map(|x| x + 1).collect();
