@@ -9,6 +9,9 @@
 use std::hash::{Hash, Hasher};
 use std::ops::RangeInclusive;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 /// The default number of key groups, and so the largest parallelism a keyed operator can have.
@@ -18,9 +21,9 @@ pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 pub const MAX_MAX_PARALLELISM: u32 = 32_768;
 
 /// The bounds a key must meet: hashable and comparable for routing and state lookup, owned,
-/// sendable and clonable like any [`Data`](crate::Data).
-pub trait Key: Hash + Eq + Clone + Send + 'static {}
-impl<K: Hash + Eq + Clone + Send + 'static> Key for K {}
+/// sendable and clonable like any [`Data`](crate::Data), and serializable for state snapshots.
+pub trait Key: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<K: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static> Key for K {}
 
 /// A `Hasher` whose result does not depend on the run, the process or the machine.
 ///

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::key::Key;
-use crate::operator::OneInputOperator;
-use crate::state::{KeyedStateAccess, KeyedStateStore, ValueState};
+use crate::operator::{OneInputOperator, OperatorSnapshot};
+use crate::state::{KeyedStateAccess, KeyedStateStore, StateValue, ValueState};
 
 /// Extracts the key of a record's value.
 pub type KeySelector<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
@@ -71,6 +71,13 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
     ) -> Result<(), BoxError>;
 }
 
+/// A keyed operator's snapshot: its store, per key group.
+fn snapshot_of<K: Key>(store: &KeyedStateStore<K>) -> Result<OperatorSnapshot, BoxError> {
+    Ok(OperatorSnapshot {
+        keyed: store.snapshot()?,
+    })
+}
+
 /// Runs a [`KeyedProcessFunction`].
 pub struct KeyedProcess<P: KeyedProcessFunction> {
     function: P,
@@ -79,12 +86,13 @@ pub struct KeyedProcess<P: KeyedProcessFunction> {
 }
 
 impl<P: KeyedProcessFunction> KeyedProcess<P> {
-    /// An operator instance running `function` on the keys `key_of` extracts.
-    pub fn new(function: P, key_of: KeySelector<P::In, P::Key>) -> Self {
+    /// An operator instance running `function` on the keys `key_of` extracts, with state over
+    /// `max_parallelism` key groups.
+    pub fn new(function: P, key_of: KeySelector<P::In, P::Key>, max_parallelism: u32) -> Self {
         KeyedProcess {
             function,
             key_of,
-            store: KeyedStateStore::default(),
+            store: KeyedStateStore::new(max_parallelism),
         }
     }
 }
@@ -110,6 +118,15 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
         }
         Ok(())
     }
+
+    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, BoxError> {
+        snapshot_of(&self.store)
+    }
+
+    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        self.store.restore(snapshot.keyed);
+        Ok(())
+    }
 }
 
 /// Combines each record with the previous result for its key and emits the new result.
@@ -120,13 +137,14 @@ pub struct KeyedReduce<T, K, F> {
     accumulated: ValueState<T>,
 }
 
-impl<T: Data, K: Key, F> KeyedReduce<T, K, F> {
-    /// An operator instance reducing with `reduce` per key that `key_of` extracts.
-    pub fn new(reduce: Arc<F>, key_of: KeySelector<T, K>) -> Self {
+impl<T: Data + StateValue, K: Key, F> KeyedReduce<T, K, F> {
+    /// An operator instance reducing with `reduce` per key that `key_of` extracts, with state
+    /// over `max_parallelism` key groups.
+    pub fn new(reduce: Arc<F>, key_of: KeySelector<T, K>, max_parallelism: u32) -> Self {
         KeyedReduce {
             reduce,
             key_of,
-            store: KeyedStateStore::default(),
+            store: KeyedStateStore::new(max_parallelism),
             accumulated: ValueState::new("reduce"),
         }
     }
@@ -134,7 +152,7 @@ impl<T: Data, K: Key, F> KeyedReduce<T, K, F> {
 
 impl<T, K, F> OneInputOperator for KeyedReduce<T, K, F>
 where
-    T: Data,
+    T: Data + StateValue,
     K: Key,
     F: Fn(T, T) -> T + Send + Sync + 'static,
 {
@@ -164,6 +182,15 @@ where
         }
         Ok(())
     }
+
+    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, BoxError> {
+        snapshot_of(&self.store)
+    }
+
+    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        self.store.restore(snapshot.keyed);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +208,7 @@ mod tests {
         let mut reduce = KeyedReduce::new(
             Arc::new(|a: (char, u32), b: (char, u32)| (a.0, a.1 + b.1)),
             key_of,
+            128,
         );
         let input = [('a', 1), ('b', 10), ('a', 2), ('a', 3), ('b', 20)];
         let mut out = Vec::new();
@@ -225,7 +253,7 @@ mod tests {
             seen: MapState::new("seen"),
             total: ValueState::new("total"),
         };
-        let mut op = KeyedProcess::new(function, Arc::new(|(k, _): &(u8, String)| *k));
+        let mut op = KeyedProcess::new(function, Arc::new(|(k, _): &(u8, String)| *k), 128);
         let input = [(1, "x"), (2, "x"), (1, "x"), (1, "y"), (2, "y")];
         let mut out = Vec::new();
         op.process_batch(
@@ -241,5 +269,59 @@ mod tests {
             values(&out),
             expected.map(|(k, w, n)| (k, w.to_owned(), n)).to_vec()
         );
+    }
+
+    type Pair = (u16, u64);
+
+    fn summing_reduce() -> KeyedReduce<Pair, u16, impl Fn(Pair, Pair) -> Pair> {
+        KeyedReduce::new(
+            Arc::new(|a: Pair, b: Pair| (a.0, a.1 + b.1)),
+            Arc::new(|(k, _): &(u16, u64)| *k),
+            128,
+        )
+    }
+
+    fn run(
+        op: &mut impl OneInputOperator<In = (u16, u64), Out = (u16, u64)>,
+        input: &[(u16, u64)],
+    ) -> Vec<(u16, u64)> {
+        let mut out = Vec::new();
+        op.process_batch(input.iter().copied().map(Record::new).collect(), &mut out)
+            .unwrap();
+        values(&out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn restoring_a_snapshot_is_like_never_stopping(
+            input in proptest::collection::vec((0u16..20, 0u64..1_000), 0..200),
+            cut in 0usize..200,
+        ) {
+            let cut = cut.min(input.len());
+            let expected = run(&mut summing_reduce(), &input);
+
+            let mut before = summing_reduce();
+            let mut outputs = run(&mut before, &input[..cut]);
+            let snapshot = before.snapshot_state().unwrap();
+            let mut after = summing_reduce();
+            after.restore_state(snapshot.clone()).unwrap();
+            outputs.extend(run(&mut after, &input[cut..]));
+            proptest::prop_assert_eq!(&outputs, &expected);
+
+            // Rescaled to two instances, each key continues on the instance owning its group.
+            let mut halves: Vec<_> = (0..2)
+                .map(|index| {
+                    let mut op = summing_reduce();
+                    let range = crate::key::KeyGroupRange::for_subtask(index, 2, 128);
+                    op.restore_state(OperatorSnapshot { keyed: snapshot.keyed.select(range) }).unwrap();
+                    (range, op)
+                })
+                .collect();
+            for (position, record) in input[cut..].iter().enumerate() {
+                let group = crate::key::key_group_of(&record.0, 128);
+                let (_, op) = halves.iter_mut().find(|(range, _)| range.contains(group)).unwrap();
+                proptest::prop_assert_eq!(run(op, &[*record]), vec![expected[cut + position]]);
+            }
+        }
     }
 }

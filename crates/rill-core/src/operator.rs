@@ -7,9 +7,12 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::element::{Data, Record, Records, Timestamp};
 use crate::error::{BoxError, OperatorError};
 use crate::key::KeyGroupRange;
+use crate::state::KeyedStateSnapshot;
 
 /// Where an operator instance runs: what it may use to set itself up.
 #[derive(Clone, Debug)]
@@ -24,6 +27,13 @@ pub struct OperatorInfo {
     pub max_parallelism: u32,
     /// The key groups this instance owns, if it is keyed.
     pub key_groups: KeyGroupRange,
+}
+
+/// What an operator instance keeps across a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorSnapshot {
+    /// Its keyed state, per key group.
+    pub keyed: KeyedStateSnapshot,
 }
 
 /// A one-input operator over typed batches: what built-ins and users implement.
@@ -53,6 +63,16 @@ pub trait OneInputOperator: Send + 'static {
     fn end_of_input(&mut self, _out: &mut Vec<Record<Self::Out>>) -> Result<(), BoxError> {
         Ok(())
     }
+
+    /// The operator's state, for a checkpoint; stateless operators keep the default.
+    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, BoxError> {
+        Ok(OperatorSnapshot::default())
+    }
+
+    /// Replaces the operator's state by a snapshot (narrowed to its key groups).
+    fn restore_state(&mut self, _snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// The type-erased operator a subtask chains.
@@ -63,6 +83,10 @@ pub trait Operator: Send {
     fn on_watermark(&mut self, watermark: Timestamp) -> Result<Option<Records>, OperatorError>;
     /// The input ended; returns the operator's last records.
     fn end_of_input(&mut self) -> Result<Option<Records>, OperatorError>;
+    /// The operator's state, for a checkpoint.
+    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, OperatorError>;
+    /// Replaces the operator's state by a snapshot.
+    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), OperatorError>;
 }
 
 /// Adapts a [`OneInputOperator`] to the erased [`Operator`].
@@ -97,6 +121,16 @@ impl<O: OneInputOperator> Operator for Erased<O> {
             .map_err(OperatorError::Failed)?;
         Ok(non_empty(out))
     }
+
+    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, OperatorError> {
+        self.0.snapshot_state().map_err(OperatorError::Failed)
+    }
+
+    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), OperatorError> {
+        self.0
+            .restore_state(snapshot)
+            .map_err(OperatorError::Failed)
+    }
 }
 
 /// Hands batches on untouched: the operator behind a union, whose inputs all feed one stream.
@@ -113,6 +147,14 @@ impl Operator for Passthrough {
 
     fn end_of_input(&mut self) -> Result<Option<Records>, OperatorError> {
         Ok(None)
+    }
+
+    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, OperatorError> {
+        Ok(OperatorSnapshot::default())
+    }
+
+    fn restore_state(&mut self, _snapshot: OperatorSnapshot) -> Result<(), OperatorError> {
+        Ok(())
     }
 }
 

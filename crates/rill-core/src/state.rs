@@ -5,56 +5,259 @@
 //! the store by name on first use and remembers the table's slot afterwards, so the per-record
 //! cost is one type check and one hash lookup. Tables are `FxHashMap`s: a fixed hash function,
 //! so iteration order depends only on the operations applied, never on the run.
+//!
+//! A store snapshots **per key group** ([`KeyedStateSnapshot`]): each table's entries are
+//! grouped by their key's key group and encoded with bincode, so that a snapshot taken at one
+//! parallelism can be split and merged to restore at another. Restoring is lazy: the chunks of
+//! a table wait, still encoded, until a handle first touches that table and so names its types.
 
 use std::any::Any;
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use crate::key::Key;
+use crate::key::{Key, KeyGroupRange, key_group_of};
+
+/// The bounds a value kept in state must meet: clonable, sendable, and serializable for
+/// snapshots.
+pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<V: Clone + Send + Serialize + DeserializeOwned + 'static> StateValue for V {}
+
+/// A snapshot could not be taken or restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A table's entries could not be encoded.
+    #[error("cannot encode state '{table}': {reason}")]
+    Encode {
+        /// The state's name.
+        table: String,
+        /// The encoder's message.
+        reason: String,
+    },
+    /// A snapshot's chunk does not decode as the state's current types.
+    #[error("state '{table}' (key group {key_group}) does not fit its declared types: {reason}")]
+    Decode {
+        /// The state's name.
+        table: String,
+        /// The key group of the chunk.
+        key_group: u32,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// The keyed state of one operator instance as bytes: for each state (by name), for each key
+/// group, the bincode encoding of that group's `(key, value)` entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedStateSnapshot {
+    /// State name → key group → encoded entries.
+    pub tables: BTreeMap<String, BTreeMap<u32, Vec<u8>>>,
+}
+
+impl KeyedStateSnapshot {
+    /// The key groups that hold any state.
+    pub fn key_groups(&self) -> BTreeSet<u32> {
+        self.tables
+            .values()
+            .flat_map(|groups| groups.keys().copied())
+            .collect()
+    }
+
+    /// The part of the snapshot in `range`: what one subtask restores after a rescale.
+    pub fn select(&self, range: KeyGroupRange) -> Self {
+        let tables = self
+            .tables
+            .iter()
+            .map(|(name, groups)| {
+                let kept = groups
+                    .range(range.start..=range.end)
+                    .map(|(group, bytes)| (*group, bytes.clone()))
+                    .collect::<BTreeMap<_, _>>();
+                (name.clone(), kept)
+            })
+            .filter(|(_, groups)| !groups.is_empty())
+            .collect();
+        KeyedStateSnapshot { tables }
+    }
+
+    /// Adds another subtask's snapshot; key groups of one operator belong to one subtask, so
+    /// the two do not overlap.
+    pub fn merge(&mut self, other: KeyedStateSnapshot) {
+        for (name, groups) in other.tables {
+            let target = self.tables.entry(name).or_default();
+            for (group, bytes) in groups {
+                debug_assert!(
+                    !target.contains_key(&group),
+                    "key group {group} snapshotted twice"
+                );
+                target.insert(group, bytes);
+            }
+        }
+    }
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// An entry on its way into a snapshot, with its key's encoding to order by.
+type EncodedEntry<'a, K, V> = (Vec<u8>, &'a K, &'a V);
+
+/// A state table behind type erasure: the store snapshots and restores it without knowing
+/// its types.
+trait ErasedTable: Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn snapshot(
+        &self,
+        name: &str,
+        max_parallelism: u32,
+    ) -> Result<BTreeMap<u32, Vec<u8>>, StateError>;
+    fn restore(&mut self, name: &str, key_group: u32, chunk: &[u8]) -> Result<(), StateError>;
+}
+
+impl<K: Key, V: StateValue> ErasedTable for FxHashMap<K, V> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn snapshot(
+        &self,
+        name: &str,
+        max_parallelism: u32,
+    ) -> Result<BTreeMap<u32, Vec<u8>>, StateError> {
+        let encode_error = |error: bincode::error::EncodeError| StateError::Encode {
+            table: name.to_owned(),
+            reason: error.to_string(),
+        };
+        // Entries are ordered by their encoded key, so that equal state gives equal bytes
+        // whatever order the hash map iterates in.
+        let mut groups: BTreeMap<u32, Vec<EncodedEntry<'_, K, V>>> = BTreeMap::new();
+        for (key, value) in self {
+            let key_bytes =
+                bincode::serde::encode_to_vec(key, bincode_config()).map_err(encode_error)?;
+            groups
+                .entry(key_group_of(key, max_parallelism))
+                .or_default()
+                .push((key_bytes, key, value));
+        }
+        groups
+            .into_iter()
+            .map(|(group, mut entries)| {
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let entries: Vec<(&K, &V)> = entries.into_iter().map(|(_, k, v)| (k, v)).collect();
+                bincode::serde::encode_to_vec(&entries, bincode_config())
+                    .map(|bytes| (group, bytes))
+                    .map_err(encode_error)
+            })
+            .collect()
+    }
+
+    fn restore(&mut self, name: &str, key_group: u32, chunk: &[u8]) -> Result<(), StateError> {
+        let decode_error = |reason: String| StateError::Decode {
+            table: name.to_owned(),
+            key_group,
+            reason,
+        };
+        let (entries, read): (Vec<(K, V)>, usize) =
+            bincode::serde::decode_from_slice(chunk, bincode_config())
+                .map_err(|error| decode_error(error.to_string()))?;
+        // bincode is not self-describing: bytes left over are the surest sign of other types.
+        if read != chunk.len() {
+            return Err(decode_error(format!(
+                "{} of {} bytes are left over",
+                chunk.len() - read,
+                chunk.len()
+            )));
+        }
+        self.extend(entries);
+        Ok(())
+    }
+}
 
 /// The keyed state of one operator instance.
 pub struct KeyedStateStore<K> {
+    max_parallelism: u32,
     tables: Vec<StateTable>,
+    /// Restored chunks of tables no handle has touched yet.
+    pending: BTreeMap<String, BTreeMap<u32, Vec<u8>>>,
     key: PhantomData<fn() -> K>,
 }
 
 struct StateTable {
     name: &'static str,
-    data: Box<dyn Any + Send>,
-}
-
-impl<K: Key> Default for KeyedStateStore<K> {
-    fn default() -> Self {
-        KeyedStateStore {
-            tables: Vec::new(),
-            key: PhantomData,
-        }
-    }
+    data: Box<dyn ErasedTable>,
 }
 
 impl<K: Key> KeyedStateStore<K> {
-    /// The table named `name`, created empty on first use.
+    /// An empty store over `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32) -> Self {
+        KeyedStateStore {
+            max_parallelism,
+            tables: Vec::new(),
+            pending: BTreeMap::new(),
+            key: PhantomData,
+        }
+    }
+
+    /// Encodes every table per key group.
+    pub fn snapshot(&self) -> Result<KeyedStateSnapshot, StateError> {
+        let mut snapshot = KeyedStateSnapshot {
+            tables: self.pending.clone(),
+        };
+        for table in &self.tables {
+            let groups = table.data.snapshot(table.name, self.max_parallelism)?;
+            if !groups.is_empty() {
+                snapshot.tables.insert(table.name.to_owned(), groups);
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Replaces the store's content by a snapshot (already narrowed to this instance's key
+    /// groups). Tables are decoded when a handle first touches them.
+    pub fn restore(&mut self, snapshot: KeyedStateSnapshot) {
+        self.tables.clear();
+        self.pending = snapshot.tables;
+    }
+
+    /// The table named `name`, created on first use (from restored chunks, if any).
     ///
     /// # Panics
-    /// If two handles of one operator use the same name with different types: a bug in the
-    /// operator's code, reported as the operator's failure.
-    fn table<T: Default + Send + 'static>(
+    /// If two handles of one operator use the same name with different types, or restored
+    /// state does not decode as the handle's types: a bug in the operator's code or a snapshot
+    /// that does not fit the job, reported as the operator's failure with the state's name.
+    fn table<T: ErasedTable + Default + 'static>(
         &mut self,
         name: &'static str,
         slot: &Cell<Option<usize>>,
     ) -> &mut T {
-        let index = match slot.get() {
+        // A cached slot is trusted only while it still names this table: a restore empties
+        // the table list, and tables may come back in another order.
+        let cached = slot.get().filter(|&index| {
+            self.tables
+                .get(index)
+                .is_some_and(|table| table.name == name)
+        });
+        let index = match cached {
             Some(index) => index,
             None => {
                 let index = match self.tables.iter().position(|table| table.name == name) {
                     Some(index) => index,
                     None => {
+                        let mut data = T::default();
+                        for (group, chunk) in self.pending.remove(name).unwrap_or_default() {
+                            if let Err(error) = data.restore(name, group, &chunk) {
+                                panic!("{error}");
+                            }
+                        }
                         self.tables.push(StateTable {
                             name,
-                            data: Box::new(T::default()),
+                            data: Box::new(data),
                         });
                         self.tables.len() - 1
                     }
@@ -64,7 +267,7 @@ impl<K: Key> KeyedStateStore<K> {
             }
         };
         let table = &mut self.tables[index];
-        match table.data.downcast_mut::<T>() {
+        match table.data.as_any_mut().downcast_mut::<T>() {
             Some(data) => data,
             None => panic!(
                 "state '{}' is declared twice with different types ({} now)",
@@ -108,7 +311,7 @@ impl<V> Clone for ValueState<V> {
     }
 }
 
-impl<V: Clone + Send + 'static> ValueState<V> {
+impl<V: StateValue> ValueState<V> {
     /// A handle on the value state called `name`; names are unique within an operator.
     pub fn new(name: &'static str) -> Self {
         ValueState {
@@ -161,7 +364,7 @@ impl<MK, MV> Clone for MapState<MK, MV> {
 
 type MapTable<K, MK, MV> = FxHashMap<K, BTreeMap<MK, MV>>;
 
-impl<MK: Ord + Clone + Send + 'static, MV: Clone + Send + 'static> MapState<MK, MV> {
+impl<MK: Ord + StateValue, MV: StateValue> MapState<MK, MV> {
     /// A handle on the map state called `name`; names are unique within an operator.
     pub fn new(name: &'static str) -> Self {
         MapState {
@@ -239,10 +442,7 @@ impl<MK: Ord + Clone + Send + 'static, MV: Clone + Send + 'static> MapState<MK, 
 
 impl<K: Key> KeyedStateStore<K> {
     /// The value table of `state`, for operators that process a whole batch against one table.
-    pub fn values<V: Clone + Send + 'static>(
-        &mut self,
-        state: &ValueState<V>,
-    ) -> &mut FxHashMap<K, V> {
+    pub fn values<V: StateValue>(&mut self, state: &ValueState<V>) -> &mut FxHashMap<K, V> {
         self.table(state.name, &state.slot)
     }
 }
@@ -264,7 +464,7 @@ mod tests {
 
     #[test]
     fn value_state_is_scoped_to_the_key() {
-        let mut store = KeyedStateStore::default();
+        let mut store = KeyedStateStore::new(128);
         let count = ValueState::<u64>::new("count");
         let mut a = Scope {
             key: "a".into(),
@@ -290,17 +490,20 @@ mod tests {
 
     #[test]
     fn map_state_is_sorted_and_scoped() {
-        let mut store = KeyedStateStore::default();
-        let seen = MapState::<u32, &'static str>::new("seen");
+        let mut store = KeyedStateStore::new(128);
+        let seen = MapState::<u32, String>::new("seen");
         let mut a = Scope {
             key: "a".into(),
             store: &mut store,
         };
         assert!(seen.is_empty(&mut a));
-        seen.insert(&mut a, 3, "three");
-        seen.insert(&mut a, 1, "one");
-        assert_eq!(seen.entries(&mut a), vec![(1, "one"), (3, "three")]);
-        assert_eq!(seen.remove(&mut a, &1), Some("one"));
+        seen.insert(&mut a, 3, "three".to_owned());
+        seen.insert(&mut a, 1, "one".to_owned());
+        assert_eq!(
+            seen.entries(&mut a),
+            vec![(1, "one".to_owned()), (3, "three".to_owned())]
+        );
+        assert_eq!(seen.remove(&mut a, &1), Some("one".to_owned()));
         let mut b = Scope {
             key: "b".into(),
             store: &mut store,
@@ -310,7 +513,7 @@ mod tests {
             key: "a".into(),
             store: &mut store,
         };
-        assert_eq!(seen.get(&mut a, &3), Some("three"));
+        assert_eq!(seen.get(&mut a, &3), Some("three".to_owned()));
         seen.clear(&mut a);
         assert!(seen.is_empty(&mut a));
     }
@@ -318,12 +521,116 @@ mod tests {
     #[test]
     #[should_panic(expected = "declared twice")]
     fn one_name_with_two_types_is_reported() {
-        let mut store = KeyedStateStore::default();
+        let mut store = KeyedStateStore::new(128);
         let mut scope = Scope {
             key: "a".into(),
             store: &mut store,
         };
         ValueState::<u64>::new("x").set(&mut scope, 1);
         ValueState::<String>::new("x").set(&mut scope, "y".into());
+    }
+
+    fn scope<'s>(store: &'s mut KeyedStateStore<String>, key: &str) -> Scope<'s> {
+        Scope {
+            key: key.to_owned(),
+            store,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restores_every_table() {
+        let count = ValueState::<u64>::new("count");
+        let seen = MapState::<u32, String>::new("seen");
+        let mut store = KeyedStateStore::new(128);
+        for (i, key) in ["a", "b", "c", "a"].into_iter().enumerate() {
+            let mut s = scope(&mut store, key);
+            let n = count.get(&mut s).unwrap_or(0) + 1;
+            count.set(&mut s, n);
+            seen.insert(&mut s, i as u32, format!("{key}{i}"));
+        }
+        let snapshot = store.snapshot().unwrap();
+        assert_eq!(
+            snapshot.tables.keys().collect::<Vec<_>>(),
+            ["count", "seen"]
+        );
+
+        let mut restored = KeyedStateStore::new(128);
+        restored.restore(snapshot.clone());
+        assert_eq!(
+            restored.snapshot().unwrap(),
+            snapshot,
+            "untouched tables stay encoded"
+        );
+        let mut a = scope(&mut restored, "a");
+        assert_eq!(count.get(&mut a), Some(2));
+        assert_eq!(
+            seen.entries(&mut a),
+            vec![(0, "a0".to_owned()), (3, "a3".to_owned())]
+        );
+        assert_eq!(count.get(&mut scope(&mut restored, "c")), Some(1));
+        assert_eq!(
+            restored.snapshot().unwrap(),
+            snapshot,
+            "decoding changes nothing"
+        );
+    }
+
+    #[test]
+    fn handles_find_their_tables_again_after_a_restore() {
+        let first = ValueState::<u64>::new("first");
+        let second = ValueState::<u64>::new("second");
+        let mut store = KeyedStateStore::new(128);
+        first.set(&mut scope(&mut store, "k"), 1);
+        second.set(&mut scope(&mut store, "k"), 2);
+        let snapshot = store.snapshot().unwrap();
+        store.restore(snapshot);
+        // Touch the tables in the other order: cached slots must not mix them up.
+        assert_eq!(second.get(&mut scope(&mut store, "k")), Some(2));
+        assert_eq!(first.get(&mut scope(&mut store, "k")), Some(1));
+    }
+
+    #[test]
+    fn rescaling_splits_and_merges_by_key_group() {
+        let count = ValueState::<u64>::new("count");
+        let keys: Vec<String> = (0..500).map(|i| format!("key{i}")).collect();
+        let mut one = KeyedStateStore::new(128);
+        for (i, key) in keys.iter().enumerate() {
+            count.set(&mut scope(&mut one, key), i as u64);
+        }
+        let whole = one.snapshot().unwrap();
+        // 1 -> 3: each subtask restores its key-group range and finds exactly its keys.
+        let mut three: Vec<KeyedStateStore<String>> =
+            (0..3).map(|_| KeyedStateStore::new(128)).collect();
+        for (index, store) in three.iter_mut().enumerate() {
+            store.restore(whole.select(KeyGroupRange::for_subtask(index as u32, 3, 128)));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let owner = crate::key::subtask_for_key_group(key_group_of(key, 128), 3, 128) as usize;
+            for (index, store) in three.iter_mut().enumerate() {
+                let found = count.get(&mut scope(store, key));
+                assert_eq!(
+                    found,
+                    (index == owner).then_some(i as u64),
+                    "{key} in subtask {index}"
+                );
+            }
+        }
+        // 3 -> 1: merging the three snapshots gives back the whole.
+        let mut merged = KeyedStateSnapshot::default();
+        for store in &three {
+            merged.merge(store.snapshot().unwrap());
+        }
+        assert_eq!(merged, whole);
+    }
+
+    #[test]
+    #[should_panic(expected = "state 'count' (key group")]
+    fn restoring_state_of_another_type_names_the_state() {
+        let mut store = KeyedStateStore::new(128);
+        ValueState::<String>::new("count").set(&mut scope(&mut store, "k"), "many".to_owned());
+        let snapshot = store.snapshot().unwrap();
+        let mut restored = KeyedStateStore::new(128);
+        restored.restore(snapshot);
+        ValueState::<u64>::new("count").get(&mut scope(&mut restored, "k"));
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use rill::prelude::*;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Workload {
@@ -43,7 +44,7 @@ struct Args {
     parallelism: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Event {
     key: u64,
     value: u64,

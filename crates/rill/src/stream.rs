@@ -13,8 +13,9 @@ use rill_core::exchange::{
 use rill_core::graph::{OperatorFactory, OperatorKind};
 use rill_core::keyed::{KeySelector, KeyedProcess, KeyedProcessFunction, KeyedReduce};
 use rill_core::operator::{
-    Erased, Filter, FlatMap, Map, OneInputOperator, Passthrough, Sink, SinkOperator,
+    Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, Sink, SinkOperator,
 };
+use rill_core::state::StateValue;
 use rill_core::{Data, Key};
 
 use crate::connectors::collect::{CollectSink, Collected};
@@ -52,12 +53,13 @@ pub struct KeyedStream<T, K> {
     router: RouterFactory,
 }
 
+/// Builds each subtask's instance of a one-input operator with `make`, told where it runs.
 fn operator_factory<O, F>(make: F) -> OperatorFactory
 where
     O: OneInputOperator,
-    F: Fn() -> O + Send + Sync + 'static,
+    F: Fn(&OperatorInfo) -> O + Send + Sync + 'static,
 {
-    Arc::new(move |_| Box::new(Erased(make())))
+    Arc::new(move |info| Box::new(Erased(make(info))))
 }
 
 impl<T: Data> DataStream<T> {
@@ -131,7 +133,7 @@ impl<T: Data> DataStream<T> {
             "map",
             false,
             None,
-            operator_factory(move || Map::new(f.clone())),
+            operator_factory(move |_| Map::new(f.clone())),
         )
     }
 
@@ -145,7 +147,7 @@ impl<T: Data> DataStream<T> {
             "filter",
             false,
             None,
-            operator_factory(move || Filter::new(predicate.clone())),
+            operator_factory(move |_| Filter::new(predicate.clone())),
         )
     }
 
@@ -160,7 +162,7 @@ impl<T: Data> DataStream<T> {
             "flat_map",
             false,
             None,
-            operator_factory(move || FlatMap::new(f.clone())),
+            operator_factory(move |_| FlatMap::new(f.clone())),
         )
     }
 
@@ -170,7 +172,7 @@ impl<T: Data> DataStream<T> {
         O: OneInputOperator<In = T>,
         F: Fn() -> O + Send + Sync + 'static,
     {
-        self.then(name, false, None, operator_factory(make))
+        self.then(name, false, None, operator_factory(move |_| make()))
     }
 
     /// Partitions the stream by the key `key_of` extracts.
@@ -283,8 +285,10 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
     }
 
     /// Combines each value with the previous result for its key, emitting every new result.
+    /// The result is keyed state, so it must be serializable.
     pub fn reduce<F>(self, reduce: F) -> DataStream<T>
     where
+        T: StateValue,
         F: Fn(T, T) -> T + Send + Sync + 'static,
     {
         let edge = self.keyed_edge();
@@ -293,7 +297,9 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
             "reduce",
             true,
             Some(edge),
-            operator_factory(move || KeyedReduce::new(reduce.clone(), key_of.clone())),
+            operator_factory(move |info| {
+                KeyedReduce::new(reduce.clone(), key_of.clone(), info.max_parallelism)
+            }),
         )
     }
 
@@ -310,12 +316,12 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
             "process",
             true,
             Some(edge),
-            operator_factory(move || {
+            operator_factory(move |info| {
                 let function = prototype
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .clone();
-                KeyedProcess::new(function, key_of.clone())
+                KeyedProcess::new(function, key_of.clone(), info.max_parallelism)
             }),
         )
     }

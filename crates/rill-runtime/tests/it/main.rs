@@ -81,8 +81,12 @@ fn counting_job(
     let reduce = graph.add_operator(node(
         "sum",
         parallelism,
-        OperatorKind::Transform(Arc::new(move |_| {
-            Box::new(Erased(KeyedReduce::new(sum.clone(), reduce_key.clone())))
+        OperatorKind::Transform(Arc::new(move |info| {
+            Box::new(Erased(KeyedReduce::new(
+                sum.clone(),
+                reduce_key.clone(),
+                info.max_parallelism,
+            )))
         })),
     ));
     let sink_node = graph.add_operator(node(
