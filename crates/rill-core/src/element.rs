@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::CheckpointId;
+
 /// The bounds every value flowing through a job must meet: owned, sendable between the threads
 /// of the runtime, and clonable (broadcast and fan-out hand one record to several consumers).
 pub trait Data: Clone + Send + 'static {}
@@ -186,6 +188,8 @@ pub enum Event {
     Records(Records),
     /// No record with a timestamp at or below this one will follow on this channel.
     Watermark(Timestamp),
+    /// Checkpoint barrier: everything before it on the channel belongs to the checkpoint.
+    Barrier(CheckpointId),
     /// The channel's last element.
     EndOfInput,
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::coordinator::CheckpointConfig;
 use crate::exchange::{ExchangeKind, RouterFactory};
 use crate::key::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 use crate::operator::{Operator, OperatorInfo};
@@ -64,6 +65,8 @@ pub struct JobGraph {
     pub name: String,
     /// The number of key groups.
     pub max_parallelism: u32,
+    /// When and how the job checkpoints.
+    pub checkpoint: CheckpointConfig,
     /// The operators, indexed by [`OperatorId`].
     pub operators: Vec<OperatorNode>,
     /// The edges, indexed by [`EdgeId`].
@@ -123,6 +126,7 @@ impl JobGraph {
         JobGraph {
             name: name.into(),
             max_parallelism: DEFAULT_MAX_PARALLELISM,
+            checkpoint: CheckpointConfig::default(),
             operators: Vec::new(),
             edges: Vec::new(),
         }

@@ -12,6 +12,8 @@
 //! - [`flow`]: credit-based flow control;
 //! - [`subtask`] and [`partitioner`]: the two state machines a job is made of.
 
+pub mod checkpoint;
+pub mod coordinator;
 pub mod element;
 pub mod error;
 pub mod exchange;

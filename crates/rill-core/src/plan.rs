@@ -6,6 +6,7 @@
 //! upstream subtask, one partitioner feeding one input channel of each downstream subtask it
 //! reaches (one for forward, all for the other exchanges).
 
+use crate::checkpoint::CheckpointMode;
 use crate::exchange::ExchangeKind;
 use crate::flow::FlowConfig;
 use crate::graph::{EdgeId, GraphError, JobGraph, OperatorId, OperatorKind};
@@ -269,7 +270,13 @@ impl PhysicalPlan {
 impl PhysicalPlan {
     /// Builds the state machine of one subtask: its head, its chained operator instances, and
     /// its outputs.
-    pub fn build_subtask(&self, graph: &JobGraph, id: SubtaskId, flow: FlowConfig) -> SubtaskCore {
+    pub fn build_subtask(
+        &self,
+        graph: &JobGraph,
+        id: SubtaskId,
+        flow: FlowConfig,
+        checkpoint_mode: CheckpointMode,
+    ) -> SubtaskCore {
         let chain = self.chain(id.chain);
         let mut operators = chain.operators.iter();
         let head = match chain
@@ -302,6 +309,7 @@ impl PhysicalPlan {
             chain: chain_operators,
             outputs: chain.outputs.len(),
             flow,
+            checkpoint_mode,
         })
     }
 

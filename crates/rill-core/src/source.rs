@@ -3,6 +3,9 @@
 
 use std::ops::Range;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::element::{Data, Record, Records, Timestamp};
 use crate::error::{BoxError, OperatorError};
 
@@ -67,6 +70,40 @@ pub trait Source: Send + 'static {
 
     /// Emits up to `out.remaining()` records.
     fn poll_next(&mut self, out: &mut SourceOutput<Self::Out>) -> Result<SourcePoll, BoxError>;
+
+    /// Where the source stands, for a checkpoint: what [`Source::restore_position`] needs to
+    /// resume right after the last record emitted. `None` means the source cannot resume (a
+    /// restored job reads it again from the start).
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        Ok(None)
+    }
+
+    /// Resumes from a position taken by [`Source::snapshot_position`].
+    fn restore_position(&mut self, _position: &[u8]) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Encodes a source position with the snapshot encoding (bincode).
+pub fn encode_position<P: Serialize>(position: &P) -> Result<Vec<u8>, BoxError> {
+    Ok(bincode::serde::encode_to_vec(
+        position,
+        bincode::config::standard(),
+    )?)
+}
+
+/// Decodes a source position written by [`encode_position`].
+pub fn decode_position<P: DeserializeOwned>(bytes: &[u8]) -> Result<P, BoxError> {
+    let (position, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+    if read != bytes.len() {
+        return Err(format!(
+            "a source position of {} bytes has {} bytes left over",
+            bytes.len(),
+            bytes.len() - read
+        )
+        .into());
+    }
+    Ok(position)
 }
 
 /// One poll's result, type-erased.
@@ -83,6 +120,10 @@ pub struct Polled {
 pub trait AnySource: Send {
     /// Polls the source for up to `max_records` records.
     fn poll(&mut self, max_records: usize) -> Result<Polled, OperatorError>;
+    /// See [`Source::snapshot_position`].
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, OperatorError>;
+    /// See [`Source::restore_position`].
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError>;
 }
 
 impl<S: Source> AnySource for S {
@@ -95,11 +136,21 @@ impl<S: Source> AnySource for S {
             status,
         })
     }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, OperatorError> {
+        Source::snapshot_position(self).map_err(OperatorError::Failed)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        Source::restore_position(self, position).map_err(OperatorError::Failed)
+    }
 }
 
-/// Emits the items of an iterator, in order, then finishes. Not parallel.
+/// Emits the items of an iterator, in order, then finishes. Not parallel. It resumes by
+/// skipping the items it had emitted, so the iterator must yield the same items every run.
 pub struct IterSource<I: Iterator> {
     items: I,
+    emitted: u64,
 }
 
 impl<I: Iterator> IterSource<I> {
@@ -107,6 +158,7 @@ impl<I: Iterator> IterSource<I> {
     pub fn new(items: impl IntoIterator<IntoIter = I>) -> Self {
         IterSource {
             items: items.into_iter(),
+            emitted: 0,
         }
     }
 }
@@ -121,11 +173,32 @@ where
     fn poll_next(&mut self, out: &mut SourceOutput<I::Item>) -> Result<SourcePoll, BoxError> {
         while out.remaining() > 0 {
             match self.items.next() {
-                Some(item) => out.collect(item),
+                Some(item) => {
+                    out.collect(item);
+                    self.emitted += 1;
+                }
                 None => return Ok(SourcePoll::Finished),
             }
         }
         Ok(SourcePoll::Ready)
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        encode_position(&self.emitted).map(Some)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        let emitted: u64 = decode_position(position)?;
+        for skipped in self.emitted..emitted {
+            if self.items.next().is_none() {
+                return Err(format!(
+                    "the iterator ended after {skipped} items; the checkpoint had read {emitted}"
+                )
+                .into());
+            }
+        }
+        self.emitted = self.emitted.max(emitted);
+        Ok(())
     }
 }
 
@@ -163,6 +236,19 @@ impl Source for SequenceSource {
             SourcePoll::Ready
         })
     }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        encode_position(&self.next).map(Some)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        let next: u64 = decode_position(position)?;
+        if next > self.end {
+            return Err(format!("position {next} is past this slice's end {}", self.end).into());
+        }
+        self.next = next;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +281,28 @@ mod tests {
             all.extend(drain(&mut SequenceSource::slice(5..15, index, 3), 4));
         }
         assert_eq!(all, (5..15).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sources_resume_from_their_position() {
+        let mut sequence = SequenceSource::slice(0..100, 1, 2);
+        sequence.poll(7).unwrap();
+        let position = AnySource::snapshot_position(&mut sequence)
+            .unwrap()
+            .unwrap();
+        let mut resumed = SequenceSource::slice(0..100, 1, 2);
+        AnySource::restore_position(&mut resumed, &position).unwrap();
+        assert_eq!(drain(&mut resumed, 10), (57..100).collect::<Vec<_>>());
+
+        let mut items = IterSource::new(0u64..10);
+        items.poll(3).unwrap();
+        let position = AnySource::snapshot_position(&mut items).unwrap().unwrap();
+        let mut resumed = IterSource::new(0u64..10);
+        AnySource::restore_position(&mut resumed, &position).unwrap();
+        assert_eq!(drain(&mut resumed, 4), (3..10).collect::<Vec<_>>());
+        let mut shorter = IterSource::new(0u64..2);
+        let error = AnySource::restore_position(&mut shorter, &position).unwrap_err();
+        assert!(error.to_string().contains("ended after 2 items"), "{error}");
     }
 
     #[test]

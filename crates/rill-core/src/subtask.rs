@@ -13,11 +13,21 @@
 //! takes no new input while any output holds a batch it has no credit for: that is how
 //! backpressure reaches the sources. The watermark of a subtask is the minimum over its input
 //! channels; an ended channel counts as `Timestamp::MAX`.
+//!
+//! Checkpoints: a source subtask snapshots when the driver calls
+//! [`SubtaskCore::trigger_checkpoint`]; any other subtask when barrier alignment completes
+//! (see [`crate::checkpoint`]). Either way it hands the driver a
+//! [`SubtaskTransmit::Snapshot`] to persist and acknowledge, and forwards the barrier. A batch
+//! whose channel is held mid-batch by a barrier keeps its remaining events, and its credit,
+//! until the channel is released.
 
 use std::collections::VecDeque;
 
+use crate::checkpoint::{
+    Alignment, BarrierAligner, CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot,
+};
 use crate::element::{Batch, Event, Records, Timestamp};
-use crate::error::{TaskError, guarded};
+use crate::error::{OperatorError, TaskError, guarded};
 use crate::flow::{CreditedQueue, FlowConfig};
 use crate::operator::Operator;
 use crate::source::{AnySource, SourcePoll};
@@ -56,6 +66,8 @@ pub struct SubtaskSpec {
     pub outputs: usize,
     /// Batch size and credits.
     pub flow: FlowConfig,
+    /// Whether barrier alignment holds channels.
+    pub checkpoint_mode: CheckpointMode,
 }
 
 /// What a step did.
@@ -88,6 +100,20 @@ pub enum SubtaskTransmit {
         /// How many batches the sender may send more.
         credits: u32,
     },
+    /// The subtask's part of a checkpoint: persist it, then acknowledge the checkpoint.
+    Snapshot {
+        /// The checkpoint.
+        checkpoint: CheckpointId,
+        /// The subtask's state.
+        snapshot: SubtaskSnapshot,
+    },
+    /// The subtask cannot take part in a checkpoint.
+    Declined {
+        /// The checkpoint.
+        checkpoint: CheckpointId,
+        /// Why.
+        reason: DeclineReason,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +126,16 @@ enum Phase {
 
 struct InputChannelState {
     queue: VecDeque<Batch>,
+    /// The rest of the batch being consumed, held by a barrier; its credit is still owed.
+    current: VecDeque<Event>,
     watermark: Timestamp,
     ended: bool,
+}
+
+impl InputChannelState {
+    fn has_input(&self) -> bool {
+        !self.current.is_empty() || !self.queue.is_empty()
+    }
 }
 
 struct OutputState {
@@ -130,6 +164,7 @@ enum HeadState {
     Inputs {
         channels: Vec<InputChannelState>,
         next: usize,
+        aligner: BarrierAligner,
     },
 }
 
@@ -142,11 +177,13 @@ impl SubtaskCore {
                 channels: (0..channels)
                     .map(|_| InputChannelState {
                         queue: VecDeque::new(),
+                        current: VecDeque::new(),
                         watermark: Timestamp::MIN,
                         ended: false,
                     })
                     .collect(),
                 next: 0,
+                aligner: BarrierAligner::new(spec.checkpoint_mode),
             },
         };
         SubtaskCore {
@@ -209,6 +246,75 @@ impl SubtaskCore {
         self.watermark
     }
 
+    /// Starts checkpoint `checkpoint` at a source subtask: snapshot, then emit the barrier after
+    /// everything emitted so far. A subtask that has finished declines.
+    pub fn trigger_checkpoint(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        debug_assert!(
+            matches!(self.head, HeadState::Source { .. }),
+            "only sources are triggered; other subtasks take barriers from their inputs"
+        );
+        if self.phase != Phase::Running {
+            self.transmits.push_back(SubtaskTransmit::Declined {
+                checkpoint,
+                reason: DeclineReason::Finished,
+            });
+            return Ok(());
+        }
+        self.snapshot(checkpoint)?;
+        self.flush_outputs();
+        Ok(())
+    }
+
+    /// Restores the subtask from its part of a checkpoint, before it runs.
+    pub fn restore(&mut self, snapshot: SubtaskSnapshot) -> Result<(), TaskError> {
+        if snapshot.operators.len() != self.chain.len() {
+            let names: Vec<&str> = self.chain.iter().map(|link| link.name.as_str()).collect();
+            return Err(TaskError {
+                operator: names.join(" -> "),
+                error: OperatorError::Failed(
+                    format!(
+                        "the snapshot holds {} operator states but the chain has {} operators",
+                        snapshot.operators.len(),
+                        self.chain.len()
+                    )
+                    .into(),
+                ),
+            });
+        }
+        if let (HeadState::Source { name, source }, Some(position)) =
+            (&mut self.head, &snapshot.source_position)
+        {
+            guarded(name, || source.restore_position(position))?;
+        }
+        for (link, state) in self.chain.iter_mut().zip(snapshot.operators) {
+            guarded(&link.name, || link.operator.restore_state(state))?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots the source position and every operator, hands the snapshot to the driver, and
+    /// forwards the barrier.
+    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        let source_position = match &mut self.head {
+            HeadState::Source { name, source } => guarded(name, || source.snapshot_position())?,
+            HeadState::Inputs { .. } => None,
+        };
+        let operators = self
+            .chain
+            .iter_mut()
+            .map(|link| guarded(&link.name, || link.operator.snapshot_state()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.transmits.push_back(SubtaskTransmit::Snapshot {
+            checkpoint,
+            snapshot: SubtaskSnapshot {
+                source_position,
+                operators,
+            },
+        });
+        self.emit(Event::Barrier(checkpoint));
+        Ok(())
+    }
+
     /// Does one unit of work: one input batch or one source poll through the whole chain.
     pub fn step(&mut self) -> Result<Step, TaskError> {
         match self.phase {
@@ -257,32 +363,92 @@ impl SubtaskCore {
     }
 
     fn step_inputs(&mut self) -> Result<Step, TaskError> {
-        let HeadState::Inputs { channels, next } = &mut self.head else {
+        let HeadState::Inputs {
+            channels,
+            next,
+            aligner,
+        } = &mut self.head
+        else {
             unreachable!("step_inputs runs for input heads only")
         };
         let count = channels.len();
         let Some(channel) = (0..count)
             .map(|offset| (*next + offset) % count)
-            .find(|&c| !channels[c].queue.is_empty())
+            .find(|&c| channels[c].has_input() && !aligner.holds(c))
         else {
             return Ok(Step::Blocked);
         };
         *next = (channel + 1) % count;
-        let Some(batch) = channels[channel].queue.pop_front() else {
-            return Ok(Step::Blocked);
-        };
-        self.transmits.push_back(SubtaskTransmit::Credit {
-            input: channel,
-            credits: 1,
-        });
-        for event in batch.events {
+        let state = &mut channels[channel];
+        if state.current.is_empty()
+            && let Some(batch) = state.queue.pop_front()
+        {
+            state.current = batch.events.into();
+        }
+        loop {
+            let HeadState::Inputs {
+                channels, aligner, ..
+            } = &mut self.head
+            else {
+                unreachable!("step_inputs runs for input heads only")
+            };
+            if aligner.holds(channel) {
+                // The rest of the batch, if any, waits behind the barrier.
+                break;
+            }
+            let Some(event) = channels[channel].current.pop_front() else {
+                break;
+            };
             match event {
                 Event::Records(records) => self.run_chain(0, records)?,
                 Event::Watermark(watermark) => self.channel_watermark(channel, watermark, false)?,
+                Event::Barrier(checkpoint) => self.channel_barrier(channel, checkpoint)?,
                 Event::EndOfInput => self.channel_watermark(channel, Timestamp::MAX, true)?,
             }
         }
+        // A batch's credit goes back once all of it is consumed, and not before: a batch held
+        // half-way keeps the sender from sending more than the channel can hold.
+        let HeadState::Inputs { channels, .. } = &self.head else {
+            unreachable!("step_inputs runs for input heads only")
+        };
+        if channels[channel].current.is_empty() {
+            self.transmits.push_back(SubtaskTransmit::Credit {
+                input: channel,
+                credits: 1,
+            });
+        }
         Ok(Step::Progress)
+    }
+
+    /// A channel delivered a barrier: align, and snapshot once every open channel has.
+    fn channel_barrier(
+        &mut self,
+        channel: usize,
+        checkpoint: CheckpointId,
+    ) -> Result<(), TaskError> {
+        let HeadState::Inputs {
+            channels, aligner, ..
+        } = &mut self.head
+        else {
+            unreachable!("barriers arrive on input heads only")
+        };
+        let ended: Vec<bool> = channels.iter().map(|c| c.ended).collect();
+        let alignment = aligner.on_barrier(channel, checkpoint, &ended);
+        self.on_alignment(alignment)
+    }
+
+    fn on_alignment(&mut self, alignment: Alignment) -> Result<(), TaskError> {
+        match alignment {
+            Alignment::Waiting => Ok(()),
+            Alignment::Complete(checkpoint) => self.snapshot(checkpoint),
+            Alignment::Abandoned(checkpoint) => {
+                self.transmits.push_back(SubtaskTransmit::Declined {
+                    checkpoint,
+                    reason: DeclineReason::Overtaken,
+                });
+                Ok(())
+            }
+        }
     }
 
     /// Records a channel's watermark (or its end) and applies the minimum rule.
@@ -292,12 +458,25 @@ impl SubtaskCore {
         watermark: Timestamp,
         ended: bool,
     ) -> Result<(), TaskError> {
-        let HeadState::Inputs { channels, .. } = &mut self.head else {
+        let HeadState::Inputs {
+            channels, aligner, ..
+        } = &mut self.head
+        else {
             unreachable!("channel watermarks exist for input heads only")
         };
         let state = &mut channels[channel];
         state.watermark = state.watermark.max(watermark);
-        state.ended |= ended;
+        if ended && !state.ended {
+            state.ended = true;
+            // An alignment waiting only for this channel completes before end of input goes
+            // downstream, so the barrier precedes it.
+            let ended: Vec<bool> = channels.iter().map(|c| c.ended).collect();
+            let alignment = aligner.on_channel_ended(&ended);
+            self.on_alignment(alignment)?;
+        }
+        let HeadState::Inputs { channels, .. } = &mut self.head else {
+            unreachable!("channel watermarks exist for input heads only")
+        };
         let minimum = channels
             .iter()
             .map(|c| if c.ended { Timestamp::MAX } else { c.watermark })
@@ -458,6 +637,7 @@ mod tests {
             }],
             outputs: 1,
             flow: flow(8, 8),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
         });
         let mut feed = |channel: usize, event: Event| {
             core.handle_batch(channel, batch(vec![event]));
@@ -490,7 +670,7 @@ mod tests {
         );
         let last = out.iter().rev().find_map(|t| match t {
             SubtaskTransmit::Batch { batch, .. } => Some(batch.events.clone()),
-            SubtaskTransmit::Credit { .. } => None,
+            _ => None,
         });
         let last = last.unwrap();
         assert!(
@@ -522,6 +702,7 @@ mod tests {
             }],
             outputs: 1,
             flow: flow(10, 2),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
         });
         assert_eq!(step_until_stuck(&mut core), Step::Blocked);
         let sent = drain(&mut core).len();
@@ -540,7 +721,7 @@ mod tests {
             .iter()
             .map(|t| match t {
                 SubtaskTransmit::Batch { batch, .. } => batch.record_count(),
-                SubtaskTransmit::Credit { .. } => 0,
+                _ => 0,
             })
             .sum();
         assert_eq!(records, 100 - 30, "the rest arrives once credit does");
@@ -553,6 +734,7 @@ mod tests {
             chain: Vec::new(),
             outputs: 0,
             flow: flow(8, 2),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
         });
         core.handle_batch(
             2,
@@ -589,11 +771,235 @@ mod tests {
             }],
             outputs: 1,
             flow: flow(16, 2),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
         });
         let error = core.step().unwrap_err();
         assert_eq!(error.operator, "picky");
         assert!(
             matches!(&error.error, OperatorError::Panicked(message) if message == "seven is not allowed")
+        );
+    }
+
+    /// A subtask summing every record into one key's state, with two input channels.
+    fn summing_subtask(mode: CheckpointMode) -> SubtaskCore {
+        let reduce = crate::keyed::KeyedReduce::new(
+            Arc::new(|a: u32, b: u32| a + b),
+            Arc::new(|_: &u32| 0u8),
+            128,
+        );
+        SubtaskCore::new(SubtaskSpec {
+            head: Head::Inputs { channels: 2 },
+            chain: vec![ChainedOperator {
+                name: "sum".into(),
+                operator: Box::new(Erased(reduce)),
+            }],
+            outputs: 1,
+            flow: flow(8, 4),
+            checkpoint_mode: mode,
+        })
+    }
+
+    fn numbers(values: &[u32]) -> Event {
+        Event::Records(Records::new(
+            values.iter().copied().map(Record::new).collect(),
+        ))
+    }
+
+    /// The sum a snapshot holds: restore it and add zero.
+    fn restored_sum(snapshot: SubtaskSnapshot) -> u32 {
+        let mut core = summing_subtask(CheckpointMode::ExactlyOnce);
+        core.restore(snapshot).unwrap();
+        core.handle_batch(0, batch(vec![numbers(&[0])]));
+        step_until_stuck(&mut core);
+        drain(&mut core)
+            .into_iter()
+            .find_map(|t| match t {
+                SubtaskTransmit::Batch { batch, .. } => {
+                    batch.events.into_iter().find_map(|e| match e {
+                        Event::Records(r) => r.downcast::<u32>().unwrap().pop().map(|r| r.value),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn snapshots(transmits: &[SubtaskTransmit]) -> Vec<(CheckpointId, SubtaskSnapshot)> {
+        transmits
+            .iter()
+            .filter_map(|t| match t {
+                SubtaskTransmit::Snapshot {
+                    checkpoint,
+                    snapshot,
+                } => Some((*checkpoint, snapshot.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exactly_once_alignment_snapshots_only_what_precedes_the_barriers() {
+        let mut core = summing_subtask(CheckpointMode::ExactlyOnce);
+        let one = CheckpointId(1);
+        core.handle_batch(
+            0,
+            batch(vec![numbers(&[1, 2]), Event::Barrier(one), numbers(&[100])]),
+        );
+        core.handle_batch(1, batch(vec![numbers(&[10])]));
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        let before = drain(&mut core);
+        assert!(
+            snapshots(&before).is_empty(),
+            "channel 1 has not delivered the barrier"
+        );
+        assert!(
+            !before
+                .iter()
+                .any(|t| matches!(t, SubtaskTransmit::Credit { input: 0, .. })),
+            "the held batch keeps its credit"
+        );
+        core.handle_batch(1, batch(vec![Event::Barrier(one)]));
+        step_until_stuck(&mut core);
+        let after = drain(&mut core);
+        let taken = snapshots(&after);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, one);
+        assert_eq!(
+            restored_sum(taken[0].1.clone()),
+            13,
+            "1 + 2 + 10; the 100 came after the barrier"
+        );
+        assert!(
+            after
+                .iter()
+                .any(|t| matches!(t, SubtaskTransmit::Credit { input: 0, .. }))
+        );
+        let forwarded: Vec<Event> = after
+            .into_iter()
+            .filter_map(|t| match t {
+                SubtaskTransmit::Batch { batch, .. } => Some(batch.events),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let barrier_at = forwarded
+            .iter()
+            .position(|e| matches!(e, Event::Barrier(id) if *id == one));
+        let last_sum_at = forwarded
+            .iter()
+            .rposition(|e| matches!(e, Event::Records(_)));
+        assert!(
+            barrier_at < last_sum_at,
+            "the barrier goes downstream before the records after it"
+        );
+    }
+
+    #[test]
+    fn at_least_once_does_not_hold_channels() {
+        let mut core = summing_subtask(CheckpointMode::AtLeastOnce);
+        core.handle_batch(
+            0,
+            batch(vec![
+                numbers(&[1, 2]),
+                Event::Barrier(CheckpointId(1)),
+                numbers(&[100]),
+            ]),
+        );
+        core.handle_batch(1, batch(vec![numbers(&[10])]));
+        step_until_stuck(&mut core);
+        core.handle_batch(1, batch(vec![Event::Barrier(CheckpointId(1))]));
+        step_until_stuck(&mut core);
+        let taken = snapshots(&drain(&mut core));
+        assert_eq!(
+            restored_sum(taken[0].1.clone()),
+            113,
+            "the 100 is in: it will be replayed"
+        );
+    }
+
+    #[test]
+    fn a_source_snapshots_its_position_and_resumes_from_it() {
+        let source_subtask = || {
+            SubtaskCore::new(SubtaskSpec {
+                head: Head::Source {
+                    name: "numbers".into(),
+                    source: Box::new(crate::source::SequenceSource::slice(0..100, 0, 1)),
+                },
+                chain: Vec::new(),
+                outputs: 1,
+                flow: flow(10, 100),
+                checkpoint_mode: CheckpointMode::ExactlyOnce,
+            })
+        };
+        let mut core = source_subtask();
+        core.step().unwrap();
+        core.step().unwrap();
+        core.trigger_checkpoint(CheckpointId(3)).unwrap();
+        let transmits = drain(&mut core);
+        let taken = snapshots(&transmits);
+        assert!(matches!(
+            transmits.last(),
+            Some(SubtaskTransmit::Batch { batch, .. }) if matches!(batch.events[..], [Event::Barrier(CheckpointId(3))])
+        ));
+        let mut resumed = source_subtask();
+        resumed.restore(taken[0].1.clone()).unwrap();
+        resumed.step().unwrap();
+        let first = drain(&mut resumed).into_iter().find_map(|t| match t {
+            SubtaskTransmit::Batch { batch, .. } => match &batch.events[0] {
+                Event::Records(r) => r
+                    .clone()
+                    .downcast::<u64>()
+                    .unwrap()
+                    .first()
+                    .map(|r| r.value),
+                _ => None,
+            },
+            _ => None,
+        });
+        assert_eq!(
+            first,
+            Some(20),
+            "two batches of ten were emitted before the checkpoint"
+        );
+        let mut finished = source_subtask();
+        while finished.step().unwrap() != Step::Finished {}
+        finished.trigger_checkpoint(CheckpointId(4)).unwrap();
+        assert!(matches!(
+            drain(&mut finished).last(),
+            Some(SubtaskTransmit::Declined {
+                checkpoint: CheckpointId(4),
+                reason: DeclineReason::Finished,
+            })
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_fit_the_chain_is_refused() {
+        let mut core = summing_subtask(CheckpointMode::ExactlyOnce);
+        let error = core.restore(SubtaskSnapshot::default()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("0 operator states but the chain has 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_batch_ending_in_a_barrier_returns_its_credit_while_the_channel_is_held() {
+        let mut core = summing_subtask(CheckpointMode::ExactlyOnce);
+        core.handle_batch(
+            0,
+            batch(vec![numbers(&[1]), Event::Barrier(CheckpointId(1))]),
+        );
+        step_until_stuck(&mut core);
+        let transmits = drain(&mut core);
+        assert!(
+            transmits
+                .iter()
+                .any(|t| matches!(t, SubtaskTransmit::Credit { input: 0, .. })),
+            "nothing of the batch is left, so its sender gets the credit back: {transmits:?}"
         );
     }
 }

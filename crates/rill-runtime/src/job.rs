@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use rill_core::TaskError;
+use rill_core::coordinator::CheckpointMetadata;
 use rill_core::graph::GraphError;
 use tokio::sync::oneshot;
 
@@ -19,6 +20,10 @@ pub struct JobReport {
     pub subtasks: usize,
     /// Wall time from deployment to the last subtask finishing.
     pub elapsed: Duration,
+    /// How many checkpoints completed while the job ran.
+    pub checkpoints_completed: u64,
+    /// The newest of them.
+    pub latest_checkpoint: Option<CheckpointMetadata>,
 }
 
 /// Why a job did not run to the end.
@@ -61,6 +66,14 @@ pub enum JobError {
         /// The job's name.
         job: String,
         /// What went wrong.
+        reason: String,
+    },
+    /// Too many checkpoints failed in a row.
+    #[error("job '{job}' failed: {reason}")]
+    Checkpointing {
+        /// The job's name.
+        job: String,
+        /// What the coordinator reported.
         reason: String,
     },
     /// The application cancelled the job.

@@ -8,12 +8,15 @@
 //! - `master`: the job master actor, which deploys a physical plan, watches its actors and ends
 //!   the job;
 //! - `subtask` and `partitioner`: one actor per subtask and per (subtask, output edge); each
-//!   handler hands the message to its core state machine and sends what comes out.
+//!   handler hands the message to its core state machine and sends what comes out;
+//! - `coordinator`: the checkpoint coordinator actor, ticking the coordinator state machine,
+//!   triggering sources and collecting their snapshots.
 //!
 //! The runtime owns its threads, so it works the same whether the application calling it runs
 //! plain threads, tokio or actix: a job's outcome is awaited through a runtime-agnostic
 //! channel.
 
+mod coordinator;
 mod master;
 mod messages;
 mod partitioner;

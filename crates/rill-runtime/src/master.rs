@@ -6,14 +6,17 @@ use std::time::Instant;
 
 use actix::dev::ArbiterHandle;
 use actix::{Actor, ActorContext, Addr, Context, Handler};
-use rill_core::graph::JobGraph;
+use rill_core::coordinator::CheckpointMetadata;
+use rill_core::graph::{JobGraph, OperatorKind};
 use rill_core::plan::{ChannelTarget, PhysicalPlan, SubtaskId};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::coordinator::CoordinatorActor;
 use crate::job::{JobError, JobReport};
 use crate::messages::{
-    ActorLost, Cancel, Shutdown, Start, SubtaskFinished, TaskFailed, WirePartitioner, WireSubtask,
+    ActorLost, Cancel, CheckpointCompleted, CheckpointingFailed, Shutdown, Start, SubtaskFinished,
+    TaskFailed, WirePartitioner, WireSubtask,
 };
 use crate::partitioner::PartitionerActor;
 use crate::runtime::RuntimeConfig;
@@ -27,9 +30,12 @@ pub(crate) struct JobMaster {
     outcome: Option<oneshot::Sender<Result<JobReport, JobError>>>,
     subtasks: Vec<(SubtaskId, Addr<SubtaskActor>)>,
     partitioners: Vec<Addr<PartitionerActor>>,
+    coordinator: Option<Addr<CoordinatorActor>>,
     finished: Vec<bool>,
     unfinished: usize,
     started_at: Instant,
+    checkpoints_completed: u64,
+    latest_checkpoint: Option<CheckpointMetadata>,
 }
 
 impl JobMaster {
@@ -48,9 +54,12 @@ impl JobMaster {
             outcome: Some(outcome),
             subtasks: Vec::new(),
             partitioners: Vec::new(),
+            coordinator: None,
             finished: Vec::new(),
             unfinished: 0,
             started_at: Instant::now(),
+            checkpoints_completed: 0,
+            latest_checkpoint: None,
         }
     }
 
@@ -65,10 +74,12 @@ impl JobMaster {
             // Round-robin over all subtasks, so that the stages of a pipeline land on different
             // threads; a partitioner shares its upstream subtask's thread.
             let arbiter = &self.arbiters[position % self.arbiters.len()];
-            let core = self.plan.build_subtask(&self.graph, id, flow);
+            let core = self
+                .plan
+                .build_subtask(&self.graph, id, flow, self.graph.checkpoint.mode);
             let (master, pause) = (me.clone(), self.config.source_idle_pause);
             let addr = SubtaskActor::start_in_arbiter(arbiter, move |_| {
-                SubtaskActor::new(id, core, master, pause)
+                SubtaskActor::new(id, position, core, master, pause)
             });
             self.subtasks.push((id, addr));
             let outputs = (0..self.plan.chain(id.chain).outputs.len())
@@ -103,6 +114,15 @@ impl JobMaster {
                 self.partitioners.push(partitioner.clone());
             }
         }
+        let sources = self
+            .subtasks
+            .iter()
+            .filter(|(id, _)| self.is_source(*id))
+            .map(|(_, addr)| addr.clone())
+            .collect();
+        let coordinator =
+            CoordinatorActor::new(self.graph.checkpoint, ids.len(), sources, me.clone()).start();
+        self.coordinator = Some(coordinator.clone());
         for (position, &id) in ids.iter().enumerate() {
             let inputs = self
                 .plan
@@ -123,9 +143,11 @@ impl JobMaster {
                 .iter()
                 .map(|(addr, _)| addr.clone())
                 .collect();
-            self.subtasks[position]
-                .1
-                .do_send(WireSubtask { outputs, inputs });
+            self.subtasks[position].1.do_send(WireSubtask {
+                outputs,
+                inputs,
+                coordinator: coordinator.clone(),
+            });
         }
         self.finished = vec![false; ids.len()];
         self.unfinished = ids.len();
@@ -134,6 +156,11 @@ impl JobMaster {
             addr.do_send(Start);
         }
         info!(job = %self.graph.name, subtasks = ids.len(), partitioners = self.partitioners.len(), "job deployed");
+    }
+
+    fn is_source(&self, id: SubtaskId) -> bool {
+        let head = self.plan.chain(id.chain).operators[0];
+        matches!(self.graph.operator(head).kind, OperatorKind::Source(_))
     }
 
     fn position(&self, id: SubtaskId) -> Option<usize> {
@@ -160,6 +187,9 @@ impl JobMaster {
         }
         for addr in &self.partitioners {
             addr.do_send(Shutdown);
+        }
+        if let Some(coordinator) = &self.coordinator {
+            coordinator.do_send(Shutdown);
         }
         // The application may have dropped its handle; the job ends all the same.
         let _ = sender.send(outcome);
@@ -203,6 +233,8 @@ impl Handler<SubtaskFinished> for JobMaster {
                 job: self.graph.name.clone(),
                 subtasks: self.subtasks.len(),
                 elapsed: self.started_at.elapsed(),
+                checkpoints_completed: self.checkpoints_completed,
+                latest_checkpoint: self.latest_checkpoint.clone(),
             }));
             ctx.stop();
         }
@@ -244,6 +276,35 @@ impl Handler<Cancel> for JobMaster {
 
     fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) {
         self.end(Err(JobError::Cancelled(self.graph.name.clone())));
+        ctx.stop();
+    }
+}
+
+impl Handler<CheckpointCompleted> for JobMaster {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        CheckpointCompleted(metadata): CheckpointCompleted,
+        _ctx: &mut Context<Self>,
+    ) {
+        self.checkpoints_completed += 1;
+        self.latest_checkpoint = Some(metadata);
+    }
+}
+
+impl Handler<CheckpointingFailed> for JobMaster {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        CheckpointingFailed(reason): CheckpointingFailed,
+        ctx: &mut Context<Self>,
+    ) {
+        self.end(Err(JobError::Checkpointing {
+            job: self.graph.name.clone(),
+            reason,
+        }));
         ctx.stop();
     }
 }

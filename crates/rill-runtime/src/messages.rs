@@ -4,8 +4,11 @@
 use actix::{Addr, Message};
 use rill_core::Batch;
 use rill_core::TaskError;
+use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
+use rill_core::coordinator::CheckpointMetadata;
 use rill_core::plan::SubtaskId;
 
+use crate::coordinator::CoordinatorActor;
 use crate::partitioner::PartitionerActor;
 use crate::subtask::SubtaskActor;
 
@@ -45,6 +48,7 @@ pub(crate) struct TargetCredit {
 pub(crate) struct WireSubtask {
     pub outputs: Vec<Addr<PartitionerActor>>,
     pub inputs: Vec<(Addr<PartitionerActor>, usize)>,
+    pub coordinator: Addr<CoordinatorActor>,
 }
 
 /// Where a partitioner's messages go: its upstream subtask, and each target's subtask with the
@@ -91,3 +95,35 @@ pub(crate) struct ActorLost {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Cancel;
+
+/// Start a checkpoint (sent to source subtasks).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TriggerCheckpoint(pub CheckpointId);
+
+/// A subtask's snapshot for a checkpoint; `subtask` is its index in the plan's order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Acknowledge {
+    pub checkpoint: CheckpointId,
+    pub subtask: usize,
+    pub snapshot: SubtaskSnapshot,
+}
+
+/// A subtask cannot take part in a checkpoint.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Decline {
+    pub checkpoint: CheckpointId,
+    pub reason: DeclineReason,
+}
+
+/// The coordinator completed a checkpoint.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CheckpointCompleted(pub CheckpointMetadata);
+
+/// Too many checkpoints failed: the job must fail.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CheckpointingFailed(pub String);

@@ -7,13 +7,14 @@
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
+use rill_core::TaskError;
 use rill_core::plan::SubtaskId;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 
 use crate::master::JobMaster;
 use crate::messages::{
-    ActorLost, DeliverBatch, OutputCredit, PartitionBatch, Shutdown, Start, SubtaskFinished,
-    TargetCredit, TaskFailed, WireSubtask,
+    Acknowledge, ActorLost, Decline, DeliverBatch, OutputCredit, PartitionBatch, Shutdown, Start,
+    SubtaskFinished, TargetCredit, TaskFailed, TriggerCheckpoint, WireSubtask,
 };
 
 /// Steps one handler may take before it yields the thread to other actors.
@@ -26,6 +27,8 @@ struct Resume;
 
 pub(crate) struct SubtaskActor {
     id: SubtaskId,
+    /// The subtask's index in the plan's order, as the coordinator counts acknowledgements.
+    index: usize,
     core: SubtaskCore,
     master: Addr<JobMaster>,
     wiring: Option<WireSubtask>,
@@ -34,18 +37,21 @@ pub(crate) struct SubtaskActor {
     resume_scheduled: bool,
     /// Finished or failed: nothing more to do but wait for shutdown.
     done: bool,
+    failed: bool,
     shutting_down: bool,
 }
 
 impl SubtaskActor {
     pub(crate) fn new(
         id: SubtaskId,
+        index: usize,
         core: SubtaskCore,
         master: Addr<JobMaster>,
         source_idle_pause: Duration,
     ) -> Self {
         SubtaskActor {
             id,
+            index,
             core,
             master,
             wiring: None,
@@ -53,6 +59,7 @@ impl SubtaskActor {
             started: false,
             resume_scheduled: false,
             done: false,
+            failed: false,
             shutting_down: false,
         }
     }
@@ -77,16 +84,22 @@ impl SubtaskActor {
                     return;
                 }
                 Err(error) => {
-                    self.done = true;
-                    self.master.do_send(TaskFailed {
-                        subtask: self.id,
-                        error,
-                    });
+                    self.fail(error);
                     return;
                 }
             }
         }
         self.schedule_resume(ctx, None);
+    }
+
+    /// Reports a failure; the subtask does nothing more until shutdown.
+    fn fail(&mut self, error: TaskError) {
+        self.done = true;
+        self.failed = true;
+        self.master.do_send(TaskFailed {
+            subtask: self.id,
+            error,
+        });
     }
 
     fn schedule_resume(&mut self, ctx: &mut Context<Self>, after: Option<Duration>) {
@@ -117,6 +130,17 @@ impl SubtaskActor {
                         target: *target,
                         credits,
                     });
+                }
+                SubtaskTransmit::Snapshot {
+                    checkpoint,
+                    snapshot,
+                } => wiring.coordinator.do_send(Acknowledge {
+                    checkpoint,
+                    subtask: self.index,
+                    snapshot,
+                }),
+                SubtaskTransmit::Declined { checkpoint, reason } => {
+                    wiring.coordinator.do_send(Decline { checkpoint, reason });
                 }
             }
         }
@@ -176,6 +200,27 @@ impl Handler<OutputCredit> for SubtaskActor {
 
     fn handle(&mut self, message: OutputCredit, ctx: &mut Context<Self>) {
         self.core.handle_credit(message.output, message.credits);
+        self.send_transmits();
+        self.drive(ctx);
+    }
+}
+
+impl Handler<TriggerCheckpoint> for SubtaskActor {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        TriggerCheckpoint(checkpoint): TriggerCheckpoint,
+        ctx: &mut Context<Self>,
+    ) {
+        // A finished subtask still answers: its core declines the checkpoint.
+        if self.failed {
+            return;
+        }
+        if let Err(error) = self.core.trigger_checkpoint(checkpoint) {
+            self.fail(error);
+            return;
+        }
         self.send_transmits();
         self.drive(ctx);
     }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rill_core::Data;
+use rill_core::coordinator::CheckpointConfig;
 use rill_core::exchange::{ExchangeKind, ForwardRouter, RouterFactory};
 use rill_core::graph::{Edge, JobGraph, OperatorKind, OperatorNode};
 use rill_core::key::DEFAULT_MAX_PARALLELISM;
@@ -21,6 +22,8 @@ pub struct ExecutionConfig {
     pub max_parallelism: u32,
     /// Threads, batch size, credits.
     pub runtime: RuntimeConfig,
+    /// When and how jobs checkpoint (off unless an interval is set).
+    pub checkpoint: CheckpointConfig,
 }
 
 impl Default for ExecutionConfig {
@@ -29,6 +32,7 @@ impl Default for ExecutionConfig {
             parallelism: 1,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             runtime: RuntimeConfig::default(),
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -93,6 +97,12 @@ impl StreamEnv {
     /// Sets the parallelism of operators that do not set their own.
     pub fn set_parallelism(&self, parallelism: u32) -> &Self {
         self.draft().config.parallelism = parallelism;
+        self
+    }
+
+    /// Takes a checkpoint every `interval` (with the other checkpoint settings as configured).
+    pub fn enable_checkpointing(&self, interval: std::time::Duration) -> &Self {
+        self.draft().config.checkpoint.interval_ms = Some(interval.as_millis() as u64);
         self
     }
 
@@ -166,6 +176,7 @@ impl StreamEnv {
         let default = draft.config.parallelism;
         let mut graph = JobGraph::new(name);
         graph.max_parallelism = draft.config.max_parallelism;
+        graph.checkpoint = draft.config.checkpoint;
         for node in &draft.nodes {
             let parallelism = node.parallelism.unwrap_or(default);
             if !node.parallel && parallelism != 1 {

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod checkpoints;
 mod log_jobs;
 mod support;

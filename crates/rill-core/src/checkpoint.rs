@@ -1,0 +1,229 @@
+//! Checkpoints as the data path sees them: ids, barriers, what a subtask snapshots, and barrier
+//! alignment.
+//!
+//! A checkpoint starts at the sources: each records its position and emits barrier `n` after
+//! the records that precede it. A subtask with several input channels **aligns**: a channel
+//! that delivered barrier `n` is held (exactly-once mode) until every other open channel has
+//! delivered it too; then the subtask snapshots its operators, forwards barrier `n`, and
+//! releases the channels. In at-least-once mode nothing is held: the snapshot is taken when the
+//! last barrier arrives, so records after a barrier may already be in it (and will be replayed
+//! on recovery: duplicates, never losses).
+
+use serde::{Deserialize, Serialize};
+
+use crate::operator::OperatorSnapshot;
+
+/// Identifies a checkpoint; ids grow with every checkpoint of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CheckpointId(pub u64);
+
+impl std::fmt::Display for CheckpointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "checkpoint {}", self.0)
+    }
+}
+
+/// Whether subtasks hold channels while aligning barriers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointMode {
+    /// Align barriers: every record counts exactly once in a restored state.
+    #[default]
+    ExactlyOnce,
+    /// Do not hold channels: lower latency while checkpointing, duplicates after recovery.
+    AtLeastOnce,
+}
+
+/// Why a subtask declines a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeclineReason {
+    /// The subtask has finished: it has nothing left to checkpoint. Not a failure.
+    Finished,
+    /// A newer checkpoint's barrier overtook this one's alignment.
+    Overtaken,
+}
+
+impl std::fmt::Display for DeclineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeclineReason::Finished => "a subtask had finished",
+            DeclineReason::Overtaken => "a newer checkpoint overtook it",
+        })
+    }
+}
+
+/// What one subtask contributes to a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskSnapshot {
+    /// The source's position, if the subtask starts with a source that can resume.
+    pub source_position: Option<Vec<u8>>,
+    /// Each chained operator's state, in chain order.
+    pub operators: Vec<OperatorSnapshot>,
+}
+
+/// What the aligner says about a barrier or an ended channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alignment {
+    /// Nothing to do yet.
+    Waiting,
+    /// Every open channel has delivered the barrier: snapshot and forward it.
+    Complete(CheckpointId),
+    /// A newer barrier overtook an unfinished alignment: that checkpoint cannot complete here.
+    Abandoned(CheckpointId),
+}
+
+/// Tracks which input channels delivered the barrier of the checkpoint being aligned.
+#[derive(Debug)]
+pub(crate) struct BarrierAligner {
+    mode: CheckpointMode,
+    current: Option<(CheckpointId, Vec<bool>)>,
+    /// The newest checkpoint this subtask has completed or abandoned: older barriers are stale.
+    last_seen: Option<CheckpointId>,
+}
+
+impl BarrierAligner {
+    pub(crate) fn new(mode: CheckpointMode) -> Self {
+        BarrierAligner {
+            mode,
+            current: None,
+            last_seen: None,
+        }
+    }
+
+    /// Whether batches from `channel` must wait (it delivered the barrier being aligned).
+    pub(crate) fn holds(&self, channel: usize) -> bool {
+        self.mode == CheckpointMode::ExactlyOnce
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|(_, arrived)| arrived[channel])
+    }
+
+    /// Channel `channel` delivered barrier `id`; `ended` says which channels have ended.
+    pub(crate) fn on_barrier(
+        &mut self,
+        channel: usize,
+        id: CheckpointId,
+        ended: &[bool],
+    ) -> Alignment {
+        if self.last_seen.is_some_and(|last| id <= last) {
+            return Alignment::Waiting;
+        }
+        let mut outcome = Alignment::Waiting;
+        match &mut self.current {
+            Some((current, _)) if id < *current => return Alignment::Waiting,
+            Some((current, _)) if id > *current => {
+                outcome = Alignment::Abandoned(*current);
+                self.current = Some((id, vec![false; ended.len()]));
+            }
+            Some(_) => {}
+            None => self.current = Some((id, vec![false; ended.len()])),
+        }
+        if let Some((_, arrived)) = &mut self.current {
+            arrived[channel] = true;
+        }
+        match self.check_complete(ended) {
+            Alignment::Waiting => outcome,
+            complete => complete,
+        }
+    }
+
+    /// A channel ended: it no longer holds an alignment back.
+    pub(crate) fn on_channel_ended(&mut self, ended: &[bool]) -> Alignment {
+        self.check_complete(ended)
+    }
+
+    fn check_complete(&mut self, ended: &[bool]) -> Alignment {
+        let Some((id, arrived)) = &self.current else {
+            return Alignment::Waiting;
+        };
+        if arrived
+            .iter()
+            .zip(ended)
+            .all(|(&arrived, &ended)| arrived || ended)
+        {
+            let id = *id;
+            self.current = None;
+            self.last_seen = Some(id);
+            Alignment::Complete(id)
+        } else {
+            Alignment::Waiting
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPEN: [bool; 3] = [false; 3];
+
+    #[test]
+    fn exactly_once_holds_channels_until_all_barriers_arrive() {
+        let mut aligner = BarrierAligner::new(CheckpointMode::ExactlyOnce);
+        let one = CheckpointId(1);
+        assert_eq!(aligner.on_barrier(1, one, &OPEN), Alignment::Waiting);
+        assert!(aligner.holds(1) && !aligner.holds(0));
+        assert_eq!(aligner.on_barrier(0, one, &OPEN), Alignment::Waiting);
+        assert_eq!(aligner.on_barrier(2, one, &OPEN), Alignment::Complete(one));
+        assert!(
+            !aligner.holds(0) && !aligner.holds(1),
+            "completion releases every channel"
+        );
+        assert_eq!(
+            aligner.on_barrier(2, one, &OPEN),
+            Alignment::Waiting,
+            "a repeated barrier is stale"
+        );
+    }
+
+    #[test]
+    fn at_least_once_holds_nothing() {
+        let mut aligner = BarrierAligner::new(CheckpointMode::AtLeastOnce);
+        assert_eq!(
+            aligner.on_barrier(0, CheckpointId(4), &[false, false]),
+            Alignment::Waiting
+        );
+        assert!(!aligner.holds(0));
+        assert_eq!(
+            aligner.on_barrier(1, CheckpointId(4), &[false, false]),
+            Alignment::Complete(CheckpointId(4))
+        );
+    }
+
+    #[test]
+    fn ended_channels_do_not_hold_an_alignment_back() {
+        let mut aligner = BarrierAligner::new(CheckpointMode::ExactlyOnce);
+        assert_eq!(
+            aligner.on_barrier(0, CheckpointId(2), &[false, false]),
+            Alignment::Waiting
+        );
+        assert_eq!(
+            aligner.on_channel_ended(&[false, true]),
+            Alignment::Complete(CheckpointId(2))
+        );
+        assert_eq!(
+            aligner.on_barrier(0, CheckpointId(3), &[false, true]),
+            Alignment::Complete(CheckpointId(3))
+        );
+    }
+
+    #[test]
+    fn a_newer_barrier_abandons_the_older_alignment() {
+        let mut aligner = BarrierAligner::new(CheckpointMode::ExactlyOnce);
+        aligner.on_barrier(0, CheckpointId(5), &[false, false]);
+        assert_eq!(
+            aligner.on_barrier(1, CheckpointId(6), &[false, false]),
+            Alignment::Abandoned(CheckpointId(5))
+        );
+        assert!(aligner.holds(1) && !aligner.holds(0));
+        assert_eq!(
+            aligner.on_barrier(0, CheckpointId(5), &[false, false]),
+            Alignment::Waiting,
+            "stale"
+        );
+        assert_eq!(
+            aligner.on_barrier(0, CheckpointId(6), &[false, false]),
+            Alignment::Complete(CheckpointId(6))
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! The checkpoint coordinator state machine.
+//!
+//! It decides when checkpoints start, tracks every subtask's acknowledgement, and completes,
+//! aborts or fails. Time is passed in (`now_ms`); what it wants done comes out of
+//! [`CoordinatorCore::poll_action`]. The driver's part, in order:
+//!
+//! 1. call `handle_tick(now_ms)` periodically; on [`CoordinatorAction::Trigger`], ask every
+//!    source subtask to start the checkpoint;
+//! 2. pass each subtask's acknowledgement (after its snapshot is persisted) to `handle_ack`,
+//!    and each refusal to `handle_decline`;
+//! 3. on [`CoordinatorAction::PersistMetadata`], write the metadata **durably and last**, then
+//!    call `handle_metadata_persisted`: a checkpoint whose metadata was not written does not
+//!    exist, so a crash before that point simply loses the checkpoint;
+//! 4. on [`CoordinatorAction::NotifyComplete`], tell every subtask (two-phase-commit sinks
+//!    commit then); on [`CoordinatorAction::Discard`], delete that checkpoint's data; on
+//!    [`CoordinatorAction::FailJob`], fail the job.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{CheckpointId, CheckpointMode, DeclineReason};
+
+/// When and how checkpoints are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Time between the starts of two checkpoints; `None` takes checkpoints only on request
+    /// (savepoints).
+    pub interval_ms: Option<u64>,
+    /// A checkpoint not complete after this long is aborted.
+    pub timeout_ms: u64,
+    /// The least time between the end of one checkpoint and the start of the next.
+    pub min_pause_ms: u64,
+    /// How many checkpoints may be in progress at once.
+    pub max_concurrent: usize,
+    /// How many checkpoints in a row may fail before the job fails.
+    pub tolerable_failures: u32,
+    /// How many completed checkpoints are kept; older ones are discarded (savepoints are kept).
+    pub retained: usize,
+    /// Whether barriers are aligned.
+    pub mode: CheckpointMode,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval_ms: None,
+            timeout_ms: 60_000,
+            min_pause_ms: 0,
+            max_concurrent: 1,
+            tolerable_failures: 0,
+            retained: 3,
+            mode: CheckpointMode::ExactlyOnce,
+        }
+    }
+}
+
+/// What is known of a completed checkpoint; written durably, last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    /// The checkpoint.
+    pub checkpoint: CheckpointId,
+    /// Whether it was taken on request and is kept until deleted by hand.
+    pub savepoint: bool,
+    /// When it was triggered, in ms of the driver's clock.
+    pub triggered_at_ms: u64,
+    /// When the last acknowledgement arrived.
+    pub acknowledged_at_ms: u64,
+    /// How many subtasks acknowledged it (all of them).
+    pub subtasks: usize,
+    /// The size of all snapshots together.
+    pub state_bytes: u64,
+}
+
+/// What the coordinator wants done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinatorAction {
+    /// Start a checkpoint at every source subtask.
+    Trigger {
+        /// The checkpoint.
+        checkpoint: CheckpointId,
+        /// Whether it is a savepoint.
+        savepoint: bool,
+    },
+    /// Every subtask acknowledged: write this durably, then call
+    /// [`CoordinatorCore::handle_metadata_persisted`].
+    PersistMetadata(CheckpointMetadata),
+    /// The checkpoint is complete: tell every subtask.
+    NotifyComplete(CheckpointId),
+    /// Delete the checkpoint's data: it was aborted, or it is older than the retained ones.
+    Discard(CheckpointId),
+    /// Too many checkpoints failed in a row.
+    FailJob(String),
+}
+
+#[derive(Debug)]
+struct Pending {
+    savepoint: bool,
+    triggered_at_ms: u64,
+    acknowledged: BTreeSet<usize>,
+    state_bytes: u64,
+    /// All acknowledged; the metadata is being written.
+    persisting: Option<CheckpointMetadata>,
+}
+
+/// The checkpoint coordinator of one job.
+#[derive(Debug)]
+pub struct CoordinatorCore {
+    config: CheckpointConfig,
+    subtasks: usize,
+    next_id: u64,
+    pending: BTreeMap<CheckpointId, Pending>,
+    /// Completed checkpoints that count towards `retained` (not savepoints), oldest first.
+    retained: VecDeque<CheckpointId>,
+    latest: Option<CheckpointMetadata>,
+    last_trigger_ms: Option<u64>,
+    last_completion_ms: Option<u64>,
+    consecutive_failures: u32,
+    savepoint_requested: bool,
+    failed: bool,
+    actions: VecDeque<CoordinatorAction>,
+}
+
+impl CoordinatorCore {
+    /// A coordinator for `subtasks` subtasks whose next checkpoint is `first_id` (one past the
+    /// newest checkpoint a restored job has seen).
+    pub fn new(config: CheckpointConfig, subtasks: usize, first_id: CheckpointId) -> Self {
+        CoordinatorCore {
+            config,
+            subtasks,
+            next_id: first_id.0,
+            pending: BTreeMap::new(),
+            retained: VecDeque::new(),
+            latest: None,
+            last_trigger_ms: None,
+            last_completion_ms: None,
+            consecutive_failures: 0,
+            savepoint_requested: false,
+            failed: false,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The newest completed checkpoint.
+    pub fn latest_completed(&self) -> Option<&CheckpointMetadata> {
+        self.latest.as_ref()
+    }
+
+    /// How many checkpoints are in progress.
+    pub fn in_progress(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<CoordinatorAction> {
+        self.actions.pop_front()
+    }
+
+    /// Time passed: abort what timed out, and start a checkpoint if one is due.
+    pub fn handle_tick(&mut self, now_ms: u64) {
+        if self.failed {
+            return;
+        }
+        let timed_out: Vec<CheckpointId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.persisting.is_none())
+            .filter(|(_, p)| now_ms.saturating_sub(p.triggered_at_ms) >= self.config.timeout_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        for checkpoint in timed_out {
+            self.abort(checkpoint, &format!("{checkpoint} timed out"), true);
+        }
+        self.maybe_trigger(now_ms);
+    }
+
+    /// Asks for a savepoint; it starts as soon as no more than the allowed checkpoints run.
+    pub fn request_savepoint(&mut self, now_ms: u64) {
+        self.savepoint_requested = true;
+        self.maybe_trigger(now_ms);
+    }
+
+    fn maybe_trigger(&mut self, now_ms: u64) {
+        if self.failed || self.pending.len() >= self.config.max_concurrent.max(1) {
+            return;
+        }
+        let paused = self
+            .last_completion_ms
+            .is_some_and(|last| now_ms.saturating_sub(last) < self.config.min_pause_ms);
+        let due = match (self.config.interval_ms, self.last_trigger_ms) {
+            (Some(_), None) => true,
+            (Some(interval), Some(last)) => now_ms.saturating_sub(last) >= interval,
+            (None, _) => false,
+        };
+        let savepoint = self.savepoint_requested;
+        if !savepoint && (paused || !due) {
+            return;
+        }
+        self.savepoint_requested = false;
+        let checkpoint = CheckpointId(self.next_id);
+        self.next_id += 1;
+        self.last_trigger_ms = Some(now_ms);
+        self.pending.insert(
+            checkpoint,
+            Pending {
+                savepoint,
+                triggered_at_ms: now_ms,
+                acknowledged: BTreeSet::new(),
+                state_bytes: 0,
+                persisting: None,
+            },
+        );
+        self.actions.push_back(CoordinatorAction::Trigger {
+            checkpoint,
+            savepoint,
+        });
+    }
+
+    /// Subtask `subtask` (in `0..subtasks`) persisted its snapshot of `checkpoint`.
+    pub fn handle_ack(
+        &mut self,
+        checkpoint: CheckpointId,
+        subtask: usize,
+        state_bytes: u64,
+        now_ms: u64,
+    ) {
+        debug_assert!(
+            subtask < self.subtasks,
+            "subtask {subtask} of {}",
+            self.subtasks
+        );
+        let Some(pending) = self.pending.get_mut(&checkpoint) else {
+            // A late acknowledgement of an aborted checkpoint: its data is garbage.
+            if self
+                .latest
+                .as_ref()
+                .is_none_or(|latest| latest.checkpoint != checkpoint)
+                && !self.retained.contains(&checkpoint)
+            {
+                self.actions
+                    .push_back(CoordinatorAction::Discard(checkpoint));
+            }
+            return;
+        };
+        if pending.persisting.is_some() || !pending.acknowledged.insert(subtask) {
+            return;
+        }
+        pending.state_bytes += state_bytes;
+        if pending.acknowledged.len() == self.subtasks {
+            let metadata = CheckpointMetadata {
+                checkpoint,
+                savepoint: pending.savepoint,
+                triggered_at_ms: pending.triggered_at_ms,
+                acknowledged_at_ms: now_ms,
+                subtasks: self.subtasks,
+                state_bytes: pending.state_bytes,
+            };
+            pending.persisting = Some(metadata.clone());
+            self.actions
+                .push_back(CoordinatorAction::PersistMetadata(metadata));
+        }
+    }
+
+    /// A subtask cannot take part in `checkpoint`.
+    pub fn handle_decline(&mut self, checkpoint: CheckpointId, reason: DeclineReason) {
+        if self
+            .pending
+            .get(&checkpoint)
+            .is_some_and(|p| p.persisting.is_none())
+        {
+            let failure = reason != DeclineReason::Finished;
+            self.abort(
+                checkpoint,
+                &format!("{checkpoint} was declined: {reason}"),
+                failure,
+            );
+        }
+    }
+
+    /// The metadata of `checkpoint` is durable: the checkpoint is complete.
+    pub fn handle_metadata_persisted(&mut self, checkpoint: CheckpointId, now_ms: u64) {
+        let Some(metadata) = self
+            .pending
+            .get(&checkpoint)
+            .and_then(|p| p.persisting.clone())
+        else {
+            debug_assert!(
+                false,
+                "metadata persisted for {checkpoint}, which was not persisting"
+            );
+            return;
+        };
+        self.pending.remove(&checkpoint);
+        // Older checkpoints still in progress are subsumed by this one.
+        let older: Vec<CheckpointId> = self
+            .pending
+            .range(..checkpoint)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in older {
+            self.pending.remove(&id);
+            self.actions.push_back(CoordinatorAction::Discard(id));
+        }
+        self.consecutive_failures = 0;
+        self.last_completion_ms = Some(now_ms);
+        if !metadata.savepoint {
+            self.retained.push_back(checkpoint);
+        }
+        self.latest = Some(metadata);
+        self.actions
+            .push_back(CoordinatorAction::NotifyComplete(checkpoint));
+        while self.retained.len() > self.config.retained.max(1) {
+            if let Some(oldest) = self.retained.pop_front() {
+                self.actions.push_back(CoordinatorAction::Discard(oldest));
+            }
+        }
+    }
+
+    fn abort(&mut self, checkpoint: CheckpointId, reason: &str, failure: bool) {
+        if self.pending.remove(&checkpoint).is_none() {
+            return;
+        }
+        self.actions
+            .push_back(CoordinatorAction::Discard(checkpoint));
+        if !failure {
+            return;
+        }
+        self.consecutive_failures += 1;
+        if self.consecutive_failures > self.config.tolerable_failures {
+            self.failed = true;
+            self.actions.push_back(CoordinatorAction::FailJob(format!(
+                "{} checkpoint(s) failed in a row (tolerated: {}); the last: {reason}",
+                self.consecutive_failures, self.config.tolerable_failures
+            )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interval_ms: u64) -> CheckpointConfig {
+        CheckpointConfig {
+            interval_ms: Some(interval_ms),
+            timeout_ms: 1_000,
+            ..CheckpointConfig::default()
+        }
+    }
+
+    fn actions(core: &mut CoordinatorCore) -> Vec<CoordinatorAction> {
+        std::iter::from_fn(|| core.poll_action()).collect()
+    }
+
+    fn trigger(id: u64) -> CoordinatorAction {
+        CoordinatorAction::Trigger {
+            checkpoint: CheckpointId(id),
+            savepoint: false,
+        }
+    }
+
+    /// Acknowledges `checkpoint` from every subtask and persists its metadata.
+    fn complete(
+        core: &mut CoordinatorCore,
+        checkpoint: u64,
+        subtasks: usize,
+        now_ms: u64,
+    ) -> Vec<CoordinatorAction> {
+        for subtask in 0..subtasks {
+            core.handle_ack(CheckpointId(checkpoint), subtask, 10, now_ms);
+        }
+        let mut seen = actions(core);
+        assert!(
+            matches!(seen.last(), Some(CoordinatorAction::PersistMetadata(m)) if m.checkpoint.0 == checkpoint && m.state_bytes == 10 * subtasks as u64)
+        );
+        core.handle_metadata_persisted(CheckpointId(checkpoint), now_ms);
+        seen.extend(actions(core));
+        seen
+    }
+
+    #[test]
+    fn checkpoints_start_on_the_interval_and_complete_after_every_ack_and_the_metadata() {
+        let mut core = CoordinatorCore::new(config(100), 3, CheckpointId(1));
+        core.handle_tick(0);
+        assert_eq!(actions(&mut core), vec![trigger(1)]);
+        core.handle_tick(150);
+        assert!(actions(&mut core).is_empty(), "one at a time by default");
+        core.handle_ack(CheckpointId(1), 0, 10, 160);
+        core.handle_ack(CheckpointId(1), 0, 10, 160);
+        core.handle_ack(CheckpointId(1), 1, 10, 160);
+        assert!(
+            actions(&mut core).is_empty(),
+            "a duplicate ack does not count twice"
+        );
+        assert!(core.latest_completed().is_none());
+        let seen = complete(&mut core, 1, 3, 170);
+        assert_eq!(
+            seen.last(),
+            Some(&CoordinatorAction::NotifyComplete(CheckpointId(1)))
+        );
+        assert_eq!(
+            core.latest_completed().map(|m| m.checkpoint),
+            Some(CheckpointId(1))
+        );
+        core.handle_tick(170);
+        assert_eq!(
+            actions(&mut core),
+            vec![trigger(2)],
+            "the interval since the last trigger has passed"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_without_persisted_metadata_is_not_complete() {
+        let mut core = CoordinatorCore::new(config(100), 1, CheckpointId(7));
+        core.handle_tick(0);
+        actions(&mut core);
+        core.handle_ack(CheckpointId(7), 0, 1, 5);
+        assert!(matches!(
+            actions(&mut core)[..],
+            [CoordinatorAction::PersistMetadata(_)]
+        ));
+        core.handle_tick(5_000);
+        assert!(core.latest_completed().is_none());
+        assert!(
+            !actions(&mut core).contains(&CoordinatorAction::Discard(CheckpointId(7))),
+            "persisting checkpoints do not time out"
+        );
+    }
+
+    #[test]
+    fn timeouts_abort_and_too_many_failures_fail_the_job() {
+        let mut core = CoordinatorCore::new(
+            CheckpointConfig {
+                tolerable_failures: 1,
+                ..config(100)
+            },
+            2,
+            CheckpointId(1),
+        );
+        core.handle_tick(0);
+        core.handle_ack(CheckpointId(1), 0, 1, 10);
+        actions(&mut core);
+        core.handle_tick(1_000);
+        assert_eq!(
+            actions(&mut core),
+            vec![CoordinatorAction::Discard(CheckpointId(1)), trigger(2)]
+        );
+        core.handle_ack(CheckpointId(1), 1, 1, 1_001);
+        assert_eq!(
+            actions(&mut core),
+            vec![CoordinatorAction::Discard(CheckpointId(1))],
+            "a late ack's data is garbage"
+        );
+        core.handle_decline(CheckpointId(2), DeclineReason::Overtaken);
+        let seen = actions(&mut core);
+        assert_eq!(seen[0], CoordinatorAction::Discard(CheckpointId(2)));
+        assert!(
+            matches!(&seen[1], CoordinatorAction::FailJob(reason) if reason.contains("2 checkpoint(s) failed in a row") && reason.contains("overtook")),
+            "{seen:?}"
+        );
+        core.handle_tick(10_000);
+        assert!(
+            actions(&mut core).is_empty(),
+            "a failed coordinator triggers nothing"
+        );
+    }
+
+    #[test]
+    fn a_finished_subtask_declining_is_not_a_failure() {
+        let mut core = CoordinatorCore::new(config(10), 2, CheckpointId(1));
+        for round in 0..5u64 {
+            core.handle_tick(round * 10);
+            core.handle_decline(CheckpointId(round + 1), DeclineReason::Finished);
+        }
+        let seen = actions(&mut core);
+        assert!(
+            !seen
+                .iter()
+                .any(|a| matches!(a, CoordinatorAction::FailJob(_))),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.iter()
+                .filter(|a| matches!(a, CoordinatorAction::Discard(_)))
+                .count(),
+            5
+        );
+    }
+
+    #[test]
+    fn only_the_retained_checkpoints_are_kept_and_savepoints_stay() {
+        let mut core = CoordinatorCore::new(
+            CheckpointConfig {
+                retained: 2,
+                ..config(10)
+            },
+            1,
+            CheckpointId(1),
+        );
+        let mut discarded = Vec::new();
+        for round in 0..4u64 {
+            core.handle_tick(round * 10);
+            actions(&mut core);
+            discarded.extend(
+                complete(&mut core, round + 1, 1, round * 10 + 1)
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        CoordinatorAction::Discard(id) => Some(id.0),
+                        _ => None,
+                    }),
+            );
+        }
+        assert_eq!(discarded, vec![1, 2]);
+        core.request_savepoint(100);
+        assert_eq!(
+            actions(&mut core),
+            vec![CoordinatorAction::Trigger {
+                checkpoint: CheckpointId(5),
+                savepoint: true
+            }]
+        );
+        let seen = complete(&mut core, 5, 1, 101);
+        assert!(
+            !seen
+                .iter()
+                .any(|a| matches!(a, CoordinatorAction::Discard(_))),
+            "a savepoint pushes no checkpoint out"
+        );
+        assert!(core.latest_completed().is_some_and(|m| m.savepoint));
+    }
+
+    #[test]
+    fn min_pause_delays_the_next_checkpoint_and_newer_completions_subsume_older() {
+        let mut core = CoordinatorCore::new(
+            CheckpointConfig {
+                min_pause_ms: 500,
+                max_concurrent: 2,
+                ..config(100)
+            },
+            1,
+            CheckpointId(1),
+        );
+        core.handle_tick(0);
+        core.handle_tick(100);
+        assert_eq!(actions(&mut core), vec![trigger(1), trigger(2)]);
+        let seen = complete(&mut core, 2, 1, 150);
+        assert!(
+            seen.contains(&CoordinatorAction::Discard(CheckpointId(1))),
+            "{seen:?}"
+        );
+        assert_eq!(core.in_progress(), 0);
+        core.handle_tick(400);
+        assert!(actions(&mut core).is_empty(), "paused until 650");
+        core.handle_tick(650);
+        assert_eq!(actions(&mut core), vec![trigger(3)]);
+    }
+}

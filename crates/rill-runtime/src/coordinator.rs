@@ -1,0 +1,143 @@
+//! The checkpoint coordinator actor: drives one [`CoordinatorCore`] with ticks of the job's
+//! clock, triggers the source subtasks, collects acknowledgements, and keeps the snapshots of
+//! the retained checkpoints.
+//!
+//! Snapshots and metadata are kept in memory for now: the durable checkpoint store on fjall is
+//! the next step of the exactly-once work, and will take the place of `snapshots` here.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
+use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+use rill_core::coordinator::{CheckpointConfig, CoordinatorAction, CoordinatorCore};
+use tracing::{debug, warn};
+
+use crate::master::JobMaster;
+use crate::messages::{
+    Acknowledge, CheckpointCompleted, CheckpointingFailed, Decline, Shutdown, TriggerCheckpoint,
+};
+use crate::subtask::SubtaskActor;
+
+pub(crate) struct CoordinatorActor {
+    core: CoordinatorCore,
+    config: CheckpointConfig,
+    sources: Vec<Addr<SubtaskActor>>,
+    master: Addr<JobMaster>,
+    started_at: Instant,
+    /// The snapshots of checkpoints in progress and retained, by subtask index.
+    snapshots: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
+}
+
+impl CoordinatorActor {
+    pub(crate) fn new(
+        config: CheckpointConfig,
+        subtasks: usize,
+        sources: Vec<Addr<SubtaskActor>>,
+        master: Addr<JobMaster>,
+    ) -> Self {
+        CoordinatorActor {
+            core: CoordinatorCore::new(config, subtasks, CheckpointId(1)),
+            config,
+            sources,
+            master,
+            started_at: Instant::now(),
+            snapshots: BTreeMap::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started_at.elapsed().as_millis() as u64
+    }
+
+    fn perform_actions(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                CoordinatorAction::Trigger { checkpoint, .. } => {
+                    debug!(%checkpoint, "triggering");
+                    for source in &self.sources {
+                        source.do_send(TriggerCheckpoint(checkpoint));
+                    }
+                }
+                CoordinatorAction::PersistMetadata(metadata) => {
+                    // In memory, the metadata is "durable" at once.
+                    let now = self.now_ms();
+                    self.core
+                        .handle_metadata_persisted(metadata.checkpoint, now);
+                    self.master.do_send(CheckpointCompleted(metadata));
+                }
+                CoordinatorAction::NotifyComplete(checkpoint) => {
+                    debug!(%checkpoint, "complete");
+                }
+                CoordinatorAction::Discard(checkpoint) => {
+                    self.snapshots.remove(&checkpoint);
+                }
+                CoordinatorAction::FailJob(reason) => {
+                    warn!(%reason, "checkpointing failed");
+                    self.master.do_send(CheckpointingFailed(reason));
+                }
+            }
+        }
+    }
+}
+
+/// Snapshot bytes, as the coordinator counts them for a checkpoint's size.
+fn snapshot_bytes(snapshot: &SubtaskSnapshot) -> u64 {
+    let keyed: usize = snapshot
+        .operators
+        .iter()
+        .flat_map(|operator| operator.keyed.tables.values())
+        .flat_map(|groups| groups.values())
+        .map(Vec::len)
+        .sum();
+    (keyed + snapshot.source_position.as_ref().map_or(0, Vec::len)) as u64
+}
+
+impl Actor for CoordinatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(interval_ms) = self.config.interval_ms {
+            // Tick often enough to start checkpoints and notice timeouts on time.
+            let tick = Duration::from_millis((interval_ms / 10).clamp(1, 100));
+            ctx.run_interval(tick, |act, _| {
+                let now = act.now_ms();
+                act.core.handle_tick(now);
+                act.perform_actions();
+            });
+        }
+    }
+}
+
+impl Handler<Acknowledge> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, ack: Acknowledge, _ctx: &mut Context<Self>) {
+        let bytes = snapshot_bytes(&ack.snapshot);
+        self.snapshots
+            .entry(ack.checkpoint)
+            .or_default()
+            .insert(ack.subtask, ack.snapshot);
+        let now = self.now_ms();
+        self.core
+            .handle_ack(ack.checkpoint, ack.subtask, bytes, now);
+        self.perform_actions();
+    }
+}
+
+impl Handler<Decline> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, decline: Decline, _ctx: &mut Context<Self>) {
+        self.core.handle_decline(decline.checkpoint, decline.reason);
+        self.perform_actions();
+    }
+}
+
+impl Handler<Shutdown> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
