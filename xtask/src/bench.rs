@@ -1,5 +1,8 @@
 //! `cargo xtask bench`: builds the `bench` example in release mode and runs each workload in a
-//! process of its own (so peak memory is that run's), at parallelism 1 and 2.
+//! process of its own (so peak memory is that run's): the standard keyed and stateless
+//! workloads at parallelism 1 and 2 beside their hand-written single-threaded loops, the keyed
+//! workload with a slow sink at two sizes (memory must not grow), and the keyed workload with
+//! and without checkpoints every second, at 100 000 and 1 000 000 keys.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +15,7 @@ use crate::build_release_example;
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
-    /// Events per run of the keyed and stateless workloads.
+    /// Events per run of the keyed and stateless workloads (checkpoint runs use 5 times more).
     #[arg(long, default_value_t = 20_000_000)]
     events: u64,
     /// Runs only this workload (keyed, stateless, slow-sink, baseline-keyed, baseline-stateless).
@@ -23,35 +26,58 @@ pub(crate) struct BenchArgs {
     runs: usize,
 }
 
-/// Expected (records, checksum) at 20 000 000 events, from the workload's definition.
+/// One configuration of the bench binary.
+struct Run {
+    workload: &'static str,
+    parallelism: u32,
+    events: u64,
+    keys: u64,
+    checkpoint_ms: Option<u64>,
+}
+
+const STANDARD_KEYS: u64 = 100_000;
+
+/// Expected (records, checksum) at 20 000 000 events over the standard keys, from the
+/// workloads' definition.
 ///
 /// The keyed checksum sums every running sum emitted, so it depends on the order in which a
 /// key's events arrive: it is defined for one source (parallelism 1) only. The stateless
 /// checksum does not depend on order.
-fn expected(workload: &str, parallelism: u32, events: u64) -> Option<(u64, u64)> {
-    match (workload, parallelism, events) {
-        ("keyed" | "baseline-keyed", 1, 20_000_000) => Some((20_000_000, 66_183_317_395_270)),
-        ("stateless" | "baseline-stateless", _, 20_000_000) => Some((13_336_631, 873_953_967_600)),
+fn expected(run: &Run) -> Option<(u64, u64)> {
+    if run.keys != STANDARD_KEYS || run.events != 20_000_000 {
+        return None;
+    }
+    match (run.workload, run.parallelism) {
+        ("keyed" | "baseline-keyed", 1) => Some((20_000_000, 66_183_317_395_270)),
+        ("stateless" | "baseline-stateless", _) => Some((13_336_631, 873_953_967_600)),
         _ => None,
     }
 }
 
 /// Runs the bench binary once and parses the JSON line it prints.
-fn run_once(binary: &Path, workload: &str, parallelism: u32, events: u64) -> anyhow::Result<Value> {
-    let output = Command::new(binary)
-        .args([
-            "--workload",
-            workload,
-            "--parallelism",
-            &parallelism.to_string(),
-            "--events",
-            &events.to_string(),
-        ])
+fn run_once(binary: &Path, run: &Run) -> anyhow::Result<Value> {
+    let mut command = Command::new(binary);
+    command.args([
+        "--workload",
+        run.workload,
+        "--parallelism",
+        &run.parallelism.to_string(),
+        "--events",
+        &run.events.to_string(),
+        "--keys",
+        &run.keys.to_string(),
+    ]);
+    if let Some(interval) = run.checkpoint_ms {
+        command.args(["--checkpoint-ms", &interval.to_string()]);
+    }
+    let output = command
         .output()
         .with_context(|| format!("cannot run {}", binary.display()))?;
     if !output.status.success() {
         bail!(
-            "{workload} p={parallelism} failed: {}",
+            "{} p={} failed: {}",
+            run.workload,
+            run.parallelism,
             String::from_utf8_lossy(&output.stderr)
         );
     }
@@ -59,41 +85,68 @@ fn run_once(binary: &Path, workload: &str, parallelism: u32, events: u64) -> any
     serde_json::from_str(line.trim()).with_context(|| format!("bench printed {line:?}"))
 }
 
+fn runs(events: u64) -> Vec<Run> {
+    let run = |workload, parallelism, events, keys, checkpoint_ms| Run {
+        workload,
+        parallelism,
+        events,
+        keys,
+        checkpoint_ms,
+    };
+    // Slow-sink runs at two sizes: peak memory must not grow with the input.
+    let slow = (events / 10).max(100_000);
+    // Checkpoint runs last several seconds, so that several checkpoints are taken.
+    let long = events * 5;
+    vec![
+        run("baseline-keyed", 1, events, STANDARD_KEYS, None),
+        run("keyed", 1, events, STANDARD_KEYS, None),
+        run("keyed", 2, events, STANDARD_KEYS, None),
+        run("baseline-stateless", 1, events, STANDARD_KEYS, None),
+        run("stateless", 1, events, STANDARD_KEYS, None),
+        run("stateless", 2, events, STANDARD_KEYS, None),
+        run("slow-sink", 1, slow, STANDARD_KEYS, None),
+        run("slow-sink", 1, slow * 4, STANDARD_KEYS, None),
+        run("keyed", 1, long, STANDARD_KEYS, None),
+        run("keyed", 1, long, STANDARD_KEYS, Some(1_000)),
+        run("keyed", 1, long, 1_000_000, None),
+        run("keyed", 1, long, 1_000_000, Some(1_000)),
+    ]
+}
+
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let binary = build_release_example(root, "bench")?;
-    // Slow-sink runs at two sizes: peak memory must not grow with the input.
-    let slow_events = (args.events / 10).max(100_000);
-    let runs: Vec<(&str, u32, u64)> = vec![
-        ("baseline-keyed", 1, args.events),
-        ("keyed", 1, args.events),
-        ("keyed", 2, args.events),
-        ("baseline-stateless", 1, args.events),
-        ("stateless", 1, args.events),
-        ("stateless", 2, args.events),
-        ("slow-sink", 1, slow_events),
-        ("slow-sink", 1, slow_events * 4),
-    ];
     println!(
-        "median of {} run(s) per row; peak memory is the largest of them",
+        "median of {} run(s) per row; peak memory is the largest of them; cp = checkpoint",
         args.runs.max(1)
     );
     println!(
-        "{:<20} {:>3} {:>12} {:>14} {:>9} {:>10} {:>12} {:>16}  check",
-        "workload", "p", "events", "events/s", "wall s", "peak MiB", "records", "checksum"
+        "{:<18} {:>2} {:>10} {:>8} {:>6} {:>12} {:>7} {:>8} {:>4} {:>7} {:>7} {:>16}  check",
+        "workload",
+        "p",
+        "events",
+        "keys",
+        "cp ms",
+        "events/s",
+        "wall s",
+        "peak MiB",
+        "cps",
+        "last ms",
+        "cp MiB",
+        "checksum"
     );
     let mut failed = Vec::new();
-    for (workload, parallelism, events) in runs {
+    for run in runs(args.events) {
         if args
             .workload
             .as_deref()
-            .is_some_and(|only| only != workload)
+            .is_some_and(|only| only != run.workload)
         {
             continue;
         }
         // Each configuration runs several times; the median run (by throughput) is reported,
         // since one run on a shared machine can be disturbed by its neighbours.
         let mut results = (0..args.runs.max(1))
-            .map(|_| run_once(&binary, workload, parallelism, events))
+            .map(|_| run_once(&binary, &run))
             .collect::<anyhow::Result<Vec<Value>>>()?;
         results.sort_by(|a, b| {
             let rate = |v: &Value| v["events_per_sec"].as_f64().unwrap_or(0.0);
@@ -106,24 +159,34 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             .fold(0.0, f64::max);
         let number = |field: &str| result[field].as_f64().unwrap_or(f64::NAN);
         let integer = |field: &str| result[field].as_u64().unwrap_or(0);
+        let optional = |field: &str, scale: f64| {
+            result[field]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |v| format!("{:.1}", v / scale))
+        };
         let (records, checksum) = (integer("records"), integer("checksum"));
-        let check = match expected(workload, parallelism, events) {
+        let check = match expected(&run) {
             Some(want) if want == (records, checksum) => "ok",
             Some(_) => {
-                failed.push(format!("{workload} p={parallelism}"));
+                failed.push(format!("{} p={}", run.workload, run.parallelism));
                 "WRONG"
             }
             None => "-",
         };
         println!(
-            "{:<20} {:>3} {:>12} {:>14.0} {:>9.3} {:>10.1} {:>12} {:>16}  {check}",
-            workload,
-            parallelism,
-            events,
+            "{:<18} {:>2} {:>10} {:>8} {:>6} {:>12.0} {:>7.2} {:>8.1} {:>4} {:>7} {:>7} {:>16}  {check}",
+            run.workload,
+            run.parallelism,
+            run.events,
+            run.keys,
+            run.checkpoint_ms
+                .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
             number("events_per_sec"),
             number("seconds"),
             peak_mib_max,
-            records,
+            integer("checkpoints"),
+            optional("last_checkpoint_ms", 1.0),
+            optional("last_checkpoint_bytes", 1024.0 * 1024.0),
             checksum
         );
     }

@@ -132,8 +132,15 @@ pub fn stable_hash<K: Hash + ?Sized>(key: &K) -> u64 {
 /// division on the per-record path.
 #[inline]
 pub fn key_group_of<K: Hash + ?Sized>(key: &K, max_parallelism: u32) -> u32 {
+    key_group_of_hash(stable_hash(key), max_parallelism)
+}
+
+/// The key group of a key whose [`stable_hash`] is `hash`. Larger hashes never fall into
+/// smaller key groups.
+#[inline]
+pub fn key_group_of_hash(hash: u64, max_parallelism: u32) -> u32 {
     debug_assert!(max_parallelism > 0);
-    ((u128::from(stable_hash(key)) * u128::from(max_parallelism)) >> 64) as u32
+    ((u128::from(hash) * u128::from(max_parallelism)) >> 64) as u32
 }
 
 /// The subtask (in `0..parallelism`) that owns a key group.

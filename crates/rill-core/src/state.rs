@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::key::{Key, KeyGroupRange, key_group_of};
+use crate::key::{Key, KeyGroupRange, key_group_of_hash, stable_hash};
 
 /// The bounds a value kept in state must meet: clonable, sendable, and serializable for
 /// snapshots.
@@ -105,9 +105,6 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// An entry on its way into a snapshot, with its key's encoding to order by.
-type EncodedEntry<'a, K, V> = (Vec<u8>, &'a K, &'a V);
-
 /// A state table behind type erasure: the store snapshots and restores it without knowing
 /// its types.
 trait ErasedTable: Send {
@@ -134,27 +131,27 @@ impl<K: Key, V: StateValue> ErasedTable for FxHashMap<K, V> {
             table: name.to_owned(),
             reason: error.to_string(),
         };
-        // Entries are ordered by their encoded key, so that equal state gives equal bytes
-        // whatever order the hash map iterates in.
-        let mut groups: BTreeMap<u32, Vec<EncodedEntry<'_, K, V>>> = BTreeMap::new();
-        for (key, value) in self {
-            let key_bytes =
-                bincode::serde::encode_to_vec(key, bincode_config()).map_err(encode_error)?;
-            groups
-                .entry(key_group_of(key, max_parallelism))
-                .or_default()
-                .push((key_bytes, key, value));
+        // Entries are ordered by their key's stable hash (and so by key group), and keys of
+        // equal hash by their encoding: equal state gives equal bytes whatever order the hash
+        // map iterates in.
+        let mut entries: Vec<(u64, &K, &V)> = self
+            .iter()
+            .map(|(key, value)| (stable_hash(key), key, value))
+            .collect();
+        let encoded = |key: &K| bincode::serde::encode_to_vec(key, bincode_config()).ok();
+        entries
+            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| encoded(a.1).cmp(&encoded(b.1))));
+        let mut groups = BTreeMap::new();
+        for chunk in entries.chunk_by(|a, b| {
+            key_group_of_hash(a.0, max_parallelism) == key_group_of_hash(b.0, max_parallelism)
+        }) {
+            let group = key_group_of_hash(chunk[0].0, max_parallelism);
+            let pairs: Vec<(&K, &V)> = chunk.iter().map(|&(_, key, value)| (key, value)).collect();
+            let bytes =
+                bincode::serde::encode_to_vec(&pairs, bincode_config()).map_err(encode_error)?;
+            groups.insert(group, bytes);
         }
-        groups
-            .into_iter()
-            .map(|(group, mut entries)| {
-                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                let entries: Vec<(&K, &V)> = entries.into_iter().map(|(_, k, v)| (k, v)).collect();
-                bincode::serde::encode_to_vec(&entries, bincode_config())
-                    .map(|bytes| (group, bytes))
-                    .map_err(encode_error)
-            })
-            .collect()
+        Ok(groups)
     }
 
     fn restore(&mut self, name: &str, key_group: u32, chunk: &[u8]) -> Result<(), StateError> {
@@ -605,7 +602,9 @@ mod tests {
             store.restore(whole.select(KeyGroupRange::for_subtask(index as u32, 3, 128)));
         }
         for (i, key) in keys.iter().enumerate() {
-            let owner = crate::key::subtask_for_key_group(key_group_of(key, 128), 3, 128) as usize;
+            let owner =
+                crate::key::subtask_for_key_group(crate::key::key_group_of(key, 128), 3, 128)
+                    as usize;
             for (index, store) in three.iter_mut().enumerate() {
                 let found = count.get(&mut scope(store, key));
                 assert_eq!(

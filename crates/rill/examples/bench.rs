@@ -8,8 +8,11 @@
 //! ```
 //!
 //! Every workload reads the same generated events so results compare with other engines:
-//! event `i` is `z = splitmix64(i)`, `key = (z >> 1) % 100_000`, `value = z >> 48`; parallel
-//! sources each produce one contiguous slice of `0..events`. It prints one JSON line.
+//! event `i` is `z = splitmix64(i)`, `key = (z >> 1) % keys` (100 000 keys unless `--keys`
+//! says otherwise), `value = z >> 48`; parallel sources each produce one contiguous slice of
+//! `0..events`. With `--checkpoint-ms`, the job checkpoints on that interval and the line
+//! reports the checkpoints completed and the duration and size of the last one. It prints one
+//! JSON line.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +45,12 @@ struct Args {
     events: u64,
     #[arg(long, default_value_t = 1)]
     parallelism: u32,
+    /// Distinct keys of the keyed workloads.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Checkpoint interval in milliseconds; no checkpoints without it.
+    #[arg(long)]
+    checkpoint_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,10 +66,10 @@ fn splitmix64(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn event(i: u64) -> Event {
+fn event(i: u64, keys: u64) -> Event {
     let z = splitmix64(i);
     Event {
-        key: (z >> 1) % 100_000,
+        key: (z >> 1) % keys,
         value: z >> 48,
     }
 }
@@ -95,10 +104,24 @@ impl Sink for CountingSink {
     }
 }
 
-fn run_job(args: &Args) -> Result<(u64, u64), RillError> {
+/// What a run reports besides its records and checksum.
+#[derive(Default)]
+struct CheckpointFigures {
+    completed: u64,
+    last_duration_ms: Option<u64>,
+    last_bytes: Option<u64>,
+}
+
+fn run_job(args: &Args) -> Result<(u64, u64, CheckpointFigures), RillError> {
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
-    let events = env.from_sequence(0..args.events).map(event);
+    if let Some(interval) = args.checkpoint_ms {
+        env.enable_checkpointing(Duration::from_millis(interval));
+    }
+    let keys = args.keys;
+    let events = env
+        .from_sequence(0..args.events)
+        .map(move |i| event(i, keys));
     let stream = match args.workload {
         Workload::Stateless => events
             .map(|e| Event {
@@ -119,10 +142,19 @@ fn run_job(args: &Args) -> Result<(u64, u64), RillError> {
         tally: sink_tally.clone(),
         pause_per_batch,
     });
-    env.execute(&format!("bench-{:?}", args.workload))?;
+    let report = env.execute(&format!("bench-{:?}", args.workload))?;
+    let checkpoints = CheckpointFigures {
+        completed: report.checkpoints_completed,
+        last_duration_ms: report
+            .latest_checkpoint
+            .as_ref()
+            .map(|c| c.acknowledged_at_ms - c.triggered_at_ms),
+        last_bytes: report.latest_checkpoint.as_ref().map(|c| c.state_bytes),
+    };
     Ok((
         tally.records.load(Ordering::Relaxed),
         tally.checksum.load(Ordering::Relaxed),
+        checkpoints,
     ))
 }
 
@@ -132,7 +164,7 @@ fn run_baseline(args: &Args) -> (u64, u64) {
         Workload::BaselineKeyed => {
             let mut sums: FxHashMap<u64, u64> = FxHashMap::default();
             for i in 0..args.events {
-                let e = event(i);
+                let e = event(i, args.keys);
                 let sum = sums.entry(e.key).or_insert(0);
                 *sum = sum.wrapping_add(e.value);
                 records += 1;
@@ -141,7 +173,7 @@ fn run_baseline(args: &Args) -> (u64, u64) {
         }
         _ => {
             for i in 0..args.events {
-                let value = event(i).value * 2;
+                let value = event(i, args.keys).value * 2;
                 if !value.is_multiple_of(3) {
                     records += 1;
                     checksum = checksum.wrapping_add(value);
@@ -174,8 +206,11 @@ fn peak_rss_mib() -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = Instant::now();
-    let (records, checksum) = match args.workload {
-        Workload::BaselineKeyed | Workload::BaselineStateless => run_baseline(&args),
+    let (records, checksum, checkpoints) = match args.workload {
+        Workload::BaselineKeyed | Workload::BaselineStateless => {
+            let (records, checksum) = run_baseline(&args);
+            (records, checksum, CheckpointFigures::default())
+        }
         _ => run_job(&args)?,
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -190,6 +225,10 @@ fn main() -> anyhow::Result<()> {
             "seconds": seconds,
             "events_per_sec": args.events as f64 / seconds,
             "peak_rss_mib": peak_rss_mib(),
+            "keys": args.keys,
+            "checkpoints": checkpoints.completed,
+            "last_checkpoint_ms": checkpoints.last_duration_ms,
+            "last_checkpoint_bytes": checkpoints.last_bytes,
         })
     );
     Ok(())
