@@ -1,4 +1,9 @@
-//! `rill log …`: create, produce, consume, describe and list topics.
+//! `rill log …`: create, produce to, consume from, describe and list topics.
+//!
+//! Every command but `create` opens an existing log and never creates one, so a mistyped
+//! `--data-dir` is an error rather than a new empty log. Output goes to stdout for piping;
+//! summaries and errors go to stderr. A reader that closes the pipe early (`| head`) ends the
+//! command quietly and successfully.
 
 use std::io::{BufRead, BufWriter, ErrorKind, Write};
 use std::path::Path;
@@ -7,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use rill_log::{EventLog, ProducerRecord};
 
-/// Lines appended per batch by `produce`.
+/// Lines appended per batch by `produce`: one atomic append (and one write to the OS) each.
 const PRODUCE_BATCH_LINES: usize = 1000;
 /// Records read per call by `consume`.
 const CONSUME_BATCH_RECORDS: usize = 1000;
@@ -16,49 +21,51 @@ const CONSUME_BATCH_RECORDS: usize = 1000;
 pub(crate) enum LogCommand {
     /// Creates a topic (and the log directory if needed).
     Create {
-        /// The topic's name.
+        /// The topic's name: 1 to 128 characters from A-Z a-z 0-9 . _ -
         topic: String,
-        /// How many partitions it has.
+        /// How many partitions it has (1 to 1024).
         #[arg(long, default_value_t = 1)]
         partitions: u32,
     },
-    /// Appends one record per line of standard input.
+    /// Appends one record per line of standard input (without the line's end).
     Produce {
         /// The topic.
         topic: String,
         /// A key for every record.
         #[arg(long, conflicts_with = "key_field")]
         key: Option<String>,
-        /// Reads each line as a JSON object and keys it by this field.
-        #[arg(long)]
+        /// Reads each line as a JSON object and keys it by this field (a string as is, any
+        /// other value as its JSON text).
+        #[arg(long, value_name = "NAME")]
         key_field: Option<String>,
-        /// Appends every record to this partition.
+        /// Appends every record to this partition (by default: by key, else round-robin).
         #[arg(long)]
         partition: Option<u32>,
     },
-    /// Prints records, one per line, partition by partition in offset order.
+    /// Prints the records present at the start, one per line, partition by partition in
+    /// offset order, then exits.
     Consume {
         /// The topic.
         topic: String,
-        /// The offset each partition starts at.
-        #[arg(long, default_value_t = 0)]
+        /// The offset each partition starts at (a partition that ends before prints nothing).
+        #[arg(long, value_name = "OFFSET", default_value_t = 0)]
         from: u64,
         /// Stops after this many records in all.
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         max: Option<u64>,
         /// Reads only this partition.
         #[arg(long)]
         partition: Option<u32>,
-        /// Prints `key<TAB>value`.
+        /// Prints `key<TAB>value` (an empty key for records without one).
         #[arg(long)]
         with_key: bool,
     },
-    /// Prints a topic's partitions and end offsets.
+    /// Prints a topic's partitions and their end offsets.
     Describe {
         /// The topic.
         topic: String,
     },
-    /// Lists the topics.
+    /// Lists the topics and their partition counts.
     List,
 }
 
@@ -78,63 +85,81 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
             key,
             key_field,
             partition,
-        } => produce(
-            &EventLog::open(data_dir)?,
-            &topic,
-            key,
-            key_field,
-            partition,
-        ),
+        } => {
+            let keys = match (key, key_field) {
+                (Some(key), _) => Keys::Constant(key.into_bytes()),
+                (None, Some(field)) => Keys::Field(field),
+                (None, None) => Keys::None,
+            };
+            produce(
+                &EventLog::open(data_dir)?,
+                &topic,
+                &keys,
+                partition,
+                std::io::stdin().lock(),
+            )
+        }
         LogCommand::Consume {
             topic,
             from,
             max,
             partition,
             with_key,
-        } => consume(
-            &EventLog::open(data_dir)?,
-            &topic,
-            from,
-            max,
-            partition,
-            with_key,
-        ),
+        } => {
+            let options = ConsumeOptions {
+                from,
+                max,
+                only: partition,
+                with_key,
+            };
+            let log = EventLog::open(data_dir)?;
+            quiet_if_closed(consume(&log, &topic, &options))
+        }
         LogCommand::Describe { topic } => {
             let log = EventLog::open(data_dir)?;
             let ends = log.end_offsets(&topic)?;
-            println!("topic {topic}: {} partition(s)", ends.len());
-            println!("{:>9}  {:>12}", "partition", "end offset");
-            for (partition, end) in ends.iter().enumerate() {
-                println!("{partition:>9}  {end:>12}");
-            }
-            println!("{:>9}  {:>12}", "total", ends.iter().sum::<u64>());
-            Ok(())
+            quiet_if_closed(print_lines(|out| {
+                writeln!(out, "topic {topic}: {} partition(s)", ends.len())?;
+                writeln!(out, "{:>9}  {:>12}", "partition", "end offset")?;
+                for (partition, end) in ends.iter().enumerate() {
+                    writeln!(out, "{partition:>9}  {end:>12}")?;
+                }
+                writeln!(out, "{:>9}  {:>12}", "total", ends.iter().sum::<u64>())
+            }))
         }
         LogCommand::List => {
             let log = EventLog::open(data_dir)?;
-            for topic in log.topics() {
-                println!("{}\t{} partition(s)", topic.name, topic.partitions);
-            }
-            Ok(())
+            let topics = log.topics();
+            quiet_if_closed(print_lines(|out| {
+                for topic in &topics {
+                    writeln!(out, "{}\t{} partition(s)", topic.name, topic.partitions)?;
+                }
+                Ok(())
+            }))
         }
     }
 }
 
-/// The key of one input line.
-fn key_of(
-    line: &str,
-    number: usize,
-    key: &Option<String>,
-    key_field: &Option<String>,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    if let Some(key) = key {
-        return Ok(Some(key.clone().into_bytes()));
-    }
-    let Some(field) = key_field else {
-        return Ok(None);
+/// How `produce` keys its records.
+enum Keys {
+    None,
+    Constant(Vec<u8>),
+    /// The named field of each line, read as a JSON object.
+    Field(String),
+}
+
+/// The key of one input line (`number` counts from 1).
+fn key_of(line: &[u8], number: u64, keys: &Keys) -> anyhow::Result<Option<Vec<u8>>> {
+    let field = match keys {
+        Keys::None => return Ok(None),
+        Keys::Constant(key) => return Ok(Some(key.clone())),
+        Keys::Field(field) => field,
     };
-    let object: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("line {number} is not JSON"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(line).with_context(|| format!("line {number} is not JSON"))?;
+    let Some(object) = json.as_object() else {
+        bail!("line {number} is not a JSON object");
+    };
     let Some(value) = object.get(field) else {
         bail!("line {number} has no field '{field}'");
     };
@@ -144,68 +169,121 @@ fn key_of(
     }))
 }
 
+/// Appends one record per line of `input`. On a bad line, the lines before it are appended and
+/// flushed all the same, and then the error is returned.
 fn produce(
     log: &EventLog,
     topic: &str,
-    key: Option<String>,
-    key_field: Option<String>,
+    keys: &Keys,
     partition: Option<u32>,
+    mut input: impl BufRead,
 ) -> anyhow::Result<()> {
-    log.topic(topic)?;
-    let mut appended = 0usize;
+    // Check the topic and partition before reading anything, so a typo fails at once.
+    let info = log.topic(topic)?;
+    if let Some(partition) = partition
+        && partition >= info.partitions
+    {
+        bail!(
+            "topic '{topic}' has no partition {partition} (it has {})",
+            info.partitions
+        );
+    }
+    let mut appended = 0u64;
     let mut batch = Vec::with_capacity(PRODUCE_BATCH_LINES);
-    let mut failure = None;
-    for (index, line) in std::io::stdin().lock().lines().enumerate() {
-        let number = index + 1;
-        let line = match line {
-            Ok(line) => line,
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    let failure = loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break None,
+            Ok(_) => {}
             Err(error) => {
-                failure = Some(
-                    anyhow::Error::new(error)
-                        .context(format!("cannot read line {number} of stdin")),
-                );
-                break;
+                let error = anyhow::Error::new(error)
+                    .context(format!("cannot read line {} of stdin", number + 1));
+                break Some(error);
             }
-        };
-        let key = match key_of(&line, number, &key, &key_field) {
+        }
+        number += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let key = match key_of(&line, number, keys) {
             Ok(key) => key,
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
+            Err(error) => break Some(error),
         };
         batch.push(ProducerRecord {
             key,
-            value: line.into_bytes(),
+            value: line.clone(),
             timestamp: None,
             partition,
         });
         if batch.len() == PRODUCE_BATCH_LINES {
-            appended += batch.len();
-            log.append_batch(topic, std::mem::take(&mut batch))?;
+            let records = std::mem::replace(&mut batch, Vec::with_capacity(PRODUCE_BATCH_LINES));
+            match append(log, topic, records, &mut appended) {
+                Ok(()) => {}
+                Err(error) => break Some(error),
+            }
         }
-    }
+    };
     // Lines accepted before a bad one are appended and made durable all the same.
-    appended += batch.len();
-    log.append_batch(topic, batch)?;
-    log.flush()?;
+    let rest = append(log, topic, batch, &mut appended);
+    let outcome = match (failure, rest) {
+        (Some(error), Err(rest_error)) => {
+            tracing::error!("{rest_error:#}");
+            Err(error)
+        }
+        (Some(error), Ok(())) => Err(error),
+        (None, rest) => rest,
+    };
+    let flushed = log
+        .flush()
+        .context("cannot make the appended records durable");
+    let outcome = match (outcome, flushed) {
+        (Err(error), Err(flush_error)) => {
+            // Both failed: report the first cause, but do not hide the second.
+            tracing::error!("{flush_error:#}");
+            Err(error)
+        }
+        (outcome, flushed) => outcome.and(flushed),
+    };
     eprintln!("appended {appended} record(s) to topic '{topic}'");
-    match failure {
-        Some(error) => Err(error.context(format!("stopped after {appended} record(s)"))),
-        None => Ok(()),
-    }
+    outcome.with_context(|| format!("stopped after {appended} record(s)"))
 }
 
-fn consume(
+/// Appends a batch, counting what was appended.
+fn append(
     log: &EventLog,
     topic: &str,
+    records: Vec<ProducerRecord>,
+    appended: &mut u64,
+) -> anyhow::Result<()> {
+    let count = records.len() as u64;
+    log.append_batch(topic, records).with_context(|| {
+        format!(
+            "cannot append lines {}..={} to topic '{topic}'",
+            *appended + 1,
+            *appended + count
+        )
+    })?;
+    *appended += count;
+    Ok(())
+}
+
+struct ConsumeOptions {
     from: u64,
     max: Option<u64>,
     only: Option<u32>,
     with_key: bool,
-) -> anyhow::Result<()> {
+}
+
+fn consume(log: &EventLog, topic: &str, options: &ConsumeOptions) -> anyhow::Result<()> {
+    // The end offsets at the start bound the whole read: records appended meanwhile are left
+    // for the next run, so the command always ends.
     let ends = log.end_offsets(topic)?;
-    let partitions: Vec<u32> = match only {
+    let partitions: Vec<u32> = match options.only {
         Some(partition) if partition as usize >= ends.len() => {
             bail!(
                 "topic '{topic}' has no partition {partition} (it has {})",
@@ -215,47 +293,80 @@ fn consume(
         Some(partition) => vec![partition],
         None => (0..ends.len() as u32).collect(),
     };
-    let mut remaining = max.unwrap_or(u64::MAX);
-    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut remaining = options.max.unwrap_or(u64::MAX);
+    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     for partition in partitions {
         let end = ends[partition as usize];
-        let mut next = from.min(end);
+        let mut next = options.from.min(end);
         while next < end && remaining > 0 {
             let want = (end - next)
                 .min(remaining)
                 .min(CONSUME_BATCH_RECORDS as u64) as usize;
             let records = log.read(topic, partition, next, want)?;
-            for record in &records {
-                let written = if with_key {
-                    let key = record.key.as_deref().unwrap_or_default();
-                    writeln!(
-                        out,
-                        "{}\t{}",
-                        String::from_utf8_lossy(key),
-                        String::from_utf8_lossy(&record.value)
-                    )
-                } else {
-                    writeln!(out, "{}", String::from_utf8_lossy(&record.value))
-                };
-                if let Err(error) = written {
-                    return quiet_if_closed(error);
-                }
-            }
-            next += records.len() as u64;
-            remaining -= records.len() as u64;
             if records.is_empty() {
                 break;
             }
+            for record in &records {
+                if options.with_key {
+                    let key = record.key.as_deref().unwrap_or_default();
+                    out.write_all(String::from_utf8_lossy(key).as_bytes())?;
+                    out.write_all(b"\t")?;
+                }
+                out.write_all(String::from_utf8_lossy(&record.value).as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            next += records.len() as u64;
+            remaining -= records.len() as u64;
         }
     }
-    out.flush().or_else(quiet_if_closed)
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes to stdout through a buffer.
+fn print_lines(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    write(&mut out)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// A reader that went away (`rill log consume | head`) is not an error.
-fn quiet_if_closed(error: std::io::Error) -> anyhow::Result<()> {
-    if error.kind() == ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(anyhow::Error::new(error).context("cannot write to stdout"))
+fn quiet_if_closed(outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+    match outcome {
+        Err(error) => match error.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == ErrorKind::BrokenPipe => Ok(()),
+            Some(_) => Err(error.context("cannot write to stdout")),
+            None => Err(error),
+        },
+        Ok(()) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_fields_take_strings_as_is_and_other_values_as_json() {
+        let keys = Keys::Field("k".to_owned());
+        let key = |line: &str| key_of(line.as_bytes(), 7, &keys);
+        assert_eq!(key(r#"{"k":"a b"}"#).unwrap(), Some(b"a b".to_vec()));
+        assert_eq!(key(r#"{"k":12}"#).unwrap(), Some(b"12".to_vec()));
+        assert_eq!(
+            key(r#"{"k":{"x":[1,true]}}"#).unwrap(),
+            Some(br#"{"x":[1,true]}"#.to_vec())
+        );
+        assert_eq!(key(r#"{"k":null}"#).unwrap(), Some(b"null".to_vec()));
+        let error = |line: &str| format!("{:#}", key(line).unwrap_err());
+        assert!(error("nope").starts_with("line 7 is not JSON"));
+        assert_eq!(error("[1]"), "line 7 is not a JSON object");
+        assert_eq!(error(r#"{"j":1}"#), "line 7 has no field 'k'");
+        assert_eq!(key_of(b"x", 1, &Keys::None).unwrap(), None);
+        assert_eq!(
+            key_of(b"x", 1, &Keys::Constant(b"c".to_vec())).unwrap(),
+            Some(b"c".to_vec())
+        );
     }
 }

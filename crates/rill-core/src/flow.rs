@@ -26,6 +26,31 @@ impl Default for FlowConfig {
     }
 }
 
+/// Sizes that would stop a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowConfigError {
+    /// Batches of no record.
+    #[error("the batch size must be at least 1")]
+    ZeroBatchSize,
+    /// No credit: nothing could ever be sent.
+    #[error("channel credits must be at least 1: with none, no batch could ever be sent")]
+    ZeroCredits,
+}
+
+impl FlowConfig {
+    /// Checks that the sizes let records flow.
+    pub fn validate(&self) -> Result<(), FlowConfigError> {
+        if self.batch_size == 0 {
+            return Err(FlowConfigError::ZeroBatchSize);
+        }
+        if self.channel_credits == 0 {
+            return Err(FlowConfigError::ZeroCredits);
+        }
+        Ok(())
+    }
+}
+
 /// A sender's side of one channel: its credits and the items waiting for one.
 #[derive(Debug)]
 pub(crate) struct CreditedQueue<T> {

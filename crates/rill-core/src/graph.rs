@@ -39,8 +39,6 @@ pub struct OperatorNode {
     pub name: String,
     /// How many subtasks run it.
     pub parallelism: u32,
-    /// Whether its state is keyed (its subtasks own key-group ranges).
-    pub keyed: bool,
     /// How to build its instances.
     pub kind: OperatorKind,
 }

@@ -350,7 +350,6 @@ mod tests {
         graph.add_operator(OperatorNode {
             name: name.into(),
             parallelism,
-            keyed: false,
             kind: OperatorKind::Source(Arc::new(|info| {
                 Box::new(SequenceSource::slice(0..10, info.subtask, info.parallelism))
             })),
@@ -361,7 +360,6 @@ mod tests {
         graph.add_operator(OperatorNode {
             name: name.into(),
             parallelism,
-            keyed: false,
             kind: OperatorKind::Transform(Arc::new(|_| Box::new(Passthrough))),
         })
     }

@@ -75,6 +75,14 @@ pub enum LogError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A record or topic metadata could not be encoded.
+    #[error("cannot encode {reason} for topic '{topic}'")]
+    Encode {
+        /// The topic.
+        topic: String,
+        /// What could not be encoded, and why.
+        reason: String,
+    },
     /// A stored record or topic could not be decoded.
     #[error("corrupt data in topic '{topic}': {reason}")]
     Corrupt {

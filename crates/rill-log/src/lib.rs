@@ -4,8 +4,9 @@
 //! topic has a fixed number of partitions; records appended to a partition get dense offsets
 //! from 0, and readers read a partition from any offset in offset order. A record's partition
 //! is given, or chosen by a stable hash of its key ([`partition_for_key`]), or round-robin.
-//! Appends are buffered by the OS until [`EventLog::flush`], which makes everything appended so
-//! far survive a crash of the process or the machine.
+//! An append is in the OS's buffers when it returns, so it survives a crash of the process;
+//! [`EventLog::flush`] fsyncs, so that everything appended so far survives a crash of the
+//! machine. One process at a time has a log open (fjall locks the directory).
 //!
 //! # Layout
 //! - [`log`]: [`EventLog`], opening, topics, append, read, end offsets, flush;

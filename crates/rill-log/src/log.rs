@@ -1,14 +1,33 @@
 //! The event log: opening a log directory, topics, appending, reading, durability.
 //!
-//! Records of topic `t` live in the fjall keyspace `topic.t`, keyed by the partition (u32,
-//! big-endian) followed by the offset (u64, big-endian), so that a range scan reads one
-//! partition in offset order. Topic metadata lives in the keyspace `rill.topics`. End offsets are
-//! recovered at open from the last key of each partition and then kept in memory; an append
-//! takes the topic's lock, commits one atomic fjall batch, and only then advances the end
-//! offsets, so a reader never sees an offset that was not written.
+//! # On disk
+//! A log directory holds a format marker file (`RILL_LOG`, content `rill-log 1`) and a fjall
+//! database in `db/`. Records of topic `t` live in the keyspace `topic.t`, keyed by the
+//! partition (u32, big-endian) followed by the offset (u64, big-endian), so that a range scan
+//! reads one partition in offset order. Topic metadata lives in the keyspace `rill.topics`.
+//!
+//! # Offsets and concurrency
+//! End offsets are recovered at open from the last key of each partition, then kept in memory.
+//! An append encodes its records without any lock, then takes the topic's lock to assign
+//! offsets, commits one atomic fjall batch, and only then *publishes* the new end offsets
+//! (atomics that readers load without the lock). So offsets are dense, a failed append leaves no
+//! gap, and a reader never sees an offset that was not written, nor waits for a writer.
+//!
+//! # Durability
+//! Every append hands its batch to the OS before returning (fjall's `PersistMode::Buffer`), so
+//! a crash of the process loses nothing appended; [`EventLog::flush`] fsyncs, so a crash of the
+//! machine loses nothing flushed. Fsync per append would cost milliseconds per batch; callers
+//! choose when it matters (a sink at a checkpoint, the CLI at the end of its input).
+//!
+//! # One process at a time
+//! fjall locks its database directory: while one [`EventLog`] (and its clones) has a log open,
+//! opening it again, from this process or another, fails with [`LogError::Locked`] (after
+//! fjall's retries, about 200 ms).
 
 use std::collections::BTreeMap;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,16 +35,23 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
-use crate::record::{LogRecord, ProducerRecord, RecordPosition, StoredRecord, partition_for_key};
+use crate::record::{
+    LogRecord, ProducerRecord, RecordPosition, decode_record, encode_record, partition_for_key,
+};
 
 /// The file that marks a directory as a Rill log, and its content for this format.
 const MARKER_FILE: &str = "RILL_LOG";
 const MARKER: &str = "rill-log 1\n";
+/// The marker is written here first and renamed, so it is never seen half-written.
+const MARKER_TMP_FILE: &str = "RILL_LOG.tmp";
 /// The fjall database's folder inside the log directory.
 const DATABASE_DIR: &str = "db";
 const TOPICS_KEYSPACE: &str = "rill.topics";
+const TOPIC_KEYSPACE_PREFIX: &str = "topic.";
 const TOPIC_NAME_LEN_MAX: usize = 128;
 const PARTITIONS_MAX: u32 = 1024;
+/// The fjall key of a record: partition (4 bytes) and offset (8 bytes), both big-endian.
+const RECORD_KEY_LEN: usize = 12;
 
 /// A topic's name and shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +62,7 @@ pub struct TopicInfo {
     pub partitions: u32,
 }
 
+/// A topic's metadata as stored in `rill.topics` (bincode), keyed by the topic's name.
 #[derive(Serialize, Deserialize)]
 struct TopicMeta {
     partitions: u32,
@@ -44,12 +71,43 @@ struct TopicMeta {
 struct Topic {
     info: TopicInfo,
     records: Keyspace,
+    /// Offset assignment; held from assigning offsets until the end offsets are published.
     appends: Mutex<AppendState>,
+    /// The end offset of each partition as committed: what readers see.
+    committed_ends: Box<[AtomicU64]>,
 }
 
 struct AppendState {
-    end_offsets: Vec<u64>,
+    /// The next offset to assign, per partition; equal to `committed_ends` outside an append.
+    next_offsets: Vec<u64>,
     next_round_robin: u32,
+}
+
+impl Topic {
+    fn new(info: TopicInfo, records: Keyspace, end_offsets: Vec<u64>) -> Self {
+        debug_assert_eq!(end_offsets.len(), info.partitions as usize);
+        let committed_ends = end_offsets.iter().copied().map(AtomicU64::new).collect();
+        Topic {
+            info,
+            records,
+            appends: Mutex::new(AppendState {
+                next_offsets: end_offsets,
+                next_round_robin: 0,
+            }),
+            committed_ends,
+        }
+    }
+
+    fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
+        self.committed_ends
+            .get(partition as usize)
+            .map(|end| end.load(Ordering::Acquire))
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: self.info.name.clone(),
+                partition,
+                partitions: self.info.partitions,
+            })
+    }
 }
 
 struct Inner {
@@ -65,26 +123,41 @@ pub struct EventLog {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-fn record_key(partition: u32, offset: u64) -> [u8; 12] {
-    let mut key = [0; 12];
+fn record_key(partition: u32, offset: u64) -> [u8; RECORD_KEY_LEN] {
+    let mut key = [0; RECORD_KEY_LEN];
     key[..4].copy_from_slice(&partition.to_be_bytes());
     key[4..].copy_from_slice(&offset.to_be_bytes());
     key
 }
 
-fn offset_of_key(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(4..12)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
+/// The offset in a record key; `None` if the key is not a record key of `partition`.
+fn offset_of_key(key: &[u8], partition: u32) -> Option<u64> {
+    let key: &[u8; RECORD_KEY_LEN] = key.try_into().ok()?;
+    let (stored_partition, offset) = key.split_at(4);
+    if stored_partition != partition.to_be_bytes() {
+        return None;
+    }
+    Some(u64::from_be_bytes(offset.try_into().ok()?))
 }
 
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 fn valid_topic_name(name: &str) -> bool {
@@ -95,64 +168,97 @@ fn valid_topic_name(name: &str) -> bool {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded state is only changed after a successful commit, so a panic elsewhere while
-    // it was held cannot have left it half-updated.
+    // The guarded state is rolled back on every error path, so a panic elsewhere while it was
+    // held cannot have left it half-updated.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes the format marker so that it is either absent or complete, even across a crash.
+fn write_marker(dir: &Path) -> Result<(), LogError> {
+    let tmp_path = dir.join(MARKER_TMP_FILE);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp_path)?;
+        std::io::Write::write_all(&mut file, MARKER.as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(io_error(&tmp_path))?;
+    let marker_path = dir.join(MARKER_FILE);
+    std::fs::rename(&tmp_path, &marker_path).map_err(io_error(&marker_path))?;
+    // The rename is durable once the directory is.
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Whether `dir` is missing or holds nothing but a marker that was never finished.
+fn is_missing_or_empty(dir: &Path) -> Result<bool, LogError> {
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => {}
+        // A file: `open` refuses it.
+        Ok(_) => return Ok(false),
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(true),
+        Err(error) => return Err(io_error(dir)(error)),
+    }
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        if entry.file_name() != MARKER_TMP_FILE {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 impl EventLog {
     /// Opens an existing Rill log directory.
+    ///
+    /// Fails with [`LogError::NotFound`] if `dir` does not exist, [`LogError::NotARillLog`] if
+    /// it is not a Rill log (no format marker: an unrelated directory, a file, another fjall
+    /// database), [`LogError::UnsupportedFormat`] if its marker names a format this version
+    /// does not know, and [`LogError::Locked`] if it is open elsewhere.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
         let path = dir.as_ref().to_path_buf();
-        if !path.is_dir() {
-            return Err(LogError::NotFound(path));
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => return Err(LogError::NotARillLog(path)),
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                return Err(LogError::NotFound(path));
+            }
+            Err(error) => return Err(io_error(&path)(error)),
         }
         let marker_path = path.join(MARKER_FILE);
-        let marker = match std::fs::read_to_string(&marker_path) {
+        let marker = match std::fs::read(&marker_path) {
             Ok(marker) => marker,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(error) if error.kind() == ErrorKind::NotFound => {
                 return Err(LogError::NotARillLog(path));
             }
-            Err(source) => {
-                return Err(LogError::Io {
-                    path: marker_path,
-                    source,
-                });
-            }
+            Err(error) => return Err(io_error(&marker_path)(error)),
         };
-        if marker != MARKER {
+        if marker != MARKER.as_bytes() {
+            let found = String::from_utf8_lossy(&marker);
             return Err(LogError::UnsupportedFormat {
                 path,
-                found: marker.trim().to_owned(),
+                found: found.trim().chars().take(64).collect(),
             });
         }
         Self::open_database(path)
     }
 
-    /// Opens a Rill log directory, creating it if it does not exist or is empty.
+    /// Opens a Rill log directory, creating it (and writing the format marker) if it does not
+    /// exist or is empty. Any other directory is refused as by [`EventLog::open`].
     pub fn open_or_create(dir: impl AsRef<Path>) -> Result<Self, LogError> {
-        let path = dir.as_ref().to_path_buf();
-        let io_error = |source| LogError::Io {
-            path: path.clone(),
-            source,
-        };
-        let is_empty = match std::fs::read_dir(&path) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
-            Err(error) => return Err(io_error(error)),
-        };
-        if is_empty {
-            std::fs::create_dir_all(&path).map_err(io_error)?;
-            let marker_path = path.join(MARKER_FILE);
-            let write_marker = || -> std::io::Result<()> {
-                let mut file = std::fs::File::create(&marker_path)?;
-                std::io::Write::write_all(&mut file, MARKER.as_bytes())?;
-                file.sync_all()
-            };
-            write_marker().map_err(|source| LogError::Io {
-                path: marker_path.clone(),
-                source,
-            })?;
+        let path = dir.as_ref();
+        if is_missing_or_empty(path)? {
+            std::fs::create_dir_all(path).map_err(io_error(path))?;
+            write_marker(path)?;
+            tracing::info!(path = %path.display(), "created a Rill log");
         }
         Self::open(path)
     }
@@ -175,34 +281,37 @@ impl EventLog {
         for entry in meta.iter() {
             let (name, value) = entry.into_inner().map_err(storage)?;
             let name = String::from_utf8_lossy(&name).into_owned();
+            let corrupt = |reason: String| LogError::Corrupt {
+                topic: name.clone(),
+                reason,
+            };
+            if !valid_topic_name(&name) {
+                return Err(corrupt("the topic's name is invalid".to_owned()));
+            }
             let (topic_meta, _): (TopicMeta, _) =
-                bincode::serde::decode_from_slice(&value, bincode_config()).map_err(|error| {
-                    LogError::Corrupt {
-                        topic: name.clone(),
-                        reason: format!("topic metadata: {error}"),
-                    }
-                })?;
+                bincode::serde::decode_from_slice(&value, bincode_config())
+                    .map_err(|error| corrupt(format!("topic metadata: {error}")))?;
+            if topic_meta.partitions == 0 || topic_meta.partitions > PARTITIONS_MAX {
+                return Err(corrupt(format!(
+                    "topic metadata: {} partitions",
+                    topic_meta.partitions
+                )));
+            }
             let records = db
-                .keyspace(&format!("topic.{name}"), KeyspaceCreateOptions::default)
+                .keyspace(
+                    &format!("{TOPIC_KEYSPACE_PREFIX}{name}"),
+                    KeyspaceCreateOptions::default,
+                )
                 .map_err(storage)?;
             let end_offsets = (0..topic_meta.partitions)
-                .map(|partition| recover_end_offset(&records, partition).map_err(storage))
+                .map(|partition| recover_end_offset(&records, &name, partition, &storage))
                 .collect::<Result<Vec<_>, _>>()?;
+            tracing::debug!(topic = %name, ?end_offsets, "recovered a topic");
             let info = TopicInfo {
                 name: name.clone(),
                 partitions: topic_meta.partitions,
             };
-            topics.insert(
-                name,
-                Arc::new(Topic {
-                    info,
-                    records,
-                    appends: Mutex::new(AppendState {
-                        end_offsets,
-                        next_round_robin: 0,
-                    }),
-                }),
-            );
+            topics.insert(name, Arc::new(Topic::new(info, records, end_offsets)));
         }
         Ok(EventLog {
             inner: Arc::new(Inner {
@@ -238,7 +347,9 @@ impl EventLog {
             .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
     }
 
-    /// Creates a topic with `partitions` partitions; durable when this returns.
+    /// Creates a topic with `partitions` partitions (1 to 1024); durable when this returns.
+    ///
+    /// A name has 1 to 128 characters from `A-Z a-z 0-9 . _ -`.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
         if !valid_topic_name(topic) {
             return Err(LogError::InvalidTopicName(topic.to_owned()));
@@ -257,39 +368,40 @@ impl EventLog {
         if topics.contains_key(topic) {
             return Err(LogError::TopicExists(topic.to_owned()));
         }
+        // The records' keyspace first, metadata second: a crash in between leaves an empty
+        // keyspace that no metadata names, which a later create of the same topic reuses.
         let records = self
             .inner
             .db
-            .keyspace(&format!("topic.{topic}"), KeyspaceCreateOptions::default)
+            .keyspace(
+                &format!("{TOPIC_KEYSPACE_PREFIX}{topic}"),
+                KeyspaceCreateOptions::default,
+            )
             .map_err(|e| self.storage_error(e))?;
         let meta = bincode::serde::encode_to_vec(TopicMeta { partitions }, bincode_config())
-            .map_err(|error| LogError::Corrupt {
+            .map_err(|error| LogError::Encode {
                 topic: topic.to_owned(),
-                reason: format!("cannot encode topic metadata: {error}"),
+                reason: format!("topic metadata: {error}"),
             })?;
         self.inner
             .meta
             .insert(topic, meta)
             .map_err(|e| self.storage_error(e))?;
-        // A topic is metadata users rely on at once (producers in other processes): make it
-        // durable now rather than at the next flush.
+        // A topic is metadata users rely on at once (producers in another process next): make
+        // it durable now rather than at the next flush.
         self.inner
             .db
             .persist(PersistMode::SyncAll)
             .map_err(|e| self.storage_error(e))?;
+        tracing::info!(topic, partitions, "created a topic");
+        let info = TopicInfo {
+            name: topic.to_owned(),
+            partitions,
+        };
+        let end_offsets = vec![0; partitions as usize];
         topics.insert(
             topic.to_owned(),
-            Arc::new(Topic {
-                info: TopicInfo {
-                    name: topic.to_owned(),
-                    partitions,
-                },
-                records,
-                appends: Mutex::new(AppendState {
-                    end_offsets: vec![0; partitions as usize],
-                    next_round_robin: 0,
-                }),
-            }),
+            Arc::new(Topic::new(info, records, end_offsets)),
         );
         Ok(())
     }
@@ -309,9 +421,10 @@ impl EventLog {
         topics.values().map(|topic| topic.info.clone()).collect()
     }
 
-    /// Appends one record.
+    /// Appends one record. For many records, [`EventLog::append_batch`] is much cheaper.
     pub fn append(&self, topic: &str, record: ProducerRecord) -> Result<RecordPosition, LogError> {
         let mut positions = self.append_batch(topic, vec![record])?;
+        debug_assert_eq!(positions.len(), 1);
         positions.pop().ok_or_else(|| LogError::Corrupt {
             topic: topic.to_owned(),
             reason: "an append of one record returned no position".to_owned(),
@@ -320,22 +433,26 @@ impl EventLog {
 
     /// Appends records atomically (all or none) and returns their positions, in order.
     ///
-    /// The records are in the OS's buffers when this returns: they survive a crash of this
-    /// process, and a crash of the machine once [`EventLog::flush`] has returned.
+    /// A record goes to its explicit partition (an error if out of range, and then nothing is
+    /// appended), else to [`partition_for_key`] of its key, else round-robin. Records without
+    /// a timestamp get the append time. The records are in the OS's buffers when this returns:
+    /// they survive a crash of this process, and a crash of the machine once
+    /// [`EventLog::flush`] has returned.
     pub fn append_batch(
         &self,
         topic: &str,
         records: Vec<ProducerRecord>,
     ) -> Result<Vec<RecordPosition>, LogError> {
         let handle = self.topic_handle(topic)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
         let partitions = handle.info.partitions;
         let now = now_ms();
-        let mut state = lock(&handle.appends);
-        let mut end_offsets = state.end_offsets.clone();
-        let mut round_robin = state.next_round_robin;
-        let mut batch = self.inner.db.batch();
-        let mut positions = Vec::with_capacity(records.len());
-        for record in records {
+        // Outside the lock: choose partitions that need no shared state, and encode. `None`
+        // means round-robin, decided under the lock.
+        let mut encoded = Vec::with_capacity(records.len());
+        for record in &records {
             let partition = match (record.partition, &record.key) {
                 (Some(partition), _) if partition >= partitions => {
                     return Err(LogError::UnknownPartition {
@@ -344,51 +461,65 @@ impl EventLog {
                         partitions,
                     });
                 }
-                (Some(partition), _) => partition,
-                (None, Some(key)) => partition_for_key(key, partitions),
-                (None, None) => {
-                    let partition = round_robin % partitions;
-                    round_robin = round_robin.wrapping_add(1);
-                    partition
-                }
+                (Some(partition), _) => Some(partition),
+                (None, Some(key)) => Some(partition_for_key(key, partitions)),
+                (None, None) => None,
             };
-            let offset = end_offsets[partition as usize];
-            let stored = StoredRecord {
-                key: record.key,
-                value: record.value,
-                timestamp: record.timestamp.unwrap_or(now),
-            };
-            let value =
-                bincode::serde::encode_to_vec(&stored, bincode_config()).map_err(|error| {
-                    LogError::Corrupt {
-                        topic: topic.to_owned(),
-                        reason: format!("cannot encode a record: {error}"),
-                    }
-                })?;
+            let timestamp = record.timestamp.unwrap_or(now);
+            let value = encode_record(record.key.as_deref(), &record.value, timestamp).map_err(
+                |error| LogError::Encode {
+                    topic: topic.to_owned(),
+                    reason: format!("a record: {error}"),
+                },
+            )?;
+            encoded.push((partition, value));
+        }
+        drop(records);
+
+        let mut state = lock(&handle.appends);
+        let round_robin_before = state.next_round_robin;
+        // Hand the batch to the OS at commit (one write), so that a crash of the process loses
+        // nothing that append returned; fsync waits for flush().
+        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        let mut positions = Vec::with_capacity(encoded.len());
+        for (partition, value) in encoded {
+            let partition = partition.unwrap_or_else(|| {
+                let partition = state.next_round_robin % partitions;
+                state.next_round_robin = state.next_round_robin.wrapping_add(1);
+                partition
+            });
+            let next = &mut state.next_offsets[partition as usize];
+            let offset = *next;
+            *next += 1;
             batch.insert(&handle.records, record_key(partition, offset), value);
-            end_offsets[partition as usize] = offset + 1;
             positions.push(RecordPosition { partition, offset });
         }
-        batch.commit().map_err(|e| self.storage_error(e))?;
-        state.end_offsets = end_offsets;
-        state.next_round_robin = round_robin;
+        if let Err(error) = batch.commit() {
+            // Nothing was written: give the offsets back, so that the partitions stay dense.
+            for position in positions.iter().rev() {
+                state.next_offsets[position.partition as usize] -= 1;
+            }
+            state.next_round_robin = round_robin_before;
+            return Err(self.storage_error(error));
+        }
+        // Publish while still holding the lock, so that end offsets only ever grow.
+        for position in &positions {
+            handle.committed_ends[position.partition as usize]
+                .store(position.offset + 1, Ordering::Release);
+        }
+        debug_assert!(
+            state
+                .next_offsets
+                .iter()
+                .zip(handle.committed_ends.iter())
+                .all(|(next, end)| *next == end.load(Ordering::Relaxed))
+        );
         Ok(positions)
     }
 
-    fn partition_end(&self, handle: &Topic, partition: u32) -> Result<u64, LogError> {
-        let state = lock(&handle.appends);
-        state
-            .end_offsets
-            .get(partition as usize)
-            .copied()
-            .ok_or_else(|| LogError::UnknownPartition {
-                topic: handle.info.name.clone(),
-                partition,
-                partitions: handle.info.partitions,
-            })
-    }
-
     /// Up to `max_records` records of one partition from `from_offset` on, in offset order.
+    ///
+    /// Reading at the end offset gives no records; past it is [`LogError::OffsetOutOfRange`].
     pub fn read(
         &self,
         topic: &str,
@@ -397,7 +528,7 @@ impl EventLog {
         max_records: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
         let handle = self.topic_handle(topic)?;
-        let end = self.partition_end(&handle, partition)?;
+        let end = handle.end_offset(partition)?;
         if from_offset > end {
             return Err(LogError::OffsetOutOfRange {
                 topic: topic.to_owned(),
@@ -407,57 +538,65 @@ impl EventLog {
             });
         }
         let stop = end.min(from_offset.saturating_add(max_records as u64));
-        let mut records = Vec::with_capacity((stop - from_offset) as usize);
-        if stop == from_offset {
+        let count = usize::try_from(stop - from_offset).unwrap_or(usize::MAX);
+        let mut records = Vec::with_capacity(count);
+        if count == 0 {
             return Ok(records);
         }
+        let corrupt = |reason: String| LogError::Corrupt {
+            topic: topic.to_owned(),
+            reason: format!("partition {partition}: {reason}"),
+        };
         for entry in handle
             .records
             .range(record_key(partition, from_offset)..record_key(partition, stop))
         {
             let (key, value) = entry.into_inner().map_err(|e| self.storage_error(e))?;
-            let corrupt = |reason: String| LogError::Corrupt {
-                topic: topic.to_owned(),
-                reason,
-            };
-            let offset = offset_of_key(&key)
+            let expected = from_offset + records.len() as u64;
+            let offset = offset_of_key(&key, partition)
                 .ok_or_else(|| corrupt(format!("a record key of {} bytes", key.len())))?;
-            let (stored, _): (StoredRecord, _) =
-                bincode::serde::decode_from_slice(&value, bincode_config()).map_err(|error| {
-                    corrupt(format!("partition {partition} offset {offset}: {error}"))
-                })?;
+            // Offsets below the end offset are all written: a gap means the storage lost records.
+            if offset != expected {
+                return Err(corrupt(format!("offset {expected} is missing")));
+            }
+            let stored = decode_record(&value)
+                .map_err(|reason| corrupt(format!("offset {offset}: {reason}")))?;
             records.push(LogRecord {
                 partition,
                 offset,
-                key: stored.key,
-                value: stored.value,
+                key: stored.key.map(<[u8]>::to_vec),
+                value: stored.value.to_vec(),
                 timestamp: stored.timestamp,
             });
         }
-        // Offsets below the end offset are all written: a gap means the storage lost records.
-        if records.len() as u64 != stop - from_offset {
-            return Err(LogError::Corrupt {
-                topic: topic.to_owned(),
-                reason: format!(
-                    "partition {partition} holds {} records in offsets {from_offset}..{stop}",
-                    records.len()
-                ),
-            });
+        if records.len() != count {
+            return Err(corrupt(format!(
+                "offset {} is missing",
+                from_offset + records.len() as u64
+            )));
         }
         Ok(records)
     }
 
     /// The next offset to be written, for each partition (indexed by partition).
+    ///
+    /// Each value is an end offset some append committed; a concurrent append may have
+    /// published some partitions' new ends and not yet others'.
     pub fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, LogError> {
         let handle = self.topic_handle(topic)?;
-        let state = lock(&handle.appends);
-        Ok(state.end_offsets.clone())
+        Ok(handle
+            .committed_ends
+            .iter()
+            .map(|end| end.load(Ordering::Acquire))
+            .collect())
     }
 
-    /// Makes everything appended so far durable.
+    /// Makes everything appended so far durable: it survives a crash of the machine.
     pub fn flush(&self) -> Result<(), LogError> {
-        // SyncAll (fsync) rather than SyncData: journal files grow, and their new length is
-        // metadata that fdatasync may not write on every file system.
+        // SyncAll (fsync) rather than SyncData (fdatasync): the journal file grows with every
+        // append, and fdatasync only promises the new length where the file system treats it as
+        // needed for reading the data back; fsync writes it everywhere. Flushes come once per
+        // batch of records or checkpoint, so the extra cost is small next to losing data.
         self.inner
             .db
             .persist(PersistMode::SyncAll)
@@ -466,13 +605,52 @@ impl EventLog {
 }
 
 /// The end offset of a partition as stored: one past its last record's offset.
-fn recover_end_offset(records: &Keyspace, partition: u32) -> Result<u64, fjall::Error> {
+fn recover_end_offset(
+    records: &Keyspace,
+    topic: &str,
+    partition: u32,
+    storage: &impl Fn(fjall::Error) -> LogError,
+) -> Result<u64, LogError> {
     let range = record_key(partition, 0)..=record_key(partition, u64::MAX);
-    match records.range(range).next_back() {
-        Some(entry) => {
-            let key = entry.key()?;
-            Ok(offset_of_key(&key).map_or(0, |offset| offset + 1))
-        }
-        None => Ok(0),
+    let Some(entry) = records.range(range).next_back() else {
+        return Ok(0);
+    };
+    let key = entry.key().map_err(storage)?;
+    let offset = offset_of_key(&key, partition).ok_or_else(|| LogError::Corrupt {
+        topic: topic.to_owned(),
+        reason: format!("partition {partition}: a record key of {} bytes", key.len()),
+    })?;
+    Ok(offset + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_sort_by_partition_then_offset() {
+        let keys = [
+            record_key(0, 0),
+            record_key(0, 1),
+            record_key(0, 255),
+            record_key(0, 256),
+            record_key(0, u64::MAX),
+            record_key(1, 0),
+            record_key(256, 0),
+        ];
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(offset_of_key(&record_key(7, 42), 7), Some(42));
+        assert_eq!(offset_of_key(&record_key(7, 42), 8), None);
+        assert_eq!(offset_of_key(&[0; 11], 0), None);
+    }
+
+    #[test]
+    fn topic_names_are_checked() {
+        assert!(valid_topic_name("a.b_c-D9"));
+        assert!(valid_topic_name(&"x".repeat(128)));
+        assert!(!valid_topic_name(&"x".repeat(129)));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name("a/b"));
+        assert!(!valid_topic_name("ünï"));
     }
 }

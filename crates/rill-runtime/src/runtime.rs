@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::dev::ArbiterHandle;
 use actix::{Actor, Arbiter, System};
-use rill_core::flow::FlowConfig;
+use rill_core::flow::{FlowConfig, FlowConfigError};
 use rill_core::graph::JobGraph;
 use rill_core::plan::PhysicalPlan;
 use tokio::sync::oneshot;
@@ -45,6 +45,9 @@ pub enum RuntimeError {
     /// The configuration asks for no worker.
     #[error("the runtime needs at least one worker thread")]
     NoWorkers,
+    /// The batch size or the credits would stop every job.
+    #[error("invalid flow control settings: {0}")]
+    InvalidFlow(#[from] FlowConfigError),
     /// The runtime's thread ended while starting.
     #[error("the runtime's thread ended while starting")]
     Gone,
@@ -64,6 +67,7 @@ impl Runtime {
         if config.workers == 0 {
             return Err(RuntimeError::NoWorkers);
         }
+        config.flow.validate()?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("rill-runtime".into())

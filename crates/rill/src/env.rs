@@ -43,7 +43,6 @@ pub(crate) struct NodeDraft {
     pub parallelism: Option<u32>,
     /// Set for sources that cannot run in parallel.
     pub parallel: bool,
-    pub keyed: bool,
     pub kind: OperatorKind,
 }
 
@@ -141,7 +140,6 @@ impl StreamEnv {
             name: name.to_owned(),
             parallelism: (!parallel).then_some(1),
             parallel,
-            keyed: false,
             kind: OperatorKind::Source(Arc::new(move |info| {
                 Box::new(make(info.subtask, info.parallelism))
             })),
@@ -188,7 +186,6 @@ impl StreamEnv {
             graph.add_operator(OperatorNode {
                 name: node.name.clone(),
                 parallelism,
-                keyed: node.keyed,
                 kind: node.kind.clone(),
             });
         }

@@ -81,7 +81,6 @@ impl<T: Data> DataStream<T> {
     fn then<U: Data>(
         self,
         name: &str,
-        keyed: bool,
         edge: Option<(ExchangeKind, RouterFactory)>,
         factory: OperatorFactory,
     ) -> DataStream<U> {
@@ -89,7 +88,6 @@ impl<T: Data> DataStream<T> {
             name: name.to_owned(),
             parallelism: None,
             parallel: true,
-            keyed,
             kind: OperatorKind::Transform(factory),
         });
         self.connect_to(node, edge);
@@ -129,12 +127,7 @@ impl<T: Data> DataStream<T> {
         F: Fn(T) -> U + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.then(
-            "map",
-            false,
-            None,
-            operator_factory(move |_| Map::new(f.clone())),
-        )
+        self.then("map", None, operator_factory(move |_| Map::new(f.clone())))
     }
 
     /// Keeps the values for which `predicate` holds.
@@ -145,7 +138,6 @@ impl<T: Data> DataStream<T> {
         let predicate = Arc::new(predicate);
         self.then(
             "filter",
-            false,
             None,
             operator_factory(move |_| Filter::new(predicate.clone())),
         )
@@ -160,7 +152,6 @@ impl<T: Data> DataStream<T> {
         let f = Arc::new(f);
         self.then(
             "flat_map",
-            false,
             None,
             operator_factory(move |_| FlatMap::new(f.clone())),
         )
@@ -172,7 +163,7 @@ impl<T: Data> DataStream<T> {
         O: OneInputOperator<In = T>,
         F: Fn() -> O + Send + Sync + 'static,
     {
-        self.then(name, false, None, operator_factory(move |_| make()))
+        self.then(name, None, operator_factory(move |_| make()))
     }
 
     /// Partitions the stream by the key `key_of` extracts.
@@ -198,7 +189,7 @@ impl<T: Data> DataStream<T> {
 
     /// Merges this stream with others of the same type.
     pub fn union(self, others: impl IntoIterator<Item = DataStream<T>>) -> DataStream<T> {
-        let union = self.then::<T>("union", false, None, Arc::new(|_| Box::new(Passthrough)));
+        let union = self.then::<T>("union", None, Arc::new(|_| Box::new(Passthrough)));
         for other in others {
             other.connect_to(union.node, None);
         }
@@ -232,7 +223,6 @@ impl<T: Data> DataStream<T> {
     {
         let node = self.then::<()>(
             name,
-            false,
             None,
             Arc::new(move |info| {
                 Box::new(Erased(SinkOperator(make(info.subtask, info.parallelism))))
@@ -295,7 +285,6 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
         let (reduce, key_of) = (Arc::new(reduce), self.key_of);
         self.stream.then(
             "reduce",
-            true,
             Some(edge),
             operator_factory(move |info| {
                 KeyedReduce::new(reduce.clone(), key_of.clone(), info.max_parallelism)
@@ -314,7 +303,6 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
         let prototype = std::sync::Mutex::new(function);
         self.stream.then(
             "process",
-            true,
             Some(edge),
             operator_factory(move |info| {
                 let function = prototype

@@ -176,3 +176,110 @@ fn errors_name_what_was_wrong() {
     let error = failed(rill(dir.path(), &["log", "list"], ""));
     assert!(error.contains("is not a Rill log"), "{error}");
 }
+
+#[test]
+fn constant_keys_and_explicit_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(
+        &data,
+        &["log", "create", "t", "--partitions", "3"],
+        "",
+    ));
+    ok(rill(
+        &data,
+        &["log", "produce", "t", "--partition", "2"],
+        "a\r\nb\n",
+    ));
+    ok(rill(&data, &["log", "produce", "t", "--key", "k"], "c\nd"));
+    let error = failed(rill(
+        &data,
+        &["log", "produce", "t", "--partition", "3"],
+        "e\n",
+    ));
+    assert!(
+        error.contains("topic 't' has no partition 3 (it has 3)"),
+        "{error}"
+    );
+    let described = ok(rill(&data, &["log", "describe", "t"], ""));
+    let ends: Vec<Vec<&str>> = described
+        .lines()
+        .skip(2)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let keyed = rill_log::partition_for_key(b"k", 3) as usize;
+    let mut expected = [0u64; 3];
+    expected[2] += 2;
+    expected[keyed] += 2;
+    for (partition, end) in expected.iter().enumerate() {
+        assert_eq!(
+            ends[partition],
+            [partition.to_string(), end.to_string()],
+            "{described}"
+        );
+    }
+    assert_eq!(ends[3], ["total", "4"], "{described}");
+    let only_two = ok(rill(
+        &data,
+        &["log", "consume", "t", "--partition", "2"],
+        "",
+    ));
+    if keyed == 2 {
+        assert_eq!(only_two, "a\nb\nc\nd\n", "CR LF line ends are taken off");
+    } else {
+        assert_eq!(only_two, "a\nb\n", "CR LF line ends are taken off");
+    }
+    let keys = ok(rill(
+        &data,
+        &[
+            "log",
+            "consume",
+            "t",
+            "--partition",
+            &keyed.to_string(),
+            "--with-key",
+        ],
+        "",
+    ));
+    assert!(keys.contains("k\tc\nk\td\n"), "{keys}");
+}
+
+#[test]
+fn errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = failed(rill(
+        &dir.path().join("nothing"),
+        &["log", "describe", "t"],
+        "",
+    ));
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.starts_with("error: no Rill log at "), "{error}");
+}
+
+#[test]
+fn a_reader_closing_the_pipe_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(&data, &["log", "create", "big"], ""));
+    let input: String = (0..50_000)
+        .map(|i| format!("record number {i}\n"))
+        .collect();
+    ok(rill(&data, &["log", "produce", "big"], &input));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["log", "consume", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "record number 0\n");
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -181,6 +181,119 @@ fn a_directory_that_is_not_a_log_is_refused() {
 }
 
 #[test]
+fn open_refuses_what_is_not_a_rill_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // A plain non-empty directory.
+    std::fs::write(dir.path().join("notes.txt"), "my files").unwrap();
+    let error = EventLog::open(dir.path()).err().unwrap();
+    assert!(
+        matches!(&error, LogError::NotARillLog(path) if path == dir.path()),
+        "{error}"
+    );
+    // An empty directory is not a log yet, but open_or_create makes it one.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(matches!(
+        EventLog::open(&empty),
+        Err(LogError::NotARillLog(_))
+    ));
+    drop(EventLog::open_or_create(&empty).unwrap());
+    drop(EventLog::open(&empty).unwrap());
+    // A file.
+    let file = dir.path().join("notes.txt");
+    assert!(matches!(
+        EventLog::open(&file),
+        Err(LogError::NotARillLog(_))
+    ));
+    assert!(matches!(
+        EventLog::open_or_create(&file),
+        Err(LogError::NotARillLog(_))
+    ));
+    // Some other fjall database.
+    let other = dir.path().join("other-db");
+    {
+        let db = fjall::Database::builder(&other).open().unwrap();
+        let keyspace = db
+            .keyspace("data", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        keyspace.insert("k", "v").unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    for error in [
+        EventLog::open(&other).err().unwrap(),
+        EventLog::open_or_create(&other).err().unwrap(),
+    ] {
+        assert!(matches!(error, LogError::NotARillLog(_)), "{error}");
+        assert!(error.to_string().contains("other-db"), "{error}");
+    }
+}
+
+#[test]
+fn an_unfinished_marker_does_not_block_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("RILL_LOG.tmp"), "rill-").unwrap();
+    let log = EventLog::open_or_create(dir.path()).unwrap();
+    log.create_topic("t", 1).unwrap();
+}
+
+#[test]
+fn readers_see_a_dense_prefix_while_writers_append() {
+    let (_dir, log) = fresh();
+    log.create_topic("live", 1).unwrap();
+    let total = 20_000u64;
+    std::thread::scope(|scope| {
+        let writer = log.clone();
+        scope.spawn(move || {
+            for batch in 0..total / 100 {
+                let records = (0..100)
+                    .map(|i| ProducerRecord::new((batch * 100 + i).to_string()))
+                    .collect();
+                writer.append_batch("live", records).unwrap();
+            }
+        });
+        let mut next = 0u64;
+        while next < total {
+            let end = log.end_offsets("live").unwrap()[0];
+            assert!(end >= next, "end offsets never go back");
+            for record in log.read("live", 0, next, 1000).unwrap() {
+                assert_eq!(record.offset, next);
+                assert_eq!(String::from_utf8(record.value).unwrap(), next.to_string());
+                next += 1;
+            }
+        }
+    });
+}
+
+#[test]
+fn a_failed_batch_appends_nothing() {
+    let (_dir, log) = fresh();
+    log.create_topic("t", 2).unwrap();
+    log.append_batch(
+        "t",
+        vec![ProducerRecord::new("a"), ProducerRecord::new("b")],
+    )
+    .unwrap();
+    let error = log
+        .append_batch(
+            "t",
+            vec![
+                ProducerRecord::new("c"),
+                ProducerRecord::new("d").with_partition(9),
+            ],
+        )
+        .unwrap_err();
+    assert!(error.to_string().contains("no partition 9"), "{error}");
+    assert_eq!(log.end_offsets("t").unwrap(), vec![1, 1]);
+    assert_eq!(log.append_batch("t", Vec::new()).unwrap(), vec![]);
+    let next = log.append("t", ProducerRecord::new("e")).unwrap();
+    assert_eq!(
+        (next.partition, next.offset),
+        (0, 1),
+        "round-robin goes on where it was"
+    );
+}
+
+#[test]
 fn a_second_handle_on_an_open_log_is_refused() {
     let (dir, _log) = fresh();
     let error = EventLog::open(dir.path().join("log")).err().unwrap();
@@ -285,4 +398,46 @@ proptest! {
             prop_assert_eq!(&read, &expected[partition as usize]);
         }
     }
+}
+
+/// Set in the child process of [`a_crash_of_the_process_loses_nothing_appended`].
+const CRASH_DIR_VAR: &str = "RILL_LOG_TEST_CRASH_DIR";
+
+#[test]
+fn a_crash_of_the_process_loses_nothing_appended() {
+    if let Some(path) = std::env::var_os(CRASH_DIR_VAR) {
+        // The child: append without flushing, then die without running any destructor.
+        let log = EventLog::open_or_create(&path).unwrap();
+        log.create_topic("crash", 2).unwrap();
+        for i in 0..1_000 {
+            log.append(
+                "crash",
+                ProducerRecord::new(format!("{i}")).with_key(format!("{}", i % 7)),
+            )
+            .unwrap();
+        }
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_crash_of_the_process_loses_nothing_appended",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CRASH_DIR_VAR, &path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts");
+    let log = EventLog::open(&path).unwrap();
+    let ends = log.end_offsets("crash").unwrap();
+    assert_eq!(ends.iter().sum::<u64>(), 1_000);
+    let mut seen: Vec<u32> = (0..2)
+        .flat_map(|partition| values(&log, "crash", partition))
+        .map(|value| value.parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..1_000).collect::<Vec<_>>());
 }

@@ -34,7 +34,6 @@ fn node(name: &str, parallelism: u32, kind: OperatorKind) -> OperatorNode {
     OperatorNode {
         name: name.into(),
         parallelism,
-        keyed: false,
         kind,
     }
 }
@@ -264,4 +263,27 @@ fn jobs_run_from_inside_an_applications_actix_system() {
         handle.join().await.unwrap();
         assert_eq!(sink.0.lock().unwrap().len(), 1_000);
     });
+}
+
+#[test]
+fn settings_that_would_stop_every_job_are_refused() {
+    let mut config = RuntimeConfig::default();
+    config.flow.channel_credits = 0;
+    let error = Runtime::new(config)
+        .err()
+        .expect("zero credits are refused");
+    assert!(
+        error
+            .to_string()
+            .contains("channel credits must be at least 1"),
+        "{error}"
+    );
+    let no_workers = RuntimeConfig {
+        workers: 0,
+        ..RuntimeConfig::default()
+    };
+    assert!(matches!(
+        Runtime::new(no_workers),
+        Err(rill_runtime::RuntimeError::NoWorkers)
+    ));
 }
