@@ -34,8 +34,18 @@ pub trait Router: Send {
     ) -> Result<(), RecordTypeMismatch>;
 }
 
+/// Where a router runs: what it needs to route the way every other partitioner of its edge
+/// does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouterContext {
+    /// The index of the upstream subtask the partitioner serves.
+    pub upstream_subtask: u32,
+    /// The job's number of key groups.
+    pub max_parallelism: u32,
+}
+
 /// Builds a fresh router for each partitioner of an edge.
-pub type RouterFactory = std::sync::Arc<dyn Fn() -> Box<dyn Router> + Send + Sync>;
+pub type RouterFactory = Arc<dyn Fn(&RouterContext) -> Box<dyn Router> + Send + Sync>;
 
 /// Hands the whole batch to the only target.
 pub struct ForwardRouter;

@@ -7,7 +7,7 @@
 //! reaches (one for forward, all for the other exchanges).
 
 use crate::checkpoint::CheckpointMode;
-use crate::exchange::ExchangeKind;
+use crate::exchange::{ExchangeKind, RouterContext};
 use crate::flow::FlowConfig;
 use crate::graph::{EdgeId, GraphError, JobGraph, OperatorId, OperatorKind};
 use crate::key::KeyGroupRange;
@@ -331,7 +331,11 @@ impl PhysicalPlan {
             graph.operator(edge.to).name,
             edge.exchange
         );
-        let core = PartitionerCore::new(name, (edge.router)(), targets.len(), flow);
+        let router = (edge.router)(&RouterContext {
+            upstream_subtask: upstream.index,
+            max_parallelism: self.max_parallelism,
+        });
+        let core = PartitionerCore::new(name, router, targets.len(), flow);
         (core, targets)
     }
 }
@@ -369,7 +373,7 @@ mod tests {
             from,
             to,
             exchange,
-            router: Arc::new(|| Box::new(ForwardRouter)),
+            router: Arc::new(|_| Box::new(ForwardRouter)),
         });
     }
 

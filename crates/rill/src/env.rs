@@ -197,7 +197,7 @@ impl StreamEnv {
             let (exchange, router) = match &edge.exchange {
                 EdgeExchange::Default { rebalance } => {
                     if graph.operator(from).parallelism == graph.operator(to).parallelism {
-                        let forward: RouterFactory = Arc::new(|| Box::new(ForwardRouter));
+                        let forward: RouterFactory = Arc::new(|_| Box::new(ForwardRouter));
                         (ExchangeKind::Forward, forward)
                     } else {
                         (ExchangeKind::Rebalance, rebalance.clone())

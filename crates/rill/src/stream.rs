@@ -99,7 +99,11 @@ impl<T: Data> DataStream<T> {
         let exchange = match edge.or_else(|| self.exchange.clone()) {
             Some((kind, router)) => EdgeExchange::Explicit(kind, router),
             None => EdgeExchange::Default {
-                rebalance: Arc::new(|| Box::new(RebalanceRouter::<T>::starting_at(0))),
+                rebalance: Arc::new(|context| {
+                    Box::new(RebalanceRouter::<T>::starting_at(
+                        context.upstream_subtask as usize,
+                    ))
+                }),
             },
         };
         self.env.add_edge(EdgeDraft {
@@ -172,12 +176,11 @@ impl<T: Data> DataStream<T> {
         F: Fn(&T) -> K + Send + Sync + 'static,
     {
         let key_of = Arc::new(key_of);
-        let max_parallelism = self.env.config().max_parallelism;
         let router_key_of = key_of.clone();
-        let router: RouterFactory = Arc::new(move || {
+        let router: RouterFactory = Arc::new(move |context| {
             Box::new(KeyHashRouter::<T, K, F>::new(
                 router_key_of.clone(),
-                max_parallelism,
+                context.max_parallelism,
             ))
         });
         KeyedStream {
@@ -200,7 +203,11 @@ impl<T: Data> DataStream<T> {
     pub fn rebalance(mut self) -> Self {
         self.exchange = Some((
             ExchangeKind::Rebalance,
-            Arc::new(|| Box::new(RebalanceRouter::<T>::starting_at(0))),
+            Arc::new(|context| {
+                Box::new(RebalanceRouter::<T>::starting_at(
+                    context.upstream_subtask as usize,
+                ))
+            }),
         ));
         self
     }
@@ -209,7 +216,7 @@ impl<T: Data> DataStream<T> {
     pub fn broadcast(mut self) -> Self {
         self.exchange = Some((
             ExchangeKind::Broadcast,
-            Arc::new(|| Box::new(BroadcastRouter)),
+            Arc::new(|_| Box::new(BroadcastRouter)),
         ));
         self
     }

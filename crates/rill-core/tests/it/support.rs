@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rill_core::exchange::{
     BroadcastRouter, ExchangeKind, ForwardRouter, KeyHashRouter, RebalanceRouter, Router,
+    RouterContext,
 };
 use rill_core::flow::FlowConfig;
 use rill_core::graph::{Edge, JobGraph, OperatorId, OperatorKind, OperatorNode};
-use rill_core::key::{DEFAULT_MAX_PARALLELISM, Key};
+use rill_core::key::Key;
 use rill_core::operator::{
     Erased, OneInputOperator, OperatorInfo, Passthrough, Sink, SinkOperator,
 };
@@ -57,7 +58,7 @@ fn connect(
     from: OperatorId,
     to: OperatorId,
     exchange: ExchangeKind,
-    router: impl Fn() -> Box<dyn Router> + Send + Sync + 'static,
+    router: impl Fn(&RouterContext) -> Box<dyn Router> + Send + Sync + 'static,
 ) {
     graph.add_edge(Edge {
         from,
@@ -68,19 +69,21 @@ fn connect(
 }
 
 pub fn forward(graph: &mut JobGraph, from: OperatorId, to: OperatorId) {
-    connect(graph, from, to, ExchangeKind::Forward, || {
+    connect(graph, from, to, ExchangeKind::Forward, |_| {
         Box::new(ForwardRouter)
     });
 }
 
 pub fn rebalance<T: Data>(graph: &mut JobGraph, from: OperatorId, to: OperatorId) {
-    connect(graph, from, to, ExchangeKind::Rebalance, || {
-        Box::new(RebalanceRouter::<T>::starting_at(0))
+    connect(graph, from, to, ExchangeKind::Rebalance, |context| {
+        Box::new(RebalanceRouter::<T>::starting_at(
+            context.upstream_subtask as usize,
+        ))
     });
 }
 
 pub fn broadcast(graph: &mut JobGraph, from: OperatorId, to: OperatorId) {
-    connect(graph, from, to, ExchangeKind::Broadcast, || {
+    connect(graph, from, to, ExchangeKind::Broadcast, |_| {
         Box::new(BroadcastRouter)
     });
 }
@@ -92,10 +95,10 @@ pub fn key_by<T: Data, K: Key>(
     key_of: impl Fn(&T) -> K + Send + Sync + 'static,
 ) {
     let key_of: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(key_of);
-    connect(graph, from, to, ExchangeKind::KeyHash, move || {
+    connect(graph, from, to, ExchangeKind::KeyHash, move |context| {
         Box::new(KeyHashRouter::<T, K>::new(
             key_of.clone(),
-            DEFAULT_MAX_PARALLELISM,
+            context.max_parallelism,
         ))
     });
 }

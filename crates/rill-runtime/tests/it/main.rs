@@ -43,7 +43,7 @@ fn forward(from: OperatorId, to: OperatorId) -> Edge {
         from,
         to,
         exchange: ExchangeKind::Forward,
-        router: Arc::new(|| Box::new(ForwardRouter)),
+        router: Arc::new(|_| Box::new(ForwardRouter)),
     }
 }
 
@@ -100,7 +100,9 @@ fn counting_job(
         from: map,
         to: reduce,
         exchange: ExchangeKind::KeyHash,
-        router: Arc::new(move || Box::new(KeyHashRouter::new(key_of.clone(), 128))),
+        router: Arc::new(move |context| {
+            Box::new(KeyHashRouter::new(key_of.clone(), context.max_parallelism))
+        }),
     });
     graph.add_edge(forward(reduce, sink_node));
     graph
@@ -192,7 +194,7 @@ fn endless_job() -> JobGraph {
         from: source,
         to: sink,
         exchange: ExchangeKind::Rebalance,
-        router: Arc::new(|| Box::new(RebalanceRouter::<(u64, u64)>::starting_at(0))),
+        router: Arc::new(|_| Box::new(RebalanceRouter::<(u64, u64)>::starting_at(0))),
     });
     graph
 }
