@@ -7,6 +7,7 @@ use crate::coordinator::CheckpointConfig;
 use crate::exchange::{ExchangeKind, RouterFactory};
 use crate::key::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 use crate::operator::{Operator, OperatorInfo};
+use crate::restart::RestartStrategy;
 use crate::source::AnySource;
 
 /// Identifies an operator within its graph (its index).
@@ -65,6 +66,8 @@ pub struct JobGraph {
     pub max_parallelism: u32,
     /// When and how the job checkpoints.
     pub checkpoint: CheckpointConfig,
+    /// Whether and when the job restarts after a task failure.
+    pub restart: RestartStrategy,
     /// The operators, indexed by [`OperatorId`].
     pub operators: Vec<OperatorNode>,
     /// The edges, indexed by [`EdgeId`].
@@ -125,6 +128,7 @@ impl JobGraph {
             name: name.into(),
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             checkpoint: CheckpointConfig::default(),
+            restart: RestartStrategy::None,
             operators: Vec::new(),
             edges: Vec::new(),
         }

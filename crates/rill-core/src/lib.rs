@@ -24,6 +24,7 @@ pub mod keyed;
 pub mod operator;
 pub mod partitioner;
 pub mod plan;
+pub mod restart;
 pub mod source;
 pub mod state;
 pub mod subtask;

@@ -2,10 +2,12 @@
 //! clock, triggers the source subtasks, collects acknowledgements, and keeps the snapshots of
 //! the retained checkpoints.
 //!
-//! Snapshots and metadata are kept in memory for now: the durable checkpoint store on fjall is
-//! the next step of the exactly-once work, and will take the place of `snapshots` here.
+//! Snapshots and metadata are kept in memory for now (the job master keeps the latest completed
+//! checkpoint to restart from): the durable checkpoint store on fjall is the next step of the
+//! exactly-once work, and will take the place of the maps here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
@@ -20,24 +22,29 @@ use crate::messages::{
 use crate::subtask::SubtaskActor;
 
 pub(crate) struct CoordinatorActor {
+    attempt: u32,
     core: CoordinatorCore,
     config: CheckpointConfig,
     sources: Vec<Addr<SubtaskActor>>,
     master: Addr<JobMaster>,
     started_at: Instant,
-    /// The snapshots of checkpoints in progress and retained, by subtask index.
+    /// The snapshots of checkpoints in progress, by subtask index; a completed checkpoint's
+    /// go to the job master.
     snapshots: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
 }
 
 impl CoordinatorActor {
+    /// A coordinator for attempt `attempt` whose first checkpoint is `first_id`.
     pub(crate) fn new(
+        (attempt, first_id): (u32, CheckpointId),
         config: CheckpointConfig,
         subtasks: usize,
         sources: Vec<Addr<SubtaskActor>>,
         master: Addr<JobMaster>,
     ) -> Self {
         CoordinatorActor {
-            core: CoordinatorCore::new(config, subtasks, CheckpointId(1)),
+            attempt,
+            core: CoordinatorCore::new(config, subtasks, first_id),
             config,
             sources,
             master,
@@ -61,10 +68,20 @@ impl CoordinatorActor {
                 }
                 CoordinatorAction::PersistMetadata(metadata) => {
                     // In memory, the metadata is "durable" at once.
+                    let snapshots = Arc::new(
+                        self.snapshots
+                            .remove(&metadata.checkpoint)
+                            .unwrap_or_default(),
+                    );
+
                     let now = self.now_ms();
                     self.core
                         .handle_metadata_persisted(metadata.checkpoint, now);
-                    self.master.do_send(CheckpointCompleted(metadata));
+                    self.master.do_send(CheckpointCompleted {
+                        attempt: self.attempt,
+                        metadata,
+                        snapshots,
+                    });
                 }
                 CoordinatorAction::NotifyComplete(checkpoint) => {
                     debug!(%checkpoint, "complete");
@@ -74,7 +91,10 @@ impl CoordinatorActor {
                 }
                 CoordinatorAction::FailJob(reason) => {
                     warn!(%reason, "checkpointing failed");
-                    self.master.do_send(CheckpointingFailed(reason));
+                    self.master.do_send(CheckpointingFailed {
+                        attempt: self.attempt,
+                        reason,
+                    });
                 }
             }
         }

@@ -24,6 +24,8 @@ pub struct JobReport {
     pub checkpoints_completed: u64,
     /// The newest of them.
     pub latest_checkpoint: Option<CheckpointMetadata>,
+    /// How many times the job restarted after a failure.
+    pub restarts: u32,
 }
 
 /// Why a job did not run to the end.

@@ -1,11 +1,19 @@
 //! The job master actor: deploys a physical plan over the arbiters, wires the actors, watches
-//! them, and ends the job — with success once every subtask has finished, or with the first
-//! failure, a cancel, or a lost actor. Ending always stops every actor of the job.
+//! them, and ends the job — with success once every subtask has finished, or with a failure, a
+//! cancel, or a lost actor. Ending always stops every actor of the job.
+//!
+//! On a failure the job's restart strategy decides: the master stops every actor of the
+//! current attempt and, after the strategy's delay, deploys a new attempt whose subtasks are
+//! restored from the latest completed checkpoint (or start afresh if there is none). Messages
+//! from a stopped attempt are recognised by their attempt number and ignored.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::dev::ArbiterHandle;
-use actix::{Actor, ActorContext, Addr, Context, Handler};
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
+use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::coordinator::CheckpointMetadata;
 use rill_core::graph::{JobGraph, OperatorKind};
 use rill_core::plan::{ChannelTarget, PhysicalPlan, SubtaskId};
@@ -36,6 +44,11 @@ pub(crate) struct JobMaster {
     started_at: Instant,
     checkpoints_completed: u64,
     latest_checkpoint: Option<CheckpointMetadata>,
+    /// Every subtask's part of the latest completed checkpoint, by index: what a restart
+    /// restores.
+    latest_snapshots: Option<Arc<BTreeMap<usize, SubtaskSnapshot>>>,
+    /// 0 for the first deployment, one more per restart.
+    attempt: u32,
 }
 
 impl JobMaster {
@@ -60,12 +73,15 @@ impl JobMaster {
             started_at: Instant::now(),
             checkpoints_completed: 0,
             latest_checkpoint: None,
+            latest_snapshots: None,
+            attempt: 0,
         }
     }
 
     /// Starts every actor, wires them, then starts them: wiring messages are all sent before
     /// any `Start`, so no batch can reach an actor before its wiring does.
-    fn deploy(&mut self, me: Addr<JobMaster>) {
+    fn deploy(&mut self, me: Addr<JobMaster>) -> Result<(), JobError> {
+        let attempt = self.attempt;
         let flow = self.config.flow;
         let ids: Vec<SubtaskId> = self.plan.subtasks().collect();
         let mut partitioners_of: Vec<Vec<(Addr<PartitionerActor>, Vec<ChannelTarget>)>> =
@@ -74,12 +90,26 @@ impl JobMaster {
             // Round-robin over all subtasks, so that the stages of a pipeline land on different
             // threads; a partitioner shares its upstream subtask's thread.
             let arbiter = &self.arbiters[position % self.arbiters.len()];
-            let core = self
-                .plan
-                .build_subtask(&self.graph, id, flow, self.graph.checkpoint.mode);
+            let mut core =
+                self.plan
+                    .build_subtask(&self.graph, id, flow, self.graph.checkpoint.mode);
+            if let Some(snapshots) = &self.latest_snapshots {
+                let Some(snapshot) = snapshots.get(&position) else {
+                    return Err(JobError::Deploy {
+                        job: self.graph.name.clone(),
+                        reason: format!(
+                            "the latest checkpoint holds no snapshot of subtask {} of '{}'",
+                            id.index,
+                            self.chain_name(id)
+                        ),
+                    });
+                };
+                core.restore(snapshot.clone())
+                    .map_err(|error| self.task_error(id, error))?;
+            }
             let (master, pause) = (me.clone(), self.config.source_idle_pause);
             let addr = SubtaskActor::start_in_arbiter(arbiter, move |_| {
-                SubtaskActor::new(id, position, core, master, pause)
+                SubtaskActor::new((id, position, attempt), core, master, pause)
             });
             self.subtasks.push((id, addr));
             let outputs = (0..self.plan.chain(id.chain).outputs.len())
@@ -88,7 +118,7 @@ impl JobMaster {
                         self.plan.build_partitioner(&self.graph, id, output, flow);
                     let master = me.clone();
                     let addr = PartitionerActor::start_in_arbiter(arbiter, move |_| {
-                        PartitionerActor::new(id, output, core, master)
+                        PartitionerActor::new((id, output, attempt), core, master)
                     });
                     (addr, targets)
                 })
@@ -120,8 +150,19 @@ impl JobMaster {
             .filter(|(id, _)| self.is_source(*id))
             .map(|(_, addr)| addr.clone())
             .collect();
-        let coordinator =
-            CoordinatorActor::new(self.graph.checkpoint, ids.len(), sources, me.clone()).start();
+        let first_checkpoint = CheckpointId(
+            self.latest_checkpoint
+                .as_ref()
+                .map_or(1, |latest| latest.checkpoint.0 + 1),
+        );
+        let coordinator = CoordinatorActor::new(
+            (attempt, first_checkpoint),
+            self.graph.checkpoint,
+            ids.len(),
+            sources,
+            me.clone(),
+        )
+        .start();
         self.coordinator = Some(coordinator.clone());
         for (position, &id) in ids.iter().enumerate() {
             let inputs = self
@@ -155,7 +196,67 @@ impl JobMaster {
         for (_, addr) in &self.subtasks {
             addr.do_send(Start);
         }
-        info!(job = %self.graph.name, subtasks = ids.len(), partitioners = self.partitioners.len(), "job deployed");
+        info!(job = %self.graph.name, attempt, subtasks = ids.len(), partitioners = self.partitioners.len(), "job deployed");
+        Ok(())
+    }
+
+    /// Deploys the current attempt, turning a panic in user code that builds operators into a
+    /// deployment error.
+    fn deploy_or_end(&mut self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let deployed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.deploy(me)))
+            .unwrap_or_else(|payload| {
+                Err(JobError::Deploy {
+                    job: self.graph.name.clone(),
+                    reason: rill_core::OperatorError::from_panic(payload).to_string(),
+                })
+            });
+        if let Err(error) = deployed {
+            self.end(Err(error));
+            ctx.stop();
+        }
+    }
+
+    fn task_error(&self, id: SubtaskId, error: rill_core::TaskError) -> JobError {
+        JobError::TaskFailed {
+            job: self.graph.name.clone(),
+            chain: self.chain_name(id),
+            subtask: id.index,
+            parallelism: self.plan.chain(id.chain).parallelism,
+            error,
+        }
+    }
+
+    /// Stops every actor of the current attempt.
+    fn stop_attempt(&mut self) {
+        for (_, addr) in self.subtasks.drain(..) {
+            addr.do_send(Shutdown);
+        }
+        for addr in self.partitioners.drain(..) {
+            addr.do_send(Shutdown);
+        }
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.do_send(Shutdown);
+        }
+    }
+
+    /// A failure: restart from the latest completed checkpoint if the strategy allows, or end
+    /// the job with the error.
+    fn fail(&mut self, error: JobError, ctx: &mut Context<Self>) {
+        let restarts = self.attempt + 1;
+        let Some(delay_ms) = self.graph.restart.delay_before(restarts) else {
+            self.end(Err(error));
+            ctx.stop();
+            return;
+        };
+        warn!(%error, restart = restarts, delay_ms, from = ?self.latest_checkpoint.as_ref().map(|c| c.checkpoint), "restarting the job");
+        self.stop_attempt();
+        self.attempt = restarts;
+        ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
+            if master.outcome.is_some() {
+                master.deploy_or_end(ctx);
+            }
+        });
     }
 
     fn is_source(&self, id: SubtaskId) -> bool {
@@ -182,15 +283,7 @@ impl JobMaster {
             }
             Err(error) => warn!(%error, "job ended"),
         }
-        for (_, addr) in &self.subtasks {
-            addr.do_send(Shutdown);
-        }
-        for addr in &self.partitioners {
-            addr.do_send(Shutdown);
-        }
-        if let Some(coordinator) = &self.coordinator {
-            coordinator.do_send(Shutdown);
-        }
+        self.stop_attempt();
         // The application may have dropped its handle; the job ends all the same.
         let _ = sender.send(outcome);
     }
@@ -200,26 +293,18 @@ impl Actor for JobMaster {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        use actix::AsyncContext;
-        let me = ctx.address();
-        let deployed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.deploy(me)));
-        if let Err(payload) = deployed {
-            let reason = rill_core::OperatorError::from_panic(payload).to_string();
-            self.end(Err(JobError::Deploy {
-                job: self.graph.name.clone(),
-                reason,
-            }));
-        }
-        if self.outcome.is_none() {
-            ctx.stop();
-        }
+        self.deploy_or_end(ctx);
     }
 }
 
 impl Handler<SubtaskFinished> for JobMaster {
     type Result = ();
 
-    fn handle(&mut self, SubtaskFinished(id): SubtaskFinished, ctx: &mut Context<Self>) {
+    fn handle(&mut self, finished: SubtaskFinished, ctx: &mut Context<Self>) {
+        let id = finished.subtask;
+        if finished.attempt != self.attempt {
+            return;
+        }
         let Some(position) = self.position(id) else {
             return;
         };
@@ -235,6 +320,7 @@ impl Handler<SubtaskFinished> for JobMaster {
                 elapsed: self.started_at.elapsed(),
                 checkpoints_completed: self.checkpoints_completed,
                 latest_checkpoint: self.latest_checkpoint.clone(),
+                restarts: self.attempt,
             }));
             ctx.stop();
         }
@@ -245,15 +331,11 @@ impl Handler<TaskFailed> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, failure: TaskFailed, ctx: &mut Context<Self>) {
-        let id = failure.subtask;
-        self.end(Err(JobError::TaskFailed {
-            job: self.graph.name.clone(),
-            chain: self.chain_name(id),
-            subtask: id.index,
-            parallelism: self.plan.chain(id.chain).parallelism,
-            error: failure.error,
-        }));
-        ctx.stop();
+        if failure.attempt != self.attempt {
+            return;
+        }
+        let error = self.task_error(failure.subtask, failure.error);
+        self.fail(error, ctx);
     }
 }
 
@@ -261,13 +343,16 @@ impl Handler<ActorLost> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, lost: ActorLost, ctx: &mut Context<Self>) {
-        self.end(Err(JobError::ActorLost {
+        if lost.attempt != self.attempt {
+            return;
+        }
+        let error = JobError::ActorLost {
             job: self.graph.name.clone(),
             chain: self.chain_name(lost.subtask),
             subtask: lost.subtask.index,
             what: lost.what,
-        }));
-        ctx.stop();
+        };
+        self.fail(error, ctx);
     }
 }
 
@@ -283,28 +368,27 @@ impl Handler<Cancel> for JobMaster {
 impl Handler<CheckpointCompleted> for JobMaster {
     type Result = ();
 
-    fn handle(
-        &mut self,
-        CheckpointCompleted(metadata): CheckpointCompleted,
-        _ctx: &mut Context<Self>,
-    ) {
+    fn handle(&mut self, completed: CheckpointCompleted, _ctx: &mut Context<Self>) {
+        if completed.attempt != self.attempt {
+            return;
+        }
         self.checkpoints_completed += 1;
-        self.latest_checkpoint = Some(metadata);
+        self.latest_checkpoint = Some(completed.metadata);
+        self.latest_snapshots = Some(completed.snapshots);
     }
 }
 
 impl Handler<CheckpointingFailed> for JobMaster {
     type Result = ();
 
-    fn handle(
-        &mut self,
-        CheckpointingFailed(reason): CheckpointingFailed,
-        ctx: &mut Context<Self>,
-    ) {
-        self.end(Err(JobError::Checkpointing {
+    fn handle(&mut self, failed: CheckpointingFailed, ctx: &mut Context<Self>) {
+        if failed.attempt != self.attempt {
+            return;
+        }
+        let error = JobError::Checkpointing {
             job: self.graph.name.clone(),
-            reason,
-        }));
-        ctx.stop();
+            reason: failed.reason,
+        };
+        self.fail(error, ctx);
     }
 }

@@ -1,5 +1,10 @@
 //! The messages the runtime's actors exchange. They carry data only; every decision about them
-//! is made by the core state machines.
+//! is made by the core state machines. What actors tell the job master carries the attempt
+//! (0, then one more per restart) they belong to, so that news from a stopped attempt is
+//! ignored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use actix::{Addr, Message};
 use rill_core::Batch;
@@ -73,12 +78,16 @@ pub(crate) struct Shutdown;
 /// A subtask has emitted end of input and handed over all its output.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct SubtaskFinished(pub SubtaskId);
+pub(crate) struct SubtaskFinished {
+    pub attempt: u32,
+    pub subtask: SubtaskId,
+}
 
 /// A subtask or partitioner failed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct TaskFailed {
+    pub attempt: u32,
     pub subtask: SubtaskId,
     pub error: TaskError,
 }
@@ -87,6 +96,7 @@ pub(crate) struct TaskFailed {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ActorLost {
+    pub attempt: u32,
     pub subtask: SubtaskId,
     pub what: &'static str,
 }
@@ -118,12 +128,19 @@ pub(crate) struct Decline {
     pub reason: DeclineReason,
 }
 
-/// The coordinator completed a checkpoint.
+/// The coordinator completed a checkpoint; `snapshots` holds every subtask's part, by index.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct CheckpointCompleted(pub CheckpointMetadata);
+pub(crate) struct CheckpointCompleted {
+    pub attempt: u32,
+    pub metadata: CheckpointMetadata,
+    pub snapshots: Arc<BTreeMap<usize, SubtaskSnapshot>>,
+}
 
 /// Too many checkpoints failed: the job must fail.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct CheckpointingFailed(pub String);
+pub(crate) struct CheckpointingFailed {
+    pub attempt: u32,
+    pub reason: String,
+}

@@ -12,6 +12,7 @@ use crate::messages::{
 
 pub(crate) struct PartitionerActor {
     upstream_id: SubtaskId,
+    attempt: u32,
     output: usize,
     core: PartitionerCore,
     master: Addr<JobMaster>,
@@ -22,13 +23,13 @@ pub(crate) struct PartitionerActor {
 
 impl PartitionerActor {
     pub(crate) fn new(
-        upstream_id: SubtaskId,
-        output: usize,
+        (upstream_id, output, attempt): (SubtaskId, usize, u32),
         core: PartitionerCore,
         master: Addr<JobMaster>,
     ) -> Self {
         PartitionerActor {
             upstream_id,
+            attempt,
             output,
             core,
             master,
@@ -68,6 +69,7 @@ impl Actor for PartitionerActor {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         if !self.shutting_down {
             self.master.do_send(ActorLost {
+                attempt: self.attempt,
                 subtask: self.upstream_id,
                 what: "partitioner",
             });
@@ -94,6 +96,7 @@ impl Handler<PartitionBatch> for PartitionerActor {
         if let Err(error) = self.core.handle_batch(batch) {
             self.failed = true;
             self.master.do_send(TaskFailed {
+                attempt: self.attempt,
                 subtask: self.upstream_id,
                 error,
             });

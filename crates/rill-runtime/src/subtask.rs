@@ -29,6 +29,7 @@ pub(crate) struct SubtaskActor {
     id: SubtaskId,
     /// The subtask's index in the plan's order, as the coordinator counts acknowledgements.
     index: usize,
+    attempt: u32,
     core: SubtaskCore,
     master: Addr<JobMaster>,
     wiring: Option<WireSubtask>,
@@ -43,8 +44,7 @@ pub(crate) struct SubtaskActor {
 
 impl SubtaskActor {
     pub(crate) fn new(
-        id: SubtaskId,
-        index: usize,
+        (id, index, attempt): (SubtaskId, usize, u32),
         core: SubtaskCore,
         master: Addr<JobMaster>,
         source_idle_pause: Duration,
@@ -52,6 +52,7 @@ impl SubtaskActor {
         SubtaskActor {
             id,
             index,
+            attempt,
             core,
             master,
             wiring: None,
@@ -80,7 +81,10 @@ impl SubtaskActor {
                 }
                 Ok(Step::Finished) => {
                     self.done = true;
-                    self.master.do_send(SubtaskFinished(self.id));
+                    self.master.do_send(SubtaskFinished {
+                        attempt: self.attempt,
+                        subtask: self.id,
+                    });
                     return;
                 }
                 Err(error) => {
@@ -97,6 +101,7 @@ impl SubtaskActor {
         self.done = true;
         self.failed = true;
         self.master.do_send(TaskFailed {
+            attempt: self.attempt,
             subtask: self.id,
             error,
         });
@@ -153,6 +158,7 @@ impl Actor for SubtaskActor {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         if !self.shutting_down {
             self.master.do_send(ActorLost {
+                attempt: self.attempt,
                 subtask: self.id,
                 what: "subtask",
             });

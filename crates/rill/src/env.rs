@@ -7,6 +7,7 @@ use rill_core::coordinator::CheckpointConfig;
 use rill_core::exchange::{ExchangeKind, ForwardRouter, RouterFactory};
 use rill_core::graph::{Edge, JobGraph, OperatorKind, OperatorNode};
 use rill_core::key::DEFAULT_MAX_PARALLELISM;
+use rill_core::restart::RestartStrategy;
 use rill_core::source::{IterSource, SequenceSource, Source};
 use rill_runtime::{JobCanceller, JobHandle, JobReport, Runtime, RuntimeConfig};
 
@@ -24,6 +25,8 @@ pub struct ExecutionConfig {
     pub runtime: RuntimeConfig,
     /// When and how jobs checkpoint (off unless an interval is set).
     pub checkpoint: CheckpointConfig,
+    /// Whether and when a failed job restarts from its latest completed checkpoint.
+    pub restart: RestartStrategy,
 }
 
 impl Default for ExecutionConfig {
@@ -33,6 +36,7 @@ impl Default for ExecutionConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             runtime: RuntimeConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            restart: RestartStrategy::None,
         }
     }
 }
@@ -102,6 +106,12 @@ impl StreamEnv {
     /// Takes a checkpoint every `interval` (with the other checkpoint settings as configured).
     pub fn enable_checkpointing(&self, interval: std::time::Duration) -> &Self {
         self.draft().config.checkpoint.interval_ms = Some(interval.as_millis() as u64);
+        self
+    }
+
+    /// Restarts a failed job from its latest completed checkpoint as `strategy` allows.
+    pub fn set_restart_strategy(&self, strategy: RestartStrategy) -> &Self {
+        self.draft().config.restart = strategy;
         self
     }
 
@@ -175,6 +185,7 @@ impl StreamEnv {
         let mut graph = JobGraph::new(name);
         graph.max_parallelism = draft.config.max_parallelism;
         graph.checkpoint = draft.config.checkpoint;
+        graph.restart = draft.config.restart;
         for node in &draft.nodes {
             let parallelism = node.parallelism.unwrap_or(default);
             if !node.parallel && parallelism != 1 {

@@ -55,6 +55,7 @@ pub mod prelude {
     pub use crate::stream::{DataStream, KeyedStream};
     pub use rill_core::keyed::{KeyedContext, KeyedProcessFunction};
     pub use rill_core::operator::Sink;
+    pub use rill_core::restart::RestartStrategy;
     pub use rill_core::source::{Source, SourceOutput, SourcePoll};
     pub use rill_core::state::{MapState, ValueState};
     pub use rill_core::{BoxError, Record, Timestamp};
