@@ -40,6 +40,8 @@ pub enum DeclineReason {
     Finished,
     /// A newer checkpoint's barrier overtook this one's alignment.
     Overtaken,
+    /// The subtask's snapshot could not be stored.
+    StorageFailed,
 }
 
 impl std::fmt::Display for DeclineReason {
@@ -47,6 +49,7 @@ impl std::fmt::Display for DeclineReason {
         f.write_str(match self {
             DeclineReason::Finished => "a subtask had finished",
             DeclineReason::Overtaken => "a newer checkpoint overtook it",
+            DeclineReason::StorageFailed => "a snapshot could not be stored",
         })
     }
 }

@@ -277,6 +277,17 @@ impl CoordinatorCore {
         }
     }
 
+    /// The metadata of `checkpoint` could not be written: the checkpoint does not exist.
+    pub fn handle_metadata_failed(&mut self, checkpoint: CheckpointId, reason: &str) {
+        if self
+            .pending
+            .get(&checkpoint)
+            .is_some_and(|p| p.persisting.is_some())
+        {
+            self.abort(checkpoint, &format!("{checkpoint}: {reason}"), true);
+        }
+    }
+
     /// The metadata of `checkpoint` is durable: the checkpoint is complete.
     pub fn handle_metadata_persisted(&mut self, checkpoint: CheckpointId, now_ms: u64) {
         let Some(metadata) = self
@@ -464,6 +475,21 @@ mod tests {
             actions(&mut core).is_empty(),
             "a failed coordinator triggers nothing"
         );
+    }
+
+    #[test]
+    fn a_metadata_write_that_fails_aborts_the_checkpoint() {
+        let mut core = CoordinatorCore::new(config(10), 1, CheckpointId(1));
+        core.handle_tick(0);
+        core.handle_ack(CheckpointId(1), 0, 1, 1);
+        actions(&mut core);
+        core.handle_metadata_failed(CheckpointId(1), "disk full");
+        let seen = actions(&mut core);
+        assert_eq!(seen[0], CoordinatorAction::Discard(CheckpointId(1)));
+        assert!(
+            matches!(&seen[1], CoordinatorAction::FailJob(reason) if reason.contains("disk full"))
+        );
+        assert!(core.latest_completed().is_none());
     }
 
     #[test]

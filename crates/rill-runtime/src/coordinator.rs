@@ -2,17 +2,18 @@
 //! clock, triggers the source subtasks, collects acknowledgements, and keeps the snapshots of
 //! the retained checkpoints.
 //!
-//! Snapshots and metadata are kept in memory for now (the job master keeps the latest completed
-//! checkpoint to restart from): the durable checkpoint store on fjall is the next step of the
-//! exactly-once work, and will take the place of the maps here.
+//! With a [`CheckpointStore`], every snapshot is written as it is acknowledged and the metadata
+//! last and durably; without one, checkpoints live in memory only. Either way the job master
+//! receives the latest completed checkpoint's snapshots, to restart from after a failure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
-use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::coordinator::{CheckpointConfig, CoordinatorAction, CoordinatorCore};
+use rill_store::CheckpointStore;
 use tracing::{debug, warn};
 
 use crate::master::JobMaster;
@@ -23,6 +24,9 @@ use crate::subtask::SubtaskActor;
 
 pub(crate) struct CoordinatorActor {
     attempt: u32,
+    job: String,
+    /// Where snapshots and metadata go durably, if the job has a checkpoint store.
+    store: Option<CheckpointStore>,
     core: CoordinatorCore,
     config: CheckpointConfig,
     sources: Vec<Addr<SubtaskActor>>,
@@ -37,6 +41,7 @@ impl CoordinatorActor {
     /// A coordinator for attempt `attempt` whose first checkpoint is `first_id`.
     pub(crate) fn new(
         (attempt, first_id): (u32, CheckpointId),
+        (job, store): (String, Option<CheckpointStore>),
         config: CheckpointConfig,
         subtasks: usize,
         sources: Vec<Addr<SubtaskActor>>,
@@ -44,6 +49,8 @@ impl CoordinatorActor {
     ) -> Self {
         CoordinatorActor {
             attempt,
+            job,
+            store,
             core: CoordinatorCore::new(config, subtasks, first_id),
             config,
             sources,
@@ -67,14 +74,21 @@ impl CoordinatorActor {
                     }
                 }
                 CoordinatorAction::PersistMetadata(metadata) => {
-                    // In memory, the metadata is "durable" at once.
+                    let now = self.now_ms();
+                    if let Some(store) = &self.store
+                        && let Err(error) = store.write_metadata(&self.job, &metadata)
+                    {
+                        warn!(%error, checkpoint = %metadata.checkpoint, "cannot store checkpoint metadata");
+                        self.core
+                            .handle_metadata_failed(metadata.checkpoint, &error.to_string());
+                        continue;
+                    }
                     let snapshots = Arc::new(
                         self.snapshots
                             .remove(&metadata.checkpoint)
                             .unwrap_or_default(),
                     );
 
-                    let now = self.now_ms();
                     self.core
                         .handle_metadata_persisted(metadata.checkpoint, now);
                     self.master.do_send(CheckpointCompleted {
@@ -88,6 +102,13 @@ impl CoordinatorActor {
                 }
                 CoordinatorAction::Discard(checkpoint) => {
                     self.snapshots.remove(&checkpoint);
+                    if let Some(store) = &self.store
+                        && let Err(error) = store.discard(&self.job, checkpoint)
+                    {
+                        // Left-over data of a discarded checkpoint is garbage, never restored:
+                        // only checkpoints with metadata are, and the metadata goes first.
+                        warn!(%error, %checkpoint, "cannot discard a checkpoint");
+                    }
                 }
                 CoordinatorAction::FailJob(reason) => {
                     warn!(%reason, "checkpointing failed");
@@ -133,7 +154,21 @@ impl Handler<Acknowledge> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, ack: Acknowledge, _ctx: &mut Context<Self>) {
-        let bytes = snapshot_bytes(&ack.snapshot);
+        let bytes = match &self.store {
+            Some(store) => {
+                match store.write_snapshot(&self.job, ack.checkpoint, ack.subtask, &ack.snapshot) {
+                    Ok(bytes) => bytes,
+                    Err(error) => {
+                        warn!(%error, checkpoint = %ack.checkpoint, "cannot store a snapshot");
+                        self.core
+                            .handle_decline(ack.checkpoint, DeclineReason::StorageFailed);
+                        self.perform_actions();
+                        return;
+                    }
+                }
+            }
+            None => snapshot_bytes(&ack.snapshot),
+        };
         self.snapshots
             .entry(ack.checkpoint)
             .or_default()

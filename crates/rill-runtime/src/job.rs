@@ -70,6 +70,15 @@ pub enum JobError {
         /// What went wrong.
         reason: String,
     },
+    /// The checkpoint store could not be read.
+    #[error("job '{job}' cannot read its checkpoints: {error}")]
+    CheckpointStore {
+        /// The job's name.
+        job: String,
+        /// What the store reported.
+        #[source]
+        error: rill_store::StoreError,
+    },
     /// Too many checkpoints failed in a row.
     #[error("job '{job}' failed: {reason}")]
     Checkpointing {

@@ -5,7 +5,9 @@
 //! On a failure the job's restart strategy decides: the master stops every actor of the
 //! current attempt and, after the strategy's delay, deploys a new attempt whose subtasks are
 //! restored from the latest completed checkpoint (or start afresh if there is none). Messages
-//! from a stopped attempt are recognised by their attempt number and ignored.
+//! from a stopped attempt are recognised by their attempt number and ignored. A job submitted
+//! with a checkpoint store holding checkpoints of a job of the same name starts from the
+//! newest of them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::coordinator::CheckpointMetadata;
 use rill_core::graph::{JobGraph, OperatorKind};
 use rill_core::plan::{ChannelTarget, PhysicalPlan, SubtaskId};
+use rill_store::{CheckpointStore, RestorePoint};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -49,16 +52,20 @@ pub(crate) struct JobMaster {
     latest_snapshots: Option<Arc<BTreeMap<usize, SubtaskSnapshot>>>,
     /// 0 for the first deployment, one more per restart.
     attempt: u32,
+    store: Option<CheckpointStore>,
 }
 
 impl JobMaster {
     pub(crate) fn new(
-        graph: JobGraph,
-        plan: PhysicalPlan,
-        arbiters: Vec<ArbiterHandle>,
-        config: RuntimeConfig,
+        (graph, plan): (JobGraph, PhysicalPlan),
+        (arbiters, config): (Vec<ArbiterHandle>, RuntimeConfig),
+        (store, resume_from): (Option<CheckpointStore>, Option<RestorePoint>),
         outcome: oneshot::Sender<Result<JobReport, JobError>>,
     ) -> Self {
+        let (latest_checkpoint, latest_snapshots) = match resume_from {
+            Some(point) => (Some(point.metadata), Some(Arc::new(point.snapshots))),
+            None => (None, None),
+        };
         JobMaster {
             graph,
             plan,
@@ -72,9 +79,10 @@ impl JobMaster {
             unfinished: 0,
             started_at: Instant::now(),
             checkpoints_completed: 0,
-            latest_checkpoint: None,
-            latest_snapshots: None,
+            latest_checkpoint,
+            latest_snapshots,
             attempt: 0,
+            store,
         }
     }
 
@@ -157,6 +165,7 @@ impl JobMaster {
         );
         let coordinator = CoordinatorActor::new(
             (attempt, first_checkpoint),
+            (self.graph.name.clone(), self.store.clone()),
             self.graph.checkpoint,
             ids.len(),
             sources,

@@ -9,6 +9,7 @@ use actix::{Actor, Arbiter, System};
 use rill_core::flow::{FlowConfig, FlowConfigError};
 use rill_core::graph::JobGraph;
 use rill_core::plan::PhysicalPlan;
+use rill_store::{CheckpointStore, RestorePoint};
 use tokio::sync::oneshot;
 
 use crate::job::{JobError, JobHandle};
@@ -89,15 +90,46 @@ impl Runtime {
         &self.config
     }
 
-    /// Validates, plans and deploys a job; returns at once with its handle.
+    /// Validates, plans and deploys a job; returns at once with its handle. Its checkpoints
+    /// stay in memory.
     pub fn submit(&self, graph: JobGraph) -> Result<JobHandle, JobError> {
+        self.deploy(graph, None, None)
+    }
+
+    /// Like [`Runtime::submit`], but checkpoints go durably to `store`, and if the store holds
+    /// a completed checkpoint of a job of the same name, the job resumes from the newest one.
+    pub fn submit_with_store(
+        &self,
+        graph: JobGraph,
+        store: CheckpointStore,
+    ) -> Result<JobHandle, JobError> {
+        let resume_from = store
+            .latest(&graph.name)
+            .map_err(|error| JobError::CheckpointStore {
+                job: graph.name.clone(),
+                error,
+            })?;
+        self.deploy(graph, Some(store), resume_from)
+    }
+
+    fn deploy(
+        &self,
+        graph: JobGraph,
+        store: Option<CheckpointStore>,
+        resume_from: Option<RestorePoint>,
+    ) -> Result<JobHandle, JobError> {
         let plan = PhysicalPlan::new(&graph)?;
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let job = graph.name.clone();
         let workers = self.workers.clone();
         let config = self.config;
         let master = JobMaster::start_in_arbiter(self.system.arbiter(), move |_| {
-            JobMaster::new(graph, plan, workers, config, outcome_tx)
+            JobMaster::new(
+                (graph, plan),
+                (workers, config),
+                (store, resume_from),
+                outcome_tx,
+            )
         });
         Ok(JobHandle {
             job,

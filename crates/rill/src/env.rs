@@ -1,5 +1,6 @@
 //! The stream environment: where a job is described, configured and executed.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rill_core::Data;
@@ -10,6 +11,7 @@ use rill_core::key::DEFAULT_MAX_PARALLELISM;
 use rill_core::restart::RestartStrategy;
 use rill_core::source::{IterSource, SequenceSource, Source};
 use rill_runtime::{JobCanceller, JobHandle, JobReport, Runtime, RuntimeConfig};
+use rill_store::CheckpointStore;
 
 use crate::error::RillError;
 use crate::stream::DataStream;
@@ -67,6 +69,8 @@ pub(crate) struct EdgeDraft {
 #[derive(Default)]
 pub(crate) struct Draft {
     pub config: ExecutionConfig,
+    /// Where checkpoints go durably, if anywhere.
+    pub checkpoint_dir: Option<PathBuf>,
     pub nodes: Vec<NodeDraft>,
     pub edges: Vec<EdgeDraft>,
 }
@@ -106,6 +110,13 @@ impl StreamEnv {
     /// Takes a checkpoint every `interval` (with the other checkpoint settings as configured).
     pub fn enable_checkpointing(&self, interval: std::time::Duration) -> &Self {
         self.draft().config.checkpoint.interval_ms = Some(interval.as_millis() as u64);
+        self
+    }
+
+    /// Keeps checkpoints durably in a checkpoint store in `dir` (created if needed). A job
+    /// executed with the same name and directory resumes from the newest checkpoint there.
+    pub fn set_checkpoint_dir(&self, dir: impl Into<PathBuf>) -> &Self {
+        self.draft().checkpoint_dir = Some(dir.into());
         self
     }
 
@@ -237,8 +248,13 @@ impl StreamEnv {
     /// Starts the job on a runtime of its own and returns at once.
     pub fn execute_async(&self, name: &str) -> Result<RunningJob, RillError> {
         let graph = self.job_graph(name)?;
+        let checkpoint_dir = self.draft().checkpoint_dir.clone();
+        let store = checkpoint_dir.map(CheckpointStore::open).transpose()?;
         let runtime = Runtime::new(self.config().runtime)?;
-        let handle = runtime.submit(graph)?;
+        let handle = match store {
+            Some(store) => runtime.submit_with_store(graph, store)?,
+            None => runtime.submit(graph)?,
+        };
         Ok(RunningJob { handle, runtime })
     }
 }

@@ -3,6 +3,7 @@
 use rill_core::graph::GraphError;
 use rill_log::LogError;
 use rill_runtime::{JobError, RuntimeError};
+use rill_store::StoreError;
 
 /// Why a job could not be built or did not run to the end.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum RillError {
     /// The event log refused an operation.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The checkpoint store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<JobError> for RillError {

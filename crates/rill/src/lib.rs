@@ -45,6 +45,7 @@ pub use stream::{DataStream, KeyedStream};
 pub use rill_core as core;
 pub use rill_log as log;
 pub use rill_runtime as runtime;
+pub use rill_store as store;
 
 /// The names most jobs use.
 pub mod prelude {

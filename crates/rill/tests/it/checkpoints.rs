@@ -147,3 +147,48 @@ fn without_a_restart_strategy_a_failure_ends_the_job() {
     let error = env.execute("fragile").unwrap_err();
     assert!(error.to_string().contains("fails at 100"), "{error}");
 }
+
+#[test]
+fn a_job_executed_again_resumes_from_its_stored_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let configured = || {
+        let env = StreamEnv::new();
+        env.set_parallelism(2);
+        env.enable_checkpointing(Duration::from_millis(10));
+        env.set_checkpoint_dir(dir.path());
+        env
+    };
+    let first = configured();
+    let crashed = summing_job(&first, |n| assert!(n != 5_000, "crash at {n}"));
+    assert!(first.execute("durable").is_err());
+    assert!(!crashed.take().is_empty());
+
+    let store = rill::store::CheckpointStore::open(dir.path()).unwrap();
+    let stored = store
+        .latest("durable")
+        .unwrap()
+        .expect("a checkpoint was stored");
+    drop(store);
+
+    let second = configured();
+    let resumed = summing_job(&second, |_| {});
+    let report = second.execute("durable").unwrap();
+    let updates = resumed.take();
+    assert_eq!(
+        final_sums(updates.clone()),
+        expected_sums(),
+        "state came back from the store"
+    );
+    assert!(
+        updates.len() < 10_000,
+        "the sources resumed from checkpoint {} ({} updates)",
+        stored.metadata.checkpoint.0,
+        updates.len()
+    );
+    if let Some(latest) = report.latest_checkpoint {
+        assert!(
+            latest.checkpoint > stored.metadata.checkpoint,
+            "ids go on from the stored one"
+        );
+    }
+}

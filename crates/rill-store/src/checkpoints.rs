@@ -1,0 +1,204 @@
+//! The checkpoint store: snapshots and metadata per job, on fjall.
+//!
+//! Keyspace `snapshots` maps `job \0 checkpoint (u64 BE) subtask (u32 BE)` to a bincode
+//! [`SubtaskSnapshot`]; keyspace `metadata` maps `job \0 checkpoint (u64 BE)` to a bincode
+//! [`CheckpointMetadata`]. Snapshots are written without a sync; writing metadata syncs the
+//! journal (`PersistMode::SyncAll`), which makes the snapshots written before it durable too.
+//! Discarding deletes the metadata first, so a checkpoint is never half there.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+use rill_core::coordinator::CheckpointMetadata;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::StoreError;
+
+/// A completed checkpoint to restore: its metadata and every subtask's snapshot, by index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestorePoint {
+    /// The checkpoint's metadata.
+    pub metadata: CheckpointMetadata,
+    /// Every subtask's snapshot, by the subtask's index in the plan.
+    pub snapshots: BTreeMap<usize, SubtaskSnapshot>,
+}
+
+/// Durable checkpoints of any number of jobs. Cheap to clone; clones share the store.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    path: PathBuf,
+    db: Database,
+    snapshots: Keyspace,
+    metadata: Keyspace,
+}
+
+fn job_prefix(job: &str) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+fn checkpoint_key(job: &str, checkpoint: CheckpointId) -> Vec<u8> {
+    let mut key = job_prefix(job);
+    key.extend_from_slice(&checkpoint.0.to_be_bytes());
+    key
+}
+
+fn snapshot_key(job: &str, checkpoint: CheckpointId, subtask: usize) -> Vec<u8> {
+    let mut key = checkpoint_key(job, checkpoint);
+    key.extend_from_slice(&(subtask as u32).to_be_bytes());
+    key
+}
+
+fn encode<T: Serialize>(job: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|error| {
+        StoreError::Corrupt {
+            job: job.to_owned(),
+            reason: format!("cannot encode: {error}"),
+        }
+    })
+}
+
+fn decode<T: DeserializeOwned>(job: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        job: job.to_owned(),
+        reason,
+    };
+    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|error| corrupt(error.to_string()))?;
+    if read != bytes.len() {
+        return Err(corrupt(format!("{} bytes left over", bytes.len() - read)));
+    }
+    Ok(value)
+}
+
+impl CheckpointStore {
+    /// Opens the store in `dir`, creating it if needed.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = dir.as_ref().to_path_buf();
+        let storage = |source: fjall::Error| match source {
+            fjall::Error::Locked => StoreError::Locked(path.clone()),
+            source => StoreError::Storage {
+                path: path.clone(),
+                source,
+            },
+        };
+        let db = Database::builder(&path).open().map_err(storage)?;
+        let snapshots = db
+            .keyspace("snapshots", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let metadata = db
+            .keyspace("metadata", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        Ok(CheckpointStore {
+            path,
+            db,
+            snapshots,
+            metadata,
+        })
+    }
+
+    fn storage(&self, source: fjall::Error) -> StoreError {
+        StoreError::Storage {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes one subtask's snapshot; returns its size in bytes. Not durable until the
+    /// checkpoint's metadata is written.
+    pub fn write_snapshot(
+        &self,
+        job: &str,
+        checkpoint: CheckpointId,
+        subtask: usize,
+        snapshot: &SubtaskSnapshot,
+    ) -> Result<u64, StoreError> {
+        let bytes = encode(job, snapshot)?;
+        let size = bytes.len() as u64;
+        self.snapshots
+            .insert(snapshot_key(job, checkpoint, subtask), bytes)
+            .map_err(|e| self.storage(e))?;
+        Ok(size)
+    }
+
+    /// Writes a checkpoint's metadata and syncs: from here on the checkpoint exists.
+    pub fn write_metadata(
+        &self,
+        job: &str,
+        metadata: &CheckpointMetadata,
+    ) -> Result<(), StoreError> {
+        let bytes = encode(job, metadata)?;
+        self.metadata
+            .insert(checkpoint_key(job, metadata.checkpoint), bytes)
+            .map_err(|e| self.storage(e))?;
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| self.storage(e))
+    }
+
+    /// Every completed checkpoint of a job, oldest first.
+    pub fn list(&self, job: &str) -> Result<Vec<CheckpointMetadata>, StoreError> {
+        self.metadata
+            .prefix(job_prefix(job))
+            .map(|entry| {
+                let value = entry.value().map_err(|e| self.storage(e))?;
+                decode(job, &value)
+            })
+            .collect()
+    }
+
+    /// The newest completed checkpoint of a job with all its snapshots, if it has one.
+    pub fn latest(&self, job: &str) -> Result<Option<RestorePoint>, StoreError> {
+        let Some(metadata) = self.list(job)?.pop() else {
+            return Ok(None);
+        };
+        let mut snapshots = BTreeMap::new();
+        for entry in self
+            .snapshots
+            .prefix(checkpoint_key(job, metadata.checkpoint))
+        {
+            let (key, value) = entry.into_inner().map_err(|e| self.storage(e))?;
+            let index = key
+                .get(key.len().saturating_sub(4)..)
+                .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt {
+                    job: job.to_owned(),
+                    reason: format!("a snapshot key of {} bytes", key.len()),
+                })?;
+            snapshots.insert(index as usize, decode(job, &value)?);
+        }
+        if snapshots.len() != metadata.subtasks {
+            return Err(StoreError::Incomplete {
+                job: job.to_owned(),
+                checkpoint: metadata.checkpoint.0,
+                found: snapshots.len(),
+                expected: metadata.subtasks,
+            });
+        }
+        Ok(Some(RestorePoint {
+            metadata,
+            snapshots,
+        }))
+    }
+
+    /// Deletes a checkpoint: its metadata first, then its snapshots.
+    pub fn discard(&self, job: &str, checkpoint: CheckpointId) -> Result<(), StoreError> {
+        self.metadata
+            .remove(checkpoint_key(job, checkpoint))
+            .map_err(|e| self.storage(e))?;
+        let keys = self
+            .snapshots
+            .prefix(checkpoint_key(job, checkpoint))
+            .map(|entry| entry.key().map_err(|e| self.storage(e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for key in keys {
+            self.snapshots.remove(key).map_err(|e| self.storage(e))?;
+        }
+        Ok(())
+    }
+}
