@@ -1,4 +1,4 @@
-//! `rill`: operate Rill's embedded event log from the shell.
+//! `rill`: operate Rill's embedded event log and look at stored checkpoints from the shell.
 //!
 //! ```text
 //! rill [--data-dir DIR] log create <topic> [--partitions N]
@@ -6,8 +6,11 @@
 //! rill [--data-dir DIR] log consume <topic> [--from OFFSET] [--max N] [--partition P] [--with-key]
 //! rill [--data-dir DIR] log describe <topic>
 //! rill [--data-dir DIR] log list
+//! rill [--data-dir DIR] checkpoints list --job NAME [--checkpoint-dir DIR]
+//! rill [--data-dir DIR] checkpoints inspect --job NAME [--checkpoint ID] [--checkpoint-dir DIR]
 //! ```
 
+mod checkpoints_cmd;
 mod log_cmd;
 
 use std::path::PathBuf;
@@ -16,7 +19,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rill", version, about = "Operate Rill's embedded event log")]
+#[command(
+    name = "rill",
+    version,
+    about = "Operate Rill's embedded event log and stored checkpoints"
+)]
 struct Cli {
     /// The event log's directory.
     #[arg(long, global = true, default_value = "./rill-data")]
@@ -30,6 +37,9 @@ enum Command {
     /// Topics: create, produce to, consume from, describe, list.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// A job's stored checkpoints: list, inspect.
+    #[command(subcommand)]
+    Checkpoints(checkpoints_cmd::CheckpointsCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Log(command) => log_cmd::run(&cli.data_dir, command),
+        Command::Checkpoints(command) => checkpoints_cmd::run(&cli.data_dir, command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

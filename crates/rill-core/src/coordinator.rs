@@ -62,7 +62,8 @@ pub struct CheckpointMetadata {
     pub checkpoint: CheckpointId,
     /// Whether it was taken on request and is kept until deleted by hand.
     pub savepoint: bool,
-    /// When it was triggered, in ms of the driver's clock.
+    /// When it was triggered, in ms of the driver's clock (the runtime's: since the Unix
+    /// epoch).
     pub triggered_at_ms: u64,
     /// When the last acknowledgement arrived.
     pub acknowledged_at_ms: u64,

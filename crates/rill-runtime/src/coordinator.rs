@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
@@ -31,7 +31,6 @@ pub(crate) struct CoordinatorActor {
     config: CheckpointConfig,
     sources: Vec<Addr<SubtaskActor>>,
     master: Addr<JobMaster>,
-    started_at: Instant,
     /// The snapshots of checkpoints in progress, by subtask index; a completed checkpoint's
     /// go to the job master.
     snapshots: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
@@ -55,13 +54,15 @@ impl CoordinatorActor {
             config,
             sources,
             master,
-            started_at: Instant::now(),
             snapshots: BTreeMap::new(),
         }
     }
 
+    /// Wall-clock milliseconds since the Unix epoch: checkpoint metadata carries real times.
     fn now_ms(&self) -> u64 {
-        self.started_at.elapsed().as_millis() as u64
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64)
     }
 
     fn perform_actions(&mut self) {

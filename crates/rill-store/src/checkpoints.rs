@@ -153,9 +153,33 @@ impl CheckpointStore {
 
     /// The newest completed checkpoint of a job with all its snapshots, if it has one.
     pub fn latest(&self, job: &str) -> Result<Option<RestorePoint>, StoreError> {
-        let Some(metadata) = self.list(job)?.pop() else {
-            return Ok(None);
-        };
+        match self.list(job)?.pop() {
+            Some(metadata) => self.restore_point(job, metadata).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A completed checkpoint of a job with all its snapshots, if it exists.
+    pub fn get(
+        &self,
+        job: &str,
+        checkpoint: CheckpointId,
+    ) -> Result<Option<RestorePoint>, StoreError> {
+        match self
+            .metadata
+            .get(checkpoint_key(job, checkpoint))
+            .map_err(|e| self.storage(e))?
+        {
+            Some(bytes) => self.restore_point(job, decode(job, &bytes)?).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn restore_point(
+        &self,
+        job: &str,
+        metadata: CheckpointMetadata,
+    ) -> Result<RestorePoint, StoreError> {
         let mut snapshots = BTreeMap::new();
         for entry in self
             .snapshots
@@ -180,10 +204,10 @@ impl CheckpointStore {
                 expected: metadata.subtasks,
             });
         }
-        Ok(Some(RestorePoint {
+        Ok(RestorePoint {
             metadata,
             snapshots,
-        }))
+        })
     }
 
     /// Deletes a checkpoint: its metadata first, then its snapshots.

@@ -283,3 +283,54 @@ fn a_reader_closing_the_pipe_is_not_an_error() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn stored_checkpoints_can_be_listed_and_inspected() {
+    use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+    use rill_core::coordinator::CheckpointMetadata;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let error = failed(rill(&data, &["checkpoints", "list", "--job", "wc"], ""));
+    assert!(error.contains("no checkpoint store at"), "{error}");
+    {
+        let store = rill_store::CheckpointStore::open(data.join("checkpoints")).unwrap();
+        for subtask in 0..2 {
+            let snapshot = SubtaskSnapshot {
+                source_position: Some(vec![0; 5]),
+                operators: Vec::new(),
+            };
+            store
+                .write_snapshot("wc", CheckpointId(4), subtask, &snapshot)
+                .unwrap();
+        }
+        let metadata = CheckpointMetadata {
+            checkpoint: CheckpointId(4),
+            savepoint: false,
+            triggered_at_ms: 1_700_000_000_000,
+            acknowledged_at_ms: 1_700_000_000_025,
+            subtasks: 2,
+            state_bytes: 10,
+        };
+        store.write_metadata("wc", &metadata).unwrap();
+    }
+    let listed = ok(rill(&data, &["checkpoints", "list", "--job", "wc"], ""));
+    let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        ["4", "no", "1700000000.025", "25", "2", "10"],
+        "{listed}"
+    );
+    let inspected = ok(rill(&data, &["checkpoints", "inspect", "--job", "wc"], ""));
+    assert!(inspected.contains("job wc, checkpoint 4"), "{inspected}");
+    assert!(
+        inspected.contains("subtask   1: 5 bytes (source position: 5 bytes"),
+        "{inspected}"
+    );
+    let error = failed(rill(
+        &data,
+        &["checkpoints", "inspect", "--job", "wc", "--checkpoint", "9"],
+        "",
+    ));
+    assert!(error.contains("no such completed checkpoint"), "{error}");
+}
