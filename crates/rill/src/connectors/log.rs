@@ -3,7 +3,8 @@
 //! [`LogSource`] reads a topic: partition `p` goes to source subtask `p % parallelism`, and each
 //! subtask reads its partitions in turn, in offset order. In **bounded** mode it stops at the
 //! end offsets it sees when the job starts, so the job ends; otherwise it keeps polling for new
-//! records. A record's log timestamp becomes its event timestamp.
+//! records. A record's log timestamp becomes its event timestamp. Its checkpointed position is
+//! the next offset of each of its partitions, so a restored job reads on from there.
 //!
 //! [`LogSink`] appends each batch to a topic and flushes the log durably at end of input. It is
 //! at-least-once: a job that fails and runs again appends again what it wrote before.
@@ -11,7 +12,7 @@
 use std::sync::Arc;
 
 use rill_core::operator::Sink;
-use rill_core::source::{Source, SourceOutput, SourcePoll};
+use rill_core::source::{Source, SourceOutput, SourcePoll, decode_position, encode_position};
 use rill_core::{BoxError, Data, Record, Timestamp};
 use rill_log::{EventLog, LogError, LogRecord, ProducerRecord};
 
@@ -180,6 +181,26 @@ impl<T: Data> Source for LogReader<T> {
         } else {
             SourcePoll::Ready
         })
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        let offsets: Vec<(u32, u64)> = self.cursors.iter().map(|c| (c.partition, c.next)).collect();
+        encode_position(&offsets).map(Some)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        let offsets: Vec<(u32, u64)> = decode_position(position)?;
+        for (partition, next) in offsets {
+            let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) else {
+                return Err(format!(
+                    "the checkpoint has a position for partition {partition} of topic '{}', which this subtask does not read",
+                    self.topic
+                )
+                .into());
+            };
+            cursor.next = next;
+        }
+        Ok(())
     }
 }
 
