@@ -18,7 +18,7 @@ pub struct JobReport {
     pub job: String,
     /// How many subtasks ran.
     pub subtasks: usize,
-    /// Wall time from deployment to the last subtask finishing.
+    /// Wall time from submission to the last subtask finishing, restarts included.
     pub elapsed: Duration,
     /// How many checkpoints completed while the job ran.
     pub checkpoints_completed: u64,

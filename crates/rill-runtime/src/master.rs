@@ -201,7 +201,6 @@ impl JobMaster {
         }
         self.finished = vec![false; ids.len()];
         self.unfinished = ids.len();
-        self.started_at = Instant::now();
         for (_, addr) in &self.subtasks {
             addr.do_send(Start);
         }
