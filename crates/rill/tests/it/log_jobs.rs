@@ -66,27 +66,35 @@ fn counts_by_word(records: &[LogRecord]) -> BTreeMap<String, Vec<u64>> {
     by_word
 }
 
-#[test]
-fn bounded_word_count_over_the_log_equals_the_reference() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open_or_create(dir.path()).unwrap();
-    log.create_topic("lines", 3).unwrap();
+/// A log whose topic `lines` (with `partitions` partitions) holds `lines`, and an empty topic
+/// `counts`; with each word's count in `lines`.
+fn log_with_lines(
+    dir: &std::path::Path,
+    partitions: u32,
+    lines: &[String],
+) -> (EventLog, BTreeMap<String, u64>) {
+    let log = EventLog::open_or_create(dir).unwrap();
+    log.create_topic("lines", partitions).unwrap();
     log.create_topic("counts", 2).unwrap();
-    let lines: Vec<String> = (0..3_000)
-        .map(|i| format!("alpha b{} c{}", i % 17, i % 5))
+    let records = lines
+        .iter()
+        .map(|l| ProducerRecord::new(l.clone().into_bytes()))
         .collect();
-    log.append_batch(
-        "lines",
-        lines
-            .iter()
-            .map(|l| ProducerRecord::new(l.clone().into_bytes()))
-            .collect(),
-    )
-    .unwrap();
+    log.append_batch("lines", records).unwrap();
     let mut reference: BTreeMap<String, u64> = BTreeMap::new();
     for word in lines.iter().flat_map(|l| l.split_whitespace()) {
         *reference.entry(word.to_owned()).or_default() += 1;
     }
+    (log, reference)
+}
+
+#[test]
+fn bounded_word_count_over_the_log_equals_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..3_000)
+        .map(|i| format!("alpha b{} c{}", i % 17, i % 5))
+        .collect();
+    let (log, reference) = log_with_lines(dir.path(), 3, &lines);
 
     let env = StreamEnv::new();
     env.set_parallelism(2);
@@ -152,24 +160,10 @@ fn a_missing_topic_is_a_clear_error() {
 #[test]
 fn a_word_count_started_again_resumes_from_its_checkpoint_and_its_log_offsets() {
     let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open_or_create(dir.path().join("log")).unwrap();
-    log.create_topic("lines", 2).unwrap();
-    log.create_topic("counts", 2).unwrap();
     let lines: Vec<String> = (0..4_000)
         .map(|i| format!("line{i} w{} w{}", i % 13, i % 5))
         .collect();
-    log.append_batch(
-        "lines",
-        lines
-            .iter()
-            .map(|l| ProducerRecord::new(l.clone().into_bytes()))
-            .collect(),
-    )
-    .unwrap();
-    let mut reference: BTreeMap<String, u64> = BTreeMap::new();
-    for word in lines.iter().flat_map(|l| l.split_whitespace()) {
-        *reference.entry(word.to_owned()).or_default() += 1;
-    }
+    let (log, reference) = log_with_lines(&dir.path().join("log"), 2, &lines);
     // Small batches: a source subtask takes a checkpoint between two batches.
     let mut config = ExecutionConfig::default();
     config.runtime.flow.batch_size = 16;
