@@ -178,6 +178,16 @@ impl PhysicalPlan {
         })
     }
 
+    /// A subtask's position in [`PhysicalPlan::subtasks`]: how drivers and checkpoints number
+    /// subtasks.
+    pub fn position(&self, subtask: SubtaskId) -> usize {
+        let before: u32 = self.chains[..subtask.chain.0]
+            .iter()
+            .map(|chain| chain.parallelism)
+            .sum();
+        (before + subtask.index) as usize
+    }
+
     /// A subtask's input channels, indexed as the partitioners' targets name them.
     pub fn input_channels(&self, subtask: SubtaskId) -> Vec<InputChannel> {
         let mut channels = Vec::new();
@@ -337,142 +347,5 @@ impl PhysicalPlan {
         });
         let core = PartitionerCore::new(name, router, targets.len(), flow);
         (core, targets)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::exchange::ForwardRouter;
-    use crate::graph::{Edge, OperatorNode};
-    use crate::operator::Passthrough;
-    use crate::source::SequenceSource;
-
-    fn source(graph: &mut JobGraph, name: &str, parallelism: u32) -> OperatorId {
-        graph.add_operator(OperatorNode {
-            name: name.into(),
-            parallelism,
-            kind: OperatorKind::Source(Arc::new(|info| {
-                Box::new(SequenceSource::slice(0..10, info.subtask, info.parallelism))
-            })),
-        })
-    }
-
-    fn op(graph: &mut JobGraph, name: &str, parallelism: u32) -> OperatorId {
-        graph.add_operator(OperatorNode {
-            name: name.into(),
-            parallelism,
-            kind: OperatorKind::Transform(Arc::new(|_| Box::new(Passthrough))),
-        })
-    }
-
-    fn edge(graph: &mut JobGraph, from: OperatorId, to: OperatorId, exchange: ExchangeKind) {
-        graph.add_edge(Edge {
-            from,
-            to,
-            exchange,
-            router: Arc::new(|_| Box::new(ForwardRouter)),
-        });
-    }
-
-    #[test]
-    fn forward_edges_chain_and_exchanges_split_chains() {
-        let mut graph = JobGraph::new("shape");
-        let s = source(&mut graph, "s", 2);
-        let a = op(&mut graph, "a", 2);
-        let b = op(&mut graph, "b", 3);
-        let c = op(&mut graph, "c", 3);
-        edge(&mut graph, s, a, ExchangeKind::Forward);
-        edge(&mut graph, a, b, ExchangeKind::KeyHash);
-        edge(&mut graph, b, c, ExchangeKind::Forward);
-        let plan = PhysicalPlan::new(&graph).unwrap();
-        let names: Vec<&str> = plan.chains.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["s -> a", "b -> c"]);
-        assert_eq!(plan.subtasks().count(), 5);
-        let downstream = SubtaskId {
-            chain: plan.chain_of(b),
-            index: 1,
-        };
-        assert_eq!(
-            plan.input_channels(downstream).len(),
-            2,
-            "one channel per upstream subtask"
-        );
-    }
-
-    #[test]
-    fn unions_and_fan_outs_are_not_chained_and_wiring_is_consistent() {
-        let mut graph = JobGraph::new("diamond");
-        let s1 = source(&mut graph, "s1", 2);
-        let s2 = source(&mut graph, "s2", 1);
-        let u = op(&mut graph, "union", 2);
-        let x = op(&mut graph, "x", 2);
-        let y = op(&mut graph, "y", 4);
-        edge(&mut graph, s1, u, ExchangeKind::Forward);
-        edge(&mut graph, s2, u, ExchangeKind::Rebalance);
-        edge(&mut graph, u, x, ExchangeKind::Forward);
-        edge(&mut graph, u, y, ExchangeKind::Broadcast);
-        let plan = PhysicalPlan::new(&graph).unwrap();
-        assert_eq!(plan.chains.len(), 5, "no edge here may chain");
-        // Every target of every partitioner names a channel whose sender is that partitioner.
-        for upstream in plan.subtasks() {
-            for (output, &edge) in plan.chain(upstream.chain).outputs.iter().enumerate() {
-                for (target_index, target) in plan.targets(upstream, edge).into_iter().enumerate() {
-                    let sender = plan.channel_senders(target.subtask)[target.channel];
-                    assert_eq!(
-                        (sender.upstream, sender.output, sender.target),
-                        (upstream, output, target_index)
-                    );
-                }
-            }
-        }
-        let union_subtask = SubtaskId {
-            chain: plan.chain_of(u),
-            index: 0,
-        };
-        assert_eq!(
-            plan.input_channels(union_subtask).len(),
-            2,
-            "forward from s1[0], rebalance from s2[0]"
-        );
-    }
-
-    #[test]
-    fn graphs_that_cannot_run_are_refused() {
-        let mut graph = JobGraph::new("bad");
-        let s = source(&mut graph, "s", 2);
-        let a = op(&mut graph, "a", 3);
-        edge(&mut graph, s, a, ExchangeKind::Forward);
-        assert!(matches!(
-            PhysicalPlan::new(&graph),
-            Err(GraphError::ForwardParallelismMismatch { .. })
-        ));
-        graph.edges[0].exchange = ExchangeKind::Rebalance;
-        let b = op(&mut graph, "b", 3);
-        edge(&mut graph, a, b, ExchangeKind::Forward);
-        edge(&mut graph, b, a, ExchangeKind::Forward);
-        assert!(matches!(
-            PhysicalPlan::new(&graph),
-            Err(GraphError::Cycle(_))
-        ));
-        graph.edges.pop();
-        graph.operators[1].parallelism = 0;
-        assert!(matches!(
-            PhysicalPlan::new(&graph),
-            Err(GraphError::BadParallelism { parallelism: 0, .. })
-        ));
-        graph.operators[1].parallelism = 200;
-        assert!(matches!(
-            PhysicalPlan::new(&graph),
-            Err(GraphError::BadParallelism { max: 128, .. })
-        ));
-        let mut empty = JobGraph::new("empty");
-        op(&mut empty, "lonely", 1);
-        assert!(matches!(
-            PhysicalPlan::new(&empty),
-            Err(GraphError::NoInput(_))
-        ));
     }
 }

@@ -13,7 +13,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use rustc_hash::FxHashMap;
@@ -60,14 +60,6 @@ pub struct KeyedStateSnapshot {
 }
 
 impl KeyedStateSnapshot {
-    /// The key groups that hold any state.
-    pub fn key_groups(&self) -> BTreeSet<u32> {
-        self.tables
-            .values()
-            .flat_map(|groups| groups.keys().copied())
-            .collect()
-    }
-
     /// The part of the snapshot in `range`: what one subtask restores after a rescale.
     pub fn select(&self, range: KeyGroupRange) -> Self {
         let tables = self

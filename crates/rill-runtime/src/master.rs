@@ -133,20 +133,18 @@ impl JobMaster {
                 .collect();
             partitioners_of.push(outputs);
         }
-        let subtask_addr = |id: SubtaskId| {
-            let position = ids
-                .iter()
-                .position(|&other| other == id)
-                .expect("the plan names its own subtasks");
-            self.subtasks[position].1.clone()
-        };
         for (position, outputs) in partitioners_of.iter().enumerate() {
             for (partitioner, targets) in outputs {
                 partitioner.do_send(WirePartitioner {
                     upstream: self.subtasks[position].1.clone(),
                     targets: targets
                         .iter()
-                        .map(|t| (subtask_addr(t.subtask), t.channel))
+                        .map(|t| {
+                            (
+                                self.subtasks[self.plan.position(t.subtask)].1.clone(),
+                                t.channel,
+                            )
+                        })
                         .collect(),
                 });
                 self.partitioners.push(partitioner.clone());
@@ -179,10 +177,7 @@ impl JobMaster {
                 .channel_senders(id)
                 .into_iter()
                 .map(|sender| {
-                    let upstream = ids
-                        .iter()
-                        .position(|&other| other == sender.upstream)
-                        .expect("the plan names its own subtasks");
+                    let upstream = self.plan.position(sender.upstream);
                     (
                         partitioners_of[upstream][sender.output].0.clone(),
                         sender.target,
@@ -272,10 +267,6 @@ impl JobMaster {
         matches!(self.graph.operator(head).kind, OperatorKind::Source(_))
     }
 
-    fn position(&self, id: SubtaskId) -> Option<usize> {
-        self.subtasks.iter().position(|(other, _)| *other == id)
-    }
-
     fn chain_name(&self, id: SubtaskId) -> String {
         self.plan.chain(id.chain).name.clone()
     }
@@ -313,9 +304,7 @@ impl Handler<SubtaskFinished> for JobMaster {
         if finished.attempt != self.attempt {
             return;
         }
-        let Some(position) = self.position(id) else {
-            return;
-        };
+        let position = self.plan.position(id);
         if std::mem::replace(&mut self.finished[position], true) {
             return;
         }

@@ -175,6 +175,10 @@ fn partitioner_targets_match_the_channels_they_feed() {
         reached, expected,
         "after the forward channel, b[1] feeds channel 2"
     );
+    // Positions number the subtasks in the plan's order.
+    for (expected, subtask) in plan.subtasks().enumerate() {
+        assert_eq!(plan.position(subtask), expected);
+    }
     // Each target's channel names the partitioner as its sender.
     for upstream in plan.subtasks() {
         for (output, &edge) in plan.chain(upstream.chain).outputs.iter().enumerate() {
