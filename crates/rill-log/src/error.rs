@@ -91,4 +91,26 @@ pub enum LogError {
         /// What could not be decoded.
         reason: String,
     },
+    /// The transaction id is not allowed.
+    #[error("invalid transaction id '{0}': use 1 to 512 bytes of text without control characters")]
+    InvalidTransactionId(String),
+    /// No open transaction has that id.
+    #[error("no open transaction '{0}'")]
+    UnknownTransaction(String),
+    /// The transaction cannot take the request in its state.
+    #[error("transaction '{id}' cannot take this: {reason}")]
+    TransactionConflict {
+        /// The transaction.
+        id: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A transaction's stored data could not be decoded.
+    #[error("corrupt transaction '{id}': {reason}")]
+    CorruptTransaction {
+        /// The transaction.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
 }

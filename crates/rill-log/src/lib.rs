@@ -11,12 +11,16 @@
 //! # Layout
 //! - [`log`]: [`EventLog`], opening, topics, append, read, end offsets, flush;
 //! - [`record`]: the records going in ([`ProducerRecord`]) and coming out ([`LogRecord`]);
+//! - [`transaction`]: records staged, then committed atomically or aborted (two-phase
+//!   commit); readers see committed records only;
 //! - [`error`]: [`LogError`], every variant naming what was at fault.
 
 pub mod error;
 pub mod log;
 pub mod record;
+pub mod transaction;
 
 pub use error::LogError;
 pub use log::{EventLog, TopicInfo};
 pub use record::{LogRecord, ProducerRecord, RecordPosition, partition_for_key};
+pub use transaction::{StagedRecord, TransactionInfo};

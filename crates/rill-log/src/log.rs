@@ -38,6 +38,7 @@ use crate::error::LogError;
 use crate::record::{
     LogRecord, ProducerRecord, RecordPosition, decode_record, encode_record, partition_for_key,
 };
+use crate::transaction::Transactions;
 
 /// The file that marks a directory as a Rill log, and its content for this format.
 const MARKER_FILE: &str = "RILL_LOG";
@@ -68,8 +69,8 @@ struct TopicMeta {
     partitions: u32,
 }
 
-struct Topic {
-    info: TopicInfo,
+pub(crate) struct Topic {
+    pub(crate) info: TopicInfo,
     records: Keyspace,
     /// Offset assignment; held from assigning offsets until the end offsets are published.
     appends: Mutex<AppendState>,
@@ -110,17 +111,19 @@ impl Topic {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     path: PathBuf,
-    db: Database,
+    pub(crate) db: Database,
     meta: Keyspace,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Open transactions and their staged records (see [`crate::transaction`]).
+    pub(crate) transactions: Transactions,
 }
 
 /// An open event log. Cheap to clone; clones share the log and may be used from any thread.
 #[derive(Clone)]
 pub struct EventLog {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -131,7 +134,7 @@ impl std::fmt::Debug for EventLog {
     }
 }
 
-fn bincode_config() -> bincode::config::Configuration {
+pub(crate) fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
@@ -167,7 +170,7 @@ fn valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded state is rolled back on every error path, so a panic elsewhere while it was
     // held cannot have left it half-updated.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -313,12 +316,14 @@ impl EventLog {
             };
             topics.insert(name, Arc::new(Topic::new(info, records, end_offsets)));
         }
+        let transactions = Transactions::open(&db).map_err(storage)?;
         Ok(EventLog {
             inner: Arc::new(Inner {
                 path,
                 db,
                 meta,
                 topics: RwLock::new(topics),
+                transactions,
             }),
         })
     }
@@ -328,14 +333,14 @@ impl EventLog {
         &self.inner.path
     }
 
-    fn storage_error(&self, source: fjall::Error) -> LogError {
+    pub(crate) fn storage_error(&self, source: fjall::Error) -> LogError {
         LogError::Storage {
             path: self.inner.path.clone(),
             source,
         }
     }
 
-    fn topic_handle(&self, topic: &str) -> Result<Arc<Topic>, LogError> {
+    pub(crate) fn topic_handle(&self, topic: &str) -> Result<Arc<Topic>, LogError> {
         let topics = self
             .inner
             .topics
@@ -447,42 +452,28 @@ impl EventLog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let partitions = handle.info.partitions;
-        let now = now_ms();
-        // Outside the lock: choose partitions that need no shared state, and encode. `None`
-        // means round-robin, decided under the lock.
-        let mut encoded = Vec::with_capacity(records.len());
-        for record in &records {
-            let partition = match (record.partition, &record.key) {
-                (Some(partition), _) if partition >= partitions => {
-                    return Err(LogError::UnknownPartition {
-                        topic: topic.to_owned(),
-                        partition,
-                        partitions,
-                    });
-                }
-                (Some(partition), _) => Some(partition),
-                (None, Some(key)) => Some(partition_for_key(key, partitions)),
-                (None, None) => None,
-            };
-            let timestamp = record.timestamp.unwrap_or(now);
-            let value = encode_record(record.key.as_deref(), &record.value, timestamp).map_err(
-                |error| LogError::Encode {
-                    topic: topic.to_owned(),
-                    reason: format!("a record: {error}"),
-                },
-            )?;
-            encoded.push((partition, value));
-        }
+        let encoded = encode_records(&handle.info, &records)?;
         drop(records);
+        self.commit_encoded(&handle, encoded, |_| {})
+    }
 
+    /// Assigns offsets to encoded records and writes them in one atomic batch, together with
+    /// whatever `also` adds to the batch; then publishes the new end offsets.
+    ///
+    /// The batch goes to the OS at commit (one write), so that a crash of the process loses
+    /// nothing that returned; fsync waits for [`EventLog::flush`].
+    pub(crate) fn commit_encoded(
+        &self,
+        handle: &Topic,
+        encoded: Vec<EncodedRecord>,
+        also: impl FnOnce(&mut fjall::OwnedWriteBatch),
+    ) -> Result<Vec<RecordPosition>, LogError> {
+        let partitions = handle.info.partitions;
         let mut state = lock(&handle.appends);
         let round_robin_before = state.next_round_robin;
-        // Hand the batch to the OS at commit (one write), so that a crash of the process loses
-        // nothing that append returned; fsync waits for flush().
         let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
         let mut positions = Vec::with_capacity(encoded.len());
-        for (partition, value) in encoded {
+        for EncodedRecord { partition, bytes } in encoded {
             let partition = partition.unwrap_or_else(|| {
                 let partition = state.next_round_robin % partitions;
                 state.next_round_robin = state.next_round_robin.wrapping_add(1);
@@ -491,9 +482,10 @@ impl EventLog {
             let next = &mut state.next_offsets[partition as usize];
             let offset = *next;
             *next += 1;
-            batch.insert(&handle.records, record_key(partition, offset), value);
+            batch.insert(&handle.records, record_key(partition, offset), bytes);
             positions.push(RecordPosition { partition, offset });
         }
+        also(&mut batch);
         if let Err(error) = batch.commit() {
             // Nothing was written: give the offsets back, so that the partitions stay dense.
             for position in positions.iter().rev() {
@@ -602,6 +594,48 @@ impl EventLog {
             .persist(PersistMode::SyncAll)
             .map_err(|e| self.storage_error(e))
     }
+}
+
+/// A record in its stored form, with its partition if that is decided before offsets are
+/// assigned (`None`: round-robin, decided when they are).
+pub(crate) struct EncodedRecord {
+    pub(crate) partition: Option<u32>,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Chooses the partitions that need no shared state and encodes the records; an explicit
+/// partition out of range is an error. Records without a timestamp get the current time.
+pub(crate) fn encode_records(
+    topic: &TopicInfo,
+    records: &[ProducerRecord],
+) -> Result<Vec<EncodedRecord>, LogError> {
+    let partitions = topic.partitions;
+    let now = now_ms();
+    let mut encoded = Vec::with_capacity(records.len());
+    for record in records {
+        let partition = match (record.partition, &record.key) {
+            (Some(partition), _) if partition >= partitions => {
+                return Err(LogError::UnknownPartition {
+                    topic: topic.name.clone(),
+                    partition,
+                    partitions,
+                });
+            }
+            (Some(partition), _) => Some(partition),
+            (None, Some(key)) => Some(partition_for_key(key, partitions)),
+            (None, None) => None,
+        };
+        let timestamp = record.timestamp.unwrap_or(now);
+        let bytes =
+            encode_record(record.key.as_deref(), &record.value, timestamp).map_err(|error| {
+                LogError::Encode {
+                    topic: topic.name.clone(),
+                    reason: format!("a record: {error}"),
+                }
+            })?;
+        encoded.push(EncodedRecord { partition, bytes });
+    }
+    Ok(encoded)
 }
 
 /// The end offset of a partition as stored: one past its last record's offset.

@@ -441,3 +441,5 @@ fn a_crash_of_the_process_loses_nothing_appended() {
     seen.sort_unstable();
     assert_eq!(seen, (0..1_000).collect::<Vec<_>>());
 }
+
+mod transactions;

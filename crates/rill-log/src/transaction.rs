@@ -1,0 +1,333 @@
+//! Transactions: records staged outside a topic, then committed into it atomically or aborted.
+//!
+//! This is what a two-phase-commit sink needs from the log. A writer **stages** records under
+//! a transaction id of its choosing; **prepares** the transaction (the staged records become
+//! durable: fsync) when its checkpoint's barrier passes; and **commits** it once the checkpoint
+//! is complete, or **aborts** it. Readers of a topic see committed records only (read
+//! committed): a committed transaction's records get their offsets when it commits, all in one
+//! atomic batch that also deletes the staged copies, so a transaction is never half visible
+//! and no reader waits for an open one. [`EventLog::staged`] shows what is staged, for tools
+//! that want to read uncommitted data.
+//!
+//! Committing is idempotent: a transaction that is not staged (never was, or was committed or
+//! aborted already) commits nothing. A writer that restarts from a checkpoint commits the
+//! transactions that checkpoint prepared again — whichever of those committed before the
+//! crash commit nothing the second time — and aborts the rest.
+//!
+//! # On disk
+//! Keyspace `rill.transactions` maps a transaction id to its metadata (topic, prepared, record
+//! count); keyspace `rill.staged` holds the staged records keyed by the id, a zero byte and a
+//! big-endian sequence number (ids contain no zero byte, so one id's records never interleave
+//! with another's). A staged value is the target partition (big-endian u32; `u32::MAX` for
+//! round-robin) followed by the record's stored form in the topic.
+
+use std::sync::Mutex;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::LogError;
+use crate::log::{EncodedRecord, EventLog, bincode_config, encode_records, lock};
+use crate::record::{ProducerRecord, decode_record};
+
+const TRANSACTIONS_KEYSPACE: &str = "rill.transactions";
+const STAGED_KEYSPACE: &str = "rill.staged";
+const TRANSACTION_ID_LEN_MAX: usize = 512;
+/// The partition tag of a staged record whose partition is chosen round-robin at commit.
+const ROUND_ROBIN: u32 = u32::MAX;
+
+/// What the log knows of an open transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionInfo {
+    /// The transaction's id.
+    pub id: String,
+    /// The topic its records go to.
+    pub topic: String,
+    /// Whether it was prepared (its records are durable and wait for commit or abort).
+    pub prepared: bool,
+    /// How many records it holds.
+    pub records: u64,
+}
+
+/// A record staged in a transaction: it has no offset until the transaction commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedRecord {
+    /// Its partition; `None` if the commit chooses it round-robin.
+    pub partition: Option<u32>,
+    /// Its key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Its payload.
+    pub value: Vec<u8>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+/// A transaction's metadata as stored (bincode), keyed by its id.
+#[derive(Serialize, Deserialize)]
+struct TransactionMeta {
+    topic: String,
+    prepared: bool,
+    records: u64,
+}
+
+/// The keyspaces of transactions, and the lock that orders changes to them.
+pub(crate) struct Transactions {
+    meta: Keyspace,
+    staged: Keyspace,
+    /// Held while a transaction's metadata is read and changed.
+    changes: Mutex<()>,
+}
+
+impl Transactions {
+    pub(crate) fn open(db: &Database) -> Result<Self, fjall::Error> {
+        Ok(Transactions {
+            meta: db.keyspace(TRANSACTIONS_KEYSPACE, KeyspaceCreateOptions::default)?,
+            staged: db.keyspace(STAGED_KEYSPACE, KeyspaceCreateOptions::default)?,
+            changes: Mutex::new(()),
+        })
+    }
+}
+
+fn staged_prefix(id: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(id.len() + 1);
+    prefix.extend_from_slice(id.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+fn staged_key(id: &str, sequence: u64) -> Vec<u8> {
+    let mut key = staged_prefix(id);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+fn check_id(id: &str) -> Result<(), LogError> {
+    if id.is_empty() || id.len() > TRANSACTION_ID_LEN_MAX || id.chars().any(char::is_control) {
+        return Err(LogError::InvalidTransactionId(id.to_owned()));
+    }
+    Ok(())
+}
+
+impl EventLog {
+    fn transaction_meta(&self, id: &str) -> Result<Option<TransactionMeta>, LogError> {
+        let Some(bytes) = self
+            .inner
+            .transactions
+            .meta
+            .get(id)
+            .map_err(|e| self.storage_error(e))?
+        else {
+            return Ok(None);
+        };
+        let (meta, _) =
+            bincode::serde::decode_from_slice(&bytes, bincode_config()).map_err(|error| {
+                LogError::CorruptTransaction {
+                    id: id.to_owned(),
+                    reason: error.to_string(),
+                }
+            })?;
+        Ok(Some(meta))
+    }
+
+    fn encode_meta(id: &str, meta: &TransactionMeta) -> Result<Vec<u8>, LogError> {
+        bincode::serde::encode_to_vec(meta, bincode_config()).map_err(|error| {
+            LogError::CorruptTransaction {
+                id: id.to_owned(),
+                reason: format!("cannot encode its metadata: {error}"),
+            }
+        })
+    }
+
+    /// Adds records to transaction `id` for `topic`, opening the transaction if it is not.
+    ///
+    /// Staged records survive a crash of the process; [`EventLog::prepare`] makes them survive
+    /// a crash of the machine. Fails if the id is invalid, the topic unknown, a record's
+    /// partition out of range, or the transaction is open for another topic or prepared
+    /// already; then nothing is staged.
+    pub fn stage(&self, id: &str, topic: &str, records: &[ProducerRecord]) -> Result<(), LogError> {
+        check_id(id)?;
+        let handle = self.topic_handle(topic)?;
+        let encoded = encode_records(&handle.info, records)?;
+        let transactions = &self.inner.transactions;
+        let _changes = lock(&transactions.changes);
+        let mut meta = match self.transaction_meta(id)? {
+            Some(meta) if meta.topic != topic => {
+                return Err(LogError::TransactionConflict {
+                    id: id.to_owned(),
+                    reason: format!("it is open for topic '{}'", meta.topic),
+                });
+            }
+            Some(meta) if meta.prepared => {
+                return Err(LogError::TransactionConflict {
+                    id: id.to_owned(),
+                    reason: "it is prepared already".to_owned(),
+                });
+            }
+            Some(meta) => meta,
+            None => TransactionMeta {
+                topic: topic.to_owned(),
+                prepared: false,
+                records: 0,
+            },
+        };
+        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        for EncodedRecord { partition, bytes } in encoded {
+            let mut value = Vec::with_capacity(4 + bytes.len());
+            value.extend_from_slice(&partition.unwrap_or(ROUND_ROBIN).to_be_bytes());
+            value.extend_from_slice(&bytes);
+            batch.insert(&transactions.staged, staged_key(id, meta.records), value);
+            meta.records += 1;
+        }
+        batch.insert(&transactions.meta, id, Self::encode_meta(id, &meta)?);
+        batch.commit().map_err(|e| self.storage_error(e))
+    }
+
+    /// Prepares transaction `id`: it takes no more records, and what it holds is durable (it
+    /// survives a crash of the machine) when this returns. Preparing twice is harmless.
+    pub fn prepare(&self, id: &str) -> Result<(), LogError> {
+        check_id(id)?;
+        let transactions = &self.inner.transactions;
+        {
+            let _changes = lock(&transactions.changes);
+            let Some(mut meta) = self.transaction_meta(id)? else {
+                return Err(LogError::UnknownTransaction(id.to_owned()));
+            };
+            if !meta.prepared {
+                meta.prepared = true;
+                transactions
+                    .meta
+                    .insert(id, Self::encode_meta(id, &meta)?)
+                    .map_err(|e| self.storage_error(e))?;
+            }
+        }
+        self.flush()
+    }
+
+    /// The staged records of transaction `id` in staging order, with their partition tags.
+    fn staged_records(&self, id: &str) -> Result<Vec<(u32, Vec<u8>)>, LogError> {
+        let corrupt = |reason: &str| LogError::CorruptTransaction {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.inner
+            .transactions
+            .staged
+            .prefix(staged_prefix(id))
+            .map(|entry| {
+                let value = entry.value().map_err(|e| self.storage_error(e))?;
+                let (tag, record) = value
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| corrupt("a staged record without its partition"))?;
+                Ok((u32::from_be_bytes(*tag), record.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Commits transaction `id`: its records are appended to its topic and its staged copies
+    /// deleted, atomically. Returns how many records were appended: 0 if the transaction is not
+    /// staged (never was, or was committed or aborted before), which makes commits idempotent.
+    pub fn commit(&self, id: &str) -> Result<u64, LogError> {
+        check_id(id)?;
+        let transactions = &self.inner.transactions;
+        let _changes = lock(&transactions.changes);
+        let Some(meta) = self.transaction_meta(id)? else {
+            return Ok(0);
+        };
+        let handle = self.topic_handle(&meta.topic)?;
+        let partitions = handle.info.partitions;
+        let staged = self.staged_records(id)?;
+        if staged.len() as u64 != meta.records {
+            return Err(LogError::CorruptTransaction {
+                id: id.to_owned(),
+                reason: format!(
+                    "{} records are staged but its metadata counts {}",
+                    staged.len(),
+                    meta.records
+                ),
+            });
+        }
+        let encoded = staged
+            .into_iter()
+            .map(|(tag, bytes)| match tag {
+                ROUND_ROBIN => Ok(EncodedRecord {
+                    partition: None,
+                    bytes,
+                }),
+                partition if partition < partitions => Ok(EncodedRecord {
+                    partition: Some(partition),
+                    bytes,
+                }),
+                partition => Err(LogError::UnknownPartition {
+                    topic: meta.topic.clone(),
+                    partition,
+                    partitions,
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = encoded.len() as u64;
+        self.commit_encoded(&handle, encoded, |batch| {
+            for sequence in 0..count {
+                batch.remove(&transactions.staged, staged_key(id, sequence));
+            }
+            batch.remove(&transactions.meta, id);
+        })?;
+        Ok(count)
+    }
+
+    /// Aborts transaction `id`: its staged records are deleted. Returns how many there were (0
+    /// if it is not staged).
+    pub fn abort(&self, id: &str) -> Result<u64, LogError> {
+        check_id(id)?;
+        let transactions = &self.inner.transactions;
+        let _changes = lock(&transactions.changes);
+        let Some(meta) = self.transaction_meta(id)? else {
+            return Ok(0);
+        };
+        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        for sequence in 0..meta.records {
+            batch.remove(&transactions.staged, staged_key(id, sequence));
+        }
+        batch.remove(&transactions.meta, id);
+        batch.commit().map_err(|e| self.storage_error(e))?;
+        Ok(meta.records)
+    }
+
+    /// The open transactions whose id starts with `prefix`, by id.
+    pub fn transactions(&self, prefix: &str) -> Result<Vec<TransactionInfo>, LogError> {
+        let mut infos = Vec::new();
+        for entry in self.inner.transactions.meta.prefix(prefix) {
+            let key = entry.key().map_err(|e| self.storage_error(e))?;
+            let id = String::from_utf8_lossy(&key).into_owned();
+            if let Some(meta) = self.transaction_meta(&id)? {
+                infos.push(TransactionInfo {
+                    id,
+                    topic: meta.topic,
+                    prepared: meta.prepared,
+                    records: meta.records,
+                });
+            }
+        }
+        Ok(infos)
+    }
+
+    /// The records staged in transaction `id`, in staging order.
+    pub fn staged(&self, id: &str) -> Result<Vec<StagedRecord>, LogError> {
+        check_id(id)?;
+        self.staged_records(id)?
+            .into_iter()
+            .map(|(tag, bytes)| {
+                let stored =
+                    decode_record(&bytes).map_err(|reason| LogError::CorruptTransaction {
+                        id: id.to_owned(),
+                        reason,
+                    })?;
+                Ok(StagedRecord {
+                    partition: (tag != ROUND_ROBIN).then_some(tag),
+                    key: stored.key.map(<[u8]>::to_vec),
+                    value: stored.value.to_vec(),
+                    timestamp: stored.timestamp,
+                })
+            })
+            .collect()
+    }
+}
