@@ -17,6 +17,12 @@ use crate::operator::OperatorSnapshot;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CheckpointId(pub u64);
 
+impl CheckpointId {
+    /// The end of input of a job without checkpoints: the one point where its two-phase-commit
+    /// sinks pre-commit and commit.
+    pub const END_OF_INPUT: CheckpointId = CheckpointId(u64::MAX);
+}
+
 impl std::fmt::Display for CheckpointId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "checkpoint {}", self.0)

@@ -13,7 +13,11 @@
 //!    exist, so a crash before that point simply loses the checkpoint;
 //! 4. on [`CoordinatorAction::NotifyComplete`], tell every subtask (two-phase-commit sinks
 //!    commit then); on [`CoordinatorAction::Discard`], delete that checkpoint's data; on
-//!    [`CoordinatorAction::FailJob`], fail the job.
+//!    [`CoordinatorAction::FailJob`], fail the job;
+//! 5. pass each subtask's end of input to `handle_subtask_ended`. Once every subtask has
+//!    ended, the coordinator triggers the **final checkpoint** at once (whatever the
+//!    interval); its completion notice says it is the last, and the subtasks finish then. A
+//!    final checkpoint that fails is tried again on the next tick.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -87,7 +91,13 @@ pub enum CoordinatorAction {
     /// [`CoordinatorCore::handle_metadata_persisted`].
     PersistMetadata(CheckpointMetadata),
     /// The checkpoint is complete: tell every subtask.
-    NotifyComplete(CheckpointId),
+    NotifyComplete {
+        /// The checkpoint.
+        checkpoint: CheckpointId,
+        /// It is the job's final checkpoint: every subtask had ended when it was triggered,
+        /// and finishes now.
+        last: bool,
+    },
     /// Delete the checkpoint's data: it was aborted, or it is older than the retained ones.
     Discard(CheckpointId),
     /// Too many checkpoints failed in a row.
@@ -97,6 +107,8 @@ pub enum CoordinatorAction {
 #[derive(Debug)]
 struct Pending {
     savepoint: bool,
+    /// Every subtask had ended when it was triggered.
+    last: bool,
     triggered_at_ms: u64,
     acknowledged: BTreeSet<usize>,
     state_bytes: u64,
@@ -118,6 +130,12 @@ pub struct CoordinatorCore {
     last_completion_ms: Option<u64>,
     consecutive_failures: u32,
     savepoint_requested: bool,
+    /// The subtasks whose input ended.
+    ended: BTreeSet<usize>,
+    /// Every subtask has ended and no final checkpoint is in progress: trigger one now.
+    final_due: bool,
+    /// The final checkpoint completed: nothing more to trigger.
+    final_complete: bool,
     failed: bool,
     actions: VecDeque<CoordinatorAction>,
 }
@@ -137,6 +155,9 @@ impl CoordinatorCore {
             last_completion_ms: None,
             consecutive_failures: 0,
             savepoint_requested: false,
+            ended: BTreeSet::new(),
+            final_due: false,
+            final_complete: false,
             failed: false,
             actions: VecDeque::new(),
         }
@@ -181,8 +202,29 @@ impl CoordinatorCore {
         self.maybe_trigger(now_ms);
     }
 
+    /// Subtask `subtask` (in `0..subtasks`) has ended its input; once all have, the final
+    /// checkpoint starts.
+    pub fn handle_subtask_ended(&mut self, subtask: usize, now_ms: u64) {
+        debug_assert!(
+            subtask < self.subtasks,
+            "subtask {subtask} of {}",
+            self.subtasks
+        );
+        if self.ended.insert(subtask) && self.all_ended() {
+            self.final_due = true;
+            self.maybe_trigger(now_ms);
+        }
+    }
+
+    fn all_ended(&self) -> bool {
+        self.ended.len() == self.subtasks
+    }
+
     fn maybe_trigger(&mut self, now_ms: u64) {
-        if self.failed || self.pending.len() >= self.config.max_concurrent.max(1) {
+        if self.failed
+            || self.final_complete
+            || self.pending.len() >= self.config.max_concurrent.max(1)
+        {
             return;
         }
         let paused = self
@@ -194,10 +236,11 @@ impl CoordinatorCore {
             (None, _) => false,
         };
         let savepoint = self.savepoint_requested;
-        if !savepoint && (paused || !due) {
+        if !savepoint && !self.final_due && (paused || !due) {
             return;
         }
         self.savepoint_requested = false;
+        self.final_due = false;
         let checkpoint = CheckpointId(self.next_id);
         self.next_id += 1;
         self.last_trigger_ms = Some(now_ms);
@@ -205,6 +248,7 @@ impl CoordinatorCore {
             checkpoint,
             Pending {
                 savepoint,
+                last: self.all_ended(),
                 triggered_at_ms: now_ms,
                 acknowledged: BTreeSet::new(),
                 state_bytes: 0,
@@ -291,10 +335,10 @@ impl CoordinatorCore {
 
     /// The metadata of `checkpoint` is durable: the checkpoint is complete.
     pub fn handle_metadata_persisted(&mut self, checkpoint: CheckpointId, now_ms: u64) {
-        let Some(metadata) = self
+        let Some((metadata, last)) = self
             .pending
             .get(&checkpoint)
-            .and_then(|p| p.persisting.clone())
+            .and_then(|p| Some((p.persisting.clone()?, p.last)))
         else {
             debug_assert!(
                 false,
@@ -319,8 +363,9 @@ impl CoordinatorCore {
             self.retained.push_back(checkpoint);
         }
         self.latest = Some(metadata);
+        self.final_complete |= last;
         self.actions
-            .push_back(CoordinatorAction::NotifyComplete(checkpoint));
+            .push_back(CoordinatorAction::NotifyComplete { checkpoint, last });
         while self.retained.len() > self.config.retained.max(1) {
             if let Some(oldest) = self.retained.pop_front() {
                 self.actions.push_back(CoordinatorAction::Discard(oldest));
@@ -329,9 +374,11 @@ impl CoordinatorCore {
     }
 
     fn abort(&mut self, checkpoint: CheckpointId, reason: &str, failure: bool) {
-        if self.pending.remove(&checkpoint).is_none() {
+        let Some(aborted) = self.pending.remove(&checkpoint) else {
             return;
-        }
+        };
+        // A final checkpoint that failed is tried again.
+        self.final_due |= aborted.last;
         self.actions
             .push_back(CoordinatorAction::Discard(checkpoint));
         if !failure {
@@ -408,7 +455,10 @@ mod tests {
         let seen = complete(&mut core, 1, 3, 170);
         assert_eq!(
             seen.last(),
-            Some(&CoordinatorAction::NotifyComplete(CheckpointId(1)))
+            Some(&CoordinatorAction::NotifyComplete {
+                checkpoint: CheckpointId(1),
+                last: false
+            })
         );
         assert_eq!(
             core.latest_completed().map(|m| m.checkpoint),
@@ -581,5 +631,45 @@ mod tests {
         assert!(actions(&mut core).is_empty(), "paused until 650");
         core.handle_tick(650);
         assert_eq!(actions(&mut core), vec![trigger(3)]);
+    }
+
+    #[test]
+    fn the_final_checkpoint_starts_once_every_subtask_ended_and_is_retried_until_it_completes() {
+        let tolerant = CheckpointConfig {
+            tolerable_failures: 1,
+            ..config(10_000)
+        };
+        let mut core = CoordinatorCore::new(tolerant, 2, CheckpointId(1));
+        core.handle_tick(0);
+        assert_eq!(actions(&mut core), vec![trigger(1)]);
+        core.handle_subtask_ended(0, 10);
+        assert!(actions(&mut core).is_empty(), "subtask 1 has not ended");
+        let seen = complete(&mut core, 1, 2, 20);
+        assert!(seen.contains(&CoordinatorAction::NotifyComplete {
+            checkpoint: CheckpointId(1),
+            last: false
+        }));
+        core.handle_subtask_ended(1, 30);
+        assert_eq!(
+            actions(&mut core),
+            vec![trigger(2)],
+            "the final checkpoint does not wait for the interval"
+        );
+        core.handle_tick(1_030);
+        assert_eq!(
+            actions(&mut core),
+            vec![CoordinatorAction::Discard(CheckpointId(2)), trigger(3)],
+            "it timed out, and is tried again at once"
+        );
+        let seen = complete(&mut core, 3, 2, 1_040);
+        assert!(seen.contains(&CoordinatorAction::NotifyComplete {
+            checkpoint: CheckpointId(3),
+            last: true
+        }));
+        core.handle_tick(50_000);
+        assert!(
+            actions(&mut core).is_empty(),
+            "nothing is triggered after the final checkpoint"
+        );
     }
 }

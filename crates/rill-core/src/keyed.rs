@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::checkpoint::CheckpointId;
 use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::key::Key;
@@ -75,6 +76,7 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
 fn snapshot_of<K: Key>(store: &KeyedStateStore<K>) -> Result<OperatorSnapshot, BoxError> {
     Ok(OperatorSnapshot {
         keyed: store.snapshot()?,
+        operator: None,
     })
 }
 
@@ -119,7 +121,7 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
         Ok(())
     }
 
-    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, BoxError> {
+    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
         snapshot_of(&self.store)
     }
 
@@ -183,7 +185,7 @@ where
         Ok(())
     }
 
-    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, BoxError> {
+    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
         snapshot_of(&self.store)
     }
 
@@ -302,7 +304,7 @@ mod tests {
 
             let mut before = summing_reduce();
             let mut outputs = run(&mut before, &input[..cut]);
-            let snapshot = before.snapshot_state().unwrap();
+            let snapshot = before.snapshot_state(CheckpointId(1)).unwrap();
             let mut after = summing_reduce();
             after.restore_state(snapshot.clone()).unwrap();
             outputs.extend(run(&mut after, &input[cut..]));
@@ -313,7 +315,7 @@ mod tests {
                 .map(|index| {
                     let mut op = summing_reduce();
                     let range = crate::key::KeyGroupRange::for_subtask(index, 2, 128);
-                    op.restore_state(OperatorSnapshot { keyed: snapshot.keyed.select(range) }).unwrap();
+                    op.restore_state(OperatorSnapshot { keyed: snapshot.keyed.select(range), operator: None }).unwrap();
                     (range, op)
                 })
                 .collect();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::CheckpointId;
 use crate::element::{Data, Record, Records, Timestamp};
 use crate::error::{BoxError, OperatorError};
 use crate::key::KeyGroupRange;
@@ -17,6 +18,9 @@ use crate::state::KeyedStateSnapshot;
 /// Where an operator instance runs: what it may use to set itself up.
 #[derive(Clone, Debug)]
 pub struct OperatorInfo {
+    /// The job's name: with the operator's name, it names what the instance keeps outside
+    /// the job (a sink's transactions, say).
+    pub job: String,
     /// The operator's name, as given in the job.
     pub name: String,
     /// This instance's index in `0..parallelism`.
@@ -27,6 +31,9 @@ pub struct OperatorInfo {
     pub max_parallelism: u32,
     /// The key groups this instance owns, if it is keyed.
     pub key_groups: KeyGroupRange,
+    /// Whether the job takes checkpoints. Without them, a two-phase-commit sink commits at end
+    /// of input; with them, when each checkpoint completes.
+    pub checkpointing: bool,
 }
 
 /// What an operator instance keeps across a checkpoint.
@@ -34,6 +41,10 @@ pub struct OperatorInfo {
 pub struct OperatorSnapshot {
     /// Its keyed state, per key group.
     pub keyed: KeyedStateSnapshot,
+    /// Its operator (non-keyed) state, encoded by the operator: a sink's pending
+    /// transactions, say.
+    #[serde(default)]
+    pub operator: Option<Vec<u8>>,
 }
 
 /// A one-input operator over typed batches: what built-ins and users implement.
@@ -64,13 +75,21 @@ pub trait OneInputOperator: Send + 'static {
         Ok(())
     }
 
-    /// The operator's state, for a checkpoint; stateless operators keep the default.
-    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, BoxError> {
+    /// The operator's state for checkpoint `checkpoint`, taken when its barrier passes;
+    /// stateless operators keep the default.
+    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
         Ok(OperatorSnapshot::default())
     }
 
     /// Replaces the operator's state by a snapshot (narrowed to its key groups).
     fn restore_state(&mut self, _snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` is complete: every subtask's snapshot of it is durable. Called
+    /// in checkpoint order; a notice may be skipped when a newer one arrives first, so act on
+    /// everything up to `checkpoint`.
+    fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -83,10 +102,16 @@ pub trait Operator: Send {
     fn on_watermark(&mut self, watermark: Timestamp) -> Result<Option<Records>, OperatorError>;
     /// The input ended; returns the operator's last records.
     fn end_of_input(&mut self) -> Result<Option<Records>, OperatorError>;
-    /// The operator's state, for a checkpoint.
-    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, OperatorError>;
+    /// The operator's state for a checkpoint.
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> Result<OperatorSnapshot, OperatorError>;
     /// Replaces the operator's state by a snapshot.
     fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), OperatorError>;
+    /// A checkpoint is complete.
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId)
+    -> Result<(), OperatorError>;
 }
 
 /// Adapts a [`OneInputOperator`] to the erased [`Operator`].
@@ -122,13 +147,27 @@ impl<O: OneInputOperator> Operator for Erased<O> {
         Ok(non_empty(out))
     }
 
-    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, OperatorError> {
-        self.0.snapshot_state().map_err(OperatorError::Failed)
+    fn snapshot_state(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> Result<OperatorSnapshot, OperatorError> {
+        self.0
+            .snapshot_state(checkpoint)
+            .map_err(OperatorError::Failed)
     }
 
     fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), OperatorError> {
         self.0
             .restore_state(snapshot)
+            .map_err(OperatorError::Failed)
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+    ) -> Result<(), OperatorError> {
+        self.0
+            .notify_checkpoint_complete(checkpoint)
             .map_err(OperatorError::Failed)
     }
 }
@@ -149,11 +188,21 @@ impl Operator for Passthrough {
         Ok(None)
     }
 
-    fn snapshot_state(&mut self) -> Result<OperatorSnapshot, OperatorError> {
+    fn snapshot_state(
+        &mut self,
+        _checkpoint: CheckpointId,
+    ) -> Result<OperatorSnapshot, OperatorError> {
         Ok(OperatorSnapshot::default())
     }
 
     fn restore_state(&mut self, _snapshot: OperatorSnapshot) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        _checkpoint: CheckpointId,
+    ) -> Result<(), OperatorError> {
         Ok(())
     }
 }
@@ -275,6 +324,16 @@ where
 }
 
 /// The end of a stream: writes records somewhere outside the job.
+///
+/// A sink that promises exactly-once output uses **two-phase commit**: it writes each
+/// checkpoint's records into a transaction of the outside system, pre-commits that transaction
+/// when the checkpoint's barrier passes ([`Sink::pre_commit`], which returns the sink's state
+/// with the transaction in it), and commits it when the checkpoint is complete
+/// ([`Sink::commit`]). Restored from a checkpoint, it commits the transactions that checkpoint
+/// pre-committed (commits must be idempotent: some may have committed before the failure) and
+/// aborts any other it left open ([`Sink::restore`]). In a job without checkpoints, the sink
+/// pre-commits and commits once, at end of input. Simple sinks keep the defaults, and are
+/// at-least-once: after a failure they write again what they wrote since the checkpoint.
 pub trait Sink: Send + 'static {
     /// The type of the records it writes.
     type In: Data;
@@ -286,10 +345,53 @@ pub trait Sink: Send + 'static {
     fn finish(&mut self) -> Result<(), BoxError> {
         Ok(())
     }
+
+    /// The barrier of `checkpoint` passed: make what was written since the last one durable
+    /// and ready to commit, and return the sink's state (what [`Sink::restore`] gets back).
+    fn pre_commit(&mut self, _checkpoint: CheckpointId) -> Result<Option<Vec<u8>>, BoxError> {
+        Ok(None)
+    }
+
+    /// `checkpoint` is complete: commit what was pre-committed up to it.
+    fn commit(&mut self, _checkpoint: CheckpointId) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Called once before the sink writes anything: with the state [`Sink::pre_commit`]
+    /// returned for the checkpoint the job restarts from, or `None` for a fresh start.
+    fn restore(&mut self, _state: Option<Vec<u8>>) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// Adapts a [`Sink`] to a [`OneInputOperator`] that emits nothing.
-pub struct SinkOperator<S>(pub S);
+pub struct SinkOperator<S> {
+    sink: S,
+    /// Whether the job takes checkpoints; if not, the sink commits at end of input.
+    checkpointing: bool,
+    /// Whether [`Sink::restore`] has been called.
+    restored: bool,
+}
+
+impl<S: Sink> SinkOperator<S> {
+    /// Wraps the sink instance of the subtask `info` describes.
+    pub fn new(sink: S, info: &OperatorInfo) -> Self {
+        SinkOperator {
+            sink,
+            checkpointing: info.checkpointing,
+            restored: false,
+        }
+    }
+
+    /// Gives a fresh sink its (empty) restored state before its first use.
+    fn ensure_restored(&mut self) -> Result<(), BoxError> {
+        if !self.restored {
+            self.restored = true;
+            self.sink.restore(None)?;
+        }
+        Ok(())
+    }
+}
 
 impl<S: Sink> OneInputOperator for SinkOperator<S> {
     type In = S::In;
@@ -300,11 +402,36 @@ impl<S: Sink> OneInputOperator for SinkOperator<S> {
         input: Vec<Record<S::In>>,
         _out: &mut Vec<Record<()>>,
     ) -> Result<(), BoxError> {
-        self.0.write_batch(input)
+        self.ensure_restored()?;
+        self.sink.write_batch(input)
     }
 
     fn end_of_input(&mut self, _out: &mut Vec<Record<()>>) -> Result<(), BoxError> {
-        self.0.finish()
+        self.ensure_restored()?;
+        self.sink.finish()?;
+        if !self.checkpointing {
+            self.sink.pre_commit(CheckpointId::END_OF_INPUT)?;
+            self.sink.commit(CheckpointId::END_OF_INPUT)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
+        self.ensure_restored()?;
+        Ok(OperatorSnapshot {
+            operator: self.sink.pre_commit(checkpoint)?,
+            ..OperatorSnapshot::default()
+        })
+    }
+
+    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        self.restored = true;
+        self.sink.restore(snapshot.operator)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
+        self.ensure_restored()?;
+        self.sink.commit(checkpoint)
     }
 }
 

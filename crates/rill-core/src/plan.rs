@@ -6,7 +6,6 @@
 //! upstream subtask, one partitioner feeding one input channel of each downstream subtask it
 //! reaches (one for forward, all for the other exchanges).
 
-use crate::checkpoint::CheckpointMode;
 use crate::exchange::{ExchangeKind, RouterContext};
 use crate::flow::FlowConfig;
 use crate::graph::{EdgeId, GraphError, JobGraph, OperatorId, OperatorKind};
@@ -267,11 +266,13 @@ impl PhysicalPlan {
     ) -> OperatorInfo {
         let node = graph.operator(operator);
         OperatorInfo {
+            job: graph.name.clone(),
             name: node.name.clone(),
             subtask: index,
             parallelism: node.parallelism,
             max_parallelism: self.max_parallelism,
             key_groups: KeyGroupRange::for_subtask(index, node.parallelism, self.max_parallelism),
+            checkpointing: graph.checkpoint.interval_ms.is_some(),
         }
     }
 }
@@ -279,14 +280,8 @@ impl PhysicalPlan {
 /// Instantiating a plan: the same for every driver.
 impl PhysicalPlan {
     /// Builds the state machine of one subtask: its head, its chained operator instances, and
-    /// its outputs.
-    pub fn build_subtask(
-        &self,
-        graph: &JobGraph,
-        id: SubtaskId,
-        flow: FlowConfig,
-        checkpoint_mode: CheckpointMode,
-    ) -> SubtaskCore {
+    /// its outputs. A job with periodic checkpoints ends with a final checkpoint.
+    pub fn build_subtask(&self, graph: &JobGraph, id: SubtaskId, flow: FlowConfig) -> SubtaskCore {
         let chain = self.chain(id.chain);
         let mut operators = chain.operators.iter();
         let head = match chain
@@ -319,7 +314,8 @@ impl PhysicalPlan {
             chain: chain_operators,
             outputs: chain.outputs.len(),
             flow,
-            checkpoint_mode,
+            checkpoint_mode: graph.checkpoint.mode,
+            final_checkpoint: graph.checkpoint.interval_ms.is_some(),
         })
     }
 

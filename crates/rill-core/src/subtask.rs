@@ -19,7 +19,14 @@
 //! (see [`crate::checkpoint`]). Either way it hands the driver a
 //! [`SubtaskTransmit::Snapshot`] to persist and acknowledge, and forwards the barrier. A batch
 //! whose channel is held mid-batch by a barrier keeps its remaining events, and its credit,
-//! until the channel is released.
+//! until the channel is released. The driver passes on the coordinator's completion notices
+//! with [`SubtaskCore::notify_checkpoint_complete`]; two-phase-commit sinks commit then.
+//!
+//! End of input: a subtask whose input ended emits end-of-input and tells the driver
+//! ([`SubtaskTransmit::Ended`]). Without checkpoints it then finishes. With them it waits for
+//! the job's **final checkpoint** — one triggered after every subtask has ended — still
+//! snapshotting and forwarding barriers, and finishes once that checkpoint is complete: so the
+//! last records a sink wrote are committed before the job ends.
 
 use std::collections::VecDeque;
 
@@ -68,6 +75,8 @@ pub struct SubtaskSpec {
     pub flow: FlowConfig,
     /// Whether barrier alignment holds channels.
     pub checkpoint_mode: CheckpointMode,
+    /// Whether the subtask waits for a final checkpoint after its input ended.
+    pub final_checkpoint: bool,
 }
 
 /// What a step did.
@@ -75,7 +84,8 @@ pub struct SubtaskSpec {
 pub enum Step {
     /// It processed a batch; step again.
     Progress,
-    /// It waits for an input batch or for output credit; step again after the next `handle_*`.
+    /// It waits for an input batch, for output credit, or (its input ended) for the final
+    /// checkpoint; step again after the next `handle_*`, trigger or notice.
     Blocked,
     /// Its source has nothing now; step again after a pause.
     Idle,
@@ -114,13 +124,17 @@ pub enum SubtaskTransmit {
         /// Why.
         reason: DeclineReason,
     },
+    /// The subtask's input ended and it emitted end-of-input: tell the coordinator, which takes
+    /// the final checkpoint once every subtask has ended.
+    Ended,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// End of input has been emitted; output batches may still wait for credit.
-    Draining,
+    /// End of input has been emitted; output batches may still wait for credit, and the
+    /// subtask may wait for the final checkpoint.
+    Ended,
     Finished,
 }
 
@@ -154,6 +168,10 @@ pub struct SubtaskCore {
     batch_size: usize,
     /// The credits each input channel granted: the most batches it can hold.
     channel_credits: u32,
+    /// Whether the subtask waits for a final checkpoint after its input ended.
+    final_checkpoint: bool,
+    /// The final checkpoint is complete: the subtask may finish.
+    final_checkpoint_complete: bool,
 }
 
 enum HeadState {
@@ -200,6 +218,8 @@ impl SubtaskCore {
             phase: Phase::Running,
             batch_size: spec.flow.batch_size.max(1),
             channel_credits: spec.flow.channel_credits,
+            final_checkpoint: spec.final_checkpoint,
+            final_checkpoint_complete: false,
         }
     }
 
@@ -253,7 +273,7 @@ impl SubtaskCore {
             matches!(self.head, HeadState::Source { .. }),
             "only sources are triggered; other subtasks take barriers from their inputs"
         );
-        if self.phase != Phase::Running {
+        if self.phase == Phase::Finished {
             self.transmits.push_back(SubtaskTransmit::Declined {
                 checkpoint,
                 reason: DeclineReason::Finished,
@@ -262,6 +282,31 @@ impl SubtaskCore {
         }
         self.snapshot(checkpoint)?;
         self.flush_outputs();
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` is complete: tell every operator (sinks commit). `last` says it
+    /// is the job's final checkpoint: once its outputs are handed over, the subtask finishes.
+    pub fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: CheckpointId,
+        last: bool,
+    ) -> Result<(), TaskError> {
+        if self.phase == Phase::Finished {
+            return Ok(());
+        }
+        for link in &mut self.chain {
+            guarded(&link.name, || {
+                link.operator.notify_checkpoint_complete(checkpoint)
+            })?;
+        }
+        if last {
+            debug_assert!(
+                self.phase == Phase::Ended,
+                "the final checkpoint completed before this subtask's input ended"
+            );
+            self.final_checkpoint_complete = true;
+        }
         Ok(())
     }
 
@@ -302,7 +347,7 @@ impl SubtaskCore {
         let operators = self
             .chain
             .iter_mut()
-            .map(|link| guarded(&link.name, || link.operator.snapshot_state()))
+            .map(|link| guarded(&link.name, || link.operator.snapshot_state(checkpoint)))
             .collect::<Result<Vec<_>, _>>()?;
         self.transmits.push_back(SubtaskTransmit::Snapshot {
             checkpoint,
@@ -317,18 +362,22 @@ impl SubtaskCore {
 
     /// Does one unit of work: one input batch or one source poll through the whole chain.
     pub fn step(&mut self) -> Result<Step, TaskError> {
-        match self.phase {
-            Phase::Finished => return Ok(Step::Finished),
-            Phase::Draining if self.outputs_idle() => {
-                self.phase = Phase::Finished;
-                return Ok(Step::Finished);
-            }
-            Phase::Draining => return Ok(Step::Blocked),
-            Phase::Running if !self.outputs_idle() => return Ok(Step::Blocked),
-            Phase::Running => {}
+        if self.phase == Phase::Finished {
+            return Ok(Step::Finished);
+        }
+        if !self.outputs_idle() {
+            return Ok(Step::Blocked);
+        }
+        let ended = self.phase == Phase::Ended;
+        if ended && (!self.final_checkpoint || self.final_checkpoint_complete) {
+            self.phase = Phase::Finished;
+            return Ok(Step::Finished);
         }
         let step = match &mut self.head {
+            // An ended source only waits: for triggers, and for the final checkpoint.
+            HeadState::Source { .. } if ended => Step::Blocked,
             HeadState::Source { .. } => self.step_source()?,
+            // Ended input channels still deliver barriers.
             HeadState::Inputs { .. } => self.step_inputs()?,
         };
         self.flush_outputs();
@@ -519,7 +568,8 @@ impl SubtaskCore {
             }
         }
         self.emit(Event::EndOfInput);
-        self.phase = Phase::Draining;
+        self.phase = Phase::Ended;
+        self.transmits.push_back(SubtaskTransmit::Ended);
         Ok(())
     }
 
@@ -638,6 +688,7 @@ mod tests {
             outputs: 1,
             flow: flow(8, 8),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
         });
         let mut feed = |channel: usize, event: Event| {
             core.handle_batch(channel, batch(vec![event]));
@@ -703,6 +754,7 @@ mod tests {
             outputs: 1,
             flow: flow(10, 2),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
         });
         assert_eq!(step_until_stuck(&mut core), Step::Blocked);
         let sent = drain(&mut core).len();
@@ -735,6 +787,7 @@ mod tests {
             outputs: 0,
             flow: flow(8, 2),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
         });
         core.handle_batch(
             2,
@@ -772,6 +825,7 @@ mod tests {
             outputs: 1,
             flow: flow(16, 2),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
         });
         let error = core.step().unwrap_err();
         assert_eq!(error.operator, "picky");
@@ -796,6 +850,7 @@ mod tests {
             outputs: 1,
             flow: flow(8, 4),
             checkpoint_mode: mode,
+            final_checkpoint: false,
         })
     }
 
@@ -930,6 +985,7 @@ mod tests {
                 outputs: 1,
                 flow: flow(10, 100),
                 checkpoint_mode: CheckpointMode::ExactlyOnce,
+                final_checkpoint: false,
             })
         };
         let mut core = source_subtask();
@@ -1000,6 +1056,127 @@ mod tests {
                 .iter()
                 .any(|t| matches!(t, SubtaskTransmit::Credit { input: 0, .. })),
             "nothing of the batch is left, so its sender gets the credit back: {transmits:?}"
+        );
+    }
+
+    /// A two-phase-commit sink that records what it is asked to do.
+    struct Recording(Arc<Mutex<Vec<String>>>);
+
+    impl crate::operator::Sink for Recording {
+        type In = u64;
+
+        fn write_batch(&mut self, records: Vec<Record<u64>>) -> Result<(), BoxError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("write {}", records.len()));
+            Ok(())
+        }
+
+        fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<Vec<u8>>, BoxError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("pre-commit {}", checkpoint.0));
+            Ok(Some(vec![7]))
+        }
+
+        fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("commit {}", checkpoint.0));
+            Ok(())
+        }
+
+        fn restore(&mut self, state: Option<Vec<u8>>) -> Result<(), BoxError> {
+            self.0.lock().unwrap().push(format!("restore {state:?}"));
+            Ok(())
+        }
+    }
+
+    fn source_into_sink(final_checkpoint: bool, calls: &Arc<Mutex<Vec<String>>>) -> SubtaskCore {
+        let info = crate::operator::OperatorInfo {
+            job: "job".into(),
+            name: "sink".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            key_groups: crate::key::KeyGroupRange::for_subtask(0, 1, 128),
+            checkpointing: final_checkpoint,
+        };
+        SubtaskCore::new(SubtaskSpec {
+            head: Head::Source {
+                name: "numbers".into(),
+                source: Box::new(crate::source::SequenceSource::slice(0..10, 0, 1)),
+            },
+            chain: vec![ChainedOperator {
+                name: "sink".into(),
+                operator: Box::new(Erased(crate::operator::SinkOperator::new(
+                    Recording(calls.clone()),
+                    &info,
+                ))),
+            }],
+            outputs: 0,
+            flow: flow(100, 4),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint,
+        })
+    }
+
+    #[test]
+    fn with_checkpoints_a_subtask_finishes_only_after_the_final_checkpoint_completes() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut core = source_into_sink(true, &calls);
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        assert!(
+            drain(&mut core)
+                .iter()
+                .any(|t| matches!(t, SubtaskTransmit::Ended)),
+            "the coordinator learns that the input ended"
+        );
+        assert_eq!(
+            step_until_stuck(&mut core),
+            Step::Blocked,
+            "it waits for the final checkpoint"
+        );
+        core.trigger_checkpoint(CheckpointId(4)).unwrap();
+        let taken = snapshots(&drain(&mut core));
+        assert_eq!(taken[0].1.operators[0].operator, Some(vec![7]));
+        core.notify_checkpoint_complete(CheckpointId(4), false)
+            .unwrap();
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        core.trigger_checkpoint(CheckpointId(5)).unwrap();
+        core.notify_checkpoint_complete(CheckpointId(5), true)
+            .unwrap();
+        assert_eq!(step_until_stuck(&mut core), Step::Finished);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                "restore None",
+                "write 10",
+                "pre-commit 4",
+                "commit 4",
+                "pre-commit 5",
+                "commit 5"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_checkpoints_a_sink_commits_at_end_of_input() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut core = source_into_sink(false, &calls);
+        assert_eq!(step_until_stuck(&mut core), Step::Finished);
+        let end = CheckpointId::END_OF_INPUT.0;
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                "restore None".to_owned(),
+                "write 10".to_owned(),
+                format!("pre-commit {end}"),
+                format!("commit {end}")
+            ]
         );
     }
 }

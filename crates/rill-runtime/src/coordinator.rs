@@ -18,7 +18,8 @@ use tracing::{debug, warn};
 
 use crate::master::JobMaster;
 use crate::messages::{
-    Acknowledge, CheckpointCompleted, CheckpointingFailed, Decline, Shutdown, TriggerCheckpoint,
+    Acknowledge, CheckpointCompleted, CheckpointingFailed, Decline, NotifyCheckpointComplete,
+    Shutdown, SubtaskEnded, TriggerCheckpoint,
 };
 use crate::subtask::SubtaskActor;
 
@@ -29,6 +30,8 @@ pub(crate) struct CoordinatorActor {
     store: Option<CheckpointStore>,
     core: CoordinatorCore,
     config: CheckpointConfig,
+    /// Every subtask, in the plan's order.
+    subtasks: Vec<Addr<SubtaskActor>>,
     sources: Vec<Addr<SubtaskActor>>,
     master: Addr<JobMaster>,
     /// The snapshots of checkpoints in progress, by subtask index; a completed checkpoint's
@@ -42,7 +45,7 @@ impl CoordinatorActor {
         (attempt, first_id): (u32, CheckpointId),
         (job, store): (String, Option<CheckpointStore>),
         config: CheckpointConfig,
-        subtasks: usize,
+        subtasks: Vec<Addr<SubtaskActor>>,
         sources: Vec<Addr<SubtaskActor>>,
         master: Addr<JobMaster>,
     ) -> Self {
@@ -50,8 +53,9 @@ impl CoordinatorActor {
             attempt,
             job,
             store,
-            core: CoordinatorCore::new(config, subtasks, first_id),
+            core: CoordinatorCore::new(config, subtasks.len(), first_id),
             config,
+            subtasks,
             sources,
             master,
             snapshots: BTreeMap::new(),
@@ -98,8 +102,11 @@ impl CoordinatorActor {
                         snapshots,
                     });
                 }
-                CoordinatorAction::NotifyComplete(checkpoint) => {
-                    debug!(%checkpoint, "complete");
+                CoordinatorAction::NotifyComplete { checkpoint, last } => {
+                    debug!(%checkpoint, last, "complete");
+                    for subtask in &self.subtasks {
+                        subtask.do_send(NotifyCheckpointComplete { checkpoint, last });
+                    }
                 }
                 CoordinatorAction::Discard(checkpoint) => {
                     self.snapshots.remove(&checkpoint);
@@ -186,6 +193,16 @@ impl Handler<Decline> for CoordinatorActor {
 
     fn handle(&mut self, decline: Decline, _ctx: &mut Context<Self>) {
         self.core.handle_decline(decline.checkpoint, decline.reason);
+        self.perform_actions();
+    }
+}
+
+impl Handler<SubtaskEnded> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, ended: SubtaskEnded, _ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        self.core.handle_subtask_ended(ended.subtask, now);
         self.perform_actions();
     }
 }

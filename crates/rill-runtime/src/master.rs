@@ -98,9 +98,7 @@ impl JobMaster {
             // Round-robin over all subtasks, so that the stages of a pipeline land on different
             // threads; a partitioner shares its upstream subtask's thread.
             let arbiter = &self.arbiters[position % self.arbiters.len()];
-            let mut core =
-                self.plan
-                    .build_subtask(&self.graph, id, flow, self.graph.checkpoint.mode);
+            let mut core = self.plan.build_subtask(&self.graph, id, flow);
             if let Some(snapshots) = &self.latest_snapshots {
                 let Some(snapshot) = snapshots.get(&position) else {
                     return Err(JobError::Deploy {
@@ -165,7 +163,7 @@ impl JobMaster {
             (attempt, first_checkpoint),
             (self.graph.name.clone(), self.store.clone()),
             self.graph.checkpoint,
-            ids.len(),
+            self.subtasks.iter().map(|(_, addr)| addr.clone()).collect(),
             sources,
             me.clone(),
         )

@@ -120,6 +120,21 @@ pub(crate) struct Acknowledge {
     pub snapshot: SubtaskSnapshot,
 }
 
+/// A checkpoint is complete (sent to every subtask); `last` says it is the job's final one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct NotifyCheckpointComplete {
+    pub checkpoint: CheckpointId,
+    pub last: bool,
+}
+
+/// A subtask's input ended; `subtask` is its index in the plan's order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubtaskEnded {
+    pub subtask: usize,
+}
+
 /// A subtask cannot take part in a checkpoint.
 #[derive(Message)]
 #[rtype(result = "()")]

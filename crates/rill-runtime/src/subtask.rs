@@ -13,8 +13,9 @@ use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 
 use crate::master::JobMaster;
 use crate::messages::{
-    Acknowledge, ActorLost, Decline, DeliverBatch, OutputCredit, PartitionBatch, Shutdown, Start,
-    SubtaskFinished, TargetCredit, TaskFailed, TriggerCheckpoint, WireSubtask,
+    Acknowledge, ActorLost, Decline, DeliverBatch, NotifyCheckpointComplete, OutputCredit,
+    PartitionBatch, Shutdown, Start, SubtaskEnded, SubtaskFinished, TargetCredit, TaskFailed,
+    TriggerCheckpoint, WireSubtask,
 };
 
 /// Steps one handler may take before it yields the thread to other actors.
@@ -147,6 +148,9 @@ impl SubtaskActor {
                 SubtaskTransmit::Declined { checkpoint, reason } => {
                     wiring.coordinator.do_send(Decline { checkpoint, reason });
                 }
+                SubtaskTransmit::Ended => wiring.coordinator.do_send(SubtaskEnded {
+                    subtask: self.index,
+                }),
             }
         }
     }
@@ -228,6 +232,24 @@ impl Handler<TriggerCheckpoint> for SubtaskActor {
             return;
         }
         self.send_transmits();
+        self.drive(ctx);
+    }
+}
+
+impl Handler<NotifyCheckpointComplete> for SubtaskActor {
+    type Result = ();
+
+    fn handle(&mut self, notice: NotifyCheckpointComplete, ctx: &mut Context<Self>) {
+        if self.failed {
+            return;
+        }
+        if let Err(error) = self
+            .core
+            .notify_checkpoint_complete(notice.checkpoint, notice.last)
+        {
+            self.fail(error);
+            return;
+        }
         self.drive(ctx);
     }
 }

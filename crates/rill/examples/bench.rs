@@ -137,7 +137,7 @@ fn run_job<const KEYS: u64>(args: &Args) -> Result<(u64, u64, CheckpointFigures)
     let sink_tally = tally.clone();
     let pause_per_batch =
         matches!(args.workload, Workload::SlowSink).then(|| Duration::from_millis(1));
-    stream.sink_with("count", move |_, _| CountingSink {
+    stream.sink_with("count", move |_| CountingSink {
         tally: sink_tally.clone(),
         pause_per_batch,
     });

@@ -221,19 +221,17 @@ impl<T: Data> DataStream<T> {
         self
     }
 
-    /// Writes the stream to a sink; `make` builds one instance per subtask, told its index and
-    /// the parallelism.
+    /// Writes the stream to a sink; `make` builds one instance per subtask, told where it runs
+    /// (its index, the parallelism, the job's and the operator's names).
     pub fn sink_with<S, F>(self, name: &str, make: F) -> SinkHandle
     where
         S: Sink<In = T>,
-        F: Fn(u32, u32) -> S + Send + Sync + 'static,
+        F: Fn(&OperatorInfo) -> S + Send + Sync + 'static,
     {
         let node = self.then::<()>(
             name,
             None,
-            Arc::new(move |info| {
-                Box::new(Erased(SinkOperator(make(info.subtask, info.parallelism))))
-            }),
+            Arc::new(move |info| Box::new(Erased(SinkOperator::new(make(info), info)))),
         );
         SinkHandle { stream: node }
     }
@@ -242,7 +240,7 @@ impl<T: Data> DataStream<T> {
     pub fn collect(self) -> Collected<T> {
         let collected = Collected::default();
         let target = collected.clone();
-        self.sink_with("collect", move |_, _| CollectSink::new(target.clone()));
+        self.sink_with("collect", move |_| CollectSink::new(target.clone()));
         collected
     }
 }
@@ -251,7 +249,9 @@ impl<T: Data + std::fmt::Display> DataStream<T> {
     /// Prints every value to stdout, one per line (prefixed by the subtask's index when the
     /// sink runs in parallel).
     pub fn print(self) -> SinkHandle {
-        self.sink_with("print", StdoutSink::new)
+        self.sink_with("print", |info| {
+            StdoutSink::new(info.subtask, info.parallelism)
+        })
     }
 }
 

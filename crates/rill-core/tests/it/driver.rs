@@ -14,7 +14,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rill_core::checkpoint::CheckpointMode;
 use rill_core::flow::FlowConfig;
 use rill_core::graph::{JobGraph, OperatorId};
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
@@ -144,7 +143,7 @@ impl Driver {
             .enumerate()
             .map(|(index, &id)| Subtask {
                 id,
-                core: plan.build_subtask(graph, id, flow, CheckpointMode::ExactlyOnce),
+                core: plan.build_subtask(graph, id, flow),
                 runnable: true,
                 idle: false,
                 senders: plan
@@ -350,6 +349,8 @@ impl Driver {
                     };
                     self.send(link, Message::Credit(credits));
                 }
+                // No checkpoints here: there is no coordinator to tell.
+                SubtaskTransmit::Ended => {}
                 other => panic!("no checkpoint was triggered, yet subtask {s} sent {other:?}"),
             }
         }

@@ -96,7 +96,9 @@ impl Sink for Refuse {
 fn an_error_returned_by_a_sink_names_the_sink_and_keeps_the_error() {
     let mut graph = JobGraph::new("refusing sink");
     let (src, _) = items(&mut graph, "numbers", 1, (0..100).collect::<Vec<u64>>());
-    let out = transform(&mut graph, "refusing sink", 2, |_| SinkOperator(Refuse));
+    let out = transform(&mut graph, "refusing sink", 2, |info| {
+        SinkOperator::new(Refuse, info)
+    });
     rebalance::<u64>(&mut graph, src, out);
     let error = run_to_failure(&graph);
     assert_eq!(error.operator, "refusing sink");

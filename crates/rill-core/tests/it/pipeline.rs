@@ -356,10 +356,13 @@ fn every_sink_subtask_finishes_once_after_its_last_record() {
     let (src, _) = items(&mut graph, "numbers", 3, (0..200).collect::<Vec<u64>>());
     let into = log.clone();
     let out = transform(&mut graph, "sink", 2, move |info| {
-        SinkOperator(Logging {
-            subtask: info.subtask,
-            log: into.clone(),
-        })
+        SinkOperator::new(
+            Logging {
+                subtask: info.subtask,
+                log: into.clone(),
+            },
+            info,
+        )
     });
     rebalance::<u64>(&mut graph, src, out);
     assert!(Driver::new(&graph, flow(8, 2), 11).run().unwrap().finished);

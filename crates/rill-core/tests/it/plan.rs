@@ -207,7 +207,7 @@ fn each_instance_is_told_its_index_parallelism_and_key_groups() {
     key_by(&mut graph, src, count, |x: &u64| *x);
     let plan = PhysicalPlan::new(&graph).unwrap();
     for id in plan.subtasks() {
-        plan.build_subtask(&graph, id, Default::default(), Default::default());
+        plan.build_subtask(&graph, id, Default::default());
     }
     let mut infos = seen.lock().unwrap().clone();
     infos.sort_by_key(|info| info.subtask);

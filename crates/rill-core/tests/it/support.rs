@@ -143,10 +143,13 @@ pub fn sink<T: Data>(
     let collected: Collected<T> = Arc::default();
     let into = collected.clone();
     let id = transform(graph, name, parallelism, move |info| {
-        SinkOperator(Collect {
-            subtask: info.subtask,
-            into: into.clone(),
-        })
+        SinkOperator::new(
+            Collect {
+                subtask: info.subtask,
+                into: into.clone(),
+            },
+            info,
+        )
     });
     (id, collected)
 }

@@ -91,8 +91,8 @@ fn counting_job(
     let sink_node = graph.add_operator(node(
         "sink",
         parallelism,
-        OperatorKind::Transform(Arc::new(move |_| {
-            Box::new(Erased(SinkOperator(sink.clone())))
+        OperatorKind::Transform(Arc::new(move |info| {
+            Box::new(Erased(SinkOperator::new(sink.clone(), info)))
         })),
     ));
     graph.add_edge(forward(source, map));
@@ -186,8 +186,8 @@ fn endless_job() -> JobGraph {
     let sink = graph.add_operator(node(
         "sink",
         2,
-        OperatorKind::Transform(Arc::new(|_| {
-            Box::new(Erased(SinkOperator(Shared::default())))
+        OperatorKind::Transform(Arc::new(|info| {
+            Box::new(Erased(SinkOperator::new(Shared::default(), info)))
         })),
     ));
     graph.add_edge(Edge {

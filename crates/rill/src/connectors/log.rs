@@ -6,15 +6,19 @@
 //! records. A record's log timestamp becomes its event timestamp. Its checkpointed position is
 //! the next offset of each of its partitions, so a restored job reads on from there.
 //!
-//! [`LogSink`] appends each batch to a topic and flushes the log durably at end of input. It is
-//! at-least-once: a job that fails and runs again appends again what it wrote before.
+//! [`LogSink`] writes a topic through the log's transactions (two-phase commit): each
+//! checkpoint's records are committed when the checkpoint completes, so readers, who see
+//! committed records only, see every record exactly once however often the job fails and
+//! restarts. At-least-once, it appends each batch at once instead.
 
 use std::sync::Arc;
 
+use rill_core::checkpoint::CheckpointId;
 use rill_core::operator::Sink;
 use rill_core::source::{Source, SourceOutput, SourcePoll, decode_position, encode_position};
 use rill_core::{BoxError, Data, Record, Timestamp};
 use rill_log::{EventLog, LogError, LogRecord, ProducerRecord};
+use serde::{Deserialize, Serialize};
 
 use crate::env::StreamEnv;
 use crate::stream::{DataStream, SinkHandle};
@@ -219,6 +223,7 @@ pub struct LogSink<T> {
     log: EventLog,
     topic: String,
     encode: Encode<T>,
+    exactly_once: bool,
 }
 
 impl LogSink<String> {
@@ -242,42 +247,146 @@ impl<T: Data> LogSink<T> {
             log: log.clone(),
             topic: topic.to_owned(),
             encode: Arc::new(encode),
+            exactly_once: true,
         })
+    }
+
+    /// Appends each batch at once instead of committing per checkpoint: lower latency, but a
+    /// job that fails and restarts appends again what it wrote since its last checkpoint.
+    pub fn at_least_once(mut self) -> Self {
+        self.exactly_once = false;
+        self
     }
 }
 
-/// One sink subtask's writer.
+/// What a transactional writer keeps in a checkpoint.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct WriterState {
+    /// The sequence number of the next transaction.
+    next_sequence: u64,
+    /// The prepared transactions waiting for their checkpoint to complete: (checkpoint,
+    /// sequence number), oldest first.
+    prepared: Vec<(u64, u64)>,
+}
+
+/// One sink subtask's writer. Exactly-once, it writes the records of each checkpoint into a
+/// transaction of the log: `<job>/<sink>/<subtask>/<sequence>`. The transaction is prepared
+/// when the checkpoint's barrier passes and committed when the checkpoint completes; restored
+/// from a checkpoint, the writer commits what that checkpoint prepared and aborts whatever
+/// else it left open. At-least-once, it appends every batch at once.
 struct LogWriter<T> {
     log: EventLog,
     topic: String,
     encode: Encode<T>,
+    exactly_once: bool,
+    /// Every transaction id of this subtask starts with this.
+    prefix: String,
+    state: WriterState,
+    /// Whether the transaction `state.next_sequence` holds records.
+    open: bool,
+}
+
+impl<T: Data> LogWriter<T> {
+    fn transaction_id(&self, sequence: u64) -> String {
+        format!("{}{sequence}", self.prefix)
+    }
 }
 
 impl<T: Data> Sink for LogWriter<T> {
     type In = T;
 
     fn write_batch(&mut self, records: Vec<Record<T>>) -> Result<(), BoxError> {
-        let batch = records
+        let batch: Vec<ProducerRecord> = records
             .iter()
             .map(|record| (self.encode)(&record.value))
             .collect();
-        self.log.append_batch(&self.topic, batch)?;
+        if self.exactly_once {
+            let id = self.transaction_id(self.state.next_sequence);
+            self.log.stage(&id, &self.topic, &batch)?;
+            self.open = true;
+        } else {
+            self.log.append_batch(&self.topic, batch)?;
+        }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), BoxError> {
-        Ok(self.log.flush()?)
+        if !self.exactly_once {
+            self.log.flush()?;
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<Vec<u8>>, BoxError> {
+        if !self.exactly_once {
+            // What was appended must survive a crash of the machine once the checkpoint does.
+            self.log.flush()?;
+            return Ok(None);
+        }
+        if self.open {
+            let sequence = self.state.next_sequence;
+            self.log.prepare(&self.transaction_id(sequence))?;
+            self.state.prepared.push((checkpoint.0, sequence));
+            self.state.next_sequence += 1;
+            self.open = false;
+        }
+        encode_position(&self.state).map(Some)
+    }
+
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
+        let due = self
+            .state
+            .prepared
+            .iter()
+            .take_while(|(prepared_at, _)| *prepared_at <= checkpoint.0)
+            .count();
+        for (_, sequence) in self.state.prepared.drain(..due).collect::<Vec<_>>() {
+            self.log.commit(&self.transaction_id(sequence))?;
+        }
+        if checkpoint == CheckpointId::END_OF_INPUT {
+            // A job without checkpoints ends here: make its output durable.
+            self.log.flush()?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: Option<Vec<u8>>) -> Result<(), BoxError> {
+        if !self.exactly_once {
+            return Ok(());
+        }
+        let restored: WriterState = match state {
+            Some(bytes) => decode_position(&bytes)?,
+            None => WriterState::default(),
+        };
+        for &(_, sequence) in &restored.prepared {
+            self.log.commit(&self.transaction_id(sequence))?;
+        }
+        for leftover in self.log.transactions(&self.prefix)? {
+            let records = self.log.abort(&leftover.id)?;
+            tracing::info!(transaction = %leftover.id, records, "aborted a transaction a failed run left open");
+        }
+        self.state = WriterState {
+            next_sequence: restored.next_sequence,
+            prepared: Vec::new(),
+        };
+        Ok(())
     }
 }
 
 impl<T: Data> DataStream<T> {
-    /// Appends the stream to a topic of the event log.
+    /// Writes the stream to a topic of the event log: exactly-once by default (records become
+    /// visible to readers when the checkpoint after them completes, or at the end of a job
+    /// without checkpoints), or at-least-once (see [`LogSink::at_least_once`]).
     pub fn sink_to_log(self, sink: LogSink<T>) -> SinkHandle {
         let name = format!("log sink '{}'", sink.topic);
-        self.sink_with(&name, move |_, _| LogWriter {
+        self.sink_with(&name, move |info| LogWriter {
             log: sink.log.clone(),
             topic: sink.topic.clone(),
             encode: sink.encode.clone(),
+            exactly_once: sink.exactly_once,
+            prefix: format!("{}/{}/{}/", info.job, info.name, info.subtask),
+            state: WriterState::default(),
+            open: false,
         })
     }
 }

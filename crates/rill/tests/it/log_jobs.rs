@@ -122,6 +122,8 @@ fn an_unbounded_source_picks_up_records_appended_while_it_runs() {
     log.create_topic("lines", 2).unwrap();
     log.create_topic("counts", 1).unwrap();
     let env = StreamEnv::new();
+    // The sink commits what it wrote at each checkpoint: only then do readers see it.
+    env.enable_checkpointing(Duration::from_millis(50));
     word_count_job(&env, &log, false);
     let job = env.execute_async("live wordcount").unwrap();
     for round in 0..5 {
