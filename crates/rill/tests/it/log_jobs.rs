@@ -190,14 +190,62 @@ fn a_word_count_started_again_resumes_from_its_checkpoint_and_its_log_offsets() 
     second.execute("wordcount").unwrap();
     let records = read_all(&log, "counts");
     let written_by_second = records.len() - after_first;
-    let by_word = counts_by_word(&records);
-    for (word, count) in &reference {
-        let last = by_word[word].iter().max().copied();
-        assert_eq!(last, Some(*count), "the final count of '{word}'");
-    }
+    assert_exactly_once(&records, &reference);
     let total_words: u64 = reference.values().sum();
     assert!(
         (written_by_second as u64) < total_words,
         "the second run read on from the checkpoint's offsets ({written_by_second} of {total_words} updates)"
+    );
+}
+
+/// Every word's committed counts are exactly 1, 2, …, n with n its true count: nothing lost,
+/// nothing twice.
+fn assert_exactly_once(records: &[LogRecord], reference: &BTreeMap<String, u64>) {
+    let by_word = counts_by_word(records);
+    assert_eq!(
+        by_word.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>()
+    );
+    for (word, counts) in by_word {
+        let mut sorted = counts.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            (1..=reference[&word]).collect::<Vec<_>>(),
+            "the committed counts of '{word}'"
+        );
+    }
+}
+
+#[test]
+fn a_panic_in_a_subtask_restarts_the_job_and_the_committed_output_is_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..6_000)
+        .map(|i| format!("line{} w{} w{}", i % 101, i % 13, i % 7))
+        .collect();
+    let (log, reference) = log_with_lines(&dir.path().join("log"), 3, &lines);
+    let mut config = ExecutionConfig::default();
+    config.runtime.flow.batch_size = 16;
+    let env = StreamEnv::with_config(config);
+    env.set_parallelism(2);
+    env.enable_checkpointing(Duration::from_millis(5));
+    env.set_restart_strategy(RestartStrategy::FixedDelay {
+        attempts: 3,
+        delay_ms: 10,
+    });
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    word_count_job_with(&env, &log, true, move |_| {
+        std::thread::sleep(Duration::from_micros(50));
+        // The 4000th line read, counted over every attempt, fails its subtask once.
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n != 4_000, "injected failure");
+    });
+    let report = env.execute("wordcount").unwrap();
+    assert_eq!(report.restarts, 1);
+    assert!(report.checkpoints_completed > 0);
+    assert_exactly_once(&read_all(&log, "counts"), &reference);
+    assert!(
+        log.transactions("").unwrap().is_empty(),
+        "no transaction is left open"
     );
 }
