@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use rill_log::{EventLog, ProducerRecord};
+use rill_log::{EventLog, ProducerRecord, TransactionInfo};
 
 /// Lines appended per batch by `produce`: one atomic append (and one write to the OS) each.
 const PRODUCE_BATCH_LINES: usize = 1000;
@@ -43,7 +43,7 @@ pub(crate) enum LogCommand {
         partition: Option<u32>,
     },
     /// Prints the records present at the start, one per line, partition by partition in
-    /// offset order, then exits.
+    /// offset order, then exits. Only committed records, unless `--read-uncommitted`.
     Consume {
         /// The topic.
         topic: String,
@@ -59,8 +59,13 @@ pub(crate) enum LogCommand {
         /// Prints `key<TAB>value` (an empty key for records without one).
         #[arg(long)]
         with_key: bool,
+        /// Also prints the records of open transactions (a running job's exactly-once sink
+        /// writes these; they are committed when its next checkpoint completes, or aborted),
+        /// after the committed ones, transaction by transaction.
+        #[arg(long)]
+        read_uncommitted: bool,
     },
-    /// Prints a topic's partitions and their end offsets.
+    /// Prints a topic's partitions, their end offsets, and its open transactions.
     Describe {
         /// The topic.
         topic: String,
@@ -105,12 +110,14 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
             max,
             partition,
             with_key,
+            read_uncommitted,
         } => {
             let options = ConsumeOptions {
                 from,
                 max,
                 only: partition,
                 with_key,
+                read_uncommitted,
             };
             let log = EventLog::open(data_dir)?;
             quiet_if_closed(consume(&log, &topic, &options))
@@ -118,13 +125,28 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
         LogCommand::Describe { topic } => {
             let log = EventLog::open(data_dir)?;
             let ends = log.end_offsets(&topic)?;
+            let open = open_transactions(&log, &topic)?;
             quiet_if_closed(print_lines(|out| {
                 writeln!(out, "topic {topic}: {} partition(s)", ends.len())?;
                 writeln!(out, "{:>9}  {:>12}", "partition", "end offset")?;
                 for (partition, end) in ends.iter().enumerate() {
                     writeln!(out, "{partition:>9}  {end:>12}")?;
                 }
-                writeln!(out, "{:>9}  {:>12}", "total", ends.iter().sum::<u64>())
+                writeln!(out, "{:>9}  {:>12}", "total", ends.iter().sum::<u64>())?;
+                writeln!(out, "open transactions: {}", open.len())?;
+                for transaction in &open {
+                    let state = if transaction.prepared {
+                        "prepared"
+                    } else {
+                        "open"
+                    };
+                    writeln!(
+                        out,
+                        "  {}  {state}  {} record(s)",
+                        transaction.id, transaction.records
+                    )?;
+                }
+                Ok(())
             }))
         }
         LogCommand::List => {
@@ -277,6 +299,29 @@ struct ConsumeOptions {
     max: Option<u64>,
     only: Option<u32>,
     with_key: bool,
+    read_uncommitted: bool,
+}
+
+/// The open transactions that write to `topic`.
+fn open_transactions(log: &EventLog, topic: &str) -> anyhow::Result<Vec<TransactionInfo>> {
+    let mut open = log.transactions("")?;
+    open.retain(|transaction| transaction.topic == topic);
+    Ok(open)
+}
+
+/// Prints one record's line: `value`, or `key<TAB>value`.
+fn print_record(
+    out: &mut impl Write,
+    key: Option<&[u8]>,
+    value: &[u8],
+    with_key: bool,
+) -> std::io::Result<()> {
+    if with_key {
+        out.write_all(String::from_utf8_lossy(key.unwrap_or_default()).as_bytes())?;
+        out.write_all(b"\t")?;
+    }
+    out.write_all(String::from_utf8_lossy(value).as_bytes())?;
+    out.write_all(b"\n")
 }
 
 fn consume(log: &EventLog, topic: &str, options: &ConsumeOptions) -> anyhow::Result<()> {
@@ -307,16 +352,35 @@ fn consume(log: &EventLog, topic: &str, options: &ConsumeOptions) -> anyhow::Res
                 break;
             }
             for record in &records {
-                if options.with_key {
-                    let key = record.key.as_deref().unwrap_or_default();
-                    out.write_all(String::from_utf8_lossy(key).as_bytes())?;
-                    out.write_all(b"\t")?;
-                }
-                out.write_all(String::from_utf8_lossy(&record.value).as_bytes())?;
-                out.write_all(b"\n")?;
+                print_record(
+                    &mut out,
+                    record.key.as_deref(),
+                    &record.value,
+                    options.with_key,
+                )?;
             }
             next += records.len() as u64;
             remaining -= records.len() as u64;
+        }
+    }
+    if options.read_uncommitted {
+        for transaction in open_transactions(log, topic)? {
+            for record in log.staged(&transaction.id)? {
+                if remaining == 0 {
+                    break;
+                }
+                // A record whose partition the commit will choose matches no `--partition`.
+                if options.only.is_some() && record.partition != options.only {
+                    continue;
+                }
+                print_record(
+                    &mut out,
+                    record.key.as_deref(),
+                    &record.value,
+                    options.with_key,
+                )?;
+                remaining -= 1;
+            }
         }
     }
     out.flush()?;

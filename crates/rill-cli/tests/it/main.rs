@@ -334,3 +334,31 @@ fn stored_checkpoints_can_be_listed_and_inspected() {
     ));
     assert!(error.contains("no such completed checkpoint"), "{error}");
 }
+
+#[test]
+fn consume_reads_committed_records_unless_asked_for_uncommitted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(&data, &["log", "create", "out"], ""));
+    ok(rill(&data, &["log", "produce", "out"], "committed\n"));
+    {
+        let log = rill_log::EventLog::open(&data).unwrap();
+        let staged = [rill_log::ProducerRecord::new("pending").with_key("k")];
+        log.stage("job/sink/0/3", "out", &staged).unwrap();
+        log.prepare("job/sink/0/3").unwrap();
+    }
+    let committed = ok(rill(&data, &["log", "consume", "out"], ""));
+    assert_eq!(committed, "committed\n");
+    let everything = ok(rill(
+        &data,
+        &["log", "consume", "out", "--read-uncommitted", "--with-key"],
+        "",
+    ));
+    assert_eq!(everything, "\tcommitted\nk\tpending\n");
+    let described = ok(rill(&data, &["log", "describe", "out"], ""));
+    assert!(
+        described.contains("open transactions: 1")
+            && described.contains("job/sink/0/3  prepared  1 record(s)"),
+        "{described}"
+    );
+}
