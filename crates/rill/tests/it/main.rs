@@ -4,5 +4,6 @@
 
 mod api;
 mod checkpoints;
+mod kill_recovery;
 mod log_jobs;
 mod support;
