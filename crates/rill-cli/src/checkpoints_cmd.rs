@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
-use rill_store::CheckpointStore;
+use rill_core::checkpoint::CheckpointId;
+use rill_store::{CheckpointStore, RestorePoint};
 
 #[derive(Subcommand)]
 pub(crate) enum CheckpointsCommand {
@@ -48,23 +48,29 @@ fn time(ms: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
-/// The bytes one subtask's snapshot holds, in all and per chained operator.
-fn sizes(snapshot: &SubtaskSnapshot) -> (usize, Vec<usize>) {
-    let operators: Vec<usize> = snapshot
-        .operators
-        .iter()
-        .map(|operator| {
-            operator
-                .keyed
-                .tables
-                .values()
-                .flat_map(|groups| groups.values())
-                .map(Vec::len)
-                .sum()
-        })
-        .collect();
-    let position = snapshot.source_position.as_ref().map_or(0, Vec::len);
-    (position + operators.iter().sum::<usize>(), operators)
+/// Each operator's state size over all its subtasks, by uid (sources count their positions),
+/// in the order the layout names them, with the operator's parallelism.
+fn operator_sizes(point: &RestorePoint) -> Vec<(String, u32, u64)> {
+    let mut sizes: Vec<(String, u32, u64)> = Vec::new();
+    let mut add = |uid: &str, parallelism: u32, bytes: u64| match sizes
+        .iter_mut()
+        .find(|(known, _, _)| known == uid)
+    {
+        Some((_, _, total)) => *total += bytes,
+        None => sizes.push((uid.to_owned(), parallelism, bytes)),
+    };
+    for (position, layout) in point.metadata.layout.subtasks.iter().enumerate() {
+        let Some(snapshot) = point.snapshots.get(&position) else {
+            continue;
+        };
+        if let Some(source) = &layout.source {
+            add(source, layout.parallelism, snapshot.position_bytes());
+        }
+        for (uid, operator) in layout.operators.iter().zip(&snapshot.operators) {
+            add(uid, layout.parallelism, operator.state_bytes());
+        }
+    }
+    sizes
 }
 
 pub(crate) fn run(data_dir: &Path, command: CheckpointsCommand) -> anyhow::Result<()> {
@@ -129,18 +135,32 @@ pub(crate) fn run(data_dir: &Path, command: CheckpointsCommand) -> anyhow::Resul
                 "  state: {} bytes in {} subtask snapshots",
                 m.state_bytes, m.subtasks
             )?;
-            for (index, snapshot) in &point.snapshots {
-                let (total, operators) = sizes(snapshot);
-                let position = snapshot
-                    .source_position
-                    .as_ref()
-                    .map_or("-".to_owned(), |p| format!("{} bytes", p.len()));
-                let per_operator: Vec<String> =
-                    operators.iter().map(|bytes| bytes.to_string()).collect();
+            writeln!(out, "  max parallelism: {}", m.layout.max_parallelism)?;
+            writeln!(
+                out,
+                "  {:>12}  {:>11}  operator (uid)",
+                "state bytes", "parallelism"
+            )?;
+            for (uid, parallelism, bytes) in operator_sizes(&point) {
+                writeln!(out, "  {bytes:>12}  {parallelism:>11}  {uid}")?;
+            }
+            for (position, snapshot) in &point.snapshots {
+                let chain = m.layout.subtasks.get(*position).map_or_else(
+                    || "?".to_owned(),
+                    |layout| {
+                        let uids: Vec<&str> = layout
+                            .source
+                            .iter()
+                            .chain(&layout.operators)
+                            .map(String::as_str)
+                            .collect();
+                        format!("{} [{}]", uids.join(" -> "), layout.index)
+                    },
+                );
                 writeln!(
                     out,
-                    "  subtask {index:>3}: {total} bytes (source position: {position}; operators in chain order: [{}])",
-                    per_operator.join(", ")
+                    "  subtask {position:>3}: {:>10} bytes  {chain}",
+                    snapshot.state_bytes()
                 )?;
             }
         }

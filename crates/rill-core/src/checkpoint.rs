@@ -60,13 +60,35 @@ impl std::fmt::Display for DeclineReason {
     }
 }
 
-/// What one subtask contributes to a checkpoint.
+/// What one subtask contributes to a checkpoint, and what it is given back to restore.
+///
+/// Taken, it holds the subtask's own source position (if any) and each operator's state. To
+/// restore, the job's layout assigns state to subtasks (see [`crate::layout`]): the same when
+/// the parallelism is unchanged; after a rescale each subtask gets its key groups' keyed state
+/// and the positions and operator states of *every* old subtask, to take what is theirs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubtaskSnapshot {
-    /// The source's position, if the subtask starts with a source that can resume.
-    pub source_position: Option<Vec<u8>>,
+    /// Source positions: taken, at most the subtask's own; restored, those it may resume from.
+    pub source_positions: Vec<Vec<u8>>,
     /// Each chained operator's state, in chain order.
     pub operators: Vec<OperatorSnapshot>,
+}
+
+impl SubtaskSnapshot {
+    /// The size of its source positions.
+    pub fn position_bytes(&self) -> u64 {
+        self.source_positions.iter().map(Vec::len).sum::<usize>() as u64
+    }
+
+    /// The size of everything it holds.
+    pub fn state_bytes(&self) -> u64 {
+        self.position_bytes()
+            + self
+                .operators
+                .iter()
+                .map(OperatorSnapshot::state_bytes)
+                .sum::<u64>()
+    }
 }
 
 /// What the aligner says about a barrier or an ended channel.

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointId, CheckpointMode, DeclineReason};
+use crate::layout::JobLayout;
 
 /// When and how checkpoints are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +76,9 @@ pub struct CheckpointMetadata {
     pub subtasks: usize,
     /// The size of all snapshots together.
     pub state_bytes: u64,
+    /// Which operators each subtask ran: what restoring the checkpoint into a job of another
+    /// shape needs (see [`crate::layout`]).
+    pub layout: JobLayout,
 }
 
 /// What the coordinator wants done.
@@ -100,6 +104,8 @@ pub enum CoordinatorAction {
     },
     /// Delete the checkpoint's data: it was aborted, or it is older than the retained ones.
     Discard(CheckpointId),
+    /// A savepoint was aborted: tell whoever asked for it.
+    SavepointFailed(String),
     /// Too many checkpoints failed in a row.
     FailJob(String),
 }
@@ -120,6 +126,7 @@ struct Pending {
 #[derive(Debug)]
 pub struct CoordinatorCore {
     config: CheckpointConfig,
+    layout: JobLayout,
     subtasks: usize,
     next_id: u64,
     pending: BTreeMap<CheckpointId, Pending>,
@@ -141,12 +148,13 @@ pub struct CoordinatorCore {
 }
 
 impl CoordinatorCore {
-    /// A coordinator for `subtasks` subtasks whose next checkpoint is `first_id` (one past the
-    /// newest checkpoint a restored job has seen).
-    pub fn new(config: CheckpointConfig, subtasks: usize, first_id: CheckpointId) -> Self {
+    /// A coordinator for a job laid out as `layout` whose next checkpoint is `first_id` (one
+    /// past the newest checkpoint a restored job has seen).
+    pub fn new(config: CheckpointConfig, layout: JobLayout, first_id: CheckpointId) -> Self {
         CoordinatorCore {
             config,
-            subtasks,
+            subtasks: layout.subtasks.len(),
+            layout,
             next_id: first_id.0,
             pending: BTreeMap::new(),
             retained: VecDeque::new(),
@@ -299,6 +307,7 @@ impl CoordinatorCore {
                 acknowledged_at_ms: now_ms,
                 subtasks: self.subtasks,
                 state_bytes: pending.state_bytes,
+                layout: self.layout.clone(),
             };
             pending.persisting = Some(metadata.clone());
             self.actions
@@ -379,6 +388,10 @@ impl CoordinatorCore {
         };
         // A final checkpoint that failed is tried again.
         self.final_due |= aborted.last;
+        if aborted.savepoint {
+            self.actions
+                .push_back(CoordinatorAction::SavepointFailed(reason.to_owned()));
+        }
         self.actions
             .push_back(CoordinatorAction::Discard(checkpoint));
         if !failure {
@@ -404,6 +417,21 @@ mod tests {
             interval_ms: Some(interval_ms),
             timeout_ms: 1_000,
             ..CheckpointConfig::default()
+        }
+    }
+
+    /// A layout of `subtasks` subtasks of one operator.
+    fn layout(subtasks: u32) -> JobLayout {
+        JobLayout {
+            max_parallelism: 128,
+            subtasks: (0..subtasks)
+                .map(|index| crate::layout::SubtaskLayout {
+                    index,
+                    parallelism: subtasks,
+                    source: None,
+                    operators: vec!["op".to_owned()],
+                })
+                .collect(),
         }
     }
 
@@ -439,7 +467,7 @@ mod tests {
 
     #[test]
     fn checkpoints_start_on_the_interval_and_complete_after_every_ack_and_the_metadata() {
-        let mut core = CoordinatorCore::new(config(100), 3, CheckpointId(1));
+        let mut core = CoordinatorCore::new(config(100), layout(3), CheckpointId(1));
         core.handle_tick(0);
         assert_eq!(actions(&mut core), vec![trigger(1)]);
         core.handle_tick(150);
@@ -474,7 +502,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_without_persisted_metadata_is_not_complete() {
-        let mut core = CoordinatorCore::new(config(100), 1, CheckpointId(7));
+        let mut core = CoordinatorCore::new(config(100), layout(1), CheckpointId(7));
         core.handle_tick(0);
         actions(&mut core);
         core.handle_ack(CheckpointId(7), 0, 1, 5);
@@ -497,7 +525,7 @@ mod tests {
                 tolerable_failures: 1,
                 ..config(100)
             },
-            2,
+            layout(2),
             CheckpointId(1),
         );
         core.handle_tick(0);
@@ -530,7 +558,7 @@ mod tests {
 
     #[test]
     fn a_metadata_write_that_fails_aborts_the_checkpoint() {
-        let mut core = CoordinatorCore::new(config(10), 1, CheckpointId(1));
+        let mut core = CoordinatorCore::new(config(10), layout(1), CheckpointId(1));
         core.handle_tick(0);
         core.handle_ack(CheckpointId(1), 0, 1, 1);
         actions(&mut core);
@@ -545,7 +573,7 @@ mod tests {
 
     #[test]
     fn a_finished_subtask_declining_is_not_a_failure() {
-        let mut core = CoordinatorCore::new(config(10), 2, CheckpointId(1));
+        let mut core = CoordinatorCore::new(config(10), layout(2), CheckpointId(1));
         for round in 0..5u64 {
             core.handle_tick(round * 10);
             core.handle_decline(CheckpointId(round + 1), DeclineReason::Finished);
@@ -572,7 +600,7 @@ mod tests {
                 retained: 2,
                 ..config(10)
             },
-            1,
+            layout(1),
             CheckpointId(1),
         );
         let mut discarded = Vec::new();
@@ -615,7 +643,7 @@ mod tests {
                 max_concurrent: 2,
                 ..config(100)
             },
-            1,
+            layout(1),
             CheckpointId(1),
         );
         core.handle_tick(0);
@@ -639,7 +667,7 @@ mod tests {
             tolerable_failures: 1,
             ..config(10_000)
         };
-        let mut core = CoordinatorCore::new(tolerant, 2, CheckpointId(1));
+        let mut core = CoordinatorCore::new(tolerant, layout(2), CheckpointId(1));
         core.handle_tick(0);
         assert_eq!(actions(&mut core), vec![trigger(1)]);
         core.handle_subtask_ended(0, 10);
@@ -670,6 +698,32 @@ mod tests {
         assert!(
             actions(&mut core).is_empty(),
             "nothing is triggered after the final checkpoint"
+        );
+    }
+
+    #[test]
+    fn an_aborted_savepoint_is_reported_to_whoever_asked() {
+        let tolerant = CheckpointConfig {
+            tolerable_failures: 5,
+            ..config(10_000)
+        };
+        let mut core = CoordinatorCore::new(tolerant, layout(1), CheckpointId(1));
+        core.handle_tick(0);
+        assert_eq!(actions(&mut core), vec![trigger(1)]);
+        let _ = complete(&mut core, 1, 1, 2);
+        core.request_savepoint(3);
+        assert_eq!(
+            actions(&mut core),
+            vec![CoordinatorAction::Trigger {
+                checkpoint: CheckpointId(2),
+                savepoint: true
+            }]
+        );
+        core.handle_decline(CheckpointId(2), DeclineReason::StorageFailed);
+        let seen = actions(&mut core);
+        assert!(
+            matches!(&seen[..], [CoordinatorAction::SavepointFailed(reason), CoordinatorAction::Discard(CheckpointId(2))] if reason.contains("could not be stored")),
+            "{seen:?}"
         );
     }
 }

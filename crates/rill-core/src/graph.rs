@@ -38,6 +38,11 @@ pub enum OperatorKind {
 pub struct OperatorNode {
     /// Its name, used in errors and logs.
     pub name: String,
+    /// Its stable id: what its state is stored under in checkpoints and savepoints, so that
+    /// a changed job (operators added, renamed, reordered) still finds it. Without one, the
+    /// operator's name stands in, with `#2`, `#3`, … added to the second, third, … operator
+    /// of the same name.
+    pub uid: Option<String>,
     /// How many subtasks run it.
     pub parallelism: u32,
     /// How to build its instances.
@@ -119,6 +124,16 @@ pub enum GraphError {
     /// The edges form a cycle.
     #[error("the graph has a cycle through operator '{0}'")]
     Cycle(String),
+    /// Two operators have the same uid.
+    #[error("operators '{first}' and '{second}' have the same uid '{uid}'; uids must be unique")]
+    DuplicateUid {
+        /// The uid.
+        uid: String,
+        /// The first operator with it.
+        first: String,
+        /// The second.
+        second: String,
+    },
 }
 
 impl JobGraph {
@@ -151,6 +166,26 @@ impl JobGraph {
         &self.operators[id.0]
     }
 
+    /// Every operator's uid, indexed by [`OperatorId`]: its own, or one made from its name.
+    pub fn uids(&self) -> Vec<String> {
+        let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
+        self.operators
+            .iter()
+            .map(|node| match &node.uid {
+                Some(uid) => uid.clone(),
+                None => {
+                    let count = seen.entry(node.name.as_str()).or_default();
+                    *count += 1;
+                    if *count == 1 {
+                        node.name.clone()
+                    } else {
+                        format!("{}#{count}", node.name)
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// The edges out of an operator, in insertion order.
     pub fn outputs(&self, id: OperatorId) -> impl Iterator<Item = EdgeId> + '_ {
         (0..self.edges.len())
@@ -177,6 +212,16 @@ impl JobGraph {
                     operator: node.name.clone(),
                     parallelism: node.parallelism,
                     max,
+                });
+            }
+        }
+        let mut owners: std::collections::BTreeMap<String, &str> = Default::default();
+        for (uid, node) in self.uids().into_iter().zip(&self.operators) {
+            if let Some(first) = owners.insert(uid.clone(), &node.name) {
+                return Err(GraphError::DuplicateUid {
+                    uid,
+                    first: first.to_owned(),
+                    second: node.name.clone(),
                 });
             }
         }

@@ -76,7 +76,7 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
 fn snapshot_of<K: Key>(store: &KeyedStateStore<K>) -> Result<OperatorSnapshot, BoxError> {
     Ok(OperatorSnapshot {
         keyed: store.snapshot()?,
-        operator: None,
+        operator: Vec::new(),
     })
 }
 
@@ -315,7 +315,7 @@ mod tests {
                 .map(|index| {
                     let mut op = summing_reduce();
                     let range = crate::key::KeyGroupRange::for_subtask(index, 2, 128);
-                    op.restore_state(OperatorSnapshot { keyed: snapshot.keyed.select(range), operator: None }).unwrap();
+                    op.restore_state(OperatorSnapshot { keyed: snapshot.keyed.select(range), operator: Vec::new() }).unwrap();
                     (range, op)
                 })
                 .collect();

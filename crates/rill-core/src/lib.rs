@@ -10,7 +10,11 @@
 //! - [`exchange`]: forward, rebalance, key-hash and broadcast routing;
 //! - [`operator`], [`source`], [`keyed`], [`state`]: what runs inside a subtask;
 //! - [`flow`]: credit-based flow control;
-//! - [`subtask`] and [`partitioner`]: the two state machines a job is made of.
+//! - [`subtask`] and [`partitioner`]: the two state machines a job is made of;
+//! - [`checkpoint`] and [`coordinator`]: barriers, alignment, and the checkpoint coordinator;
+//! - [`layout`]: which operators each subtask runs, and assigning a checkpoint's state to a
+//!   job of another shape (rescaling);
+//! - [`restart`]: restart strategies.
 
 pub mod checkpoint;
 pub mod coordinator;
@@ -21,6 +25,7 @@ pub mod flow;
 pub mod graph;
 pub mod key;
 pub mod keyed;
+pub mod layout;
 pub mod operator;
 pub mod partitioner;
 pub mod plan;

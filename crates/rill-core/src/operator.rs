@@ -23,6 +23,8 @@ pub struct OperatorInfo {
     pub job: String,
     /// The operator's name, as given in the job.
     pub name: String,
+    /// The operator's stable id (see [`crate::graph::OperatorNode::uid`]).
+    pub uid: String,
     /// This instance's index in `0..parallelism`.
     pub subtask: u32,
     /// How many instances of the operator run.
@@ -42,9 +44,25 @@ pub struct OperatorSnapshot {
     /// Its keyed state, per key group.
     pub keyed: KeyedStateSnapshot,
     /// Its operator (non-keyed) state, encoded by the operator: a sink's pending
-    /// transactions, say.
+    /// transactions, say. Taken, at most the instance's own; restored, those of the instances
+    /// it takes over from (its own, or after a rescale every old instance's).
     #[serde(default)]
-    pub operator: Option<Vec<u8>>,
+    pub operator: Vec<Vec<u8>>,
+}
+
+impl OperatorSnapshot {
+    /// The size of its encoded state, keyed and operator state together.
+    pub fn state_bytes(&self) -> u64 {
+        let keyed: usize = self
+            .keyed
+            .tables
+            .values()
+            .flat_map(|groups| groups.values())
+            .map(Vec::len)
+            .sum();
+        let operator: usize = self.operator.iter().map(Vec::len).sum();
+        (keyed + operator) as u64
+    }
 }
 
 /// A one-input operator over typed batches: what built-ins and users implement.
@@ -357,9 +375,11 @@ pub trait Sink: Send + 'static {
         Ok(())
     }
 
-    /// Called once before the sink writes anything: with the state [`Sink::pre_commit`]
-    /// returned for the checkpoint the job restarts from, or `None` for a fresh start.
-    fn restore(&mut self, _state: Option<Vec<u8>>) -> Result<(), BoxError> {
+    /// Called once before the sink writes anything, with the states [`Sink::pre_commit`]
+    /// returned for the checkpoint the job restarts from: this instance's own, or after a
+    /// rescale those of every old instance (commit them all: commits are idempotent); none
+    /// for a fresh start.
+    fn restore(&mut self, _states: Vec<Vec<u8>>) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -387,7 +407,7 @@ impl<S: Sink> SinkOperator<S> {
     fn ensure_restored(&mut self) -> Result<(), BoxError> {
         if !self.restored {
             self.restored = true;
-            self.sink.restore(None)?;
+            self.sink.restore(Vec::new())?;
         }
         Ok(())
     }
@@ -419,7 +439,7 @@ impl<S: Sink> OneInputOperator for SinkOperator<S> {
     fn snapshot_state(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
         self.ensure_restored()?;
         Ok(OperatorSnapshot {
-            operator: self.sink.pre_commit(checkpoint)?,
+            operator: self.sink.pre_commit(checkpoint)?.into_iter().collect(),
             ..OperatorSnapshot::default()
         })
     }

@@ -10,6 +10,7 @@ use crate::exchange::{ExchangeKind, RouterContext};
 use crate::flow::FlowConfig;
 use crate::graph::{EdgeId, GraphError, JobGraph, OperatorId, OperatorKind};
 use crate::key::KeyGroupRange;
+use crate::layout::{JobLayout, SubtaskLayout};
 use crate::operator::OperatorInfo;
 use crate::partitioner::PartitionerCore;
 use crate::subtask::{ChainedOperator, Head, SubtaskCore, SubtaskSpec};
@@ -257,6 +258,32 @@ impl PhysicalPlan {
         }
     }
 
+    /// Which operators each subtask runs, by uid: stored with every checkpoint, so that a job
+    /// restoring it finds each operator's state whatever its new shape.
+    pub fn layout(&self, graph: &JobGraph) -> JobLayout {
+        let uids = graph.uids();
+        let subtasks = self
+            .subtasks()
+            .map(|id| {
+                let chain = self.chain(id.chain);
+                let mut operators = chain.operators.iter().peekable();
+                let source = operators
+                    .next_if(|&&op| matches!(graph.operator(op).kind, OperatorKind::Source(_)))
+                    .map(|&op| uids[op.0].clone());
+                SubtaskLayout {
+                    index: id.index,
+                    parallelism: graph.operator(chain.operators[0]).parallelism,
+                    source,
+                    operators: operators.map(|&op| uids[op.0].clone()).collect(),
+                }
+            })
+            .collect();
+        JobLayout {
+            max_parallelism: self.max_parallelism,
+            subtasks,
+        }
+    }
+
     /// What an operator instance of a subtask is told about itself.
     pub fn operator_info(
         &self,
@@ -268,6 +295,7 @@ impl PhysicalPlan {
         OperatorInfo {
             job: graph.name.clone(),
             name: node.name.clone(),
+            uid: graph.uids().swap_remove(operator.0),
             subtask: index,
             parallelism: node.parallelism,
             max_parallelism: self.max_parallelism,

@@ -326,10 +326,10 @@ impl SubtaskCore {
                 ),
             });
         }
-        if let (HeadState::Source { name, source }, Some(position)) =
-            (&mut self.head, &snapshot.source_position)
-        {
-            guarded(name, || source.restore_position(position))?;
+        if let HeadState::Source { name, source } = &mut self.head {
+            for position in &snapshot.source_positions {
+                guarded(name, || source.restore_position(position))?;
+            }
         }
         for (link, state) in self.chain.iter_mut().zip(snapshot.operators) {
             guarded(&link.name, || link.operator.restore_state(state))?;
@@ -340,9 +340,11 @@ impl SubtaskCore {
     /// Snapshots the source position and every operator, hands the snapshot to the driver, and
     /// forwards the barrier.
     fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
-        let source_position = match &mut self.head {
-            HeadState::Source { name, source } => guarded(name, || source.snapshot_position())?,
-            HeadState::Inputs { .. } => None,
+        let source_positions = match &mut self.head {
+            HeadState::Source { name, source } => guarded(name, || source.snapshot_position())?
+                .into_iter()
+                .collect(),
+            HeadState::Inputs { .. } => Vec::new(),
         };
         let operators = self
             .chain
@@ -352,7 +354,7 @@ impl SubtaskCore {
         self.transmits.push_back(SubtaskTransmit::Snapshot {
             checkpoint,
             snapshot: SubtaskSnapshot {
-                source_position,
+                source_positions,
                 operators,
             },
         });
@@ -1089,8 +1091,8 @@ mod tests {
             Ok(())
         }
 
-        fn restore(&mut self, state: Option<Vec<u8>>) -> Result<(), BoxError> {
-            self.0.lock().unwrap().push(format!("restore {state:?}"));
+        fn restore(&mut self, states: Vec<Vec<u8>>) -> Result<(), BoxError> {
+            self.0.lock().unwrap().push(format!("restore {states:?}"));
             Ok(())
         }
     }
@@ -1099,6 +1101,7 @@ mod tests {
         let info = crate::operator::OperatorInfo {
             job: "job".into(),
             name: "sink".into(),
+            uid: "sink".into(),
             subtask: 0,
             parallelism: 1,
             max_parallelism: 128,
@@ -1142,7 +1145,7 @@ mod tests {
         );
         core.trigger_checkpoint(CheckpointId(4)).unwrap();
         let taken = snapshots(&drain(&mut core));
-        assert_eq!(taken[0].1.operators[0].operator, Some(vec![7]));
+        assert_eq!(taken[0].1.operators[0].operator, [vec![7]]);
         core.notify_checkpoint_complete(CheckpointId(4), false)
             .unwrap();
         assert_eq!(step_until_stuck(&mut core), Step::Blocked);
@@ -1153,7 +1156,7 @@ mod tests {
         assert_eq!(
             *calls.lock().unwrap(),
             [
-                "restore None",
+                "restore []",
                 "write 10",
                 "pre-commit 4",
                 "commit 4",
@@ -1172,7 +1175,7 @@ mod tests {
         assert_eq!(
             *calls.lock().unwrap(),
             [
-                "restore None".to_owned(),
+                "restore []".to_owned(),
                 "write 10".to_owned(),
                 format!("pre-commit {end}"),
                 format!("commit {end}")

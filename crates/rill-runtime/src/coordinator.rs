@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::coordinator::{CheckpointConfig, CoordinatorAction, CoordinatorCore};
+use rill_core::layout::JobLayout;
 use rill_store::CheckpointStore;
 use tracing::{debug, warn};
 
@@ -44,16 +45,17 @@ impl CoordinatorActor {
     pub(crate) fn new(
         (attempt, first_id): (u32, CheckpointId),
         (job, store): (String, Option<CheckpointStore>),
-        config: CheckpointConfig,
+        (config, layout): (CheckpointConfig, JobLayout),
         subtasks: Vec<Addr<SubtaskActor>>,
         sources: Vec<Addr<SubtaskActor>>,
         master: Addr<JobMaster>,
     ) -> Self {
+        debug_assert_eq!(subtasks.len(), layout.subtasks.len());
         CoordinatorActor {
             attempt,
             job,
             store,
-            core: CoordinatorCore::new(config, subtasks.len(), first_id),
+            core: CoordinatorCore::new(config, layout, first_id),
             config,
             subtasks,
             sources,
@@ -130,18 +132,6 @@ impl CoordinatorActor {
     }
 }
 
-/// Snapshot bytes, as the coordinator counts them for a checkpoint's size.
-fn snapshot_bytes(snapshot: &SubtaskSnapshot) -> u64 {
-    let keyed: usize = snapshot
-        .operators
-        .iter()
-        .flat_map(|operator| operator.keyed.tables.values())
-        .flat_map(|groups| groups.values())
-        .map(Vec::len)
-        .sum();
-    (keyed + snapshot.source_position.as_ref().map_or(0, Vec::len)) as u64
-}
-
 impl Actor for CoordinatorActor {
     type Context = Context<Self>;
 
@@ -175,7 +165,7 @@ impl Handler<Acknowledge> for CoordinatorActor {
                     }
                 }
             }
-            None => snapshot_bytes(&ack.snapshot),
+            None => ack.snapshot.state_bytes(),
         };
         self.snapshots
             .entry(ack.checkpoint)

@@ -70,6 +70,16 @@ pub enum JobError {
         /// What went wrong.
         reason: String,
     },
+    /// A checkpoint's state does not fit the job.
+    #[error("job '{job}' cannot restore {checkpoint}: {error}")]
+    Restore {
+        /// The job's name.
+        job: String,
+        /// The checkpoint.
+        checkpoint: rill_core::checkpoint::CheckpointId,
+        /// Why its state does not fit.
+        error: rill_core::layout::RestoreError,
+    },
     /// The checkpoint store could not be read.
     #[error("job '{job}' cannot read its checkpoints: {error}")]
     CheckpointStore {

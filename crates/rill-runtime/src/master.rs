@@ -18,6 +18,7 @@ use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::coordinator::CheckpointMetadata;
 use rill_core::graph::{JobGraph, OperatorKind};
+use rill_core::layout::assign_state;
 use rill_core::plan::{ChannelTarget, PhysicalPlan, SubtaskId};
 use rill_store::{CheckpointStore, RestorePoint};
 use tokio::sync::oneshot;
@@ -94,23 +95,28 @@ impl JobMaster {
         let ids: Vec<SubtaskId> = self.plan.subtasks().collect();
         let mut partitioners_of: Vec<Vec<(Addr<PartitionerActor>, Vec<ChannelTarget>)>> =
             Vec::new();
+        let layout = self.plan.layout(&self.graph);
+        let mut restored = match (&self.latest_checkpoint, &self.latest_snapshots) {
+            (Some(checkpoint), Some(snapshots)) => {
+                assign_state(&checkpoint.layout, snapshots, &layout)
+                    .map_err(|error| JobError::Restore {
+                        job: self.graph.name.clone(),
+                        checkpoint: checkpoint.checkpoint,
+                        error,
+                    })?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         for (position, &id) in ids.iter().enumerate() {
             // Round-robin over all subtasks, so that the stages of a pipeline land on different
             // threads; a partitioner shares its upstream subtask's thread.
             let arbiter = &self.arbiters[position % self.arbiters.len()];
             let mut core = self.plan.build_subtask(&self.graph, id, flow);
-            if let Some(snapshots) = &self.latest_snapshots {
-                let Some(snapshot) = snapshots.get(&position) else {
-                    return Err(JobError::Deploy {
-                        job: self.graph.name.clone(),
-                        reason: format!(
-                            "the latest checkpoint holds no snapshot of subtask {} of '{}'",
-                            id.index,
-                            self.chain_name(id)
-                        ),
-                    });
-                };
-                core.restore(snapshot.clone())
+            if let Some(snapshot) = restored.get_mut(position).and_then(Option::take) {
+                core.restore(snapshot)
                     .map_err(|error| self.task_error(id, error))?;
             }
             let (master, pause) = (me.clone(), self.config.source_idle_pause);
@@ -162,7 +168,7 @@ impl JobMaster {
         let coordinator = CoordinatorActor::new(
             (attempt, first_checkpoint),
             (self.graph.name.clone(), self.store.clone()),
-            self.graph.checkpoint,
+            (self.graph.checkpoint, layout),
             self.subtasks.iter().map(|(_, addr)| addr.clone()).collect(),
             sources,
             me.clone(),

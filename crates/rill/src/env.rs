@@ -46,6 +46,7 @@ impl Default for ExecutionConfig {
 /// An operator as described, before parallelism is resolved.
 pub(crate) struct NodeDraft {
     pub name: String,
+    pub uid: Option<String>,
     pub parallelism: Option<u32>,
     /// Set for sources that cannot run in parallel.
     pub parallel: bool,
@@ -159,6 +160,7 @@ impl StreamEnv {
     {
         let node = self.add_node(NodeDraft {
             name: name.to_owned(),
+            uid: None,
             parallelism: (!parallel).then_some(1),
             parallel,
             kind: OperatorKind::Source(Arc::new(move |info| {
@@ -207,6 +209,7 @@ impl StreamEnv {
             }
             graph.add_operator(OperatorNode {
                 name: node.name.clone(),
+                uid: node.uid.clone(),
                 parallelism,
                 kind: node.kind.clone(),
             });

@@ -86,6 +86,7 @@ impl<T: Data> DataStream<T> {
     ) -> DataStream<U> {
         let node = self.env.add_node(NodeDraft {
             name: name.to_owned(),
+            uid: None,
             parallelism: None,
             parallel: true,
             kind: OperatorKind::Transform(factory),
@@ -122,6 +123,14 @@ impl<T: Data> DataStream<T> {
     /// Sets the parallelism of the operator that produces this stream.
     pub fn set_parallelism(self, parallelism: u32) -> Self {
         self.env.draft().nodes[self.node].parallelism = Some(parallelism);
+        self
+    }
+
+    /// Gives the operator that produces this stream a stable id, under which checkpoints and
+    /// savepoints keep its state: set it on every stateful operator of a job you will change
+    /// and restore from a savepoint. Without one, the operator's name stands in.
+    pub fn uid(self, uid: &str) -> Self {
+        self.env.draft().nodes[self.node].uid = Some(uid.to_owned());
         self
     }
 
@@ -272,6 +281,13 @@ impl SinkHandle {
     pub fn set_parallelism(self, parallelism: u32) -> Self {
         SinkHandle {
             stream: self.stream.set_parallelism(parallelism),
+        }
+    }
+
+    /// Gives the sink a stable id (see [`DataStream::uid`]).
+    pub fn uid(self, uid: &str) -> Self {
+        SinkHandle {
+            stream: self.stream.uid(uid),
         }
     }
 }

@@ -288,6 +288,8 @@ fn a_reader_closing_the_pipe_is_not_an_error() {
 fn stored_checkpoints_can_be_listed_and_inspected() {
     use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
     use rill_core::coordinator::CheckpointMetadata;
+    use rill_core::layout::{JobLayout, SubtaskLayout};
+    use rill_core::operator::OperatorSnapshot;
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -297,8 +299,11 @@ fn stored_checkpoints_can_be_listed_and_inspected() {
         let store = rill_store::CheckpointStore::open(data.join("checkpoints")).unwrap();
         for subtask in 0..2 {
             let snapshot = SubtaskSnapshot {
-                source_position: Some(vec![0; 5]),
-                operators: Vec::new(),
+                source_positions: vec![vec![0; 5]],
+                operators: vec![OperatorSnapshot {
+                    operator: vec![vec![0; 7]],
+                    ..OperatorSnapshot::default()
+                }],
             };
             store
                 .write_snapshot("wc", CheckpointId(4), subtask, &snapshot)
@@ -310,7 +315,18 @@ fn stored_checkpoints_can_be_listed_and_inspected() {
             triggered_at_ms: 1_700_000_000_000,
             acknowledged_at_ms: 1_700_000_000_025,
             subtasks: 2,
-            state_bytes: 10,
+            state_bytes: 24,
+            layout: JobLayout {
+                max_parallelism: 128,
+                subtasks: (0..2)
+                    .map(|index| SubtaskLayout {
+                        index,
+                        parallelism: 2,
+                        source: Some("lines".to_owned()),
+                        operators: vec!["count".to_owned()],
+                    })
+                    .collect(),
+            },
         };
         store.write_metadata("wc", &metadata).unwrap();
     }
@@ -318,15 +334,24 @@ fn stored_checkpoints_can_be_listed_and_inspected() {
     let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(
         row,
-        ["4", "no", "1700000000.025", "25", "2", "10"],
+        ["4", "no", "1700000000.025", "25", "2", "24"],
         "{listed}"
     );
     let inspected = ok(rill(&data, &["checkpoints", "inspect", "--job", "wc"], ""));
     assert!(inspected.contains("job wc, checkpoint 4"), "{inspected}");
-    assert!(
-        inspected.contains("subtask   1: 5 bytes (source position: 5 bytes"),
-        "{inspected}"
-    );
+    let rows: Vec<Vec<&str>> = inspected
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    for expected in [
+        &["10", "2", "lines"][..],
+        &["14", "2", "count"],
+        &[
+            "subtask", "1:", "12", "bytes", "lines", "->", "count", "[1]",
+        ],
+    ] {
+        assert!(rows.iter().any(|row| row == expected), "{inspected}");
+    }
     let error = failed(rill(
         &data,
         &["checkpoints", "inspect", "--job", "wc", "--checkpoint", "9"],

@@ -25,6 +25,7 @@ pub fn source<S: Source>(
 ) -> OperatorId {
     graph.add_operator(OperatorNode {
         name: name.into(),
+        uid: None,
         parallelism,
         kind: OperatorKind::Source(Arc::new(move |info| Box::new(make(info)))),
     })
@@ -39,6 +40,7 @@ pub fn transform<O: OneInputOperator>(
 ) -> OperatorId {
     graph.add_operator(OperatorNode {
         name: name.into(),
+        uid: None,
         parallelism,
         kind: OperatorKind::Transform(Arc::new(move |info| Box::new(Erased(make(info))))),
     })
@@ -48,6 +50,7 @@ pub fn transform<O: OneInputOperator>(
 pub fn passthrough(graph: &mut JobGraph, name: &str, parallelism: u32) -> OperatorId {
     graph.add_operator(OperatorNode {
         name: name.into(),
+        uid: None,
         parallelism,
         kind: OperatorKind::Transform(Arc::new(|_| Box::new(Passthrough))),
     })

@@ -33,6 +33,7 @@ impl Sink for Shared {
 fn node(name: &str, parallelism: u32, kind: OperatorKind) -> OperatorNode {
     OperatorNode {
         name: name.into(),
+        uid: None,
         parallelism,
         kind,
     }

@@ -9,7 +9,7 @@ use rill_store::{CheckpointStore, StoreError};
 
 fn snapshot(position: u8) -> SubtaskSnapshot {
     SubtaskSnapshot {
-        source_position: Some(vec![position; 3]),
+        source_positions: vec![vec![position; 3]],
         operators: Vec::new(),
     }
 }
@@ -22,6 +22,7 @@ fn metadata(checkpoint: u64, subtasks: usize) -> CheckpointMetadata {
         acknowledged_at_ms: checkpoint * 10 + 3,
         subtasks,
         state_bytes: 6,
+        layout: Default::default(),
     }
 }
 

@@ -192,17 +192,14 @@ impl<T: Data> Source for LogReader<T> {
         encode_position(&offsets).map(Some)
     }
 
+    /// Takes the offsets of the partitions this subtask reads; after a rescale it is given
+    /// every old subtask's position, and the other partitions' offsets are someone else's.
     fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
         let offsets: Vec<(u32, u64)> = decode_position(position)?;
         for (partition, next) in offsets {
-            let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) else {
-                return Err(format!(
-                    "the checkpoint has a position for partition {partition} of topic '{}', which this subtask does not read",
-                    self.topic
-                )
-                .into());
-            };
-            cursor.next = next;
+            if let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) {
+                cursor.next = next;
+            }
         }
         Ok(())
     }
@@ -262,6 +259,8 @@ impl<T: Data> LogSink<T> {
 /// What a transactional writer keeps in a checkpoint.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct WriterState {
+    /// The writer's subtask index: its transactions' ids have it.
+    subtask: u32,
     /// The sequence number of the next transaction.
     next_sequence: u64,
     /// The prepared transactions waiting for their checkpoint to complete: (checkpoint,
@@ -270,25 +269,29 @@ struct WriterState {
 }
 
 /// One sink subtask's writer. Exactly-once, it writes the records of each checkpoint into a
-/// transaction of the log: `<job>/<sink>/<subtask>/<sequence>`. The transaction is prepared
-/// when the checkpoint's barrier passes and committed when the checkpoint completes; restored
-/// from a checkpoint, the writer commits what that checkpoint prepared and aborts whatever
-/// else it left open. At-least-once, it appends every batch at once.
+/// transaction of the log: `<job>/<sink uid>/<subtask>/<sequence>`. The transaction is
+/// prepared when the checkpoint's barrier passes and committed when the checkpoint completes.
+/// Restored from a checkpoint, the writer commits what that checkpoint prepared (after a
+/// rescale every writer commits every old writer's: commits are idempotent) and then aborts
+/// whatever else is open under its own index and under the old indices it takes over (those
+/// beyond the new parallelism, `old % parallelism == own`). At-least-once, it appends every
+/// batch at once.
 struct LogWriter<T> {
     log: EventLog,
     topic: String,
     encode: Encode<T>,
     exactly_once: bool,
-    /// Every transaction id of this subtask starts with this.
+    /// Every transaction id of the sink starts with this: `<job>/<sink uid>/`.
     prefix: String,
+    parallelism: u32,
     state: WriterState,
     /// Whether the transaction `state.next_sequence` holds records.
     open: bool,
 }
 
 impl<T: Data> LogWriter<T> {
-    fn transaction_id(&self, sequence: u64) -> String {
-        format!("{}{sequence}", self.prefix)
+    fn transaction_id(&self, subtask: u32, sequence: u64) -> String {
+        format!("{}{subtask}/{sequence}", self.prefix)
     }
 }
 
@@ -301,7 +304,7 @@ impl<T: Data> Sink for LogWriter<T> {
             .map(|record| (self.encode)(&record.value))
             .collect();
         if self.exactly_once {
-            let id = self.transaction_id(self.state.next_sequence);
+            let id = self.transaction_id(self.state.subtask, self.state.next_sequence);
             self.log.stage(&id, &self.topic, &batch)?;
             self.open = true;
         } else {
@@ -325,7 +328,8 @@ impl<T: Data> Sink for LogWriter<T> {
         }
         if self.open {
             let sequence = self.state.next_sequence;
-            self.log.prepare(&self.transaction_id(sequence))?;
+            self.log
+                .prepare(&self.transaction_id(self.state.subtask, sequence))?;
             self.state.prepared.push((checkpoint.0, sequence));
             self.state.next_sequence += 1;
             self.open = false;
@@ -341,7 +345,8 @@ impl<T: Data> Sink for LogWriter<T> {
             .take_while(|(prepared_at, _)| *prepared_at <= checkpoint.0)
             .count();
         for (_, sequence) in self.state.prepared.drain(..due).collect::<Vec<_>>() {
-            self.log.commit(&self.transaction_id(sequence))?;
+            self.log
+                .commit(&self.transaction_id(self.state.subtask, sequence))?;
         }
         if checkpoint == CheckpointId::END_OF_INPUT {
             // A job without checkpoints ends here: make its output durable.
@@ -350,25 +355,40 @@ impl<T: Data> Sink for LogWriter<T> {
         Ok(())
     }
 
-    fn restore(&mut self, state: Option<Vec<u8>>) -> Result<(), BoxError> {
+    fn restore(&mut self, states: Vec<Vec<u8>>) -> Result<(), BoxError> {
         if !self.exactly_once {
             return Ok(());
         }
-        let restored: WriterState = match state {
-            Some(bytes) => decode_position(&bytes)?,
-            None => WriterState::default(),
-        };
-        for &(_, sequence) in &restored.prepared {
-            self.log.commit(&self.transaction_id(sequence))?;
+        let restored = states
+            .iter()
+            .map(|bytes| decode_position::<WriterState>(bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        for state in &restored {
+            for &(_, sequence) in &state.prepared {
+                self.log
+                    .commit(&self.transaction_id(state.subtask, sequence))?;
+            }
         }
-        for leftover in self.log.transactions(&self.prefix)? {
-            let records = self.log.abort(&leftover.id)?;
-            tracing::info!(transaction = %leftover.id, records, "aborted a transaction a failed run left open");
+        let own = self.state.subtask;
+        let mut taken_over: Vec<u32> = restored
+            .iter()
+            .map(|state| state.subtask)
+            .filter(|&old| old >= self.parallelism && old % self.parallelism == own)
+            .collect();
+        taken_over.push(own);
+        for subtask in taken_over {
+            for leftover in self
+                .log
+                .transactions(&format!("{}{subtask}/", self.prefix))?
+            {
+                let records = self.log.abort(&leftover.id)?;
+                tracing::info!(transaction = %leftover.id, records, "aborted a transaction a failed run left open");
+            }
         }
-        self.state = WriterState {
-            next_sequence: restored.next_sequence,
-            prepared: Vec::new(),
-        };
+        self.state.next_sequence = restored
+            .iter()
+            .find(|state| state.subtask == own)
+            .map_or(0, |state| state.next_sequence);
         Ok(())
     }
 }
@@ -384,8 +404,12 @@ impl<T: Data> DataStream<T> {
             topic: sink.topic.clone(),
             encode: sink.encode.clone(),
             exactly_once: sink.exactly_once,
-            prefix: format!("{}/{}/{}/", info.job, info.name, info.subtask),
-            state: WriterState::default(),
+            prefix: format!("{}/{}/", info.job, info.uid),
+            parallelism: info.parallelism,
+            state: WriterState {
+                subtask: info.subtask,
+                ..WriterState::default()
+            },
             open: false,
         })
     }

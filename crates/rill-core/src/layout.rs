@@ -1,0 +1,209 @@
+//! A job's layout — which operators (by uid) each subtask runs, at which index and parallelism
+//! — and the assignment of a checkpoint's state to the subtasks of a job that restores it.
+//!
+//! A checkpoint stores one snapshot per subtask and, in its metadata, the layout of the job
+//! that took it. Restoring, [`assign_state`] regroups that state by operator uid and hands
+//! each subtask of the new job what it owns:
+//! - **keyed state** by key group: every subtask gets exactly its range's groups, wherever they
+//!   were before — this is how a job rescales;
+//! - **source positions and operator state** (sinks' pending transactions): with the same
+//!   parallelism a subtask gets its own; with another, every subtask gets every old subtask's,
+//!   and keeps what concerns it (a log source the partitions it now reads).
+//!
+//! State that does not fit the job is refused, never dropped: an operator of the checkpoint
+//! missing from the job, or another max parallelism (which would move keys between groups).
+//! Operators the checkpoint does not know start empty.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::SubtaskSnapshot;
+use crate::key::KeyGroupRange;
+use crate::operator::OperatorSnapshot;
+use crate::state::KeyedStateSnapshot;
+
+/// Which operators a job's subtasks run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLayout {
+    /// The number of key groups.
+    pub max_parallelism: u32,
+    /// Every subtask, in the plan's order.
+    pub subtasks: Vec<SubtaskLayout>,
+}
+
+/// What one subtask runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskLayout {
+    /// Its index among the subtasks of its chain.
+    pub index: u32,
+    /// How many subtasks its chain has.
+    pub parallelism: u32,
+    /// The uid of the source it starts with, if any.
+    pub source: Option<String>,
+    /// The uids of its chained operators, in chain order (after the source).
+    pub operators: Vec<String>,
+}
+
+/// Why a checkpoint's state cannot be restored into a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The job has another max parallelism than the one that took the checkpoint.
+    #[error(
+        "the checkpoint was taken with max parallelism {checkpoint}, the job has {job}: keys would move to other key groups; restore with max parallelism {checkpoint}"
+    )]
+    MaxParallelismChanged {
+        /// The checkpoint's.
+        checkpoint: u32,
+        /// The job's.
+        job: u32,
+    },
+    /// The checkpoint holds state of an operator the job does not have.
+    #[error(
+        "the checkpoint holds state of operator '{0}', which the job does not have; give the operator that should take it this uid"
+    )]
+    OperatorMissing(String),
+    /// An operator was a source in the checkpoint and is not one now, or the reverse.
+    #[error("operator '{0}' is a source in one of the job and the checkpoint and not in the other")]
+    KindChanged(String),
+    /// The checkpoint does not hold what its layout says.
+    #[error("the checkpoint is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// One operator's state in a checkpoint, gathered from all its subtasks.
+#[derive(Default)]
+struct GatheredState {
+    parallelism: u32,
+    keyed: KeyedStateSnapshot,
+    /// Positions or operator states by old subtask index.
+    by_subtask: BTreeMap<u32, Vec<Vec<u8>>>,
+}
+
+impl GatheredState {
+    /// What subtask `index` of `parallelism` gets: its own, or everyone's after a rescale.
+    fn non_keyed_for(&self, index: u32, parallelism: u32) -> Vec<Vec<u8>> {
+        if parallelism == self.parallelism {
+            self.by_subtask.get(&index).cloned().unwrap_or_default()
+        } else {
+            self.by_subtask.values().flatten().cloned().collect()
+        }
+    }
+}
+
+impl JobLayout {
+    /// Every uid in the layout, with whether it is a source.
+    fn uids(&self) -> BTreeMap<&str, bool> {
+        let mut uids = BTreeMap::new();
+        for subtask in &self.subtasks {
+            if let Some(source) = &subtask.source {
+                uids.insert(source.as_str(), true);
+            }
+            for operator in &subtask.operators {
+                uids.insert(operator.as_str(), false);
+            }
+        }
+        uids
+    }
+}
+
+/// Assigns a checkpoint's snapshots (taken by a job laid out as `taken`, by subtask position)
+/// to the subtasks of a job laid out as `restoring`; returns one snapshot per subtask
+/// position of `restoring`.
+pub fn assign_state(
+    taken: &JobLayout,
+    snapshots: &BTreeMap<usize, SubtaskSnapshot>,
+    restoring: &JobLayout,
+) -> Result<Vec<SubtaskSnapshot>, RestoreError> {
+    if taken.max_parallelism != restoring.max_parallelism {
+        return Err(RestoreError::MaxParallelismChanged {
+            checkpoint: taken.max_parallelism,
+            job: restoring.max_parallelism,
+        });
+    }
+    let job_uids = restoring.uids();
+    for (uid, is_source) in taken.uids() {
+        match job_uids.get(uid) {
+            None => return Err(RestoreError::OperatorMissing(uid.to_owned())),
+            Some(&now) if now != is_source => {
+                return Err(RestoreError::KindChanged(uid.to_owned()));
+            }
+            Some(_) => {}
+        }
+    }
+    let gathered = gather(taken, snapshots)?;
+    let max_parallelism = restoring.max_parallelism;
+    Ok(restoring
+        .subtasks
+        .iter()
+        .map(|subtask| {
+            let (index, parallelism) = (subtask.index, subtask.parallelism);
+            let source_positions = subtask
+                .source
+                .as_ref()
+                .and_then(|uid| gathered.get(uid))
+                .map(|state| state.non_keyed_for(index, parallelism))
+                .unwrap_or_default();
+            let range = KeyGroupRange::for_subtask(index, parallelism, max_parallelism);
+            let operators = subtask
+                .operators
+                .iter()
+                .map(|uid| match gathered.get(uid) {
+                    Some(state) => OperatorSnapshot {
+                        keyed: state.keyed.select(range),
+                        operator: state.non_keyed_for(index, parallelism),
+                    },
+                    None => OperatorSnapshot::default(),
+                })
+                .collect();
+            SubtaskSnapshot {
+                source_positions,
+                operators,
+            }
+        })
+        .collect())
+}
+
+/// Regroups the snapshots by operator uid.
+fn gather(
+    taken: &JobLayout,
+    snapshots: &BTreeMap<usize, SubtaskSnapshot>,
+) -> Result<BTreeMap<String, GatheredState>, RestoreError> {
+    let mut gathered: BTreeMap<String, GatheredState> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for (position, layout) in taken.subtasks.iter().enumerate() {
+        let snapshot = snapshots.get(&position).ok_or_else(|| {
+            RestoreError::Inconsistent(format!("subtask {position} has no snapshot"))
+        })?;
+        if snapshot.operators.len() != layout.operators.len() {
+            return Err(RestoreError::Inconsistent(format!(
+                "subtask {position} has {} operator states for {} operators",
+                snapshot.operators.len(),
+                layout.operators.len()
+            )));
+        }
+        if let Some(source) = &layout.source {
+            let state = gathered.entry(source.clone()).or_default();
+            state.parallelism = layout.parallelism;
+            state
+                .by_subtask
+                .insert(layout.index, snapshot.source_positions.clone());
+        }
+        for (uid, operator) in layout.operators.iter().zip(&snapshot.operators) {
+            if !seen.insert((uid.clone(), layout.index)) {
+                return Err(RestoreError::Inconsistent(format!(
+                    "two snapshots of subtask {} of operator '{uid}'",
+                    layout.index
+                )));
+            }
+            let state = gathered.entry(uid.clone()).or_default();
+            state.parallelism = layout.parallelism;
+            state.keyed.merge(operator.keyed.clone());
+            state
+                .by_subtask
+                .insert(layout.index, operator.operator.clone());
+        }
+    }
+    Ok(gathered)
+}
