@@ -207,3 +207,111 @@ fn gather(
     }
     Ok(gathered)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layout of one keyed operator "sum" at `parallelism`, fed by a source "src".
+    fn layout(parallelism: u32) -> JobLayout {
+        JobLayout {
+            max_parallelism: 8,
+            subtasks: (0..parallelism)
+                .map(|index| SubtaskLayout {
+                    index,
+                    parallelism,
+                    source: Some("src".to_owned()),
+                    operators: vec!["sum".to_owned()],
+                })
+                .collect(),
+        }
+    }
+
+    /// Snapshots where subtask `i` holds key group `g` as the byte `g` for every group of its
+    /// range, its position `[i]` and its operator state `[10 + i]`.
+    fn snapshots(parallelism: u32) -> BTreeMap<usize, SubtaskSnapshot> {
+        (0..parallelism)
+            .map(|index| {
+                let range = KeyGroupRange::for_subtask(index, parallelism, 8);
+                let mut keyed = KeyedStateSnapshot::default();
+                keyed.tables.insert(
+                    "count".to_owned(),
+                    range
+                        .iter()
+                        .map(|group| (group, vec![group as u8]))
+                        .collect(),
+                );
+                let snapshot = SubtaskSnapshot {
+                    source_positions: vec![vec![index as u8]],
+                    operators: vec![OperatorSnapshot {
+                        keyed,
+                        operator: vec![vec![10 + index as u8]],
+                    }],
+                };
+                (index as usize, snapshot)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_parallelism_gives_every_subtask_its_own_state() {
+        let assigned = assign_state(&layout(2), &snapshots(2), &layout(2)).unwrap();
+        let expected: Vec<SubtaskSnapshot> = snapshots(2).into_values().collect();
+        assert_eq!(assigned, expected);
+    }
+
+    #[test]
+    fn rescaling_moves_key_groups_and_gives_everyone_all_non_keyed_state() {
+        let assigned = assign_state(&layout(2), &snapshots(2), &layout(3)).unwrap();
+        assert_eq!(assigned.len(), 3);
+        let mut groups = Vec::new();
+        for (index, snapshot) in assigned.iter().enumerate() {
+            let range = KeyGroupRange::for_subtask(index as u32, 3, 8);
+            let table = &snapshot.operators[0].keyed.tables["count"];
+            assert!(table.keys().all(|group| range.contains(*group)));
+            groups.extend(table.iter().map(|(group, bytes)| (*group, bytes.clone())));
+            assert_eq!(snapshot.source_positions, [vec![0], vec![1]]);
+            assert_eq!(snapshot.operators[0].operator, [vec![10], vec![11]]);
+        }
+        groups.sort();
+        let every_group: Vec<(u32, Vec<u8>)> = (0..8).map(|g| (g, vec![g as u8])).collect();
+        assert_eq!(groups, every_group, "no key group lost or doubled");
+    }
+
+    #[test]
+    fn state_that_does_not_fit_is_refused() {
+        let mut other_groups = layout(2);
+        other_groups.max_parallelism = 16;
+        assert_eq!(
+            assign_state(&layout(2), &snapshots(2), &other_groups),
+            Err(RestoreError::MaxParallelismChanged {
+                checkpoint: 8,
+                job: 16
+            })
+        );
+        let mut renamed = layout(2);
+        for subtask in &mut renamed.subtasks {
+            subtask.operators = vec!["total".to_owned()];
+        }
+        assert_eq!(
+            assign_state(&layout(2), &snapshots(2), &renamed),
+            Err(RestoreError::OperatorMissing("sum".to_owned()))
+        );
+        let mut torn = snapshots(2);
+        torn.remove(&1);
+        assert!(matches!(
+            assign_state(&layout(2), &torn, &layout(2)),
+            Err(RestoreError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn operators_the_checkpoint_does_not_know_start_empty() {
+        let mut grown = layout(2);
+        for subtask in &mut grown.subtasks {
+            subtask.operators.push("new".to_owned());
+        }
+        let assigned = assign_state(&layout(2), &snapshots(2), &grown).unwrap();
+        assert_eq!(assigned[1].operators[1], OperatorSnapshot::default());
+    }
+}

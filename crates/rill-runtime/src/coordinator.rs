@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use crate::master::JobMaster;
 use crate::messages::{
     Acknowledge, CheckpointCompleted, CheckpointingFailed, Decline, NotifyCheckpointComplete,
-    Shutdown, SubtaskEnded, TriggerCheckpoint,
+    SavepointFailed, Shutdown, SubtaskEnded, TriggerCheckpoint, TriggerSavepoint,
 };
 use crate::subtask::SubtaskActor;
 
@@ -38,6 +38,8 @@ pub(crate) struct CoordinatorActor {
     /// The snapshots of checkpoints in progress, by subtask index; a completed checkpoint's
     /// go to the job master.
     snapshots: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
+    /// A completed checkpoint the master is told of once the subtasks are.
+    completed: Option<CheckpointCompleted>,
 }
 
 impl CoordinatorActor {
@@ -61,6 +63,7 @@ impl CoordinatorActor {
             sources,
             master,
             snapshots: BTreeMap::new(),
+            completed: None,
         }
     }
 
@@ -95,10 +98,10 @@ impl CoordinatorActor {
                             .remove(&metadata.checkpoint)
                             .unwrap_or_default(),
                     );
-
                     self.core
                         .handle_metadata_persisted(metadata.checkpoint, now);
-                    self.master.do_send(CheckpointCompleted {
+                    // The master hears of it after the subtasks (see `NotifyComplete`).
+                    self.completed = Some(CheckpointCompleted {
                         attempt: self.attempt,
                         metadata,
                         snapshots,
@@ -109,6 +112,19 @@ impl CoordinatorActor {
                     for subtask in &self.subtasks {
                         subtask.do_send(NotifyCheckpointComplete { checkpoint, last });
                     }
+                    // Sent after the notices: whatever the master sends the subtasks because
+                    // of it (a stop after a savepoint) reaches them after the notice, so
+                    // sinks commit first.
+                    if let Some(completed) = self.completed.take() {
+                        self.master.do_send(completed);
+                    }
+                }
+                CoordinatorAction::SavepointFailed(reason) => {
+                    warn!(%reason, "a savepoint failed");
+                    self.master.do_send(SavepointFailed {
+                        attempt: self.attempt,
+                        reason,
+                    });
                 }
                 CoordinatorAction::Discard(checkpoint) => {
                     self.snapshots.remove(&checkpoint);
@@ -136,15 +152,17 @@ impl Actor for CoordinatorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(interval_ms) = self.config.interval_ms {
-            // Tick often enough to start checkpoints and notice timeouts on time.
-            let tick = Duration::from_millis((interval_ms / 10).clamp(1, 100));
-            ctx.run_interval(tick, |act, _| {
-                let now = act.now_ms();
-                act.core.handle_tick(now);
-                act.perform_actions();
-            });
-        }
+        // Tick often enough to start checkpoints and notice timeouts (of savepoints too) on
+        // time.
+        let tick_ms = self
+            .config
+            .interval_ms
+            .map_or(100, |interval| interval / 10);
+        ctx.run_interval(Duration::from_millis(tick_ms.clamp(1, 100)), |act, _| {
+            let now = act.now_ms();
+            act.core.handle_tick(now);
+            act.perform_actions();
+        });
     }
 }
 
@@ -193,6 +211,16 @@ impl Handler<SubtaskEnded> for CoordinatorActor {
     fn handle(&mut self, ended: SubtaskEnded, _ctx: &mut Context<Self>) {
         let now = self.now_ms();
         self.core.handle_subtask_ended(ended.subtask, now);
+        self.perform_actions();
+    }
+}
+
+impl Handler<TriggerSavepoint> for CoordinatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TriggerSavepoint, _ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        self.core.request_savepoint(now);
         self.perform_actions();
     }
 }

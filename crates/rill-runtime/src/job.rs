@@ -9,7 +9,7 @@ use rill_core::graph::GraphError;
 use tokio::sync::oneshot;
 
 use crate::master::JobMaster;
-use crate::messages::Cancel;
+use crate::messages::{Cancel, RequestSavepoint};
 
 /// What a job that ran to the end reports.
 #[derive(Clone, Debug)]
@@ -80,6 +80,14 @@ pub enum JobError {
         /// Why its state does not fit.
         error: rill_core::layout::RestoreError,
     },
+    /// A savepoint could not be taken.
+    #[error("job '{job}' could not take a savepoint: {reason}")]
+    Savepoint {
+        /// The job's name.
+        job: String,
+        /// Why.
+        reason: String,
+    },
     /// The checkpoint store could not be read.
     #[error("job '{job}' cannot read its checkpoints: {error}")]
     CheckpointStore {
@@ -143,14 +151,26 @@ impl JobHandle {
     /// A handle that can cancel the job from elsewhere (another thread, a signal handler task).
     pub fn canceller(&self) -> JobCanceller {
         JobCanceller {
+            job: self.job.clone(),
             master: self.master.clone(),
         }
+    }
+
+    /// Asks for a savepoint: see [`JobCanceller::savepoint`].
+    pub fn savepoint(&self) -> PendingSavepoint {
+        self.canceller().savepoint()
+    }
+
+    /// Asks for a savepoint, then a stop: see [`JobCanceller::stop_with_savepoint`].
+    pub fn stop_with_savepoint(&self) -> PendingSavepoint {
+        self.canceller().stop_with_savepoint()
     }
 }
 
 /// Cancels a job; cheap to clone and send to other threads.
 #[derive(Clone)]
 pub struct JobCanceller {
+    job: String,
     master: Addr<JobMaster>,
 }
 
@@ -158,5 +178,60 @@ impl JobCanceller {
     /// Asks the job to stop.
     pub fn cancel(&self) {
         self.master.do_send(Cancel);
+    }
+
+    /// Asks for a savepoint: a checkpoint taken now and kept until deleted by hand (the
+    /// retention of periodic checkpoints never discards it). A job started again with the same
+    /// name and checkpoint store resumes from it if it is the newest.
+    pub fn savepoint(&self) -> PendingSavepoint {
+        self.request(false)
+    }
+
+    /// Asks for a savepoint and stops the job once it is complete: its sinks commit up to the
+    /// savepoint, and the job ends successfully ([`JobHandle::join`] gets its report). Started
+    /// again, the job goes on from exactly there.
+    pub fn stop_with_savepoint(&self) -> PendingSavepoint {
+        self.request(true)
+    }
+
+    fn request(&self, stop: bool) -> PendingSavepoint {
+        let (reply, receiver) = oneshot::channel();
+        self.master.do_send(RequestSavepoint { stop, reply });
+        PendingSavepoint {
+            job: self.job.clone(),
+            receiver,
+        }
+    }
+}
+
+/// A savepoint asked for: await it, or block on it.
+pub struct PendingSavepoint {
+    job: String,
+    receiver: oneshot::Receiver<Result<CheckpointMetadata, JobError>>,
+}
+
+impl PendingSavepoint {
+    fn ended(job: String) -> JobError {
+        JobError::Savepoint {
+            job,
+            reason: "the job ended before the savepoint completed".to_owned(),
+        }
+    }
+
+    /// Waits for the savepoint, from any async context.
+    pub async fn join(self) -> Result<CheckpointMetadata, JobError> {
+        self.receiver
+            .await
+            .unwrap_or_else(|_| Err(Self::ended(self.job)))
+    }
+
+    /// Blocks the calling thread until the savepoint is complete.
+    ///
+    /// # Panics
+    /// When called from inside an async runtime's thread: use [`PendingSavepoint::join`] there.
+    pub fn wait(self) -> Result<CheckpointMetadata, JobError> {
+        self.receiver
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(Self::ended(self.job)))
     }
 }

@@ -25,5 +25,5 @@ mod subtask;
 pub mod job;
 pub mod runtime;
 
-pub use job::{JobCanceller, JobError, JobHandle, JobReport};
+pub use job::{JobCanceller, JobError, JobHandle, JobReport, PendingSavepoint};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError};

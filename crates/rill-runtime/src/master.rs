@@ -27,8 +27,8 @@ use tracing::{debug, info, warn};
 use crate::coordinator::CoordinatorActor;
 use crate::job::{JobError, JobReport};
 use crate::messages::{
-    ActorLost, Cancel, CheckpointCompleted, CheckpointingFailed, Shutdown, Start, SubtaskFinished,
-    TaskFailed, WirePartitioner, WireSubtask,
+    ActorLost, Cancel, CheckpointCompleted, CheckpointingFailed, RequestSavepoint, SavepointFailed,
+    Shutdown, Start, SubtaskFinished, TaskFailed, TriggerSavepoint, WirePartitioner, WireSubtask,
 };
 use crate::partitioner::PartitionerActor;
 use crate::runtime::RuntimeConfig;
@@ -54,6 +54,13 @@ pub(crate) struct JobMaster {
     /// 0 for the first deployment, one more per restart.
     attempt: u32,
     store: Option<CheckpointStore>,
+    /// Who waits for the next savepoint, and whether they want the job stopped after it.
+    savepoint_waiters: Vec<SavepointWaiter>,
+}
+
+struct SavepointWaiter {
+    stop: bool,
+    reply: oneshot::Sender<Result<CheckpointMetadata, JobError>>,
 }
 
 impl JobMaster {
@@ -84,6 +91,7 @@ impl JobMaster {
             latest_snapshots,
             attempt: 0,
             store,
+            savepoint_waiters: Vec::new(),
         }
     }
 
@@ -174,6 +182,10 @@ impl JobMaster {
             me.clone(),
         )
         .start();
+        if !self.savepoint_waiters.is_empty() {
+            // Asked for before a restart: the new attempt takes it.
+            coordinator.do_send(TriggerSavepoint);
+        }
         self.coordinator = Some(coordinator.clone());
         for (position, &id) in ids.iter().enumerate() {
             let inputs = self
@@ -275,6 +287,18 @@ impl JobMaster {
         self.plan.chain(id.chain).name.clone()
     }
 
+    /// The report of a job that ends now.
+    fn report(&self) -> JobReport {
+        JobReport {
+            job: self.graph.name.clone(),
+            subtasks: self.subtasks.len(),
+            elapsed: self.started_at.elapsed(),
+            checkpoints_completed: self.checkpoints_completed,
+            latest_checkpoint: self.latest_checkpoint.clone(),
+            restarts: self.attempt,
+        }
+    }
+
     /// Ends the job once: reports the outcome and stops every actor.
     fn end(&mut self, outcome: Result<JobReport, JobError>) {
         let Some(sender) = self.outcome.take() else {
@@ -315,14 +339,8 @@ impl Handler<SubtaskFinished> for JobMaster {
         self.unfinished -= 1;
         debug!(chain = %self.chain_name(id), subtask = id.index, "subtask finished");
         if self.unfinished == 0 {
-            self.end(Ok(JobReport {
-                job: self.graph.name.clone(),
-                subtasks: self.subtasks.len(),
-                elapsed: self.started_at.elapsed(),
-                checkpoints_completed: self.checkpoints_completed,
-                latest_checkpoint: self.latest_checkpoint.clone(),
-                restarts: self.attempt,
-            }));
+            let report = self.report();
+            self.end(Ok(report));
             ctx.stop();
         }
     }
@@ -369,13 +387,63 @@ impl Handler<Cancel> for JobMaster {
 impl Handler<CheckpointCompleted> for JobMaster {
     type Result = ();
 
-    fn handle(&mut self, completed: CheckpointCompleted, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, completed: CheckpointCompleted, ctx: &mut Context<Self>) {
         if completed.attempt != self.attempt {
             return;
         }
         self.checkpoints_completed += 1;
-        self.latest_checkpoint = Some(completed.metadata);
+        let savepoint = completed.metadata.savepoint;
+        self.latest_checkpoint = Some(completed.metadata.clone());
         self.latest_snapshots = Some(completed.snapshots);
+        if !savepoint {
+            return;
+        }
+        info!(job = %self.graph.name, checkpoint = %completed.metadata.checkpoint, "savepoint complete");
+        let mut stop = false;
+        for waiter in self.savepoint_waiters.drain(..) {
+            stop |= waiter.stop;
+            let _ = waiter.reply.send(Ok(completed.metadata.clone()));
+        }
+        if stop {
+            let report = self.report();
+            self.end(Ok(report));
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<RequestSavepoint> for JobMaster {
+    type Result = ();
+
+    fn handle(&mut self, request: RequestSavepoint, _ctx: &mut Context<Self>) {
+        if self.outcome.is_none() {
+            return;
+        }
+        if self.savepoint_waiters.is_empty()
+            && let Some(coordinator) = &self.coordinator
+        {
+            coordinator.do_send(TriggerSavepoint);
+        }
+        self.savepoint_waiters.push(SavepointWaiter {
+            stop: request.stop,
+            reply: request.reply,
+        });
+    }
+}
+
+impl Handler<SavepointFailed> for JobMaster {
+    type Result = ();
+
+    fn handle(&mut self, failed: SavepointFailed, _ctx: &mut Context<Self>) {
+        if failed.attempt != self.attempt {
+            return;
+        }
+        for waiter in self.savepoint_waiters.drain(..) {
+            let _ = waiter.reply.send(Err(JobError::Savepoint {
+                job: self.graph.name.clone(),
+                reason: failed.reason.clone(),
+            }));
+        }
     }
 }
 

@@ -12,8 +12,10 @@ use rill_core::TaskError;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::coordinator::CheckpointMetadata;
 use rill_core::plan::SubtaskId;
+use tokio::sync::oneshot;
 
 use crate::coordinator::CoordinatorActor;
+use crate::job::JobError;
 use crate::partitioner::PartitionerActor;
 use crate::subtask::SubtaskActor;
 
@@ -105,6 +107,27 @@ pub(crate) struct ActorLost {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Cancel;
+
+/// The application asks for a savepoint; with `stop`, the job stops once it is complete.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RequestSavepoint {
+    pub stop: bool,
+    pub reply: oneshot::Sender<Result<CheckpointMetadata, JobError>>,
+}
+
+/// Take a savepoint as soon as possible (sent to the coordinator).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TriggerSavepoint;
+
+/// The savepoint in progress was aborted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SavepointFailed {
+    pub attempt: u32,
+    pub reason: String,
+}
 
 /// Start a checkpoint (sent to source subtasks).
 #[derive(Message)]

@@ -10,7 +10,7 @@ use rill_core::graph::{Edge, JobGraph, OperatorKind, OperatorNode};
 use rill_core::key::DEFAULT_MAX_PARALLELISM;
 use rill_core::restart::RestartStrategy;
 use rill_core::source::{IterSource, SequenceSource, Source};
-use rill_runtime::{JobCanceller, JobHandle, JobReport, Runtime, RuntimeConfig};
+use rill_runtime::{JobCanceller, JobHandle, JobReport, PendingSavepoint, Runtime, RuntimeConfig};
 use rill_store::CheckpointStore;
 
 use crate::error::RillError;
@@ -297,5 +297,16 @@ impl RunningJob {
     /// A handle that cancels the job from another thread or task.
     pub fn canceller(&self) -> JobCanceller {
         self.handle.canceller()
+    }
+
+    /// Asks for a savepoint (see [`JobCanceller::savepoint`]).
+    pub fn savepoint(&self) -> PendingSavepoint {
+        self.handle.savepoint()
+    }
+
+    /// Asks for a savepoint and stops the job once it is complete (see
+    /// [`JobCanceller::stop_with_savepoint`]).
+    pub fn stop_with_savepoint(&self) -> PendingSavepoint {
+        self.handle.stop_with_savepoint()
     }
 }

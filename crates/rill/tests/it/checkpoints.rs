@@ -192,3 +192,40 @@ fn a_job_executed_again_resumes_from_its_stored_checkpoint() {
         );
     }
 }
+
+#[test]
+fn state_that_does_not_fit_the_job_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = StreamEnv::new();
+    env.enable_checkpointing(Duration::from_millis(10));
+    env.set_checkpoint_dir(dir.path());
+    let _ = summing_job(&env, |_| {});
+    env.execute("reshaped").unwrap();
+
+    // The reduce now has a uid the checkpoint does not know; its state would be lost.
+    let renamed = StreamEnv::new();
+    renamed.set_checkpoint_dir(dir.path());
+    renamed
+        .from_sequence(0..10)
+        .key_by(|n: &u64| n % 7)
+        .reduce(|a, b| a + b)
+        .uid("another reduce")
+        .collect();
+    let error = renamed.execute("reshaped").unwrap_err().to_string();
+    assert!(
+        error.contains("holds state of operator") && error.contains("which the job does not have"),
+        "{error}"
+    );
+
+    let regrouped = StreamEnv::with_config(ExecutionConfig {
+        max_parallelism: 64,
+        ..ExecutionConfig::default()
+    });
+    regrouped.set_checkpoint_dir(dir.path());
+    let _ = summing_job(&regrouped, |_| {});
+    let error = regrouped.execute("reshaped").unwrap_err().to_string();
+    assert!(
+        error.contains("max parallelism 128, the job has 64"),
+        "{error}"
+    );
+}

@@ -249,3 +249,58 @@ fn a_panic_in_a_subtask_restarts_the_job_and_the_committed_output_is_exactly_onc
         "no transaction is left open"
     );
 }
+
+/// Waits (bounded) until the topic `counts` holds at least `at_least` committed records.
+fn wait_for_committed(log: &EventLog, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_all(log, "counts").len() < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "no progress to {at_least} records"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_word_count_stopped_with_savepoints_and_rescaled_two_three_one_is_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..6_000)
+        .map(|i| format!("line{} w{} w{}", i % 101, i % 13, i % 7))
+        .collect();
+    let (log, reference) = log_with_lines(&dir.path().join("log"), 3, &lines);
+    let total: u64 = reference.values().sum();
+    let configured = |parallelism: u32, bounded: bool| {
+        let mut config = ExecutionConfig::default();
+        config.runtime.flow.batch_size = 16;
+        let env = StreamEnv::with_config(config);
+        env.set_parallelism(parallelism);
+        env.enable_checkpointing(Duration::from_millis(20));
+        env.set_checkpoint_dir(dir.path().join("checkpoints"));
+        word_count_job_with(&env, &log, bounded, |_| {
+            std::thread::sleep(Duration::from_micros(100));
+        });
+        env
+    };
+    // Parallelism 2, then 3, each stopped with a savepoint part-way; then 1 to the end.
+    for (parallelism, progress) in [(2, total / 4), (3, total / 2)] {
+        let job = configured(parallelism, false)
+            .execute_async("rescaled")
+            .unwrap();
+        wait_for_committed(&log, progress as usize);
+        let savepoint = job.stop_with_savepoint().wait().unwrap();
+        assert!(savepoint.savepoint);
+        let report = job.wait().unwrap();
+        assert_eq!(
+            report.latest_checkpoint.map(|c| c.checkpoint),
+            Some(savepoint.checkpoint)
+        );
+        assert!(
+            (read_all(&log, "counts").len() as u64) < total,
+            "stopped part-way"
+        );
+    }
+    configured(1, true).execute("rescaled").unwrap();
+    assert_exactly_once(&read_all(&log, "counts"), &reference);
+    assert!(log.transactions("").unwrap().is_empty());
+}
