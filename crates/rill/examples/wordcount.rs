@@ -9,7 +9,8 @@
 //! rill log consume counts
 //! ```
 //!
-//! Without `--bounded` the job keeps reading new lines until Ctrl-C. With
+//! Without `--bounded` the job keeps reading new lines until Ctrl-C or SIGTERM, which stop it
+//! with a savepoint when it checkpoints (and cancel it otherwise). With
 //! `--checkpoint-interval-ms`, it checkpoints into `<data-dir>/checkpoints` and, started again,
 //! resumes from its newest checkpoint (`rill checkpoints list --job wordcount` shows them).
 //!
@@ -20,6 +21,7 @@
 //! `rill log consume counts --read-uncommitted` also shows the updates waiting for a checkpoint.
 
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
 use rill::prelude::*;
 
 #[derive(Parser)]
@@ -115,24 +117,43 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let canceller = job.canceller();
+    let control = job.canceller();
+    let checkpointing = args.checkpoint_interval_ms.is_some();
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     signals.block_on(async move {
+        let mut terminate = signal(SignalKind::terminate())?;
         let outcome = job.join();
         tokio::pin!(outcome);
         tokio::select! {
-            outcome = &mut outcome => outcome.map(|_| ()),
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("stopping wordcount");
-                canceller.cancel();
-                match outcome.await {
-                    Err(error) if !matches!(error.job_error(), Some(rill::runtime::JobError::Cancelled(_))) => Err(error),
-                    _ => Ok(()),
-                }
-            }
+            outcome = &mut outcome => return outcome.map(|_| ()).map_err(Into::into),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
         }
-    })?;
-    Ok(())
+        if checkpointing {
+            // Stop with a savepoint: everything counted so far is committed, and the next run
+            // goes on from exactly here.
+            let savepoint = control.stop_with_savepoint().join().await?;
+            eprintln!(
+                "stopped wordcount with savepoint {} (rill checkpoints inspect --job wordcount)",
+                savepoint.checkpoint.0
+            );
+            outcome.await?;
+            return Ok(());
+        }
+        eprintln!("stopping wordcount");
+        control.cancel();
+        match outcome.await {
+            Err(error)
+                if !matches!(
+                    error.job_error(),
+                    Some(rill::runtime::JobError::Cancelled(_))
+                ) =>
+            {
+                Err(error.into())
+            }
+            _ => Ok(()),
+        }
+    })
 }
