@@ -9,6 +9,7 @@ use crate::key::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 use crate::operator::{Operator, OperatorInfo};
 use crate::restart::RestartStrategy;
 use crate::source::AnySource;
+use crate::state::StateBackend;
 
 /// Identifies an operator within its graph (its index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +74,8 @@ pub struct JobGraph {
     pub checkpoint: CheckpointConfig,
     /// Whether and when the job restarts after a task failure.
     pub restart: RestartStrategy,
+    /// Where keyed state lives.
+    pub state_backend: StateBackend,
     /// The operators, indexed by [`OperatorId`].
     pub operators: Vec<OperatorNode>,
     /// The edges, indexed by [`EdgeId`].
@@ -144,6 +147,7 @@ impl JobGraph {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             checkpoint: CheckpointConfig::default(),
             restart: RestartStrategy::None,
+            state_backend: StateBackend::Memory,
             operators: Vec::new(),
             edges: Vec::new(),
         }

@@ -73,7 +73,7 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
 }
 
 /// A keyed operator's snapshot: its store, per key group.
-fn snapshot_of<K: Key>(store: &KeyedStateStore<K>) -> Result<OperatorSnapshot, BoxError> {
+fn snapshot_of<K: Key>(store: &mut KeyedStateStore<K>) -> Result<OperatorSnapshot, BoxError> {
     Ok(OperatorSnapshot {
         keyed: store.snapshot()?,
         operator: Vec::new(),
@@ -88,13 +88,17 @@ pub struct KeyedProcess<P: KeyedProcessFunction> {
 }
 
 impl<P: KeyedProcessFunction> KeyedProcess<P> {
-    /// An operator instance running `function` on the keys `key_of` extracts, with state over
-    /// `max_parallelism` key groups.
-    pub fn new(function: P, key_of: KeySelector<P::In, P::Key>, max_parallelism: u32) -> Self {
+    /// An operator instance running `function` on the keys `key_of` extracts, with its state
+    /// in `store`.
+    pub fn new(
+        function: P,
+        key_of: KeySelector<P::In, P::Key>,
+        store: KeyedStateStore<P::Key>,
+    ) -> Self {
         KeyedProcess {
             function,
             key_of,
-            store: KeyedStateStore::new(max_parallelism),
+            store,
         }
     }
 }
@@ -122,12 +126,24 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
     }
 
     fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
-        snapshot_of(&self.store)
+        snapshot_of(&mut self.store)
     }
 
     fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
         self.store.restore(snapshot.keyed);
         Ok(())
+    }
+}
+
+/// One key's view of a store, outside a user function.
+struct KeyScope<'a, K: Key> {
+    key: &'a K,
+    store: &'a mut KeyedStateStore<K>,
+}
+
+impl<K: Key> KeyedStateAccess<K> for KeyScope<'_, K> {
+    fn key_and_store(&mut self) -> (&K, &mut KeyedStateStore<K>) {
+        (self.key, self.store)
     }
 }
 
@@ -140,13 +156,13 @@ pub struct KeyedReduce<T, K, F> {
 }
 
 impl<T: Data + StateValue, K: Key, F> KeyedReduce<T, K, F> {
-    /// An operator instance reducing with `reduce` per key that `key_of` extracts, with state
-    /// over `max_parallelism` key groups.
-    pub fn new(reduce: Arc<F>, key_of: KeySelector<T, K>, max_parallelism: u32) -> Self {
+    /// An operator instance reducing with `reduce` per key that `key_of` extracts, with its
+    /// state in `store`.
+    pub fn new(reduce: Arc<F>, key_of: KeySelector<T, K>, store: KeyedStateStore<K>) -> Self {
         KeyedReduce {
             reduce,
             key_of,
-            store: KeyedStateStore::new(max_parallelism),
+            store,
             accumulated: ValueState::new("reduce"),
         }
     }
@@ -167,8 +183,25 @@ where
         out: &mut Vec<Record<T>>,
     ) -> Result<(), BoxError> {
         let reduce = &*self.reduce;
-        let table = self.store.values(&self.accumulated);
         out.reserve(input.len());
+        let Some(table) = self.store.values(&self.accumulated) else {
+            // External tables: one read and one write per record.
+            for record in input {
+                let key = (self.key_of)(&record.value);
+                let mut scope = KeyScope {
+                    key: &key,
+                    store: &mut self.store,
+                };
+                let previous = self.accumulated.get(&mut scope);
+                let record = record.map(|value| match previous {
+                    Some(accumulated) => reduce(accumulated, value),
+                    None => value,
+                });
+                self.accumulated.set(&mut scope, record.value.clone());
+                out.push(record);
+            }
+            return Ok(());
+        };
         for record in input {
             let key = (self.key_of)(&record.value);
             out.push(record.map(|value| match table.get_mut(&key) {
@@ -186,7 +219,7 @@ where
     }
 
     fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
-        snapshot_of(&self.store)
+        snapshot_of(&mut self.store)
     }
 
     fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
@@ -210,7 +243,7 @@ mod tests {
         let mut reduce = KeyedReduce::new(
             Arc::new(|a: (char, u32), b: (char, u32)| (a.0, a.1 + b.1)),
             key_of,
-            128,
+            KeyedStateStore::new(128),
         );
         let input = [('a', 1), ('b', 10), ('a', 2), ('a', 3), ('b', 20)];
         let mut out = Vec::new();
@@ -255,7 +288,11 @@ mod tests {
             seen: MapState::new("seen"),
             total: ValueState::new("total"),
         };
-        let mut op = KeyedProcess::new(function, Arc::new(|(k, _): &(u8, String)| *k), 128);
+        let mut op = KeyedProcess::new(
+            function,
+            Arc::new(|(k, _): &(u8, String)| *k),
+            KeyedStateStore::new(128),
+        );
         let input = [(1, "x"), (2, "x"), (1, "x"), (1, "y"), (2, "y")];
         let mut out = Vec::new();
         op.process_batch(
@@ -279,7 +316,7 @@ mod tests {
         KeyedReduce::new(
             Arc::new(|a: Pair, b: Pair| (a.0, a.1 + b.1)),
             Arc::new(|(k, _): &(u16, u64)| *k),
-            128,
+            KeyedStateStore::new(128),
         )
     }
 

@@ -13,7 +13,7 @@ use crate::checkpoint::CheckpointId;
 use crate::element::{Data, Record, Records, Timestamp};
 use crate::error::{BoxError, OperatorError};
 use crate::key::KeyGroupRange;
-use crate::state::KeyedStateSnapshot;
+use crate::state::{KeyedStateSnapshot, StateBackend};
 
 /// Where an operator instance runs: what it may use to set itself up.
 #[derive(Clone, Debug)]
@@ -36,6 +36,8 @@ pub struct OperatorInfo {
     /// Whether the job takes checkpoints. Without them, a two-phase-commit sink commits at end
     /// of input; with them, when each checkpoint completes.
     pub checkpointing: bool,
+    /// Where keyed state lives.
+    pub state_backend: StateBackend,
 }
 
 /// What an operator instance keeps across a checkpoint.

@@ -301,6 +301,7 @@ impl PhysicalPlan {
             max_parallelism: self.max_parallelism,
             key_groups: KeyGroupRange::for_subtask(index, node.parallelism, self.max_parallelism),
             checkpointing: graph.checkpoint.interval_ms.is_some(),
+            state_backend: graph.state_backend.clone(),
         }
     }
 }

@@ -841,7 +841,7 @@ mod tests {
         let reduce = crate::keyed::KeyedReduce::new(
             Arc::new(|a: u32, b: u32| a + b),
             Arc::new(|_: &u32| 0u8),
-            128,
+            crate::state::KeyedStateStore::new(128),
         );
         SubtaskCore::new(SubtaskSpec {
             head: Head::Inputs { channels: 2 },
@@ -1107,6 +1107,7 @@ mod tests {
             max_parallelism: 128,
             key_groups: crate::key::KeyGroupRange::for_subtask(0, 1, 128),
             checkpointing: final_checkpoint,
+            state_backend: crate::state::StateBackend::Memory,
         };
         SubtaskCore::new(SubtaskSpec {
             head: Head::Source {

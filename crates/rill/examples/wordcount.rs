@@ -21,8 +21,8 @@
 //! `rill log consume counts --read-uncommitted` also shows the updates waiting for a checkpoint.
 
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
 use rill::prelude::*;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
 struct Args {

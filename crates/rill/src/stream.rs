@@ -15,7 +15,7 @@ use rill_core::keyed::{KeySelector, KeyedProcess, KeyedProcessFunction, KeyedRed
 use rill_core::operator::{
     Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, Sink, SinkOperator,
 };
-use rill_core::state::StateValue;
+use rill_core::state::{KeyedStateStore, StateValue};
 use rill_core::{Data, Key};
 
 use crate::connectors::collect::{CollectSink, Collected};
@@ -51,6 +51,19 @@ pub struct KeyedStream<T, K> {
     key_of: KeySelector<T, K>,
     /// Routes by the concrete key selector, so that it is inlined on the per-record path.
     router: RouterFactory,
+}
+
+/// The keyed state store of an operator instance, in the job's state backend.
+///
+/// # Panics
+/// If the backend cannot open it: the job's deployment fails with the message.
+fn keyed_store<K: Key>(info: &OperatorInfo) -> KeyedStateStore<K> {
+    KeyedStateStore::for_operator(info).unwrap_or_else(|error| {
+        panic!(
+            "cannot open the keyed state of '{}' (subtask {}): {error}",
+            info.name, info.subtask
+        )
+    })
 }
 
 /// Builds each subtask's instance of a one-input operator with `make`, told where it runs.
@@ -310,7 +323,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
             "reduce",
             Some(edge),
             operator_factory(move |info| {
-                KeyedReduce::new(reduce.clone(), key_of.clone(), info.max_parallelism)
+                KeyedReduce::new(reduce.clone(), key_of.clone(), keyed_store(info))
             }),
         )
     }
@@ -332,7 +345,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .clone();
-                KeyedProcess::new(function, key_of.clone(), info.max_parallelism)
+                KeyedProcess::new(function, key_of.clone(), keyed_store(info))
             }),
         )
     }

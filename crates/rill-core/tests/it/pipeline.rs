@@ -49,7 +49,7 @@ fn word_count(source_parallelism: u32, counters: u32) -> (JobGraph, Collected<(S
         KeyedReduce::new(
             Arc::new(|a: (String, u64), b: (String, u64)| (a.0, a.1 + b.1)),
             Arc::new(|(word, _): &(String, u64)| word.clone()),
-            info.max_parallelism,
+            rill_core::state::KeyedStateStore::new(info.max_parallelism),
         )
     });
     let (out, collected) = sink::<(String, u64)>(&mut graph, "sink", counters);

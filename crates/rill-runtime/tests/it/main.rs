@@ -85,7 +85,7 @@ fn counting_job(
             Box::new(Erased(KeyedReduce::new(
                 sum.clone(),
                 reduce_key.clone(),
-                info.max_parallelism,
+                rill_core::state::KeyedStateStore::new(info.max_parallelism),
             )))
         })),
     ));
