@@ -79,13 +79,7 @@ impl CheckpointStore {
     /// Opens the store in `dir`, creating it if needed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = dir.as_ref().to_path_buf();
-        let storage = |source: fjall::Error| match source {
-            fjall::Error::Locked => StoreError::Locked(path.clone()),
-            source => StoreError::Storage {
-                path: path.clone(),
-                source,
-            },
-        };
+        let storage = |source| StoreError::of_engine(&path, source);
         let db = Database::builder(&path).open().map_err(storage)?;
         let snapshots = db
             .keyspace("snapshots", KeyspaceCreateOptions::default)

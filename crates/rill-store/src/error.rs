@@ -1,21 +1,22 @@
-//! The errors of the checkpoint store; each names the job, checkpoint or path at fault.
+//! The errors of the checkpoint store and the state backend; each names the job, checkpoint or
+//! path at fault.
 
 use std::path::PathBuf;
 
-/// Why an operation on the checkpoint store failed.
+/// Why an operation on the checkpoint store or the state backend failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The storage engine failed.
-    #[error("checkpoint store at {path}: {source}")]
+    #[error("storage at {path}: {source}")]
     Storage {
-        /// The store's directory.
+        /// The directory.
         path: PathBuf,
         /// The engine's error.
         source: fjall::Error,
     },
-    /// Another handle (likely another process) has the store open.
-    #[error("the checkpoint store at {0} is in use by another process")]
+    /// Another handle (likely another process) has the directory open.
+    #[error("{0} is already open, likely by another process")]
     Locked(PathBuf),
     /// A stored snapshot or metadata does not decode.
     #[error("corrupt checkpoint data of job '{job}': {reason}")]
@@ -39,4 +40,18 @@ pub enum StoreError {
         /// The snapshots its metadata counts.
         expected: usize,
     },
+}
+
+impl StoreError {
+    /// The error of an engine failure on the store in `path`: [`StoreError::Locked`] when
+    /// another handle holds the directory.
+    pub(crate) fn of_engine(path: &std::path::Path, source: fjall::Error) -> Self {
+        match source {
+            fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
+            source => StoreError::Storage {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
 }

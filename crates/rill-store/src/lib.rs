@@ -6,12 +6,18 @@
 //! whose metadata was written, so a crash in the middle of a checkpoint loses that checkpoint
 //! and nothing else.
 //!
+//! [`FjallStateBackend`] keeps operators' keyed state on local disk, for state larger than
+//! memory; it is a working copy that checkpoints snapshot, not a durable record of its own.
+//!
 //! # Layout
-//! - [`checkpoints`]: the store itself;
+//! - [`checkpoints`]: the checkpoint store;
+//! - [`state`]: the fjall keyed-state backend;
 //! - [`error`]: the store's error type, [`StoreError`].
 
 pub mod checkpoints;
 pub mod error;
+pub mod state;
 
 pub use checkpoints::{CheckpointStore, RestorePoint};
 pub use error::StoreError;
+pub use state::FjallStateBackend;

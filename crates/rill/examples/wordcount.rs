@@ -13,6 +13,8 @@
 //! with a savepoint when it checkpoints (and cancel it otherwise). With
 //! `--checkpoint-interval-ms`, it checkpoints into `<data-dir>/checkpoints` and, started again,
 //! resumes from its newest checkpoint (`rill checkpoints list --job wordcount` shows them).
+//! `--state-backend fjall` keeps the counts on disk instead of in memory; checkpoints taken
+//! with either backend restore with the other.
 //!
 //! The output topic is written exactly-once, through the log's transactions: each checkpoint's
 //! updates become visible when the checkpoint completes (and a bounded job's last ones at its
@@ -45,6 +47,16 @@ struct Args {
     /// resumes from its newest checkpoint.
     #[arg(long)]
     checkpoint_interval_ms: Option<u64>,
+    /// Where the counts live while the job runs: `memory`, or `fjall` (on disk, in
+    /// `<data-dir>/state`, for more words than fit in memory).
+    #[arg(long, value_enum, default_value_t = Backend::Memory)]
+    state_backend: Backend,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Backend {
+    Memory,
+    Fjall,
 }
 
 /// Counts the occurrences of each word; the count lives in keyed state.
@@ -90,6 +102,11 @@ fn main() -> anyhow::Result<()> {
 
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
+    if let Backend::Fjall = args.state_backend {
+        env.set_state_backend(StateBackendConfig::Fjall {
+            dir: args.data_dir.join("state"),
+        });
+    }
     if let Some(interval) = args.checkpoint_interval_ms {
         env.enable_checkpointing(std::time::Duration::from_millis(interval));
         env.set_checkpoint_dir(args.data_dir.join("checkpoints"));

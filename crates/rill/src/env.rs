@@ -11,7 +11,7 @@ use rill_core::key::DEFAULT_MAX_PARALLELISM;
 use rill_core::restart::RestartStrategy;
 use rill_core::source::{IterSource, SequenceSource, Source};
 use rill_runtime::{JobCanceller, JobHandle, JobReport, PendingSavepoint, Runtime, RuntimeConfig};
-use rill_store::CheckpointStore;
+use rill_store::{CheckpointStore, FjallStateBackend};
 
 use crate::error::RillError;
 use crate::stream::DataStream;
@@ -43,6 +43,21 @@ impl Default for ExecutionConfig {
     }
 }
 
+/// Where keyed operators keep their state (value, map, ... state, and reduce's running values).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StateBackendConfig {
+    /// In memory: the fastest, for state that fits in memory.
+    #[default]
+    Memory,
+    /// On local disk, in fjall: for state larger than memory. `dir` is a scratch working copy,
+    /// wiped when the job starts and removed when it ends; checkpoints (in the checkpoint
+    /// directory) are what survive the process.
+    Fjall {
+        /// The working copy's directory.
+        dir: PathBuf,
+    },
+}
+
 /// An operator as described, before parallelism is resolved.
 pub(crate) struct NodeDraft {
     pub name: String,
@@ -72,6 +87,7 @@ pub(crate) struct Draft {
     pub config: ExecutionConfig,
     /// Where checkpoints go durably, if anywhere.
     pub checkpoint_dir: Option<PathBuf>,
+    pub state_backend: StateBackendConfig,
     pub nodes: Vec<NodeDraft>,
     pub edges: Vec<EdgeDraft>,
 }
@@ -118,6 +134,13 @@ impl StreamEnv {
     /// executed with the same name and directory resumes from the newest checkpoint there.
     pub fn set_checkpoint_dir(&self, dir: impl Into<PathBuf>) -> &Self {
         self.draft().checkpoint_dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps keyed state where `backend` says. Checkpoints taken with one backend restore
+    /// with the other.
+    pub fn set_state_backend(&self, backend: StateBackendConfig) -> &Self {
+        self.draft().state_backend = backend;
         self
     }
 
@@ -191,7 +214,8 @@ impl StreamEnv {
     }
 
     /// The job as a graph ready to submit to a [`Runtime`]: parallelism resolved, and each
-    /// default edge made forward (same parallelism) or rebalance (different parallelism).
+    /// default edge made forward (same parallelism) or rebalance (different parallelism). With
+    /// the fjall state backend, this opens (and wipes) its directory: the graph holds it.
     pub fn job_graph(&self, name: &str) -> Result<JobGraph, RillError> {
         let draft = self.draft();
         let default = draft.config.parallelism;
@@ -199,6 +223,9 @@ impl StreamEnv {
         graph.max_parallelism = draft.config.max_parallelism;
         graph.checkpoint = draft.config.checkpoint;
         graph.restart = draft.config.restart;
+        if let StateBackendConfig::Fjall { dir } = &draft.state_backend {
+            graph.state_backend = FjallStateBackend::open(dir)?.backend();
+        }
         for node in &draft.nodes {
             let parallelism = node.parallelism.unwrap_or(default);
             if !node.parallel && parallelism != 1 {

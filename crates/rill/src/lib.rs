@@ -38,7 +38,7 @@ pub mod env;
 pub mod error;
 pub mod stream;
 
-pub use env::{ExecutionConfig, RunningJob, StreamEnv};
+pub use env::{ExecutionConfig, RunningJob, StateBackendConfig, StreamEnv};
 pub use error::RillError;
 pub use stream::{DataStream, KeyedStream};
 
@@ -51,7 +51,7 @@ pub use rill_store as store;
 pub mod prelude {
     pub use crate::connectors::collect::Collected;
     pub use crate::connectors::log::{LogSink, LogSource};
-    pub use crate::env::{ExecutionConfig, StreamEnv};
+    pub use crate::env::{ExecutionConfig, StateBackendConfig, StreamEnv};
     pub use crate::error::RillError;
     pub use crate::stream::{DataStream, KeyedStream};
     pub use rill_core::keyed::{KeyedContext, KeyedProcessFunction};

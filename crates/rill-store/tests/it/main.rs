@@ -7,6 +7,8 @@ use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::coordinator::CheckpointMetadata;
 use rill_store::{CheckpointStore, StoreError};
 
+mod state;
+
 fn snapshot(position: u8) -> SubtaskSnapshot {
     SubtaskSnapshot {
         source_positions: vec![vec![position; 3]],

@@ -1,6 +1,7 @@
 //! The `wordcount` example as a child process, killed with SIGKILL at random moments and
 //! started again each time: its committed output must be exactly what one run without
-//! failures commits — for every word the counts 1, 2, …, n, nothing lost and nothing twice.
+//! failures commits — for every word the counts 1, 2, …, n, nothing lost and nothing twice —
+//! whichever state backend (memory or fjall) each run keeps its counts in.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -31,13 +32,14 @@ fn wordcount_binary() -> PathBuf {
     binary
 }
 
-/// Starts a run; the receiver gets a message each time the run completes a checkpoint (the
-/// coordinator's debug log says so on stderr).
-fn start(binary: &Path, data: &Path) -> (Child, Receiver<()>) {
+/// Starts a run with its counts in `state_backend`; the receiver gets a message each time the
+/// run completes a checkpoint (the coordinator's debug log says so on stderr).
+fn start(binary: &Path, data: &Path, state_backend: &str) -> (Child, Receiver<()>) {
     let mut child = Command::new(binary)
         .arg("--data-dir")
         .arg(data)
         .args(["--parallelism", "2", "--bounded"])
+        .args(["--state-backend", state_backend])
         .args(["--checkpoint-interval-ms", "20"])
         .env("RUST_LOG", "error,rill_runtime::coordinator=debug")
         .env("NO_COLOR", "1")
@@ -98,7 +100,14 @@ fn wordcount_killed_with_sigkill_again_and_again_commits_every_count_exactly_onc
     let mut killed_mid_run = 0;
     let started = Instant::now();
     for _ in 0..KILLS {
-        let (mut child, completions) = start(&binary, &data);
+        // Runs keep their counts in memory or on disk at random: a checkpoint restores into
+        // either, and a killed run's leftover working copy must not leak into the next.
+        let backend = if rng.random_bool(0.5) {
+            "fjall"
+        } else {
+            "memory"
+        };
+        let (mut child, completions) = start(&binary, &data, backend);
         // Let the run complete a checkpoint, then kill it a random moment later: before,
         // while or after it commits, aligns or writes the next checkpoint.
         let _ = completions.recv_timeout(Duration::from_secs(60));
@@ -121,7 +130,7 @@ fn wordcount_killed_with_sigkill_again_and_again_commits_every_count_exactly_onc
         "no kill came in the middle of a run: adjust the input size or the kill times"
     );
     // The last run goes to the end (bounded), with a generous limit.
-    let (mut last, _completions) = start(&binary, &data);
+    let (mut last, _completions) = start(&binary, &data, "fjall");
     let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
         if let Some(status) = last.try_wait().unwrap() {

@@ -263,28 +263,56 @@ fn wait_for_committed(log: &EventLog, at_least: usize) {
 }
 
 #[test]
-fn a_word_count_stopped_with_savepoints_and_rescaled_two_three_one_is_exactly_once() {
+fn a_word_count_on_fjall_state_stopped_with_savepoints_and_rescaled_two_three_one_is_exactly_once()
+{
     let dir = tempfile::tempdir().unwrap();
+    let fjall = StateBackendConfig::Fjall {
+        dir: dir.path().join("state"),
+    };
+    rescale_two_three_one(dir.path(), [fjall.clone(), fjall.clone(), fjall]);
+}
+
+#[test]
+fn savepoints_restore_across_state_backends_and_parallelisms() {
+    let dir = tempfile::tempdir().unwrap();
+    let fjall = StateBackendConfig::Fjall {
+        dir: dir.path().join("state"),
+    };
+    rescale_two_three_one(
+        dir.path(),
+        [
+            StateBackendConfig::Memory,
+            fjall,
+            StateBackendConfig::Memory,
+        ],
+    );
+}
+
+/// Runs word count at parallelism 2, then 3, each stopped with a savepoint part-way, then at
+/// parallelism 1 to the end, the runs keeping their state in `backends`; checks that every
+/// committed count is there exactly once.
+fn rescale_two_three_one(dir: &std::path::Path, backends: [StateBackendConfig; 3]) {
     let lines: Vec<String> = (0..6_000)
         .map(|i| format!("line{} w{} w{}", i % 101, i % 13, i % 7))
         .collect();
-    let (log, reference) = log_with_lines(&dir.path().join("log"), 3, &lines);
+    let (log, reference) = log_with_lines(&dir.join("log"), 3, &lines);
     let total: u64 = reference.values().sum();
-    let configured = |parallelism: u32, bounded: bool| {
+    let configured = |parallelism: u32, bounded: bool, backend: &StateBackendConfig| {
         let mut config = ExecutionConfig::default();
         config.runtime.flow.batch_size = 16;
         let env = StreamEnv::with_config(config);
         env.set_parallelism(parallelism);
         env.enable_checkpointing(Duration::from_millis(20));
-        env.set_checkpoint_dir(dir.path().join("checkpoints"));
+        env.set_checkpoint_dir(dir.join("checkpoints"));
+        env.set_state_backend(backend.clone());
         word_count_job_with(&env, &log, bounded, |_| {
             std::thread::sleep(Duration::from_micros(100));
         });
         env
     };
-    // Parallelism 2, then 3, each stopped with a savepoint part-way; then 1 to the end.
-    for (parallelism, progress) in [(2, total / 4), (3, total / 2)] {
-        let job = configured(parallelism, false)
+    let [first, second, last] = backends;
+    for (parallelism, progress, backend) in [(2, total / 4, first), (3, total / 2, second)] {
+        let job = configured(parallelism, false, &backend)
             .execute_async("rescaled")
             .unwrap();
         wait_for_committed(&log, progress as usize);
@@ -300,7 +328,11 @@ fn a_word_count_stopped_with_savepoints_and_rescaled_two_three_one_is_exactly_on
             "stopped part-way"
         );
     }
-    configured(1, true).execute("rescaled").unwrap();
+    configured(1, true, &last).execute("rescaled").unwrap();
     assert_exactly_once(&read_all(&log, "counts"), &reference);
     assert!(log.transactions("").unwrap().is_empty());
+    assert!(
+        !dir.join("state").exists(),
+        "the fjall working copy is gone with its job"
+    );
 }

@@ -1,0 +1,200 @@
+//! The fjall keyed-state backend: operator state larger than memory, kept on local disk.
+//!
+//! [`FjallStateBackend`] is a **working copy**, not a durable record: the durable state of a
+//! job is its checkpoints, which snapshot these tables per key group like the in-memory
+//! backend does. So the backend's directory is wiped when it opens, its journal is never
+//! synced, and each operator instance gets a keyspace of its own (`state-<n>`) that is deleted
+//! when the instance is dropped — after a failover the new instances start from a checkpoint,
+//! never from what the failed ones left behind.
+//!
+//! An entry's key is `table \0 key group (u32 BE) encoded key`, so a scan yields entries
+//! ordered by table, then key group: the order snapshots are cut in.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use rill_core::operator::OperatorInfo;
+use rill_core::state::{EntryVisitor, StateBackend, StateError, StateTables};
+
+use crate::error::StoreError;
+
+/// Keyed state on fjall, one keyspace per operator instance. Cheap to clone.
+#[derive(Clone)]
+pub struct FjallStateBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    db: Database,
+    next_keyspace: AtomicU64,
+}
+
+impl FjallStateBackend {
+    /// Opens a backend in `dir`, deleting whatever an earlier run left there.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = dir.as_ref().to_path_buf();
+        let storage = |source| StoreError::of_engine(&path, source);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(storage(fjall::Error::Io(error))),
+        }
+        let db = Database::builder(&path)
+            .temporary(true)
+            .manual_journal_persist(true)
+            .open()
+            .map_err(storage)?;
+        Ok(FjallStateBackend {
+            shared: Arc::new(Shared {
+                path,
+                db,
+                next_keyspace: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The backend's directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// New, empty tables for one operator instance.
+    pub fn tables(&self) -> Result<FjallStateTables, StateError> {
+        let name = format!(
+            "state-{}",
+            self.shared.next_keyspace.fetch_add(1, Ordering::Relaxed)
+        );
+        let keyspace = self
+            .shared
+            .db
+            .keyspace(&name, KeyspaceCreateOptions::default)
+            .map_err(|error| backend_error("*", &error))?;
+        Ok(FjallStateTables {
+            shared: Arc::clone(&self.shared),
+            keyspace: Some(keyspace),
+        })
+    }
+
+    /// The backend as a job's [`StateBackend`]: every keyed operator instance keeps its state
+    /// in tables of its own here.
+    pub fn backend(&self) -> StateBackend {
+        let backend = self.clone();
+        StateBackend::External(Arc::new(move |_: &OperatorInfo| {
+            Ok(Box::new(backend.tables()?) as Box<dyn StateTables>)
+        }))
+    }
+}
+
+fn backend_error(table: &str, error: &fjall::Error) -> StateError {
+    StateError::Backend {
+        table: table.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+/// The tables of one operator instance: a keyspace, deleted on drop.
+pub struct FjallStateTables {
+    shared: Arc<Shared>,
+    /// Always `Some` until dropped.
+    keyspace: Option<Keyspace>,
+}
+
+impl FjallStateTables {
+    fn keyspace(&self) -> &Keyspace {
+        self.keyspace
+            .as_ref()
+            .expect("the keyspace is only taken on drop")
+    }
+}
+
+fn entry_key(table: &str, key_group: u32, key: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(table.len() + 5 + key.len());
+    entry.extend_from_slice(table.as_bytes());
+    entry.push(0);
+    entry.extend_from_slice(&key_group.to_be_bytes());
+    entry.extend_from_slice(key);
+    entry
+}
+
+/// Splits an entry key into table, key group and encoded key.
+fn split_entry_key(entry: &[u8]) -> Option<(&str, u32, &[u8])> {
+    let end = entry.iter().position(|&byte| byte == 0)?;
+    let table = std::str::from_utf8(&entry[..end]).ok()?;
+    let group = entry.get(end + 1..end + 5)?;
+    let group = u32::from_be_bytes(group.try_into().ok()?);
+    Some((table, group, &entry[end + 5..]))
+}
+
+impl StateTables for FjallStateTables {
+    fn get(
+        &mut self,
+        table: &str,
+        key_group: u32,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        self.keyspace()
+            .get(entry_key(table, key_group, key))
+            .map(|value| value.map(|value| value.to_vec()))
+            .map_err(|error| backend_error(table, &error))
+    }
+
+    fn put(
+        &mut self,
+        table: &str,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        self.keyspace()
+            .insert(entry_key(table, key_group, key), value)
+            .map_err(|error| backend_error(table, &error))
+    }
+
+    fn delete(&mut self, table: &str, key_group: u32, key: &[u8]) -> Result<(), StateError> {
+        self.keyspace()
+            .remove(entry_key(table, key_group, key))
+            .map_err(|error| backend_error(table, &error))
+    }
+
+    fn scan(&mut self, visit: &mut EntryVisitor<'_>) -> Result<(), StateError> {
+        for entry in self.keyspace().iter() {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(|error| backend_error("*", &error))?;
+            let (table, group, key) = split_entry_key(&key).ok_or_else(|| StateError::Backend {
+                table: "*".to_owned(),
+                reason: format!("an entry key of {} bytes has no table name", key.len()),
+            })?;
+            visit(table, group, key, &value);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FjallStateTables {
+    fn drop(&mut self) {
+        if let Some(keyspace) = self.keyspace.take() {
+            // Deleting only frees disk space early: the whole directory goes when the backend
+            // is dropped or opened again, so a failure here loses nothing.
+            let _ = self.shared.db.delete_keyspace(keyspace);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_keys_split_back_into_table_group_and_key() {
+        let entry = entry_key("counts", 77, b"\x00word");
+        assert_eq!(
+            split_entry_key(&entry),
+            Some(("counts", 77, &b"\x00word"[..]))
+        );
+        assert_eq!(split_entry_key(b"no-separator"), None);
+    }
+}

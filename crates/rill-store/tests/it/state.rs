@@ -1,0 +1,120 @@
+//! The fjall keyed-state backend through the same handles operators use: it holds what the
+//! in-memory backend holds, its snapshots restore into either backend at another parallelism,
+//! and it leaves nothing behind.
+
+use rill_core::key::KeyGroupRange;
+use rill_core::state::{KeyedStateAccess, KeyedStateStore, MapState, ValueState};
+use rill_store::FjallStateBackend;
+
+const MAX_PARALLELISM: u32 = 32;
+
+struct Scope<'a> {
+    key: u64,
+    store: &'a mut KeyedStateStore<u64>,
+}
+
+impl KeyedStateAccess<u64> for Scope<'_> {
+    fn key_and_store(&mut self) -> (&u64, &mut KeyedStateStore<u64>) {
+        (&self.key, self.store)
+    }
+}
+
+fn count() -> ValueState<u64> {
+    ValueState::new("count")
+}
+
+fn tags() -> MapState<String, u32> {
+    MapState::new("tags")
+}
+
+/// Counts every key up to its number, tags the odd ones, then clears every tenth key.
+fn fill(store: &mut KeyedStateStore<u64>, keys: u64) {
+    let (count, tags) = (count(), tags());
+    for key in 0..keys {
+        let scope = &mut Scope { key, store };
+        for _ in 0..key % 5 + 1 {
+            let next = count.get(scope).unwrap_or(0) + 1;
+            count.set(scope, next);
+        }
+        if key % 2 == 1 {
+            tags.insert(scope, format!("odd-{key}"), key as u32);
+            tags.insert(scope, "odd".to_owned(), 1);
+        }
+        if key % 10 == 0 {
+            count.clear(scope);
+            tags.clear(scope);
+        }
+    }
+}
+
+/// What every key in `keys` holds.
+fn read(store: &mut KeyedStateStore<u64>, keys: impl Iterator<Item = u64>) -> Vec<String> {
+    let (count, tags) = (count(), tags());
+    keys.map(|key| {
+        let scope = &mut Scope { key, store };
+        format!("{key}: {:?} {:?}", count.get(scope), tags.entries(scope))
+    })
+    .collect()
+}
+
+#[test]
+fn fjall_state_holds_what_memory_holds_and_rescales_through_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FjallStateBackend::open(dir.path().join("state")).unwrap();
+    let mut memory = KeyedStateStore::new(MAX_PARALLELISM);
+    let mut on_disk =
+        KeyedStateStore::external(MAX_PARALLELISM, Box::new(backend.tables().unwrap()));
+    fill(&mut memory, 2_000);
+    fill(&mut on_disk, 2_000);
+    let expected = read(&mut memory, 0..2_000);
+    assert_eq!(read(&mut on_disk, 0..2_000), expected);
+    assert_eq!(expected[10], "10: None []");
+
+    let snapshot = on_disk.snapshot().unwrap();
+    let mut in_memory = KeyedStateStore::new(MAX_PARALLELISM);
+    in_memory.restore(snapshot.clone());
+    assert_eq!(read(&mut in_memory, 0..2_000), expected, "fjall -> memory");
+
+    // Restore at parallelism 3, each part into a fresh fjall instance, and read back the keys
+    // each one owns.
+    let mut restored = Vec::new();
+    for index in 0..3 {
+        let range = KeyGroupRange::for_subtask(index, 3, MAX_PARALLELISM);
+        let mut part =
+            KeyedStateStore::external(MAX_PARALLELISM, Box::new(backend.tables().unwrap()));
+        part.restore(snapshot.select(range));
+        let owned = (0..2_000u64)
+            .filter(|key| range.contains(rill_core::key::key_group_of(key, MAX_PARALLELISM)));
+        restored.extend(read(&mut part, owned));
+    }
+    restored.sort_by_key(|line| {
+        line.split(':')
+            .next()
+            .and_then(|key| key.parse::<u64>().ok())
+    });
+    assert_eq!(restored, expected);
+}
+
+#[test]
+fn opening_wipes_what_an_earlier_run_left_and_dropping_removes_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    // What a killed run leaves behind.
+    std::fs::create_dir_all(path.join("keyspaces")).unwrap();
+    std::fs::write(path.join("keyspaces/leftover"), b"from a killed run").unwrap();
+
+    let backend = FjallStateBackend::open(&path).unwrap();
+    assert!(
+        !path.join("keyspaces/leftover").exists(),
+        "the working copy starts empty"
+    );
+    let mut store = KeyedStateStore::external(MAX_PARALLELISM, Box::new(backend.tables().unwrap()));
+    fill(&mut store, 100);
+    assert_eq!(
+        read(&mut store, 5..6),
+        ["5: Some(1) [(\"odd\", 1), (\"odd-5\", 5)]"]
+    );
+    drop(store);
+    drop(backend);
+    assert!(!path.exists(), "a dropped backend removes its directory");
+}
