@@ -11,11 +11,14 @@
 //! event `i` is `z = splitmix64(i)`, `key = (z >> 1) % keys` (100 000 keys unless `--keys`
 //! says otherwise), `value = z >> 48`; parallel sources each produce one contiguous slice of
 //! `0..events`. With `--checkpoint-ms`, the job checkpoints on that interval and the line
-//! reports the checkpoints completed and the duration and size of the last one. It prints one
-//! JSON line.
+//! reports the checkpoints completed and the duration and size of the last one;
+//! `--state-backend fjall` keeps the keyed state on disk (in a temporary directory). The
+//! `recovery` workload is the keyed one failing once half-way, checkpointing every second into a
+//! checkpoint store: it reports the time from the failure until the first record reaches the
+//! sink again. It prints one JSON line.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -35,6 +38,14 @@ enum Workload {
     BaselineKeyed,
     /// The stateless workload as a hand-written single-threaded loop.
     BaselineStateless,
+    /// The keyed workload failing once half-way and recovering from its latest checkpoint.
+    Recovery,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Backend {
+    Memory,
+    Fjall,
 }
 
 #[derive(Parser)]
@@ -48,9 +59,12 @@ struct Args {
     /// Distinct keys of the keyed workloads: 100000 or 1000000.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
-    /// Checkpoint interval in milliseconds; no checkpoints without it.
+    /// Checkpoint interval in milliseconds; no checkpoints without it (`recovery`: 1000).
     #[arg(long)]
     checkpoint_ms: Option<u64>,
+    /// Where keyed state lives.
+    #[arg(long, value_enum, default_value_t = Backend::Memory)]
+    state_backend: Backend,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +95,39 @@ fn event<const KEYS: u64>(i: u64) -> Event {
 struct Tally {
     records: Arc<AtomicU64>,
     checksum: Arc<AtomicU64>,
+    recovery: Recovery,
+}
+
+/// When the recovery workload failed, and how long until a record reached the sink again.
+#[derive(Clone, Default)]
+struct Recovery {
+    failed_at: Arc<Mutex<Option<Instant>>>,
+    took: Arc<Mutex<Option<Duration>>>,
+}
+
+impl Recovery {
+    /// Fails the subtask (once per run) at event `fail_at`.
+    fn fail_once(&self, fail_at: u64, i: u64, failed: &AtomicBool) {
+        if i == fail_at && !failed.swap(true, Ordering::Relaxed) {
+            *lock(&self.failed_at) = Some(Instant::now());
+            panic!("the recovery workload's failure at event {i}");
+        }
+    }
+
+    /// Notes a record reaching the sink: the first after the failure ends the recovery.
+    fn record_arrived(&self) {
+        let failed_at = *lock(&self.failed_at);
+        if let Some(failed_at) = failed_at {
+            lock(&self.took).get_or_insert_with(|| failed_at.elapsed());
+        }
+    }
+}
+
+/// A poisoned lock only means a failed subtask held it: the figures inside are still right.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct CountingSink {
@@ -99,6 +146,7 @@ impl Sink for CountingSink {
             .records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.tally.checksum.fetch_add(sum, Ordering::Relaxed);
+        self.tally.recovery.record_arrived();
         if let Some(pause) = self.pause_per_batch {
             std::thread::sleep(pause);
         }
@@ -112,15 +160,42 @@ struct CheckpointFigures {
     completed: u64,
     last_duration_ms: Option<u64>,
     last_bytes: Option<u64>,
+    recovery_ms: Option<f64>,
 }
 
-fn run_job<const KEYS: u64>(args: &Args) -> Result<(u64, u64, CheckpointFigures), RillError> {
+fn run_job<const KEYS: u64>(args: &Args) -> anyhow::Result<(u64, u64, CheckpointFigures)> {
+    let scratch = tempfile::tempdir()?;
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
-    if let Some(interval) = args.checkpoint_ms {
+    let recovering = matches!(args.workload, Workload::Recovery);
+    let interval = args.checkpoint_ms.or(recovering.then_some(1_000));
+    if let Some(interval) = interval {
         env.enable_checkpointing(Duration::from_millis(interval));
     }
-    let events = env.from_sequence(0..args.events).map(event::<KEYS>);
+    if let Backend::Fjall = args.state_backend {
+        env.set_state_backend(StateBackendConfig::Fjall {
+            dir: scratch.path().join("state"),
+        });
+    }
+    let tally = Tally::default();
+    let events = if recovering {
+        env.set_checkpoint_dir(scratch.path().join("checkpoints"));
+        env.set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 1,
+            delay_ms: 0,
+        });
+        let (recovery, failed, fail_at) = (
+            tally.recovery.clone(),
+            AtomicBool::new(false),
+            args.events / 2,
+        );
+        env.from_sequence(0..args.events).map(move |i| {
+            recovery.fail_once(fail_at, i, &failed);
+            event::<KEYS>(i)
+        })
+    } else {
+        env.from_sequence(0..args.events).map(event::<KEYS>)
+    };
     let stream = match args.workload {
         Workload::Stateless => events
             .map(|e| Event {
@@ -133,7 +208,6 @@ fn run_job<const KEYS: u64>(args: &Args) -> Result<(u64, u64, CheckpointFigures)
             value: acc.value.wrapping_add(e.value),
         }),
     };
-    let tally = Tally::default();
     let sink_tally = tally.clone();
     let pause_per_batch =
         matches!(args.workload, Workload::SlowSink).then(|| Duration::from_millis(1));
@@ -149,7 +223,11 @@ fn run_job<const KEYS: u64>(args: &Args) -> Result<(u64, u64, CheckpointFigures)
             .as_ref()
             .map(|c| c.acknowledged_at_ms - c.triggered_at_ms),
         last_bytes: report.latest_checkpoint.as_ref().map(|c| c.state_bytes),
+        recovery_ms: lock(&tally.recovery.took).map(|took| took.as_secs_f64() * 1e3),
     };
+    if recovering && report.restarts != 1 {
+        anyhow::bail!("the recovery workload restarted {} times", report.restarts);
+    }
     Ok((
         tally.records.load(Ordering::Relaxed),
         tally.checksum.load(Ordering::Relaxed),
@@ -236,6 +314,8 @@ fn main() -> anyhow::Result<()> {
             "checkpoints": checkpoints.completed,
             "last_checkpoint_ms": checkpoints.last_duration_ms,
             "last_checkpoint_bytes": checkpoints.last_bytes,
+            "recovery_ms": checkpoints.recovery_ms,
+            "state_backend": format!("{:?}", args.state_backend),
         })
     );
     Ok(())

@@ -24,7 +24,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`env`]: the environment a job is described in, its configuration, and execution;
+//! - [`env`](mod@env): the environment a job is described in, its configuration, and execution;
 //! - [`stream`]: `DataStream` and `KeyedStream`, the operations on them;
 //! - [`connectors`]: sources and sinks (iterators and sequences are on the environment; the
 //!   event log, stdout, and collecting into a `Vec` here).
@@ -58,7 +58,10 @@ pub mod prelude {
     pub use rill_core::operator::Sink;
     pub use rill_core::restart::RestartStrategy;
     pub use rill_core::source::{Source, SourceOutput, SourcePoll};
-    pub use rill_core::state::{MapState, ValueState};
+    pub use rill_core::state::{
+        AggregateFunction, AggregatingState, InNamespace, ListState, MapState, ReducingState,
+        ValueState,
+    };
     pub use rill_core::{BoxError, Record, Timestamp};
     pub use rill_log::{EventLog, LogRecord, ProducerRecord};
 }

@@ -1,0 +1,91 @@
+//! The external backend's contract: keyed state kept outside the process's memory as encoded
+//! values under (table, key group, encoded key), and how such tables are snapshotted.
+//!
+//! `rill-store` implements [`StateTables`] on fjall. The tables only keep bytes; what the
+//! bytes mean is decided by the state handles.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{KeyedStateSnapshot, StateError, encode};
+use crate::operator::OperatorInfo;
+
+/// Keyed state kept outside the process's memory: tables of encoded values under (table,
+/// key group, encoded key). They only keep bytes; the state handles decide what they mean.
+pub trait StateTables: Send {
+    /// The value under `key` in `table`, if any.
+    fn get(
+        &mut self,
+        table: &str,
+        key_group: u32,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError>;
+    /// Puts `value` under `key` in `table`.
+    fn put(
+        &mut self,
+        table: &str,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError>;
+    /// Removes `key` from `table`.
+    fn delete(&mut self, table: &str, key_group: u32, key: &[u8]) -> Result<(), StateError>;
+    /// Calls `visit(table, key_group, key, value)` for every entry, ordered by table, then key
+    /// group, then key.
+    fn scan(&mut self, visit: &mut EntryVisitor<'_>) -> Result<(), StateError>;
+}
+
+/// Receives the entries of [`StateTables::scan`]: table, key group, key, value.
+pub type EntryVisitor<'a> = dyn FnMut(&str, u32, &[u8], &[u8]) + 'a;
+
+/// Makes the external tables of one operator instance.
+pub type StateTablesFactory =
+    Arc<dyn Fn(&OperatorInfo) -> Result<Box<dyn StateTables>, StateError> + Send + Sync>;
+
+/// Where a job's keyed state lives.
+#[derive(Clone, Default)]
+pub enum StateBackend {
+    /// In memory: fastest, bounded by memory.
+    #[default]
+    Memory,
+    /// In external tables, one set per operator instance: for state larger than memory.
+    External(StateTablesFactory),
+}
+
+impl std::fmt::Debug for StateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StateBackend::Memory => "Memory",
+            StateBackend::External(_) => "External",
+        })
+    }
+}
+
+/// Adds the chunks of external tables to `snapshot`: per (table, key group), the entry count
+/// as bincode encodes a `Vec`'s length, then each entry's encoded key and value — exactly the
+/// encoding of a `Vec<(table key, value)>`, the chunk format of in-memory tables.
+pub(super) fn snapshot_external(
+    tables: &mut dyn StateTables,
+    snapshot: &mut KeyedStateSnapshot,
+) -> Result<(), StateError> {
+    let mut chunks: BTreeMap<String, BTreeMap<u32, (u64, Vec<u8>)>> = BTreeMap::new();
+    tables.scan(&mut |table, group, key, value| {
+        let (count, bytes) = chunks
+            .entry(table.to_owned())
+            .or_default()
+            .entry(group)
+            .or_default();
+        *count += 1;
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+    })?;
+    for (table, groups) in chunks {
+        let encoded = snapshot.tables.entry(table.clone()).or_default();
+        for (group, (count, bytes)) in groups {
+            let mut chunk = encode(&table, &count)?;
+            chunk.extend_from_slice(&bytes);
+            encoded.insert(group, chunk);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,530 @@
+//! Keyed state, scoped to the key of the record being processed (and, for windows, to a
+//! namespace within the key): in memory, or in external tables (on disk) for state larger than
+//! memory.
+//!
+//! A keyed operator owns one [`KeyedStateStore`]. User functions declare state with handles
+//! named when the function is built: [`ValueState`], [`ListState`], [`MapState`],
+//! [`ReducingState`] and [`AggregatingState`]. A handle finds its table in the store by name on
+//! first use and remembers the table's slot afterwards, so the per-record cost is one type
+//! check and one hash lookup. Tables are `FxHashMap`s: a fixed hash function, so iteration
+//! order depends only on the operations applied, never on the run.
+//!
+//! Used through [`InNamespace`], a handle keeps one value per key **and namespace** (a window,
+//! say) instead of one per key; a state is either always or never used in a namespace.
+//!
+//! A store snapshots **per key group** ([`KeyedStateSnapshot`]): each table's entries are
+//! grouped by their key's key group and encoded with bincode, so that a snapshot taken at one
+//! parallelism can be split and merged to restore at another. Restoring is lazy: the chunks of
+//! a table wait, still encoded, until a handle first touches that table and so names its types.
+//!
+//! # Backends
+//! [`StateBackend::Memory`] keeps tables as hash maps (module `memory`). [`StateBackend::External`]
+//! keeps them in [`StateTables`] — `rill-store` implements them on fjall — as encoded values
+//! under (table, key group, encoded key); a handle encodes and decodes on every access. Both
+//! snapshot to the same per-key-group chunks (a chunk is the encoding of a
+//! `Vec<(table key, value)>`), so a checkpoint taken with one restores with the other, at any
+//! parallelism.
+//!
+//! # Layout
+//! - [`handles`]: the state handles user functions declare;
+//! - `memory`: the in-memory tables;
+//! - [`external`]: the external tables' contract and the backend choice.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::key::{Key, KeyGroupRange, key_group_of};
+use crate::operator::OperatorInfo;
+
+pub mod external;
+pub mod handles;
+mod memory;
+#[cfg(test)]
+mod tests;
+
+pub use external::{EntryVisitor, StateBackend, StateTables, StateTablesFactory};
+pub use handles::{
+    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, ValueState,
+};
+
+use external::snapshot_external;
+use memory::{ErasedTable, NamespacedTable, restore_entries};
+
+/// The bounds a value kept in state must meet: clonable, sendable, and serializable for
+/// snapshots.
+pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<V: Clone + Send + Serialize + DeserializeOwned + 'static> StateValue for V {}
+
+/// A snapshot could not be taken or restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A table's entries could not be encoded.
+    #[error("cannot encode state '{table}': {reason}")]
+    Encode {
+        /// The state's name.
+        table: String,
+        /// The encoder's message.
+        reason: String,
+    },
+    /// The external tables failed.
+    #[error("the state backend failed on state '{table}': {reason}")]
+    Backend {
+        /// The state's name (or `*` for all).
+        table: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A snapshot's chunk does not decode as the state's current types.
+    #[error("state '{table}' (key group {key_group}) does not fit its declared types: {reason}")]
+    Decode {
+        /// The state's name.
+        table: String,
+        /// The key group of the chunk.
+        key_group: u32,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// The keyed state of one operator instance as bytes: for each state (by name), for each key
+/// group, the bincode encoding of that group's `(key, value)` entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedStateSnapshot {
+    /// State name → key group → encoded entries.
+    pub tables: BTreeMap<String, BTreeMap<u32, Vec<u8>>>,
+}
+
+impl KeyedStateSnapshot {
+    /// The part of the snapshot in `range`: what one subtask restores after a rescale.
+    pub fn select(&self, range: KeyGroupRange) -> Self {
+        let tables = self
+            .tables
+            .iter()
+            .map(|(name, groups)| {
+                let kept = groups
+                    .range(range.start..=range.end)
+                    .map(|(group, bytes)| (*group, bytes.clone()))
+                    .collect::<BTreeMap<_, _>>();
+                (name.clone(), kept)
+            })
+            .filter(|(_, groups)| !groups.is_empty())
+            .collect();
+        KeyedStateSnapshot { tables }
+    }
+
+    /// Adds another subtask's snapshot; key groups of one operator belong to one subtask, so
+    /// the two do not overlap.
+    pub fn merge(&mut self, other: KeyedStateSnapshot) {
+        for (name, groups) in other.tables {
+            let target = self.tables.entry(name).or_default();
+            for (group, bytes) in groups {
+                debug_assert!(
+                    !target.contains_key(&group),
+                    "key group {group} snapshotted twice"
+                );
+                target.insert(group, bytes);
+            }
+        }
+    }
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn encode<T: Serialize + ?Sized>(table: &str, value: &T) -> Result<Vec<u8>, StateError> {
+    bincode::serde::encode_to_vec(value, bincode_config()).map_err(|error| StateError::Encode {
+        table: table.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(table: &str, key_group: u32, bytes: &[u8]) -> Result<T, StateError> {
+    let decode_error = |reason: String| StateError::Decode {
+        table: table.to_owned(),
+        key_group,
+        reason,
+    };
+    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map_err(|error| decode_error(error.to_string()))?;
+    if read != bytes.len() {
+        return Err(decode_error(format!(
+            "{} of {} bytes are left over",
+            bytes.len() - read,
+            bytes.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// The keyed state of one operator instance.
+pub struct KeyedStateStore<K> {
+    max_parallelism: u32,
+    tables: Vec<StateTable>,
+    /// Restored chunks of tables no handle has touched yet.
+    pending: BTreeMap<String, BTreeMap<u32, Vec<u8>>>,
+    /// Set for the external backend: then `tables` stays empty.
+    external: Option<Box<dyn StateTables>>,
+    key: PhantomData<fn() -> K>,
+}
+
+struct StateTable {
+    name: &'static str,
+    data: Box<dyn ErasedTable>,
+}
+
+/// A handle's table: its name, and the slot the handle last found it in.
+#[derive(Clone, Copy)]
+struct TableRef<'h> {
+    name: &'static str,
+    slot: &'h Cell<Option<usize>>,
+}
+
+/// Where a handle's value is: under the current key, in a namespace or not.
+struct Place<'a, K> {
+    key: &'a K,
+    namespace: Option<&'a [u8]>,
+}
+
+impl<K> Clone for Place<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Place<'_, K> {}
+
+impl<K: Key> Place<'_, K> {
+    /// The key of a memory table of namespaced state.
+    fn scoped(&self, namespace: &[u8]) -> (K, Vec<u8>) {
+        (self.key.clone(), namespace.to_vec())
+    }
+}
+
+/// Fails the operator over a state error: the runtime reports the panic as the operator's
+/// failure, naming the state.
+fn fail(error: StateError) -> ! {
+    panic!("{error}")
+}
+
+impl<K: Key> KeyedStateStore<K> {
+    /// An empty in-memory store over `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32) -> Self {
+        KeyedStateStore {
+            max_parallelism,
+            tables: Vec::new(),
+            pending: BTreeMap::new(),
+            external: None,
+            key: PhantomData,
+        }
+    }
+
+    /// An empty store over `max_parallelism` key groups kept in `tables`.
+    pub fn external(max_parallelism: u32, tables: Box<dyn StateTables>) -> Self {
+        KeyedStateStore {
+            external: Some(tables),
+            ..Self::new(max_parallelism)
+        }
+    }
+
+    /// The store of the operator instance `info` describes, in the job's backend.
+    pub fn for_operator(info: &OperatorInfo) -> Result<Self, StateError> {
+        Ok(match &info.state_backend {
+            StateBackend::Memory => Self::new(info.max_parallelism),
+            StateBackend::External(factory) => Self::external(info.max_parallelism, factory(info)?),
+        })
+    }
+
+    /// Encodes every table per key group.
+    pub fn snapshot(&mut self) -> Result<KeyedStateSnapshot, StateError> {
+        let mut snapshot = KeyedStateSnapshot {
+            tables: self.pending.clone(),
+        };
+        if let Some(external) = &mut self.external {
+            snapshot_external(external.as_mut(), &mut snapshot)?;
+            return Ok(snapshot);
+        }
+        for table in &self.tables {
+            let groups = table.data.snapshot(table.name, self.max_parallelism)?;
+            if !groups.is_empty() {
+                snapshot.tables.insert(table.name.to_owned(), groups);
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Replaces the store's content by a snapshot (already narrowed to this instance's key
+    /// groups). Tables are decoded when a handle first touches them. External tables are
+    /// restored only into a fresh store, as every operator instance is before it runs.
+    pub fn restore(&mut self, snapshot: KeyedStateSnapshot) {
+        self.tables.clear();
+        self.pending = snapshot.tables;
+    }
+
+    /// Whether the state lives in external tables.
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
+    }
+
+    /// The value at `place` in `table`, as `read` sees it.
+    ///
+    /// # Panics
+    /// As [`KeyedStateStore::table`] does, and when external tables fail.
+    fn read<S: StateValue, R>(
+        &mut self,
+        table: TableRef<'_>,
+        place: Place<'_, K>,
+        read: impl FnOnce(Option<&S>) -> R,
+    ) -> R {
+        if self.is_external() {
+            return read(self.external_get::<S>(table.name, place).as_ref());
+        }
+        match place.namespace {
+            None => read(self.table::<FxHashMap<K, S>>(table).get(place.key)),
+            Some(namespace) => read(
+                self.table::<NamespacedTable<K, S>>(table)
+                    .0
+                    .get(&place.scoped(namespace)),
+            ),
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) the value at `place` in `table`.
+    fn write<S: StateValue>(&mut self, table: TableRef<'_>, place: Place<'_, K>, value: Option<S>) {
+        if self.is_external() {
+            return self.external_write(table.name, place, value.as_ref());
+        }
+        match (place.namespace, value) {
+            (None, Some(value)) => upsert(self.table(table), place.key, value),
+            (None, None) => {
+                self.table::<FxHashMap<K, S>>(table).remove(place.key);
+            }
+            (Some(namespace), Some(value)) => {
+                self.table::<NamespacedTable<K, S>>(table)
+                    .0
+                    .insert(place.scoped(namespace), value);
+            }
+            (Some(namespace), None) => {
+                self.table::<NamespacedTable<K, S>>(table)
+                    .0
+                    .remove(&place.scoped(namespace));
+            }
+        }
+    }
+
+    /// Changes the value at `place` in `table` with `update`, which may create or remove it.
+    fn update<S: StateValue, R>(
+        &mut self,
+        table: TableRef<'_>,
+        place: Place<'_, K>,
+        update: impl FnOnce(&mut Option<S>) -> R,
+    ) -> R {
+        let mut value = match (self.is_external(), place.namespace) {
+            (true, _) => self.external_get(table.name, place),
+            (false, None) => self.table::<FxHashMap<K, S>>(table).remove(place.key),
+            (false, Some(namespace)) => self
+                .table::<NamespacedTable<K, S>>(table)
+                .0
+                .remove(&place.scoped(namespace)),
+        };
+        let existed = value.is_some();
+        let result = update(&mut value);
+        if existed || value.is_some() {
+            self.write(table, place, value);
+        }
+        result
+    }
+
+    /// The encoded key of `place` in external tables: the key, or the key and namespace.
+    fn external_key(table: &str, place: Place<'_, K>) -> Result<Vec<u8>, StateError> {
+        match place.namespace {
+            None => encode(table, place.key),
+            // A `&[u8]` encodes exactly as the `Vec<u8>` memory tables keep.
+            Some(namespace) => encode(table, &(place.key, namespace)),
+        }
+    }
+
+    /// The external tables, with the restored chunks of `table` moved in first (decoding them
+    /// as entries of `S` under the key, or the key and namespace, as `place` is); `None` for an
+    /// in-memory store.
+    fn external_tables<S: StateValue>(
+        &mut self,
+        table: &'static str,
+        place: Place<'_, K>,
+    ) -> Option<&mut dyn StateTables> {
+        let external = self.external.as_mut()?;
+        if let Some(groups) = self.pending.remove(table) {
+            let moved = groups.into_iter().try_for_each(|(group, chunk)| {
+                let entries: Vec<(Vec<u8>, S)> = match place.namespace {
+                    None => restore_entries::<K, S>(table, group, &chunk)?
+                        .into_iter()
+                        .map(|(key, value)| Ok((encode(table, &key)?, value)))
+                        .collect::<Result<_, StateError>>()?,
+                    Some(_) => restore_entries::<(K, Vec<u8>), S>(table, group, &chunk)?
+                        .into_iter()
+                        .map(|(scoped, value)| Ok((encode(table, &scoped)?, value)))
+                        .collect::<Result<_, StateError>>()?,
+                };
+                entries.into_iter().try_for_each(|(key, value)| {
+                    external.put(table, group, &key, &encode(table, &value)?)
+                })
+            });
+            if let Err(error) = moved {
+                fail(error);
+            }
+        }
+        Some(external.as_mut())
+    }
+
+    /// The value at `place` in external table `table`.
+    fn external_get<S: StateValue>(
+        &mut self,
+        table: &'static str,
+        place: Place<'_, K>,
+    ) -> Option<S> {
+        let group = key_group_of(place.key, self.max_parallelism);
+        let tables = self.external_tables::<S>(table, place)?;
+        let found = Self::external_key(table, place).and_then(|key| tables.get(table, group, &key));
+        match found.and_then(|bytes| bytes.map(|bytes| decode(table, group, &bytes)).transpose()) {
+            Ok(value) => value,
+            Err(error) => fail(error),
+        }
+    }
+
+    /// Puts (`Some`) or deletes (`None`) the value at `place` in external table `table`.
+    fn external_write<S: StateValue>(
+        &mut self,
+        table: &'static str,
+        place: Place<'_, K>,
+        value: Option<&S>,
+    ) {
+        let group = key_group_of(place.key, self.max_parallelism);
+        let Some(tables) = self.external_tables::<S>(table, place) else {
+            return;
+        };
+        let written = Self::external_key(table, place).and_then(|key| match value {
+            Some(value) => tables.put(table, group, &key, &encode(table, value)?),
+            None => tables.delete(table, group, &key),
+        });
+        if let Err(error) = written {
+            fail(error);
+        }
+    }
+
+    /// The memory table a handle names, created on first use (from restored chunks, if any).
+    ///
+    /// # Panics
+    /// If two handles of one operator use the same name with different types (or one state is
+    /// used both in and out of namespaces), or restored state does not decode as the handle's
+    /// types: a bug in the operator's code or a snapshot that does not fit the job, reported as
+    /// the operator's failure with the state's name.
+    fn table<T: ErasedTable + Default + 'static>(&mut self, table: TableRef<'_>) -> &mut T {
+        let name = table.name;
+        // A cached slot is trusted only while it still names this table: a restore empties
+        // the table list, and tables may come back in another order.
+        let cached = table.slot.get().filter(|&index| {
+            self.tables
+                .get(index)
+                .is_some_and(|table| table.name == name)
+        });
+        let index = match cached {
+            Some(index) => index,
+            None => {
+                let index = match self.tables.iter().position(|table| table.name == name) {
+                    Some(index) => index,
+                    None => {
+                        let mut data = T::default();
+                        for (group, chunk) in self.pending.remove(name).unwrap_or_default() {
+                            if let Err(error) = data.restore(name, group, &chunk) {
+                                fail(error);
+                            }
+                        }
+                        self.tables.push(StateTable {
+                            name,
+                            data: Box::new(data),
+                        });
+                        self.tables.len() - 1
+                    }
+                };
+                table.slot.set(Some(index));
+                index
+            }
+        };
+        let table = &mut self.tables[index];
+        match table.data.as_any_mut().downcast_mut::<T>() {
+            Some(data) => data,
+            None => panic!(
+                "state '{}' is declared twice with different types, or used both in and out \
+                 of namespaces ({} now)",
+                table.name,
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+
+    /// The in-memory value table of `state`, for operators that process a whole batch against
+    /// one table; `None` when the state lives in external tables.
+    pub fn values<V: StateValue>(&mut self, state: &ValueState<V>) -> Option<&mut FxHashMap<K, V>> {
+        if self.is_external() {
+            return None;
+        }
+        Some(self.table(state.table()))
+    }
+}
+
+/// Inserts or overwrites without cloning the key when it is already present.
+fn upsert<K: Key, V>(table: &mut FxHashMap<K, V>, key: &K, value: V) {
+    match table.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            table.insert(key.clone(), value);
+        }
+    }
+}
+
+/// Gives a state handle the current key and the store it is scoped in.
+pub trait KeyedStateAccess<K: Key> {
+    /// The key of the record being processed, and the operator's state store.
+    fn key_and_store(&mut self) -> (&K, &mut KeyedStateStore<K>);
+
+    /// The key, the encoded namespace the state is scoped to (none unless set through
+    /// [`InNamespace`]), and the store.
+    fn scope(&mut self) -> (&K, Option<&[u8]>, &mut KeyedStateStore<K>) {
+        let (key, store) = self.key_and_store();
+        (key, None, store)
+    }
+}
+
+/// State access scoped to a namespace within the current key: every handle used through it
+/// keeps one value per key and namespace. Windows use the window as the namespace.
+pub struct InNamespace<'a, C> {
+    access: &'a mut C,
+    namespace: Vec<u8>,
+}
+
+impl<'a, C> InNamespace<'a, C> {
+    /// Scopes `access` to `namespace` (any serializable value; equal values, equal scopes).
+    pub fn new<N: Serialize>(access: &'a mut C, namespace: &N) -> Result<Self, StateError> {
+        Ok(InNamespace {
+            access,
+            namespace: encode("namespace", namespace)?,
+        })
+    }
+}
+
+impl<K: Key, C: KeyedStateAccess<K>> KeyedStateAccess<K> for InNamespace<'_, C> {
+    fn key_and_store(&mut self) -> (&K, &mut KeyedStateStore<K>) {
+        self.access.key_and_store()
+    }
+
+    fn scope(&mut self) -> (&K, Option<&[u8]>, &mut KeyedStateStore<K>) {
+        let (key, store) = self.access.key_and_store();
+        (key, Some(&self.namespace), store)
+    }
+}
