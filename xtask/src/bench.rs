@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: builds the `bench` example in release mode and runs each workload in a
 //! process of its own (so peak memory is that run's): the standard keyed and stateless
 //! workloads at parallelism 1 and 2 beside their hand-written single-threaded loops, the keyed
-//! workload with a slow sink at two sizes (memory must not grow), and the keyed workload with
-//! and without checkpoints every second, at 100 000 and 1 000 000 keys.
+//! workload with a slow sink at two sizes (memory must not grow), the keyed workload with and
+//! without checkpoints every second, at 100 000 and 1 000 000 keys, in memory and (1 000 000
+//! keys) on fjall, and the recovery workload (fail once, restart from the latest checkpoint) at
+//! 1 000 000 keys on both backends.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,7 +20,8 @@ pub(crate) struct BenchArgs {
     /// Events per run of the keyed and stateless workloads (checkpoint runs use 5 times more).
     #[arg(long, default_value_t = 20_000_000)]
     events: u64,
-    /// Runs only this workload (keyed, stateless, slow-sink, baseline-keyed, baseline-stateless).
+    /// Runs only this workload (keyed, stateless, slow-sink, baseline-keyed, baseline-stateless,
+    /// recovery).
     #[arg(long)]
     workload: Option<String>,
     /// Runs of each configuration; the median is reported (peak memory: the largest).
@@ -33,6 +36,8 @@ struct Run {
     events: u64,
     keys: u64,
     checkpoint_ms: Option<u64>,
+    /// `memory` or `fjall`.
+    state_backend: &'static str,
 }
 
 const STANDARD_KEYS: u64 = 100_000;
@@ -54,6 +59,25 @@ fn expected(run: &Run) -> Option<(u64, u64)> {
     }
 }
 
+/// For a keyed run at parallelism 1 outside the standard size: the (records, checksum) the
+/// hand-written loop computes over the same events, which every backend must match.
+fn baseline_of(binary: &Path, run: &Run) -> anyhow::Result<Option<(u64, u64)>> {
+    if run.workload != "keyed" || run.parallelism != 1 {
+        return Ok(None);
+    }
+    let baseline = run_once(
+        binary,
+        &Run {
+            workload: "baseline-keyed",
+            state_backend: "memory",
+            checkpoint_ms: None,
+            ..*run
+        },
+    )?;
+    let field = |name: &str| baseline[name].as_u64().unwrap_or(0);
+    Ok(Some((field("records"), field("checksum"))))
+}
+
 /// Runs the bench binary once and parses the JSON line it prints.
 fn run_once(binary: &Path, run: &Run) -> anyhow::Result<Value> {
     let mut command = Command::new(binary);
@@ -66,6 +90,8 @@ fn run_once(binary: &Path, run: &Run) -> anyhow::Result<Value> {
         &run.events.to_string(),
         "--keys",
         &run.keys.to_string(),
+        "--state-backend",
+        run.state_backend,
     ]);
     if let Some(interval) = run.checkpoint_ms {
         command.args(["--checkpoint-ms", &interval.to_string()]);
@@ -92,11 +118,18 @@ fn runs(events: u64) -> Vec<Run> {
         events,
         keys,
         checkpoint_ms,
+        state_backend: "memory",
+    };
+    let on_fjall = |run: Run| Run {
+        state_backend: "fjall",
+        ..run
     };
     // Slow-sink runs at two sizes: peak memory must not grow with the input.
     let slow = (events / 10).max(100_000);
     // Checkpoint runs last several seconds, so that several checkpoints are taken.
     let long = events * 5;
+    // fjall reads and writes every event's key on disk structures: fewer events.
+    let on_disk = (events / 5).max(100_000);
     vec![
         run("baseline-keyed", 1, events, STANDARD_KEYS, None),
         run("keyed", 1, events, STANDARD_KEYS, None),
@@ -110,6 +143,10 @@ fn runs(events: u64) -> Vec<Run> {
         run("keyed", 1, long, STANDARD_KEYS, Some(1_000)),
         run("keyed", 1, long, 1_000_000, None),
         run("keyed", 1, long, 1_000_000, Some(1_000)),
+        on_fjall(run("keyed", 1, on_disk, 1_000_000, None)),
+        on_fjall(run("keyed", 1, on_disk, 1_000_000, Some(1_000))),
+        run("recovery", 1, long, 1_000_000, Some(1_000)),
+        on_fjall(run("recovery", 1, on_disk, 1_000_000, Some(1_000))),
     ]
 }
 
@@ -120,8 +157,9 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         args.runs.max(1)
     );
     println!(
-        "{:<18} {:>2} {:>10} {:>8} {:>6} {:>12} {:>7} {:>8} {:>4} {:>7} {:>7} {:>16}  check",
+        "{:<18} {:>6} {:>2} {:>10} {:>8} {:>6} {:>12} {:>7} {:>8} {:>4} {:>7} {:>7} {:>8} {:>16}  check",
         "workload",
+        "state",
         "p",
         "events",
         "keys",
@@ -132,6 +170,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         "cps",
         "last ms",
         "cp MiB",
+        "recov ms",
         "checksum"
     );
     let mut failed = Vec::new();
@@ -165,7 +204,9 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                 .map_or_else(|| "-".to_owned(), |v| format!("{:.1}", v / scale))
         };
         let (records, checksum) = (integer("records"), integer("checksum"));
-        let check = match expected(&run) {
+        let check = match expected(&run)
+            .map_or_else(|| baseline_of(&binary, &run), |want| Ok(Some(want)))?
+        {
             Some(want) if want == (records, checksum) => "ok",
             Some(_) => {
                 failed.push(format!("{} p={}", run.workload, run.parallelism));
@@ -174,8 +215,9 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             None => "-",
         };
         println!(
-            "{:<18} {:>2} {:>10} {:>8} {:>6} {:>12.0} {:>7.2} {:>8.1} {:>4} {:>7} {:>7} {:>16}  {check}",
+            "{:<18} {:>6} {:>2} {:>10} {:>8} {:>6} {:>12.0} {:>7.2} {:>8.1} {:>4} {:>7} {:>7} {:>8} {:>16}  {check}",
             run.workload,
+            run.state_backend,
             run.parallelism,
             run.events,
             run.keys,
@@ -187,6 +229,7 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             integer("checkpoints"),
             optional("last_checkpoint_ms", 1.0),
             optional("last_checkpoint_bytes", 1024.0 * 1024.0),
+            optional("recovery_ms", 1.0),
             checksum
         );
     }

@@ -70,7 +70,11 @@ impl FjallStateBackend {
         let keyspace = self
             .shared
             .db
-            .keyspace(&name, KeyspaceCreateOptions::default)
+            .keyspace(&name, || {
+                // The working copy is never recovered from its journal: no need to hand each
+                // write to the operating system.
+                KeyspaceCreateOptions::default().manual_journal_persist(true)
+            })
             .map_err(|error| backend_error("*", &error))?;
         Ok(FjallStateTables {
             shared: Arc::clone(&self.shared),

@@ -114,7 +114,12 @@ impl Recovery {
         }
     }
 
-    /// Notes a record reaching the sink: the first after the failure ends the recovery.
+    /// Whether the failure happened: sinks made after it belong to the restarted job.
+    fn failed(&self) -> bool {
+        lock(&self.failed_at).is_some()
+    }
+
+    /// Notes records reaching a sink of the restarted job: the first ends the recovery.
     fn record_arrived(&self) {
         let failed_at = *lock(&self.failed_at);
         if let Some(failed_at) = failed_at {
@@ -132,6 +137,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 struct CountingSink {
     tally: Tally,
+    /// Made by the restart after the recovery workload's failure.
+    restarted: bool,
     pause_per_batch: Option<Duration>,
 }
 
@@ -146,7 +153,9 @@ impl Sink for CountingSink {
             .records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.tally.checksum.fetch_add(sum, Ordering::Relaxed);
-        self.tally.recovery.record_arrived();
+        if self.restarted {
+            self.tally.recovery.record_arrived();
+        }
         if let Some(pause) = self.pause_per_batch {
             std::thread::sleep(pause);
         }
@@ -212,6 +221,7 @@ fn run_job<const KEYS: u64>(args: &Args) -> anyhow::Result<(u64, u64, Checkpoint
     let pause_per_batch =
         matches!(args.workload, Workload::SlowSink).then(|| Duration::from_millis(1));
     stream.sink_with("count", move |_| CountingSink {
+        restarted: sink_tally.recovery.failed(),
         tally: sink_tally.clone(),
         pause_per_batch,
     });

@@ -4,7 +4,6 @@
 //! `rill-store` implements [`StateTables`] on fjall. The tables only keep bytes; what the
 //! bytes mean is decided by the state handles.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{KeyedStateSnapshot, StateError, encode};
@@ -68,24 +67,43 @@ pub(super) fn snapshot_external(
     tables: &mut dyn StateTables,
     snapshot: &mut KeyedStateSnapshot,
 ) -> Result<(), StateError> {
-    let mut chunks: BTreeMap<String, BTreeMap<u32, (u64, Vec<u8>)>> = BTreeMap::new();
+    // The scan comes ordered by table and key group: one chunk is filled at a time.
+    let mut current: Option<Chunk> = None;
+    let mut finished = Vec::new();
     tables.scan(&mut |table, group, key, value| {
-        let (count, bytes) = chunks
-            .entry(table.to_owned())
-            .or_default()
-            .entry(group)
-            .or_default();
-        *count += 1;
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-    })?;
-    for (table, groups) in chunks {
-        let encoded = snapshot.tables.entry(table.clone()).or_default();
-        for (group, (count, bytes)) in groups {
-            let mut chunk = encode(&table, &count)?;
-            chunk.extend_from_slice(&bytes);
-            encoded.insert(group, chunk);
+        let same = current
+            .as_ref()
+            .is_some_and(|chunk| chunk.group == group && chunk.table == table);
+        if !same {
+            finished.extend(current.replace(Chunk {
+                table: table.to_owned(),
+                group,
+                entries: 0,
+                bytes: Vec::new(),
+            }));
         }
+        if let Some(chunk) = current.as_mut() {
+            chunk.entries += 1;
+            chunk.bytes.extend_from_slice(key);
+            chunk.bytes.extend_from_slice(value);
+        }
+    })?;
+    for chunk in finished.into_iter().chain(current) {
+        let mut encoded = encode(&chunk.table, &chunk.entries)?;
+        encoded.extend_from_slice(&chunk.bytes);
+        snapshot
+            .tables
+            .entry(chunk.table)
+            .or_default()
+            .insert(chunk.group, encoded);
     }
     Ok(())
+}
+
+/// The entries of one table's key group, as a scan collects them.
+struct Chunk {
+    table: String,
+    group: u32,
+    entries: u64,
+    bytes: Vec<u8>,
 }
