@@ -97,6 +97,16 @@ pub enum JobError {
         #[source]
         error: rill_store::StoreError,
     },
+    /// The checkpoint to start from is not in the store.
+    #[error(
+        "job '{job}' has no completed {checkpoint} to start from (rill checkpoints list shows those there are)"
+    )]
+    NoSuchCheckpoint {
+        /// The job's name.
+        job: String,
+        /// The checkpoint asked for.
+        checkpoint: rill_core::checkpoint::CheckpointId,
+    },
     /// Too many checkpoints failed in a row.
     #[error("job '{job}' failed: {reason}")]
     Checkpointing {

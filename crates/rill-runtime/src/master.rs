@@ -168,11 +168,22 @@ impl JobMaster {
             .filter(|(id, _)| self.is_source(*id))
             .map(|(_, addr)| addr.clone())
             .collect();
-        let first_checkpoint = CheckpointId(
-            self.latest_checkpoint
-                .as_ref()
-                .map_or(1, |latest| latest.checkpoint.0 + 1),
-        );
+        // Past every checkpoint this job has numbered: one restored from an older savepoint,
+        // or restarted after a crash mid-checkpoint, never writes into an old one's keys.
+        let after_latest = self
+            .latest_checkpoint
+            .as_ref()
+            .map_or(1, |latest| latest.checkpoint.0 + 1);
+        let first_checkpoint = match &self.store {
+            Some(store) => store
+                .next_id(&self.graph.name)
+                .map_err(|error| JobError::CheckpointStore {
+                    job: self.graph.name.clone(),
+                    error,
+                })?
+                .max(CheckpointId(after_latest)),
+            None => CheckpointId(after_latest),
+        };
         let coordinator = CoordinatorActor::new(
             (attempt, first_checkpoint),
             (self.graph.name.clone(), self.store.clone()),

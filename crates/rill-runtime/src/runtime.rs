@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix::dev::ArbiterHandle;
 use actix::{Actor, Arbiter, System};
+use rill_core::checkpoint::CheckpointId;
 use rill_core::flow::{FlowConfig, FlowConfigError};
 use rill_core::graph::JobGraph;
 use rill_core::plan::PhysicalPlan;
@@ -98,18 +99,42 @@ impl Runtime {
 
     /// Like [`Runtime::submit`], but checkpoints go durably to `store`, and if the store holds
     /// a completed checkpoint of a job of the same name, the job resumes from the newest one.
+    /// Snapshots of checkpoints that never completed (a crash while they were taken) are
+    /// deleted first.
     pub fn submit_with_store(
         &self,
         graph: JobGraph,
         store: CheckpointStore,
     ) -> Result<JobHandle, JobError> {
-        let resume_from = store
-            .latest(&graph.name)
-            .map_err(|error| JobError::CheckpointStore {
-                job: graph.name.clone(),
-                error,
-            })?;
+        let store_error = |error| JobError::CheckpointStore {
+            job: graph.name.clone(),
+            error,
+        };
+        store.discard_leftovers(&graph.name).map_err(store_error)?;
+        let resume_from = store.latest(&graph.name).map_err(store_error)?;
         self.deploy(graph, Some(store), resume_from)
+    }
+
+    /// Like [`Runtime::submit_with_store`], but the job starts from `checkpoint` (a savepoint,
+    /// say) of the job of the same name in `store`, not from the newest.
+    pub fn submit_from_checkpoint(
+        &self,
+        graph: JobGraph,
+        store: CheckpointStore,
+        checkpoint: CheckpointId,
+    ) -> Result<JobHandle, JobError> {
+        let store_error = |error| JobError::CheckpointStore {
+            job: graph.name.clone(),
+            error,
+        };
+        store.discard_leftovers(&graph.name).map_err(store_error)?;
+        let Some(point) = store.get(&graph.name, checkpoint).map_err(store_error)? else {
+            return Err(JobError::NoSuchCheckpoint {
+                job: graph.name.clone(),
+                checkpoint,
+            });
+        };
+        self.deploy(graph, Some(store), Some(point))
     }
 
     fn deploy(

@@ -53,6 +53,17 @@ fn snapshot_key(job: &str, checkpoint: CheckpointId, subtask: usize) -> Vec<u8> 
     key
 }
 
+/// The checkpoint a snapshot or metadata key of `job` belongs to.
+fn checkpoint_of(job: &str, key: &[u8]) -> Result<CheckpointId, StoreError> {
+    key.get(job.len() + 1..job.len() + 9)
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map(|bytes| CheckpointId(u64::from_be_bytes(bytes)))
+        .ok_or_else(|| StoreError::Corrupt {
+            job: job.to_owned(),
+            reason: format!("a checkpoint key of {} bytes", key.len()),
+        })
+}
+
 fn encode<T: Serialize>(job: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|error| {
         StoreError::Corrupt {
@@ -202,6 +213,50 @@ impl CheckpointStore {
             metadata,
             snapshots,
         })
+    }
+
+    /// The id after every checkpoint of the job the store has seen, complete or not: where a
+    /// new run of the job numbers its checkpoints from, so that it never writes into an old
+    /// checkpoint's keys (a restore from an older savepoint, or leftovers of a crash).
+    pub fn next_id(&self, job: &str) -> Result<CheckpointId, StoreError> {
+        let prefix = job_prefix(job);
+        let mut next = 1;
+        for keyspace in [&self.snapshots, &self.metadata] {
+            if let Some(entry) = keyspace.prefix(&prefix).next_back() {
+                let key = entry.key().map_err(|e| self.storage(e))?;
+                next = next.max(checkpoint_of(job, &key)?.0.saturating_add(1));
+            }
+        }
+        Ok(CheckpointId(next))
+    }
+
+    /// Deletes the snapshots of checkpoints that never completed (a crash while they were
+    /// taken left them without metadata); returns how many checkpoints they belonged to.
+    pub fn discard_leftovers(&self, job: &str) -> Result<usize, StoreError> {
+        let complete: std::collections::BTreeSet<CheckpointId> = self
+            .list(job)?
+            .into_iter()
+            .map(|metadata| metadata.checkpoint)
+            .collect();
+        let mut discarded = 0;
+        let mut from = job_prefix(job);
+        // One entry read per checkpoint: each seek skips the rest of a checkpoint's snapshots.
+        while let Some(entry) = self.snapshots.range(from.clone()..).next() {
+            let key = entry.key().map_err(|e| self.storage(e))?;
+            if !key.starts_with(&job_prefix(job)) {
+                break;
+            }
+            let checkpoint = checkpoint_of(job, &key)?;
+            if !complete.contains(&checkpoint) {
+                self.discard(job, checkpoint)?;
+                discarded += 1;
+            }
+            let Some(next) = checkpoint.0.checked_add(1) else {
+                break;
+            };
+            from = checkpoint_key(job, CheckpointId(next));
+        }
+        Ok(discarded)
     }
 
     /// Deletes a checkpoint: its metadata first, then its snapshots.

@@ -47,6 +47,10 @@ struct Args {
     /// resumes from its newest checkpoint.
     #[arg(long)]
     checkpoint_interval_ms: Option<u64>,
+    /// Start from this checkpoint or savepoint instead of the newest (with
+    /// `--checkpoint-interval-ms`; `rill checkpoints list --job wordcount` shows them).
+    #[arg(long)]
+    from_checkpoint: Option<u64>,
     /// Where the counts live while the job runs: `memory`, or `fjall` (on disk, in
     /// `<data-dir>/state`, for more words than fit in memory).
     #[arg(long, value_enum, default_value_t = Backend::Memory)]
@@ -110,6 +114,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(interval) = args.checkpoint_interval_ms {
         env.enable_checkpointing(std::time::Duration::from_millis(interval));
         env.set_checkpoint_dir(args.data_dir.join("checkpoints"));
+    }
+    if let Some(checkpoint) = args.from_checkpoint {
+        env.start_from_checkpoint(checkpoint);
     }
     env.from_log(source)
         .flat_map(|line: String| {

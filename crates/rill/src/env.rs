@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rill_core::Data;
+use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::CheckpointConfig;
 use rill_core::exchange::{ExchangeKind, ForwardRouter, RouterFactory};
 use rill_core::graph::{Edge, JobGraph, OperatorKind, OperatorNode};
@@ -87,6 +88,8 @@ pub(crate) struct Draft {
     pub config: ExecutionConfig,
     /// Where checkpoints go durably, if anywhere.
     pub checkpoint_dir: Option<PathBuf>,
+    /// The checkpoint to start from instead of the newest.
+    pub start_from: Option<u64>,
     pub state_backend: StateBackendConfig,
     pub nodes: Vec<NodeDraft>,
     pub edges: Vec<EdgeDraft>,
@@ -134,6 +137,14 @@ impl StreamEnv {
     /// executed with the same name and directory resumes from the newest checkpoint there.
     pub fn set_checkpoint_dir(&self, dir: impl Into<PathBuf>) -> &Self {
         self.draft().checkpoint_dir = Some(dir.into());
+        self
+    }
+
+    /// Starts the job from its checkpoint or savepoint `checkpoint` in the checkpoint directory
+    /// instead of the newest one (`rill checkpoints list` shows them). The job may have another
+    /// parallelism than the one that took it; operators are matched by uid.
+    pub fn start_from_checkpoint(&self, checkpoint: u64) -> &Self {
+        self.draft().start_from = Some(checkpoint);
         self
     }
 
@@ -278,12 +289,21 @@ impl StreamEnv {
     /// Starts the job on a runtime of its own and returns at once.
     pub fn execute_async(&self, name: &str) -> Result<RunningJob, RillError> {
         let graph = self.job_graph(name)?;
-        let checkpoint_dir = self.draft().checkpoint_dir.clone();
+        let (checkpoint_dir, start_from) = {
+            let draft = self.draft();
+            (draft.checkpoint_dir.clone(), draft.start_from)
+        };
         let store = checkpoint_dir.map(CheckpointStore::open).transpose()?;
         let runtime = Runtime::new(self.config().runtime)?;
-        let handle = match store {
-            Some(store) => runtime.submit_with_store(graph, store)?,
-            None => runtime.submit(graph)?,
+        let handle = match (store, start_from) {
+            (Some(store), Some(checkpoint)) => {
+                runtime.submit_from_checkpoint(graph, store, CheckpointId(checkpoint))?
+            }
+            (Some(store), None) => runtime.submit_with_store(graph, store)?,
+            (None, Some(checkpoint)) => {
+                return Err(RillError::NoCheckpointDir { checkpoint });
+            }
+            (None, None) => runtime.submit(graph)?,
         };
         Ok(RunningJob { handle, runtime })
     }

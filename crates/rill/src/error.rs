@@ -20,6 +20,12 @@ pub enum RillError {
         /// The parallelism asked for.
         parallelism: u32,
     },
+    /// A checkpoint to start from was given, but no checkpoint directory to find it in.
+    #[error("cannot start from checkpoint {checkpoint}: no checkpoint directory is set")]
+    NoCheckpointDir {
+        /// The checkpoint asked for.
+        checkpoint: u64,
+    },
     /// The job failed or was cancelled (boxed: a failure carries the operator's error).
     #[error(transparent)]
     Job(Box<JobError>),

@@ -108,6 +108,51 @@ fn discarding_removes_a_checkpoint_and_an_incomplete_one_is_reported() {
 }
 
 #[test]
+fn leftovers_of_unfinished_checkpoints_are_discarded_and_new_ids_pass_every_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(dir.path()).unwrap();
+    assert_eq!(store.next_id("job").unwrap(), CheckpointId(1));
+    write_checkpoint(&store, "job", 1, true);
+    write_checkpoint(&store, "job", 2, false);
+    write_checkpoint(&store, "job", 3, true);
+    write_checkpoint(&store, "job", 4, false);
+    write_checkpoint(&store, "other", 9, false);
+    assert_eq!(store.next_id("job").unwrap(), CheckpointId(5));
+
+    assert_eq!(store.discard_leftovers("job").unwrap(), 2);
+    assert_eq!(store.discard_leftovers("job").unwrap(), 0);
+    let kept: Vec<u64> = store
+        .list("job")
+        .unwrap()
+        .iter()
+        .map(|m| m.checkpoint.0)
+        .collect();
+    assert_eq!(kept, [1, 3]);
+    assert_eq!(
+        store
+            .get("job", CheckpointId(1))
+            .unwrap()
+            .unwrap()
+            .snapshots
+            .len(),
+        2
+    );
+    assert_eq!(store.next_id("job").unwrap(), CheckpointId(4));
+    assert_eq!(
+        store.next_id("other").unwrap(),
+        CheckpointId(10),
+        "another job's leftovers are its own"
+    );
+    // Leftovers of a parallelism-2 run no longer spoil a checkpoint of that id at
+    // parallelism 1.
+    store
+        .write_snapshot("job", CheckpointId(4), 0, &snapshot(4))
+        .unwrap();
+    store.write_metadata("job", &metadata(4, 1)).unwrap();
+    assert_eq!(store.latest("job").unwrap().unwrap().snapshots.len(), 1);
+}
+
+#[test]
 fn a_second_handle_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _store = CheckpointStore::open(dir.path()).unwrap();

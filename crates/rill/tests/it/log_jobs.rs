@@ -336,3 +336,58 @@ fn rescale_two_three_one(dir: &std::path::Path, backends: [StateBackendConfig; 3
         "the fjall working copy is gone with its job"
     );
 }
+
+#[test]
+fn a_job_started_from_an_older_savepoint_goes_on_from_exactly_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..4_000)
+        .map(|i| format!("line{} w{}", i % 101, i % 13))
+        .collect();
+    let (log, reference) = log_with_lines(&dir.path().join("log"), 2, &lines);
+    let total: u64 = reference.values().sum();
+    let configured = |bounded: bool| {
+        let mut config = ExecutionConfig::default();
+        config.runtime.flow.batch_size = 16;
+        let env = StreamEnv::with_config(config);
+        env.set_parallelism(2);
+        env.enable_checkpointing(Duration::from_millis(20));
+        env.set_checkpoint_dir(dir.path().join("checkpoints"));
+        word_count_job_with(&env, &log, bounded, |_| {
+            std::thread::sleep(Duration::from_micros(100));
+        });
+        env
+    };
+    // Two runs, each stopped with a savepoint: the first a quarter of the way, the second half.
+    let mut savepoints = Vec::new();
+    for progress in [total / 4, total / 2] {
+        let job = configured(false).execute_async("replayed").unwrap();
+        wait_for_committed(&log, progress as usize);
+        let savepoint = job.stop_with_savepoint().wait().unwrap().checkpoint;
+        // Once the job has ended, its sinks have committed everything the savepoint covers.
+        job.wait().unwrap();
+        savepoints.push((savepoint, read_all(&log, "counts").len() as u64));
+    }
+    let (first, committed_at_first) = savepoints[0];
+
+    let missing = configured(true);
+    missing.start_from_checkpoint(9_999);
+    let error = missing.execute("replayed").unwrap_err().to_string();
+    assert!(error.contains("no completed checkpoint 9999"), "{error}");
+
+    // From the first savepoint: its counts and its offsets, so the run writes exactly what
+    // came after it, again.
+    let before = read_all(&log, "counts").len() as u64;
+    let replay = configured(true);
+    replay.start_from_checkpoint(first.0);
+    let report = replay.execute("replayed").unwrap();
+    let written = read_all(&log, "counts").len() as u64 - before;
+    assert_eq!(written, total - committed_at_first);
+    assert!(
+        report.latest_checkpoint.unwrap().checkpoint > savepoints[1].0,
+        "the replay numbers its checkpoints past every earlier one"
+    );
+    let by_word = counts_by_word(&read_all(&log, "counts"));
+    for (word, counts) in by_word {
+        assert_eq!(counts.last(), Some(&reference[&word]), "{word}");
+    }
+}
