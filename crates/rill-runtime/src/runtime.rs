@@ -106,13 +106,7 @@ impl Runtime {
         graph: JobGraph,
         store: CheckpointStore,
     ) -> Result<JobHandle, JobError> {
-        let store_error = |error| JobError::CheckpointStore {
-            job: graph.name.clone(),
-            error,
-        };
-        store.discard_leftovers(&graph.name).map_err(store_error)?;
-        let resume_from = store.latest(&graph.name).map_err(store_error)?;
-        self.deploy(graph, Some(store), resume_from)
+        self.submit_stored(graph, store, None)
     }
 
     /// Like [`Runtime::submit_with_store`], but the job starts from `checkpoint` (a savepoint,
@@ -123,18 +117,34 @@ impl Runtime {
         store: CheckpointStore,
         checkpoint: CheckpointId,
     ) -> Result<JobHandle, JobError> {
+        self.submit_stored(graph, store, Some(checkpoint))
+    }
+
+    /// Deploys a job checkpointing into `store`, from `checkpoint` or else the newest.
+    fn submit_stored(
+        &self,
+        graph: JobGraph,
+        store: CheckpointStore,
+        checkpoint: Option<CheckpointId>,
+    ) -> Result<JobHandle, JobError> {
         let store_error = |error| JobError::CheckpointStore {
             job: graph.name.clone(),
             error,
         };
         store.discard_leftovers(&graph.name).map_err(store_error)?;
-        let Some(point) = store.get(&graph.name, checkpoint).map_err(store_error)? else {
-            return Err(JobError::NoSuchCheckpoint {
-                job: graph.name.clone(),
-                checkpoint,
-            });
+        let start_from = match checkpoint {
+            None => store.latest(&graph.name).map_err(store_error)?,
+            Some(checkpoint) => match store.get(&graph.name, checkpoint).map_err(store_error)? {
+                Some(point) => Some(point),
+                None => {
+                    return Err(JobError::NoSuchCheckpoint {
+                        job: graph.name.clone(),
+                        checkpoint,
+                    });
+                }
+            },
         };
-        self.deploy(graph, Some(store), Some(point))
+        self.deploy(graph, Some(store), start_from)
     }
 
     fn deploy(
