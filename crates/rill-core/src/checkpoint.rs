@@ -48,6 +48,8 @@ pub enum DeclineReason {
     Overtaken,
     /// The subtask's snapshot could not be stored.
     StorageFailed,
+    /// The subtask's state could not be read into its snapshot.
+    SnapshotFailed,
 }
 
 impl std::fmt::Display for DeclineReason {
@@ -56,6 +58,7 @@ impl std::fmt::Display for DeclineReason {
             DeclineReason::Finished => "a subtask had finished",
             DeclineReason::Overtaken => "a newer checkpoint overtook it",
             DeclineReason::StorageFailed => "a snapshot could not be stored",
+            DeclineReason::SnapshotFailed => "a subtask's state could not be snapshotted",
         })
     }
 }
@@ -75,6 +78,25 @@ pub struct SubtaskSnapshot {
 }
 
 impl SubtaskSnapshot {
+    /// Whether some operator's keyed state is frozen and not yet read
+    /// ([`SubtaskSnapshot::complete`]).
+    pub fn is_deferred(&self) -> bool {
+        self.operators
+            .iter()
+            .any(|operator| operator.deferred.is_some())
+    }
+
+    /// Reads every operator's frozen keyed state into the snapshot: what a driver does, off
+    /// the data path, before acknowledging it. Does nothing when nothing is frozen.
+    pub fn complete(&mut self) -> Result<(), crate::state::StateError> {
+        for operator in &mut self.operators {
+            if let Some(deferred) = operator.deferred.take() {
+                deferred.complete(&mut operator.keyed)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The size of its source positions.
     pub fn position_bytes(&self) -> u64 {
         self.source_positions.iter().map(Vec::len).sum::<usize>() as u64

@@ -72,11 +72,14 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
     ) -> Result<(), BoxError>;
 }
 
-/// A keyed operator's snapshot: its store, per key group.
+/// A keyed operator's snapshot: its store, per key group (external tables frozen, to be read
+/// off the data path).
 fn snapshot_of<K: Key>(store: &mut KeyedStateStore<K>) -> Result<OperatorSnapshot, BoxError> {
+    let (keyed, deferred) = store.snapshot_deferred()?;
     Ok(OperatorSnapshot {
-        keyed: store.snapshot()?,
+        keyed,
         operator: Vec::new(),
+        deferred,
     })
 }
 
@@ -352,7 +355,7 @@ mod tests {
                 .map(|index| {
                     let mut op = summing_reduce();
                     let range = crate::key::KeyGroupRange::for_subtask(index, 2, 128);
-                    op.restore_state(OperatorSnapshot { keyed: snapshot.keyed.select(range), operator: Vec::new() }).unwrap();
+                    op.restore_state(OperatorSnapshot { keyed: snapshot.keyed.select(range), ..Default::default() }).unwrap();
                     (range, op)
                 })
                 .collect();

@@ -153,6 +153,7 @@ pub fn assign_state(
                     Some(state) => OperatorSnapshot {
                         keyed: state.keyed.select(range),
                         operator: state.non_keyed_for(index, parallelism),
+                        deferred: None,
                     },
                     None => OperatorSnapshot::default(),
                 })
@@ -246,6 +247,7 @@ mod tests {
                     operators: vec![OperatorSnapshot {
                         keyed,
                         operator: vec![vec![10 + index as u8]],
+                        deferred: None,
                     }],
                 };
                 (index as usize, snapshot)

@@ -13,7 +13,7 @@ use crate::checkpoint::CheckpointId;
 use crate::element::{Data, Record, Records, Timestamp};
 use crate::error::{BoxError, OperatorError};
 use crate::key::KeyGroupRange;
-use crate::state::{KeyedStateSnapshot, StateBackend};
+use crate::state::{DeferredScan, KeyedStateSnapshot, StateBackend};
 
 /// Where an operator instance runs: what it may use to set itself up.
 #[derive(Clone, Debug)]
@@ -50,6 +50,13 @@ pub struct OperatorSnapshot {
     /// it takes over from (its own, or after a rescale every old instance's).
     #[serde(default)]
     pub operator: Vec<Vec<u8>>,
+    /// Keyed state frozen at the barrier and not yet read into `keyed` (external tables): the
+    /// driver completes it off the data path ([`SubtaskSnapshot::complete`]) before the
+    /// snapshot is acknowledged. Never stored.
+    ///
+    /// [`SubtaskSnapshot::complete`]: crate::checkpoint::SubtaskSnapshot::complete
+    #[serde(skip)]
+    pub deferred: Option<DeferredScan>,
 }
 
 impl OperatorSnapshot {

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
 use rill_core::TaskError;
+use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::plan::SubtaskId;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
+use tracing::warn;
 
+use crate::coordinator::CoordinatorActor;
 use crate::master::JobMaster;
 use crate::messages::{
     Acknowledge, ActorLost, Decline, DeliverBatch, NotifyCheckpointComplete, OutputCredit,
@@ -140,11 +143,19 @@ impl SubtaskActor {
                 SubtaskTransmit::Snapshot {
                     checkpoint,
                     snapshot,
-                } => wiring.coordinator.do_send(Acknowledge {
-                    checkpoint,
-                    subtask: self.index,
-                    snapshot,
-                }),
+                } => {
+                    let coordinator = wiring.coordinator.clone();
+                    let subtask = self.index;
+                    if snapshot.is_deferred() {
+                        // Frozen external tables take a while to read: off this thread, so
+                        // the subtask processes on meanwhile.
+                        tokio::task::spawn_blocking(move || {
+                            acknowledge(&coordinator, subtask, checkpoint, snapshot);
+                        });
+                    } else {
+                        acknowledge(&coordinator, subtask, checkpoint, snapshot);
+                    }
+                }
                 SubtaskTransmit::Declined { checkpoint, reason } => {
                     wiring.coordinator.do_send(Decline { checkpoint, reason });
                 }
@@ -152,6 +163,30 @@ impl SubtaskActor {
                     subtask: self.index,
                 }),
             }
+        }
+    }
+}
+
+/// Completes a subtask's snapshot and acknowledges it, or declines the checkpoint if its state
+/// cannot be read.
+fn acknowledge(
+    coordinator: &Addr<CoordinatorActor>,
+    subtask: usize,
+    checkpoint: CheckpointId,
+    mut snapshot: SubtaskSnapshot,
+) {
+    match snapshot.complete() {
+        Ok(()) => coordinator.do_send(Acknowledge {
+            checkpoint,
+            subtask,
+            snapshot,
+        }),
+        Err(error) => {
+            warn!(%error, %checkpoint, subtask, "cannot snapshot the subtask's state");
+            coordinator.do_send(Decline {
+                checkpoint,
+                reason: DeclineReason::SnapshotFailed,
+            });
         }
     }
 }

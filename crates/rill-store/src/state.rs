@@ -8,15 +8,17 @@
 //! never from what the failed ones left behind.
 //!
 //! An entry's key is `table \0 key group (u32 BE) encoded key`, so a scan yields entries
-//! ordered by table, then key group: the order snapshots are cut in.
+//! ordered by table, then key group: the order snapshots are cut in. A checkpoint freezes the
+//! tables as a fjall snapshot (a sequence number) at the barrier and reads them later, off the
+//! data path, while the operator writes on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use rill_core::operator::OperatorInfo;
-use rill_core::state::{EntryVisitor, StateBackend, StateError, StateTables};
+use rill_core::state::{EntryVisitor, FrozenTables, StateBackend, StateError, StateTables};
 
 use crate::error::StoreError;
 
@@ -163,8 +165,24 @@ impl StateTables for FjallStateTables {
             .map_err(|error| backend_error(table, &error))
     }
 
+    fn freeze(&mut self) -> Result<Box<dyn FrozenTables>, StateError> {
+        Ok(Box::new(FrozenFjallTables {
+            snapshot: self.shared.db.snapshot(),
+            keyspace: self.keyspace().clone(),
+        }))
+    }
+}
+
+/// One operator instance's keyspace as it was when frozen: a fjall snapshot (a sequence
+/// number), so the instance writes on while a checkpoint reads.
+struct FrozenFjallTables {
+    snapshot: fjall::Snapshot,
+    keyspace: Keyspace,
+}
+
+impl FrozenTables for FrozenFjallTables {
     fn scan(&mut self, visit: &mut EntryVisitor<'_>) -> Result<(), StateError> {
-        for entry in self.keyspace().iter() {
+        for entry in self.snapshot.iter(&self.keyspace) {
             let (key, value) = entry
                 .into_inner()
                 .map_err(|error| backend_error("*", &error))?;

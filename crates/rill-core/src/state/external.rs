@@ -29,12 +29,20 @@ pub trait StateTables: Send {
     ) -> Result<(), StateError>;
     /// Removes `key` from `table`.
     fn delete(&mut self, table: &str, key_group: u32, key: &[u8]) -> Result<(), StateError>;
+    /// A read-only view of every table as it is now, which stays the same while these tables
+    /// change and can be read on another thread: what a checkpoint snapshots, off the data
+    /// path.
+    fn freeze(&mut self) -> Result<Box<dyn FrozenTables>, StateError>;
+}
+
+/// A consistent view of external tables at one moment ([`StateTables::freeze`]).
+pub trait FrozenTables: Send {
     /// Calls `visit(table, key_group, key, value)` for every entry, ordered by table, then key
     /// group, then key.
     fn scan(&mut self, visit: &mut EntryVisitor<'_>) -> Result<(), StateError>;
 }
 
-/// Receives the entries of [`StateTables::scan`]: table, key group, key, value.
+/// Receives the entries of [`FrozenTables::scan`]: table, key group, key, value.
 pub type EntryVisitor<'a> = dyn FnMut(&str, u32, &[u8], &[u8]) + 'a;
 
 /// Makes the external tables of one operator instance.
@@ -64,7 +72,7 @@ impl std::fmt::Debug for StateBackend {
 /// as bincode encodes a `Vec`'s length, then each entry's encoded key and value — exactly the
 /// encoding of a `Vec<(table key, value)>`, the chunk format of in-memory tables.
 pub(super) fn snapshot_external(
-    tables: &mut dyn StateTables,
+    tables: &mut dyn FrozenTables,
     snapshot: &mut KeyedStateSnapshot,
 ) -> Result<(), StateError> {
     // The scan comes ordered by table and key group: one chunk is filled at a time.

@@ -33,6 +33,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
@@ -47,7 +48,7 @@ mod memory;
 #[cfg(test)]
 mod tests;
 
-pub use external::{EntryVisitor, StateBackend, StateTables, StateTablesFactory};
+pub use external::{EntryVisitor, FrozenTables, StateBackend, StateTables, StateTablesFactory};
 pub use handles::{
     AggregateFunction, AggregatingState, ListState, MapState, ReducingState, ValueState,
 };
@@ -163,6 +164,44 @@ fn decode<T: DeserializeOwned>(table: &str, key_group: u32, bytes: &[u8]) -> Res
     Ok(value)
 }
 
+/// External tables frozen at a checkpoint's barrier, still to be read into the checkpoint's
+/// snapshot. Clones share the frozen tables, which are read once.
+#[derive(Clone)]
+pub struct DeferredScan(Arc<Mutex<Option<Box<dyn FrozenTables>>>>);
+
+impl DeferredScan {
+    /// Reads the frozen tables into `snapshot`.
+    pub fn complete(&self, snapshot: &mut KeyedStateSnapshot) -> Result<(), StateError> {
+        // A poisoned lock only means a scan panicked; the next attempt reports it below.
+        let frozen = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match frozen {
+            Some(mut frozen) => snapshot_external(frozen.as_mut(), snapshot),
+            None => Err(StateError::Backend {
+                table: "*".to_owned(),
+                reason: "the frozen tables of this snapshot were read already".to_owned(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeferredScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeferredScan")
+    }
+}
+
+impl PartialEq for DeferredScan {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for DeferredScan {}
+
 /// The keyed state of one operator instance.
 pub struct KeyedStateStore<K> {
     max_parallelism: u32,
@@ -243,12 +282,28 @@ impl<K: Key> KeyedStateStore<K> {
 
     /// Encodes every table per key group.
     pub fn snapshot(&mut self) -> Result<KeyedStateSnapshot, StateError> {
+        let (mut snapshot, deferred) = self.snapshot_deferred()?;
+        if let Some(deferred) = deferred {
+            deferred.complete(&mut snapshot)?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Snapshots what must be read now and freezes the rest: in-memory tables are encoded at
+    /// once; external tables are frozen, and their part is read into the snapshot by
+    /// [`DeferredScan::complete`], which may run on another thread while the store changes.
+    pub fn snapshot_deferred(
+        &mut self,
+    ) -> Result<(KeyedStateSnapshot, Option<DeferredScan>), StateError> {
         let mut snapshot = KeyedStateSnapshot {
             tables: self.pending.clone(),
         };
         if let Some(external) = &mut self.external {
-            snapshot_external(external.as_mut(), &mut snapshot)?;
-            return Ok(snapshot);
+            let frozen = external.freeze()?;
+            return Ok((
+                snapshot,
+                Some(DeferredScan(Arc::new(Mutex::new(Some(frozen))))),
+            ));
         }
         for table in &self.tables {
             let groups = table.data.snapshot(table.name, self.max_parallelism)?;
@@ -256,7 +311,7 @@ impl<K: Key> KeyedStateStore<K> {
                 snapshot.tables.insert(table.name.to_owned(), groups);
             }
         }
-        Ok(snapshot)
+        Ok((snapshot, None))
     }
 
     /// Replaces the store's content by a snapshot (already narrowed to this instance's key

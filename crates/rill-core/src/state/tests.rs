@@ -220,6 +220,12 @@ impl StateTables for SortedTables {
         Ok(())
     }
 
+    fn freeze(&mut self) -> Result<Box<dyn FrozenTables>, StateError> {
+        Ok(Box::new(SortedTables(self.0.clone())))
+    }
+}
+
+impl FrozenTables for SortedTables {
     fn scan(&mut self, visit: &mut EntryVisitor<'_>) -> Result<(), StateError> {
         for ((table, group, key), value) in &self.0 {
             visit(table, *group, key, value);
@@ -452,4 +458,30 @@ fn one_state_in_and_out_of_namespaces_is_reported() {
     let mut store = KeyedStateStore::new(128);
     add(&mut store, "a", None, 1);
     add(&mut store, "a", Some(1), 1);
+}
+
+#[test]
+fn external_tables_frozen_at_the_barrier_snapshot_as_they_were_then() {
+    let count = ValueState::<u64>::new("count");
+    let mut store = KeyedStateStore::external(16, Box::new(SortedTables::default()));
+    count.set(&mut scope(&mut store, "a"), 1);
+    let (mut snapshot, deferred) = store.snapshot_deferred().unwrap();
+    let deferred = deferred.expect("external tables are read later");
+    // The operator writes on before the frozen tables are read.
+    count.set(&mut scope(&mut store, "a"), 2);
+    count.set(&mut scope(&mut store, "b"), 5);
+    deferred.complete(&mut snapshot).unwrap();
+    assert!(
+        deferred.complete(&mut snapshot).is_err(),
+        "frozen tables are read once"
+    );
+
+    let mut restored = KeyedStateStore::new(16);
+    restored.restore(snapshot);
+    assert_eq!(count.get(&mut scope(&mut restored, "a")), Some(1));
+    assert_eq!(count.get(&mut scope(&mut restored, "b")), None);
+    let mut now = KeyedStateStore::new(16);
+    now.restore(store.snapshot().unwrap());
+    assert_eq!(count.get(&mut scope(&mut now, "a")), Some(2));
+    assert_eq!(count.get(&mut scope(&mut now, "b")), Some(5));
 }
