@@ -89,12 +89,9 @@ impl SubtaskSnapshot {
     /// Reads every operator's frozen keyed state into the snapshot: what a driver does, off
     /// the data path, before acknowledging it. Does nothing when nothing is frozen.
     pub fn complete(&mut self) -> Result<(), crate::state::StateError> {
-        for operator in &mut self.operators {
-            if let Some(deferred) = operator.deferred.take() {
-                deferred.complete(&mut operator.keyed)?;
-            }
-        }
-        Ok(())
+        self.operators
+            .iter_mut()
+            .try_for_each(OperatorSnapshot::complete)
     }
 
     /// The size of its source positions.

@@ -132,7 +132,8 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
         snapshot_of(&mut self.store)
     }
 
-    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+    fn restore_state(&mut self, mut snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        snapshot.complete()?;
         self.store.restore(snapshot.keyed);
         Ok(())
     }
@@ -225,7 +226,8 @@ where
         snapshot_of(&mut self.store)
     }
 
-    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+    fn restore_state(&mut self, mut snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        snapshot.complete()?;
         self.store.restore(snapshot.keyed);
         Ok(())
     }
@@ -344,7 +346,9 @@ mod tests {
 
             let mut before = summing_reduce();
             let mut outputs = run(&mut before, &input[..cut]);
-            let snapshot = before.snapshot_state(CheckpointId(1)).unwrap();
+            let mut snapshot = before.snapshot_state(CheckpointId(1)).unwrap();
+            // What a driver does before it acknowledges: encode the frozen state.
+            snapshot.complete().unwrap();
             let mut after = summing_reduce();
             after.restore_state(snapshot.clone()).unwrap();
             outputs.extend(run(&mut after, &input[cut..]));

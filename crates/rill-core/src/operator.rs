@@ -50,9 +50,9 @@ pub struct OperatorSnapshot {
     /// it takes over from (its own, or after a rescale every old instance's).
     #[serde(default)]
     pub operator: Vec<Vec<u8>>,
-    /// Keyed state frozen at the barrier and not yet read into `keyed` (external tables): the
-    /// driver completes it off the data path ([`SubtaskSnapshot::complete`]) before the
-    /// snapshot is acknowledged. Never stored.
+    /// Keyed state frozen at the barrier and not yet encoded into `keyed`: the driver
+    /// completes it off the data path ([`SubtaskSnapshot::complete`]) before the snapshot is
+    /// acknowledged; restoring completes it first too. Never stored.
     ///
     /// [`SubtaskSnapshot::complete`]: crate::checkpoint::SubtaskSnapshot::complete
     #[serde(skip)]
@@ -60,6 +60,14 @@ pub struct OperatorSnapshot {
 }
 
 impl OperatorSnapshot {
+    /// Encodes the frozen keyed state into `keyed`; does nothing if there is none.
+    pub fn complete(&mut self) -> Result<(), crate::state::StateError> {
+        match self.deferred.take() {
+            Some(deferred) => deferred.complete(&mut self.keyed),
+            None => Ok(()),
+        }
+    }
+
     /// The size of its encoded state, keyed and operator state together.
     pub fn state_bytes(&self) -> u64 {
         let keyed: usize = self

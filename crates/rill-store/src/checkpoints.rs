@@ -122,6 +122,15 @@ impl CheckpointStore {
         subtask: usize,
         snapshot: &SubtaskSnapshot,
     ) -> Result<u64, StoreError> {
+        // Frozen state is not serialized: storing it unencoded would lose it.
+        if snapshot.is_deferred() {
+            return Err(StoreError::Corrupt {
+                job: job.to_owned(),
+                reason: format!(
+                    "the snapshot of subtask {subtask} for {checkpoint} holds state not yet encoded (SubtaskSnapshot::complete)"
+                ),
+            });
+        }
         let bytes = encode(job, snapshot)?;
         let size = bytes.len() as u64;
         self.snapshots

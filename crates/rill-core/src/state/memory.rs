@@ -19,6 +19,8 @@ use crate::key::{Key, key_group_of_hash, stable_hash};
 /// A state table behind type erasure.
 pub(super) trait ErasedTable: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// A copy of the table, to snapshot while the original changes.
+    fn copy(&self) -> Box<dyn ErasedTable>;
     /// The table's entries per key group, encoded.
     fn snapshot(
         &self,
@@ -82,6 +84,10 @@ impl<K: Key, V: StateValue> ErasedTable for FxHashMap<K, V> {
         self
     }
 
+    fn copy(&self) -> Box<dyn ErasedTable> {
+        Box::new(self.clone())
+    }
+
     fn snapshot(
         &self,
         name: &str,
@@ -104,6 +110,10 @@ impl<K: Key, V: StateValue> ErasedTable for FxHashMap<K, V> {
 impl<K: Key, V: StateValue> ErasedTable for NamespacedTable<K, V> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+
+    fn copy(&self) -> Box<dyn ErasedTable> {
+        Box::new(NamespacedTable(self.0.clone()))
     }
 
     fn snapshot(

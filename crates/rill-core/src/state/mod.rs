@@ -164,27 +164,53 @@ fn decode<T: DeserializeOwned>(table: &str, key_group: u32, bytes: &[u8]) -> Res
     Ok(value)
 }
 
-/// External tables frozen at a checkpoint's barrier, still to be read into the checkpoint's
-/// snapshot. Clones share the frozen tables, which are read once.
+/// Keyed state frozen at a checkpoint's barrier — copies of the in-memory tables, or a view of
+/// external tables — still to be encoded into the checkpoint's snapshot. Clones share it: the
+/// state is encoded once, by whichever clone completes first, and every clone gets the result.
 #[derive(Clone)]
-pub struct DeferredScan(Arc<Mutex<Option<Box<dyn FrozenTables>>>>);
+pub struct DeferredScan(Arc<Mutex<Frozen>>);
+
+type EncodeFrozen = Box<dyn FnOnce(&mut KeyedStateSnapshot) -> Result<(), StateError> + Send>;
+
+enum Frozen {
+    Pending(EncodeFrozen),
+    Encoded(Result<KeyedStateSnapshot, StateError>),
+}
 
 impl DeferredScan {
-    /// Reads the frozen tables into `snapshot`.
+    fn new(
+        encode: impl FnOnce(&mut KeyedStateSnapshot) -> Result<(), StateError> + Send + 'static,
+    ) -> Self {
+        DeferredScan(Arc::new(Mutex::new(Frozen::Pending(Box::new(encode)))))
+    }
+
+    /// Encodes the frozen state (if no clone has yet) and adds it to `snapshot`.
     pub fn complete(&self, snapshot: &mut KeyedStateSnapshot) -> Result<(), StateError> {
-        // A poisoned lock only means a scan panicked; the next attempt reports it below.
-        let frozen = self
+        // A poisoned lock only means an encoding panicked: it is reported as a failure below.
+        let mut frozen = self
             .0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        match frozen {
-            Some(mut frozen) => snapshot_external(frozen.as_mut(), snapshot),
-            None => Err(StateError::Backend {
-                table: "*".to_owned(),
-                reason: "the frozen tables of this snapshot were read already".to_owned(),
-            }),
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let placeholder = Frozen::Encoded(Err(StateError::Backend {
+            table: "*".to_owned(),
+            reason: "encoding the frozen state panicked".to_owned(),
+        }));
+        let encoded = match std::mem::replace(&mut *frozen, placeholder) {
+            Frozen::Pending(encode) => {
+                let mut encoded = KeyedStateSnapshot::default();
+                encode(&mut encoded).map(|()| encoded)
+            }
+            Frozen::Encoded(encoded) => encoded,
+        };
+        let outcome = match &encoded {
+            Ok(encoded) => {
+                snapshot.merge(encoded.clone());
+                Ok(())
+            }
+            Err(error) => Err(error.clone()),
+        };
+        *frozen = Frozen::Encoded(encoded);
+        outcome
     }
 }
 
@@ -289,29 +315,41 @@ impl<K: Key> KeyedStateStore<K> {
         Ok(snapshot)
     }
 
-    /// Snapshots what must be read now and freezes the rest: in-memory tables are encoded at
-    /// once; external tables are frozen, and their part is read into the snapshot by
-    /// [`DeferredScan::complete`], which may run on another thread while the store changes.
+    /// Freezes the state and returns what is encoded already (restored chunks no handle has
+    /// touched): in-memory tables are copied, external tables frozen as they are, and
+    /// [`DeferredScan::complete`] encodes them — on another thread if the driver wishes, while
+    /// the store changes.
     pub fn snapshot_deferred(
         &mut self,
     ) -> Result<(KeyedStateSnapshot, Option<DeferredScan>), StateError> {
-        let mut snapshot = KeyedStateSnapshot {
+        let snapshot = KeyedStateSnapshot {
             tables: self.pending.clone(),
         };
         if let Some(external) = &mut self.external {
-            let frozen = external.freeze()?;
-            return Ok((
-                snapshot,
-                Some(DeferredScan(Arc::new(Mutex::new(Some(frozen))))),
-            ));
+            let mut frozen = external.freeze()?;
+            let deferred =
+                DeferredScan::new(move |snapshot| snapshot_external(frozen.as_mut(), snapshot));
+            return Ok((snapshot, Some(deferred)));
         }
-        for table in &self.tables {
-            let groups = table.data.snapshot(table.name, self.max_parallelism)?;
-            if !groups.is_empty() {
-                snapshot.tables.insert(table.name.to_owned(), groups);
+        if self.tables.is_empty() {
+            return Ok((snapshot, None));
+        }
+        let max_parallelism = self.max_parallelism;
+        let copies: Vec<(&'static str, Box<dyn ErasedTable>)> = self
+            .tables
+            .iter()
+            .map(|table| (table.name, table.data.copy()))
+            .collect();
+        let deferred = DeferredScan::new(move |snapshot| {
+            for (name, table) in copies {
+                let groups = table.snapshot(name, max_parallelism)?;
+                if !groups.is_empty() {
+                    snapshot.tables.insert(name.to_owned(), groups);
+                }
             }
-        }
-        Ok((snapshot, None))
+            Ok(())
+        });
+        Ok((snapshot, Some(deferred)))
     }
 
     /// Replaces the store's content by a snapshot (already narrowed to this instance's key

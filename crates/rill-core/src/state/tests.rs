@@ -461,20 +461,30 @@ fn one_state_in_and_out_of_namespaces_is_reported() {
 }
 
 #[test]
-fn external_tables_frozen_at_the_barrier_snapshot_as_they_were_then() {
+fn tables_frozen_at_the_barrier_snapshot_as_they_were_then() {
+    for external in [false, true] {
+        frozen_tables_snapshot_as_they_were(external);
+    }
+}
+
+fn frozen_tables_snapshot_as_they_were(external: bool) {
     let count = ValueState::<u64>::new("count");
-    let mut store = KeyedStateStore::external(16, Box::new(SortedTables::default()));
+    let mut store = if external {
+        KeyedStateStore::external(16, Box::new(SortedTables::default()))
+    } else {
+        KeyedStateStore::new(16)
+    };
     count.set(&mut scope(&mut store, "a"), 1);
     let (mut snapshot, deferred) = store.snapshot_deferred().unwrap();
-    let deferred = deferred.expect("external tables are read later");
+    let deferred = deferred.expect("tables are encoded later");
     // The operator writes on before the frozen tables are read.
     count.set(&mut scope(&mut store, "a"), 2);
     count.set(&mut scope(&mut store, "b"), 5);
+    let copy = deferred.clone();
     deferred.complete(&mut snapshot).unwrap();
-    assert!(
-        deferred.complete(&mut snapshot).is_err(),
-        "frozen tables are read once"
-    );
+    let mut again = KeyedStateSnapshot::default();
+    copy.complete(&mut again).unwrap();
+    assert_eq!(again, snapshot, "a clone gets the same state, encoded once");
 
     let mut restored = KeyedStateStore::new(16);
     restored.restore(snapshot);
