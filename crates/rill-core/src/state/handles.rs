@@ -56,6 +56,18 @@ impl Handle {
         store.write(self.table(), Place { key, namespace }, value);
     }
 
+    /// Changes the stored collection of the current key (and namespace) in place; it is kept
+    /// while `keep` holds.
+    fn modify<K: Key, S: StateValue + Default, R>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+        keep: impl Fn(&S) -> bool,
+        modify: impl FnOnce(&mut S) -> R,
+    ) -> R {
+        let (key, namespace, store) = ctx.scope();
+        store.modify(self.table(), Place { key, namespace }, keep, modify)
+    }
+
     /// Changes the stored value of the current key (and namespace); `None` is no value.
     fn update<K: Key, S: StateValue, R>(
         &self,
@@ -134,9 +146,11 @@ impl<V: StateValue> ListState<V> {
 
     /// Appends `value` to the current key's list.
     pub fn add<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>, value: V) {
-        self.handle.update(ctx, |list: &mut Option<Vec<V>>| {
-            list.get_or_insert_default().push(value);
-        });
+        self.handle.modify(
+            ctx,
+            |list: &Vec<V>| !list.is_empty(),
+            |list| list.push(value),
+        );
     }
 
     /// Appends `values` to the current key's list.
@@ -144,9 +158,11 @@ impl<V: StateValue> ListState<V> {
         if values.is_empty() {
             return;
         }
-        self.handle.update(ctx, |list: &mut Option<Vec<V>>| {
-            list.get_or_insert_default().extend(values);
-        });
+        self.handle.modify(
+            ctx,
+            |list: &Vec<V>| !list.is_empty(),
+            |list| list.extend(values),
+        );
     }
 
     /// Replaces the current key's list by `values`.
@@ -192,13 +208,7 @@ impl<MK: Ord + StateValue, MV: StateValue> MapState<MK, MV> {
         update: impl FnOnce(&mut BTreeMap<MK, MV>) -> R,
     ) -> R {
         self.handle
-            .update(ctx, |map: &mut Option<BTreeMap<MK, MV>>| {
-                let result = update(map.get_or_insert_default());
-                if map.as_ref().is_some_and(BTreeMap::is_empty) {
-                    *map = None;
-                }
-                result
-            })
+            .modify(ctx, |map: &BTreeMap<MK, MV>| !map.is_empty(), update)
     }
 
     /// The value under `map_key` for the current key.

@@ -434,6 +434,45 @@ impl<K: Key> KeyedStateStore<K> {
         result
     }
 
+    /// Changes a collection at `place` in `table` in place (an empty one if there is none);
+    /// the collection is kept only while `keep` holds. In memory and outside namespaces — the
+    /// common case — this is one lookup, with no copy of the key or the collection.
+    fn modify<S: StateValue + Default, R>(
+        &mut self,
+        table: TableRef<'_>,
+        place: Place<'_, K>,
+        keep: impl Fn(&S) -> bool,
+        modify: impl FnOnce(&mut S) -> R,
+    ) -> R {
+        if self.is_external() || place.namespace.is_some() {
+            return self.update(table, place, |value: &mut Option<S>| {
+                let result = modify(value.get_or_insert_default());
+                if value.as_ref().is_some_and(|value| !keep(value)) {
+                    *value = None;
+                }
+                result
+            });
+        }
+        let values = self.table::<FxHashMap<K, S>>(table);
+        match values.get_mut(place.key) {
+            Some(value) => {
+                let result = modify(value);
+                if !keep(value) {
+                    values.remove(place.key);
+                }
+                result
+            }
+            None => {
+                let mut value = S::default();
+                let result = modify(&mut value);
+                if keep(&value) {
+                    values.insert(place.key.clone(), value);
+                }
+                result
+            }
+        }
+    }
+
     /// The encoded key of `place` in external tables: the key, or the key and namespace.
     fn external_key(table: &str, place: Place<'_, K>) -> Result<Vec<u8>, StateError> {
         match place.namespace {
