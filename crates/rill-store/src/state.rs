@@ -2,10 +2,10 @@
 //!
 //! [`FjallStateBackend`] is a **working copy**, not a durable record: the durable state of a
 //! job is its checkpoints, which snapshot these tables per key group like the in-memory
-//! backend does. So the backend's directory is wiped when it opens, its journal is never
-//! synced, and each operator instance gets a keyspace of its own (`state-<n>`) that is deleted
-//! when the instance is dropped — after a failover the new instances start from a checkpoint,
-//! never from what the failed ones left behind.
+//! backend does. So the backend's directory is wiped when it opens and removed when its last
+//! clone is dropped, its journal is never synced, and each operator instance gets a keyspace of
+//! its own (`state-<n>`) that is deleted when the instance is dropped — after a failover the
+//! new instances start from a checkpoint, never from what the failed ones left behind.
 //!
 //! An entry's key is `table \0 key group (u32 BE) encoded key`, so a scan yields entries
 //! ordered by table, then key group: the order snapshots are cut in. A checkpoint freezes the
@@ -30,8 +30,26 @@ pub struct FjallStateBackend {
 
 struct Shared {
     path: PathBuf,
-    db: Database,
+    /// Always `Some` until dropped.
+    db: Option<Database>,
     next_keyspace: AtomicU64,
+}
+
+impl Shared {
+    fn db(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database is only taken on drop")
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The engine first, so that nothing of it is left to touch the files; then the working
+        // copy. A failure to remove it loses nothing: opening the backend again wipes it.
+        drop(self.db.take());
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 impl FjallStateBackend {
@@ -45,14 +63,13 @@ impl FjallStateBackend {
             Err(error) => return Err(storage(fjall::Error::Io(error))),
         }
         let db = Database::builder(&path)
-            .temporary(true)
             .manual_journal_persist(true)
             .open()
             .map_err(storage)?;
         Ok(FjallStateBackend {
             shared: Arc::new(Shared {
                 path,
-                db,
+                db: Some(db),
                 next_keyspace: AtomicU64::new(0),
             }),
         })
@@ -71,7 +88,7 @@ impl FjallStateBackend {
         );
         let keyspace = self
             .shared
-            .db
+            .db()
             .keyspace(&name, || {
                 // The working copy is never recovered from its journal: no need to hand each
                 // write to the operating system.
@@ -167,7 +184,7 @@ impl StateTables for FjallStateTables {
 
     fn freeze(&mut self) -> Result<Box<dyn FrozenTables>, StateError> {
         Ok(Box::new(FrozenFjallTables {
-            snapshot: self.shared.db.snapshot(),
+            snapshot: self.shared.db().snapshot(),
             keyspace: self.keyspace().clone(),
         }))
     }
@@ -201,7 +218,7 @@ impl Drop for FjallStateTables {
         if let Some(keyspace) = self.keyspace.take() {
             // Deleting only frees disk space early: the whole directory goes when the backend
             // is dropped or opened again, so a failure here loses nothing.
-            let _ = self.shared.db.delete_keyspace(keyspace);
+            let _ = self.shared.db().delete_keyspace(keyspace);
         }
     }
 }
