@@ -10,6 +10,7 @@ use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
 use rill_core::TaskError;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::plan::SubtaskId;
+use rill_core::state::StateError;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 use tracing::warn;
 
@@ -175,7 +176,16 @@ fn acknowledge(
     checkpoint: CheckpointId,
     mut snapshot: SubtaskSnapshot,
 ) {
-    match snapshot.complete() {
+    // Encoding runs user types' `Serialize`: a panic there declines the checkpoint instead of
+    // leaving it to time out.
+    let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snapshot.complete()))
+        .unwrap_or_else(|_| {
+            Err(StateError::Encode {
+                table: "*".to_owned(),
+                reason: "encoding panicked".to_owned(),
+            })
+        });
+    match completed {
         Ok(()) => coordinator.do_send(Acknowledge {
             checkpoint,
             subtask,

@@ -124,11 +124,10 @@ impl CheckpointStore {
     ) -> Result<u64, StoreError> {
         // Frozen state is not serialized: storing it unencoded would lose it.
         if snapshot.is_deferred() {
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::Unencoded {
                 job: job.to_owned(),
-                reason: format!(
-                    "the snapshot of subtask {subtask} for {checkpoint} holds state not yet encoded (SubtaskSnapshot::complete)"
-                ),
+                checkpoint: checkpoint.0,
+                subtask,
             });
         }
         let bytes = encode(job, snapshot)?;

@@ -18,6 +18,23 @@ pub enum StoreError {
     /// Another handle (likely another process) has the directory open.
     #[error("{0} is already open, likely by another process")]
     Locked(PathBuf),
+    /// A directory given to the fjall state backend holds something else: it is not wiped.
+    #[error(
+        "{0} is not empty and not a state working copy: give the fjall state backend a directory of its own"
+    )]
+    NotAWorkingCopy(PathBuf),
+    /// A snapshot still holds frozen state that was never encoded: storing it would lose it.
+    #[error(
+        "the snapshot of subtask {subtask} for checkpoint {checkpoint} of job '{job}' holds state not yet encoded"
+    )]
+    Unencoded {
+        /// The job.
+        job: String,
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The subtask's index.
+        subtask: usize,
+    },
     /// A stored snapshot or metadata does not decode.
     #[error("corrupt checkpoint data of job '{job}': {reason}")]
     Corrupt {

@@ -1,4 +1,5 @@
-//! The fjall keyed-state backend: operator state larger than memory, kept on local disk.
+//! The fjall keyed-state backend: operators' working state on local disk, so it need not fit in
+//! memory (a checkpoint's encoded state still passes through memory on its way to the store).
 //!
 //! [`FjallStateBackend`] is a **working copy**, not a durable record: the durable state of a
 //! job is its checkpoints, which snapshot these tables per key group like the in-memory
@@ -28,10 +29,15 @@ pub struct FjallStateBackend {
     shared: Arc<Shared>,
 }
 
+/// The file that marks a directory as a working copy, locked while a backend has it open.
+const WORKING_COPY_MARKER: &str = "RILL_STATE_WORKING_COPY";
+
 struct Shared {
     path: PathBuf,
     /// Always `Some` until dropped.
     db: Option<Database>,
+    /// The working copy's marker, locked until the directory is removed.
+    _lock: std::fs::File,
     next_keyspace: AtomicU64,
 }
 
@@ -53,23 +59,47 @@ impl Drop for Shared {
 }
 
 impl FjallStateBackend {
-    /// Opens a backend in `dir`, deleting whatever an earlier run left there.
+    /// Opens a backend in `dir`, deleting whatever an earlier run left there. `dir` must be
+    /// missing, empty, or a working copy an earlier backend left: any other directory is
+    /// refused, never wiped ([`StoreError::NotAWorkingCopy`]), and so is a working copy a live
+    /// backend holds ([`StoreError::Locked`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = dir.as_ref().to_path_buf();
-        let storage = |source| StoreError::of_engine(&path, source);
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(storage(fjall::Error::Io(error))),
+        let io = |error: std::io::Error| StoreError::of_engine(&path, fjall::Error::Io(error));
+        let marker = path.join(WORKING_COPY_MARKER);
+        let empty = match std::fs::read_dir(&path) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+            Err(error) => return Err(io(error)),
+        };
+        if !empty {
+            if !marker.is_file() {
+                return Err(StoreError::NotAWorkingCopy(path));
+            }
+            // Held by a live backend (this process or another) while it is open.
+            let held = std::fs::File::open(&marker).map_err(io)?;
+            if let Err(std::fs::TryLockError::WouldBlock) = held.try_lock() {
+                return Err(StoreError::Locked(path));
+            }
+            drop(held);
+            std::fs::remove_dir_all(&path).map_err(io)?;
         }
-        let db = Database::builder(&path)
+        std::fs::create_dir_all(&path).map_err(io)?;
+        let lock = std::fs::File::create(&marker).map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(path)),
+            Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
+        }
+        let db = Database::builder(path.join("db"))
             .manual_journal_persist(true)
             .open()
-            .map_err(storage)?;
+            .map_err(|source| StoreError::of_engine(&path, source))?;
         Ok(FjallStateBackend {
             shared: Arc::new(Shared {
                 path,
                 db: Some(db),
+                _lock: lock,
                 next_keyspace: AtomicU64::new(0),
             }),
         })
@@ -133,13 +163,21 @@ impl FjallStateTables {
     }
 }
 
-fn entry_key(table: &str, key_group: u32, key: &[u8]) -> Vec<u8> {
+/// The key of an entry: `table \0 key group (u32 BE) key`. A table name with a NUL in it
+/// could not be told from its key, so it is refused.
+fn entry_key(table: &str, key_group: u32, key: &[u8]) -> Result<Vec<u8>, StateError> {
+    if table.contains('\0') {
+        return Err(StateError::Backend {
+            table: table.escape_debug().to_string(),
+            reason: "a state name kept in fjall cannot contain a NUL character".to_owned(),
+        });
+    }
     let mut entry = Vec::with_capacity(table.len() + 5 + key.len());
     entry.extend_from_slice(table.as_bytes());
     entry.push(0);
     entry.extend_from_slice(&key_group.to_be_bytes());
     entry.extend_from_slice(key);
-    entry
+    Ok(entry)
 }
 
 /// Splits an entry key into table, key group and encoded key.
@@ -159,7 +197,7 @@ impl StateTables for FjallStateTables {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
         self.keyspace()
-            .get(entry_key(table, key_group, key))
+            .get(entry_key(table, key_group, key)?)
             .map(|value| value.map(|value| value.to_vec()))
             .map_err(|error| backend_error(table, &error))
     }
@@ -172,13 +210,13 @@ impl StateTables for FjallStateTables {
         value: &[u8],
     ) -> Result<(), StateError> {
         self.keyspace()
-            .insert(entry_key(table, key_group, key), value)
+            .insert(entry_key(table, key_group, key)?, value)
             .map_err(|error| backend_error(table, &error))
     }
 
     fn delete(&mut self, table: &str, key_group: u32, key: &[u8]) -> Result<(), StateError> {
         self.keyspace()
-            .remove(entry_key(table, key_group, key))
+            .remove(entry_key(table, key_group, key)?)
             .map_err(|error| backend_error(table, &error))
     }
 
@@ -229,11 +267,12 @@ mod tests {
 
     #[test]
     fn entry_keys_split_back_into_table_group_and_key() {
-        let entry = entry_key("counts", 77, b"\x00word");
+        let entry = entry_key("counts", 77, b"\x00word").unwrap();
         assert_eq!(
             split_entry_key(&entry),
             Some(("counts", 77, &b"\x00word"[..]))
         );
         assert_eq!(split_entry_key(b"no-separator"), None);
+        assert!(entry_key("a\0b", 1, b"k").is_err());
     }
 }

@@ -50,7 +50,8 @@ pub enum StateBackendConfig {
     /// In memory: the fastest, for state that fits in memory.
     #[default]
     Memory,
-    /// On local disk, in fjall: for state larger than memory. `dir` is a scratch working copy,
+    /// On local disk, in fjall: for working state larger than memory. `dir` must be a
+    /// directory of its own (anything else is refused, never wiped); it is a scratch working copy,
     /// wiped when the job starts and removed when it ends; checkpoints (in the checkpoint
     /// directory) are what survive the process.
     Fjall {

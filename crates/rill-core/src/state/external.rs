@@ -55,7 +55,8 @@ pub enum StateBackend {
     /// In memory: fastest, bounded by memory.
     #[default]
     Memory,
-    /// In external tables, one set per operator instance: for state larger than memory.
+    /// In external tables, one set per operator instance: for working state larger than
+    /// memory.
     External(StateTablesFactory),
 }
 

@@ -5,9 +5,10 @@
 //! A keyed operator owns one [`KeyedStateStore`]. User functions declare state with handles
 //! named when the function is built: [`ValueState`], [`ListState`], [`MapState`],
 //! [`ReducingState`] and [`AggregatingState`]. A handle finds its table in the store by name on
-//! first use and remembers the table's slot afterwards, so the per-record cost is one type
-//! check and one hash lookup. Tables are `FxHashMap`s: a fixed hash function, so iteration
-//! order depends only on the operations applied, never on the run.
+//! first use and remembers the table's slot afterwards, so reading or setting a value costs one
+//! type check and one hash lookup, and changing a list, map or reduced value in place about the
+//! same (namespaced state also copies the key and namespace). Tables are `FxHashMap`s: a fixed
+//! hash function, so iteration order depends only on the operations applied, never on the run.
 //!
 //! Used through [`InNamespace`], a handle keeps one value per key **and namespace** (a window,
 //! say) instead of one per key; a state is either always or never used in a namespace.
@@ -202,14 +203,24 @@ impl DeferredScan {
             }
             Frozen::Encoded(encoded) => encoded,
         };
-        let outcome = match &encoded {
+        // The only holder takes the encoded state; clones share a copy.
+        let sole = Arc::strong_count(&self.0) == 1;
+        let (outcome, kept) = match encoded {
+            Ok(encoded) if sole => {
+                snapshot.merge(encoded);
+                let taken = StateError::Backend {
+                    table: "*".to_owned(),
+                    reason: "the encoded state was taken already".to_owned(),
+                };
+                (Ok(()), Err(taken))
+            }
             Ok(encoded) => {
                 snapshot.merge(encoded.clone());
-                Ok(())
+                (Ok(()), Ok(encoded))
             }
-            Err(error) => Err(error.clone()),
+            Err(error) => (Err(error.clone()), Err(error)),
         };
-        *frozen = Frozen::Encoded(encoded);
+        *frozen = Frozen::Encoded(kept);
         outcome
     }
 }
@@ -418,13 +429,25 @@ impl<K: Key> KeyedStateStore<K> {
         place: Place<'_, K>,
         update: impl FnOnce(&mut Option<S>) -> R,
     ) -> R {
-        let mut value = match (self.is_external(), place.namespace) {
-            (true, _) => self.external_get(table.name, place),
-            (false, None) => self.table::<FxHashMap<K, S>>(table).remove(place.key),
-            (false, Some(namespace)) => self
+        if !self.is_external() && place.namespace.is_none() {
+            // In memory: take the entry out with its key, and put both back, with no copy.
+            let values = self.table::<FxHashMap<K, S>>(table);
+            let (key, mut value) = match values.remove_entry(place.key) {
+                Some((key, value)) => (key, Some(value)),
+                None => (place.key.clone(), None),
+            };
+            let result = update(&mut value);
+            if let Some(value) = value {
+                values.insert(key, value);
+            }
+            return result;
+        }
+        let mut value = match place.namespace {
+            Some(namespace) if !self.is_external() => self
                 .table::<NamespacedTable<K, S>>(table)
                 .0
                 .remove(&place.scoped(namespace)),
+            _ => self.external_get(table.name, place),
         };
         let existed = value.is_some();
         let result = update(&mut value);

@@ -4,7 +4,7 @@
 
 use rill_core::key::KeyGroupRange;
 use rill_core::state::{KeyedStateAccess, KeyedStateStore, MapState, ValueState};
-use rill_store::FjallStateBackend;
+use rill_store::{FjallStateBackend, StoreError};
 
 const MAX_PARALLELISM: u32 = 32;
 
@@ -99,13 +99,14 @@ fn fjall_state_holds_what_memory_holds_and_rescales_through_snapshots() {
 fn opening_wipes_what_an_earlier_run_left_and_dropping_removes_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
-    // What a killed run leaves behind.
-    std::fs::create_dir_all(path.join("keyspaces")).unwrap();
-    std::fs::write(path.join("keyspaces/leftover"), b"from a killed run").unwrap();
+    // What a killed run leaves behind: its marked working copy, no longer locked.
+    std::fs::create_dir_all(path.join("db")).unwrap();
+    std::fs::write(path.join("RILL_STATE_WORKING_COPY"), b"").unwrap();
+    std::fs::write(path.join("db/leftover"), b"from a killed run").unwrap();
 
     let backend = FjallStateBackend::open(&path).unwrap();
     assert!(
-        !path.join("keyspaces/leftover").exists(),
+        !path.join("db/leftover").exists(),
         "the working copy starts empty"
     );
     let mut store = KeyedStateStore::external(MAX_PARALLELISM, Box::new(backend.tables().unwrap()));
@@ -117,4 +118,24 @@ fn opening_wipes_what_an_earlier_run_left_and_dropping_removes_the_directory() {
     drop(store);
     drop(backend);
     assert!(!path.exists(), "a dropped backend removes its directory");
+}
+
+#[test]
+fn a_directory_that_is_not_a_working_copy_or_is_in_use_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious"), b"an event log, say").unwrap();
+    let error = FjallStateBackend::open(dir.path()).err().unwrap();
+    assert!(matches!(error, StoreError::NotAWorkingCopy(_)), "{error}");
+    assert!(dir.path().join("precious").exists());
+
+    let path = dir.path().join("state");
+    let open = FjallStateBackend::open(&path).unwrap();
+    let error = FjallStateBackend::open(&path).err().unwrap();
+    assert!(matches!(error, StoreError::Locked(_)), "{error}");
+    let mut store = KeyedStateStore::external(MAX_PARALLELISM, Box::new(open.tables().unwrap()));
+    fill(&mut store, 10);
+    assert_eq!(
+        read(&mut store, 1..2),
+        ["1: Some(2) [(\"odd\", 1), (\"odd-1\", 1)]"]
+    );
 }
