@@ -31,8 +31,9 @@ pub(super) trait ErasedTable: Send {
     fn restore(&mut self, name: &str, key_group: u32, chunk: &[u8]) -> Result<(), StateError>;
 }
 
-/// The values of namespaced state, by key and encoded namespace.
-pub(super) struct NamespacedTable<K, V>(pub FxHashMap<(K, Vec<u8>), V>);
+/// The values of namespaced state, by key, then by encoded namespace: looked up by reference,
+/// with no copy of either.
+pub(super) struct NamespacedTable<K, V>(FxHashMap<K, FxHashMap<Vec<u8>, V>>);
 
 impl<K, V> Default for NamespacedTable<K, V> {
     fn default() -> Self {
@@ -40,27 +41,58 @@ impl<K, V> Default for NamespacedTable<K, V> {
     }
 }
 
+impl<K: Key, V> NamespacedTable<K, V> {
+    pub(super) fn get(&self, key: &K, namespace: &[u8]) -> Option<&V> {
+        self.0.get(key)?.get(namespace)
+    }
+
+    pub(super) fn insert(&mut self, key: &K, namespace: &[u8], value: V) {
+        let namespaces = match self.0.get_mut(key) {
+            Some(namespaces) => namespaces,
+            None => self.0.entry(key.clone()).or_default(),
+        };
+        match namespaces.get_mut(namespace) {
+            Some(slot) => *slot = value,
+            None => {
+                namespaces.insert(namespace.to_vec(), value);
+            }
+        }
+    }
+
+    pub(super) fn remove(&mut self, key: &K, namespace: &[u8]) -> Option<V> {
+        let namespaces = self.0.get_mut(key)?;
+        let removed = namespaces.remove(namespace);
+        if namespaces.is_empty() {
+            self.0.remove(key);
+        }
+        removed
+    }
+}
+
 /// Encodes `entries` per key group. `hash` is the stable hash of the entry's key (not of its
 /// namespace). Entries are ordered by that hash, and entries of equal hash by their encoding:
 /// equal state gives equal bytes whatever order a hash map iterates in.
-fn snapshot_entries<'a, TK: Serialize + 'a, V: Serialize + 'a>(
+fn snapshot_entries<'a, TK: Serialize, V: Serialize + 'a>(
     name: &str,
     max_parallelism: u32,
-    entries: impl Iterator<Item = (u64, &'a TK, &'a V)>,
+    entries: impl Iterator<Item = (u64, TK, &'a V)>,
 ) -> Result<BTreeMap<u32, Vec<u8>>, StateError> {
     let encode_error = |error: bincode::error::EncodeError| StateError::Encode {
         table: name.to_owned(),
         reason: error.to_string(),
     };
-    let mut entries: Vec<(u64, &TK, &V)> = entries.collect();
+    let mut entries: Vec<(u64, TK, &V)> = entries.collect();
     let encoded = |key: &TK| bincode::serde::encode_to_vec(key, bincode_config()).ok();
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| encoded(a.1).cmp(&encoded(b.1))));
+    entries.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| encoded(&a.1).cmp(&encoded(&b.1)))
+    });
     let mut groups = BTreeMap::new();
     for chunk in entries.chunk_by(|a, b| {
         key_group_of_hash(a.0, max_parallelism) == key_group_of_hash(b.0, max_parallelism)
     }) {
         let group = key_group_of_hash(chunk[0].0, max_parallelism);
-        let pairs: Vec<(&TK, &V)> = chunk.iter().map(|&(_, key, value)| (key, value)).collect();
+        let pairs: Vec<(&TK, &V)> = chunk.iter().map(|(_, key, value)| (key, *value)).collect();
         let bytes =
             bincode::serde::encode_to_vec(&pairs, bincode_config()).map_err(encode_error)?;
         groups.insert(group, bytes);
@@ -124,15 +156,21 @@ impl<K: Key, V: StateValue> ErasedTable for NamespacedTable<K, V> {
         snapshot_entries(
             name,
             max_parallelism,
-            self.0
-                .iter()
-                .map(|(scoped, value)| (stable_hash(&scoped.0), scoped, value)),
+            self.0.iter().flat_map(|(key, namespaces)| {
+                let hash = stable_hash(key);
+                // Encodes as the `(K, Vec<u8>)` the chunk format names.
+                namespaces
+                    .iter()
+                    .map(move |(namespace, value)| (hash, (key, namespace), value))
+            }),
         )
     }
 
     fn restore(&mut self, name: &str, key_group: u32, chunk: &[u8]) -> Result<(), StateError> {
-        self.0
-            .extend(restore_entries::<(K, Vec<u8>), V>(name, key_group, chunk)?);
+        for ((key, namespace), value) in restore_entries::<(K, Vec<u8>), V>(name, key_group, chunk)?
+        {
+            self.0.entry(key).or_default().insert(namespace, value);
+        }
         Ok(())
     }
 }

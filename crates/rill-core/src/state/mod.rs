@@ -7,8 +7,9 @@
 //! [`ReducingState`] and [`AggregatingState`]. A handle finds its table in the store by name on
 //! first use and remembers the table's slot afterwards, so reading or setting a value costs one
 //! type check and one hash lookup, and changing a list, map or reduced value in place about the
-//! same (namespaced state also copies the key and namespace). Tables are `FxHashMap`s: a fixed
-//! hash function, so iteration order depends only on the operations applied, never on the run.
+//! same (namespaced state looks the namespace up in a second, per-key map). Tables are
+//! `FxHashMap`s: a fixed hash function, so iteration order depends only on the operations
+//! applied, never on the run.
 //!
 //! Used through [`InNamespace`], a handle keeps one value per key **and namespace** (a window,
 //! say) instead of one per key; a state is either always or never used in a namespace.
@@ -276,13 +277,6 @@ impl<K> Clone for Place<'_, K> {
 
 impl<K> Copy for Place<'_, K> {}
 
-impl<K: Key> Place<'_, K> {
-    /// The key of a memory table of namespaced state.
-    fn scoped(&self, namespace: &[u8]) -> (K, Vec<u8>) {
-        (self.key.clone(), namespace.to_vec())
-    }
-}
-
 /// Fails the operator over a state error: the runtime reports the panic as the operator's
 /// failure, naming the state.
 fn fail(error: StateError) -> ! {
@@ -393,8 +387,7 @@ impl<K: Key> KeyedStateStore<K> {
             None => read(self.table::<FxHashMap<K, S>>(table).get(place.key)),
             Some(namespace) => read(
                 self.table::<NamespacedTable<K, S>>(table)
-                    .0
-                    .get(&place.scoped(namespace)),
+                    .get(place.key, namespace),
             ),
         }
     }
@@ -411,13 +404,11 @@ impl<K: Key> KeyedStateStore<K> {
             }
             (Some(namespace), Some(value)) => {
                 self.table::<NamespacedTable<K, S>>(table)
-                    .0
-                    .insert(place.scoped(namespace), value);
+                    .insert(place.key, namespace, value);
             }
             (Some(namespace), None) => {
                 self.table::<NamespacedTable<K, S>>(table)
-                    .0
-                    .remove(&place.scoped(namespace));
+                    .remove(place.key, namespace);
             }
         }
     }
@@ -445,8 +436,7 @@ impl<K: Key> KeyedStateStore<K> {
         let mut value = match place.namespace {
             Some(namespace) if !self.is_external() => self
                 .table::<NamespacedTable<K, S>>(table)
-                .0
-                .remove(&place.scoped(namespace)),
+                .remove(place.key, namespace),
             _ => self.external_get(table.name, place),
         };
         let existed = value.is_some();
