@@ -247,11 +247,12 @@ impl CheckpointStore {
             .map(|metadata| metadata.checkpoint)
             .collect();
         let mut discarded = 0;
-        let mut from = job_prefix(job);
+        let prefix = job_prefix(job);
+        let mut from = prefix.clone();
         // One entry read per checkpoint: each seek skips the rest of a checkpoint's snapshots.
         while let Some(entry) = self.snapshots.range(from.clone()..).next() {
             let key = entry.key().map_err(|e| self.storage(e))?;
-            if !key.starts_with(&job_prefix(job)) {
+            if !key.starts_with(&prefix) {
                 break;
             }
             let checkpoint = checkpoint_of(job, &key)?;

@@ -504,6 +504,10 @@ impl<K: Key> KeyedStateStore<K> {
         place: Place<'_, K>,
     ) -> Option<&mut dyn StateTables> {
         let external = self.external.as_mut()?;
+        // Checked first: after the first touches, nothing is pending and this costs nothing.
+        if self.pending.is_empty() {
+            return Some(external.as_mut());
+        }
         if let Some(groups) = self.pending.remove(table) {
             let moved = groups.into_iter().try_for_each(|(group, chunk)| {
                 let entries: Vec<(Vec<u8>, S)> = match place.namespace {
