@@ -1,0 +1,184 @@
+//! The properties a run is checked against, with the reference model's output as the oracle.
+//!
+//! - **exactly-once**: the committed output is, as a multiset, exactly the reference output —
+//!   every input contributed once; so each key's final result is the reference's too;
+//! - **at-least-once**: nothing of the reference output is missing; duplicates are counted;
+//! - **liveness**: the job finished after the last fault (checked with every property).
+//!
+//! A violation names the property, the counts, and the first records involved by key.
+
+use crate::jobs::{JobKind, Multiset};
+use crate::log::LogRecord;
+use crate::scenario::Property;
+use crate::world::Outcome;
+
+/// Records shown in a violation.
+const SHOWN_RECORDS_MAX: usize = 5;
+
+/// A property that did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which property.
+    pub property: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// What the check found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// The first violated property.
+    pub violation: Option<Violation>,
+    /// Output records committed more often than the reference says.
+    pub duplicates: u64,
+}
+
+/// Checks a finished run.
+pub fn check(
+    property: Property,
+    job: JobKind,
+    outcome: &Outcome,
+    expected: &Multiset,
+    committed: &[LogRecord],
+) -> Checked {
+    match outcome {
+        Outcome::Finished => {}
+        Outcome::Failed(reason) | Outcome::Stuck(reason) => {
+            return Checked {
+                violation: Some(Violation {
+                    property: Property::Liveness.name(),
+                    detail: format!("the job did not finish: {reason}"),
+                }),
+                duplicates: 0,
+            };
+        }
+        Outcome::StorageViolated(reason) => {
+            return Checked {
+                violation: Some(Violation {
+                    property: "storage contract",
+                    detail: reason.clone(),
+                }),
+                duplicates: 0,
+            };
+        }
+    }
+    let mut balance = expected.clone();
+    for record in committed {
+        *balance.entry(record.value.clone()).or_default() -= 1;
+    }
+    let mut missing: Vec<(Vec<u8>, i64)> = Vec::new();
+    let mut extra: Vec<(Vec<u8>, i64)> = Vec::new();
+    for (bytes, count) in balance {
+        if count > 0 {
+            missing.push((bytes, count));
+        } else if count < 0 {
+            extra.push((bytes, -count));
+        }
+    }
+    let duplicates: u64 = extra.iter().map(|(_, n)| *n as u64).sum();
+    let lost: u64 = missing.iter().map(|(_, n)| *n as u64).sum();
+    let violated = match property {
+        Property::ExactlyOnce => lost > 0 || duplicates > 0,
+        Property::AtLeastOnce => lost > 0,
+        Property::Liveness => false,
+    };
+    let violation = violated.then(|| {
+        let expected_total: i64 = expected.values().sum();
+        let mut detail = format!(
+            "expected {expected_total} output records, {} committed: {lost} missing, {duplicates} extra",
+            committed.len()
+        );
+        for (label, records) in [("missing", &missing), ("extra", &extra)] {
+            let mut shown: Vec<((String, String), i64)> = records
+                .iter()
+                .map(|(bytes, n)| (job.render(bytes), *n))
+                .collect();
+            shown.sort();
+            for ((key, value), n) in shown.into_iter().take(SHOWN_RECORDS_MAX) {
+                detail.push_str(&format!("\n    {label}: key {key}: ({key}, {value}) x{n}"));
+            }
+        }
+        Violation {
+            property: property.name(),
+            detail,
+        }
+    });
+    Checked {
+        violation,
+        duplicates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bytes: &[u8]) -> LogRecord {
+        LogRecord {
+            value: bytes.to_vec(),
+            timestamp: 0,
+        }
+    }
+
+    fn expected() -> Multiset {
+        [(vec![1], 1), (vec![2], 2)].into_iter().collect()
+    }
+
+    #[test]
+    fn exactly_once_needs_every_record_exactly_as_often() {
+        let exact = [record(&[1]), record(&[2]), record(&[2])];
+        let checked = check(
+            Property::ExactlyOnce,
+            JobKind::LogPipeline,
+            &Outcome::Finished,
+            &expected(),
+            &exact,
+        );
+        assert_eq!(checked.violation, None);
+        let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
+        let checked = check(
+            Property::ExactlyOnce,
+            JobKind::LogPipeline,
+            &Outcome::Finished,
+            &expected(),
+            &duplicated,
+        );
+        assert_eq!(checked.violation.map(|v| v.property), Some("exactly-once"));
+        assert_eq!(checked.duplicates, 1);
+    }
+
+    #[test]
+    fn at_least_once_allows_duplicates_but_not_loss() {
+        let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
+        let checked = check(
+            Property::AtLeastOnce,
+            JobKind::LogPipeline,
+            &Outcome::Finished,
+            &expected(),
+            &duplicated,
+        );
+        assert_eq!((checked.violation, checked.duplicates), (None, 1));
+        let lost = [record(&[1]), record(&[2])];
+        let checked = check(
+            Property::AtLeastOnce,
+            JobKind::LogPipeline,
+            &Outcome::Finished,
+            &expected(),
+            &lost,
+        );
+        assert_eq!(checked.violation.map(|v| v.property), Some("at-least-once"));
+    }
+
+    #[test]
+    fn a_job_that_does_not_finish_violates_liveness() {
+        let stuck = Outcome::Stuck("no progress".to_owned());
+        let checked = check(
+            Property::ExactlyOnce,
+            JobKind::LogPipeline,
+            &stuck,
+            &expected(),
+            &[],
+        );
+        assert_eq!(checked.violation.map(|v| v.property), Some("liveness"));
+    }
+}

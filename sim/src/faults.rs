@@ -1,0 +1,240 @@
+//! What can go wrong in a run: the faults a scenario injects, the broken components it may
+//! swap in, and drawing a run's fault schedule from its seed.
+//!
+//! A fault fires when the sources have read a given fraction of the input (`at`, drawn from
+//! the seed when the scenario leaves it out). Some faults fire at once (a crash of a subtask
+//! or of the job, a slow channel); the others wait, armed, for the protocol to reach their
+//! point (the coordinator after some acknowledgements, a sink between pre-commit and commit,
+//! a snapshot or metadata write to tear).
+
+use std::fmt;
+
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::disk::UnsyncedFate;
+
+/// Where in a checkpoint the coordinator crashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoordinatorPoint {
+    /// After some subtasks acknowledged, before all did.
+    AfterAcks,
+    /// After the metadata is durable, before any completion notice is sent.
+    AfterMetadata,
+    /// After the first completion notice reached a subtask, before the others did.
+    MidNotify,
+}
+
+/// Which write a crash tears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TornWrite {
+    /// A subtask's snapshot.
+    Snapshot,
+    /// A checkpoint's metadata.
+    Metadata,
+}
+
+/// What a machine crash does to writes not yet synced, as scenarios name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unsynced {
+    /// All are lost.
+    #[default]
+    Lost,
+    /// A random prefix survives.
+    RandomPrefix,
+    /// All survive (a crash of the process only).
+    Kept,
+}
+
+impl Unsynced {
+    /// The disk model's fate.
+    pub fn fate(self) -> UnsyncedFate {
+        match self {
+            Unsynced::Lost => UnsyncedFate::Lost,
+            Unsynced::RandomPrefix => UnsyncedFate::RandomPrefix,
+            Unsynced::Kept => UnsyncedFate::Kept,
+        }
+    }
+}
+
+fn default_slow_delay_ms() -> u64 {
+    5
+}
+
+fn default_slow_duration_ms() -> u64 {
+    50
+}
+
+fn default_slow_factor() -> u64 {
+    20
+}
+
+/// A fault.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// One subtask crashes; the job fails over from its latest completed checkpoint.
+    CrashSubtask {
+        /// The operator whose subtask crashes (any subtask running it); any subtask if left out.
+        #[serde(default)]
+        target: Option<String>,
+    },
+    /// The whole job's process and machine crash: memory is lost, and the disks keep what was
+    /// synced (and of the rest, what `unsynced` says). The job is submitted again.
+    CrashJob {
+        /// What happens to unsynced writes.
+        #[serde(default)]
+        unsynced: Unsynced,
+    },
+    /// The coordinator's process crashes at a point of a checkpoint; the job is submitted
+    /// again and restores from what the checkpoint store holds.
+    CrashCoordinator {
+        /// Where.
+        point: CoordinatorPoint,
+    },
+    /// A sink's subtask crashes after pre-committing a checkpoint and before committing it.
+    CrashSinkBeforeCommit,
+    /// The machine crashes in the middle of a write, tearing it.
+    TearWrite {
+        /// Which write.
+        what: TornWrite,
+    },
+    /// One channel into a subtask with several inputs delivers late for a while.
+    SlowChannel {
+        /// Added to each delivery.
+        #[serde(default = "default_slow_delay_ms")]
+        delay_ms: u64,
+        /// For how long.
+        #[serde(default = "default_slow_duration_ms")]
+        duration_ms: u64,
+    },
+    /// One subtask works slower for a while.
+    SlowSubtask {
+        /// How many times slower.
+        #[serde(default = "default_slow_factor")]
+        factor: u64,
+        /// For how long.
+        #[serde(default = "default_slow_duration_ms")]
+        duration_ms: u64,
+    },
+    /// A subtask crashes, then again soon after each of the next `repeats` recoveries.
+    CrashDuringRecovery {
+        /// How many more crashes, each during the recovery from the one before.
+        repeats: u32,
+    },
+}
+
+impl Fault {
+    /// Whether the fault fires as soon as it is due (or waits for its protocol point).
+    pub fn is_immediate(&self) -> bool {
+        matches!(
+            self,
+            Fault::CrashSubtask { .. }
+                | Fault::CrashJob { .. }
+                | Fault::SlowChannel { .. }
+                | Fault::SlowSubtask { .. }
+                | Fault::CrashDuringRecovery { .. }
+        )
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::CrashSubtask {
+                target: Some(target),
+            } => write!(f, "crash-subtask of '{target}'"),
+            Fault::CrashSubtask { target: None } => write!(f, "crash-subtask"),
+            Fault::CrashJob { unsynced } => write!(f, "crash-job (unsynced writes: {unsynced:?})"),
+            Fault::CrashCoordinator { point } => write!(f, "crash-coordinator {point:?}"),
+            Fault::CrashSinkBeforeCommit => write!(f, "crash-sink-before-commit"),
+            Fault::TearWrite { what } => write!(f, "tear-write of a {what:?}"),
+            Fault::SlowChannel {
+                delay_ms,
+                duration_ms,
+            } => {
+                write!(f, "slow-channel +{delay_ms} ms for {duration_ms} ms")
+            }
+            Fault::SlowSubtask {
+                factor,
+                duration_ms,
+            } => {
+                write!(f, "slow-subtask x{factor} for {duration_ms} ms")
+            }
+            Fault::CrashDuringRecovery { repeats } => {
+                write!(f, "crash-during-recovery ({repeats} repeats)")
+            }
+        }
+    }
+}
+
+fn default_count() -> u32 {
+    1
+}
+
+/// A fault as a scenario file gives it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct FaultSpec {
+    /// The fault.
+    #[serde(flatten)]
+    pub fault: Fault,
+    /// How many times to inject it.
+    #[serde(default = "default_count")]
+    pub count: u32,
+    /// At which fraction of the input read (0.0 to 1.0); random per seed if left out.
+    #[serde(default)]
+    pub at: Option<f64>,
+}
+
+/// One fault of a run's schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduledFault {
+    /// The fraction of the input read when it becomes due.
+    pub at: f64,
+    /// The fault.
+    pub fault: Fault,
+}
+
+impl fmt::Display for ScheduledFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {:.1}% of the input", self.fault, self.at * 100.0)
+    }
+}
+
+/// The faults of one run, in the order they become due.
+pub fn draw_schedule(specs: &[FaultSpec], rng: &mut impl Rng) -> Vec<ScheduledFault> {
+    let mut schedule: Vec<ScheduledFault> = specs
+        .iter()
+        .flat_map(|spec| (0..spec.count).map(move |_| spec))
+        .map(|spec| ScheduledFault {
+            at: spec
+                .at
+                .unwrap_or_else(|| rng.random::<f64>())
+                .clamp(0.0, 1.0),
+            fault: spec.fault.clone(),
+        })
+        .collect();
+    schedule.sort_by(|a, b| a.at.total_cmp(&b.at));
+    schedule
+}
+
+/// A component broken on purpose, which the simulator must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Defect {
+    /// The source ignores the offsets it is restored with and reads from the start.
+    SourceForgetsOffsets,
+    /// The sink commits each transaction at pre-commit, before its checkpoint completes.
+    SinkCommitsAtPreCommit,
+    /// The at-least-once sink never flushes its appends.
+    SinkSkipsFlush,
+    /// The coordinator completes a checkpoint at its first acknowledgement.
+    CoordinatorCompletesEarly,
+    /// Subtasks with several inputs snapshot without aligning barriers.
+    SubtaskSkipsAlignment,
+    /// Partitioners lose some of the credits they owe upstream.
+    PartitionerLeaksCredits,
+}

@@ -1,0 +1,571 @@
+//! The catalog of jobs a scenario can run, each with its input generator and its reference
+//! model: the multiset of records a correct run commits to the output topic.
+//!
+//! Every job reads topics of the simulated log and writes the topic `out` through the
+//! two-phase-commit [`LogWriter`]; its operators are `rill-core`'s own (flat map, keyed
+//! reduce, map, filter, union, sink adapter), wired with the same exchanges the `rill` API
+//! builds. Operators are named by their *role*, which scenarios use to set parallelism and
+//! to aim faults.
+//!
+//! - `wordcount`: lines → split → key by word → running count → sink. Output `(word, n)`:
+//!   every count from 1 to the word's total, once.
+//! - `running-sum`: `(key, value)` events over several partitions, each key in one partition
+//!   (as a keyed producer writes them) → key by key → running sum → sink. Output every prefix
+//!   sum of each key's values, in partition order.
+//! - `union-broadcast`: two topics → rebalance into a union → broadcast to every `tag`
+//!   subtask, which tags each value with its index → sink. Output `(tag, value)` for every
+//!   value and tag.
+//! - `log-pipeline`: a log-to-log pipeline: orders → filter → map → rebalance → sink.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use rill_core::checkpoint::CheckpointMode;
+use rill_core::exchange::{
+    BroadcastRouter, ExchangeKind, ForwardRouter, KeyHashRouter, RebalanceRouter, RouterFactory,
+};
+use rill_core::graph::{Edge, JobGraph, OperatorId, OperatorKind, OperatorNode};
+use rill_core::keyed::{KeySelector, KeyedReduce};
+use rill_core::operator::{
+    Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, SinkOperator,
+};
+use rill_core::state::KeyedStateStore;
+use rill_core::{Data, Key};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::connectors::{LogReader, LogWriter, WriterMode};
+use crate::log::{LogRecord, SimLog};
+
+/// The topic every job writes.
+pub const OUTPUT_TOPIC: &str = "out";
+
+/// A job of the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    /// Word count over lines of text.
+    Wordcount,
+    /// A keyed running sum over several source partitions.
+    RunningSum,
+    /// Two sources unioned, then broadcast.
+    UnionBroadcast,
+    /// A stateless log-to-log pipeline.
+    LogPipeline,
+}
+
+/// How big the generated input is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputSpec {
+    /// How many input records (lines, events, orders) in all.
+    pub records: usize,
+    /// Partitions per input topic.
+    pub partitions: u32,
+    /// Distinct keys (words, event keys).
+    pub keys: u32,
+}
+
+impl Default for InputSpec {
+    fn default() -> Self {
+        InputSpec {
+            records: 2_000,
+            partitions: 2,
+            keys: 50,
+        }
+    }
+}
+
+/// How often each output record should be committed.
+pub type Multiset = FxHashMap<Vec<u8>, i64>;
+
+/// What the job's sources and sinks are, broken or not.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectorDefects {
+    /// The source forgets its offsets on restore.
+    pub source_forgets_offsets: bool,
+    /// How the sink writes.
+    pub writer: Option<WriterMode>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned + Default>(record: &LogRecord) -> T {
+    bincode::serde::decode_from_slice(&record.value, bincode::config::standard())
+        .map(|(value, _)| value)
+        .unwrap_or_default()
+}
+
+fn decode_text(record: &LogRecord) -> String {
+    String::from_utf8_lossy(&record.value).into_owned()
+}
+
+fn record(value: Vec<u8>, timestamp: usize) -> LogRecord {
+    LogRecord {
+        value,
+        timestamp: timestamp as i64,
+    }
+}
+
+impl JobKind {
+    /// Every job, for `--list`.
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Wordcount,
+        JobKind::RunningSum,
+        JobKind::UnionBroadcast,
+        JobKind::LogPipeline,
+    ];
+
+    /// The job's name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Wordcount => "wordcount",
+            JobKind::RunningSum => "running-sum",
+            JobKind::UnionBroadcast => "union-broadcast",
+            JobKind::LogPipeline => "log-pipeline",
+        }
+    }
+
+    /// The operator roles a scenario may give a parallelism.
+    pub fn roles(self) -> &'static [&'static str] {
+        match self {
+            JobKind::Wordcount => &["source", "count"],
+            JobKind::RunningSum => &["source", "sum"],
+            JobKind::UnionBroadcast => &["source", "union", "tag"],
+            JobKind::LogPipeline => &["source", "sink"],
+        }
+    }
+
+    /// The topics the job's sources read.
+    pub fn input_topics(self) -> &'static [&'static str] {
+        match self {
+            JobKind::Wordcount => &["lines"],
+            JobKind::RunningSum => &["events"],
+            JobKind::UnionBroadcast => &["left", "right"],
+            JobKind::LogPipeline => &["orders"],
+        }
+    }
+
+    /// Writes the input into the log (durably) and returns the reference output.
+    pub fn write_input(self, log: &SimLog, input: &InputSpec, rng: &mut impl Rng) -> Multiset {
+        let partitions = input.partitions.max(1);
+        let keys = input.keys.max(1);
+        log.create_topic(OUTPUT_TOPIC, 1);
+        let mut expected = Multiset::default();
+        match self {
+            JobKind::Wordcount => {
+                log.create_topic("lines", partitions);
+                let mut counts: FxHashMap<String, u64> = FxHashMap::default();
+                let mut by_partition = vec![Vec::new(); partitions as usize];
+                for line_number in 0..input.records {
+                    let words: Vec<String> = (0..rng.random_range(1..=6))
+                        .map(|_| format!("w{}", rng.random_range(0..keys)))
+                        .collect();
+                    for word in &words {
+                        let count = counts.entry(word.clone()).or_default();
+                        *count += 1;
+                        *expected.entry(encode(&(word, *count))).or_default() += 1;
+                    }
+                    let partition = rng.random_range(0..partitions) as usize;
+                    by_partition[partition].push(record(words.join(" ").into_bytes(), line_number));
+                }
+                append_all(log, "lines", by_partition);
+            }
+            JobKind::RunningSum => {
+                log.create_topic("events", partitions);
+                let mut sums: FxHashMap<u32, i64> = FxHashMap::default();
+                let mut by_partition = vec![Vec::new(); partitions as usize];
+                for index in 0..input.records {
+                    let key = rng.random_range(0..keys);
+                    let value = rng.random_range(-50i64..=100);
+                    let sum = sums.entry(key).or_default();
+                    *sum += value;
+                    *expected.entry(encode(&(key, *sum))).or_default() += 1;
+                    by_partition[(key % partitions) as usize]
+                        .push(record(encode(&(key, value)), index));
+                }
+                append_all(log, "events", by_partition);
+            }
+            JobKind::UnionBroadcast => {
+                // Filled in by `graph`, which knows the tag parallelism: the values only here.
+                for (topic, parity) in [("left", 0u64), ("right", 1)] {
+                    log.create_topic(topic, partitions);
+                    let mut by_partition = vec![Vec::new(); partitions as usize];
+                    for index in 0..input.records / 2 {
+                        let value = 2 * index as u64 + parity;
+                        *expected.entry(encode(&value)).or_default() += 1;
+                        let partition = rng.random_range(0..partitions) as usize;
+                        by_partition[partition].push(record(encode(&value), index));
+                    }
+                    append_all(log, topic, by_partition);
+                }
+            }
+            JobKind::LogPipeline => {
+                log.create_topic("orders", partitions);
+                let mut by_partition = vec![Vec::new(); partitions as usize];
+                for index in 0..input.records as u64 {
+                    if let Some(out) = pipeline_step(index) {
+                        *expected.entry(encode(&out)).or_default() += 1;
+                    }
+                    let partition = rng.random_range(0..partitions) as usize;
+                    by_partition[partition].push(record(encode(&index), index as usize));
+                }
+                append_all(log, "orders", by_partition);
+            }
+        }
+        expected
+    }
+
+    /// The reference output once the job's shape is known: a broadcast multiplies each value
+    /// by the number of `tag` subtasks.
+    pub fn finish_reference(
+        self,
+        expected: Multiset,
+        parallelism: &dyn Fn(&str) -> u32,
+    ) -> Multiset {
+        match self {
+            JobKind::UnionBroadcast => {
+                let tags = parallelism("tag");
+                let mut tagged = Multiset::default();
+                for (bytes, count) in expected {
+                    let value: u64 = decode(&record(bytes, 0));
+                    for tag in 0..tags {
+                        *tagged.entry(encode(&(tag, value))).or_default() += count;
+                    }
+                }
+                tagged
+            }
+            JobKind::Wordcount | JobKind::RunningSum | JobKind::LogPipeline => expected,
+        }
+    }
+
+    /// An output record as `(key, value)` text, for reports.
+    pub fn render(self, bytes: &[u8]) -> (String, String) {
+        let record = LogRecord {
+            value: bytes.to_vec(),
+            timestamp: 0,
+        };
+        match self {
+            JobKind::Wordcount => {
+                let (word, count): (String, u64) = decode(&record);
+                (word, count.to_string())
+            }
+            JobKind::RunningSum => {
+                let (key, sum): (u32, i64) = decode(&record);
+                (key.to_string(), sum.to_string())
+            }
+            JobKind::UnionBroadcast => {
+                let (tag, value): (u32, u64) = decode(&record);
+                (value.to_string(), format!("tag {tag}"))
+            }
+            JobKind::LogPipeline => {
+                let value: u64 = decode(&record);
+                (value.to_string(), value.to_string())
+            }
+        }
+    }
+
+    /// The job's graph.
+    pub fn graph(
+        self,
+        log: &SimLog,
+        parallelism: &dyn Fn(&str) -> u32,
+        mode: CheckpointMode,
+        defects: ConnectorDefects,
+    ) -> JobGraph {
+        let mut job = GraphBuilder::new(self.name());
+        let writer = defects.writer.unwrap_or(match mode {
+            CheckpointMode::ExactlyOnce => WriterMode::Transactional,
+            CheckpointMode::AtLeastOnce => WriterMode::AtLeastOnce,
+        });
+        let forgets = defects.source_forgets_offsets;
+        match self {
+            JobKind::Wordcount => {
+                let source = job.source(
+                    "source",
+                    parallelism("source"),
+                    log,
+                    "lines",
+                    decode_text,
+                    forgets,
+                );
+                let split = job.operator("split", parallelism("source"), |_| {
+                    FlatMap::new(Arc::new(|line: String| {
+                        line.split(' ')
+                            .map(|word| (word.to_owned(), 1u64))
+                            .collect::<Vec<_>>()
+                    }))
+                });
+                job.forward(source, split);
+                let count = job.operator("count", parallelism("count"), |info| {
+                    KeyedReduce::new(
+                        Arc::new(|a: (String, u64), b: (String, u64)| (a.0, a.1 + b.1)),
+                        word_key(),
+                        KeyedStateStore::new(info.max_parallelism),
+                    )
+                });
+                job.key_by(split, count, word_key());
+                let sink = job.sink(
+                    "sink",
+                    parallelism("count"),
+                    log,
+                    writer,
+                    |v: &(String, u64)| encode(v),
+                );
+                job.forward(count, sink);
+            }
+            JobKind::RunningSum => {
+                let source = job.source(
+                    "source",
+                    parallelism("source"),
+                    log,
+                    "events",
+                    decode::<(u32, i64)>,
+                    forgets,
+                );
+                let sum = job.operator("sum", parallelism("sum"), |info| {
+                    KeyedReduce::new(
+                        Arc::new(|a: (u32, i64), b: (u32, i64)| (a.0, a.1 + b.1)),
+                        event_key(),
+                        KeyedStateStore::new(info.max_parallelism),
+                    )
+                });
+                job.key_by(source, sum, event_key());
+                let sink = job.sink("sink", parallelism("sum"), log, writer, |v: &(u32, i64)| {
+                    encode(v)
+                });
+                job.forward(sum, sink);
+            }
+            JobKind::UnionBroadcast => {
+                let left = job.source(
+                    "left",
+                    parallelism("source"),
+                    log,
+                    "left",
+                    decode::<u64>,
+                    forgets,
+                );
+                let right = job.source(
+                    "right",
+                    parallelism("source"),
+                    log,
+                    "right",
+                    decode::<u64>,
+                    forgets,
+                );
+                let union = job.add(
+                    "union",
+                    parallelism("union"),
+                    OperatorKind::Transform(Arc::new(|_| Box::new(Passthrough))),
+                );
+                job.rebalance::<u64>(left, union);
+                job.rebalance::<u64>(right, union);
+                let tag = job.operator("tag", parallelism("tag"), |info| {
+                    let index = info.subtask;
+                    Map::new(Arc::new(move |value: u64| (index, value)))
+                });
+                job.edge(
+                    union,
+                    tag,
+                    ExchangeKind::Broadcast,
+                    Arc::new(|_| Box::new(BroadcastRouter)),
+                );
+                let sink = job.sink("sink", parallelism("tag"), log, writer, |v: &(u32, u64)| {
+                    encode(v)
+                });
+                job.forward(tag, sink);
+            }
+            JobKind::LogPipeline => {
+                let source = job.source(
+                    "source",
+                    parallelism("source"),
+                    log,
+                    "orders",
+                    decode::<u64>,
+                    forgets,
+                );
+                let filter = job.operator("filter", parallelism("source"), |_| {
+                    Filter::new(Arc::new(|order: &u64| pipeline_step(*order).is_some()))
+                });
+                job.forward(source, filter);
+                let map = job.operator("enrich", parallelism("source"), |_| {
+                    Map::new(Arc::new(|order: u64| {
+                        pipeline_step(order).unwrap_or_default()
+                    }))
+                });
+                job.forward(filter, map);
+                let sink = job.sink("sink", parallelism("sink"), log, writer, |v: &u64| {
+                    encode(v)
+                });
+                job.rebalance::<u64>(map, sink);
+            }
+        }
+        job.graph
+    }
+}
+
+/// The log pipeline's transformation: drop every fifth order, enrich the rest.
+fn pipeline_step(order: u64) -> Option<u64> {
+    (!order.is_multiple_of(5)).then(|| order * 10 + 1)
+}
+
+fn word_key() -> KeySelector<(String, u64), String> {
+    Arc::new(|pair: &(String, u64)| pair.0.clone())
+}
+
+fn event_key() -> KeySelector<(u32, i64), u32> {
+    Arc::new(|event: &(u32, i64)| event.0)
+}
+
+fn append_all(log: &SimLog, topic: &str, by_partition: Vec<Vec<LogRecord>>) {
+    for (partition, records) in by_partition.into_iter().enumerate() {
+        // The topics were just created with these partitions.
+        let appended = log.append(topic, partition as u32, records);
+        debug_assert!(appended.is_ok(), "{appended:?}");
+    }
+    log.flush();
+}
+
+/// Builds a [`JobGraph`] from `rill-core` operators, as the `rill` API does.
+struct GraphBuilder {
+    graph: JobGraph,
+}
+
+impl GraphBuilder {
+    fn new(name: &str) -> Self {
+        GraphBuilder {
+            graph: JobGraph::new(name),
+        }
+    }
+
+    fn add(&mut self, name: &str, parallelism: u32, kind: OperatorKind) -> OperatorId {
+        self.graph.add_operator(OperatorNode {
+            name: name.to_owned(),
+            uid: None,
+            parallelism: parallelism.max(1),
+            kind,
+        })
+    }
+
+    fn source<T: Data>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        log: &SimLog,
+        topic: &'static str,
+        decode: fn(&LogRecord) -> T,
+        forgets_offsets: bool,
+    ) -> OperatorId {
+        let log = log.clone();
+        self.add(
+            name,
+            parallelism,
+            OperatorKind::Source(Arc::new(move |info: &OperatorInfo| {
+                Box::new(LogReader::new(
+                    &log,
+                    topic,
+                    (info.subtask, info.parallelism),
+                    decode,
+                    forgets_offsets,
+                ))
+            })),
+        )
+    }
+
+    fn operator<O: OneInputOperator>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        make: impl Fn(&OperatorInfo) -> O + Send + Sync + 'static,
+    ) -> OperatorId {
+        self.add(
+            name,
+            parallelism,
+            OperatorKind::Transform(Arc::new(move |info| Box::new(Erased(make(info))))),
+        )
+    }
+
+    fn sink<T: Data>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        log: &SimLog,
+        mode: WriterMode,
+        encode: fn(&T) -> Vec<u8>,
+    ) -> OperatorId {
+        let log = log.clone();
+        self.operator(name, parallelism, move |info| {
+            let writer = LogWriter::new(
+                &log,
+                OUTPUT_TOPIC,
+                (
+                    format!("{}/{}/", info.job, info.uid),
+                    info.subtask,
+                    info.parallelism,
+                ),
+                encode,
+                mode,
+            );
+            SinkOperator::new(writer, info)
+        })
+    }
+
+    fn edge(
+        &mut self,
+        from: OperatorId,
+        to: OperatorId,
+        exchange: ExchangeKind,
+        router: RouterFactory,
+    ) {
+        self.graph.add_edge(Edge {
+            from,
+            to,
+            exchange,
+            router,
+        });
+    }
+
+    fn forward(&mut self, from: OperatorId, to: OperatorId) {
+        self.edge(
+            from,
+            to,
+            ExchangeKind::Forward,
+            Arc::new(|_| Box::new(ForwardRouter)),
+        );
+    }
+
+    fn rebalance<T: Data>(&mut self, from: OperatorId, to: OperatorId) {
+        self.edge(
+            from,
+            to,
+            ExchangeKind::Rebalance,
+            Arc::new(|context| {
+                Box::new(RebalanceRouter::<T>::starting_at(
+                    context.upstream_subtask as usize,
+                ))
+            }),
+        );
+    }
+
+    fn key_by<T: Data, K: Key>(
+        &mut self,
+        from: OperatorId,
+        to: OperatorId,
+        key_of: KeySelector<T, K>,
+    ) {
+        self.edge(
+            from,
+            to,
+            ExchangeKind::KeyHash,
+            Arc::new(move |context| {
+                Box::new(KeyHashRouter::<T, K>::new(
+                    key_of.clone(),
+                    context.max_parallelism,
+                ))
+            }),
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! Rill's deterministic simulator.
+//!
+//! It runs a job's `rill-core` state machines — subtasks, partitioners, the checkpoint
+//! coordinator, log sources and two-phase-commit sinks — the way the actix runtime does, but
+//! under one seeded RNG, a virtual clock and injected faults, so a run is a pure function of
+//! its seed and can be replayed step by step. It then checks the committed output against a
+//! reference model: exactly-once, at-least-once, liveness. `cargo xtask sim` runs the
+//! scenarios in `scenarios/` with it.
+//!
+//! # Layout
+//! - [`disk`]: storage that knows written from synced, and what a crash keeps;
+//! - [`log`] and [`checkpoints`]: the event log and the checkpoint store on that storage;
+//! - [`connectors`]: the log as a source and a two-phase-commit sink (and broken variants);
+//! - [`jobs`]: the catalog of jobs, their inputs and reference outputs;
+//! - [`faults`]: the faults and broken components, and a run's fault schedule;
+//! - [`scenario`]: scenario files;
+//! - [`world`]: the scheduler that drives the cores and injects the faults;
+//! - [`check`]: the properties;
+//! - [`trace`]: the trace hash and the step-by-step trace;
+//! - [`runner`]: running seeds, shrinking fault schedules, summarising.
+//!
+//! It depends on `rill-core` only: never on actix, threads or the wall clock.
+
+pub mod check;
+pub mod checkpoints;
+pub mod connectors;
+pub mod disk;
+pub mod faults;
+pub mod jobs;
+pub mod log;
+pub mod runner;
+pub mod scenario;
+pub mod trace;
+pub mod world;

@@ -1,0 +1,265 @@
+//! Running a scenario: one seed at a time (on as many threads as asked), shrinking the fault
+//! schedule of a failing seed, and summing up what the seeds did.
+//!
+//! A seed decides everything through three independent streams of one ChaCha8 generator: the
+//! input, the fault schedule, and the world's scheduling. So a schedule can be replayed with
+//! faults dropped (shrinking) while the input stays the same.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::check::{Checked, Violation, check};
+use crate::connectors::WriterMode;
+use crate::faults::{Defect, ScheduledFault, draw_schedule};
+use crate::jobs::{ConnectorDefects, OUTPUT_TOPIC};
+use crate::log::SimLog;
+use crate::scenario::{Expect, Scenario};
+use crate::trace::Trace;
+use crate::world::{RunStats, World, WorldSetup};
+
+const INPUT_STREAM: u64 = 1;
+const FAULT_STREAM: u64 = 2;
+const WORLD_STREAM: u64 = 3;
+
+fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// What one seed did.
+#[derive(Clone, Debug)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// The property check.
+    pub checked: Checked,
+    /// What the run did.
+    pub stats: RunStats,
+    /// The hash of the run's trace.
+    pub trace_hash: u64,
+    /// The faults it was given.
+    pub schedule: Vec<ScheduledFault>,
+}
+
+/// The fault schedule a seed draws.
+pub fn schedule_of(scenario: &Scenario, seed: u64) -> Vec<ScheduledFault> {
+    draw_schedule(&scenario.spec.faults, &mut rng(seed, FAULT_STREAM))
+}
+
+/// Runs one seed with its own schedule, or with `schedule` in its place; prints the trace if
+/// `trace`.
+pub fn run_seed(
+    scenario: &Scenario,
+    seed: u64,
+    schedule: Option<Vec<ScheduledFault>>,
+    trace: bool,
+) -> SeedReport {
+    let schedule = schedule.unwrap_or_else(|| schedule_of(scenario, seed));
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        run_world(scenario, seed, schedule.clone(), trace)
+    }));
+    let (checked, stats, trace_hash) = run.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic".to_owned());
+        let violation = Violation {
+            property: "invariant",
+            detail: format!("the simulator panicked: {message}"),
+        };
+        (
+            Checked {
+                violation: Some(violation),
+                duplicates: 0,
+            },
+            RunStats::default(),
+            0,
+        )
+    });
+    SeedReport {
+        seed,
+        checked,
+        stats,
+        trace_hash,
+        schedule,
+    }
+}
+
+fn run_world(
+    scenario: &Scenario,
+    seed: u64,
+    schedule: Vec<ScheduledFault>,
+    trace: bool,
+) -> (Checked, RunStats, u64) {
+    let spec = &scenario.spec;
+    let job = spec.job;
+    let parallelism = |role: &str| scenario.parallelism(role);
+    let log = SimLog::default();
+    let expected = job.write_input(&log, &spec.input, &mut rng(seed, INPUT_STREAM));
+    let expected = job.finish_reference(expected, &parallelism);
+    let checkpoint = scenario.checkpoint_config();
+    let defects = ConnectorDefects {
+        source_forgets_offsets: spec.broken == Some(Defect::SourceForgetsOffsets),
+        writer: match spec.broken {
+            Some(Defect::SinkCommitsAtPreCommit) => Some(WriterMode::CommitsAtPreCommit),
+            Some(Defect::SinkSkipsFlush) => Some(WriterMode::SkipsFlush),
+            _ => None,
+        },
+    };
+    let mut graph = job.graph(&log, &parallelism, checkpoint.mode, defects);
+    graph.checkpoint = checkpoint;
+    graph.restart = scenario.restart();
+    let input_topics = job
+        .input_topics()
+        .iter()
+        .map(|&topic| {
+            let size = log.end_offsets(topic).map_or(0, |ends| ends.iter().sum());
+            (topic, size)
+        })
+        .collect();
+    let setup = WorldSetup {
+        graph,
+        log,
+        input_topics,
+        flow: scenario.flow(),
+        defect: spec.broken,
+        schedule,
+        limits: spec.limits,
+    };
+    let world = match World::new(setup, rng(seed, WORLD_STREAM), Trace::new(trace)) {
+        Ok(world) => world,
+        Err(reason) => {
+            let violation = Violation {
+                property: "setup",
+                detail: reason,
+            };
+            return (
+                Checked {
+                    violation: Some(violation),
+                    duplicates: 0,
+                },
+                RunStats::default(),
+                0,
+            );
+        }
+    };
+    let (outcome, stats, trace_hash, log) = world.run();
+    let committed = log.committed(OUTPUT_TOPIC);
+    let checked = check(spec.property, job, &outcome, &expected, &committed);
+    (checked, stats, trace_hash)
+}
+
+/// Drops faults from a failing seed's schedule one by one, keeping each drop after which the
+/// seed still fails; returns the smallest schedule found.
+pub fn shrink(scenario: &Scenario, seed: u64, schedule: &[ScheduledFault]) -> Vec<ScheduledFault> {
+    let mut smallest = schedule.to_vec();
+    let mut index = 0;
+    while index < smallest.len() {
+        let mut candidate = smallest.clone();
+        candidate.remove(index);
+        let report = run_seed(scenario, seed, Some(candidate.clone()), false);
+        if report.checked.violation.is_some() {
+            smallest = candidate;
+        } else {
+            index += 1;
+        }
+    }
+    smallest
+}
+
+/// What the seeds of one scenario did.
+#[derive(Clone, Debug, Default)]
+pub struct ScenarioSummary {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Seeds that held the property.
+    pub passed: u64,
+    /// Seeds that violated it.
+    pub failed: u64,
+    /// Faults injected over all seeds.
+    pub faults: u64,
+    /// Checkpoints completed over all seeds.
+    pub checkpoints: u64,
+    /// Recoveries over all seeds.
+    pub recoveries: u64,
+    /// Duplicate output records over all seeds (at-least-once).
+    pub duplicates: u64,
+    /// Scheduler steps over all seeds.
+    pub steps: u64,
+    /// Seeds whose two runs differed (`--check-determinism`).
+    pub nondeterministic: Vec<u64>,
+    /// The failing seeds' reports, by seed.
+    pub failures: Vec<SeedReport>,
+}
+
+impl ScenarioSummary {
+    /// Whether the scenario met its expectation: every seed passed, or — for a broken
+    /// component — some seed was caught.
+    pub fn met(&self, expect: Expect) -> bool {
+        self.nondeterministic.is_empty()
+            && match expect {
+                Expect::Pass => self.failed == 0,
+                Expect::Violation => self.failed > 0,
+            }
+    }
+
+    fn add(&mut self, report: SeedReport) {
+        self.seeds += 1;
+        self.faults += report.stats.faults_injected;
+        self.checkpoints += report.stats.checkpoints_completed;
+        self.recoveries += report.stats.recoveries;
+        self.duplicates += report.checked.duplicates;
+        self.steps += report.stats.steps;
+        if report.checked.violation.is_some() {
+            self.failed += 1;
+            self.failures.push(report);
+        } else {
+            self.passed += 1;
+        }
+    }
+}
+
+/// Runs `seeds` of a scenario on `threads` threads; `on_seed` is called after each.
+pub fn run_scenario(
+    scenario: &Scenario,
+    seeds: &[u64],
+    threads: usize,
+    check_determinism: bool,
+    on_seed: &(dyn Fn() + Sync),
+) -> ScenarioSummary {
+    let next = AtomicUsize::new(0);
+    let summary = Mutex::new(ScenarioSummary::default());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(index) else {
+                        break;
+                    };
+                    let report = run_seed(scenario, seed, None, false);
+                    let differs = check_determinism
+                        && run_seed(scenario, seed, None, false).trace_hash != report.trace_hash;
+                    {
+                        let mut summary = summary.lock().unwrap_or_else(|p| p.into_inner());
+                        if differs {
+                            summary.nondeterministic.push(seed);
+                        }
+                        summary.add(report);
+                    }
+                    on_seed();
+                }
+            });
+        }
+    });
+    let mut summary = summary.into_inner().unwrap_or_else(|p| p.into_inner());
+    summary.failures.sort_by_key(|report| report.seed);
+    summary.nondeterministic.sort_unstable();
+    summary
+}

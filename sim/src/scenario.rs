@@ -1,0 +1,372 @@
+//! Scenarios: what one simulated run is, read from a TOML file in `scenarios/`.
+//!
+//! A scenario names a job of the catalog, the size of its generated input, the parallelism of
+//! each operator role, checkpoint, flow-control and restart settings, the faults to inject, a
+//! component to break on purpose (if any), the property to check, whether the run must pass
+//! or must be caught violating it, and how many seeds to run by default. Everything left out
+//! has a default; anything misspelt or out of range is refused with the file and the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rill_core::checkpoint::CheckpointMode;
+use rill_core::coordinator::CheckpointConfig;
+use rill_core::flow::FlowConfig;
+use rill_core::restart::RestartStrategy;
+use serde::Deserialize;
+
+use crate::faults::{Defect, Fault, FaultSpec};
+use crate::jobs::{ConnectorDefects, InputSpec, JobKind};
+use crate::log::SimLog;
+
+/// What a run must show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Property {
+    /// Every input contributes to the committed output exactly once, and the job finishes.
+    ExactlyOnce,
+    /// Nothing is lost (duplicates are counted), and the job finishes.
+    AtLeastOnce,
+    /// After the last fault the job finishes.
+    Liveness,
+}
+
+impl Property {
+    /// The property's name in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Property::ExactlyOnce => "exactly-once",
+            Property::AtLeastOnce => "at-least-once",
+            Property::Liveness => "liveness",
+        }
+    }
+}
+
+/// What the scenario expects of every seed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// Every seed holds the property.
+    #[default]
+    Pass,
+    /// A broken component: some seed must be caught violating the property.
+    Violation,
+}
+
+/// Barrier alignment, as scenarios name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Aligned barriers, transactional sink.
+    #[default]
+    ExactlyOnce,
+    /// No alignment, appending sink.
+    AtLeastOnce,
+}
+
+/// Checkpoint settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSpec {
+    /// Virtual ms between checkpoints.
+    pub interval_ms: u64,
+    /// Virtual ms before a checkpoint is aborted.
+    pub timeout_ms: u64,
+    /// Checkpoints in progress at once.
+    pub max_concurrent: usize,
+    /// Alignment.
+    pub mode: Mode,
+    /// Completed checkpoints kept.
+    pub retained: usize,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            interval_ms: 5,
+            timeout_ms: 2_000,
+            max_concurrent: 1,
+            mode: Mode::ExactlyOnce,
+            retained: 2,
+        }
+    }
+}
+
+/// Flow-control settings: small batches and few credits make for many interleavings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowSpec {
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Batches in flight per channel.
+    pub channel_credits: u32,
+}
+
+impl Default for FlowSpec {
+    fn default() -> Self {
+        FlowSpec {
+            batch_size: 8,
+            channel_credits: 2,
+        }
+    }
+}
+
+/// The restart strategy: a fixed delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartSpec {
+    /// Restarts allowed.
+    pub attempts: u32,
+    /// Virtual ms before each.
+    pub delay_ms: u64,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            attempts: 100,
+            delay_ms: 5,
+        }
+    }
+}
+
+/// How long a run may take before it counts as stuck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Virtual ms.
+    pub max_virtual_ms: u64,
+    /// Scheduler steps.
+    pub max_steps: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_virtual_ms: 60_000,
+            max_steps: 5_000_000,
+        }
+    }
+}
+
+fn default_seeds() -> u64 {
+    20
+}
+
+/// A scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// One line saying what it tests.
+    pub description: String,
+    /// The job.
+    pub job: JobKind,
+    /// Seeds run by default.
+    #[serde(default = "default_seeds")]
+    pub seeds: u64,
+    /// The property checked.
+    pub property: Property,
+    /// A component broken on purpose.
+    #[serde(default)]
+    pub broken: Option<Defect>,
+    /// Pass, or be caught.
+    #[serde(default)]
+    pub expect: Expect,
+    /// The generated input.
+    #[serde(default)]
+    pub input: InputSpec,
+    /// Parallelism by operator role (1 where left out).
+    #[serde(default)]
+    pub parallelism: BTreeMap<String, u32>,
+    /// Checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    /// Flow control.
+    #[serde(default)]
+    pub flow: FlowSpec,
+    /// Restarts.
+    #[serde(default)]
+    pub restart: RestartSpec,
+    /// Faults.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A scenario: its name (the file's stem) and contents.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The name.
+    pub name: String,
+    /// The contents.
+    pub spec: ScenarioFile,
+}
+
+/// A scenario that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file or directory cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+const PARALLELISM_MAX: u32 = 16;
+
+impl Scenario {
+    /// Reads and checks one scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |reason: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let spec: ScenarioFile =
+            toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let scenario = Scenario { name, spec };
+        scenario.check().map_err(invalid)?;
+        Ok(scenario)
+    }
+
+    /// Reads every `*.toml` in `dir`, by name.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Self>, ScenarioError> {
+        let io = |source| ScenarioError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        paths.retain(|path| path.extension().is_some_and(|ext| ext == "toml"));
+        paths.sort();
+        paths.iter().map(|path| Scenario::load(path)).collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let spec = &self.spec;
+        let roles = spec.job.roles();
+        for (role, &parallelism) in &spec.parallelism {
+            if !roles.contains(&role.as_str()) {
+                return Err(format!(
+                    "parallelism: job '{}' has no operator role '{role}' (it has {})",
+                    spec.job.name(),
+                    roles.join(", ")
+                ));
+            }
+            if !(1..=PARALLELISM_MAX).contains(&parallelism) {
+                return Err(format!(
+                    "parallelism: '{role}' = {parallelism} is outside 1..={PARALLELISM_MAX}"
+                ));
+            }
+        }
+        self.flow()
+            .validate()
+            .map_err(|error| format!("flow: {error}"))?;
+        if spec.checkpoint.interval_ms == 0 || spec.checkpoint.timeout_ms == 0 {
+            return Err("checkpoint: interval_ms and timeout_ms must be at least 1".to_owned());
+        }
+        if spec.input.records == 0 || spec.input.partitions == 0 || spec.input.keys == 0 {
+            return Err("input: records, partitions and keys must be at least 1".to_owned());
+        }
+        let names = self.operator_names();
+        for fault in &spec.faults {
+            if let Some(at) = fault.at
+                && !(0.0..=1.0).contains(&at)
+            {
+                return Err(format!(
+                    "fault {}: at = {at} is outside 0.0..=1.0",
+                    fault.fault
+                ));
+            }
+            if let Fault::CrashSubtask {
+                target: Some(target),
+            } = &fault.fault
+                && !names.contains(target)
+            {
+                return Err(format!(
+                    "fault {}: job '{}' has no operator '{target}' (it has {})",
+                    fault.fault,
+                    spec.job.name(),
+                    names.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the job's operators, which faults may target.
+    pub fn operator_names(&self) -> Vec<String> {
+        let graph = self.spec.job.graph(
+            &SimLog::default(),
+            &|role| self.parallelism(role),
+            self.checkpoint_config().mode,
+            ConnectorDefects::default(),
+        );
+        graph
+            .operators
+            .iter()
+            .map(|node| node.name.clone())
+            .collect()
+    }
+
+    /// The parallelism of an operator role.
+    pub fn parallelism(&self, role: &str) -> u32 {
+        self.spec.parallelism.get(role).copied().unwrap_or(1)
+    }
+
+    /// The flow-control configuration.
+    pub fn flow(&self) -> FlowConfig {
+        FlowConfig {
+            batch_size: self.spec.flow.batch_size,
+            channel_credits: self.spec.flow.channel_credits,
+        }
+    }
+
+    /// The checkpoint configuration.
+    pub fn checkpoint_config(&self) -> CheckpointConfig {
+        let spec = &self.spec.checkpoint;
+        CheckpointConfig {
+            interval_ms: Some(spec.interval_ms),
+            timeout_ms: spec.timeout_ms,
+            min_pause_ms: 0,
+            max_concurrent: spec.max_concurrent.max(1),
+            tolerable_failures: u32::MAX,
+            retained: spec.retained.max(1),
+            mode: match spec.mode {
+                Mode::ExactlyOnce => CheckpointMode::ExactlyOnce,
+                Mode::AtLeastOnce => CheckpointMode::AtLeastOnce,
+            },
+        }
+    }
+
+    /// The restart strategy.
+    pub fn restart(&self) -> RestartStrategy {
+        RestartStrategy::FixedDelay {
+            attempts: self.spec.restart.attempts,
+            delay_ms: self.spec.restart.delay_ms,
+        }
+    }
+}
