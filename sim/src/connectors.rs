@@ -2,8 +2,8 @@
 //! [`Source`] and [`Sink`] traits — the same contract `rill`'s `LogSource` and `LogSink` keep —
 //! and their deliberately broken variants, which the simulator must catch.
 //!
-//! The reader takes partition `p` in subtask `p % parallelism`, stops at the end offsets it
-//! saw when it started (bounded input) and checkpoints the next offset of each partition. The
+//! The reader takes partition `p` in subtask `p % parallelism`, stops at the end offsets the
+//! input will have (bounded input; until then it waits for the producer) and checkpoints the next offset of each partition. The
 //! writer stages each batch under a transaction `<job>/<uid>/<subtask>/<sequence>`, prepares
 //! it at the barrier, commits it when the checkpoint completes, and on restore commits what
 //! the checkpoint prepared and aborts whatever else its subtask left open. At-least-once, it
@@ -51,7 +51,7 @@ impl<T> LogReader<T> {
         decode: Decode<T>,
         forgets_offsets: bool,
     ) -> Self {
-        let (ends, start_error) = match log.end_offsets(topic) {
+        let (ends, start_error) = match log.stop_offsets(topic) {
             Ok(ends) => (ends, None),
             Err(error) => (Vec::new(), Some(error.into())),
         };
@@ -261,7 +261,9 @@ impl<T: Data> Sink for LogWriter<T> {
             self.log
                 .commit(&self.transaction_id(self.state.subtask, sequence));
         }
-        if checkpoint == CheckpointId::END_OF_INPUT && self.transactional() {
+        // The next checkpoint's state no longer lists these transactions: were the commits
+        // lost in a crash, a restore from it would abort them. So they must be durable now.
+        if due > 0 {
             self.log.flush();
         }
         Ok(())
@@ -280,6 +282,10 @@ impl<T: Data> Sink for LogWriter<T> {
                 self.log
                     .commit(&self.transaction_id(state.subtask, sequence));
             }
+        }
+        // Durable before the restored job's checkpoints stop listing them (see `commit`).
+        if restored.iter().any(|state| !state.prepared.is_empty()) {
+            self.log.flush();
         }
         let own = self.state.subtask;
         let mut taken_over: Vec<u32> = restored

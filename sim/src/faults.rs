@@ -2,7 +2,8 @@
 //! swap in, and drawing a run's fault schedule from its seed.
 //!
 //! A fault fires when the sources have read a given fraction of the input (`at`, drawn from
-//! the seed when the scenario leaves it out). Some faults fire at once (a crash of a subtask
+//! the seed when the scenario leaves it out), or at a virtual time drawn from the first
+//! `within_ms` ms (to hit the quiet moments between records too). Some faults fire at once (a crash of a subtask
 //! or of the job, a slow channel); the others wait, armed, for the protocol to reach their
 //! point (the coordinator after some acknowledgements, a sink between pre-commit and commit,
 //! a snapshot or metadata write to tear).
@@ -187,20 +188,45 @@ pub struct FaultSpec {
     /// At which fraction of the input read (0.0 to 1.0); random per seed if left out.
     #[serde(default)]
     pub at: Option<f64>,
+    /// Instead of `at`: at a random virtual time within the first this many ms.
+    #[serde(default)]
+    pub within_ms: Option<u64>,
+}
+
+/// When a scheduled fault becomes due.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Due {
+    /// Once this fraction of the input has been read.
+    Progress(f64),
+    /// At this virtual time, in µs.
+    TimeUs(u64),
 }
 
 /// One fault of a run's schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScheduledFault {
-    /// The fraction of the input read when it becomes due.
-    pub at: f64,
+    /// When it becomes due.
+    pub due: Due,
     /// The fault.
     pub fault: Fault,
 }
 
+impl ScheduledFault {
+    /// Whether it is due with `progress` of the input read at virtual time `now_us`.
+    pub fn is_due(&self, progress: f64, now_us: u64) -> bool {
+        match self.due {
+            Due::Progress(at) => at <= progress,
+            Due::TimeUs(at_us) => at_us <= now_us,
+        }
+    }
+}
+
 impl fmt::Display for ScheduledFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {:.1}% of the input", self.fault, self.at * 100.0)
+        match self.due {
+            Due::Progress(at) => write!(f, "{} at {:.1}% of the input", self.fault, at * 100.0),
+            Due::TimeUs(at_us) => write!(f, "{} at {:.3} ms", self.fault, at_us as f64 / 1000.0),
+        }
     }
 }
 
@@ -210,14 +236,20 @@ pub fn draw_schedule(specs: &[FaultSpec], rng: &mut impl Rng) -> Vec<ScheduledFa
         .iter()
         .flat_map(|spec| (0..spec.count).map(move |_| spec))
         .map(|spec| ScheduledFault {
-            at: spec
-                .at
-                .unwrap_or_else(|| rng.random::<f64>())
-                .clamp(0.0, 1.0),
+            due: match (spec.within_ms, spec.at) {
+                (Some(within_ms), _) => Due::TimeUs(rng.random_range(0..within_ms.max(1) * 1_000)),
+                (None, Some(at)) => Due::Progress(at.clamp(0.0, 1.0)),
+                (None, None) => Due::Progress(rng.random::<f64>()),
+            },
             fault: spec.fault.clone(),
         })
         .collect();
-    schedule.sort_by(|a, b| a.at.total_cmp(&b.at));
+    schedule.sort_by(|a, b| match (a.due, b.due) {
+        (Due::Progress(a), Due::Progress(b)) => a.total_cmp(&b),
+        (Due::TimeUs(a), Due::TimeUs(b)) => a.cmp(&b),
+        (Due::Progress(_), Due::TimeUs(_)) => std::cmp::Ordering::Less,
+        (Due::TimeUs(_), Due::Progress(_)) => std::cmp::Ordering::Greater,
+    });
     schedule
 }
 

@@ -55,7 +55,7 @@ pub enum JobKind {
     LogPipeline,
 }
 
-/// How big the generated input is.
+/// How big the generated input is, and when it arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputSpec {
@@ -65,6 +65,9 @@ pub struct InputSpec {
     pub partitions: u32,
     /// Distinct keys (words, event keys).
     pub keys: u32,
+    /// Over how many virtual ms a producer appends the input (0: all there at the start).
+    /// Sources catch up and wait, sinks sit idle across checkpoints.
+    pub arrival_ms: u64,
 }
 
 impl Default for InputSpec {
@@ -73,8 +76,25 @@ impl Default for InputSpec {
             records: 2_000,
             partitions: 2,
             keys: 50,
+            arrival_ms: 0,
         }
     }
+}
+
+/// One input topic's generated records, by partition.
+pub struct TopicInput {
+    /// The topic.
+    pub topic: &'static str,
+    /// Its records, by partition.
+    pub partitions: Vec<Vec<LogRecord>>,
+}
+
+/// A job's generated input and the output a correct run commits.
+pub struct GeneratedInput {
+    /// The input topics.
+    pub topics: Vec<TopicInput>,
+    /// The reference output.
+    pub expected: Multiset,
 }
 
 /// How often each output record should be committed.
@@ -139,25 +159,14 @@ impl JobKind {
         }
     }
 
-    /// The topics the job's sources read.
-    pub fn input_topics(self) -> &'static [&'static str] {
-        match self {
-            JobKind::Wordcount => &["lines"],
-            JobKind::RunningSum => &["events"],
-            JobKind::UnionBroadcast => &["left", "right"],
-            JobKind::LogPipeline => &["orders"],
-        }
-    }
-
-    /// Writes the input into the log (durably) and returns the reference output.
-    pub fn write_input(self, log: &SimLog, input: &InputSpec, rng: &mut impl Rng) -> Multiset {
+    /// Generates the input and the reference output.
+    pub fn generate_input(self, input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
         let partitions = input.partitions.max(1);
         let keys = input.keys.max(1);
-        log.create_topic(OUTPUT_TOPIC, 1);
         let mut expected = Multiset::default();
+        let mut topics = Vec::new();
         match self {
             JobKind::Wordcount => {
-                log.create_topic("lines", partitions);
                 let mut counts: FxHashMap<String, u64> = FxHashMap::default();
                 let mut by_partition = vec![Vec::new(); partitions as usize];
                 for line_number in 0..input.records {
@@ -172,10 +181,12 @@ impl JobKind {
                     let partition = rng.random_range(0..partitions) as usize;
                     by_partition[partition].push(record(words.join(" ").into_bytes(), line_number));
                 }
-                append_all(log, "lines", by_partition);
+                topics.push(TopicInput {
+                    topic: "lines",
+                    partitions: by_partition,
+                });
             }
             JobKind::RunningSum => {
-                log.create_topic("events", partitions);
                 let mut sums: FxHashMap<u32, i64> = FxHashMap::default();
                 let mut by_partition = vec![Vec::new(); partitions as usize];
                 for index in 0..input.records {
@@ -187,12 +198,14 @@ impl JobKind {
                     by_partition[(key % partitions) as usize]
                         .push(record(encode(&(key, value)), index));
                 }
-                append_all(log, "events", by_partition);
+                topics.push(TopicInput {
+                    topic: "events",
+                    partitions: by_partition,
+                });
             }
             JobKind::UnionBroadcast => {
                 // Filled in by `graph`, which knows the tag parallelism: the values only here.
                 for (topic, parity) in [("left", 0u64), ("right", 1)] {
-                    log.create_topic(topic, partitions);
                     let mut by_partition = vec![Vec::new(); partitions as usize];
                     for index in 0..input.records / 2 {
                         let value = 2 * index as u64 + parity;
@@ -200,11 +213,13 @@ impl JobKind {
                         let partition = rng.random_range(0..partitions) as usize;
                         by_partition[partition].push(record(encode(&value), index));
                     }
-                    append_all(log, topic, by_partition);
+                    topics.push(TopicInput {
+                        topic,
+                        partitions: by_partition,
+                    });
                 }
             }
             JobKind::LogPipeline => {
-                log.create_topic("orders", partitions);
                 let mut by_partition = vec![Vec::new(); partitions as usize];
                 for index in 0..input.records as u64 {
                     if let Some(out) = pipeline_step(index) {
@@ -213,10 +228,13 @@ impl JobKind {
                     let partition = rng.random_range(0..partitions) as usize;
                     by_partition[partition].push(record(encode(&index), index as usize));
                 }
-                append_all(log, "orders", by_partition);
+                topics.push(TopicInput {
+                    topic: "orders",
+                    partitions: by_partition,
+                });
             }
         }
-        expected
+        GeneratedInput { topics, expected }
     }
 
     /// The reference output once the job's shape is known: a broadcast multiplies each value
@@ -418,15 +436,6 @@ fn word_key() -> KeySelector<(String, u64), String> {
 
 fn event_key() -> KeySelector<(u32, i64), u32> {
     Arc::new(|event: &(u32, i64)| event.0)
-}
-
-fn append_all(log: &SimLog, topic: &str, by_partition: Vec<Vec<LogRecord>>) {
-    for (partition, records) in by_partition.into_iter().enumerate() {
-        // The topics were just created with these partitions.
-        let appended = log.append(topic, partition as u32, records);
-        debug_assert!(appended.is_ok(), "{appended:?}");
-    }
-    log.flush();
 }
 
 /// Builds a [`JobGraph`] from `rill-core` operators, as the `rill` API does.

@@ -156,6 +156,8 @@ struct Inner {
     disk: Journaled<LogState>,
     /// The furthest offset read in each (topic, partition): how far the input has been read.
     read_high_water: BTreeMap<(String, u32), u64>,
+    /// Where each input partition will end once the producer is done: where sources stop.
+    planned_ends: BTreeMap<String, Vec<u64>>,
 }
 
 /// A handle on the simulated log; clones share it.
@@ -167,6 +169,7 @@ impl Default for SimLog {
         SimLog(Arc::new(Mutex::new(Inner {
             disk: Journaled::new(LogState::default()),
             read_high_water: BTreeMap::new(),
+            planned_ends: BTreeMap::new(),
         })))
     }
 }
@@ -228,6 +231,20 @@ impl SimLog {
             .get(topic)
             .map(|partitions| partitions.iter().map(|p| p.len() as u64).collect())
             .ok_or_else(|| SimLogError::UnknownTopic(topic.to_owned()))
+    }
+
+    /// Says where each partition of an input topic will end, once its producer is done.
+    pub fn plan_ends(&self, topic: &str, ends: Vec<u64>) {
+        self.lock().planned_ends.insert(topic.to_owned(), ends);
+    }
+
+    /// Where a bounded source of `topic` stops: the planned ends, or the current ones.
+    pub fn stop_offsets(&self, topic: &str) -> Result<Vec<u64>, SimLogError> {
+        let planned = self.lock().planned_ends.get(topic).cloned();
+        match planned {
+            Some(ends) => Ok(ends),
+            None => self.end_offsets(topic),
+        }
     }
 
     /// Up to `max` committed records of a partition from offset `from`.

@@ -9,17 +9,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::check::{Checked, Violation, check};
 use crate::connectors::WriterMode;
 use crate::faults::{Defect, ScheduledFault, draw_schedule};
-use crate::jobs::{ConnectorDefects, OUTPUT_TOPIC};
-use crate::log::SimLog;
+use crate::jobs::{ConnectorDefects, OUTPUT_TOPIC, TopicInput};
+use crate::log::{LogRecord, SimLog};
 use crate::scenario::{Expect, Scenario};
 use crate::trace::Trace;
-use crate::world::{RunStats, World, WorldSetup};
+use crate::world::{Arrival, RunStats, World, WorldSetup};
 
 const INPUT_STREAM: u64 = 1;
 const FAULT_STREAM: u64 = 2;
@@ -101,8 +101,18 @@ fn run_world(
     let job = spec.job;
     let parallelism = |role: &str| scenario.parallelism(role);
     let log = SimLog::default();
-    let expected = job.write_input(&log, &spec.input, &mut rng(seed, INPUT_STREAM));
-    let expected = job.finish_reference(expected, &parallelism);
+    let mut input_rng = rng(seed, INPUT_STREAM);
+    let generated = job.generate_input(&spec.input, &mut input_rng);
+    let expected = job.finish_reference(generated.expected, &parallelism);
+    log.create_topic(OUTPUT_TOPIC, 1);
+    let mut input_topics = Vec::new();
+    for topic in &generated.topics {
+        log.create_topic(topic.topic, topic.partitions.len() as u32);
+        let ends: Vec<u64> = topic.partitions.iter().map(|p| p.len() as u64).collect();
+        input_topics.push((topic.topic, ends.iter().sum()));
+        log.plan_ends(topic.topic, ends);
+    }
+    let arrivals = plan_arrivals(generated.topics, spec.input.arrival_ms, &mut input_rng);
     let checkpoint = scenario.checkpoint_config();
     let defects = ConnectorDefects {
         source_forgets_offsets: spec.broken == Some(Defect::SourceForgetsOffsets),
@@ -115,18 +125,11 @@ fn run_world(
     let mut graph = job.graph(&log, &parallelism, checkpoint.mode, defects);
     graph.checkpoint = checkpoint;
     graph.restart = scenario.restart();
-    let input_topics = job
-        .input_topics()
-        .iter()
-        .map(|&topic| {
-            let size = log.end_offsets(topic).map_or(0, |ends| ends.iter().sum());
-            (topic, size)
-        })
-        .collect();
     let setup = WorldSetup {
         graph,
         log,
         input_topics,
+        arrivals,
         flow: scenario.flow(),
         defect: spec.broken,
         schedule,
@@ -153,6 +156,40 @@ fn run_world(
     let committed = log.committed(OUTPUT_TOPIC);
     let checked = check(spec.property, job, &outcome, &expected, &committed);
     (checked, stats, trace_hash)
+}
+
+/// Records a producer appends per arrival.
+const ARRIVAL_RECORDS_MAX: usize = 4;
+
+/// When each chunk of the input arrives: all at the start, or spread evenly over
+/// `arrival_ms` (with jitter), in chunks of a few records per partition.
+fn plan_arrivals(topics: Vec<TopicInput>, arrival_ms: u64, rng: &mut ChaCha8Rng) -> Vec<Arrival> {
+    let mut arrivals = Vec::new();
+    for topic in topics {
+        for (partition, records) in topic.partitions.into_iter().enumerate() {
+            let chunks: Vec<Vec<LogRecord>> = if arrival_ms == 0 {
+                vec![records]
+            } else {
+                records
+                    .chunks(ARRIVAL_RECORDS_MAX)
+                    .map(<[LogRecord]>::to_vec)
+                    .collect()
+            };
+            let count = chunks.len() as u64;
+            for (index, records) in chunks.into_iter().enumerate() {
+                let spacing_us = arrival_ms * 1_000 / count.max(1);
+                let at_us = index as u64 * spacing_us + rng.random_range(0..=spacing_us / 2);
+                arrivals.push(Arrival {
+                    at_us,
+                    topic: topic.topic,
+                    partition: partition as u32,
+                    records,
+                });
+            }
+        }
+    }
+    arrivals.sort_by_key(|arrival| arrival.at_us);
+    arrivals
 }
 
 /// Drops faults from a failing seed's schedule one by one, keeping each drop after which the

@@ -40,7 +40,7 @@ use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 use crate::checkpoints::{SimCheckpointStore, StoredCheckpoint};
 use crate::disk::UnsyncedFate;
 use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
-use crate::log::SimLog;
+use crate::log::{LogRecord, SimLog};
 use crate::scenario::Limits;
 use crate::trace::Trace;
 
@@ -95,6 +95,8 @@ pub struct WorldSetup {
     pub log: SimLog,
     /// Topics the sources read, and their total size: faults are placed by progress in them.
     pub input_topics: Vec<(&'static str, u64)>,
+    /// The input, as a producer appends it, by time.
+    pub arrivals: Vec<Arrival>,
     /// Flow control.
     pub flow: FlowConfig,
     /// The broken component, if any.
@@ -103,6 +105,19 @@ pub struct WorldSetup {
     pub schedule: Vec<ScheduledFault>,
     /// Limits.
     pub limits: Limits,
+}
+
+/// Records a producer appends to an input partition at a virtual time (durably: a producer
+/// is acknowledged once its records are synced).
+pub struct Arrival {
+    /// When.
+    pub at_us: u64,
+    /// The topic.
+    pub topic: &'static str,
+    /// The partition.
+    pub partition: u32,
+    /// The records.
+    pub records: Vec<LogRecord>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +234,7 @@ enum Action {
     Step(usize),
     Tick,
     Redeploy,
+    Produce,
 }
 
 /// One simulated run.
@@ -242,11 +258,12 @@ pub struct World {
     restarts: u32,
     redeploy: Option<(u64, Redeploy)>,
     outcome: Option<Outcome>,
-    schedule: VecDeque<ScheduledFault>,
+    schedule: Vec<ScheduledFault>,
     armed: Vec<Fault>,
     recovery_crashes_left: u32,
     defect: Option<Defect>,
     input_topics: Vec<(&'static str, u64)>,
+    arrivals: VecDeque<Arrival>,
     progress: f64,
     limits: Limits,
     trace: Trace,
@@ -304,11 +321,12 @@ impl World {
             restarts: 0,
             redeploy: Some((0, Redeploy::Resubmit)),
             outcome: None,
-            schedule: setup.schedule.into(),
+            schedule: setup.schedule,
             armed: Vec::new(),
             recovery_crashes_left: 0,
             defect: setup.defect,
             input_topics: setup.input_topics,
+            arrivals: setup.arrivals.into(),
             progress: 0.0,
             limits: setup.limits,
             trace,
@@ -380,6 +398,13 @@ impl World {
         loop {
             let mut ready = Vec::new();
             let mut next_due = u64::MAX;
+            if let Some(arrival) = self.arrivals.front() {
+                if arrival.at_us <= self.now_us {
+                    ready.push(Action::Produce);
+                } else {
+                    next_due = next_due.min(arrival.at_us);
+                }
+            }
             if let Some((at, _)) = self.redeploy {
                 if at <= self.now_us {
                     ready.push(Action::Redeploy);
@@ -432,6 +457,7 @@ impl World {
             Action::Deliver(link) => self.deliver(link),
             Action::Step(subtask) => self.step_subtask(subtask),
             Action::Tick => self.tick(),
+            Action::Produce => self.produce(),
         }
         if let Some(attempt) = &self.attempt
             && attempt
@@ -676,14 +702,12 @@ impl World {
         if self.attempt.is_none() {
             return;
         }
-        while self
+        while let Some(index) = self
             .schedule
-            .front()
-            .is_some_and(|fault| fault.at <= self.progress)
+            .iter()
+            .position(|fault| fault.is_due(self.progress, self.now_us))
         {
-            let Some(due) = self.schedule.pop_front() else {
-                break;
-            };
+            let due = self.schedule.remove(index);
             if due.fault.is_immediate() {
                 self.fire(due.fault);
                 if self.attempt.is_none() {
@@ -1089,7 +1113,18 @@ impl World {
                 attempt.coordinator.handle_ack(checkpoint, other, 0, now_ms);
             }
         }
+        // Past a coin toss per acknowledgement, so that the crash comes after any number of
+        // them, not always after the first.
         if acknowledged < subtasks
+            && self.armed.iter().any(|f| {
+                matches!(
+                    f,
+                    Fault::CrashCoordinator {
+                        point: CoordinatorPoint::AfterAcks
+                    }
+                )
+            })
+            && self.rng.random_bool(0.5)
             && self
                 .take_armed(|f| {
                     matches!(
@@ -1286,6 +1321,20 @@ impl World {
         } else {
             read as f64 / total as f64
         };
+    }
+
+    fn produce(&mut self) {
+        let Some(arrival) = self.arrivals.pop_front() else {
+            return;
+        };
+        let (topic, partition, count) = (arrival.topic, arrival.partition, arrival.records.len());
+        self.trace(50, [u64::from(partition), count as u64, 0], || {
+            format!("the producer appends {count} records to '{topic}' partition {partition}")
+        });
+        // The topics were created with these partitions before the run.
+        let appended = self.log.append(topic, partition, arrival.records);
+        debug_assert!(appended.is_ok(), "{appended:?}");
+        self.log.flush();
     }
 
     fn tick(&mut self) {

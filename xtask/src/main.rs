@@ -4,7 +4,9 @@
 //! - `bench`: the standard workloads in release mode, with events/s, wall time, peak memory and
 //!   the checksums that show the engine computed the right thing;
 //! - `demo`: a fresh user's first real job — writes sample text to the event log, runs the
-//!   `wordcount` example over it, and prints the counts.
+//!   `wordcount` example over it, and prints the counts;
+//! - `sim`: the failure scenarios of `scenarios/` in the deterministic simulator (optimized
+//!   build, assertions on); every argument goes to `rill-sim` (`cargo xtask sim --help`).
 
 mod bench;
 mod demo;
@@ -30,6 +32,12 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Writes sample text to a log, runs wordcount over it and prints the counts.
     Demo(demo::DemoArgs),
+    /// Runs the failure scenarios in the deterministic simulator (`--help` for its options).
+    Sim {
+        /// Passed to `rill-sim`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Task::Ci => ci(&root),
         Task::Bench(args) => bench::run(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
+        Task::Sim { args } => sim(&root, &args),
     }
 }
 
@@ -81,6 +90,13 @@ fn build_release_example(root: &Path, example: &str) -> anyhow::Result<PathBuf> 
     Ok(root.join("target/release/examples").join(example))
 }
 
+/// Builds the simulator with the `sim` profile and runs it with `args`.
+fn sim(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let mut command = vec!["run", "--quiet", "--profile", "sim", "-p", "rill-sim", "--"];
+    command.extend(args.iter().map(String::as_str));
+    run_command(root, "cargo", &command)
+}
+
 fn ci(root: &Path) -> anyhow::Result<()> {
     run_command(root, "cargo", &["fmt", "--all", "--", "--check"])?;
     run_command(
@@ -102,5 +118,6 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         "cargo",
         &["nextest", "run", "--workspace", "--no-fail-fast"],
     )?;
-    Ok(())
+    // Every scenario with its default (quick) number of seeds.
+    sim(root, &[])
 }
