@@ -1,13 +1,14 @@
 //! The properties a run is checked against, with the reference model's output as the oracle.
 //!
 //! - **exactly-once**: the committed output is, as a multiset, exactly the reference output —
-//!   every input contributed once; so each key's final result is the reference's too;
+//!   every input contributed once — and the keyed operator's state in the final checkpoint is
+//!   the reference's final state, key by key;
 //! - **at-least-once**: nothing of the reference output is missing; duplicates are counted;
 //! - **liveness**: the job finished after the last fault (checked with every property).
 //!
 //! A violation names the property, the counts, and the first records involved by key.
 
-use crate::jobs::{JobKind, Multiset};
+use crate::jobs::{FinalState, JobKind, Multiset};
 use crate::log::LogRecord;
 use crate::scenario::Property;
 use crate::world::Outcome;
@@ -31,15 +32,19 @@ pub struct Checked {
     pub violation: Option<Violation>,
     /// Output records committed more often than the reference says.
     pub duplicates: u64,
+    /// Keys whose final state was compared with the reference.
+    pub keys_checked: usize,
 }
 
-/// Checks a finished run.
+/// Checks a finished run: its outcome, its committed output and the final state read from its
+/// last checkpoint (`None` for jobs without keyed state) against the reference output and
+/// final state.
 pub fn check(
     property: Property,
     job: JobKind,
     outcome: &Outcome,
-    expected: &Multiset,
-    committed: &[LogRecord],
+    (expected, expected_state): (&Multiset, &FinalState),
+    (committed, final_state): (&[LogRecord], Option<Result<FinalState, String>>),
 ) -> Checked {
     match outcome {
         Outcome::Finished => {}
@@ -50,6 +55,7 @@ pub fn check(
                     detail: format!("the job did not finish: {reason}"),
                 }),
                 duplicates: 0,
+                keys_checked: 0,
             };
         }
         Outcome::StorageViolated(reason) => {
@@ -59,6 +65,7 @@ pub fn check(
                     detail: reason.clone(),
                 }),
                 duplicates: 0,
+                keys_checked: 0,
             };
         }
     }
@@ -77,6 +84,21 @@ pub fn check(
     }
     let duplicates: u64 = extra.iter().map(|(_, n)| *n as u64).sum();
     let lost: u64 = missing.iter().map(|(_, n)| *n as u64).sum();
+    if lost == 0
+        && duplicates == 0
+        && property == Property::ExactlyOnce
+        && let Some(state) = final_state
+    {
+        let keys_checked = expected_state.len();
+        return Checked {
+            violation: state_mismatch(state, expected_state).map(|detail| Violation {
+                property: property.name(),
+                detail,
+            }),
+            duplicates,
+            keys_checked,
+        };
+    }
     let violated = match property {
         Property::ExactlyOnce => lost > 0 || duplicates > 0,
         Property::AtLeastOnce => lost > 0,
@@ -106,7 +128,39 @@ pub fn check(
     Checked {
         violation,
         duplicates,
+        keys_checked: 0,
     }
+}
+
+/// How the final state differs from the reference, if it does.
+fn state_mismatch(state: Result<FinalState, String>, expected: &FinalState) -> Option<String> {
+    let state = match state {
+        Ok(state) => state,
+        Err(reason) => return Some(format!("cannot read the final state: {reason}")),
+    };
+    let differing: Vec<String> = expected
+        .keys()
+        .chain(state.keys().filter(|key| !expected.contains_key(*key)))
+        .filter(|key| state.get(*key) != expected.get(*key))
+        .map(|key| {
+            let show = |value: Option<&String>| value.map_or("absent".to_owned(), Clone::clone);
+            format!(
+                "key {key}: final state {}, expected {}",
+                show(state.get(key)),
+                show(expected.get(key))
+            )
+        })
+        .collect();
+    (!differing.is_empty()).then(|| {
+        let mut detail = format!(
+            "the output is right but the final state of {} keys is not",
+            differing.len()
+        );
+        for line in differing.iter().take(SHOWN_RECORDS_MAX) {
+            detail.push_str(&format!("\n    {line}"));
+        }
+        detail
+    })
 }
 
 #[cfg(test)]
@@ -131,8 +185,8 @@ mod tests {
             Property::ExactlyOnce,
             JobKind::LogPipeline,
             &Outcome::Finished,
-            &expected(),
-            &exact,
+            (&expected(), &FinalState::new()),
+            (&exact, None),
         );
         assert_eq!(checked.violation, None);
         let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
@@ -140,8 +194,8 @@ mod tests {
             Property::ExactlyOnce,
             JobKind::LogPipeline,
             &Outcome::Finished,
-            &expected(),
-            &duplicated,
+            (&expected(), &FinalState::new()),
+            (&duplicated, None),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("exactly-once"));
         assert_eq!(checked.duplicates, 1);
@@ -154,8 +208,8 @@ mod tests {
             Property::AtLeastOnce,
             JobKind::LogPipeline,
             &Outcome::Finished,
-            &expected(),
-            &duplicated,
+            (&expected(), &FinalState::new()),
+            (&duplicated, None),
         );
         assert_eq!((checked.violation, checked.duplicates), (None, 1));
         let lost = [record(&[1]), record(&[2])];
@@ -163,10 +217,40 @@ mod tests {
             Property::AtLeastOnce,
             JobKind::LogPipeline,
             &Outcome::Finished,
-            &expected(),
-            &lost,
+            (&expected(), &FinalState::new()),
+            (&lost, None),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("at-least-once"));
+    }
+
+    #[test]
+    fn a_final_state_that_differs_is_a_violation() {
+        let exact = [record(&[1]), record(&[2]), record(&[2])];
+        let reference: FinalState = [("a".to_owned(), "2".to_owned())].into_iter().collect();
+        let wrong: FinalState = [("a".to_owned(), "3".to_owned())].into_iter().collect();
+        let checked = check(
+            Property::ExactlyOnce,
+            JobKind::Wordcount,
+            &Outcome::Finished,
+            (&expected(), &reference),
+            (&exact, Some(Ok(wrong))),
+        );
+        let violation = checked.violation.expect("a violation");
+        assert!(
+            violation
+                .detail
+                .contains("key a: final state 3, expected 2"),
+            "{}",
+            violation.detail
+        );
+        let checked = check(
+            Property::ExactlyOnce,
+            JobKind::Wordcount,
+            &Outcome::Finished,
+            (&expected(), &reference),
+            (&exact, Some(Ok(reference.clone()))),
+        );
+        assert_eq!((checked.violation, checked.keys_checked), (None, 1));
     }
 
     #[test]
@@ -176,8 +260,8 @@ mod tests {
             Property::ExactlyOnce,
             JobKind::LogPipeline,
             &stuck,
-            &expected(),
-            &[],
+            (&expected(), &FinalState::new()),
+            (&[], None),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("liveness"));
     }

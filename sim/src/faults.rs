@@ -270,3 +270,17 @@ pub enum Defect {
     /// Partitioners lose some of the credits they owe upstream.
     PartitionerLeaksCredits,
 }
+
+impl Defect {
+    /// The defect's name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Defect::SourceForgetsOffsets => "source-forgets-offsets",
+            Defect::SinkCommitsAtPreCommit => "sink-commits-at-pre-commit",
+            Defect::SinkSkipsFlush => "sink-skips-flush",
+            Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
+            Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
+            Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
+        }
+    }
+}

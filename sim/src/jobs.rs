@@ -17,6 +17,7 @@
 //!   value and tag.
 //! - `log-pipeline`: a log-to-log pipeline: orders → filter → map → rebalance → sink.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -29,12 +30,13 @@ use rill_core::keyed::{KeySelector, KeyedReduce};
 use rill_core::operator::{
     Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, SinkOperator,
 };
-use rill_core::state::KeyedStateStore;
+use rill_core::state::{KeyedStateStore, StateValue, ValueState};
 use rill_core::{Data, Key};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::checkpoints::StoredCheckpoint;
 use crate::connectors::{LogReader, LogWriter, WriterMode};
 use crate::log::{LogRecord, SimLog};
 
@@ -95,7 +97,12 @@ pub struct GeneratedInput {
     pub topics: Vec<TopicInput>,
     /// The reference output.
     pub expected: Multiset,
+    /// The reference final state of the keyed operator, by key (empty for jobs without one).
+    pub final_state: FinalState,
 }
+
+/// A keyed operator's state at the end of the job: each key's value, as text.
+pub type FinalState = BTreeMap<String, String>;
 
 /// How often each output record should be committed.
 pub type Multiset = FxHashMap<Vec<u8>, i64>;
@@ -164,6 +171,7 @@ impl JobKind {
         let partitions = input.partitions.max(1);
         let keys = input.keys.max(1);
         let mut expected = Multiset::default();
+        let mut final_state = FinalState::new();
         let mut topics = Vec::new();
         match self {
             JobKind::Wordcount => {
@@ -181,6 +189,11 @@ impl JobKind {
                     let partition = rng.random_range(0..partitions) as usize;
                     by_partition[partition].push(record(words.join(" ").into_bytes(), line_number));
                 }
+                final_state.extend(
+                    counts
+                        .into_iter()
+                        .map(|(word, count)| (word, count.to_string())),
+                );
                 topics.push(TopicInput {
                     topic: "lines",
                     partitions: by_partition,
@@ -198,6 +211,10 @@ impl JobKind {
                     by_partition[(key % partitions) as usize]
                         .push(record(encode(&(key, value)), index));
                 }
+                final_state.extend(
+                    sums.into_iter()
+                        .map(|(key, sum)| (key.to_string(), sum.to_string())),
+                );
                 topics.push(TopicInput {
                     topic: "events",
                     partitions: by_partition,
@@ -234,7 +251,11 @@ impl JobKind {
                 });
             }
         }
-        GeneratedInput { topics, expected }
+        GeneratedInput {
+            topics,
+            expected,
+            final_state,
+        }
     }
 
     /// The reference output once the job's shape is known: a broadcast multiplies each value
@@ -257,6 +278,27 @@ impl JobKind {
                 tagged
             }
             JobKind::Wordcount | JobKind::RunningSum | JobKind::LogPipeline => expected,
+        }
+    }
+
+    /// The state of the job's keyed reduce in a checkpoint, by key, as text; `None` for jobs
+    /// without keyed state.
+    pub fn final_state_in(
+        self,
+        checkpoint: &StoredCheckpoint,
+    ) -> Option<Result<FinalState, String>> {
+        match self {
+            JobKind::Wordcount => Some(reduce_state::<String, (String, u64)>(
+                checkpoint,
+                "count",
+                |word, pair| (word.clone(), pair.1.to_string()),
+            )),
+            JobKind::RunningSum => Some(reduce_state::<u32, (u32, i64)>(
+                checkpoint,
+                "sum",
+                |key, pair| (key.to_string(), pair.1.to_string()),
+            )),
+            JobKind::UnionBroadcast | JobKind::LogPipeline => None,
         }
     }
 
@@ -423,6 +465,39 @@ impl JobKind {
         }
         job.graph
     }
+}
+
+/// Reads the keyed state of the reduce operator `uid` from every subtask's snapshot: a store
+/// restored from each, as the operator itself restores, and its value table.
+fn reduce_state<K: Key, T: StateValue>(
+    (metadata, snapshots): &StoredCheckpoint,
+    uid: &str,
+    render: fn(&K, &T) -> (String, String),
+) -> Result<FinalState, String> {
+    // `KeyedReduce` keeps its accumulator in the value state of this name.
+    let accumulated = ValueState::<T>::new("reduce");
+    let mut state = FinalState::new();
+    for (position, layout) in metadata.layout.subtasks.iter().enumerate() {
+        let Some(index) = layout.operators.iter().position(|operator| operator == uid) else {
+            continue;
+        };
+        let operator = snapshots
+            .get(&position)
+            .and_then(|snapshot| snapshot.operators.get(index))
+            .ok_or_else(|| {
+                format!(
+                    "{} lacks the state of '{uid}' in subtask {position}",
+                    metadata.checkpoint
+                )
+            })?;
+        let mut store = KeyedStateStore::<K>::new(metadata.layout.max_parallelism);
+        store.restore(operator.keyed.clone());
+        let values = store
+            .values(&accumulated)
+            .ok_or_else(|| "the state is not in memory".to_owned())?;
+        state.extend(values.iter().map(|(key, value)| render(key, value)));
+    }
+    Ok(state)
 }
 
 /// The log pipeline's transformation: drop every fifth order, enrich the rest.

@@ -2,6 +2,7 @@
 //! whether its property held. `cargo xtask sim` builds and runs it.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -50,7 +51,7 @@ fn default_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let mut scenarios = Scenario::load_dir(&args.dir)?;
     if !args.scenarios.is_empty() {
@@ -68,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.list {
         list(&scenarios);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if args.trace {
         let [scenario] = scenarios.as_slice() else {
@@ -85,7 +86,7 @@ fn main() -> anyhow::Result<()> {
             None => println!("held: {}", scenario.spec.property.name()),
         }
         println!("trace hash {:016x}", report.trace_hash);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -141,9 +142,10 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     if unmet > 0 {
-        bail!("{unmet} scenario(s) did not meet their expectation");
+        eprintln!("{unmet} scenario(s) did not meet their expectation");
+        return Ok(ExitCode::FAILURE);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(scenarios: &[Scenario]) {
@@ -152,7 +154,7 @@ fn list(scenarios: &[Scenario]) {
         let spec = &scenario.spec;
         let broken = spec
             .broken
-            .map(|defect| format!(" [broken: {defect:?}, must be caught]"))
+            .map(|defect| format!(" [broken: {}, must be caught]", defect.name()))
             .unwrap_or_default();
         println!(
             "  {:<34} {} ({}, {}, {} seeds){broken}",

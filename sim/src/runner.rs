@@ -77,6 +77,7 @@ pub fn run_seed(
             Checked {
                 violation: Some(violation),
                 duplicates: 0,
+                keys_checked: 0,
             },
             RunStats::default(),
             0,
@@ -146,16 +147,27 @@ fn run_world(
                 Checked {
                     violation: Some(violation),
                     duplicates: 0,
+                    keys_checked: 0,
                 },
                 RunStats::default(),
                 0,
             );
         }
     };
-    let (outcome, stats, trace_hash, log) = world.run();
-    let committed = log.committed(OUTPUT_TOPIC);
-    let checked = check(spec.property, job, &outcome, &expected, &committed);
-    (checked, stats, trace_hash)
+    let result = world.run();
+    let committed = result.log.committed(OUTPUT_TOPIC);
+    let final_state = result
+        .latest
+        .as_ref()
+        .and_then(|checkpoint| job.final_state_in(checkpoint));
+    let checked = check(
+        spec.property,
+        job,
+        &result.outcome,
+        (&expected, &generated.final_state),
+        (&committed, final_state),
+    );
+    (checked, result.stats, result.trace_hash)
 }
 
 /// Records a producer appends per arrival.

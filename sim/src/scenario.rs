@@ -234,18 +234,24 @@ impl Scenario {
             path: path.to_owned(),
             source,
         })?;
-        let invalid = |reason: String| ScenarioError::Invalid {
-            path: path.to_owned(),
-            reason,
-        };
-        let spec: ScenarioFile =
-            toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
         let name = path
             .file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let scenario = Scenario { name, spec };
-        scenario.check().map_err(invalid)?;
+        Scenario::parse(&name, &text).map_err(|reason| ScenarioError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses and checks a scenario's TOML text; the error says what is wrong.
+    pub fn parse(name: &str, text: &str) -> Result<Self, String> {
+        let spec: ScenarioFile = toml::from_str(text).map_err(|error| error.to_string())?;
+        let scenario = Scenario {
+            name: name.to_owned(),
+            spec,
+        };
+        scenario.check()?;
         Ok(scenario)
     }
 

@@ -87,6 +87,21 @@ pub struct RunStats {
     pub last_fault_step: u64,
 }
 
+/// What a run left.
+pub struct RunResult {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What it did.
+    pub stats: RunStats,
+    /// The hash of its trace.
+    pub trace_hash: u64,
+    /// The log, with the committed output.
+    pub log: SimLog,
+    /// The latest completed checkpoint the job master knew at the end (the final one, if the
+    /// job finished).
+    pub latest: Option<StoredCheckpoint>,
+}
+
 /// Everything a world is built from.
 pub struct WorldSetup {
     /// The job.
@@ -335,7 +350,7 @@ impl World {
     }
 
     /// Runs until the job finishes, fails, or exceeds the limits.
-    pub fn run(mut self) -> (Outcome, RunStats, u64, SimLog) {
+    pub fn run(mut self) -> RunResult {
         while self.outcome.is_none() {
             if self.stats.steps >= self.limits.max_steps
                 || self.now_us >= self.limits.max_virtual_ms * 1_000
@@ -359,8 +374,13 @@ impl World {
             self.now_us += self.rng.random_range(SCHEDULER_QUANTUM_US);
         }
         self.stats.virtual_us = self.now_us;
-        let outcome = self.outcome.take().unwrap_or(Outcome::Finished);
-        (outcome, self.stats, self.trace.hash(), self.log)
+        RunResult {
+            outcome: self.outcome.take().unwrap_or(Outcome::Finished),
+            stats: self.stats,
+            trace_hash: self.trace.hash(),
+            log: self.log,
+            latest: self.latest,
+        }
     }
 
     fn stuck_reason(&self) -> String {
