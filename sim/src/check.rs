@@ -8,6 +8,8 @@
 //!
 //! A violation names the property, the counts, and the first records involved by key.
 
+use rustc_hash::FxHashMap;
+
 use crate::jobs::{FinalState, JobKind, Multiset};
 use crate::log::LogRecord;
 use crate::scenario::Property;
@@ -44,7 +46,7 @@ pub fn check(
     job: JobKind,
     outcome: &Outcome,
     (expected, expected_state): (&Multiset, &FinalState),
-    (committed, final_state): (&[LogRecord], Option<Result<FinalState, String>>),
+    (committed, final_state): (&[Vec<LogRecord>], Option<Result<FinalState, String>>),
 ) -> Checked {
     match outcome {
         Outcome::Finished => {}
@@ -69,19 +71,22 @@ pub fn check(
             };
         }
     }
-    let mut balance = expected.clone();
-    for record in committed {
-        *balance.entry(record.value.clone()).or_default() -= 1;
+    let mut counts: FxHashMap<&[u8], i64> =
+        FxHashMap::with_capacity_and_hasher(expected.len(), Default::default());
+    for record in committed.iter().flatten() {
+        *counts.entry(&record.value).or_default() += 1;
     }
-    let mut missing: Vec<(Vec<u8>, i64)> = Vec::new();
-    let mut extra: Vec<(Vec<u8>, i64)> = Vec::new();
-    for (bytes, count) in balance {
-        if count > 0 {
-            missing.push((bytes, count));
-        } else if count < 0 {
-            extra.push((bytes, -count));
+    let mut missing: Vec<(&[u8], i64)> = Vec::new();
+    let mut extra: Vec<(&[u8], i64)> = Vec::new();
+    for (bytes, &want) in expected {
+        let got = counts.remove(bytes.as_slice()).unwrap_or(0);
+        if want > got {
+            missing.push((bytes, want - got));
+        } else if got > want {
+            extra.push((bytes, got - want));
         }
     }
+    extra.extend(counts);
     let duplicates: u64 = extra.iter().map(|(_, n)| *n as u64).sum();
     let lost: u64 = missing.iter().map(|(_, n)| *n as u64).sum();
     if lost == 0
@@ -108,7 +113,7 @@ pub fn check(
         let expected_total: i64 = expected.values().sum();
         let mut detail = format!(
             "expected {expected_total} output records, {} committed: {lost} missing, {duplicates} extra",
-            committed.len()
+            committed.iter().map(Vec::len).sum::<usize>()
         );
         for (label, records) in [("missing", &missing), ("extra", &extra)] {
             let mut shown: Vec<((String, String), i64)> = records
@@ -186,7 +191,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&exact, None),
+            (&[exact.to_vec()], None),
         );
         assert_eq!(checked.violation, None);
         let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
@@ -195,7 +200,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&duplicated, None),
+            (&[duplicated.to_vec()], None),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("exactly-once"));
         assert_eq!(checked.duplicates, 1);
@@ -209,7 +214,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&duplicated, None),
+            (&[duplicated.to_vec()], None),
         );
         assert_eq!((checked.violation, checked.duplicates), (None, 1));
         let lost = [record(&[1]), record(&[2])];
@@ -218,7 +223,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&lost, None),
+            (&[lost.to_vec()], None),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("at-least-once"));
     }
@@ -233,7 +238,7 @@ mod tests {
             JobKind::Wordcount,
             &Outcome::Finished,
             (&expected(), &reference),
-            (&exact, Some(Ok(wrong))),
+            (&[exact.to_vec()], Some(Ok(wrong))),
         );
         let violation = checked.violation.expect("a violation");
         assert!(
@@ -248,7 +253,7 @@ mod tests {
             JobKind::Wordcount,
             &Outcome::Finished,
             (&expected(), &reference),
-            (&exact, Some(Ok(reference.clone()))),
+            (&[exact.to_vec()], Some(Ok(reference.clone()))),
         );
         assert_eq!((checked.violation, checked.keys_checked), (None, 1));
     }

@@ -18,6 +18,11 @@ pub trait Durable: Clone {
     /// Applies a change.
     fn apply(&mut self, op: &Self::Op);
 
+    /// Applies a change that is not needed afterwards (moving what it carries, if it can).
+    fn apply_owned(&mut self, op: Self::Op) {
+        self.apply(&op);
+    }
+
     /// What a write torn by a crash leaves, if anything (atomic operations leave nothing).
     fn torn(op: &Self::Op, rng: &mut impl Rng) -> Option<Self::Op>;
 }
@@ -83,7 +88,7 @@ impl<S: Durable> Journaled<S> {
     /// Makes every write so far durable.
     pub fn sync(&mut self) {
         for op in self.unsynced.drain(..) {
-            self.durable.apply(&op);
+            self.durable.apply_owned(op);
         }
     }
 
@@ -109,12 +114,12 @@ impl<S: Durable> Journaled<S> {
         };
         let mut ops = self.unsynced.drain(..);
         for op in ops.by_ref().take(kept) {
-            self.durable.apply(&op);
+            self.durable.apply_owned(op);
         }
         if fate == UnsyncedFate::Torn
             && let Some(torn) = ops.next().and_then(|op| S::torn(&op, rng))
         {
-            self.durable.apply(&torn);
+            self.durable.apply_owned(torn);
             damage.torn = true;
         }
         drop(ops);

@@ -170,28 +170,38 @@ impl JobKind {
     pub fn generate_input(self, input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
         let partitions = input.partitions.max(1);
         let keys = input.keys.max(1);
-        let mut expected = Multiset::default();
+        // Most jobs commit about one record per input record or word.
+        let mut expected =
+            Multiset::with_capacity_and_hasher(input.records * 2, Default::default());
         let mut final_state = FinalState::new();
         let mut topics = Vec::new();
         match self {
             JobKind::Wordcount => {
-                let mut counts: FxHashMap<String, u64> = FxHashMap::default();
+                let vocabulary: Vec<String> = (0..keys).map(|key| format!("w{key}")).collect();
+                let mut counts = vec![0u64; vocabulary.len()];
                 let mut by_partition = vec![Vec::new(); partitions as usize];
                 for line_number in 0..input.records {
-                    let words: Vec<String> = (0..rng.random_range(1..=6))
-                        .map(|_| format!("w{}", rng.random_range(0..keys)))
+                    let words: Vec<usize> = (0..rng.random_range(1..=6))
+                        .map(|_| rng.random_range(0..vocabulary.len()))
                         .collect();
-                    for word in &words {
-                        let count = counts.entry(word.clone()).or_default();
-                        *count += 1;
-                        *expected.entry(encode(&(word, *count))).or_default() += 1;
+                    for &word in &words {
+                        counts[word] += 1;
+                        *expected
+                            .entry(encode(&(&vocabulary[word], counts[word])))
+                            .or_default() += 1;
                     }
+                    let words: Vec<&str> = words
+                        .iter()
+                        .map(|&word| vocabulary[word].as_str())
+                        .collect();
                     let partition = rng.random_range(0..partitions) as usize;
                     by_partition[partition].push(record(words.join(" ").into_bytes(), line_number));
                 }
                 final_state.extend(
-                    counts
+                    vocabulary
                         .into_iter()
+                        .zip(counts)
+                        .filter(|&(_, count)| count > 0)
                         .map(|(word, count)| (word, count.to_string())),
                 );
                 topics.push(TopicInput {

@@ -12,6 +12,12 @@ use rill_sim::jobs::JobKind;
 use rill_sim::runner::{ScenarioSummary, run_scenario, run_seed, shrink};
 use rill_sim::scenario::{Expect, Scenario};
 
+// A run allocates and frees a small buffer per record many times over (log records, encoded
+// output, batches): mimalloc's thread-local free lists make that about a third cheaper than
+// the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Failing seeds shown in full per scenario.
 const SHOWN_FAILURES_MAX: usize = 3;
 

@@ -155,18 +155,19 @@ fn run_world(
         }
     };
     let result = world.run();
-    let committed = result.log.committed(OUTPUT_TOPIC);
     let final_state = result
         .latest
         .as_ref()
         .and_then(|checkpoint| job.final_state_in(checkpoint));
-    let checked = check(
-        spec.property,
-        job,
-        &result.outcome,
-        (&expected, &generated.final_state),
-        (&committed, final_state),
-    );
+    let checked = result.log.with_committed(OUTPUT_TOPIC, |committed| {
+        check(
+            spec.property,
+            job,
+            &result.outcome,
+            (&expected, &generated.final_state),
+            (committed, final_state),
+        )
+    });
     (checked, result.stats, result.trace_hash)
 }
 

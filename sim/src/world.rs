@@ -281,6 +281,7 @@ pub struct World {
     arrivals: VecDeque<Arrival>,
     progress: f64,
     limits: Limits,
+    ready: Vec<Action>,
     trace: Trace,
     stats: RunStats,
 }
@@ -344,6 +345,7 @@ impl World {
             arrivals: setup.arrivals.into(),
             progress: 0.0,
             limits: setup.limits,
+            ready: Vec::new(),
             trace,
             stats: RunStats::default(),
         })
@@ -415,8 +417,16 @@ impl World {
     // ---- scheduling ----
 
     fn pick_action(&mut self) -> Option<Action> {
+        // Reused from step to step: the scheduler allocates nothing in its loop.
+        let mut ready = std::mem::take(&mut self.ready);
+        let picked = self.pick_from(&mut ready);
+        self.ready = ready;
+        picked
+    }
+
+    fn pick_from(&mut self, ready: &mut Vec<Action>) -> Option<Action> {
         loop {
-            let mut ready = Vec::new();
+            ready.clear();
             let mut next_due = u64::MAX;
             if let Some(arrival) = self.arrivals.front() {
                 if arrival.at_us <= self.now_us {

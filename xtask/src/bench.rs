@@ -4,16 +4,18 @@
 //! workload with a slow sink at two sizes (memory must not grow), the keyed workload with and
 //! without checkpoints every second, at 100 000 and 1 000 000 keys, in memory and (1 000 000
 //! keys) on fjall, and the recovery workload (fail once, restart from the latest checkpoint) at
-//! 1 000 000 keys on both backends.
+//! 1 000 000 keys on both backends. Last, the simulator: seeds per second on one core of the
+//! `wordcount-10k-lines` scenario (10 000 lines, 3 crashes).
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
 
-use crate::build_release_example;
+use crate::{build_release_example, run_command};
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
@@ -21,7 +23,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20_000_000)]
     events: u64,
     /// Runs only this workload (keyed, stateless, slow-sink, baseline-keyed, baseline-stateless,
-    /// recovery).
+    /// recovery, sim).
     #[arg(long)]
     workload: Option<String>,
     /// Runs of each configuration; the median is reported (peak memory: the largest).
@@ -150,7 +152,53 @@ fn runs(events: u64) -> Vec<Run> {
     ]
 }
 
+/// The simulator scenario measured, and how many of its seeds per run.
+const SIM_SCENARIO: &str = "wordcount-10k-lines";
+const SIM_SEEDS: u64 = 100;
+
+/// Seeds per second of one simulator thread on [`SIM_SCENARIO`], median of `runs`.
+fn sim_row(root: &Path, runs: usize) -> anyhow::Result<()> {
+    run_command(
+        root,
+        "cargo",
+        &["build", "--quiet", "--profile", "sim", "-p", "rill-sim"],
+    )?;
+    let binary = root.join("target/sim/rill-sim");
+    let mut rates = Vec::new();
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let output = Command::new(&binary)
+            .args([
+                "--scenario",
+                SIM_SCENARIO,
+                "--seeds",
+                &SIM_SEEDS.to_string(),
+                "--threads",
+                "1",
+            ])
+            .output()
+            .with_context(|| format!("cannot run {}", binary.display()))?;
+        if !output.status.success() {
+            bail!(
+                "the simulator failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        rates.push(SIM_SEEDS as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "simulator {SIM_SCENARIO} (10 000 lines, 3 crashes): {:.1} seeds/s on one core (median of {}, {SIM_SEEDS} seeds each)",
+        rates[rates.len() / 2],
+        rates.len()
+    );
+    Ok(())
+}
+
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.workload.as_deref() == Some("sim") {
+        return sim_row(root, args.runs);
+    }
     let binary = build_release_example(root, "bench")?;
     println!(
         "median of {} run(s) per row; peak memory is the largest of them; cp = checkpoint",
@@ -235,6 +283,9 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     }
     if !failed.is_empty() {
         bail!("wrong results from: {}", failed.join(", "));
+    }
+    if args.workload.is_none() {
+        sim_row(root, args.runs)?;
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Runs a command in the workspace root, failing with the command line if it fails.
-fn run_command(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn run_command(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
