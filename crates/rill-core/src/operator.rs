@@ -387,7 +387,9 @@ pub trait Sink: Send + 'static {
         Ok(None)
     }
 
-    /// `checkpoint` is complete: commit what was pre-committed up to it.
+    /// `checkpoint` is complete: commit what was pre-committed up to it. The commits must be
+    /// durable when this returns: the state of the next checkpoint no longer lists these
+    /// transactions, so a restore from it could not commit them again.
     fn commit(&mut self, _checkpoint: CheckpointId) -> Result<(), BoxError> {
         Ok(())
     }
