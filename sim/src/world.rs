@@ -32,7 +32,7 @@ use rill_core::coordinator::{CoordinatorAction, CoordinatorCore};
 use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
 use rill_core::graph::{JobGraph, OperatorKind};
-use rill_core::layout::{JobLayout, assign_state};
+use rill_core::layout::{JobLayout, start_attempt};
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::{PhysicalPlan, SubtaskId};
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
@@ -548,33 +548,25 @@ impl World {
             };
             self.store.discard_leftovers();
         }
-        let restored: Vec<Option<SubtaskSnapshot>> = match &self.latest {
-            Some((metadata, snapshots)) => {
-                match assign_state(&metadata.layout, snapshots, &self.layout) {
-                    Ok(assigned) => assigned.into_iter().map(Some).collect(),
-                    Err(error) => {
-                        self.outcome = Some(Outcome::Failed(format!(
-                            "cannot restore {}: {error}",
-                            metadata.checkpoint
-                        )));
-                        return;
-                    }
-                }
-            }
-            None => vec![None; self.ids.len()],
-        };
-        let from = self
+        let latest = self
             .latest
             .as_ref()
-            .map(|(metadata, _)| metadata.checkpoint);
+            .map(|(metadata, snapshots)| (metadata, snapshots));
+        let from = latest.map(|(metadata, _)| metadata.checkpoint);
+        let start = match start_attempt(latest, &self.layout, Some(self.store.next_id())) {
+            Ok(start) => start,
+            Err(error) => {
+                self.outcome = Some(Outcome::Failed(format!(
+                    "cannot restore {}: {error}",
+                    from.unwrap_or(CheckpointId(0))
+                )));
+                return;
+            }
+        };
         self.trace(10, [from.map_or(0, |c| c.0), 0, 0], || match from {
             Some(checkpoint) => format!("deploy the job, restored from {checkpoint}"),
             None => "deploy the job from the start of its input".to_owned(),
         });
-        let first_id = self
-            .store
-            .next_id()
-            .max(CheckpointId(from.map_or(1, |c| c.0 + 1)));
         let mut links: Vec<Link> = Vec::new();
         let mut new_link = |to: Endpoint| {
             links.push(Link {
@@ -589,7 +581,7 @@ impl World {
         let mut subtasks = Vec::with_capacity(self.ids.len());
         let mut partitioners = Vec::new();
         let mut partitioner_of: Vec<Vec<usize>> = Vec::new();
-        for (position, (&id, snapshot)) in self.ids.iter().zip(restored).enumerate() {
+        for (position, (&id, snapshot)) in self.ids.iter().zip(start.restored).enumerate() {
             let graph = match &self.unaligned_graph {
                 Some(unaligned) if !self.is_source[position] => unaligned,
                 _ => &self.graph,
@@ -672,7 +664,11 @@ impl World {
             subtasks,
             partitioners,
             links,
-            coordinator: CoordinatorCore::new(self.graph.checkpoint, self.layout.clone(), first_id),
+            coordinator: CoordinatorCore::new(
+                self.graph.checkpoint,
+                self.layout.clone(),
+                start.first_checkpoint,
+            ),
             acks: BTreeMap::new(),
             next_tick_us: self.now_us,
             crash_at_step,

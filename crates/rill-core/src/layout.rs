@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::SubtaskSnapshot;
+use crate::checkpoint::{CheckpointId, SubtaskSnapshot};
+use crate::coordinator::CheckpointMetadata;
 use crate::key::KeyGroupRange;
 use crate::operator::OperatorSnapshot;
 use crate::state::KeyedStateSnapshot;
@@ -166,6 +167,44 @@ pub fn assign_state(
         .collect())
 }
 
+/// What a new attempt of a job starts from: a fail-over, a restart, or a submission that
+/// resumes from a checkpoint store. The actix job master and the simulator both start attempts
+/// with it.
+#[derive(Debug)]
+pub struct AttemptStart {
+    /// Each subtask's state, by position in the attempt's layout; `None` everywhere for a job
+    /// that starts from the beginning of its input.
+    pub restored: Vec<Option<SubtaskSnapshot>>,
+    /// The id of the attempt's first checkpoint.
+    pub first_checkpoint: CheckpointId,
+}
+
+/// Plans an attempt laid out as `layout`, restored from `latest` (a completed checkpoint's
+/// metadata and snapshots) if there is one. Its checkpoints are numbered past the restored one
+/// and past `store_next` — one past every id a checkpoint store still holds — so that an
+/// attempt restored from an older checkpoint, or after a crash mid-checkpoint, never writes
+/// into another checkpoint's keys.
+pub fn start_attempt(
+    latest: Option<(&CheckpointMetadata, &BTreeMap<usize, SubtaskSnapshot>)>,
+    layout: &JobLayout,
+    store_next: Option<CheckpointId>,
+) -> Result<AttemptStart, RestoreError> {
+    let restored = match latest {
+        Some((metadata, snapshots)) => assign_state(&metadata.layout, snapshots, layout)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![None; layout.subtasks.len()],
+    };
+    let after_latest = latest.map_or(1, |(metadata, _)| metadata.checkpoint.0 + 1);
+    Ok(AttemptStart {
+        restored,
+        first_checkpoint: store_next
+            .unwrap_or(CheckpointId(1))
+            .max(CheckpointId(after_latest)),
+    })
+}
+
 /// Regroups the snapshots by operator uid.
 fn gather(
     taken: &JobLayout,
@@ -305,6 +344,35 @@ mod tests {
             assign_state(&layout(2), &torn, &layout(2)),
             Err(RestoreError::Inconsistent(_))
         ));
+    }
+
+    #[test]
+    fn an_attempt_restores_every_subtask_and_numbers_past_every_checkpoint_seen() {
+        let metadata = CheckpointMetadata {
+            checkpoint: CheckpointId(4),
+            savepoint: false,
+            triggered_at_ms: 0,
+            acknowledged_at_ms: 0,
+            subtasks: 2,
+            state_bytes: 0,
+            layout: layout(2),
+        };
+        let snapshots = snapshots(2);
+        let fresh = start_attempt(None, &layout(3), None).unwrap();
+        assert_eq!(fresh.restored.len(), 3);
+        assert!(fresh.restored.iter().all(Option::is_none));
+        assert_eq!(fresh.first_checkpoint, CheckpointId(1));
+        let restored = start_attempt(Some((&metadata, &snapshots)), &layout(3), None).unwrap();
+        assert!(restored.restored.iter().all(Option::is_some));
+        assert_eq!(restored.first_checkpoint, CheckpointId(5));
+        // The store holds a newer, unfinished checkpoint: its id is not used again.
+        let past_store = start_attempt(
+            Some((&metadata, &snapshots)),
+            &layout(2),
+            Some(CheckpointId(7)),
+        )
+        .unwrap();
+        assert_eq!(past_store.first_checkpoint, CheckpointId(7));
     }
 
     #[test]

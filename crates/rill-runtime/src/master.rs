@@ -18,7 +18,7 @@ use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::coordinator::CheckpointMetadata;
 use rill_core::graph::{JobGraph, OperatorKind};
-use rill_core::layout::assign_state;
+use rill_core::layout::{AttemptStart, start_attempt};
 use rill_core::plan::{ChannelTarget, PhysicalPlan, SubtaskId};
 use rill_store::{CheckpointStore, RestorePoint};
 use tokio::sync::oneshot;
@@ -104,20 +104,27 @@ impl JobMaster {
         let mut partitioners_of: Vec<Vec<(Addr<PartitionerActor>, Vec<ChannelTarget>)>> =
             Vec::new();
         let layout = self.plan.layout(&self.graph);
-        let mut restored = match (&self.latest_checkpoint, &self.latest_snapshots) {
-            (Some(checkpoint), Some(snapshots)) => {
-                assign_state(&checkpoint.layout, snapshots, &layout)
-                    .map_err(|error| JobError::Restore {
-                        job: self.graph.name.clone(),
-                        checkpoint: checkpoint.checkpoint,
-                        error,
-                    })?
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            }
-            _ => Vec::new(),
+        let store_next = match &self.store {
+            Some(store) => Some(store.next_id(&self.graph.name).map_err(|error| {
+                JobError::CheckpointStore {
+                    job: self.graph.name.clone(),
+                    error,
+                }
+            })?),
+            None => None,
         };
+        let latest = self
+            .latest_checkpoint
+            .as_ref()
+            .zip(self.latest_snapshots.as_deref());
+        let AttemptStart {
+            mut restored,
+            first_checkpoint,
+        } = start_attempt(latest, &layout, store_next).map_err(|error| JobError::Restore {
+            job: self.graph.name.clone(),
+            checkpoint: latest.map_or(CheckpointId(0), |(metadata, _)| metadata.checkpoint),
+            error,
+        })?;
         for (position, &id) in ids.iter().enumerate() {
             // Round-robin over all subtasks, so that the stages of a pipeline land on different
             // threads; a partitioner shares its upstream subtask's thread.
@@ -168,22 +175,6 @@ impl JobMaster {
             .filter(|(id, _)| self.is_source(*id))
             .map(|(_, addr)| addr.clone())
             .collect();
-        // Past every checkpoint this job has numbered: one restored from an older savepoint,
-        // or restarted after a crash mid-checkpoint, never writes into an old one's keys.
-        let after_latest = self
-            .latest_checkpoint
-            .as_ref()
-            .map_or(1, |latest| latest.checkpoint.0 + 1);
-        let first_checkpoint = match &self.store {
-            Some(store) => store
-                .next_id(&self.graph.name)
-                .map_err(|error| JobError::CheckpointStore {
-                    job: self.graph.name.clone(),
-                    error,
-                })?
-                .max(CheckpointId(after_latest)),
-            None => CheckpointId(after_latest),
-        };
         let coordinator = CoordinatorActor::new(
             (attempt, first_checkpoint),
             (self.graph.name.clone(), self.store.clone()),
