@@ -269,6 +269,9 @@ pub enum Defect {
     SubtaskSkipsAlignment,
     /// Partitioners lose some of the credits they owe upstream.
     PartitionerLeaksCredits,
+    /// The job master restores a failed attempt from the newest checkpoint it had heard of,
+    /// not the newest its coordinator completed before it stopped.
+    MasterIgnoresLateCompletions,
 }
 
 impl Defect {
@@ -281,6 +284,7 @@ impl Defect {
             Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
             Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
+            Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",
         }
     }
 }

@@ -228,8 +228,15 @@ fn report_failures(scenario: &Scenario, summary: &ScenarioSummary, met: bool) {
 
 fn print_table(rows: &[(&Scenario, ScenarioSummary, bool)]) {
     println!(
-        "{:<34} {:>6} {:>7} {:>7} {:>7} {:>11} {:>10}  verdict",
-        "scenario", "seeds", "passed", "failed", "faults", "checkpoints", "recoveries"
+        "{:<34} {:>6} {:>7} {:>7} {:>7} {:>11} {:>10} {:>10}  verdict",
+        "scenario",
+        "seeds",
+        "passed",
+        "failed",
+        "faults",
+        "checkpoints",
+        "recoveries",
+        "duplicates"
     );
     for (scenario, summary, met) in rows {
         let verdict = match (scenario.spec.expect, met) {
@@ -239,14 +246,15 @@ fn print_table(rows: &[(&Scenario, ScenarioSummary, bool)]) {
             (Expect::Violation, false) => "NOT CAUGHT".to_owned(),
         };
         println!(
-            "{:<34} {:>6} {:>7} {:>7} {:>7} {:>11} {:>10}  {verdict}",
+            "{:<34} {:>6} {:>7} {:>7} {:>7} {:>11} {:>10} {:>10}  {verdict}",
             scenario.name,
             summary.seeds,
             summary.passed,
             summary.failed,
             summary.faults,
             summary.checkpoints,
-            summary.recoveries
+            summary.recoveries,
+            summary.duplicates
         );
     }
 }

@@ -54,6 +54,8 @@ const SCHEDULER_QUANTUM_US: std::ops::RangeInclusive<u64> = 0..=10;
 const SOURCE_IDLE_PAUSE_US: u64 = 1_000;
 /// A crash during recovery comes within this many steps of the new attempt.
 const RECOVERY_CRASH_WITHIN_STEPS: u64 = 60;
+/// A failed attempt's actors go on for at most this many scheduler steps before they stop.
+const STOP_STEPS_MAX: u64 = 40;
 /// With the credit-leaking partitioner, every this-many-th upstream credit is lost.
 const LEAKED_CREDIT_EVERY: u64 = 7;
 
@@ -222,6 +224,19 @@ struct SimPartitioner {
     credits_returned: u64,
 }
 
+/// A failed attempt on its way out.
+#[derive(Clone, Copy)]
+struct Stopping {
+    /// The subtask that crashed or failed: it does nothing more.
+    dead: Option<usize>,
+    /// From this step on, the coordinator takes no message and no tick.
+    coordinator_stops_at: u64,
+    /// At this step, every actor of the attempt has stopped.
+    stopped_at: u64,
+    /// The restart strategy's delay before the next attempt.
+    restart_delay_us: u64,
+}
+
 struct Attempt {
     subtasks: Vec<SimSubtask>,
     partitioners: Vec<SimPartitioner>,
@@ -233,6 +248,8 @@ struct Attempt {
     unfinished: usize,
     /// A crash comes once the scheduler reaches this step (a crash during recovery).
     crash_at_step: Option<u64>,
+    /// The attempt failed and is stopping.
+    stopping: Option<Stopping>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +267,8 @@ enum Action {
     Tick,
     Redeploy,
     Produce,
+    /// The failed attempt has nothing left to do: it stops now.
+    Stopped,
 }
 
 /// One simulated run.
@@ -443,7 +462,20 @@ impl World {
                 }
             }
             if let Some(attempt) = &self.attempt {
+                let steps = self.stats.steps;
+                let stopping = attempt.stopping;
+                let dead = stopping.and_then(|stopping| stopping.dead);
+                let coordinator_stopped =
+                    stopping.is_some_and(|stopping| steps >= stopping.coordinator_stops_at);
                 for (index, link) in attempt.links.iter().enumerate() {
+                    let stopped = match link.to {
+                        Endpoint::Subtask(to) => dead == Some(to),
+                        Endpoint::Coordinator => coordinator_stopped,
+                        Endpoint::Partitioner(_) => false,
+                    };
+                    if stopped {
+                        continue;
+                    }
                     if let Some(&(at, _)) = link.queue.front() {
                         if at <= self.now_us {
                             ready.push(Action::Deliver(index));
@@ -453,7 +485,7 @@ impl World {
                     }
                 }
                 for (index, subtask) in attempt.subtasks.iter().enumerate() {
-                    if subtask.wants_step && !subtask.finished {
+                    if subtask.wants_step && !subtask.finished && dead != Some(index) {
                         if subtask.ready_at_us <= self.now_us {
                             ready.push(Action::Step(index));
                         } else {
@@ -461,10 +493,16 @@ impl World {
                         }
                     }
                 }
-                if attempt.next_tick_us <= self.now_us {
-                    ready.push(Action::Tick);
-                } else {
-                    next_due = next_due.min(attempt.next_tick_us);
+                if !coordinator_stopped {
+                    if attempt.next_tick_us <= self.now_us {
+                        ready.push(Action::Tick);
+                    } else {
+                        next_due = next_due.min(attempt.next_tick_us);
+                    }
+                }
+                if stopping.is_some() && ready.is_empty() {
+                    // Nothing more the stopping attempt can do now: it has stopped.
+                    return Some(Action::Stopped);
                 }
             }
             if let Some(&action) = ready.choose(&mut self.rng) {
@@ -488,22 +526,24 @@ impl World {
             Action::Step(subtask) => self.step_subtask(subtask),
             Action::Tick => self.tick(),
             Action::Produce => self.produce(),
+            Action::Stopped => {
+                let steps = self.stats.steps;
+                if let Some(stopping) = self.attempt.as_mut().and_then(|a| a.stopping.as_mut()) {
+                    stopping.stopped_at = steps;
+                }
+            }
         }
-        if let Some(attempt) = &self.attempt
-            && attempt
-                .crash_at_step
-                .is_some_and(|step| self.stats.steps >= step)
+        let steps = self.stats.steps;
+        if let Some(attempt) = &mut self.attempt
+            && attempt.crash_at_step.is_some_and(|step| steps >= step)
         {
+            attempt.crash_at_step = None;
             let target = self.rng.random_range(0..self.ids.len());
-            self.trace_fault(&format!(
-                "crash of {} during recovery",
-                self.subtask_name(target)
-            ));
-            self.fail_over(format!(
-                "{} crashed during recovery",
-                self.subtask_name(target)
-            ));
+            let name = self.subtask_name(target);
+            self.trace_fault(&format!("crash of {name} during recovery"));
+            self.fail_over(format!("{name} crashed during recovery"), Some(target));
         }
+        self.finish_stopping();
     }
 
     fn trace(&mut self, kind: u8, ids: [u64; 3], text: impl FnOnce() -> String) {
@@ -672,29 +712,64 @@ impl World {
             acks: BTreeMap::new(),
             next_tick_us: self.now_us,
             crash_at_step,
+            stopping: None,
         });
     }
 
-    /// A task failed: every subtask restarts from the latest completed checkpoint the job
-    /// master knows, if the restart strategy allows.
-    fn fail_over(&mut self, reason: String) {
-        self.restarts += 1;
-        self.attempt = None;
-        match self.graph.restart.delay_before(self.restarts) {
-            Some(delay_ms) => {
-                let restarts = self.restarts;
-                self.trace(11, [u64::from(restarts), 0, 0], || {
-                    format!("fail over (restart {restarts}): {reason}")
-                });
-                self.redeploy = Some((self.now_us + delay_ms * 1_000, Redeploy::FailOver));
-            }
-            None => {
-                self.outcome = Some(Outcome::Failed(format!(
-                    "the restart strategy gave up after {} restarts; last failure: {reason}",
-                    self.restarts - 1
-                )));
-            }
+    /// A task failed (`dead`, if a subtask crashed or failed): the job fails over, if the
+    /// restart strategy allows. As in the runtime, the failed attempt stops before the next
+    /// one starts, and not at once: its coordinator handles what reached it before its stop
+    /// (possibly completing a checkpoint and sending its notices), and the other subtasks and
+    /// partitioners handle what reached them before theirs — a random number of steps. Then
+    /// every subtask restarts from the newest checkpoint the coordinator completed.
+    fn fail_over(&mut self, reason: String, dead: Option<usize>) {
+        let steps = self.stats.steps;
+        let drain_steps = self.rng.random_range(0..=STOP_STEPS_MAX);
+        let coordinator_steps = self.rng.random_range(0..=drain_steps);
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        if attempt.stopping.is_some() {
+            return;
         }
+        self.restarts += 1;
+        let Some(delay_ms) = self.graph.restart.delay_before(self.restarts) else {
+            self.attempt = None;
+            self.outcome = Some(Outcome::Failed(format!(
+                "the restart strategy gave up after {} restarts; last failure: {reason}",
+                self.restarts - 1
+            )));
+            return;
+        };
+        attempt.stopping = Some(Stopping {
+            dead,
+            coordinator_stops_at: steps + coordinator_steps,
+            stopped_at: steps + drain_steps,
+            restart_delay_us: delay_ms.saturating_mul(1_000),
+        });
+        let restarts = self.restarts;
+        self.trace(11, [u64::from(restarts), drain_steps, 0], || {
+            format!("fail over (restart {restarts}): {reason}; the attempt stops within {drain_steps} steps")
+        });
+    }
+
+    /// Ends a stopping attempt once its last step is done, and schedules the next one.
+    fn finish_stopping(&mut self) {
+        let Some(stopping) = self.attempt.as_ref().and_then(|a| a.stopping) else {
+            return;
+        };
+        if self.stats.steps < stopping.stopped_at {
+            return;
+        }
+        self.attempt = None;
+        let from = self
+            .latest
+            .as_ref()
+            .map(|(metadata, _)| metadata.checkpoint);
+        self.trace(12, [from.map_or(0, |c| c.0), 0, 0], || {
+            format!("the failed attempt has stopped; the next restores from {from:?}")
+        });
+        self.redeploy = Some((self.now_us + stopping.restart_delay_us, Redeploy::FailOver));
     }
 
     /// The job's process crashed (and, unless `fate` keeps them, its unsynced writes): all
@@ -724,8 +799,12 @@ impl World {
 
     // ---- faults ----
 
+    fn is_stopping(&self) -> bool {
+        self.attempt.as_ref().is_some_and(|a| a.stopping.is_some())
+    }
+
     fn arm_due_faults(&mut self) {
-        if self.attempt.is_none() {
+        if self.attempt.is_none() || self.is_stopping() {
             return;
         }
         while let Some(index) = self
@@ -746,8 +825,11 @@ impl World {
         }
     }
 
-    /// Takes the first armed fault `matches` accepts.
+    /// Takes the first armed fault `matches` accepts (none while an attempt is stopping).
     fn take_armed(&mut self, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
+        if self.is_stopping() {
+            return None;
+        }
         let index = self.armed.iter().position(matches)?;
         Some(self.armed.remove(index))
     }
@@ -765,7 +847,7 @@ impl World {
                 if let Some(&index) = candidates.choose(&mut self.rng) {
                     let name = self.subtask_name(index);
                     self.trace_fault(&format!("crash of subtask {name}"));
-                    self.fail_over(format!("subtask {name} crashed"));
+                    self.fail_over(format!("subtask {name} crashed"), Some(index));
                 }
             }
             Fault::CrashJob { unsynced } => {
@@ -778,7 +860,7 @@ impl World {
                 self.trace_fault(&format!(
                     "crash of subtask {name}, to crash again during recovery {repeats} times"
                 ));
-                self.fail_over(format!("subtask {name} crashed"));
+                self.fail_over(format!("subtask {name} crashed"), Some(index));
             }
             Fault::SlowChannel {
                 delay_ms,
@@ -899,7 +981,7 @@ impl World {
                 self.trace_fault(&format!(
                     "crash of sink subtask {name} after pre-committing {checkpoint}, before committing it"
                 ));
-                self.fail_over(format!("sink subtask {name} crashed"));
+                self.fail_over(format!("sink subtask {name} crashed"), Some(index));
                 return;
             }
         }
@@ -928,7 +1010,7 @@ impl World {
         subtask.wants_step = true;
         if let Err(error) = result {
             let name = self.subtask_name(index);
-            self.fail_over(format!("{name} failed: {error}"));
+            self.fail_over(format!("{name} failed: {error}"), Some(index));
             return;
         }
         self.carry_subtask_transmits(index);
@@ -1023,7 +1105,7 @@ impl World {
                 if let Err(error) = partitioner.core.handle_batch(batch) {
                     let upstream = partitioner.upstream;
                     let name = self.subtask_name(upstream);
-                    self.fail_over(format!("the partitioner of {name} failed: {error}"));
+                    self.fail_over(format!("the partitioner of {name} failed: {error}"), None);
                     return;
                 }
             }
@@ -1229,7 +1311,14 @@ impl World {
                         .coordinator
                         .handle_metadata_persisted(checkpoint, now_ms);
                     let snapshots = attempt.acks.remove(&checkpoint).unwrap_or_default();
-                    self.latest = Some((metadata, snapshots));
+                    // Broken on purpose: the master restores a failed attempt from what it had
+                    // heard of when the failure came, not from what the coordinator completed
+                    // while the attempt stopped.
+                    let ignored = attempt.stopping.is_some()
+                        && self.defect == Some(Defect::MasterIgnoresLateCompletions);
+                    if !ignored {
+                        self.latest = Some((metadata, snapshots));
+                    }
                     self.stats.checkpoints_completed += 1;
                     self.trace(21, [checkpoint.0, 0, 0], || {
                         format!("{checkpoint} is complete (metadata synced)")
@@ -1267,7 +1356,7 @@ impl World {
                 }
                 CoordinatorAction::SavepointFailed(_) => {}
                 CoordinatorAction::FailJob(reason) => {
-                    self.fail_over(format!("checkpointing failed: {reason}"));
+                    self.fail_over(format!("checkpointing failed: {reason}"), None);
                     return;
                 }
             }
@@ -1303,7 +1392,7 @@ impl World {
                 self.trace(31, [index as u64, 0, 0], || {
                     format!("{name} failed: {error}")
                 });
-                self.fail_over(format!("{name} failed: {error}"));
+                self.fail_over(format!("{name} failed: {error}"), Some(index));
                 return;
             }
         }
@@ -1327,6 +1416,7 @@ impl World {
         }
         if let Some(attempt) = &self.attempt
             && attempt.unfinished == 0
+            && attempt.stopping.is_none()
         {
             self.trace(40, [0, 0, 0], || {
                 "every subtask finished: the job is done".to_owned()

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
-use rill_core::coordinator::{CheckpointConfig, CoordinatorAction, CoordinatorCore};
+use rill_core::coordinator::{
+    CheckpointConfig, CheckpointMetadata, CoordinatorAction, CoordinatorCore,
+};
 use rill_core::layout::JobLayout;
 use rill_store::CheckpointStore;
 use tracing::{debug, warn};
@@ -20,7 +22,7 @@ use tracing::{debug, warn};
 use crate::master::JobMaster;
 use crate::messages::{
     Acknowledge, CheckpointCompleted, CheckpointingFailed, Decline, NotifyCheckpointComplete,
-    SavepointFailed, Shutdown, SubtaskEnded, TriggerCheckpoint, TriggerSavepoint,
+    SavepointFailed, Shutdown, StopCoordinator, SubtaskEnded, TriggerCheckpoint, TriggerSavepoint,
 };
 use crate::subtask::SubtaskActor;
 
@@ -40,6 +42,8 @@ pub(crate) struct CoordinatorActor {
     snapshots: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
     /// A completed checkpoint the master is told of once the subtasks are.
     completed: Option<CheckpointCompleted>,
+    /// The newest completed checkpoint: what a stop hands back to the master.
+    latest: Option<(CheckpointMetadata, Arc<BTreeMap<usize, SubtaskSnapshot>>)>,
 }
 
 impl CoordinatorActor {
@@ -64,6 +68,7 @@ impl CoordinatorActor {
             master,
             snapshots: BTreeMap::new(),
             completed: None,
+            latest: None,
         }
     }
 
@@ -101,6 +106,7 @@ impl CoordinatorActor {
                     self.core
                         .handle_metadata_persisted(metadata.checkpoint, now);
                     // The master hears of it after the subtasks (see `NotifyComplete`).
+                    self.latest = Some((metadata.clone(), snapshots.clone()));
                     self.completed = Some(CheckpointCompleted {
                         attempt: self.attempt,
                         metadata,
@@ -222,6 +228,20 @@ impl Handler<TriggerSavepoint> for CoordinatorActor {
         let now = self.now_ms();
         self.core.request_savepoint(now);
         self.perform_actions();
+    }
+}
+
+impl Handler<StopCoordinator> for CoordinatorActor {
+    type Result = Option<CheckpointCompleted>;
+
+    fn handle(&mut self, _: StopCoordinator, ctx: &mut Context<Self>) -> Self::Result {
+        ctx.stop();
+        let (metadata, snapshots) = self.latest.take()?;
+        Some(CheckpointCompleted {
+            attempt: self.attempt,
+            metadata,
+            snapshots,
+        })
     }
 }
 

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::dev::ArbiterHandle;
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
+};
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::coordinator::CheckpointMetadata;
 use rill_core::graph::{JobGraph, OperatorKind};
@@ -28,11 +30,15 @@ use crate::coordinator::CoordinatorActor;
 use crate::job::{JobError, JobReport};
 use crate::messages::{
     ActorLost, Cancel, CheckpointCompleted, CheckpointingFailed, RequestSavepoint, SavepointFailed,
-    Shutdown, Start, SubtaskFinished, TaskFailed, TriggerSavepoint, WirePartitioner, WireSubtask,
+    Shutdown, Start, StopCoordinator, SubtaskFinished, TaskFailed, TriggerSavepoint,
+    WirePartitioner, WireSubtask,
 };
 use crate::partitioner::PartitionerActor;
 use crate::runtime::RuntimeConfig;
 use crate::subtask::SubtaskActor;
+
+/// How long a failed attempt's actors are waited for to stop before the next attempt starts.
+const ATTEMPT_STOP_WAIT_MAX: Duration = Duration::from_secs(10);
 
 pub(crate) struct JobMaster {
     graph: JobGraph,
@@ -263,6 +269,13 @@ impl JobMaster {
 
     /// A failure: restart from the latest completed checkpoint if the strategy allows, or end
     /// the job with the error.
+    ///
+    /// The new attempt is deployed only once the old one has stopped: its coordinator first,
+    /// which hands back the newest checkpoint it completed (sinks may have committed it before
+    /// the master heard of it: restoring an older one would commit its records twice), then
+    /// every subtask and partitioner (a sink still running could write into the transactions
+    /// the new attempt's sink is about to reuse). An actor stuck in user code is waited for
+    /// [`ATTEMPT_STOP_WAIT_MAX`] at most.
     fn fail(&mut self, error: JobError, ctx: &mut Context<Self>) {
         let restarts = self.attempt + 1;
         let Some(delay_ms) = self.graph.restart.delay_before(restarts) else {
@@ -270,14 +283,79 @@ impl JobMaster {
             ctx.stop();
             return;
         };
-        warn!(%error, restart = restarts, delay_ms, from = ?self.latest_checkpoint.as_ref().map(|c| c.checkpoint), "restarting the job");
-        self.stop_attempt();
+        warn!(%error, restart = restarts, delay_ms, "restarting the job");
         self.attempt = restarts;
-        ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
-            if master.outcome.is_some() {
-                master.deploy_or_end(ctx);
+        let coordinator = self.coordinator.take();
+        let stops: Vec<_> = self
+            .subtasks
+            .drain(..)
+            .map(|(_, addr)| addr.send(Shutdown))
+            .collect();
+        let partitioner_stops: Vec<_> = self
+            .partitioners
+            .drain(..)
+            .map(|addr| addr.send(Shutdown))
+            .collect();
+        let stopped = async move {
+            let latest = match coordinator {
+                Some(coordinator) => {
+                    tokio::time::timeout(ATTEMPT_STOP_WAIT_MAX, coordinator.send(StopCoordinator))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten()
+                }
+                None => None,
+            };
+            for stop in stops {
+                wait_stopped(stop).await;
             }
-        });
+            for stop in partitioner_stops {
+                wait_stopped(stop).await;
+            }
+            latest
+        };
+        ctx.spawn(stopped.into_actor(self).map(move |latest, master, ctx| {
+            if let Some(completed) = latest {
+                master.adopt_completed(completed, ctx);
+            }
+            info!(from = ?master.latest_checkpoint.as_ref().map(|c| c.checkpoint), "the failed attempt stopped");
+            ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
+                if master.outcome.is_some() {
+                    master.deploy_or_end(ctx);
+                }
+            });
+        }));
+    }
+
+    /// A checkpoint completed: the next attempt restores from it, and who waits for a
+    /// savepoint hears of it.
+    fn adopt_completed(&mut self, completed: CheckpointCompleted, ctx: &mut Context<Self>) {
+        if self
+            .latest_checkpoint
+            .as_ref()
+            .is_some_and(|latest| latest.checkpoint >= completed.metadata.checkpoint)
+        {
+            return;
+        }
+        self.checkpoints_completed += 1;
+        let savepoint = completed.metadata.savepoint;
+        self.latest_checkpoint = Some(completed.metadata.clone());
+        self.latest_snapshots = Some(completed.snapshots);
+        if !savepoint {
+            return;
+        }
+        info!(job = %self.graph.name, checkpoint = %completed.metadata.checkpoint, "savepoint complete");
+        let mut stop = false;
+        for waiter in self.savepoint_waiters.drain(..) {
+            stop |= waiter.stop;
+            let _ = waiter.reply.send(Ok(completed.metadata.clone()));
+        }
+        if stop {
+            let report = self.report();
+            self.end(Ok(report));
+            ctx.stop();
+        }
     }
 
     fn is_source(&self, id: SubtaskId) -> bool {
@@ -315,6 +393,16 @@ impl JobMaster {
         self.stop_attempt();
         // The application may have dropped its handle; the job ends all the same.
         let _ = sender.send(outcome);
+    }
+}
+
+/// Waits for an actor to handle its shutdown, [`ATTEMPT_STOP_WAIT_MAX`] at most.
+async fn wait_stopped<R>(stop: impl std::future::Future<Output = R>) {
+    if tokio::time::timeout(ATTEMPT_STOP_WAIT_MAX, stop)
+        .await
+        .is_err()
+    {
+        warn!("an actor of the failed attempt did not stop in time");
     }
 }
 
@@ -391,26 +479,10 @@ impl Handler<CheckpointCompleted> for JobMaster {
 
     fn handle(&mut self, completed: CheckpointCompleted, ctx: &mut Context<Self>) {
         if completed.attempt != self.attempt {
+            // A failed attempt's: its coordinator hands its newest one back when it stops.
             return;
         }
-        self.checkpoints_completed += 1;
-        let savepoint = completed.metadata.savepoint;
-        self.latest_checkpoint = Some(completed.metadata.clone());
-        self.latest_snapshots = Some(completed.snapshots);
-        if !savepoint {
-            return;
-        }
-        info!(job = %self.graph.name, checkpoint = %completed.metadata.checkpoint, "savepoint complete");
-        let mut stop = false;
-        for waiter in self.savepoint_waiters.drain(..) {
-            stop |= waiter.stop;
-            let _ = waiter.reply.send(Ok(completed.metadata.clone()));
-        }
-        if stop {
-            let report = self.report();
-            self.end(Ok(report));
-            ctx.stop();
-        }
+        self.adopt_completed(completed, ctx);
     }
 }
 

@@ -175,6 +175,14 @@ pub(crate) struct CheckpointCompleted {
     pub snapshots: Arc<BTreeMap<usize, SubtaskSnapshot>>,
 }
 
+/// Stops the checkpoint coordinator of an attempt the job master replaces. It answers with the
+/// newest checkpoint it completed: the master may not have heard of it yet (the notice travels
+/// after the subtasks' completion notices), but sinks may have committed it, so the next
+/// attempt must restore from it.
+#[derive(Message)]
+#[rtype(result = "Option<CheckpointCompleted>")]
+pub(crate) struct StopCoordinator;
+
 /// Too many checkpoints failed: the job must fail.
 #[derive(Message)]
 #[rtype(result = "()")]
