@@ -173,7 +173,7 @@ impl Default for SimCheckpointStore {
 
 impl SimCheckpointStore {
     /// The write of a subtask's snapshot; the caller writes it buffered with
-    /// [`SimCheckpointStore::write`] (or a fault tears it).
+    /// [`SimCheckpointStore::write`].
     pub fn snapshot_write(
         &self,
         checkpoint: CheckpointId,
@@ -189,7 +189,7 @@ impl SimCheckpointStore {
     }
 
     /// The write of `metadata`, after checking that every snapshot it needs is there; the
-    /// caller writes it synced with [`SimCheckpointStore::write_synced`] (or a fault tears it).
+    /// caller writes it synced with [`SimCheckpointStore::write_synced`].
     pub fn metadata_write(&self, metadata: &CheckpointMetadata) -> Result<StoreOp, StoreError> {
         for subtask in 0..metadata.subtasks {
             let key = StoreKey::snapshot(metadata.checkpoint, subtask);
@@ -221,13 +221,6 @@ impl SimCheckpointStore {
     pub fn write_synced(&mut self, op: StoreOp) {
         self.disk.write(op);
         self.disk.sync();
-    }
-
-    /// Writes a value without syncing, then crashes the machine tearing it: what a crash in
-    /// the middle of that write leaves.
-    pub fn write_torn(&mut self, op: StoreOp, rng: &mut impl Rng) -> CrashDamage {
-        self.disk.write(op);
-        self.disk.crash(UnsyncedFate::Torn, rng)
     }
 
     /// Deletes a checkpoint: metadata first, so it is never half there.
@@ -393,7 +386,8 @@ mod tests {
             complete(&mut store, 1);
             write_snapshot(&mut store, 2);
             let op = store.metadata_write(&metadata(2)).unwrap();
-            store.write_torn(op, &mut rng);
+            store.write(op);
+            store.crash(UnsyncedFate::Torn, &mut rng);
             let (latest, _) = store.latest().unwrap().unwrap();
             assert_eq!(latest.checkpoint, CheckpointId(1));
             assert!(store.next_id() >= CheckpointId(2));

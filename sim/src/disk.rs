@@ -92,11 +92,6 @@ impl<S: Durable> Journaled<S> {
         }
     }
 
-    /// How many writes are not durable yet.
-    pub fn unsynced(&self) -> usize {
-        self.unsynced.len()
-    }
-
     /// A crash: the live state becomes what the disk kept.
     pub fn crash(&mut self, fate: UnsyncedFate, rng: &mut impl Rng) -> CrashDamage {
         let total = self.unsynced.len();

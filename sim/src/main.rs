@@ -87,12 +87,17 @@ fn main() -> anyhow::Result<ExitCode> {
         for fault in &report.schedule {
             println!("scheduled fault: {fault}");
         }
-        match &report.checked.violation {
-            Some(violation) => println!("VIOLATED {}: {}", violation.property, violation.detail),
-            None => println!("held: {}", scenario.spec.property.name()),
-        }
         println!("trace hash {:016x}", report.trace_hash);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(match &report.checked.violation {
+            Some(violation) => {
+                println!("VIOLATED {}: {}", violation.property, violation.detail);
+                ExitCode::FAILURE
+            }
+            None => {
+                println!("held: {}", scenario.spec.property.name());
+                ExitCode::SUCCESS
+            }
+        });
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -121,7 +126,7 @@ fn main() -> anyhow::Result<ExitCode> {
         let summary = run_scenario(scenario, &seeds, threads, args.check_determinism, &|| {
             progress.inc(1)
         });
-        let met = summary.met(scenario.spec.expect);
+        let met = summary.met(scenario.spec.expect, scenario.spec.property);
         progress.suspend(|| {
             eprintln!(
                 "{} {}: {} seeds in {:.1} s, {} passed, {} violated",

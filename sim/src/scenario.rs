@@ -227,6 +227,13 @@ pub enum ScenarioError {
 
 const PARALLELISM_MAX: u32 = 16;
 
+fn at_most(what: &str, value: u64, max: u64) -> Result<(), String> {
+    if value > max {
+        return Err(format!("{what} = {value} is more than {max}"));
+    }
+    Ok(())
+}
+
 impl Scenario {
     /// Reads and checks one scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
@@ -297,8 +304,71 @@ impl Scenario {
         if spec.input.records == 0 || spec.input.partitions == 0 || spec.input.keys == 0 {
             return Err("input: records, partitions and keys must be at least 1".to_owned());
         }
+        let hour_ms = 3_600_000;
+        for (what, value, max) in [
+            ("input.records", spec.input.records as u64, 1_000_000),
+            ("input.partitions", u64::from(spec.input.partitions), 64),
+            ("input.keys", u64::from(spec.input.keys), 1_000_000),
+            ("input.arrival_ms", spec.input.arrival_ms, hour_ms),
+            (
+                "checkpoint.interval_ms",
+                spec.checkpoint.interval_ms,
+                hour_ms,
+            ),
+            ("checkpoint.timeout_ms", spec.checkpoint.timeout_ms, hour_ms),
+            (
+                "checkpoint.max_concurrent",
+                spec.checkpoint.max_concurrent as u64,
+                16,
+            ),
+            ("checkpoint.retained", spec.checkpoint.retained as u64, 100),
+            ("flow.batch_size", spec.flow.batch_size as u64, 10_000),
+            (
+                "flow.channel_credits",
+                u64::from(spec.flow.channel_credits),
+                1_000,
+            ),
+            ("restart.attempts", u64::from(spec.restart.attempts), 10_000),
+            ("restart.delay_ms", spec.restart.delay_ms, hour_ms),
+            (
+                "limits.max_virtual_ms",
+                spec.limits.max_virtual_ms,
+                24 * hour_ms,
+            ),
+            ("limits.max_steps", spec.limits.max_steps, 1_000_000_000),
+        ] {
+            at_most(what, value, max)?;
+        }
         let names = self.operator_names();
         for fault in &spec.faults {
+            at_most("fault count", u64::from(fault.count), 1_000)?;
+            at_most("fault within_ms", fault.within_ms.unwrap_or(0), hour_ms)?;
+            match fault.fault {
+                Fault::SlowChannel {
+                    delay_ms,
+                    duration_ms,
+                } => {
+                    at_most("slow-channel delay_ms", delay_ms, hour_ms)?;
+                    at_most("slow-channel duration_ms", duration_ms, hour_ms)?;
+                }
+                Fault::SlowSubtask {
+                    factor,
+                    duration_ms,
+                } => {
+                    at_most("slow-subtask factor", factor, 10_000)?;
+                    at_most("slow-subtask duration_ms", duration_ms, hour_ms)?;
+                }
+                Fault::CrashDuringRecovery { repeats } => {
+                    at_most("crash-during-recovery repeats", u64::from(repeats), 100)?;
+                }
+                _ => {}
+            }
+            if fault.at.is_some() && fault.within_ms.is_some() {
+                return Err(format!(
+                    "fault {}: give `at` or `within_ms`, not both",
+                    fault.fault
+                ));
+            }
             if let Some(at) = fault.at
                 && !(0.0..=1.0).contains(&at)
             {

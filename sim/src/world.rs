@@ -85,8 +85,6 @@ pub struct RunStats {
     pub checkpoints_completed: u64,
     /// Times the job was deployed again (fail-overs and resubmissions).
     pub recoveries: u64,
-    /// The step at which the last fault fired.
-    pub last_fault_step: u64,
 }
 
 /// What a run left.
@@ -177,6 +175,28 @@ enum Message {
 }
 
 impl Message {
+    /// What the trace hash takes of the message's contents.
+    fn digest(&self) -> u64 {
+        match self {
+            Message::Batch { channel, batch } => {
+                ((*channel as u64) << 32)
+                    ^ batch.record_count() as u64
+                    ^ ((batch.events.len() as u64) << 48)
+            }
+            Message::OutputCredit { credits, .. } | Message::TargetCredit { credits, .. } => {
+                u64::from(*credits)
+            }
+            Message::Trigger(checkpoint) | Message::Notify { checkpoint, .. } => checkpoint.0,
+            Message::Ack {
+                checkpoint,
+                snapshot,
+                ..
+            } => checkpoint.0 ^ (snapshot.state_bytes() << 16),
+            Message::Decline { checkpoint, .. } => checkpoint.0,
+            Message::Ended { subtask } => *subtask as u64,
+        }
+    }
+
     fn kind(&self) -> (u8, &'static str) {
         match self {
             Message::Batch { .. } => (1, "batch"),
@@ -193,10 +213,25 @@ impl Message {
 
 struct Link {
     to: Endpoint,
+    /// Whether messages arrive in the order sent. One link is not: acknowledgements of
+    /// snapshots encoded off the subtask's thread (as the runtime does on a blocking thread)
+    /// reach the coordinator in any order, also among themselves.
+    ordered: bool,
     queue: VecDeque<(u64, Message)>,
     last_ready_us: u64,
     slow_extra_us: u64,
     slow_until_us: u64,
+}
+
+impl Link {
+    /// When the next message can be delivered.
+    fn next_ready(&self) -> Option<u64> {
+        if self.ordered {
+            self.queue.front().map(|&(at, _)| at)
+        } else {
+            self.queue.iter().map(|&(at, _)| at).min()
+        }
+    }
 }
 
 struct SimSubtask {
@@ -209,6 +244,8 @@ struct SimSubtask {
     /// For each output: the link to its partitioner.
     output_links: Vec<usize>,
     to_coordinator: usize,
+    /// Acknowledgements of snapshots that were encoded off the subtask's thread.
+    encoded_acks: usize,
     from_coordinator: usize,
     slow_factor: u64,
     slow_until_us: u64,
@@ -374,7 +411,7 @@ impl World {
     pub fn run(mut self) -> RunResult {
         while self.outcome.is_none() {
             if self.stats.steps >= self.limits.max_steps
-                || self.now_us >= self.limits.max_virtual_ms * 1_000
+                || self.now_us >= self.limits.max_virtual_ms.saturating_mul(1_000)
             {
                 self.outcome = Some(Outcome::Stuck(self.stuck_reason()));
                 break;
@@ -476,7 +513,7 @@ impl World {
                     if stopped {
                         continue;
                     }
-                    if let Some(&(at, _)) = link.queue.front() {
+                    if let Some(at) = link.next_ready() {
                         if at <= self.now_us {
                             ready.push(Action::Deliver(index));
                         } else {
@@ -552,7 +589,6 @@ impl World {
 
     fn trace_fault(&mut self, what: &str) {
         self.stats.faults_injected += 1;
-        self.stats.last_fault_step = self.stats.steps;
         self.trace(100, [self.stats.faults_injected, 0, 0], || {
             format!("FAULT: {what}")
         });
@@ -570,8 +606,14 @@ impl World {
         } else {
             0
         };
-        let ready = (now + latency + extra).max(link.last_ready_us);
-        link.last_ready_us = ready;
+        let mut ready = now + latency + extra;
+        if link.ordered {
+            ready = ready.max(link.last_ready_us);
+            link.last_ready_us = ready;
+        } else {
+            // Encoding takes a while, more for more state.
+            ready += self.rng.random_range(LATENCY_US);
+        }
         link.queue.push_back((ready, message));
     }
 
@@ -608,9 +650,10 @@ impl World {
             None => "deploy the job from the start of its input".to_owned(),
         });
         let mut links: Vec<Link> = Vec::new();
-        let mut new_link = |to: Endpoint| {
+        let mut new_link = |to: Endpoint, ordered: bool| {
             links.push(Link {
                 to,
+                ordered,
                 queue: VecDeque::new(),
                 last_ready_us: 0,
                 slow_extra_us: 0,
@@ -644,13 +687,13 @@ impl World {
                     self.plan
                         .build_partitioner(&self.graph, id, output, self.flow);
                 let index = partitioners.len();
-                output_links.push(new_link(Endpoint::Partitioner(index)));
-                let credit_link = new_link(Endpoint::Subtask(position));
+                output_links.push(new_link(Endpoint::Partitioner(index), true));
+                let credit_link = new_link(Endpoint::Subtask(position), true);
                 let target_links = targets
                     .iter()
                     .map(|target| {
                         (
-                            new_link(Endpoint::Subtask(self.plan.position(target.subtask))),
+                            new_link(Endpoint::Subtask(self.plan.position(target.subtask)), true),
                             target.channel,
                         )
                     })
@@ -673,8 +716,9 @@ impl World {
                 finished: false,
                 credit_links: Vec::new(),
                 output_links,
-                to_coordinator: new_link(Endpoint::Coordinator),
-                from_coordinator: new_link(Endpoint::Subtask(position)),
+                to_coordinator: new_link(Endpoint::Coordinator, true),
+                encoded_acks: new_link(Endpoint::Coordinator, false),
+                from_coordinator: new_link(Endpoint::Subtask(position), true),
                 slow_factor: 1,
                 slow_until_us: 0,
             });
@@ -687,7 +731,10 @@ impl World {
                 .map(|sender| {
                     let partitioner =
                         partitioner_of[self.plan.position(sender.upstream)][sender.output];
-                    (new_link(Endpoint::Partitioner(partitioner)), sender.target)
+                    (
+                        new_link(Endpoint::Partitioner(partitioner), true),
+                        sender.target,
+                    )
                 })
                 .collect();
         }
@@ -777,8 +824,13 @@ impl World {
     fn crash_process(&mut self, fate: UnsyncedFate, what: &str) {
         let log_damage = self.log.crash(fate, &mut self.rng);
         let store_damage = self.store.crash(fate, &mut self.rng);
+        let torn = if store_damage.torn {
+            ", one of them torn"
+        } else {
+            ""
+        };
         self.trace_fault(&format!(
-            "{what}; the log lost {} unsynced writes, the checkpoint store {}",
+            "{what}; the log lost {} unsynced writes, the checkpoint store {}{torn}",
             log_damage.lost, store_damage.lost
         ));
         self.attempt = None;
@@ -786,7 +838,10 @@ impl World {
         self.restarts += 1;
         match self.graph.restart.delay_before(self.restarts) {
             Some(delay_ms) => {
-                self.redeploy = Some((self.now_us + delay_ms * 1_000, Redeploy::Resubmit));
+                self.redeploy = Some((
+                    self.now_us + delay_ms.saturating_mul(1_000),
+                    Redeploy::Resubmit,
+                ));
             }
             None => {
                 self.outcome = Some(Outcome::Failed(format!(
@@ -854,7 +909,7 @@ impl World {
                 self.crash_process(unsynced.fate(), "crash of the whole job");
             }
             Fault::CrashDuringRecovery { repeats } => {
-                self.recovery_crashes_left = repeats;
+                self.recovery_crashes_left += repeats;
                 let index = self.rng.random_range(0..self.ids.len());
                 let name = self.subtask_name(index);
                 self.trace_fault(&format!(
@@ -871,7 +926,7 @@ impl World {
                 duration_ms,
             } => {
                 let index = self.rng.random_range(0..self.ids.len());
-                let until = self.now_us + duration_ms * 1_000;
+                let until = self.now_us + duration_ms.saturating_mul(1_000);
                 if let Some(attempt) = &mut self.attempt {
                     attempt.subtasks[index].slow_factor = factor.max(1);
                     attempt.subtasks[index].slow_until_us = until;
@@ -916,10 +971,10 @@ impl World {
         let Some(&(link, channel)) = pool.choose(&mut self.rng) else {
             return;
         };
-        let until = self.now_us + duration_ms * 1_000;
+        let until = self.now_us + duration_ms.saturating_mul(1_000);
         let to = match &mut self.attempt {
             Some(attempt) => {
-                attempt.links[link].slow_extra_us = delay_ms * 1_000;
+                attempt.links[link].slow_extra_us = delay_ms.saturating_mul(1_000);
                 attempt.links[link].slow_until_us = until;
                 attempt.links[link].to
             }
@@ -940,11 +995,20 @@ impl World {
         let Some(attempt) = &mut self.attempt else {
             return;
         };
+        let now = self.now_us;
+        let queue = &attempt.links[link].queue;
+        let position = if attempt.links[link].ordered {
+            0
+        } else {
+            let ready: Vec<usize> = (0..queue.len()).filter(|&i| queue[i].0 <= now).collect();
+            ready.choose(&mut self.rng).copied().unwrap_or(0)
+        };
         let to = attempt.links[link].to;
-        let Some((_, message)) = attempt.links[link].queue.pop_front() else {
+        let Some((_, message)) = attempt.links[link].queue.remove(position) else {
             return;
         };
         let (kind, name) = message.kind();
+        let digest = message.digest();
         let to_index = match to {
             Endpoint::Subtask(index) | Endpoint::Partitioner(index) => index as u64,
             Endpoint::Coordinator => u64::MAX,
@@ -956,11 +1020,11 @@ impl World {
                 Endpoint::Coordinator => "the coordinator".to_owned(),
             };
             let detail = describe(&message);
-            self.trace(kind, [link as u64, to_index, 0], || {
+            self.trace(kind, [link as u64, to_index, digest], || {
                 format!("deliver {name} to {target}{detail}")
             });
         } else {
-            self.trace(kind, [link as u64, to_index, 0], String::new);
+            self.trace(kind, [link as u64, to_index, digest], String::new);
         }
         match to {
             Endpoint::Subtask(index) => self.deliver_to_subtask(index, message),
@@ -985,6 +1049,10 @@ impl World {
                 return;
             }
         }
+        let notified = match &message {
+            Message::Notify { checkpoint, .. } => Some(*checkpoint),
+            _ => None,
+        };
         let Some(attempt) = &mut self.attempt else {
             return;
         };
@@ -1014,19 +1082,12 @@ impl World {
             return;
         }
         self.carry_subtask_transmits(index);
-        if let Some(attempt) = &self.attempt
-            && self.armed.iter().any(|f| {
-                matches!(
-                    f,
-                    Fault::CrashCoordinator {
-                        point: CoordinatorPoint::MidNotify
-                    }
-                )
-            })
+        if let Some(checkpoint) = notified
+            && let Some(attempt) = &self.attempt
             && attempt.links.iter().any(|link| {
-                link.queue
-                    .iter()
-                    .any(|(_, m)| matches!(m, Message::Notify { .. }))
+                link.queue.iter().any(|(_, message)| {
+                    matches!(message, Message::Notify { checkpoint: other, .. } if *other == checkpoint)
+                })
             })
             && self
                 .take_armed(|f| {
@@ -1041,7 +1102,9 @@ impl World {
         {
             self.crash_process(
                 UnsyncedFate::Kept,
-                "crash of the coordinator after some completion notices were delivered",
+                &format!(
+                    "crash of the coordinator after some completion notices of {checkpoint} were delivered"
+                ),
             );
         }
     }
@@ -1068,7 +1131,11 @@ impl World {
                     checkpoint,
                     mut snapshot,
                 } => {
-                    let link = subtask.to_coordinator;
+                    let link = if snapshot.is_deferred() {
+                        subtask.encoded_acks
+                    } else {
+                        subtask.to_coordinator
+                    };
                     let message = match snapshot.complete() {
                         Ok(()) => Message::Ack {
                             checkpoint,
@@ -1196,9 +1263,9 @@ impl World {
             })
             .is_some()
         {
-            self.store.write_torn(op, &mut self.rng);
+            self.store.write(op);
             self.crash_process(
-                UnsyncedFate::RandomPrefix,
+                UnsyncedFate::Torn,
                 &format!("crash of the machine while writing the snapshot of {checkpoint} by subtask {subtask}"),
             );
             return;
@@ -1293,9 +1360,9 @@ impl World {
                         })
                         .is_some()
                     {
-                        self.store.write_torn(op, &mut self.rng);
+                        self.store.write(op);
                         self.crash_process(
-                            UnsyncedFate::RandomPrefix,
+                            UnsyncedFate::Torn,
                             &format!(
                                 "crash of the machine while writing the metadata of {checkpoint}"
                             ),
@@ -1455,11 +1522,11 @@ impl World {
 
     fn tick(&mut self) {
         let now_ms = self.now_us / 1_000;
-        let interval_ms = self.graph.checkpoint.interval_ms.unwrap_or(100);
+        let tick_us = self.graph.checkpoint.tick_interval_ms() * 1_000;
         let Some(attempt) = &mut self.attempt else {
             return;
         };
-        attempt.next_tick_us = self.now_us + (interval_ms * 100).max(1_000);
+        attempt.next_tick_us = self.now_us + tick_us;
         attempt.coordinator.handle_tick(now_ms);
         self.perform_coordinator_actions();
     }

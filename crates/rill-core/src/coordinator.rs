@@ -60,6 +60,17 @@ impl Default for CheckpointConfig {
     }
 }
 
+impl CheckpointConfig {
+    /// How often a driver ticks the coordinator: a tenth of the interval (100 ms without
+    /// one), between 1 and 100 ms — often enough to start checkpoints and notice timeouts
+    /// (of savepoints too) on time.
+    pub fn tick_interval_ms(&self) -> u64 {
+        self.interval_ms
+            .map_or(100, |interval| interval / 10)
+            .clamp(1, 100)
+    }
+}
+
 /// What is known of a completed checkpoint; written durably, last.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {

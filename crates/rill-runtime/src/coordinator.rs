@@ -158,13 +158,8 @@ impl Actor for CoordinatorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Tick often enough to start checkpoints and notice timeouts (of savepoints too) on
-        // time.
-        let tick_ms = self
-            .config
-            .interval_ms
-            .map_or(100, |interval| interval / 10);
-        ctx.run_interval(Duration::from_millis(tick_ms.clamp(1, 100)), |act, _| {
+        let tick_ms = self.config.tick_interval_ms();
+        ctx.run_interval(Duration::from_millis(tick_ms), |act, _| {
             let now = act.now_ms();
             act.core.handle_tick(now);
             act.perform_actions();
