@@ -870,7 +870,7 @@ impl World {
             let due = self.schedule.remove(index);
             if due.fault.is_immediate() {
                 self.fire(due.fault);
-                if self.attempt.is_none() {
+                if self.attempt.is_none() || self.is_stopping() {
                     return;
                 }
             } else {
