@@ -305,10 +305,15 @@ impl SimLog {
         Ok(records)
     }
 
-    /// Calls `read` with the committed records of a topic, partition by partition.
-    pub fn with_committed<R>(&self, topic: &str, read: impl FnOnce(&[Vec<LogRecord>]) -> R) -> R {
+    /// Calls `read` with the committed records of a topic, partition by partition, as the
+    /// disk holds them: what a crash of the machine now would leave.
+    pub fn with_durable_committed<R>(
+        &self,
+        topic: &str,
+        read: impl FnOnce(&[Vec<LogRecord>]) -> R,
+    ) -> R {
         let inner = self.lock();
-        let partitions = inner.disk.live().topics.get(topic);
+        let partitions = inner.disk.durable().topics.get(topic);
         read(partitions.map_or(&[], Vec::as_slice))
     }
 
@@ -417,7 +422,12 @@ mod tests {
         assert_eq!(log.open_transactions("t/"), vec!["t/0".to_owned()]);
         log.commit("t/0");
         log.commit("t/0");
-        assert_eq!(log.with_committed("out", <[_]>::concat), vec![record(1)]);
+        assert_eq!(log.with_durable_committed("out", <[_]>::concat), vec![]);
+        log.flush();
+        assert_eq!(
+            log.with_durable_committed("out", <[_]>::concat),
+            vec![record(1)]
+        );
     }
 
     #[test]
@@ -429,7 +439,10 @@ mod tests {
         log.flush();
         log.append("out", 0, vec![record(2)]).unwrap();
         log.crash(UnsyncedFate::Lost, &mut rng);
-        assert_eq!(log.with_committed("out", <[_]>::concat), vec![record(1)]);
+        assert_eq!(
+            log.with_durable_committed("out", <[_]>::concat),
+            vec![record(1)]
+        );
     }
 
     #[test]

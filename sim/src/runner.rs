@@ -14,7 +14,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::check::{Checked, Violation, check};
 use crate::connectors::WriterMode;
-use crate::disk::UnsyncedFate;
 use crate::faults::{Defect, ScheduledFault, draw_schedule};
 use crate::jobs::{ConnectorDefects, OUTPUT_TOPIC, TopicInput};
 use crate::log::{LogRecord, SimLog};
@@ -156,23 +155,22 @@ fn run_world(
         }
     };
     let result = world.run();
-    // What counts is what the disk holds: the machine may go down right after the job ended.
-    result
-        .log
-        .crash(UnsyncedFate::Lost, &mut rng(seed, WORLD_STREAM));
     let final_state = result
         .latest
         .as_ref()
         .and_then(|checkpoint| job.final_state_in(checkpoint));
-    let checked = result.log.with_committed(OUTPUT_TOPIC, |committed| {
-        check(
-            spec.property,
-            job,
-            &result.outcome,
-            (&expected, &generated.final_state),
-            (committed, final_state),
-        )
-    });
+    // What counts is what the disk holds: the machine may go down right after the job ended.
+    let checked = result
+        .log
+        .with_durable_committed(OUTPUT_TOPIC, |committed| {
+            check(
+                spec.property,
+                job,
+                &result.outcome,
+                (&expected, &generated.final_state),
+                (committed, final_state),
+            )
+        });
     (checked, result.stats, result.trace_hash)
 }
 
