@@ -255,8 +255,6 @@ pub struct ScenarioSummary {
     pub recoveries: u64,
     /// Duplicate output records over all seeds (at-least-once).
     pub duplicates: u64,
-    /// Scheduler steps over all seeds.
-    pub steps: u64,
     /// Seeds whose two runs differed (`--check-determinism`).
     pub nondeterministic: Vec<u64>,
     /// The failing seeds' reports, by seed.
@@ -286,7 +284,6 @@ impl ScenarioSummary {
         self.checkpoints += report.stats.checkpoints_completed;
         self.recoveries += report.stats.recoveries;
         self.duplicates += report.checked.duplicates;
-        self.steps += report.stats.steps;
         if report.checked.violation.is_some() {
             self.failed += 1;
             self.failures.push(report);

@@ -77,8 +77,6 @@ pub enum Outcome {
 pub struct RunStats {
     /// Scheduler steps.
     pub steps: u64,
-    /// Virtual time at the end.
-    pub virtual_us: u64,
     /// Faults that fired.
     pub faults_injected: u64,
     /// Checkpoints completed.
@@ -431,7 +429,6 @@ impl World {
             self.perform(action);
             self.now_us += self.rng.random_range(SCHEDULER_QUANTUM_US);
         }
-        self.stats.virtual_us = self.now_us;
         RunResult {
             outcome: self.outcome.take().unwrap_or(Outcome::Finished),
             stats: self.stats,
