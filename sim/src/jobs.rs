@@ -2,7 +2,7 @@
 //! model: the multiset of records a correct run commits to the output topic.
 //!
 //! Every job reads topics of the simulated log and writes the topic `out` through the
-//! two-phase-commit [`LogWriter`]; its operators are `rill-core`'s own (flat map, keyed
+//! two-phase-commit `LogWriter` of `rill-core`; its operators are `rill-core`'s own (flat map, keyed
 //! reduce, map, filter, union, sink adapter), wired with the same exchanges the `rill` API
 //! builds. Operators are named by their *role*, which scenarios use to set parallelism and
 //! to aim faults.
@@ -37,7 +37,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::checkpoints::StoredCheckpoint;
-use crate::connectors::{LogReader, LogWriter, WriterMode};
+use rill_core::log_connector::{LogReader, LogWriter};
+
+use crate::connectors::{CommitsAtPreCommit, ForgetsOffsets, NeverFlushed};
+use crate::faults::Defect;
 use crate::log::{LogRecord, SimLog};
 
 /// The topic every job writes.
@@ -106,15 +109,6 @@ pub type FinalState = BTreeMap<String, String>;
 
 /// How often each output record should be committed.
 pub type Multiset = FxHashMap<Vec<u8>, i64>;
-
-/// What the job's sources and sinks are, broken or not.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ConnectorDefects {
-    /// The source forgets its offsets on restore.
-    pub source_forgets_offsets: bool,
-    /// How the sink writes.
-    pub writer: Option<WriterMode>,
-}
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
@@ -344,24 +338,16 @@ impl JobKind {
         log: &SimLog,
         parallelism: &dyn Fn(&str) -> u32,
         mode: CheckpointMode,
-        defects: ConnectorDefects,
+        defect: Option<Defect>,
     ) -> JobGraph {
-        let mut job = GraphBuilder::new(self.name());
-        let writer = defects.writer.unwrap_or(match mode {
-            CheckpointMode::ExactlyOnce => WriterMode::Transactional,
-            CheckpointMode::AtLeastOnce => WriterMode::AtLeastOnce,
-        });
-        let forgets = defects.source_forgets_offsets;
+        let mut job = GraphBuilder {
+            graph: JobGraph::new(self.name()),
+            exactly_once: mode == CheckpointMode::ExactlyOnce,
+            defect,
+        };
         match self {
             JobKind::Wordcount => {
-                let source = job.source(
-                    "source",
-                    parallelism("source"),
-                    log,
-                    "lines",
-                    decode_text,
-                    forgets,
-                );
+                let source = job.source("source", parallelism("source"), log, "lines", decode_text);
                 let split = job.operator("split", parallelism("source"), |_| {
                     FlatMap::new(Arc::new(|line: String| {
                         line.split(' ')
@@ -378,13 +364,9 @@ impl JobKind {
                     )
                 });
                 job.key_by(split, count, word_key());
-                let sink = job.sink(
-                    "sink",
-                    parallelism("count"),
-                    log,
-                    writer,
-                    |v: &(String, u64)| encode(v),
-                );
+                let sink = job.sink("sink", parallelism("count"), log, |v: &(String, u64)| {
+                    encode(v)
+                });
                 job.forward(count, sink);
             }
             JobKind::RunningSum => {
@@ -394,7 +376,6 @@ impl JobKind {
                     log,
                     "events",
                     decode::<(u32, i64)>,
-                    forgets,
                 );
                 let sum = job.operator("sum", parallelism("sum"), |info| {
                     KeyedReduce::new(
@@ -404,28 +385,12 @@ impl JobKind {
                     )
                 });
                 job.key_by(source, sum, event_key());
-                let sink = job.sink("sink", parallelism("sum"), log, writer, |v: &(u32, i64)| {
-                    encode(v)
-                });
+                let sink = job.sink("sink", parallelism("sum"), log, |v: &(u32, i64)| encode(v));
                 job.forward(sum, sink);
             }
             JobKind::UnionBroadcast => {
-                let left = job.source(
-                    "left",
-                    parallelism("source"),
-                    log,
-                    "left",
-                    decode::<u64>,
-                    forgets,
-                );
-                let right = job.source(
-                    "right",
-                    parallelism("source"),
-                    log,
-                    "right",
-                    decode::<u64>,
-                    forgets,
-                );
+                let left = job.source("left", parallelism("source"), log, "left", decode::<u64>);
+                let right = job.source("right", parallelism("source"), log, "right", decode::<u64>);
                 let union = job.add(
                     "union",
                     parallelism("union"),
@@ -443,9 +408,7 @@ impl JobKind {
                     ExchangeKind::Broadcast,
                     Arc::new(|_| Box::new(BroadcastRouter)),
                 );
-                let sink = job.sink("sink", parallelism("tag"), log, writer, |v: &(u32, u64)| {
-                    encode(v)
-                });
+                let sink = job.sink("sink", parallelism("tag"), log, |v: &(u32, u64)| encode(v));
                 job.forward(tag, sink);
             }
             JobKind::LogPipeline => {
@@ -455,7 +418,6 @@ impl JobKind {
                     log,
                     "orders",
                     decode::<u64>,
-                    forgets,
                 );
                 let filter = job.operator("filter", parallelism("source"), |_| {
                     Filter::new(Arc::new(|order: &u64| pipeline_step(*order).is_some()))
@@ -467,9 +429,7 @@ impl JobKind {
                     }))
                 });
                 job.forward(filter, map);
-                let sink = job.sink("sink", parallelism("sink"), log, writer, |v: &u64| {
-                    encode(v)
-                });
+                let sink = job.sink("sink", parallelism("sink"), log, |v: &u64| encode(v));
                 job.rebalance::<u64>(map, sink);
             }
         }
@@ -523,18 +483,16 @@ fn event_key() -> KeySelector<(u32, i64), u32> {
     Arc::new(|event: &(u32, i64)| event.0)
 }
 
-/// Builds a [`JobGraph`] from `rill-core` operators, as the `rill` API does.
+/// Builds a [`JobGraph`] from `rill-core` operators, as the `rill` API does, with the broken
+/// connector swapped in if the scenario asks for one.
 struct GraphBuilder {
     graph: JobGraph,
+    /// Whether the sink writes through transactions (or appends).
+    exactly_once: bool,
+    defect: Option<Defect>,
 }
 
 impl GraphBuilder {
-    fn new(name: &str) -> Self {
-        GraphBuilder {
-            graph: JobGraph::new(name),
-        }
-    }
-
     fn add(&mut self, name: &str, parallelism: u32, kind: OperatorKind) -> OperatorId {
         self.graph.add_operator(OperatorNode {
             name: name.to_owned(),
@@ -551,20 +509,25 @@ impl GraphBuilder {
         log: &SimLog,
         topic: &'static str,
         decode: fn(&LogRecord) -> T,
-        forgets_offsets: bool,
     ) -> OperatorId {
         let log = log.clone();
+        let forgets = self.defect == Some(Defect::SourceForgetsOffsets);
         self.add(
             name,
             parallelism,
             OperatorKind::Source(Arc::new(move |info: &OperatorInfo| {
-                Box::new(LogReader::new(
+                let reader = LogReader::new(
                     &log,
                     topic,
                     (info.subtask, info.parallelism),
-                    decode,
-                    forgets_offsets,
-                ))
+                    (true, 0),
+                    Arc::new(move |record: LogRecord| decode(&record)),
+                );
+                if forgets {
+                    Box::new(ForgetsOffsets(reader))
+                } else {
+                    Box::new(reader)
+                }
             })),
         )
     }
@@ -587,24 +550,34 @@ impl GraphBuilder {
         name: &str,
         parallelism: u32,
         log: &SimLog,
-        mode: WriterMode,
         encode: fn(&T) -> Vec<u8>,
     ) -> OperatorId {
         let log = log.clone();
-        self.operator(name, parallelism, move |info| {
-            let writer = LogWriter::new(
-                &log,
-                OUTPUT_TOPIC,
-                (
-                    format!("{}/{}/", info.job, info.uid),
-                    info.subtask,
-                    info.parallelism,
-                ),
-                encode,
-                mode,
-            );
-            SinkOperator::new(writer, info)
-        })
+        let (exactly_once, defect) = (self.exactly_once, self.defect);
+        let operator = OperatorKind::Transform(Arc::new(move |info: &OperatorInfo| {
+            let prefix = format!("{}/{}/", info.job, info.uid);
+            let encode = Arc::new(move |value: &T| LogRecord {
+                value: encode(value),
+                timestamp: 0,
+            });
+            let place = (prefix, info.subtask, info.parallelism);
+            match defect {
+                Some(Defect::SinkCommitsAtPreCommit) => {
+                    let writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
+                    Box::new(Erased(SinkOperator::new(CommitsAtPreCommit(writer), info)))
+                }
+                Some(Defect::SinkSkipsFlush) => {
+                    let log = NeverFlushed(log.clone());
+                    let writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
+                    Box::new(Erased(SinkOperator::new(writer, info)))
+                }
+                _ => {
+                    let writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
+                    Box::new(Erased(SinkOperator::new(writer, info)))
+                }
+            }
+        }));
+        self.add(name, parallelism, operator)
     }
 
     fn edge(

@@ -13,9 +13,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::check::{Checked, Violation, check};
-use crate::connectors::WriterMode;
-use crate::faults::{Defect, ScheduledFault, draw_schedule};
-use crate::jobs::{ConnectorDefects, OUTPUT_TOPIC, TopicInput};
+use crate::faults::{ScheduledFault, draw_schedule};
+use crate::jobs::{OUTPUT_TOPIC, TopicInput};
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::{Expect, Property, Scenario};
 use crate::trace::Trace;
@@ -115,15 +114,7 @@ fn run_world(
     }
     let arrivals = plan_arrivals(generated.topics, spec.input.arrival_ms, &mut input_rng);
     let checkpoint = scenario.checkpoint_config();
-    let defects = ConnectorDefects {
-        source_forgets_offsets: spec.broken == Some(Defect::SourceForgetsOffsets),
-        writer: match spec.broken {
-            Some(Defect::SinkCommitsAtPreCommit) => Some(WriterMode::CommitsAtPreCommit),
-            Some(Defect::SinkSkipsFlush) => Some(WriterMode::SkipsFlush),
-            _ => None,
-        },
-    };
-    let mut graph = job.graph(&log, &parallelism, checkpoint.mode, defects);
+    let mut graph = job.graph(&log, &parallelism, checkpoint.mode, spec.broken);
     graph.checkpoint = checkpoint;
     graph.restart = scenario.restart();
     let setup = WorldSetup {

@@ -16,7 +16,7 @@ use rill_core::restart::RestartStrategy;
 use serde::Deserialize;
 
 use crate::faults::{Defect, Fault, FaultSpec};
-use crate::jobs::{ConnectorDefects, InputSpec, JobKind};
+use crate::jobs::{InputSpec, JobKind};
 use crate::log::SimLog;
 
 /// What a run must show.
@@ -399,7 +399,7 @@ impl Scenario {
             &SimLog::default(),
             &|role| self.parallelism(role),
             self.checkpoint_config().mode,
-            ConnectorDefects::default(),
+            None,
         );
         graph
             .operators

@@ -9,6 +9,8 @@
 //!   channels;
 //! - [`exchange`]: forward, rebalance, key-hash and broadcast routing;
 //! - [`operator`], [`source`], [`keyed`], [`state`]: what runs inside a subtask;
+//! - [`log_connector`]: an event log as a source and a two-phase-commit sink, over any log that
+//!   keeps its contract (the embedded log, or the simulator's);
 //! - [`flow`]: credit-based flow control;
 //! - [`subtask`] and [`partitioner`]: the two state machines a job is made of;
 //! - [`checkpoint`] and [`coordinator`]: barriers, alignment, and the checkpoint coordinator;
@@ -26,6 +28,7 @@ pub mod graph;
 pub mod key;
 pub mod keyed;
 pub mod layout;
+pub mod log_connector;
 pub mod operator;
 pub mod partitioner;
 pub mod plan;

@@ -13,8 +13,11 @@
 //! - [`record`]: the records going in ([`ProducerRecord`]) and coming out ([`LogRecord`]);
 //! - [`transaction`]: records staged, then committed atomically or aborted (two-phase
 //!   commit); readers see committed records only;
-//! - [`error`]: [`LogError`], every variant naming what was at fault.
+//! - [`error`]: [`LogError`], every variant naming what was at fault;
+//! - [`connector`]: the log as `rill-core`'s `ConnectorLog`, which the log source and sink read
+//!   and write through.
 
+pub mod connector;
 pub mod error;
 pub mod log;
 pub mod record;

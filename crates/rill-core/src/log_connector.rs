@@ -1,0 +1,355 @@
+//! An event log as a source and as a two-phase-commit sink, over any log that keeps the
+//! [`ConnectorLog`] contract: `rill-log`'s embedded log in real jobs, the simulator's model of it
+//! in simulated ones — so the simulator checks the very code real jobs run.
+//!
+//! [`LogReader`] reads a topic: partition `p` goes to source subtask `p % parallelism`, and each
+//! subtask reads its partitions in turn, in offset order. **Bounded**, it stops at the end
+//! offsets the log reports when the job starts, so the job ends; otherwise it keeps polling for
+//! new records. A record's log timestamp becomes its event timestamp. Its checkpointed position
+//! is the next offset of each of its partitions, so a restored job reads on from there.
+//!
+//! [`LogWriter`] writes a topic through the log's transactions: each checkpoint's records are
+//! staged under a transaction `<job>/<uid>/<subtask>/<sequence>`, prepared (durable) at the
+//! checkpoint's barrier, and committed when the checkpoint completes — durably, because the
+//! next checkpoint's state no longer lists them. Restored, it commits what the checkpoint had
+//! prepared (commits are idempotent) and aborts whatever else its subtask, or a subtask it takes
+//! over after a rescale, left open. So readers, who see committed records only, see every
+//! record exactly once however often the job fails and restarts. At-least-once, it appends each
+//! batch at once and flushes at every barrier instead.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::CheckpointId;
+use crate::element::{Data, Record, Timestamp};
+use crate::error::BoxError;
+use crate::operator::Sink;
+use crate::source::{Source, SourceOutput, SourcePoll, decode_position, encode_position};
+
+/// What the log connectors need of a log. Implementations keep this contract:
+/// - `read` returns committed records of one partition from an offset, in offset order, with no
+///   gap;
+/// - `append` and `stage` hand their records to the OS (a crash of the process loses nothing,
+///   a crash of the machine may); `prepare` and `flush` make everything written so far durable;
+/// - `commit` appends a staged transaction's records atomically, and commits nothing for a
+///   transaction that is not staged (never was, or was committed or aborted), so it is
+///   idempotent; like `append`, it is durable only after a `flush`;
+/// - `open_transactions` lists staged transactions (prepared or not) by id prefix.
+pub trait ConnectorLog: Clone + Send + Sync + 'static {
+    /// A record read from a partition.
+    type Record: Send;
+    /// A record to write.
+    type Produced: Send;
+    /// What can go wrong.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The end offset of each partition of `topic`, by partition.
+    fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, Self::Error>;
+    /// Up to `max` committed records of a partition from offset `from`.
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Self::Record>, Self::Error>;
+    /// A read record's timestamp, in ms.
+    fn timestamp(record: &Self::Record) -> i64;
+    /// Appends records to `topic`.
+    fn append(&self, topic: &str, records: Vec<Self::Produced>) -> Result<(), Self::Error>;
+    /// Stages records for `topic` under transaction `id`, opening it if needed.
+    fn stage(&self, id: &str, topic: &str, records: Vec<Self::Produced>)
+    -> Result<(), Self::Error>;
+    /// Prepares transaction `id`: its records are durable from now on.
+    fn prepare(&self, id: &str) -> Result<(), Self::Error>;
+    /// Commits transaction `id`.
+    fn commit(&self, id: &str) -> Result<(), Self::Error>;
+    /// Aborts transaction `id`.
+    fn abort(&self, id: &str) -> Result<(), Self::Error>;
+    /// The ids of the open transactions starting with `prefix`.
+    fn open_transactions(&self, prefix: &str) -> Result<Vec<String>, Self::Error>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), Self::Error>;
+}
+
+/// Decodes a log record into a stream value.
+pub type Decode<L, T> = Arc<dyn Fn(<L as ConnectorLog>::Record) -> T + Send + Sync>;
+
+/// Encodes a stream value into a record to write.
+pub type Encode<L, T> = Arc<dyn Fn(&T) -> <L as ConnectorLog>::Produced + Send + Sync>;
+
+struct PartitionCursor {
+    partition: u32,
+    next: u64,
+    /// Bounded: where to stop.
+    stop: Option<u64>,
+}
+
+/// One source subtask's reader of a topic.
+pub struct LogReader<L: ConnectorLog, T> {
+    log: L,
+    topic: String,
+    cursors: Vec<PartitionCursor>,
+    turn: usize,
+    decode: Decode<L, T>,
+    /// Why the reader could not start, reported at its first poll.
+    start_error: Option<BoxError>,
+}
+
+impl<L: ConnectorLog, T> LogReader<L, T> {
+    /// The reader of subtask `subtask` of `parallelism`, from offset `start_offset` of each
+    /// partition (or its end, if nearer); `bounded` stops at the end offsets of now.
+    pub fn new(
+        log: &L,
+        topic: &str,
+        (subtask, parallelism): (u32, u32),
+        (bounded, start_offset): (bool, u64),
+        decode: Decode<L, T>,
+    ) -> Self {
+        let mut reader = LogReader {
+            log: log.clone(),
+            topic: topic.to_owned(),
+            cursors: Vec::new(),
+            turn: 0,
+            decode,
+            start_error: None,
+        };
+        match log.end_offsets(topic) {
+            Ok(ends) => {
+                reader.cursors = (subtask..ends.len() as u32)
+                    .step_by(parallelism.max(1) as usize)
+                    .map(|partition| {
+                        let end = ends[partition as usize];
+                        PartitionCursor {
+                            partition,
+                            next: start_offset.min(end),
+                            stop: bounded.then_some(end),
+                        }
+                    })
+                    .collect();
+            }
+            Err(error) => reader.start_error = Some(error.into()),
+        }
+        reader
+    }
+
+    fn exhausted(&self) -> bool {
+        self.cursors
+            .iter()
+            .all(|c| c.stop.is_some_and(|stop| c.next >= stop))
+    }
+}
+
+impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
+    type Out = T;
+
+    fn poll_next(&mut self, out: &mut SourceOutput<T>) -> Result<SourcePoll, BoxError> {
+        if let Some(error) = self.start_error.take() {
+            return Err(error);
+        }
+        let count = self.cursors.len();
+        for offset in 0..count {
+            if out.remaining() == 0 {
+                break;
+            }
+            let cursor = &mut self.cursors[(self.turn + offset) % count];
+            let want = match cursor.stop {
+                Some(stop) => out
+                    .remaining()
+                    .min(stop.saturating_sub(cursor.next) as usize),
+                None => out.remaining(),
+            };
+            if want == 0 {
+                continue;
+            }
+            for record in self
+                .log
+                .read(&self.topic, cursor.partition, cursor.next, want)?
+            {
+                cursor.next += 1;
+                let timestamp = Timestamp(L::timestamp(&record));
+                out.collect_with_timestamp((self.decode)(record), timestamp);
+            }
+        }
+        self.turn = (self.turn + 1) % count.max(1);
+        Ok(if self.exhausted() {
+            SourcePoll::Finished
+        } else if out.is_empty() {
+            SourcePoll::Idle
+        } else {
+            SourcePoll::Ready
+        })
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        let offsets: Vec<(u32, u64)> = self.cursors.iter().map(|c| (c.partition, c.next)).collect();
+        encode_position(&offsets).map(Some)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        let offsets: Vec<(u32, u64)> = decode_position(position)?;
+        for (partition, next) in offsets {
+            if let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) {
+                cursor.next = next;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A writer's checkpointed state.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct WriterState {
+    subtask: u32,
+    next_sequence: u64,
+    /// (checkpoint, sequence) of the transactions prepared and not yet committed.
+    prepared: Vec<(u64, u64)>,
+}
+
+/// One sink subtask's writer of a topic.
+pub struct LogWriter<L: ConnectorLog, T> {
+    log: L,
+    topic: String,
+    encode: Encode<L, T>,
+    exactly_once: bool,
+    /// `<job>/<uid>/`: what this sink's transaction ids start with.
+    prefix: String,
+    parallelism: u32,
+    state: WriterState,
+    /// Records were staged since the last prepare.
+    open: bool,
+}
+
+impl<L: ConnectorLog, T> LogWriter<L, T> {
+    /// The writer of subtask `subtask` of `parallelism`; `prefix` (`<job>/<uid>/`) names its
+    /// transactions; `exactly_once` chooses transactions over appends.
+    pub fn new(
+        log: &L,
+        topic: &str,
+        (prefix, subtask, parallelism): (String, u32, u32),
+        encode: Encode<L, T>,
+        exactly_once: bool,
+    ) -> Self {
+        LogWriter {
+            log: log.clone(),
+            topic: topic.to_owned(),
+            encode,
+            exactly_once,
+            prefix,
+            parallelism,
+            state: WriterState {
+                subtask,
+                ..WriterState::default()
+            },
+            open: false,
+        }
+    }
+
+    fn transaction_id(&self, subtask: u32, sequence: u64) -> String {
+        format!("{}{subtask}/{sequence}", self.prefix)
+    }
+}
+
+impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
+    type In = T;
+
+    fn write_batch(&mut self, records: Vec<Record<T>>) -> Result<(), BoxError> {
+        let batch: Vec<L::Produced> = records
+            .iter()
+            .map(|record| (self.encode)(&record.value))
+            .collect();
+        if self.exactly_once {
+            let id = self.transaction_id(self.state.subtask, self.state.next_sequence);
+            self.log.stage(&id, &self.topic, batch)?;
+            self.open = true;
+        } else {
+            self.log.append(&self.topic, batch)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), BoxError> {
+        if !self.exactly_once {
+            self.log.flush()?;
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<Vec<u8>>, BoxError> {
+        if !self.exactly_once {
+            // What was appended must survive a crash of the machine once the checkpoint does.
+            self.log.flush()?;
+            return Ok(None);
+        }
+        if self.open {
+            let sequence = self.state.next_sequence;
+            self.log
+                .prepare(&self.transaction_id(self.state.subtask, sequence))?;
+            self.state.prepared.push((checkpoint.0, sequence));
+            self.state.next_sequence += 1;
+            self.open = false;
+        }
+        encode_position(&self.state).map(Some)
+    }
+
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
+        let due = self
+            .state
+            .prepared
+            .iter()
+            .take_while(|(prepared_at, _)| *prepared_at <= checkpoint.0)
+            .count();
+        for (_, sequence) in self.state.prepared.drain(..due).collect::<Vec<_>>() {
+            self.log
+                .commit(&self.transaction_id(self.state.subtask, sequence))?;
+        }
+        // The next checkpoint's state no longer lists these transactions: were the commits
+        // lost in a crash of the machine, a restore from it would abort them (found by the
+        // simulator's `idle-sink-machine-crashes`). So they must be durable now.
+        if due > 0 {
+            self.log.flush()?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, states: Vec<Vec<u8>>) -> Result<(), BoxError> {
+        if !self.exactly_once {
+            return Ok(());
+        }
+        let restored = states
+            .iter()
+            .map(|bytes| decode_position::<WriterState>(bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        for state in &restored {
+            for &(_, sequence) in &state.prepared {
+                self.log
+                    .commit(&self.transaction_id(state.subtask, sequence))?;
+            }
+        }
+        // Durable before the restored job's checkpoints stop listing them (see `commit`).
+        if restored.iter().any(|state| !state.prepared.is_empty()) {
+            self.log.flush()?;
+        }
+        let own = self.state.subtask;
+        let mut taken_over: Vec<u32> = restored
+            .iter()
+            .map(|state| state.subtask)
+            .filter(|&old| old >= self.parallelism && old % self.parallelism == own)
+            .collect();
+        taken_over.push(own);
+        for subtask in taken_over {
+            for leftover in self
+                .log
+                .open_transactions(&format!("{}{subtask}/", self.prefix))?
+            {
+                self.log.abort(&leftover)?;
+            }
+        }
+        self.state.next_sequence = restored
+            .iter()
+            .find(|state| state.subtask == own)
+            .map_or(0, |state| state.next_sequence);
+        Ok(())
+    }
+}
