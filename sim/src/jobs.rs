@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 use crate::checkpoints::StoredCheckpoint;
 use rill_core::log_connector::{LogReader, LogWriter};
 
-use crate::connectors::{CommitsAtPreCommit, ForgetsOffsets, NeverFlushed};
+use crate::connectors::{CommitsAtPreCommit, ForgetsOffsets};
 use crate::faults::Defect;
 use crate::log::{LogRecord, SimLog};
 
@@ -567,7 +567,7 @@ impl GraphBuilder {
                     Box::new(Erased(SinkOperator::new(CommitsAtPreCommit(writer), info)))
                 }
                 Some(Defect::SinkSkipsFlush) => {
-                    let log = NeverFlushed(log.clone());
+                    let log = log.never_flushed();
                     let writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
                     Box::new(Erased(SinkOperator::new(writer, info)))
                 }

@@ -186,15 +186,22 @@ struct Inner {
 
 /// A handle on the simulated log; clones share it.
 #[derive(Clone, Debug)]
-pub struct SimLog(Arc<Mutex<Inner>>);
+pub struct SimLog {
+    inner: Arc<Mutex<Inner>>,
+    /// Broken on purpose when false: this handle's flushes do nothing.
+    flushes: bool,
+}
 
 impl Default for SimLog {
     fn default() -> Self {
-        SimLog(Arc::new(Mutex::new(Inner {
-            disk: Journaled::new(LogState::default()),
-            read_high_water: BTreeMap::new(),
-            planned_ends: BTreeMap::new(),
-        })))
+        SimLog {
+            inner: Arc::new(Mutex::new(Inner {
+                disk: Journaled::new(LogState::default()),
+                read_high_water: BTreeMap::new(),
+                planned_ends: BTreeMap::new(),
+            })),
+            flushes: true,
+        }
     }
 }
 
@@ -202,9 +209,18 @@ impl SimLog {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The simulator runs one thread per world: a poisoned lock means a panic already
         // failed the run, and the state is still what it was.
-        self.0
+        self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Broken on purpose: a handle on the same log whose flushes do nothing, so what is written
+    /// through it stays unsynced (`prepare` still syncs).
+    pub fn never_flushed(&self) -> SimLog {
+        SimLog {
+            inner: self.inner.clone(),
+            flushes: false,
+        }
     }
 
     /// Creates a topic, durably.
@@ -240,9 +256,11 @@ impl SimLog {
         Ok(())
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable (unless this handle never flushes).
     pub fn flush(&self) {
-        self.lock().disk.sync();
+        if self.flushes {
+            self.lock().disk.sync();
+        }
     }
 
     /// The end offset of each partition of `topic`.

@@ -37,7 +37,7 @@ use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::{PhysicalPlan, SubtaskId};
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 
-use crate::checkpoints::{SimCheckpointStore, StoredCheckpoint};
+use crate::checkpoints::{SimCheckpointStore, StoreError, StoreOp, StoredCheckpoint};
 use crate::disk::UnsyncedFate;
 use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
 use crate::log::{LogRecord, SimLog};
@@ -1239,34 +1239,43 @@ impl World {
         self.perform_coordinator_actions();
     }
 
-    /// A subtask's snapshot reached the coordinator: store it, then count the acknowledgement.
-    fn acknowledge(&mut self, checkpoint: CheckpointId, subtask: usize, snapshot: SubtaskSnapshot) {
-        let now_ms = self.now_us / 1_000;
-        let op = match self.store.snapshot_write(checkpoint, subtask, &snapshot) {
+    /// The store write `write` to perform, unless the store refused it (a violation of its
+    /// contract) or an armed fault tears it: then the machine crashes in the middle of it.
+    fn unless_torn(
+        &mut self,
+        write: Result<StoreOp, StoreError>,
+        torn: TornWrite,
+        what: impl FnOnce() -> String,
+    ) -> Option<StoreOp> {
+        let op = match write {
             Ok(op) => op,
             Err(error) => {
                 self.outcome = Some(Outcome::StorageViolated(error.to_string()));
-                return;
+                return None;
             }
         };
         if self
-            .take_armed(|f| {
-                matches!(
-                    f,
-                    Fault::TearWrite {
-                        what: TornWrite::Snapshot
-                    }
-                )
-            })
-            .is_some()
+            .take_armed(|f| matches!(f, Fault::TearWrite { what } if *what == torn))
+            .is_none()
         {
-            self.store.write(op);
-            self.crash_process(
-                UnsyncedFate::Torn,
-                &format!("crash of the machine while writing the snapshot of {checkpoint} by subtask {subtask}"),
-            );
-            return;
+            return Some(op);
         }
+        self.store.write(op);
+        self.crash_process(
+            UnsyncedFate::Torn,
+            &format!("crash of the machine while writing {}", what()),
+        );
+        None
+    }
+
+    /// A subtask's snapshot reached the coordinator: store it, then count the acknowledgement.
+    fn acknowledge(&mut self, checkpoint: CheckpointId, subtask: usize, snapshot: SubtaskSnapshot) {
+        let now_ms = self.now_us / 1_000;
+        let write = self.store.snapshot_write(checkpoint, subtask, &snapshot);
+        let what = || format!("the snapshot of {checkpoint} by subtask {subtask}");
+        let Some(op) = self.unless_torn(write, TornWrite::Snapshot, what) else {
+            return;
+        };
         let bytes = self.store.write(op);
         let subtasks = self.ids.len();
         let early = self.defect == Some(Defect::CoordinatorCompletesEarly);
@@ -1339,33 +1348,11 @@ impl World {
                 }
                 CoordinatorAction::PersistMetadata(metadata) => {
                     let checkpoint = metadata.checkpoint;
-                    let op = match self.store.metadata_write(&metadata) {
-                        Ok(op) => op,
-                        Err(error) => {
-                            self.outcome = Some(Outcome::StorageViolated(error.to_string()));
-                            return;
-                        }
-                    };
-                    if self
-                        .take_armed(|f| {
-                            matches!(
-                                f,
-                                Fault::TearWrite {
-                                    what: TornWrite::Metadata
-                                }
-                            )
-                        })
-                        .is_some()
-                    {
-                        self.store.write(op);
-                        self.crash_process(
-                            UnsyncedFate::Torn,
-                            &format!(
-                                "crash of the machine while writing the metadata of {checkpoint}"
-                            ),
-                        );
+                    let write = self.store.metadata_write(&metadata);
+                    let what = || format!("the metadata of {checkpoint}");
+                    let Some(op) = self.unless_torn(write, TornWrite::Metadata, what) else {
                         return;
-                    }
+                    };
                     self.store.write_synced(op);
                     let now_ms = self.now_us / 1_000;
                     let Some(attempt) = &mut self.attempt else {
