@@ -26,7 +26,9 @@
 //! ([`SubtaskTransmit::Ended`]). Without checkpoints it then finishes. With them it waits for
 //! the job's **final checkpoint** — one triggered after every subtask has ended — still
 //! snapshotting and forwarding barriers, and finishes once that checkpoint is complete: so the
-//! last records a sink wrote are committed before the job ends.
+//! last records a sink wrote are committed before the job ends. A finished subtask returns the
+//! credit of whatever still reaches it (barriers of upstream subtasks that ended), so that they
+//! can finish too.
 
 use std::collections::VecDeque;
 
@@ -225,6 +227,15 @@ impl SubtaskCore {
 
     /// A batch arrived on input channel `channel`.
     pub fn handle_batch(&mut self, channel: usize, batch: Batch) {
+        if self.phase == Phase::Finished {
+            // Only barriers still come (see `release_inputs`): drop them, return the credit.
+            drop(batch);
+            self.transmits.push_back(SubtaskTransmit::Credit {
+                input: channel,
+                credits: 1,
+            });
+            return;
+        }
         match &mut self.head {
             HeadState::Inputs { channels, .. } if channel < channels.len() => {
                 let queue = &mut channels[channel].queue;
@@ -373,6 +384,7 @@ impl SubtaskCore {
         let ended = self.phase == Phase::Ended;
         if ended && (!self.final_checkpoint || self.final_checkpoint_complete) {
             self.phase = Phase::Finished;
+            self.release_inputs();
             return Ok(Step::Finished);
         }
         let step = match &mut self.head {
@@ -384,6 +396,28 @@ impl SubtaskCore {
         };
         self.flush_outputs();
         Ok(step)
+    }
+
+    /// The subtask finished: what its input channels still hold, and what they will bring, are
+    /// barriers an upstream subtask emitted after its end of input (it still snapshots for the
+    /// final checkpoint). This subtask takes no more of them, so it returns their credits:
+    /// otherwise an upstream subtask with barriers waiting for credit could never finish
+    /// (found by the simulator's `checkpoint-timeouts`).
+    fn release_inputs(&mut self) {
+        let HeadState::Inputs { channels, .. } = &mut self.head else {
+            return;
+        };
+        for (input, channel) in channels.iter_mut().enumerate() {
+            let held = channel.queue.len() + usize::from(!channel.current.is_empty());
+            channel.queue.clear();
+            channel.current.clear();
+            if held > 0 {
+                self.transmits.push_back(SubtaskTransmit::Credit {
+                    input,
+                    credits: held as u32,
+                });
+            }
+        }
     }
 
     fn outputs_idle(&self) -> bool {
@@ -624,7 +658,7 @@ mod tests {
 
     use super::*;
     use crate::error::{BoxError, OperatorError};
-    use crate::operator::{Erased, Map, OneInputOperator};
+    use crate::operator::{Erased, Map, OneInputOperator, Passthrough};
     use crate::source::IterSource;
     use crate::{Record, Records};
 
@@ -676,6 +710,35 @@ mod tests {
                 other => return other,
             }
         }
+    }
+
+    #[test]
+    fn a_finished_subtask_returns_the_credits_of_late_barriers() {
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Inputs { channels: 2 },
+            chain: vec![ChainedOperator {
+                name: "pass".into(),
+                operator: Box::new(Passthrough),
+            }],
+            outputs: 0,
+            flow: flow(8, 2),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
+        });
+        core.handle_batch(0, batch(vec![Event::EndOfInput]));
+        core.handle_batch(1, batch(vec![Event::EndOfInput]));
+        assert_eq!(step_until_stuck(&mut core), Step::Finished);
+        drain(&mut core);
+        // An upstream subtask that ended still snapshots, and its barriers still come.
+        core.handle_batch(1, batch(vec![Event::Barrier(CheckpointId(4))]));
+        let credits: Vec<(usize, u32)> = drain(&mut core)
+            .into_iter()
+            .filter_map(|transmit| match transmit {
+                SubtaskTransmit::Credit { input, credits } => Some((input, credits)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(credits, vec![(1, 1)]);
     }
 
     #[test]

@@ -246,6 +246,8 @@ impl Handler<DeliverBatch> for SubtaskActor {
 
     fn handle(&mut self, message: DeliverBatch, ctx: &mut Context<Self>) {
         self.core.handle_batch(message.channel, message.batch);
+        // A finished core still returns credits for what reaches it.
+        self.send_transmits();
         self.drive(ctx);
     }
 }
