@@ -121,6 +121,16 @@ pub enum Fault {
         #[serde(default = "default_slow_duration_ms")]
         duration_ms: u64,
     },
+    /// The job is stopped (as a crash of its process) and submitted again with another
+    /// parallelism for one operator role: it restores from the latest checkpoint, its keyed
+    /// state redistributed by key group and its sinks taking over the transactions of
+    /// subtasks that no longer exist.
+    Rescale {
+        /// The role.
+        role: String,
+        /// Its new parallelism.
+        parallelism: u32,
+    },
     /// A subtask crashes, then again soon after each of the next `repeats` recoveries.
     CrashDuringRecovery {
         /// How many more crashes, each during the recovery from the one before.
@@ -137,6 +147,7 @@ impl Fault {
                 | Fault::CrashJob { .. }
                 | Fault::SlowChannel { .. }
                 | Fault::SlowSubtask { .. }
+                | Fault::Rescale { .. }
                 | Fault::CrashDuringRecovery { .. }
         )
     }
@@ -164,6 +175,9 @@ impl fmt::Display for Fault {
                 duration_ms,
             } => {
                 write!(f, "slow-subtask x{factor} for {duration_ms} ms")
+            }
+            Fault::Rescale { role, parallelism } => {
+                write!(f, "rescale '{role}' to parallelism {parallelism}")
             }
             Fault::CrashDuringRecovery { repeats } => {
                 write!(f, "crash-during-recovery ({repeats} repeats)")

@@ -5,12 +5,14 @@
 //! input, the fault schedule, and the world's scheduling. So a schedule can be replayed with
 //! faults dropped (shrinking) while the input stays the same.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rill_core::graph::JobGraph;
 
 use crate::check::{Checked, Violation, check};
 use crate::faults::{ScheduledFault, draw_schedule};
@@ -18,7 +20,7 @@ use crate::jobs::{OUTPUT_TOPIC, TopicInput};
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::{Expect, Property, Scenario};
 use crate::trace::Trace;
-use crate::world::{Arrival, RunStats, World, WorldSetup};
+use crate::world::{Arrival, RebuildGraph, RunStats, World, WorldSetup};
 
 const INPUT_STREAM: u64 = 1;
 const FAULT_STREAM: u64 = 2;
@@ -113,12 +115,14 @@ fn run_world(
         log.plan_ends(topic.topic, ends);
     }
     let arrivals = plan_arrivals(generated.topics, spec.input.arrival_ms, &mut input_rng);
-    let checkpoint = scenario.checkpoint_config();
-    let mut graph = job.graph(&log, &parallelism, checkpoint.mode, spec.broken);
-    graph.checkpoint = checkpoint;
-    graph.restart = scenario.restart();
+    let graph = job_graph(scenario, &log, &BTreeMap::new());
+    let rebuild: RebuildGraph = {
+        let (scenario, log) = (scenario.clone(), log.clone());
+        Box::new(move |rescaled| job_graph(&scenario, &log, rescaled))
+    };
     let setup = WorldSetup {
         graph,
+        rebuild,
         log,
         input_topics,
         arrivals,
@@ -163,6 +167,25 @@ fn run_world(
             )
         });
     (checked, result.stats, result.trace_hash)
+}
+
+/// The scenario's job graph, with the parallelism of the `rescaled` roles changed.
+fn job_graph(scenario: &Scenario, log: &SimLog, rescaled: &BTreeMap<String, u32>) -> JobGraph {
+    let parallelism = |role: &str| {
+        rescaled
+            .get(role)
+            .copied()
+            .unwrap_or_else(|| scenario.parallelism(role))
+    };
+    let checkpoint = scenario.checkpoint_config();
+    let mut graph =
+        scenario
+            .spec
+            .job
+            .graph(log, &parallelism, checkpoint.mode, scenario.spec.broken);
+    graph.checkpoint = checkpoint;
+    graph.restart = scenario.restart();
+    graph
 }
 
 /// Records a producer appends per arrival.

@@ -361,6 +361,10 @@ impl Scenario {
                 Fault::CrashDuringRecovery { repeats } => {
                     at_most("crash-during-recovery repeats", u64::from(repeats), 100)?;
                 }
+                Fault::Rescale {
+                    ref role,
+                    parallelism,
+                } => self.check_rescale(role, parallelism)?,
                 _ => {}
             }
             if fault.at.is_some() && fault.within_ms.is_some() {
@@ -389,6 +393,29 @@ impl Scenario {
                     names.join(", ")
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn check_rescale(&self, role: &str, parallelism: u32) -> Result<(), String> {
+        let job = self.spec.job;
+        if !job.roles().contains(&role) {
+            return Err(format!(
+                "fault rescale: job '{}' has no operator role '{role}' (it has {})",
+                job.name(),
+                job.roles().join(", ")
+            ));
+        }
+        if job == JobKind::UnionBroadcast && role == "tag" {
+            return Err(
+                "fault rescale: the reference output of union-broadcast depends on the parallelism of 'tag'"
+                    .to_owned(),
+            );
+        }
+        if !(1..=PARALLELISM_MAX).contains(&parallelism) {
+            return Err(format!(
+                "fault rescale: parallelism {parallelism} is outside 1..={PARALLELISM_MAX}"
+            ));
         }
         Ok(())
     }

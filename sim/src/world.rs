@@ -104,6 +104,8 @@ pub struct RunResult {
 pub struct WorldSetup {
     /// The job.
     pub graph: JobGraph,
+    /// Builds the job again with other parallelism (for rescaling faults).
+    pub rebuild: RebuildGraph,
     /// The log, with the input written.
     pub log: SimLog,
     /// Topics the sources read, and their total size: faults are placed by progress in them.
@@ -306,20 +308,76 @@ enum Action {
     Stopped,
 }
 
-/// One simulated run.
-pub struct World {
-    rng: ChaCha8Rng,
-    now_us: u64,
+/// The job's graph and everything derived from it: what a rescale replaces.
+struct Shape {
     graph: JobGraph,
     /// The graph the broken subtask is built from (barriers not aligned).
     unaligned_graph: Option<JobGraph>,
     plan: PhysicalPlan,
     layout: JobLayout,
-    flow: FlowConfig,
     ids: Vec<SubtaskId>,
     is_source: Vec<bool>,
     has_sink: Vec<bool>,
     operators_of: Vec<Vec<String>>,
+}
+
+impl Shape {
+    fn new(graph: JobGraph, defect: Option<Defect>) -> Result<Self, String> {
+        let plan = PhysicalPlan::new(&graph).map_err(|error| error.to_string())?;
+        let layout = plan.layout(&graph);
+        let ids: Vec<SubtaskId> = plan.subtasks().collect();
+        let is_source = ids
+            .iter()
+            .map(|id| {
+                let head = plan.chain(id.chain).operators[0];
+                matches!(graph.operator(head).kind, OperatorKind::Source(_))
+            })
+            .collect();
+        let operators_of: Vec<Vec<String>> = ids
+            .iter()
+            .map(|id| {
+                plan.chain(id.chain)
+                    .operators
+                    .iter()
+                    .map(|&op| graph.operator(op).name.clone())
+                    .collect()
+            })
+            .collect();
+        let has_sink = operators_of
+            .iter()
+            .map(|names| names.iter().any(|name| name == "sink"))
+            .collect();
+        let unaligned_graph = (defect == Some(Defect::SubtaskSkipsAlignment)).then(|| {
+            let mut graph = graph.clone();
+            graph.checkpoint.mode = CheckpointMode::AtLeastOnce;
+            graph
+        });
+        Ok(Shape {
+            graph,
+            unaligned_graph,
+            plan,
+            layout,
+            ids,
+            is_source,
+            has_sink,
+            operators_of,
+        })
+    }
+}
+
+/// Builds the job's graph, given the roles whose parallelism differs from the scenario's.
+pub type RebuildGraph = Box<dyn Fn(&BTreeMap<String, u32>) -> JobGraph>;
+
+/// One simulated run.
+pub struct World {
+    rng: ChaCha8Rng,
+    now_us: u64,
+    shape: Shape,
+    /// Builds the job's graph with the parallelism of some roles changed.
+    rebuild: RebuildGraph,
+    /// The roles a fault rescaled, with their parallelism now.
+    rescaled: BTreeMap<String, u32>,
+    flow: FlowConfig,
     log: SimLog,
     store: SimCheckpointStore,
     attempt: Option<Attempt>,
@@ -343,47 +401,14 @@ pub struct World {
 impl World {
     /// A world about to deploy the job for the first time.
     pub fn new(setup: WorldSetup, rng: ChaCha8Rng, trace: Trace) -> Result<Self, String> {
-        let plan = PhysicalPlan::new(&setup.graph).map_err(|error| error.to_string())?;
-        let layout = plan.layout(&setup.graph);
-        let ids: Vec<SubtaskId> = plan.subtasks().collect();
-        let is_source = ids
-            .iter()
-            .map(|id| {
-                let head = plan.chain(id.chain).operators[0];
-                matches!(setup.graph.operator(head).kind, OperatorKind::Source(_))
-            })
-            .collect();
-        let operators_of: Vec<Vec<String>> = ids
-            .iter()
-            .map(|id| {
-                plan.chain(id.chain)
-                    .operators
-                    .iter()
-                    .map(|&op| setup.graph.operator(op).name.clone())
-                    .collect()
-            })
-            .collect();
-        let has_sink = operators_of
-            .iter()
-            .map(|names| names.iter().any(|name| name == "sink"))
-            .collect();
-        let unaligned_graph = (setup.defect == Some(Defect::SubtaskSkipsAlignment)).then(|| {
-            let mut graph = setup.graph.clone();
-            graph.checkpoint.mode = CheckpointMode::AtLeastOnce;
-            graph
-        });
+        let shape = Shape::new(setup.graph, setup.defect)?;
         Ok(World {
             rng,
             now_us: 0,
-            graph: setup.graph,
-            unaligned_graph,
-            plan,
-            layout,
+            shape,
+            rebuild: setup.rebuild,
+            rescaled: BTreeMap::new(),
             flow: setup.flow,
-            ids,
-            is_source,
-            has_sink,
-            operators_of,
             log: setup.log,
             store: SimCheckpointStore::default(),
             attempt: None,
@@ -463,8 +488,8 @@ impl World {
     }
 
     fn subtask_name(&self, index: usize) -> String {
-        let id = self.ids[index];
-        format!("'{}' #{}", self.plan.chain(id.chain).name, id.index)
+        let id = self.shape.ids[index];
+        format!("'{}' #{}", self.shape.plan.chain(id.chain).name, id.index)
     }
 
     // ---- scheduling ----
@@ -572,7 +597,7 @@ impl World {
             && attempt.crash_at_step.is_some_and(|step| steps >= step)
         {
             attempt.crash_at_step = None;
-            let target = self.rng.random_range(0..self.ids.len());
+            let target = self.rng.random_range(0..self.shape.ids.len());
             let name = self.subtask_name(target);
             self.trace_fault(&format!("crash of {name} during recovery"));
             self.fail_over(format!("{name} crashed during recovery"), Some(target));
@@ -632,7 +657,7 @@ impl World {
             .as_ref()
             .map(|(metadata, snapshots)| (metadata, snapshots));
         let from = latest.map(|(metadata, _)| metadata.checkpoint);
-        let start = match start_attempt(latest, &self.layout, Some(self.store.next_id())) {
+        let start = match start_attempt(latest, &self.shape.layout, Some(self.store.next_id())) {
             Ok(start) => start,
             Err(error) => {
                 self.outcome = Some(Outcome::Failed(format!(
@@ -658,15 +683,15 @@ impl World {
             });
             links.len() - 1
         };
-        let mut subtasks = Vec::with_capacity(self.ids.len());
+        let mut subtasks = Vec::with_capacity(self.shape.ids.len());
         let mut partitioners = Vec::new();
         let mut partitioner_of: Vec<Vec<usize>> = Vec::new();
-        for (position, (&id, snapshot)) in self.ids.iter().zip(start.restored).enumerate() {
-            let graph = match &self.unaligned_graph {
-                Some(unaligned) if !self.is_source[position] => unaligned,
-                _ => &self.graph,
+        for (position, (&id, snapshot)) in self.shape.ids.iter().zip(start.restored).enumerate() {
+            let graph = match &self.shape.unaligned_graph {
+                Some(unaligned) if !self.shape.is_source[position] => unaligned,
+                _ => &self.shape.graph,
             };
-            let mut core = self.plan.build_subtask(graph, id, self.flow);
+            let mut core = self.shape.plan.build_subtask(graph, id, self.flow);
             if let Some(snapshot) = snapshot
                 && let Err(error) = core.restore(snapshot)
             {
@@ -676,13 +701,14 @@ impl World {
                 )));
                 return;
             }
-            let outputs = self.plan.chain(id.chain).outputs.len();
+            let outputs = self.shape.plan.chain(id.chain).outputs.len();
             let mut output_links = Vec::with_capacity(outputs);
             let mut own = Vec::with_capacity(outputs);
             for output in 0..outputs {
                 let (core, targets) =
-                    self.plan
-                        .build_partitioner(&self.graph, id, output, self.flow);
+                    self.shape
+                        .plan
+                        .build_partitioner(&self.shape.graph, id, output, self.flow);
                 let index = partitioners.len();
                 output_links.push(new_link(Endpoint::Partitioner(index), true));
                 let credit_link = new_link(Endpoint::Subtask(position), true);
@@ -690,7 +716,10 @@ impl World {
                     .iter()
                     .map(|target| {
                         (
-                            new_link(Endpoint::Subtask(self.plan.position(target.subtask)), true),
+                            new_link(
+                                Endpoint::Subtask(self.shape.plan.position(target.subtask)),
+                                true,
+                            ),
                             target.channel,
                         )
                     })
@@ -720,14 +749,15 @@ impl World {
                 slow_until_us: 0,
             });
         }
-        for (position, &id) in self.ids.iter().enumerate() {
+        for (position, &id) in self.shape.ids.iter().enumerate() {
             subtasks[position].credit_links = self
+                .shape
                 .plan
                 .channel_senders(id)
                 .into_iter()
                 .map(|sender| {
                     let partitioner =
-                        partitioner_of[self.plan.position(sender.upstream)][sender.output];
+                        partitioner_of[self.shape.plan.position(sender.upstream)][sender.output];
                     (
                         new_link(Endpoint::Partitioner(partitioner), true),
                         sender.target,
@@ -749,8 +779,8 @@ impl World {
             partitioners,
             links,
             coordinator: CoordinatorCore::new(
-                self.graph.checkpoint,
-                self.layout.clone(),
+                self.shape.graph.checkpoint,
+                self.shape.layout.clone(),
                 start.first_checkpoint,
             ),
             acks: BTreeMap::new(),
@@ -777,7 +807,7 @@ impl World {
             return;
         }
         self.restarts += 1;
-        let Some(delay_ms) = self.graph.restart.delay_before(self.restarts) else {
+        let Some(delay_ms) = self.shape.graph.restart.delay_before(self.restarts) else {
             self.attempt = None;
             self.outcome = Some(Outcome::Failed(format!(
                 "the restart strategy gave up after {} restarts; last failure: {reason}",
@@ -833,7 +863,7 @@ impl World {
         self.attempt = None;
         self.latest = None;
         self.restarts += 1;
-        match self.graph.restart.delay_before(self.restarts) {
+        match self.shape.graph.restart.delay_before(self.restarts) {
             Some(delay_ms) => {
                 self.redeploy = Some((
                     self.now_us + delay_ms.saturating_mul(1_000),
@@ -889,11 +919,11 @@ impl World {
     fn fire(&mut self, fault: Fault) {
         match fault {
             Fault::CrashSubtask { target } => {
-                let candidates: Vec<usize> = (0..self.ids.len())
+                let candidates: Vec<usize> = (0..self.shape.ids.len())
                     .filter(|&index| {
                         target
                             .as_ref()
-                            .is_none_or(|name| self.operators_of[index].contains(name))
+                            .is_none_or(|name| self.shape.operators_of[index].contains(name))
                     })
                     .collect();
                 if let Some(&index) = candidates.choose(&mut self.rng) {
@@ -905,9 +935,23 @@ impl World {
             Fault::CrashJob { unsynced } => {
                 self.crash_process(unsynced.fate(), "crash of the whole job");
             }
+            Fault::Rescale { role, parallelism } => {
+                self.crash_process(
+                    UnsyncedFate::Kept,
+                    &format!(
+                        "the job is stopped, to be submitted again with '{role}' at parallelism {parallelism}"
+                    ),
+                );
+                self.rescaled.insert(role, parallelism);
+                let graph = (self.rebuild)(&self.rescaled);
+                match Shape::new(graph, self.defect) {
+                    Ok(shape) => self.shape = shape,
+                    Err(reason) => self.outcome = Some(Outcome::Failed(reason)),
+                }
+            }
             Fault::CrashDuringRecovery { repeats } => {
                 self.recovery_crashes_left += repeats;
-                let index = self.rng.random_range(0..self.ids.len());
+                let index = self.rng.random_range(0..self.shape.ids.len());
                 let name = self.subtask_name(index);
                 self.trace_fault(&format!(
                     "crash of subtask {name}, to crash again during recovery {repeats} times"
@@ -922,7 +966,7 @@ impl World {
                 factor,
                 duration_ms,
             } => {
-                let index = self.rng.random_range(0..self.ids.len());
+                let index = self.rng.random_range(0..self.shape.ids.len());
                 let until = self.now_us + duration_ms.saturating_mul(1_000);
                 if let Some(attempt) = &mut self.attempt {
                     attempt.subtasks[index].slow_factor = factor.max(1);
@@ -1033,7 +1077,7 @@ impl World {
     fn deliver_to_subtask(&mut self, index: usize, message: Message) {
         if let Message::Notify { checkpoint, .. } = &message {
             let checkpoint = *checkpoint;
-            if self.has_sink[index]
+            if self.shape.has_sink[index]
                 && self
                     .take_armed(|fault| matches!(fault, Fault::CrashSinkBeforeCommit))
                     .is_some()
@@ -1277,7 +1321,7 @@ impl World {
             return;
         };
         let bytes = self.store.write(op);
-        let subtasks = self.ids.len();
+        let subtasks = self.shape.ids.len();
         let early = self.defect == Some(Defect::CoordinatorCompletesEarly);
         let Some(attempt) = &mut self.attempt else {
             return;
@@ -1337,8 +1381,8 @@ impl World {
                     self.trace(20, [checkpoint.0, 0, 0], || {
                         format!("coordinator triggers {checkpoint}")
                     });
-                    for index in 0..self.ids.len() {
-                        if self.is_source[index]
+                    for index in 0..self.shape.ids.len() {
+                        if self.shape.is_source[index]
                             && let Some(attempt) = &self.attempt
                         {
                             let link = attempt.subtasks[index].from_coordinator;
@@ -1393,7 +1437,7 @@ impl World {
                     }
                 }
                 CoordinatorAction::NotifyComplete { checkpoint, last } => {
-                    for index in 0..self.ids.len() {
+                    for index in 0..self.shape.ids.len() {
                         if let Some(attempt) = &self.attempt {
                             let link = attempt.subtasks[index].from_coordinator;
                             self.send(link, Message::Notify { checkpoint, last });
@@ -1462,7 +1506,7 @@ impl World {
             self.trace(30, [index as u64, label, 0], String::new);
         }
         self.carry_subtask_transmits(index);
-        if self.is_source[index] {
+        if self.shape.is_source[index] {
             self.update_progress();
         }
         if let Some(attempt) = &self.attempt
@@ -1506,7 +1550,7 @@ impl World {
 
     fn tick(&mut self) {
         let now_ms = self.now_us / 1_000;
-        let tick_us = self.graph.checkpoint.tick_interval_ms() * 1_000;
+        let tick_us = self.shape.graph.checkpoint.tick_interval_ms() * 1_000;
         let Some(attempt) = &mut self.attempt else {
             return;
         };

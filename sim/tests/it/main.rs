@@ -147,6 +147,7 @@ fn every_scenario_file_is_valid_and_each_fault_kind_is_covered() {
         "slow-channel",
         "slow-subtask",
         "crash-during-recovery",
+        "rescale",
     ] {
         assert!(
             kinds.contains(kind),
