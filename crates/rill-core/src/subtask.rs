@@ -229,6 +229,13 @@ impl SubtaskCore {
     pub fn handle_batch(&mut self, channel: usize, batch: Batch) {
         if self.phase == Phase::Finished {
             // Only barriers still come (see `release_inputs`): drop them, return the credit.
+            debug_assert!(
+                batch
+                    .events
+                    .iter()
+                    .all(|event| matches!(event, Event::Barrier(_))),
+                "a finished subtask received more than barriers on input channel {channel}"
+            );
             drop(batch);
             self.transmits.push_back(SubtaskTransmit::Credit {
                 input: channel,

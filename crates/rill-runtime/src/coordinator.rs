@@ -227,16 +227,20 @@ impl Handler<TriggerSavepoint> for CoordinatorActor {
 }
 
 impl Handler<StopCoordinator> for CoordinatorActor {
-    type Result = Option<CheckpointCompleted>;
+    type Result = ();
 
-    fn handle(&mut self, _: StopCoordinator, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, stop: StopCoordinator, ctx: &mut Context<Self>) {
         ctx.stop();
-        let (metadata, snapshots) = self.latest.take()?;
-        Some(CheckpointCompleted {
-            attempt: self.attempt,
-            metadata,
-            snapshots,
-        })
+        let latest = self
+            .latest
+            .take()
+            .map(|(metadata, snapshots)| CheckpointCompleted {
+                attempt: self.attempt,
+                metadata,
+                snapshots,
+            });
+        // The master may have ended meanwhile: then nobody waits.
+        let _ = stop.reply.send(latest);
     }
 }
 

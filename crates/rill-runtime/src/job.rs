@@ -88,6 +88,19 @@ pub enum JobError {
         /// Why.
         reason: String,
     },
+    /// An actor of a failed attempt did not stop in time, so the job did not restart: a sink
+    /// of the old attempt could still have written beside the new one.
+    #[error(
+        "job '{job}' was not restarted: an actor of the failed attempt did not stop within {waited_ms} ms (stuck in user code?); the failure was: {error}"
+    )]
+    AttemptDidNotStop {
+        /// The job's name.
+        job: String,
+        /// How long the master waited.
+        waited_ms: u64,
+        /// The failure that ended the attempt.
+        error: Box<JobError>,
+    },
     /// The checkpoint store could not be read.
     #[error("job '{job}' cannot read its checkpoints: {error}")]
     CheckpointStore {

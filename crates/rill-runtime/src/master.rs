@@ -257,25 +257,26 @@ impl JobMaster {
     /// Stops every actor of the current attempt.
     fn stop_attempt(&mut self) {
         for (_, addr) in self.subtasks.drain(..) {
-            addr.do_send(Shutdown);
+            addr.do_send(Shutdown::default());
         }
         for addr in self.partitioners.drain(..) {
-            addr.do_send(Shutdown);
+            addr.do_send(Shutdown::default());
         }
         if let Some(coordinator) = self.coordinator.take() {
-            coordinator.do_send(Shutdown);
+            coordinator.do_send(Shutdown::default());
         }
     }
 
     /// A failure: restart from the latest completed checkpoint if the strategy allows, or end
     /// the job with the error.
     ///
-    /// The new attempt is deployed only once the old one has stopped: its coordinator first,
-    /// which hands back the newest checkpoint it completed (sinks may have committed it before
-    /// the master heard of it: restoring an older one would commit its records twice), then
-    /// every subtask and partitioner (a sink still running could write into the transactions
-    /// the new attempt's sink is about to reuse). An actor stuck in user code is waited for
-    /// [`ATTEMPT_STOP_WAIT_MAX`] at most.
+    /// The new attempt is deployed only once the old one has stopped: its coordinator, which
+    /// hands back the newest checkpoint it completed (sinks may have committed it before the
+    /// master heard of it: restoring an older one would commit its records twice), and every
+    /// subtask and partitioner (a sink still running could write into the transactions the new
+    /// attempt's sink is about to reuse). The stops are sent with `do_send`, so they are
+    /// delivered whatever happens to the master meanwhile. If an actor has not stopped within
+    /// [`ATTEMPT_STOP_WAIT_MAX`] (stuck in user code), the job ends instead of restarting.
     fn fail(&mut self, error: JobError, ctx: &mut Context<Self>) {
         let restarts = self.attempt + 1;
         let Some(delay_ms) = self.graph.restart.delay_before(restarts) else {
@@ -285,47 +286,65 @@ impl JobMaster {
         };
         warn!(%error, restart = restarts, delay_ms, "restarting the job");
         self.attempt = restarts;
-        let coordinator = self.coordinator.take();
-        let stops: Vec<_> = self
-            .subtasks
-            .drain(..)
-            .map(|(_, addr)| addr.send(Shutdown))
-            .collect();
-        let partitioner_stops: Vec<_> = self
-            .partitioners
-            .drain(..)
-            .map(|addr| addr.send(Shutdown))
-            .collect();
-        let stopped = async move {
-            let latest = match coordinator {
-                Some(coordinator) => {
-                    tokio::time::timeout(ATTEMPT_STOP_WAIT_MAX, coordinator.send(StopCoordinator))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .flatten()
-                }
-                None => None,
-            };
-            for stop in stops {
-                wait_stopped(stop).await;
-            }
-            for stop in partitioner_stops {
-                wait_stopped(stop).await;
-            }
-            latest
-        };
-        ctx.spawn(stopped.into_actor(self).map(move |latest, master, ctx| {
-            if let Some(completed) = latest {
-                master.adopt_completed(completed, ctx);
-            }
-            info!(from = ?master.latest_checkpoint.as_ref().map(|c| c.checkpoint), "the failed attempt stopped");
-            ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
-                if master.outcome.is_some() {
-                    master.deploy_or_end(ctx);
-                }
+        let (reply, latest) = oneshot::channel();
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.do_send(StopCoordinator { reply });
+        }
+        let mut stopped = Vec::new();
+        let mut stop = |send: &dyn Fn(Shutdown)| {
+            let (done, wait) = oneshot::channel();
+            send(Shutdown {
+                stopped: Some(done),
             });
-        }));
+            stopped.push(wait);
+        };
+        for (_, addr) in self.subtasks.drain(..) {
+            stop(&|shutdown| addr.do_send(shutdown));
+        }
+        for addr in self.partitioners.drain(..) {
+            stop(&|shutdown| addr.do_send(shutdown));
+        }
+        let all_stopped = async move {
+            let deadline = tokio::time::Instant::now() + ATTEMPT_STOP_WAIT_MAX;
+            // An actor already gone dropped its sender: that counts as stopped.
+            let latest = tokio::time::timeout_at(deadline, latest)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            let mut all_stopped = true;
+            for wait in stopped {
+                all_stopped &= tokio::time::timeout_at(deadline, wait).await.is_ok();
+            }
+            (latest, all_stopped)
+        };
+        ctx.spawn(
+            all_stopped
+                .into_actor(self)
+                .map(move |(latest, all_stopped), master, ctx| {
+                    if let Some(completed) = latest {
+                        master.adopt_completed(completed, ctx);
+                    }
+                    if master.outcome.is_none() {
+                        return;
+                    }
+                    if !all_stopped {
+                        master.end(Err(JobError::AttemptDidNotStop {
+                            job: master.graph.name.clone(),
+                            waited_ms: ATTEMPT_STOP_WAIT_MAX.as_millis() as u64,
+                            error: Box::new(error),
+                        }));
+                        ctx.stop();
+                        return;
+                    }
+                    info!(from = ?master.latest_checkpoint.as_ref().map(|c| c.checkpoint), "the failed attempt stopped");
+                    ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
+                        if master.outcome.is_some() {
+                            master.deploy_or_end(ctx);
+                        }
+                    });
+                }),
+        );
     }
 
     /// A checkpoint completed: the next attempt restores from it, and who waits for a
@@ -393,16 +412,6 @@ impl JobMaster {
         self.stop_attempt();
         // The application may have dropped its handle; the job ends all the same.
         let _ = sender.send(outcome);
-    }
-}
-
-/// Waits for an actor to handle its shutdown, [`ATTEMPT_STOP_WAIT_MAX`] at most.
-async fn wait_stopped<R>(stop: impl std::future::Future<Output = R>) {
-    if tokio::time::timeout(ATTEMPT_STOP_WAIT_MAX, stop)
-        .await
-        .is_err()
-    {
-        warn!("an actor of the failed attempt did not stop in time");
     }
 }
 

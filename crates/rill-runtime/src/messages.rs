@@ -72,10 +72,14 @@ pub(crate) struct WirePartitioner {
 #[rtype(result = "()")]
 pub(crate) struct Start;
 
-/// Stop now; the job is over.
-#[derive(Message)]
+/// Stop now: the job is over, or its attempt failed. The actor handles nothing after it, and
+/// says so on `stopped`, if given: the job master waits for that before it starts the next
+/// attempt. (Sent with `do_send`, so it is delivered whether or not anyone waits.)
+#[derive(Message, Default)]
 #[rtype(result = "()")]
-pub(crate) struct Shutdown;
+pub(crate) struct Shutdown {
+    pub stopped: Option<oneshot::Sender<()>>,
+}
 
 /// A subtask has emitted end of input and handed over all its output.
 #[derive(Message)]
@@ -175,13 +179,15 @@ pub(crate) struct CheckpointCompleted {
     pub snapshots: Arc<BTreeMap<usize, SubtaskSnapshot>>,
 }
 
-/// Stops the checkpoint coordinator of an attempt the job master replaces. It answers with the
-/// newest checkpoint it completed: the master may not have heard of it yet (the notice travels
-/// after the subtasks' completion notices), but sinks may have committed it, so the next
-/// attempt must restore from it.
+/// Stops the checkpoint coordinator of an attempt the job master replaces. It answers on
+/// `reply` with the newest checkpoint it completed: the master may not have heard of it yet
+/// (the notice travels after the subtasks' completion notices), but sinks may have committed
+/// it, so the next attempt must restore from it.
 #[derive(Message)]
-#[rtype(result = "Option<CheckpointCompleted>")]
-pub(crate) struct StopCoordinator;
+#[rtype(result = "()")]
+pub(crate) struct StopCoordinator {
+    pub reply: oneshot::Sender<Option<CheckpointCompleted>>,
+}
 
 /// Too many checkpoints failed: the job must fail.
 #[derive(Message)]

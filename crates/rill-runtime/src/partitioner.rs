@@ -118,8 +118,11 @@ impl Handler<TargetCredit> for PartitionerActor {
 impl Handler<Shutdown> for PartitionerActor {
     type Result = ();
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+    fn handle(&mut self, shutdown: Shutdown, ctx: &mut Context<Self>) {
         self.shutting_down = true;
         ctx.stop();
+        if let Some(stopped) = shutdown.stopped {
+            let _ = stopped.send(());
+        }
     }
 }

@@ -304,8 +304,11 @@ impl Handler<NotifyCheckpointComplete> for SubtaskActor {
 impl Handler<Shutdown> for SubtaskActor {
     type Result = ();
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+    fn handle(&mut self, shutdown: Shutdown, ctx: &mut Context<Self>) {
         self.shutting_down = true;
         ctx.stop();
+        if let Some(stopped) = shutdown.stopped {
+            let _ = stopped.send(());
+        }
     }
 }
