@@ -74,7 +74,7 @@ pub fn check(
     let mut counts: FxHashMap<&[u8], i64> =
         FxHashMap::with_capacity_and_hasher(expected.len(), Default::default());
     for record in committed.iter().flatten() {
-        *counts.entry(&record.value).or_default() += 1;
+        *counts.entry(&*record.value).or_default() += 1;
     }
     let mut missing: Vec<(&[u8], i64)> = Vec::new();
     let mut extra: Vec<(&[u8], i64)> = Vec::new();
@@ -174,7 +174,7 @@ mod tests {
 
     fn record(bytes: &[u8]) -> LogRecord {
         LogRecord {
-            value: bytes.to_vec(),
+            value: bytes.into(),
             timestamp: 0,
         }
     }

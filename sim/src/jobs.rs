@@ -126,7 +126,7 @@ fn decode_text(record: &LogRecord) -> String {
 
 fn record(value: Vec<u8>, timestamp: usize) -> LogRecord {
     LogRecord {
-        value,
+        value: value.into(),
         timestamp: timestamp as i64,
     }
 }
@@ -164,9 +164,9 @@ impl JobKind {
     pub fn generate_input(self, input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
         let partitions = input.partitions.max(1);
         let keys = input.keys.max(1);
-        // Most jobs commit about one record per input record or word.
+        // Jobs commit about one record per input record, or per word (a few per line).
         let mut expected =
-            Multiset::with_capacity_and_hasher(input.records * 2, Default::default());
+            Multiset::with_capacity_and_hasher(input.records * 4, Default::default());
         let mut final_state = FinalState::new();
         let mut topics = Vec::new();
         match self {
@@ -309,7 +309,7 @@ impl JobKind {
     /// An output record as `(key, value)` text, for reports.
     pub fn render(self, bytes: &[u8]) -> (String, String) {
         let record = LogRecord {
-            value: bytes.to_vec(),
+            value: bytes.into(),
             timestamp: 0,
         };
         match self {
@@ -557,7 +557,7 @@ impl GraphBuilder {
         let operator = OperatorKind::Transform(Arc::new(move |info: &OperatorInfo| {
             let prefix = format!("{}/{}/", info.job, info.uid);
             let encode = Arc::new(move |value: &T| LogRecord {
-                value: encode(value),
+                value: encode(value).into(),
                 timestamp: 0,
             });
             let place = (prefix, info.subtask, info.parallelism);

@@ -21,8 +21,8 @@ use crate::disk::{CrashDamage, Durable, Journaled, UnsyncedFate};
 /// A stored record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogRecord {
-    /// Its bytes.
-    pub value: Vec<u8>,
+    /// Its bytes, shared between the live and the durable copy of the log.
+    pub value: Arc<[u8]>,
     /// Its event timestamp.
     pub timestamp: i64,
 }
@@ -423,7 +423,7 @@ mod tests {
 
     fn record(value: u8) -> LogRecord {
         LogRecord {
-            value: vec![value],
+            value: vec![value].into(),
             timestamp: 0,
         }
     }
