@@ -37,9 +37,6 @@ use crate::partitioner::PartitionerActor;
 use crate::runtime::RuntimeConfig;
 use crate::subtask::SubtaskActor;
 
-/// How long a failed attempt's actors are waited for to stop before the next attempt starts.
-const ATTEMPT_STOP_WAIT_MAX: Duration = Duration::from_secs(10);
-
 pub(crate) struct JobMaster {
     graph: JobGraph,
     plan: PhysicalPlan,
@@ -276,7 +273,8 @@ impl JobMaster {
     /// subtask and partitioner (a sink still running could write into the transactions the new
     /// attempt's sink is about to reuse). The stops are sent with `do_send`, so they are
     /// delivered whatever happens to the master meanwhile. If an actor has not stopped within
-    /// [`ATTEMPT_STOP_WAIT_MAX`] (stuck in user code), the job ends instead of restarting.
+    /// the runtime's `attempt_stop_timeout` (stuck in user code), the job ends instead of
+    /// restarting.
     fn fail(&mut self, error: JobError, ctx: &mut Context<Self>) {
         let restarts = self.attempt + 1;
         let Some(delay_ms) = self.graph.restart.delay_before(restarts) else {
@@ -304,8 +302,9 @@ impl JobMaster {
         for addr in self.partitioners.drain(..) {
             stop(&|shutdown| addr.do_send(shutdown));
         }
+        let stop_timeout = self.config.attempt_stop_timeout;
         let all_stopped = async move {
-            let deadline = tokio::time::Instant::now() + ATTEMPT_STOP_WAIT_MAX;
+            let deadline = tokio::time::Instant::now() + stop_timeout;
             // An actor already gone dropped its sender: that counts as stopped.
             let latest = tokio::time::timeout_at(deadline, latest)
                 .await
@@ -331,7 +330,7 @@ impl JobMaster {
                     if !all_stopped {
                         master.end(Err(JobError::AttemptDidNotStop {
                             job: master.graph.name.clone(),
-                            waited_ms: ATTEMPT_STOP_WAIT_MAX.as_millis() as u64,
+                            waited_ms: stop_timeout.as_millis() as u64,
                             error: Box::new(error),
                         }));
                         ctx.stop();

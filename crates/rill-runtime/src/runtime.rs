@@ -25,6 +25,9 @@ pub struct RuntimeConfig {
     pub flow: FlowConfig,
     /// How long a source that has nothing to emit waits before it is polled again.
     pub source_idle_pause: Duration,
+    /// How long the actors of a failed attempt may take to stop before the job ends instead of
+    /// restarting (an actor stuck in user code would otherwise write beside the new attempt).
+    pub attempt_stop_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -33,6 +36,7 @@ impl Default for RuntimeConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             flow: FlowConfig::default(),
             source_idle_pause: Duration::from_millis(10),
+            attempt_stop_timeout: Duration::from_secs(10),
         }
     }
 }

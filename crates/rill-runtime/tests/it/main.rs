@@ -268,6 +268,70 @@ fn jobs_run_from_inside_an_applications_actix_system() {
     });
 }
 
+/// A job whose subtask 0 fails at its first record while subtask 1 is stuck in user code for
+/// `stuck` (once).
+fn failing_beside_a_stuck_subtask(stuck: Duration) -> JobGraph {
+    let mut graph = JobGraph::new("stuck");
+    graph.restart = rill_core::restart::RestartStrategy::FixedDelay {
+        attempts: 3,
+        delay_ms: 0,
+    };
+    let source = graph.add_operator(node(
+        "sequence",
+        2,
+        OperatorKind::Source(Arc::new(|info| {
+            Box::new(SequenceSource::slice(
+                0..1_000,
+                info.subtask,
+                info.parallelism,
+            ))
+        })),
+    ));
+    let map = graph.add_operator(node(
+        "stuck_or_failing",
+        2,
+        OperatorKind::Transform(Arc::new(move |info| {
+            let subtask = info.subtask;
+            let slept = std::sync::atomic::AtomicBool::new(false);
+            Box::new(Erased(Map::new(Arc::new(move |i: u64| {
+                assert!(subtask != 0, "subtask 0 fails");
+                if !slept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(stuck);
+                }
+                (i, 1u64)
+            }))))
+        })),
+    ));
+    let sink = graph.add_operator(node(
+        "sink",
+        2,
+        OperatorKind::Transform(Arc::new(|info| {
+            Box::new(Erased(SinkOperator::new(Shared::default(), info)))
+        })),
+    ));
+    graph.add_edge(forward(source, map));
+    graph.add_edge(forward(map, sink));
+    graph
+}
+
+#[test]
+fn a_failed_attempt_that_does_not_stop_ends_the_job_instead_of_restarting_beside_it() {
+    let runtime = Runtime::new(RuntimeConfig {
+        workers: 2,
+        attempt_stop_timeout: Duration::from_millis(100),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let graph = failing_beside_a_stuck_subtask(Duration::from_secs(2));
+    let error = runtime.submit(graph).unwrap().wait().unwrap_err();
+    match &error {
+        JobError::AttemptDidNotStop { error: cause, .. } => {
+            assert!(matches!(**cause, JobError::TaskFailed { .. }), "{error}");
+        }
+        other => panic!("expected AttemptDidNotStop, got {other}"),
+    }
+}
+
 #[test]
 fn settings_that_would_stop_every_job_are_refused() {
     let mut config = RuntimeConfig::default();
