@@ -64,13 +64,13 @@ pub struct StoreState {
 impl Durable for StoreState {
     type Op = StoreOp;
 
-    fn apply(&mut self, op: &StoreOp) {
+    fn apply(&mut self, op: StoreOp) {
         match op {
             StoreOp::Put(key, value) => {
-                self.values.insert(*key, value.clone());
+                self.values.insert(key, value);
             }
             StoreOp::Delete(key) => {
-                self.values.remove(key);
+                self.values.remove(&key);
             }
         }
     }

@@ -16,12 +16,7 @@ pub trait Durable: Clone {
     type Op: Clone;
 
     /// Applies a change.
-    fn apply(&mut self, op: &Self::Op);
-
-    /// Applies a change that is not needed afterwards (moving what it carries, if it can).
-    fn apply_owned(&mut self, op: Self::Op) {
-        self.apply(&op);
-    }
+    fn apply(&mut self, op: Self::Op);
 
     /// What a write torn by a crash leaves, if anything (atomic operations leave nothing).
     fn torn(op: &Self::Op, rng: &mut impl Rng) -> Option<Self::Op>;
@@ -81,14 +76,14 @@ impl<S: Durable> Journaled<S> {
 
     /// Writes a change (not yet durable).
     pub fn write(&mut self, op: S::Op) {
-        self.live.apply(&op);
+        self.live.apply(op.clone());
         self.unsynced.push(op);
     }
 
     /// Makes every write so far durable.
     pub fn sync(&mut self) {
         for op in self.unsynced.drain(..) {
-            self.durable.apply_owned(op);
+            self.durable.apply(op);
         }
     }
 
@@ -109,12 +104,12 @@ impl<S: Durable> Journaled<S> {
         };
         let mut ops = self.unsynced.drain(..);
         for op in ops.by_ref().take(kept) {
-            self.durable.apply_owned(op);
+            self.durable.apply(op);
         }
         if fate == UnsyncedFate::Torn
             && let Some(torn) = ops.next().and_then(|op| S::torn(&op, rng))
         {
-            self.durable.apply_owned(torn);
+            self.durable.apply(torn);
             damage.torn = true;
         }
         drop(ops);
@@ -135,8 +130,8 @@ mod tests {
     impl Durable for Bytes {
         type Op = Vec<u8>;
 
-        fn apply(&mut self, op: &Vec<u8>) {
-            self.0.extend_from_slice(op);
+        fn apply(&mut self, op: Vec<u8>) {
+            self.0.extend(op);
         }
 
         fn torn(op: &Vec<u8>, _rng: &mut impl Rng) -> Option<Vec<u8>> {

@@ -81,54 +81,13 @@ pub enum LogOp {
 impl Durable for LogState {
     type Op = LogOp;
 
-    fn apply(&mut self, op: &LogOp) {
+    fn apply(&mut self, op: LogOp) {
         match op {
             LogOp::CreateTopic { topic, partitions } => {
                 self.topics
-                    .entry(topic.clone())
-                    .or_insert_with(|| vec![Vec::new(); *partitions as usize]);
+                    .entry(topic)
+                    .or_insert_with(|| vec![Vec::new(); partitions as usize]);
             }
-            LogOp::Append {
-                topic,
-                partition,
-                records,
-            } => {
-                if let Some(partition) = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|partitions| partitions.get_mut(*partition as usize))
-                {
-                    partition.extend_from_slice(records);
-                }
-            }
-            LogOp::Stage { id, topic, records } => {
-                let transaction = self.transactions.entry(id.clone()).or_default();
-                transaction.topic.clone_from(topic);
-                transaction.records.extend_from_slice(records);
-            }
-            LogOp::Prepare(id) => {
-                if let Some(transaction) = self.transactions.get_mut(id) {
-                    transaction.prepared = true;
-                }
-            }
-            LogOp::Commit(id) => {
-                if let Some(transaction) = self.transactions.remove(id)
-                    && let Some(partition) = self
-                        .topics
-                        .get_mut(&transaction.topic)
-                        .and_then(|partitions| partitions.first_mut())
-                {
-                    partition.extend(transaction.records);
-                }
-            }
-            LogOp::Abort(id) => {
-                self.transactions.remove(id);
-            }
-        }
-    }
-
-    fn apply_owned(&mut self, op: LogOp) {
-        match op {
             LogOp::Append {
                 topic,
                 partition,
@@ -147,7 +106,24 @@ impl Durable for LogState {
                 transaction.topic = topic;
                 transaction.records.extend(records);
             }
-            op => self.apply(&op),
+            LogOp::Prepare(id) => {
+                if let Some(transaction) = self.transactions.get_mut(&id) {
+                    transaction.prepared = true;
+                }
+            }
+            LogOp::Commit(id) => {
+                if let Some(transaction) = self.transactions.remove(&id)
+                    && let Some(partition) = self
+                        .topics
+                        .get_mut(&transaction.topic)
+                        .and_then(|partitions| partitions.first_mut())
+                {
+                    partition.extend(transaction.records);
+                }
+            }
+            LogOp::Abort(id) => {
+                self.transactions.remove(&id);
+            }
         }
     }
 
