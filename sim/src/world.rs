@@ -238,7 +238,6 @@ struct SimSubtask {
     core: SubtaskCore,
     wants_step: bool,
     ready_at_us: u64,
-    finished: bool,
     /// For each input channel: the link its credits go back on, and the target index there.
     credit_links: Vec<(usize, usize)>,
     /// For each output: the link to its partitioner.
@@ -470,7 +469,7 @@ impl World {
                     .subtasks
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| !s.finished)
+                    .filter(|(_, s)| !s.core.is_finished())
                     .map(|(index, _)| self.subtask_name(index))
                     .collect();
                 format!(
@@ -544,7 +543,7 @@ impl World {
                     }
                 }
                 for (index, subtask) in attempt.subtasks.iter().enumerate() {
-                    if subtask.wants_step && !subtask.finished && dead != Some(index) {
+                    if subtask.wants_step && !subtask.core.is_finished() && dead != Some(index) {
                         if subtask.ready_at_us <= self.now_us {
                             ready.push(Action::Step(index));
                         } else {
@@ -739,7 +738,6 @@ impl World {
                 core,
                 wants_step: true,
                 ready_at_us: self.now_us,
-                finished: false,
                 credit_links: Vec::new(),
                 output_links,
                 to_coordinator: new_link(Endpoint::Coordinator, true),
@@ -1478,7 +1476,6 @@ impl World {
             Ok(Step::Blocked) => subtask.wants_step = false,
             Ok(Step::Idle) => subtask.ready_at_us = now + SOURCE_IDLE_PAUSE_US,
             Ok(Step::Finished) => {
-                subtask.finished = true;
                 subtask.wants_step = false;
                 attempt.unfinished -= 1;
             }
