@@ -65,14 +65,12 @@ pub fn run_seed(
         run_world(scenario, seed, schedule.clone(), trace)
     }));
     let (checked, stats, trace_hash) = run.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "a panic".to_owned());
         let violation = Violation {
             property: "invariant",
-            detail: format!("the simulator panicked: {message}"),
+            detail: format!(
+                "the simulator {}",
+                rill_core::OperatorError::from_panic(payload)
+            ),
         };
         (
             Checked {
