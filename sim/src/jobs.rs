@@ -356,14 +356,7 @@ impl JobKind {
                     }))
                 });
                 job.forward(source, split);
-                let count = job.operator("count", parallelism("count"), |info| {
-                    KeyedReduce::new(
-                        Arc::new(|a: (String, u64), b: (String, u64)| (a.0, a.1 + b.1)),
-                        word_key(),
-                        KeyedStateStore::new(info.max_parallelism),
-                    )
-                });
-                job.key_by(split, count, word_key());
+                let count = job.running_sum("count", parallelism("count"), split, word_key());
                 let sink = job.sink("sink", parallelism("count"), log, |v: &(String, u64)| {
                     encode(v)
                 });
@@ -377,14 +370,7 @@ impl JobKind {
                     "events",
                     decode::<(u32, i64)>,
                 );
-                let sum = job.operator("sum", parallelism("sum"), |info| {
-                    KeyedReduce::new(
-                        Arc::new(|a: (u32, i64), b: (u32, i64)| (a.0, a.1 + b.1)),
-                        event_key(),
-                        KeyedStateStore::new(info.max_parallelism),
-                    )
-                });
-                job.key_by(source, sum, event_key());
+                let sum = job.running_sum("sum", parallelism("sum"), source, event_key());
                 let sink = job.sink("sink", parallelism("sum"), log, |v: &(u32, i64)| encode(v));
                 job.forward(sum, sink);
             }
@@ -543,6 +529,30 @@ impl GraphBuilder {
             parallelism,
             OperatorKind::Transform(Arc::new(move |info| Box::new(Erased(make(info))))),
         )
+    }
+
+    /// A keyed running sum of `(key, amount)` pairs, fed from `from` by key.
+    fn running_sum<K: Key, N>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        from: OperatorId,
+        key_of: KeySelector<(K, N), K>,
+    ) -> OperatorId
+    where
+        (K, N): Data + StateValue,
+        N: std::ops::Add<Output = N> + Send + Sync + 'static,
+    {
+        let reduce_key = key_of.clone();
+        let sum = self.operator(name, parallelism, move |info| {
+            KeyedReduce::new(
+                Arc::new(|a: (K, N), b: (K, N)| (a.0, a.1 + b.1)),
+                reduce_key.clone(),
+                KeyedStateStore::new(info.max_parallelism),
+            )
+        });
+        self.key_by(from, sum, key_of);
+        sum
     }
 
     fn sink<T: Data>(
