@@ -72,6 +72,8 @@ impl SubtaskActor {
 
     fn drive(&mut self, ctx: &mut Context<Self>) {
         if !self.started || self.done {
+            // A finished core still returns credits for what reaches it.
+            self.send_transmits();
             return;
         }
         for _ in 0..STEPS_PER_TURN_MAX {
@@ -246,8 +248,6 @@ impl Handler<DeliverBatch> for SubtaskActor {
 
     fn handle(&mut self, message: DeliverBatch, ctx: &mut Context<Self>) {
         self.core.handle_batch(message.channel, message.batch);
-        // A finished core still returns credits for what reaches it.
-        self.send_transmits();
         self.drive(ctx);
     }
 }
