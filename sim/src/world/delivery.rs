@@ -1,0 +1,466 @@
+//! Delivering a message to its subtask, partitioner or the coordinator, and carrying what each
+//! core emits in reply — as the actors' handlers do — with the faults that wait for a
+//! protocol point (a torn write, a coordinator or sink crash) fired on the way.
+
+use super::*;
+
+impl World {
+    pub(super) fn deliver(&mut self, link: usize) {
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        let now = self.now_us;
+        let queue = &attempt.links[link].queue;
+        let position = if attempt.links[link].ordered {
+            0
+        } else {
+            let ready: Vec<usize> = (0..queue.len()).filter(|&i| queue[i].0 <= now).collect();
+            ready.choose(&mut self.rng).copied().unwrap_or(0)
+        };
+        let to = attempt.links[link].to;
+        let Some((_, message)) = attempt.links[link].queue.remove(position) else {
+            return;
+        };
+        let (kind, name) = message.kind();
+        let digest = message.digest();
+        let to_index = match to {
+            Endpoint::Subtask(index) | Endpoint::Partitioner(index) => index as u64,
+            Endpoint::Coordinator => u64::MAX,
+        };
+        if self.trace.is_printing() {
+            let target = match to {
+                Endpoint::Subtask(index) => self.subtask_name(index),
+                Endpoint::Partitioner(index) => format!("partitioner {index}"),
+                Endpoint::Coordinator => "the coordinator".to_owned(),
+            };
+            let detail = describe(&message);
+            self.trace(kind, [link as u64, to_index, digest], || {
+                format!("deliver {name} to {target}{detail}")
+            });
+        } else {
+            self.trace(kind, [link as u64, to_index, digest], String::new);
+        }
+        match to {
+            Endpoint::Subtask(index) => self.deliver_to_subtask(index, message),
+            Endpoint::Partitioner(index) => self.deliver_to_partitioner(index, message),
+            Endpoint::Coordinator => self.deliver_to_coordinator(message),
+        }
+    }
+
+    pub(super) fn deliver_to_subtask(&mut self, index: usize, message: Message) {
+        if let Message::Notify { checkpoint, .. } = &message {
+            let checkpoint = *checkpoint;
+            if self.shape.has_sink[index]
+                && self
+                    .take_armed(|fault| matches!(fault, Fault::CrashSinkBeforeCommit))
+                    .is_some()
+            {
+                let name = self.subtask_name(index);
+                self.trace_fault(&format!(
+                    "crash of sink subtask {name} after pre-committing {checkpoint}, before committing it"
+                ));
+                self.fail_over(format!("sink subtask {name} crashed"), Some(index));
+                return;
+            }
+        }
+        let notified = match &message {
+            Message::Notify { checkpoint, .. } => Some(*checkpoint),
+            _ => None,
+        };
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        let subtask = &mut attempt.subtasks[index];
+        let result = match message {
+            Message::Batch { channel, batch } => {
+                subtask.core.handle_batch(channel, batch);
+                Ok(())
+            }
+            Message::OutputCredit { output, credits } => {
+                subtask.core.handle_credit(output, credits);
+                Ok(())
+            }
+            Message::Trigger(checkpoint) => subtask.core.trigger_checkpoint(checkpoint),
+            Message::Notify { checkpoint, last } => {
+                subtask.core.notify_checkpoint_complete(checkpoint, last)
+            }
+            Message::TargetCredit { .. }
+            | Message::Ack { .. }
+            | Message::Decline { .. }
+            | Message::Ended { .. } => Ok(()),
+        };
+        subtask.wants_step = true;
+        if let Err(error) = result {
+            let name = self.subtask_name(index);
+            self.fail_over(format!("{name} failed: {error}"), Some(index));
+            return;
+        }
+        self.carry_subtask_transmits(index);
+        if let Some(checkpoint) = notified
+            && let Some(attempt) = &self.attempt
+            && attempt.links.iter().any(|link| {
+                link.queue.iter().any(|(_, message)| {
+                    matches!(message, Message::Notify { checkpoint: other, .. } if *other == checkpoint)
+                })
+            })
+            && self
+                .take_armed(|f| {
+                    matches!(
+                        f,
+                        Fault::CrashCoordinator {
+                            point: CoordinatorPoint::MidNotify
+                        }
+                    )
+                })
+                .is_some()
+        {
+            self.crash_process(
+                UnsyncedFate::Kept,
+                &format!(
+                    "crash of the coordinator after some completion notices of {checkpoint} were delivered"
+                ),
+            );
+        }
+    }
+
+    pub(super) fn carry_subtask_transmits(&mut self, index: usize) {
+        loop {
+            let Some(attempt) = &mut self.attempt else {
+                return;
+            };
+            let subtask = &mut attempt.subtasks[index];
+            let Some(transmit) = subtask.core.poll_transmit() else {
+                return;
+            };
+            match transmit {
+                SubtaskTransmit::Batch { output, batch } => {
+                    let link = subtask.output_links[output];
+                    self.send(link, Message::Batch { channel: 0, batch });
+                }
+                SubtaskTransmit::Credit { input, credits } => {
+                    let (link, target) = subtask.credit_links[input];
+                    self.send(link, Message::TargetCredit { target, credits });
+                }
+                SubtaskTransmit::Snapshot {
+                    checkpoint,
+                    mut snapshot,
+                } => {
+                    let link = if snapshot.is_deferred() {
+                        subtask.encoded_acks
+                    } else {
+                        subtask.to_coordinator
+                    };
+                    let message = match snapshot.complete() {
+                        Ok(()) => Message::Ack {
+                            checkpoint,
+                            subtask: index,
+                            snapshot,
+                        },
+                        Err(_) => Message::Decline {
+                            checkpoint,
+                            reason: DeclineReason::SnapshotFailed,
+                        },
+                    };
+                    self.send(link, message);
+                }
+                SubtaskTransmit::Declined { checkpoint, reason } => {
+                    let link = subtask.to_coordinator;
+                    self.send(link, Message::Decline { checkpoint, reason });
+                }
+                SubtaskTransmit::Ended => {
+                    let link = subtask.to_coordinator;
+                    self.send(link, Message::Ended { subtask: index });
+                }
+            }
+        }
+    }
+
+    pub(super) fn deliver_to_partitioner(&mut self, index: usize, message: Message) {
+        let leaks = self.defect == Some(Defect::PartitionerLeaksCredits);
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        let partitioner = &mut attempt.partitioners[index];
+        match message {
+            Message::Batch { batch, .. } => {
+                if let Err(error) = partitioner.core.handle_batch(batch) {
+                    let upstream = partitioner.upstream;
+                    let name = self.subtask_name(upstream);
+                    self.fail_over(format!("the partitioner of {name} failed: {error}"), None);
+                    return;
+                }
+            }
+            Message::TargetCredit { target, credits } => {
+                partitioner.core.handle_credit(target, credits);
+            }
+            Message::OutputCredit { .. }
+            | Message::Trigger(_)
+            | Message::Notify { .. }
+            | Message::Ack { .. }
+            | Message::Decline { .. }
+            | Message::Ended { .. } => {}
+        }
+        loop {
+            let Some(attempt) = &mut self.attempt else {
+                return;
+            };
+            let partitioner = &mut attempt.partitioners[index];
+            let Some(transmit) = partitioner.core.poll_transmit() else {
+                return;
+            };
+            match transmit {
+                PartitionerTransmit::Batch { target, batch } => {
+                    let (link, channel) = partitioner.target_links[target];
+                    self.send(link, Message::Batch { channel, batch });
+                }
+                PartitionerTransmit::UpstreamCredit(credits) => {
+                    partitioner.credits_returned += 1;
+                    if leaks
+                        && partitioner
+                            .credits_returned
+                            .is_multiple_of(LEAKED_CREDIT_EVERY)
+                    {
+                        continue;
+                    }
+                    let (link, output) = (partitioner.credit_link, partitioner.output);
+                    self.send(link, Message::OutputCredit { output, credits });
+                }
+            }
+        }
+    }
+
+    pub(super) fn deliver_to_coordinator(&mut self, message: Message) {
+        let now_ms = self.now_us / 1_000;
+        match message {
+            Message::Ack {
+                checkpoint,
+                subtask,
+                snapshot,
+            } => self.acknowledge(checkpoint, subtask, snapshot),
+            Message::Decline { checkpoint, reason } => {
+                if let Some(attempt) = &mut self.attempt {
+                    attempt.coordinator.handle_decline(checkpoint, reason);
+                }
+            }
+            Message::Ended { subtask } => {
+                if let Some(attempt) = &mut self.attempt {
+                    attempt.coordinator.handle_subtask_ended(subtask, now_ms);
+                }
+            }
+            Message::Batch { .. }
+            | Message::OutputCredit { .. }
+            | Message::TargetCredit { .. }
+            | Message::Trigger(_)
+            | Message::Notify { .. } => {}
+        }
+        self.perform_coordinator_actions();
+    }
+
+    /// The store write `write` to perform, unless the store refused it (a violation of its
+    /// contract) or an armed fault tears it: then the machine crashes in the middle of it.
+    pub(super) fn unless_torn(
+        &mut self,
+        write: Result<StoreOp, StoreError>,
+        torn: TornWrite,
+        what: impl FnOnce() -> String,
+    ) -> Option<StoreOp> {
+        let op = match write {
+            Ok(op) => op,
+            Err(error) => {
+                self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+                return None;
+            }
+        };
+        if self
+            .take_armed(|f| matches!(f, Fault::TearWrite { what } if *what == torn))
+            .is_none()
+        {
+            return Some(op);
+        }
+        self.store.write(op);
+        self.crash_process(
+            UnsyncedFate::Torn,
+            &format!("crash of the machine while writing {}", what()),
+        );
+        None
+    }
+
+    /// A subtask's snapshot reached the coordinator: store it, then count the acknowledgement.
+    pub(super) fn acknowledge(
+        &mut self,
+        checkpoint: CheckpointId,
+        subtask: usize,
+        snapshot: SubtaskSnapshot,
+    ) {
+        let now_ms = self.now_us / 1_000;
+        let write = self.store.snapshot_write(checkpoint, subtask, &snapshot);
+        let what = || format!("the snapshot of {checkpoint} by subtask {subtask}");
+        let Some(op) = self.unless_torn(write, TornWrite::Snapshot, what) else {
+            return;
+        };
+        let bytes = self.store.write(op);
+        let subtasks = self.shape.ids.len();
+        let early = self.defect == Some(Defect::CoordinatorCompletesEarly);
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        let acks = attempt.acks.entry(checkpoint).or_default();
+        acks.insert(subtask, snapshot);
+        let acknowledged = acks.len();
+        attempt
+            .coordinator
+            .handle_ack(checkpoint, subtask, bytes, now_ms);
+        if early {
+            // Broken on purpose: the first acknowledgement stands in for every other.
+            for other in 0..subtasks {
+                attempt.coordinator.handle_ack(checkpoint, other, 0, now_ms);
+            }
+        }
+        // Past a coin toss per acknowledgement, so that the crash comes after any number of
+        // them, not always after the first.
+        if acknowledged < subtasks
+            && self.armed.iter().any(|f| {
+                matches!(
+                    f,
+                    Fault::CrashCoordinator {
+                        point: CoordinatorPoint::AfterAcks
+                    }
+                )
+            })
+            && self.rng.random_bool(0.5)
+            && self
+                .take_armed(|f| {
+                    matches!(
+                        f,
+                        Fault::CrashCoordinator {
+                            point: CoordinatorPoint::AfterAcks
+                        }
+                    )
+                })
+                .is_some()
+        {
+            self.crash_process(
+                UnsyncedFate::Kept,
+                &format!("crash of the coordinator after {acknowledged} of {subtasks} acknowledgements of {checkpoint}"),
+            );
+        }
+    }
+
+    pub(super) fn perform_coordinator_actions(&mut self) {
+        loop {
+            let Some(attempt) = &mut self.attempt else {
+                return;
+            };
+            let Some(action) = attempt.coordinator.poll_action() else {
+                return;
+            };
+            match action {
+                CoordinatorAction::Trigger { checkpoint, .. } => {
+                    self.trace(20, [checkpoint.0, 0, 0], || {
+                        format!("coordinator triggers {checkpoint}")
+                    });
+                    for index in 0..self.shape.ids.len() {
+                        if self.shape.is_source[index]
+                            && let Some(attempt) = &self.attempt
+                        {
+                            let link = attempt.subtasks[index].from_coordinator;
+                            self.send(link, Message::Trigger(checkpoint));
+                        }
+                    }
+                }
+                CoordinatorAction::PersistMetadata(metadata) => {
+                    let checkpoint = metadata.checkpoint;
+                    let write = self.store.metadata_write(&metadata);
+                    let what = || format!("the metadata of {checkpoint}");
+                    let Some(op) = self.unless_torn(write, TornWrite::Metadata, what) else {
+                        return;
+                    };
+                    self.store.write_synced(op);
+                    let now_ms = self.now_us / 1_000;
+                    let Some(attempt) = &mut self.attempt else {
+                        return;
+                    };
+                    attempt
+                        .coordinator
+                        .handle_metadata_persisted(checkpoint, now_ms);
+                    let snapshots = attempt.acks.remove(&checkpoint).unwrap_or_default();
+                    // Broken on purpose: the master restores a failed attempt from what it had
+                    // heard of when the failure came, not from what the coordinator completed
+                    // while the attempt stopped.
+                    let ignored = attempt.stopping.is_some()
+                        && self.defect == Some(Defect::MasterIgnoresLateCompletions);
+                    if !ignored {
+                        self.latest = Some((metadata, snapshots));
+                    }
+                    self.stats.checkpoints_completed += 1;
+                    self.trace(21, [checkpoint.0, 0, 0], || {
+                        format!("{checkpoint} is complete (metadata synced)")
+                    });
+                    if self
+                        .take_armed(|f| {
+                            matches!(
+                                f,
+                                Fault::CrashCoordinator {
+                                    point: CoordinatorPoint::AfterMetadata
+                                }
+                            )
+                        })
+                        .is_some()
+                    {
+                        self.crash_process(
+                            UnsyncedFate::Kept,
+                            &format!("crash of the coordinator after the metadata of {checkpoint}, before its completion notices"),
+                        );
+                        return;
+                    }
+                }
+                CoordinatorAction::NotifyComplete { checkpoint, last } => {
+                    for index in 0..self.shape.ids.len() {
+                        if let Some(attempt) = &self.attempt {
+                            let link = attempt.subtasks[index].from_coordinator;
+                            self.send(link, Message::Notify { checkpoint, last });
+                        }
+                    }
+                }
+                CoordinatorAction::Discard(checkpoint) => {
+                    attempt.acks.remove(&checkpoint);
+                    self.store.discard(checkpoint);
+                    self.trace(22, [checkpoint.0, 0, 0], || format!("discard {checkpoint}"));
+                }
+                CoordinatorAction::SavepointFailed(_) => {}
+                CoordinatorAction::FailJob(reason) => {
+                    self.fail_over(format!("checkpointing failed: {reason}"), None);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn describe(message: &Message) -> String {
+    match message {
+        Message::Batch { channel, batch } => {
+            format!(
+                " on channel {channel}: {} events, {} records",
+                batch.events.len(),
+                batch.record_count()
+            )
+        }
+        Message::OutputCredit { output, credits } => format!(" for output {output}: {credits}"),
+        Message::TargetCredit { target, credits } => format!(" for target {target}: {credits}"),
+        Message::Trigger(checkpoint) => format!(" of {checkpoint}"),
+        Message::Notify { checkpoint, last } => {
+            format!(" of {checkpoint}{}", if *last { " (the last)" } else { "" })
+        }
+        Message::Ack {
+            checkpoint,
+            subtask,
+            snapshot,
+        } => format!(
+            " of {checkpoint} from subtask {subtask} ({} bytes)",
+            snapshot.state_bytes()
+        ),
+        Message::Decline { checkpoint, reason } => format!(" of {checkpoint}: {reason}"),
+        Message::Ended { subtask } => format!(" from subtask {subtask}"),
+    }
+}

@@ -1,0 +1,749 @@
+//! The simulated world: one job's subtasks, partitioners and checkpoint coordinator — the
+//! `rill-core` state machines the actix runtime drives — run by a seeded scheduler on a
+//! virtual clock, over FIFO links, with the simulated log and checkpoint store as disks, and
+//! faults injected as the schedule says.
+//!
+//! # Scheduling
+//! Every message travels on a link: one FIFO queue per (sender, receiver) pair, as actix keeps
+//! messages between two actors in order. A message becomes deliverable after a small random
+//! latency (more on a slowed link). At each step the scheduler collects what can happen now —
+//! deliver the head of a link, step a subtask that has work, tick the coordinator, restart the
+//! job — and lets the RNG pick one; when nothing can, the clock jumps to the next due time.
+//! So the order of delivery *across* links is the RNG's, never within one. Each step costs a
+//! little virtual time, so checkpoints and timeouts interleave with processing.
+//!
+//! # What the driver does, and what it does not
+//! It hands each message to its core and carries what the core emits, exactly as the actors
+//! do: a subtask's snapshot is completed inline and acknowledged, the coordinator writes each
+//! acknowledged snapshot to the store and the metadata last (synced), then sends the completion
+//! notices. On a task failure the job fails over (every subtask restarts from the latest
+//! completed checkpoint, under the restart strategy); after a crash of the process it is
+//! submitted again, restoring from what the checkpoint store holds. Every decision — barriers,
+//! alignment, credits, when checkpoints start and complete, which state goes where — is the
+//! cores'.
+//!
+//! # Layout
+//! This file holds the world's types, the scheduler loop and the stepping of subtasks;
+//! [`attempts`] deploys, fails over and crashes the job; [`faults`] arms and fires the fault
+//! schedule; [`delivery`] hands messages to the cores and carries their replies.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
+use rill_core::checkpoint::{CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot};
+use rill_core::coordinator::{CoordinatorAction, CoordinatorCore};
+use rill_core::element::Batch;
+use rill_core::flow::FlowConfig;
+use rill_core::graph::{JobGraph, OperatorKind};
+use rill_core::layout::{JobLayout, start_attempt};
+use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
+use rill_core::plan::{PhysicalPlan, SubtaskId};
+use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
+
+use crate::checkpoints::{SimCheckpointStore, StoreError, StoreOp, StoredCheckpoint};
+use crate::disk::UnsyncedFate;
+use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
+use crate::log::{LogRecord, SimLog};
+use crate::scenario::Limits;
+use crate::trace::Trace;
+
+mod attempts;
+mod delivery;
+mod faults;
+
+/// Virtual microseconds a message takes at least, and at most without a slowed link.
+const LATENCY_US: std::ops::RangeInclusive<u64> = 5..=100;
+/// Virtual microseconds one subtask step costs.
+const STEP_COST_US: std::ops::RangeInclusive<u64> = 10..=50;
+/// Virtual microseconds the scheduler's own step may take.
+const SCHEDULER_QUANTUM_US: std::ops::RangeInclusive<u64> = 0..=10;
+/// How long an idle source waits before polling again.
+const SOURCE_IDLE_PAUSE_US: u64 = 1_000;
+/// A crash during recovery comes within this many steps of the new attempt.
+const RECOVERY_CRASH_WITHIN_STEPS: u64 = 60;
+/// A failed attempt's actors go on for at most this many scheduler steps before they stop.
+const STOP_STEPS_MAX: u64 = 40;
+/// With the credit-leaking partitioner, every this-many-th upstream credit is lost.
+const LEAKED_CREDIT_EVERY: u64 = 7;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every subtask finished.
+    Finished,
+    /// The job ended with an error (restarts exhausted, or state that cannot be restored).
+    Failed(String),
+    /// The job neither finished nor failed within the limits.
+    Stuck(String),
+    /// A store found its contract broken.
+    StorageViolated(String),
+}
+
+/// What a run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Scheduler steps.
+    pub steps: u64,
+    /// Faults that fired.
+    pub faults_injected: u64,
+    /// Checkpoints completed.
+    pub checkpoints_completed: u64,
+    /// Times the job was deployed again (fail-overs and resubmissions).
+    pub recoveries: u64,
+}
+
+/// What a run left.
+pub struct RunResult {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What it did.
+    pub stats: RunStats,
+    /// The hash of its trace.
+    pub trace_hash: u64,
+    /// The log, with the committed output.
+    pub log: SimLog,
+    /// The latest completed checkpoint the job master knew at the end (the final one, if the
+    /// job finished).
+    pub latest: Option<StoredCheckpoint>,
+}
+
+/// Everything a world is built from.
+pub struct WorldSetup {
+    /// The job.
+    pub graph: JobGraph,
+    /// Builds the job again with other parallelism (for rescaling faults).
+    pub rebuild: RebuildGraph,
+    /// The log, with the input written.
+    pub log: SimLog,
+    /// Topics the sources read, and their total size: faults are placed by progress in them.
+    pub input_topics: Vec<(&'static str, u64)>,
+    /// The input, as a producer appends it, by time.
+    pub arrivals: Vec<Arrival>,
+    /// Flow control.
+    pub flow: FlowConfig,
+    /// The broken component, if any.
+    pub defect: Option<Defect>,
+    /// The faults.
+    pub schedule: Vec<ScheduledFault>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Records a producer appends to an input partition at a virtual time (durably: a producer
+/// is acknowledged once its records are synced).
+pub struct Arrival {
+    /// When.
+    pub at_us: u64,
+    /// The topic.
+    pub topic: &'static str,
+    /// The partition.
+    pub partition: u32,
+    /// The records.
+    pub records: Vec<LogRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Subtask(usize),
+    Partitioner(usize),
+    Coordinator,
+}
+
+enum Message {
+    Batch {
+        channel: usize,
+        batch: Batch,
+    },
+    OutputCredit {
+        output: usize,
+        credits: u32,
+    },
+    TargetCredit {
+        target: usize,
+        credits: u32,
+    },
+    Trigger(CheckpointId),
+    Notify {
+        checkpoint: CheckpointId,
+        last: bool,
+    },
+    Ack {
+        checkpoint: CheckpointId,
+        subtask: usize,
+        snapshot: SubtaskSnapshot,
+    },
+    Decline {
+        checkpoint: CheckpointId,
+        reason: DeclineReason,
+    },
+    Ended {
+        subtask: usize,
+    },
+}
+
+impl Message {
+    /// What the trace hash takes of the message's contents.
+    fn digest(&self) -> u64 {
+        match self {
+            Message::Batch { channel, batch } => {
+                ((*channel as u64) << 32)
+                    ^ batch.record_count() as u64
+                    ^ ((batch.events.len() as u64) << 48)
+            }
+            Message::OutputCredit { credits, .. } | Message::TargetCredit { credits, .. } => {
+                u64::from(*credits)
+            }
+            Message::Trigger(checkpoint) | Message::Notify { checkpoint, .. } => checkpoint.0,
+            Message::Ack {
+                checkpoint,
+                snapshot,
+                ..
+            } => checkpoint.0 ^ (snapshot.state_bytes() << 16),
+            Message::Decline { checkpoint, .. } => checkpoint.0,
+            Message::Ended { subtask } => *subtask as u64,
+        }
+    }
+
+    fn kind(&self) -> (u8, &'static str) {
+        match self {
+            Message::Batch { .. } => (1, "batch"),
+            Message::OutputCredit { .. } => (2, "output credit"),
+            Message::TargetCredit { .. } => (3, "target credit"),
+            Message::Trigger(_) => (4, "trigger"),
+            Message::Notify { .. } => (5, "complete notice"),
+            Message::Ack { .. } => (6, "ack"),
+            Message::Decline { .. } => (7, "decline"),
+            Message::Ended { .. } => (8, "ended"),
+        }
+    }
+}
+
+struct Link {
+    to: Endpoint,
+    /// Whether messages arrive in the order sent. One link is not: acknowledgements of
+    /// snapshots encoded off the subtask's thread (as the runtime does on a blocking thread)
+    /// reach the coordinator in any order, also among themselves.
+    ordered: bool,
+    queue: VecDeque<(u64, Message)>,
+    last_ready_us: u64,
+    slow_extra_us: u64,
+    slow_until_us: u64,
+}
+
+impl Link {
+    /// When the next message can be delivered.
+    fn next_ready(&self) -> Option<u64> {
+        if self.ordered {
+            self.queue.front().map(|&(at, _)| at)
+        } else {
+            self.queue.iter().map(|&(at, _)| at).min()
+        }
+    }
+}
+
+struct SimSubtask {
+    core: SubtaskCore,
+    wants_step: bool,
+    ready_at_us: u64,
+    /// For each input channel: the link its credits go back on, and the target index there.
+    credit_links: Vec<(usize, usize)>,
+    /// For each output: the link to its partitioner.
+    output_links: Vec<usize>,
+    to_coordinator: usize,
+    /// Acknowledgements of snapshots that were encoded off the subtask's thread.
+    encoded_acks: usize,
+    from_coordinator: usize,
+    slow_factor: u64,
+    slow_until_us: u64,
+}
+
+struct SimPartitioner {
+    core: PartitionerCore,
+    upstream: usize,
+    output: usize,
+    credit_link: usize,
+    /// For each target: the link, and the input channel at the target.
+    target_links: Vec<(usize, usize)>,
+    credits_returned: u64,
+}
+
+/// A failed attempt on its way out.
+#[derive(Clone, Copy)]
+struct Stopping {
+    /// The subtask that crashed or failed: it does nothing more.
+    dead: Option<usize>,
+    /// From this step on, the coordinator takes no message and no tick.
+    coordinator_stops_at: u64,
+    /// At this step, every actor of the attempt has stopped.
+    stopped_at: u64,
+    /// The restart strategy's delay before the next attempt.
+    restart_delay_us: u64,
+}
+
+struct Attempt {
+    subtasks: Vec<SimSubtask>,
+    partitioners: Vec<SimPartitioner>,
+    links: Vec<Link>,
+    coordinator: CoordinatorCore,
+    /// Acknowledged snapshots of checkpoints in progress.
+    acks: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
+    next_tick_us: u64,
+    unfinished: usize,
+    /// A crash comes once the scheduler reaches this step (a crash during recovery).
+    crash_at_step: Option<u64>,
+    /// The attempt failed and is stopping.
+    stopping: Option<Stopping>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Redeploy {
+    /// A fail-over: the job master still knows the latest checkpoint.
+    FailOver,
+    /// A submission after a crash of the process: restore from the store.
+    Resubmit,
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Deliver(usize),
+    Step(usize),
+    Tick,
+    Redeploy,
+    Produce,
+    /// The failed attempt has nothing left to do: it stops now.
+    Stopped,
+}
+
+/// The job's graph and everything derived from it: what a rescale replaces.
+struct Shape {
+    graph: JobGraph,
+    /// The graph the broken subtask is built from (barriers not aligned).
+    unaligned_graph: Option<JobGraph>,
+    plan: PhysicalPlan,
+    layout: JobLayout,
+    ids: Vec<SubtaskId>,
+    is_source: Vec<bool>,
+    has_sink: Vec<bool>,
+    operators_of: Vec<Vec<String>>,
+}
+
+impl Shape {
+    fn new(graph: JobGraph, defect: Option<Defect>) -> Result<Self, String> {
+        let plan = PhysicalPlan::new(&graph).map_err(|error| error.to_string())?;
+        let layout = plan.layout(&graph);
+        let ids: Vec<SubtaskId> = plan.subtasks().collect();
+        let is_source = ids
+            .iter()
+            .map(|id| {
+                let head = plan.chain(id.chain).operators[0];
+                matches!(graph.operator(head).kind, OperatorKind::Source(_))
+            })
+            .collect();
+        let operators_of: Vec<Vec<String>> = ids
+            .iter()
+            .map(|id| {
+                plan.chain(id.chain)
+                    .operators
+                    .iter()
+                    .map(|&op| graph.operator(op).name.clone())
+                    .collect()
+            })
+            .collect();
+        let has_sink = operators_of
+            .iter()
+            .map(|names| names.iter().any(|name| name == "sink"))
+            .collect();
+        let unaligned_graph = (defect == Some(Defect::SubtaskSkipsAlignment)).then(|| {
+            let mut graph = graph.clone();
+            graph.checkpoint.mode = CheckpointMode::AtLeastOnce;
+            graph
+        });
+        Ok(Shape {
+            graph,
+            unaligned_graph,
+            plan,
+            layout,
+            ids,
+            is_source,
+            has_sink,
+            operators_of,
+        })
+    }
+}
+
+/// Builds the job's graph, given the roles whose parallelism differs from the scenario's.
+pub type RebuildGraph = Box<dyn Fn(&BTreeMap<String, u32>) -> JobGraph>;
+
+/// One simulated run.
+pub struct World {
+    rng: ChaCha8Rng,
+    now_us: u64,
+    shape: Shape,
+    /// Builds the job's graph with the parallelism of some roles changed.
+    rebuild: RebuildGraph,
+    /// The roles a fault rescaled, with their parallelism now.
+    rescaled: BTreeMap<String, u32>,
+    flow: FlowConfig,
+    log: SimLog,
+    store: SimCheckpointStore,
+    attempt: Option<Attempt>,
+    latest: Option<StoredCheckpoint>,
+    restarts: u32,
+    redeploy: Option<(u64, Redeploy)>,
+    outcome: Option<Outcome>,
+    schedule: Vec<ScheduledFault>,
+    armed: Vec<Fault>,
+    recovery_crashes_left: u32,
+    defect: Option<Defect>,
+    input_topics: Vec<(&'static str, u64)>,
+    arrivals: VecDeque<Arrival>,
+    progress: f64,
+    limits: Limits,
+    ready: Vec<Action>,
+    trace: Trace,
+    stats: RunStats,
+}
+
+impl World {
+    /// A world about to deploy the job for the first time.
+    pub fn new(setup: WorldSetup, rng: ChaCha8Rng, trace: Trace) -> Result<Self, String> {
+        let shape = Shape::new(setup.graph, setup.defect)?;
+        Ok(World {
+            rng,
+            now_us: 0,
+            shape,
+            rebuild: setup.rebuild,
+            rescaled: BTreeMap::new(),
+            flow: setup.flow,
+            log: setup.log,
+            store: SimCheckpointStore::default(),
+            attempt: None,
+            latest: None,
+            restarts: 0,
+            redeploy: Some((0, Redeploy::Resubmit)),
+            outcome: None,
+            schedule: setup.schedule,
+            armed: Vec::new(),
+            recovery_crashes_left: 0,
+            defect: setup.defect,
+            input_topics: setup.input_topics,
+            arrivals: setup.arrivals.into(),
+            progress: 0.0,
+            limits: setup.limits,
+            ready: Vec::new(),
+            trace,
+            stats: RunStats::default(),
+        })
+    }
+
+    /// Runs until the job finishes, fails, or exceeds the limits.
+    pub fn run(mut self) -> RunResult {
+        while self.outcome.is_none() {
+            if self.stats.steps >= self.limits.max_steps
+                || self.now_us >= self.limits.max_virtual_ms.saturating_mul(1_000)
+            {
+                self.outcome = Some(Outcome::Stuck(self.stuck_reason()));
+                break;
+            }
+            self.arm_due_faults();
+            if self.outcome.is_some() {
+                break;
+            }
+            let Some(action) = self.pick_action() else {
+                self.outcome = Some(Outcome::Stuck(format!(
+                    "nothing can happen any more: {}",
+                    self.stuck_reason()
+                )));
+                break;
+            };
+            self.stats.steps += 1;
+            self.perform(action);
+            self.now_us += self.rng.random_range(SCHEDULER_QUANTUM_US);
+        }
+        RunResult {
+            outcome: self.outcome.take().unwrap_or(Outcome::Finished),
+            stats: self.stats,
+            trace_hash: self.trace.hash(),
+            log: self.log,
+            latest: self.latest,
+        }
+    }
+
+    fn stuck_reason(&self) -> String {
+        match &self.attempt {
+            Some(attempt) => {
+                let waiting: Vec<String> = attempt
+                    .subtasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.core.is_finished())
+                    .map(|(index, _)| self.subtask_name(index))
+                    .collect();
+                format!(
+                    "after {} steps and {:.1} virtual ms, {} of {} subtasks have not finished ({}); {} checkpoints in progress",
+                    self.stats.steps,
+                    self.now_us as f64 / 1000.0,
+                    waiting.len(),
+                    attempt.subtasks.len(),
+                    waiting.join(", "),
+                    attempt.coordinator.in_progress()
+                )
+            }
+            None => format!("after {} steps no attempt is running", self.stats.steps),
+        }
+    }
+
+    fn subtask_name(&self, index: usize) -> String {
+        let id = self.shape.ids[index];
+        format!("'{}' #{}", self.shape.plan.chain(id.chain).name, id.index)
+    }
+
+    // ---- scheduling ----
+
+    fn pick_action(&mut self) -> Option<Action> {
+        // Reused from step to step: the scheduler allocates nothing in its loop.
+        let mut ready = std::mem::take(&mut self.ready);
+        let picked = self.pick_from(&mut ready);
+        self.ready = ready;
+        picked
+    }
+
+    fn pick_from(&mut self, ready: &mut Vec<Action>) -> Option<Action> {
+        loop {
+            ready.clear();
+            let mut next_due = u64::MAX;
+            if let Some(arrival) = self.arrivals.front() {
+                if arrival.at_us <= self.now_us {
+                    ready.push(Action::Produce);
+                } else {
+                    next_due = next_due.min(arrival.at_us);
+                }
+            }
+            if let Some((at, _)) = self.redeploy {
+                if at <= self.now_us {
+                    ready.push(Action::Redeploy);
+                } else {
+                    next_due = next_due.min(at);
+                }
+            }
+            if let Some(attempt) = &self.attempt {
+                let steps = self.stats.steps;
+                let stopping = attempt.stopping;
+                let dead = stopping.and_then(|stopping| stopping.dead);
+                let coordinator_stopped =
+                    stopping.is_some_and(|stopping| steps >= stopping.coordinator_stops_at);
+                for (index, link) in attempt.links.iter().enumerate() {
+                    let stopped = match link.to {
+                        Endpoint::Subtask(to) => dead == Some(to),
+                        Endpoint::Coordinator => coordinator_stopped,
+                        Endpoint::Partitioner(_) => false,
+                    };
+                    if stopped {
+                        continue;
+                    }
+                    if let Some(at) = link.next_ready() {
+                        if at <= self.now_us {
+                            ready.push(Action::Deliver(index));
+                        } else {
+                            next_due = next_due.min(at);
+                        }
+                    }
+                }
+                for (index, subtask) in attempt.subtasks.iter().enumerate() {
+                    if subtask.wants_step && !subtask.core.is_finished() && dead != Some(index) {
+                        if subtask.ready_at_us <= self.now_us {
+                            ready.push(Action::Step(index));
+                        } else {
+                            next_due = next_due.min(subtask.ready_at_us);
+                        }
+                    }
+                }
+                if !coordinator_stopped {
+                    if attempt.next_tick_us <= self.now_us {
+                        ready.push(Action::Tick);
+                    } else {
+                        next_due = next_due.min(attempt.next_tick_us);
+                    }
+                }
+                if stopping.is_some() && ready.is_empty() {
+                    // Nothing more the stopping attempt can do now: it has stopped.
+                    return Some(Action::Stopped);
+                }
+            }
+            if let Some(&action) = ready.choose(&mut self.rng) {
+                return Some(action);
+            }
+            if next_due == u64::MAX {
+                return None;
+            }
+            self.now_us = next_due;
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Redeploy => {
+                if let Some((_, kind)) = self.redeploy.take() {
+                    self.deploy(kind);
+                }
+            }
+            Action::Deliver(link) => self.deliver(link),
+            Action::Step(subtask) => self.step_subtask(subtask),
+            Action::Tick => self.tick(),
+            Action::Produce => self.produce(),
+            Action::Stopped => {
+                let steps = self.stats.steps;
+                if let Some(stopping) = self.attempt.as_mut().and_then(|a| a.stopping.as_mut()) {
+                    stopping.stopped_at = steps;
+                }
+            }
+        }
+        let steps = self.stats.steps;
+        if let Some(attempt) = &mut self.attempt
+            && attempt.crash_at_step.is_some_and(|step| steps >= step)
+        {
+            attempt.crash_at_step = None;
+            let target = self.rng.random_range(0..self.shape.ids.len());
+            let name = self.subtask_name(target);
+            self.trace_fault(&format!("crash of {name} during recovery"));
+            self.fail_over(format!("{name} crashed during recovery"), Some(target));
+        }
+        self.finish_stopping();
+    }
+
+    fn trace(&mut self, kind: u8, ids: [u64; 3], text: impl FnOnce() -> String) {
+        self.trace.step(self.now_us, kind, ids, text);
+    }
+
+    fn trace_fault(&mut self, what: &str) {
+        self.stats.faults_injected += 1;
+        self.trace(100, [self.stats.faults_injected, 0, 0], || {
+            format!("FAULT: {what}")
+        });
+    }
+
+    fn send(&mut self, link: usize, message: Message) {
+        let latency = self.rng.random_range(LATENCY_US);
+        let now = self.now_us;
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        let link = &mut attempt.links[link];
+        let extra = if link.slow_until_us > now {
+            link.slow_extra_us
+        } else {
+            0
+        };
+        let mut ready = now + latency + extra;
+        if link.ordered {
+            ready = ready.max(link.last_ready_us);
+            link.last_ready_us = ready;
+        } else {
+            // Encoding takes a while, more for more state.
+            ready += self.rng.random_range(LATENCY_US);
+        }
+        link.queue.push_back((ready, message));
+    }
+
+    // ---- stepping ----
+
+    fn step_subtask(&mut self, index: usize) {
+        let cost = self.rng.random_range(STEP_COST_US);
+        let now = self.now_us;
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        let subtask = &mut attempt.subtasks[index];
+        let step = subtask.core.step();
+        let factor = if subtask.slow_until_us > now {
+            subtask.slow_factor
+        } else {
+            1
+        };
+        match step {
+            Ok(Step::Progress) => subtask.ready_at_us = now + cost * factor,
+            Ok(Step::Blocked) => subtask.wants_step = false,
+            Ok(Step::Idle) => subtask.ready_at_us = now + SOURCE_IDLE_PAUSE_US,
+            Ok(Step::Finished) => {
+                subtask.wants_step = false;
+                attempt.unfinished -= 1;
+            }
+            Err(error) => {
+                let name = self.subtask_name(index);
+                self.trace(31, [index as u64, 0, 0], || {
+                    format!("{name} failed: {error}")
+                });
+                self.fail_over(format!("{name} failed: {error}"), Some(index));
+                return;
+            }
+        }
+        let label = match step {
+            Ok(Step::Progress) => 0,
+            Ok(Step::Blocked) => 1,
+            Ok(Step::Idle) => 2,
+            _ => 3,
+        };
+        if self.trace.is_printing() {
+            let name = self.subtask_name(index);
+            self.trace(30, [index as u64, label, 0], || {
+                format!("step {name}: {step:?}")
+            });
+        } else {
+            self.trace(30, [index as u64, label, 0], String::new);
+        }
+        self.carry_subtask_transmits(index);
+        if self.shape.is_source[index] {
+            self.update_progress();
+        }
+        if let Some(attempt) = &self.attempt
+            && attempt.unfinished == 0
+            && attempt.stopping.is_none()
+        {
+            self.trace(40, [0, 0, 0], || {
+                "every subtask finished: the job is done".to_owned()
+            });
+            self.outcome = Some(Outcome::Finished);
+        }
+    }
+
+    fn update_progress(&mut self) {
+        let (read, total) = self
+            .input_topics
+            .iter()
+            .fold((0, 0), |(read, total), &(topic, size)| {
+                (read + self.log.records_read(topic), total + size)
+            });
+        self.progress = if total == 0 {
+            1.0
+        } else {
+            read as f64 / total as f64
+        };
+    }
+
+    fn produce(&mut self) {
+        let Some(arrival) = self.arrivals.pop_front() else {
+            return;
+        };
+        let (topic, partition, count) = (arrival.topic, arrival.partition, arrival.records.len());
+        self.trace(50, [u64::from(partition), count as u64, 0], || {
+            format!("the producer appends {count} records to '{topic}' partition {partition}")
+        });
+        // The topics were created with these partitions before the run.
+        let appended = self.log.append(topic, partition, arrival.records);
+        debug_assert!(appended.is_ok(), "{appended:?}");
+        self.log.flush();
+    }
+
+    fn tick(&mut self) {
+        let now_ms = self.now_us / 1_000;
+        let tick_us = self.shape.graph.checkpoint.tick_interval_ms() * 1_000;
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        attempt.next_tick_us = self.now_us + tick_us;
+        attempt.coordinator.handle_tick(now_ms);
+        self.perform_coordinator_actions();
+    }
+}
