@@ -24,8 +24,8 @@
 //!
 //! # Layout
 //! This file holds the world's types, the scheduler loop and the stepping of subtasks;
-//! [`attempts`] deploys, fails over and crashes the job; [`faults`] arms and fires the fault
-//! schedule; [`delivery`] hands messages to the cores and carries their replies.
+//! `attempts` deploys, fails over and crashes the job; `faults` arms and fires the fault
+//! schedule; `delivery` hands messages to the cores and carries their replies.
 
 use std::collections::{BTreeMap, VecDeque};
 
