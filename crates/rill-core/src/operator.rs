@@ -105,6 +105,17 @@ pub trait OneInputOperator: Send + 'static {
         Ok(())
     }
 
+    /// Processing time reached `now` (milliseconds since the Unix epoch, from the driver's
+    /// clock: the wall clock in the runtime, the virtual clock in the simulator); records
+    /// pushed onto `out` are what the operator's processing-time timers emit.
+    fn on_processing_time(
+        &mut self,
+        _now: Timestamp,
+        _out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
     /// The input ended; records pushed onto `out` are the operator's last.
     fn end_of_input(&mut self, _out: &mut Vec<Record<Self::Out>>) -> Result<(), BoxError> {
         Ok(())
@@ -135,6 +146,8 @@ pub trait Operator: Send {
     fn process(&mut self, input: Records) -> Result<Option<Records>, OperatorError>;
     /// The input's watermark advanced; returns records to emit before the watermark.
     fn on_watermark(&mut self, watermark: Timestamp) -> Result<Option<Records>, OperatorError>;
+    /// Processing time advanced; returns what processing-time timers emit.
+    fn on_processing_time(&mut self, now: Timestamp) -> Result<Option<Records>, OperatorError>;
     /// The input ended; returns the operator's last records.
     fn end_of_input(&mut self) -> Result<Option<Records>, OperatorError>;
     /// The operator's state for a checkpoint.
@@ -170,6 +183,14 @@ impl<O: OneInputOperator> Operator for Erased<O> {
         let mut out = Vec::new();
         self.0
             .on_watermark(watermark, &mut out)
+            .map_err(OperatorError::Failed)?;
+        Ok(non_empty(out))
+    }
+
+    fn on_processing_time(&mut self, now: Timestamp) -> Result<Option<Records>, OperatorError> {
+        let mut out = Vec::new();
+        self.0
+            .on_processing_time(now, &mut out)
             .map_err(OperatorError::Failed)?;
         Ok(non_empty(out))
     }
@@ -216,6 +237,10 @@ impl Operator for Passthrough {
     }
 
     fn on_watermark(&mut self, _watermark: Timestamp) -> Result<Option<Records>, OperatorError> {
+        Ok(None)
+    }
+
+    fn on_processing_time(&mut self, _now: Timestamp) -> Result<Option<Records>, OperatorError> {
         Ok(None)
     }
 
