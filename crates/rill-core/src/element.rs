@@ -1,5 +1,5 @@
-//! The elements that flow between subtasks: records with an optional event timestamp, watermarks
-//! and end-of-input, grouped into batches.
+//! The elements that flow between subtasks: records with an optional event timestamp, watermarks,
+//! watermark status changes, barriers and end-of-input, grouped into batches.
 //!
 //! Records travel as Rust values inside the process. A batch's records are type-erased
 //! ([`Records`]) so that one channel type serves every edge of a job; operators downcast them back
@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointId;
+use crate::time::WatermarkStatus;
 
 /// The bounds every value flowing through a job must meet: owned, sendable between the threads
 /// of the runtime, and clonable (broadcast and fan-out hand one record to several consumers).
@@ -188,6 +189,11 @@ pub enum Event {
     Records(Records),
     /// No record with a timestamp at or below this one will follow on this channel.
     Watermark(Timestamp),
+    /// The sender's watermark status changed (sent only on a change). While a sender is idle —
+    /// a source with nothing to read for a while, or a subtask whose every open input is idle
+    /// — its watermark does not hold back the subtask it feeds. A source is active again
+    /// before its next record.
+    WatermarkStatus(WatermarkStatus),
     /// Checkpoint barrier: everything before it on the channel belongs to the checkpoint.
     Barrier(CheckpointId),
     /// The channel's last element.

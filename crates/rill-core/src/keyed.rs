@@ -1,4 +1,5 @@
-//! Keyed operators: reduce and process functions whose state is scoped to the record's key.
+//! Keyed operators: reduce and process functions whose state is scoped to the record's key;
+//! process functions also have timers and side outputs.
 //!
 //! Both take the same key selector as the key-hash exchange in front of them, so a key's records
 //! all reach one subtask and find their state there.
@@ -10,39 +11,96 @@ use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::key::Key;
 use crate::operator::{OneInputOperator, OperatorSnapshot};
+use crate::side_output::{OutputTag, Tagged};
 use crate::state::{KeyedStateAccess, KeyedStateStore, StateValue, ValueState};
+use crate::timers::{TimeDomain, TimerService};
 
 /// Extracts the key of a record's value.
 pub type KeySelector<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
 
-/// What a keyed process function sees while it processes one record.
+/// What a keyed process function sees while it processes one record or one timer.
 pub struct KeyedContext<'a, K, O> {
     key: &'a K,
     timestamp: Option<Timestamp>,
     store: &'a mut KeyedStateStore<K>,
-    out: &'a mut Vec<Record<O>>,
+    timers: &'a mut TimerService<K, ()>,
+    out: &'a mut Vec<Record<Tagged<O>>>,
+    fired: Option<TimeDomain>,
 }
 
-impl<K: Key, O> KeyedContext<'_, K, O> {
-    /// The key of the record being processed.
+impl<K: Key, O: Data> KeyedContext<'_, K, O> {
+    /// The key of the record (or timer) being processed.
     pub fn key(&self) -> &K {
         self.key
     }
 
-    /// The record's event timestamp, if it has one.
+    /// The record's event timestamp, if it has one; in an event-time timer, the timer's time.
     pub fn timestamp(&self) -> Option<Timestamp> {
         self.timestamp
     }
 
-    /// Emits a value with the input record's timestamp.
+    /// In [`KeyedProcessFunction::on_timer`], which clock fired the timer; `None` while a
+    /// record is processed.
+    pub fn timer_domain(&self) -> Option<TimeDomain> {
+        self.fired
+    }
+
+    /// Emits a value with the input record's timestamp (an event-time timer's time).
     pub fn emit(&mut self, value: O) {
-        self.out
-            .push(Record::with_optional_timestamp(value, self.timestamp));
+        self.out.push(Record::with_optional_timestamp(
+            Tagged::Main(value),
+            self.timestamp,
+        ));
     }
 
     /// Emits a value with the given timestamp.
     pub fn emit_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
-        self.out.push(Record::with_timestamp(value, timestamp));
+        self.out
+            .push(Record::with_timestamp(Tagged::Main(value), timestamp));
+    }
+
+    /// Emits a value to the side output `tag` names, with the input record's timestamp.
+    pub fn output<S: Data>(&mut self, tag: &OutputTag<S>, value: S) {
+        self.out.push(Record::with_optional_timestamp(
+            Tagged::side(tag, value),
+            self.timestamp,
+        ));
+    }
+
+    /// The operator's input watermark: no record with an earlier timestamp is expected.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.timers.current_watermark()
+    }
+
+    /// Processing time as the driver last reported it (the simulator's is virtual).
+    pub fn current_processing_time(&self) -> Timestamp {
+        self.timers.current_processing_time()
+    }
+
+    /// Calls [`KeyedProcessFunction::on_timer`] for this key once the watermark reaches
+    /// `time`. Registering the same time twice registers one timer.
+    pub fn register_event_time_timer(&mut self, time: Timestamp) {
+        self.timers
+            .register(TimeDomain::EventTime, self.key.clone(), (), time);
+    }
+
+    /// Calls [`KeyedProcessFunction::on_timer`] for this key once processing time reaches
+    /// `time`.
+    pub fn register_processing_time_timer(&mut self, time: Timestamp) {
+        self.timers
+            .register(TimeDomain::ProcessingTime, self.key.clone(), (), time);
+    }
+
+    /// Deletes this key's event-time timer at `time`, if there is one.
+    pub fn delete_event_time_timer(&mut self, time: Timestamp) {
+        self.timers
+            .delete(TimeDomain::EventTime, self.key, &(), time);
+    }
+
+    /// Deletes this key's processing-time timer at `time`, if there is one.
+    pub fn delete_processing_time_timer(&mut self, time: Timestamp) {
+        self.timers
+            .delete(TimeDomain::ProcessingTime, self.key, &(), time);
     }
 }
 
@@ -52,10 +110,13 @@ impl<K: Key, O> KeyedStateAccess<K> for KeyedContext<'_, K, O> {
     }
 }
 
-/// A function called for every record of a keyed stream, with state scoped to its key.
+/// A function called for every record of a keyed stream, with state scoped to its key, and
+/// for every timer it registered.
 ///
 /// Each subtask gets its own clone of the function; state lives in handles such as
 /// [`ValueState`] declared as fields, never in plain fields (those are not checkpointed).
+/// Timers are checkpointed with the state: one registered before a failure fires after
+/// recovery, once.
 pub trait KeyedProcessFunction: Clone + Send + 'static {
     /// The key type.
     type Key: Key;
@@ -70,6 +131,16 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
         value: Self::In,
         ctx: &mut KeyedContext<'_, Self::Key, Self::Out>,
     ) -> Result<(), BoxError>;
+
+    /// A timer this function registered for `ctx.key()` fired at `timestamp`
+    /// (`ctx.timer_domain()` says which clock). Timers fire in timestamp order.
+    fn on_timer(
+        &mut self,
+        _timestamp: Timestamp,
+        _ctx: &mut KeyedContext<'_, Self::Key, Self::Out>,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// A keyed operator's snapshot: its store, per key group (external tables frozen, to be read
@@ -83,11 +154,34 @@ fn snapshot_of<K: Key>(store: &mut KeyedStateStore<K>) -> Result<OperatorSnapsho
     })
 }
 
-/// Runs a [`KeyedProcessFunction`].
+/// The snapshot of a keyed operator with timers: its store, and its timers beside it.
+pub(crate) fn snapshot_keyed<K: Key, N: Key>(
+    store: &mut KeyedStateStore<K>,
+    timers: &TimerService<K, N>,
+) -> Result<OperatorSnapshot, BoxError> {
+    let mut snapshot = snapshot_of(store)?;
+    timers.snapshot_into(&mut snapshot.keyed)?;
+    Ok(snapshot)
+}
+
+/// Restores a keyed operator's timers and store from its snapshot.
+pub(crate) fn restore_keyed<K: Key, N: Key>(
+    store: &mut KeyedStateStore<K>,
+    timers: &mut TimerService<K, N>,
+    mut snapshot: OperatorSnapshot,
+) -> Result<(), BoxError> {
+    snapshot.complete()?;
+    timers.restore_from(&mut snapshot.keyed)?;
+    store.restore(snapshot.keyed);
+    Ok(())
+}
+
+/// Runs a [`KeyedProcessFunction`]; emits its main and side outputs as [`Tagged`] values.
 pub struct KeyedProcess<P: KeyedProcessFunction> {
     function: P,
     key_of: KeySelector<P::In, P::Key>,
     store: KeyedStateStore<P::Key>,
+    timers: TimerService<P::Key, ()>,
 }
 
 impl<P: KeyedProcessFunction> KeyedProcess<P> {
@@ -98,22 +192,44 @@ impl<P: KeyedProcessFunction> KeyedProcess<P> {
         key_of: KeySelector<P::In, P::Key>,
         store: KeyedStateStore<P::Key>,
     ) -> Self {
+        let timers = TimerService::new(store.max_parallelism());
         KeyedProcess {
             function,
             key_of,
             store,
+            timers,
         }
+    }
+
+    /// Fires the due timers of `domain`, in timestamp order.
+    fn fire(
+        &mut self,
+        domain: TimeDomain,
+        out: &mut Vec<Record<Tagged<P::Out>>>,
+    ) -> Result<(), BoxError> {
+        while let Some((time, key, ())) = self.timers.pop_due(domain) {
+            let mut ctx = KeyedContext {
+                key: &key,
+                timestamp: (domain == TimeDomain::EventTime).then_some(time),
+                store: &mut self.store,
+                timers: &mut self.timers,
+                out,
+                fired: Some(domain),
+            };
+            self.function.on_timer(time, &mut ctx)?;
+        }
+        Ok(())
     }
 }
 
 impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
     type In = P::In;
-    type Out = P::Out;
+    type Out = Tagged<P::Out>;
 
     fn process_batch(
         &mut self,
         input: Vec<Record<P::In>>,
-        out: &mut Vec<Record<P::Out>>,
+        out: &mut Vec<Record<Tagged<P::Out>>>,
     ) -> Result<(), BoxError> {
         for record in input {
             let key = (self.key_of)(&record.value);
@@ -121,28 +237,46 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
                 key: &key,
                 timestamp: record.timestamp(),
                 store: &mut self.store,
+                timers: &mut self.timers,
                 out,
+                fired: None,
             };
             self.function.process(record.value, &mut ctx)?;
         }
         Ok(())
     }
 
-    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
-        snapshot_of(&mut self.store)
+    fn on_watermark(
+        &mut self,
+        watermark: Timestamp,
+        out: &mut Vec<Record<Tagged<P::Out>>>,
+    ) -> Result<(), BoxError> {
+        self.timers.advance_watermark(watermark);
+        self.fire(TimeDomain::EventTime, out)
     }
 
-    fn restore_state(&mut self, mut snapshot: OperatorSnapshot) -> Result<(), BoxError> {
-        snapshot.complete()?;
-        self.store.restore(snapshot.keyed);
-        Ok(())
+    fn on_processing_time(
+        &mut self,
+        now: Timestamp,
+        out: &mut Vec<Record<Tagged<P::Out>>>,
+    ) -> Result<(), BoxError> {
+        self.timers.advance_processing_time(now);
+        self.fire(TimeDomain::ProcessingTime, out)
+    }
+
+    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
+        snapshot_keyed(&mut self.store, &self.timers)
+    }
+
+    fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), BoxError> {
+        restore_keyed(&mut self.store, &mut self.timers, snapshot)
     }
 }
 
 /// One key's view of a store, outside a user function.
-struct KeyScope<'a, K: Key> {
-    key: &'a K,
-    store: &'a mut KeyedStateStore<K>,
+pub(crate) struct KeyScope<'a, K: Key> {
+    pub(crate) key: &'a K,
+    pub(crate) store: &'a mut KeyedStateStore<K>,
 }
 
 impl<K: Key> KeyedStateAccess<K> for KeyScope<'_, K> {
@@ -242,6 +376,159 @@ mod tests {
         records.iter().map(|r| r.value.clone()).collect()
     }
 
+    fn mains<T: Clone>(records: &[Record<Tagged<T>>]) -> Vec<T> {
+        records
+            .iter()
+            .filter_map(|r| match &r.value {
+                Tagged::Main(value) => Some(value.clone()),
+                Tagged::Side(_) => None,
+            })
+            .collect()
+    }
+
+    /// Expects every key to report within 100 ms of event time: counts a key's records and,
+    /// when its event-time timer fires, emits the count; a processing-time timer sends keys
+    /// that stayed silent for a second of processing time to the "silent" side output.
+    #[derive(Clone)]
+    struct Deadline {
+        count: ValueState<u32>,
+        deadline: ValueState<i64>,
+    }
+
+    const SILENT: &str = "silent";
+
+    impl KeyedProcessFunction for Deadline {
+        type Key = u8;
+        type In = u8;
+        type Out = (u8, u32, i64);
+
+        fn process(
+            &mut self,
+            _value: u8,
+            ctx: &mut KeyedContext<'_, u8, Self::Out>,
+        ) -> Result<(), BoxError> {
+            let count = self.count.get(ctx).unwrap_or(0) + 1;
+            self.count.set(ctx, count);
+            if let Some(previous) = self.deadline.get(ctx) {
+                ctx.delete_event_time_timer(Timestamp(previous));
+            }
+            let deadline = ctx.timestamp().ok_or("no timestamp")?.0 + 100;
+            self.deadline.set(ctx, deadline);
+            ctx.register_event_time_timer(Timestamp(deadline));
+            let silent_at = Timestamp(ctx.current_processing_time().0 + 1_000);
+            ctx.register_processing_time_timer(silent_at);
+            Ok(())
+        }
+
+        fn on_timer(
+            &mut self,
+            timestamp: Timestamp,
+            ctx: &mut KeyedContext<'_, u8, Self::Out>,
+        ) -> Result<(), BoxError> {
+            match ctx.timer_domain() {
+                Some(TimeDomain::EventTime) => {
+                    let count = self.count.get(ctx).unwrap_or(0);
+                    ctx.emit((*ctx.key(), count, timestamp.0));
+                }
+                _ => {
+                    let key = *ctx.key();
+                    ctx.output(&OutputTag::<u8>::new(SILENT), key);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn deadline_operator() -> KeyedProcess<Deadline> {
+        KeyedProcess::new(
+            Deadline {
+                count: ValueState::new("count"),
+                deadline: ValueState::new("deadline"),
+            },
+            Arc::new(|key: &u8| *key),
+            KeyedStateStore::new(128),
+        )
+    }
+
+    fn feed(
+        op: &mut KeyedProcess<Deadline>,
+        records: &[(u8, i64)],
+    ) -> Vec<Record<Tagged<(u8, u32, i64)>>> {
+        let mut out = Vec::new();
+        let input = records
+            .iter()
+            .map(|&(key, time)| Record::with_timestamp(key, Timestamp(time)))
+            .collect();
+        op.process_batch(input, &mut out).unwrap();
+        out
+    }
+
+    fn watermark(op: &mut KeyedProcess<Deadline>, time: i64) -> Vec<(u8, u32, i64)> {
+        let mut out = Vec::new();
+        op.on_watermark(Timestamp(time), &mut out).unwrap();
+        assert!(
+            out.iter().all(|r| r.timestamp().is_some()),
+            "event-time firings carry the timer's time"
+        );
+        mains(&out)
+    }
+
+    #[test]
+    fn event_time_timers_fire_in_order_and_deleted_ones_do_not() {
+        let mut op = deadline_operator();
+        feed(&mut op, &[(1, 10), (2, 20), (1, 50)]);
+        assert_eq!(
+            watermark(&mut op, 119),
+            vec![],
+            "no deadline reached yet"
+        );
+        assert_eq!(
+            watermark(&mut op, 150),
+            vec![(2, 1, 120), (1, 2, 150)],
+            "key 1's first deadline (110) was deleted"
+        );
+        assert_eq!(watermark(&mut op, 1_000), vec![]);
+    }
+
+    #[test]
+    fn processing_time_timers_fire_when_the_clock_reaches_them_into_a_side_output() {
+        let mut op = deadline_operator();
+        let mut out = Vec::new();
+        op.on_processing_time(Timestamp(5_000), &mut out).unwrap();
+        feed(&mut op, &[(3, 10), (4, 10)]);
+        op.on_processing_time(Timestamp(5_999), &mut out).unwrap();
+        assert!(out.is_empty());
+        op.on_processing_time(Timestamp(6_000), &mut out).unwrap();
+        let silent: Vec<String> = out
+            .iter()
+            .map(|r| match &r.value {
+                Tagged::Side(side) => side.tag().to_owned(),
+                Tagged::Main(_) => "main".to_owned(),
+            })
+            .collect();
+        assert_eq!(silent, vec![SILENT, SILENT]);
+        assert!(
+            out.iter().all(|r| r.timestamp().is_none()),
+            "processing-time firings carry no event time"
+        );
+    }
+
+    #[test]
+    fn a_timer_registered_before_a_snapshot_fires_once_after_restore() {
+        let mut op = deadline_operator();
+        feed(&mut op, &[(1, 10), (2, 500)]);
+        assert_eq!(watermark(&mut op, 200), vec![(1, 1, 110)]);
+        let mut snapshot = op.snapshot_state(CheckpointId(1)).unwrap();
+        snapshot.complete().unwrap();
+        // The original runs on; the restored copy must do exactly what it does.
+        let expected = watermark(&mut op, 1_000);
+        assert_eq!(expected, vec![(2, 1, 600)]);
+        let mut restored = deadline_operator();
+        restored.restore_state(snapshot).unwrap();
+        assert_eq!(watermark(&mut restored, 1_000), expected);
+        assert_eq!(watermark(&mut restored, 2_000), vec![], "fired once");
+    }
+
     #[test]
     fn reduce_emits_running_result_per_key() {
         let key_of: KeySelector<(char, u32), char> = Arc::new(|(k, _)| *k);
@@ -310,7 +597,7 @@ mod tests {
         .unwrap();
         let expected = [(1, "x", 1), (2, "x", 1), (1, "y", 3), (2, "y", 2)];
         assert_eq!(
-            values(&out),
+            mains(&out),
             expected.map(|(k, w, n)| (k, w.to_owned(), n)).to_vec()
         );
     }

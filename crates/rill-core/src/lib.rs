@@ -16,7 +16,13 @@
 //! - [`checkpoint`] and [`coordinator`]: barriers, alignment, and the checkpoint coordinator;
 //! - [`layout`]: which operators each subtask runs, and assigning a checkpoint's state to a
 //!   job of another shape (rescaling);
-//! - [`restart`]: restart strategies.
+//! - [`restart`]: restart strategies;
+//! - [`time`]: watermark strategies, per-partition watermark generation and idleness;
+//! - [`timers`]: event-time and processing-time timers of keyed operators, kept in keyed state;
+//! - [`side_output`]: side outputs, typed by a tag;
+//! - [`window`]: windows on keyed streams (tumbling, sliding, session, global with a count
+//!   trigger), their functions, allowed lateness and late data, and the window join;
+//! - [`two_input`]: two-input operators: keyed co-process functions and the interval join.
 
 pub mod checkpoint;
 pub mod coordinator;
@@ -33,9 +39,14 @@ pub mod operator;
 pub mod partitioner;
 pub mod plan;
 pub mod restart;
+pub mod side_output;
 pub mod source;
 pub mod state;
 pub mod subtask;
+pub mod two_input;
+pub mod time;
+pub mod timers;
+pub mod window;
 
 pub use element::{Batch, Data, Event, Record, Records, Timestamp};
 pub use error::{BoxError, OperatorError, TaskError};

@@ -8,6 +8,14 @@
 //! new records. A record's log timestamp becomes its event timestamp. Its checkpointed position
 //! is the next offset of each of its partitions, so a restored job reads on from there.
 //!
+//! Given a watermark strategy ([`LogReader::with_watermarks`]), the reader keeps one watermark
+//! generator per partition it reads ([`PartitionWatermarks`]) and emits the minimum after each
+//! poll, so that a partition lagging behind in event time holds the watermark back rather than
+//! seeing its records arrive late. A bounded partition read to its stop offset has ended and
+//! no longer counts; with idleness, neither does one that has been quiet for the timeout. The
+//! generators are not checkpointed: a restored reader starts them afresh, behind the
+//! watermark already emitted downstream, which holds it where it is until they catch up.
+//!
 //! [`LogWriter`] writes a topic through the log's transactions: each checkpoint's records are
 //! staged under a transaction `<job>/<uid>/<subtask>/<sequence>`, prepared (durable) at the
 //! checkpoint's barrier, and committed when the checkpoint completes — durably, because the
@@ -26,6 +34,7 @@ use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::operator::Sink;
 use crate::source::{Source, SourceOutput, SourcePoll, decode_position, encode_position};
+use crate::time::{PartitionWatermarks, WatermarkStrategy};
 
 /// What the log connectors need of a log. Implementations keep this contract:
 /// - `read` returns committed records of one partition from an offset, in offset order, with no
@@ -93,6 +102,8 @@ pub struct LogReader<L: ConnectorLog, T> {
     cursors: Vec<PartitionCursor>,
     turn: usize,
     decode: Decode<L, T>,
+    /// One watermark generator per cursor, in cursor order, if the reader has a strategy.
+    watermarks: Option<PartitionWatermarks>,
     /// Why the reader could not start, reported at its first poll.
     start_error: Option<BoxError>,
 }
@@ -113,6 +124,7 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
             cursors: Vec::new(),
             turn: 0,
             decode,
+            watermarks: None,
             start_error: None,
         };
         match log.end_offsets(topic) {
@@ -134,10 +146,20 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
         reader
     }
 
+    /// Emits watermarks by `strategy`, one generator per partition the reader reads.
+    pub fn with_watermarks(mut self, strategy: WatermarkStrategy) -> Self {
+        self.watermarks = Some(PartitionWatermarks::new(strategy, self.cursors.len()));
+        self
+    }
+
     fn exhausted(&self) -> bool {
-        self.cursors
-            .iter()
-            .all(|c| c.stop.is_some_and(|stop| c.next >= stop))
+        self.cursors.iter().all(PartitionCursor::reached_stop)
+    }
+}
+
+impl PartitionCursor {
+    fn reached_stop(&self) -> bool {
+        self.stop.is_some_and(|stop| self.next >= stop)
     }
 }
 
@@ -153,7 +175,8 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
             if out.remaining() == 0 {
                 break;
             }
-            let cursor = &mut self.cursors[(self.turn + offset) % count];
+            let index = (self.turn + offset) % count;
+            let cursor = &mut self.cursors[index];
             let want = match cursor.stop {
                 Some(stop) => out
                     .remaining()
@@ -169,10 +192,21 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
             {
                 cursor.next += 1;
                 let timestamp = Timestamp(L::timestamp(&record));
+                if let Some(watermarks) = &mut self.watermarks {
+                    watermarks.on_record(index, timestamp);
+                }
                 out.collect_with_timestamp((self.decode)(record), timestamp);
             }
         }
         self.turn = (self.turn + 1) % count.max(1);
+        if let Some(watermarks) = &mut self.watermarks {
+            for (index, cursor) in self.cursors.iter().enumerate() {
+                if cursor.reached_stop() {
+                    watermarks.end_partition(index);
+                }
+            }
+            watermarks.emit_to(out);
+        }
         Ok(if self.exhausted() {
             SourcePoll::Finished
         } else if out.is_empty() {
@@ -351,5 +385,201 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             .find(|state| state.subtask == own)
             .map_or(0, |state| state.next_sequence);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::source::{AnySource, Polled};
+    use crate::time::WatermarkStatus;
+
+    /// A log of partitions whose records are bare timestamps: all a reader needs. It writes
+    /// nothing.
+    #[derive(Clone, Default)]
+    struct Timestamps(Arc<Mutex<Vec<Vec<i64>>>>);
+
+    impl Timestamps {
+        fn new(partitions: &[&[i64]]) -> Self {
+            Timestamps(Arc::new(Mutex::new(
+                partitions.iter().map(|p| p.to_vec()).collect(),
+            )))
+        }
+
+        fn append(&self, partition: usize, timestamp: i64) {
+            self.0.lock().unwrap()[partition].push(timestamp);
+        }
+    }
+
+    impl ConnectorLog for Timestamps {
+        type Record = i64;
+        type Produced = ();
+        type Error = Infallible;
+
+        fn end_offsets(&self, _topic: &str) -> Result<Vec<u64>, Infallible> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p.len() as u64)
+                .collect())
+        }
+
+        fn read(
+            &self,
+            _topic: &str,
+            partition: u32,
+            from: u64,
+            max: usize,
+        ) -> Result<Vec<i64>, Infallible> {
+            let partitions = self.0.lock().unwrap();
+            let records = &partitions[partition as usize];
+            let from = (from as usize).min(records.len());
+            Ok(records[from..records.len().min(from + max)].to_vec())
+        }
+
+        fn timestamp(record: &i64) -> i64 {
+            *record
+        }
+
+        fn append(&self, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn stage(&self, _id: &str, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn prepare(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn commit(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn abort(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn open_transactions(&self, _prefix: &str) -> Result<Vec<String>, Infallible> {
+            Ok(Vec::new())
+        }
+
+        fn flush(&self) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    fn reader(
+        log: &Timestamps,
+        bounded: bool,
+        strategy: WatermarkStrategy,
+    ) -> LogReader<Timestamps, i64> {
+        LogReader::new(log, "events", (0, 1), (bounded, 0), Arc::new(|t| t))
+            .with_watermarks(strategy)
+    }
+
+    fn record_timestamps(polled: &mut Polled) -> Vec<i64> {
+        polled
+            .records
+            .take()
+            .map(|records| {
+                records
+                    .downcast::<i64>()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.value)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_lagging_partition_holds_the_watermark_back_until_it_ends() {
+        let ahead: Vec<i64> = (1..=9).map(|second| second * 1_000).collect();
+        let log = Timestamps::new(&[&ahead, &[100, 200, 300], &[]]);
+        let mut reader = reader(&log, true, WatermarkStrategy::monotonous());
+        let mut watermarks = Vec::new();
+        let mut latest = Timestamp::MIN;
+        loop {
+            let mut polled = reader.poll(2, Timestamp(0)).unwrap();
+            for timestamp in record_timestamps(&mut polled) {
+                assert!(
+                    Timestamp(timestamp) > latest,
+                    "the record at {timestamp} ms came behind the watermark {latest}"
+                );
+            }
+            if let Some(watermark) = polled.watermark {
+                watermarks.push(watermark);
+                latest = watermark;
+            }
+            if polled.status == SourcePoll::Finished {
+                break;
+            }
+        }
+        assert_eq!(
+            watermarks,
+            [Timestamp(199), Timestamp(6_999), Timestamp::MAX],
+            "partition 1 holds it at 199 while partition 0 reads on to 6 000; then partition 1 \
+             ends (the empty partition 2 has ended from the start), and at last partition 0"
+        );
+    }
+
+    #[test]
+    fn an_empty_partition_holds_the_watermark_back_unless_it_is_idle() {
+        let log = Timestamps::new(&[&[1_000, 2_000], &[]]);
+        let mut patient = reader(&log, false, WatermarkStrategy::monotonous());
+        for now in [0, 1_000, 1_000_000] {
+            let polled = patient.poll(10, Timestamp(now)).unwrap();
+            assert_eq!(polled.watermark, None, "at {now} ms");
+            assert_eq!(polled.watermark_status, WatermarkStatus::Active);
+        }
+
+        let idleness = WatermarkStrategy::monotonous().with_idleness(Duration::from_millis(100));
+        let mut reader = reader(&log, false, idleness);
+        let mut poll_at = |now: i64| {
+            let mut polled = reader.poll(10, Timestamp(now)).unwrap();
+            let read = record_timestamps(&mut polled);
+            (read, polled.watermark, polled.watermark_status)
+        };
+        let (active, idle) = (WatermarkStatus::Active, WatermarkStatus::Idle);
+        assert_eq!(poll_at(0), (vec![1_000, 2_000], None, active));
+        log.append(0, 2_100);
+        assert_eq!(poll_at(60), (vec![2_100], None, active));
+        assert_eq!(poll_at(99), (vec![], None, active));
+        assert_eq!(
+            poll_at(100),
+            (vec![], Some(Timestamp(2_099)), active),
+            "partition 1 has been quiet for the timeout: partition 0 decides alone"
+        );
+        log.append(1, 1_500);
+        assert_eq!(
+            poll_at(150),
+            (vec![1_500], None, active),
+            "partition 1 is active again, behind: it holds the watermark where it is"
+        );
+        log.append(0, 3_000);
+        log.append(1, 2_500);
+        assert_eq!(
+            poll_at(160),
+            (vec![2_500, 3_000], Some(Timestamp(2_499)), active)
+        );
+        assert_eq!(
+            poll_at(260),
+            (vec![], None, idle),
+            "both partitions are quiet: the subtask is idle"
+        );
+        log.append(0, 4_000);
+        assert_eq!(
+            poll_at(270),
+            (vec![4_000], Some(Timestamp(3_999)), active),
+            "partition 1 is still idle"
+        );
     }
 }

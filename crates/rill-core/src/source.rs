@@ -1,5 +1,11 @@
-//! Sources: the typed trait, its type-erased form, and the built-in sources that need no I/O
-//! (an iterator, and a parallel sequence of numbers).
+//! Sources: the typed trait, its type-erased form, the built-in sources that need no I/O (an
+//! iterator, and a parallel sequence of numbers), and [`WithWatermarks`], which gives any
+//! source event time.
+//!
+//! A subtask polls its source with the processing time of the poll
+//! ([`SourceOutput::processing_time`]); a source may emit records, a watermark after them, and
+//! say that it is idle ([`SourceOutput::mark_idle`]: it should not hold back the watermarks
+//! downstream until it emits again). Watermark generation itself lives in [`crate::time`].
 
 use std::ops::Range;
 
@@ -8,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::element::{Data, Record, Records, Timestamp};
 use crate::error::{BoxError, OperatorError};
+use crate::time::{PartitionWatermarks, WatermarkStatus, WatermarkStrategy};
 
 /// What a source says after a poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,16 +32,34 @@ pub struct SourceOutput<T> {
     records: Vec<Record<T>>,
     max_records: usize,
     watermark: Option<Timestamp>,
+    processing_time: Timestamp,
+    idle: bool,
 }
 
 impl<T> SourceOutput<T> {
-    /// An empty output that accepts `max_records` records.
-    pub fn new(max_records: usize) -> Self {
+    /// An empty output that accepts `max_records` records, for a poll at processing time
+    /// `processing_time`.
+    pub fn new(max_records: usize, processing_time: Timestamp) -> Self {
         SourceOutput {
             records: Vec::with_capacity(max_records),
             max_records,
             watermark: None,
+            processing_time,
+            idle: false,
         }
+    }
+
+    /// The processing time of this poll, in milliseconds since the Unix epoch: the driver's
+    /// clock (the wall clock in the runtime, the virtual clock in the simulator).
+    pub fn processing_time(&self) -> Timestamp {
+        self.processing_time
+    }
+
+    /// Says that the source is idle: until it emits again, its watermark should not hold back
+    /// the operators downstream. Valid for this poll only (a poll without it means active),
+    /// and ignored if the poll emits a record.
+    pub fn mark_idle(&mut self) {
+        self.idle = true;
     }
 
     /// Emits a record without a timestamp.
@@ -112,14 +137,17 @@ pub struct Polled {
     pub records: Option<Records>,
     /// The watermark to emit after the records, if any.
     pub watermark: Option<Timestamp>,
+    /// Whether the source is idle (see [`SourceOutput::mark_idle`]); always active when the
+    /// poll emitted records.
+    pub watermark_status: WatermarkStatus,
     /// What the source said.
     pub status: SourcePoll,
 }
 
 /// The type-erased source a subtask drives.
 pub trait AnySource: Send {
-    /// Polls the source for up to `max_records` records.
-    fn poll(&mut self, max_records: usize) -> Result<Polled, OperatorError>;
+    /// Polls the source for up to `max_records` records, at processing time `now`.
+    fn poll(&mut self, max_records: usize, now: Timestamp) -> Result<Polled, OperatorError>;
     /// See [`Source::snapshot_position`].
     fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, OperatorError>;
     /// See [`Source::restore_position`].
@@ -127,12 +155,18 @@ pub trait AnySource: Send {
 }
 
 impl<S: Source> AnySource for S {
-    fn poll(&mut self, max_records: usize) -> Result<Polled, OperatorError> {
-        let mut out = SourceOutput::new(max_records);
+    fn poll(&mut self, max_records: usize, now: Timestamp) -> Result<Polled, OperatorError> {
+        let mut out = SourceOutput::new(max_records, now);
         let status = self.poll_next(&mut out).map_err(OperatorError::Failed)?;
+        let watermark_status = if out.idle && out.records.is_empty() {
+            WatermarkStatus::Idle
+        } else {
+            WatermarkStatus::Active
+        };
         Ok(Polled {
             records: (!out.records.is_empty()).then(|| Records::new(out.records)),
             watermark: out.watermark,
+            watermark_status,
             status,
         })
     }
@@ -143,6 +177,89 @@ impl<S: Source> AnySource for S {
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         Source::restore_position(self, position).map_err(OperatorError::Failed)
+    }
+}
+
+/// The timestamp assigner of a [`WithWatermarks`] that keeps the timestamps its source gives.
+pub type KeepTimestamps<T> = fn(&T) -> Timestamp;
+
+/// Gives any source event time: applies a [`WatermarkStrategy`] to its records, treating the
+/// subtask's whole input as one partition, and optionally assigns their timestamps first.
+///
+/// The strategy's watermarks replace any the source emits itself. Records without a timestamp
+/// keep the source active but move no watermark. A source that reads several partitions with
+/// their own pace of event time should rather keep a [`PartitionWatermarks`] per partition
+/// itself, as the log source does, so that one slow partition holds the watermark back.
+pub struct WithWatermarks<S, F> {
+    source: S,
+    timestamp_of: Option<F>,
+    watermarks: PartitionWatermarks,
+}
+
+impl<S: Source> WithWatermarks<S, KeepTimestamps<S::Out>> {
+    /// Watermarks from the timestamps the source gives its records.
+    pub fn new(source: S, strategy: WatermarkStrategy) -> Self {
+        WithWatermarks {
+            source,
+            timestamp_of: None,
+            watermarks: PartitionWatermarks::new(strategy, 1),
+        }
+    }
+}
+
+impl<S: Source, F> WithWatermarks<S, F>
+where
+    F: Fn(&S::Out) -> Timestamp + Send + 'static,
+{
+    /// Stamps each record with `timestamp_of(&value)` (replacing the source's timestamp), and
+    /// derives watermarks from those timestamps.
+    pub fn with_timestamps(source: S, timestamp_of: F, strategy: WatermarkStrategy) -> Self {
+        WithWatermarks {
+            source,
+            timestamp_of: Some(timestamp_of),
+            watermarks: PartitionWatermarks::new(strategy, 1),
+        }
+    }
+}
+
+impl<S: Source, F> Source for WithWatermarks<S, F>
+where
+    F: Fn(&S::Out) -> Timestamp + Send + 'static,
+{
+    type Out = S::Out;
+
+    fn poll_next(&mut self, out: &mut SourceOutput<S::Out>) -> Result<SourcePoll, BoxError> {
+        let status = self.source.poll_next(out)?;
+        out.watermark = None;
+        let watermarks = &mut self.watermarks;
+        match &self.timestamp_of {
+            Some(timestamp_of) => {
+                // Rebuilt in place: the vector's allocation is reused.
+                out.records = std::mem::take(&mut out.records)
+                    .into_iter()
+                    .map(|record| {
+                        let timestamp = timestamp_of(&record.value);
+                        watermarks.on_record(0, timestamp);
+                        Record::with_timestamp(record.value, timestamp)
+                    })
+                    .collect();
+            }
+            None => {
+                for record in &out.records {
+                    watermarks.on_record(0, record.timestamp().unwrap_or(Timestamp::MIN));
+                }
+            }
+        }
+        watermarks.emit_to(out);
+        Ok(status)
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        self.source.snapshot_position()
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        self.source.restore_position(position)
     }
 }
 
@@ -258,7 +375,7 @@ mod tests {
     fn drain(source: &mut dyn AnySource, max: usize) -> Vec<u64> {
         let mut all = Vec::new();
         loop {
-            let polled = source.poll(max).unwrap();
+            let polled = source.poll(max, Timestamp(0)).unwrap();
             if let Some(records) = polled.records {
                 all.extend(
                     records
@@ -286,7 +403,7 @@ mod tests {
     #[test]
     fn sources_resume_from_their_position() {
         let mut sequence = SequenceSource::slice(0..100, 1, 2);
-        sequence.poll(7).unwrap();
+        sequence.poll(7, Timestamp(0)).unwrap();
         let position = AnySource::snapshot_position(&mut sequence)
             .unwrap()
             .unwrap();
@@ -295,7 +412,7 @@ mod tests {
         assert_eq!(drain(&mut resumed, 10), (57..100).collect::<Vec<_>>());
 
         let mut items = IterSource::new(0u64..10);
-        items.poll(3).unwrap();
+        items.poll(3, Timestamp(0)).unwrap();
         let position = AnySource::snapshot_position(&mut items).unwrap().unwrap();
         let mut resumed = IterSource::new(0u64..10);
         AnySource::restore_position(&mut resumed, &position).unwrap();
@@ -308,9 +425,146 @@ mod tests {
     #[test]
     fn iterator_source_respects_the_batch_limit() {
         let mut source = IterSource::new(0u64..5);
-        let first = source.poll(2).unwrap();
+        let first = source.poll(2, Timestamp(0)).unwrap();
         assert_eq!(first.records.unwrap().len(), 2);
         assert_eq!(first.status, SourcePoll::Ready);
         assert_eq!(drain(&mut source, 2), vec![2, 3, 4]);
+    }
+
+    /// Emits, at each poll, the next script entry's values (with the timestamp each carries,
+    /// if any) and a watermark of its own far ahead of them; idle when the script is out.
+    struct Scripted(std::collections::VecDeque<Vec<(u64, Option<i64>)>>);
+
+    impl Source for Scripted {
+        type Out = u64;
+
+        fn poll_next(&mut self, out: &mut SourceOutput<u64>) -> Result<SourcePoll, BoxError> {
+            let Some(values) = self.0.pop_front() else {
+                return Ok(SourcePoll::Idle);
+            };
+            for (value, timestamp) in values {
+                out.records.push(Record::with_optional_timestamp(
+                    value,
+                    timestamp.map(Timestamp),
+                ));
+            }
+            out.emit_watermark(Timestamp(1_000_000));
+            Ok(SourcePoll::Ready)
+        }
+    }
+
+    fn timestamps(polled: &mut Polled) -> Vec<Option<Timestamp>> {
+        polled
+            .records
+            .take()
+            .map(|records| {
+                records
+                    .downcast::<u64>()
+                    .unwrap()
+                    .iter()
+                    .map(Record::timestamp)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn with_watermarks_replaces_the_sources_watermarks_by_the_strategys() {
+        let script = vec![
+            vec![(1, Some(100)), (2, Some(300)), (3, None)],
+            vec![(4, Some(200))],
+        ];
+        let mut source = WithWatermarks::new(
+            Scripted(script.into()),
+            WatermarkStrategy::bounded_out_of_orderness(std::time::Duration::from_millis(50)),
+        );
+        let mut first = source.poll(10, Timestamp(0)).unwrap();
+        assert_eq!(
+            timestamps(&mut first),
+            [Some(Timestamp(100)), Some(Timestamp(300)), None],
+            "records keep the timestamps the source gave them"
+        );
+        assert_eq!(first.watermark, Some(Timestamp(249)));
+        assert_eq!(first.watermark_status, WatermarkStatus::Active);
+        let second = source.poll(10, Timestamp(1)).unwrap();
+        assert_eq!(second.watermark, None, "an older record moves nothing");
+    }
+
+    #[test]
+    fn with_timestamps_stamps_each_record_from_its_value() {
+        let mut source = WithWatermarks::with_timestamps(
+            IterSource::new(1u64..=5),
+            |value: &u64| Timestamp(*value as i64 * 1_000),
+            WatermarkStrategy::monotonous(),
+        );
+        let mut polled = source.poll(3, Timestamp(0)).unwrap();
+        assert_eq!(
+            timestamps(&mut polled),
+            [
+                Some(Timestamp(1_000)),
+                Some(Timestamp(2_000)),
+                Some(Timestamp(3_000))
+            ]
+        );
+        assert_eq!(polled.watermark, Some(Timestamp(2_999)));
+        let position = AnySource::snapshot_position(&mut source).unwrap().unwrap();
+        let mut resumed = WithWatermarks::with_timestamps(
+            IterSource::new(1u64..=5),
+            |value: &u64| Timestamp(*value as i64 * 1_000),
+            WatermarkStrategy::monotonous(),
+        );
+        AnySource::restore_position(&mut resumed, &position).unwrap();
+        let mut rest = resumed.poll(3, Timestamp(0)).unwrap();
+        assert_eq!(
+            timestamps(&mut rest),
+            [Some(Timestamp(4_000)), Some(Timestamp(5_000))],
+            "the position is the wrapped source's"
+        );
+        assert_eq!(rest.status, SourcePoll::Finished);
+    }
+
+    #[test]
+    fn a_wrapped_source_without_records_goes_idle_after_the_timeout_and_back_with_a_record() {
+        let script = vec![vec![(1, Some(100))], vec![], vec![], vec![(2, Some(500))]];
+        let strategy =
+            WatermarkStrategy::monotonous().with_idleness(std::time::Duration::from_millis(100));
+        let mut source = WithWatermarks::new(Scripted(script.into()), strategy);
+        let status_at = |source: &mut WithWatermarks<_, _>, now: i64| {
+            let polled: Polled = AnySource::poll(source, 10, Timestamp(now)).unwrap();
+            (polled.watermark_status, polled.watermark)
+        };
+        assert_eq!(
+            status_at(&mut source, 0),
+            (WatermarkStatus::Active, Some(Timestamp(99)))
+        );
+        assert_eq!(status_at(&mut source, 99), (WatermarkStatus::Active, None));
+        assert_eq!(status_at(&mut source, 100), (WatermarkStatus::Idle, None));
+        assert_eq!(
+            status_at(&mut source, 150),
+            (WatermarkStatus::Active, Some(Timestamp(499))),
+            "a record makes it active at once"
+        );
+        assert_eq!(status_at(&mut source, 250), (WatermarkStatus::Idle, None));
+    }
+
+    #[test]
+    fn a_poll_that_emits_records_is_active_even_if_it_says_idle() {
+        struct Contrary;
+        impl Source for Contrary {
+            type Out = u64;
+
+            fn poll_next(&mut self, out: &mut SourceOutput<u64>) -> Result<SourcePoll, BoxError> {
+                out.collect(out.processing_time().0 as u64);
+                out.mark_idle();
+                Ok(SourcePoll::Ready)
+            }
+        }
+        let polled = Contrary.poll(1, Timestamp(42)).unwrap();
+        assert_eq!(polled.watermark_status, WatermarkStatus::Active);
+        assert_eq!(
+            polled.records.unwrap().downcast::<u64>().unwrap(),
+            [Record::new(42)],
+            "the source sees the poll's processing time"
+        );
     }
 }

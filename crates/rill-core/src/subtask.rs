@@ -11,8 +11,19 @@
 //!
 //! A step processes one input batch (or one source poll) through the whole chain. A subtask
 //! takes no new input while any output holds a batch it has no credit for: that is how
-//! backpressure reaches the sources. The watermark of a subtask is the minimum over its input
-//! channels; an ended channel counts as `Timestamp::MAX`.
+//! backpressure reaches the sources.
+//!
+//! Time: the driver passes processing time in with [`SubtaskCore::advance_processing_time`]
+//! (before the first step, and then as its clock moves: the wall clock in the runtime, the
+//! virtual clock in the simulator); the subtask reads no clock. Every chained operator hears
+//! of it (its processing-time timers fire), and a source is polled with it, so that it can
+//! tell how long a partition has been quiet. Event time comes from the sources' watermarks.
+//! The watermark of a subtask with input channels is the minimum over the channels that are
+//! neither ended nor idle; it never goes back, so a channel that becomes active again behind
+//! it holds it where it is until it catches up. A source subtask emits
+//! [`Event::WatermarkStatus`] when its source becomes idle or active again; a subtask whose
+//! every open input channel is idle is idle itself and says so downstream once, and active
+//! again as soon as one of them is.
 //!
 //! Checkpoints: a source subtask snapshots when the driver calls
 //! [`SubtaskCore::trigger_checkpoint`]; any other subtask when barrier alignment completes
@@ -40,6 +51,7 @@ use crate::error::{OperatorError, TaskError, guarded};
 use crate::flow::{CreditedQueue, FlowConfig};
 use crate::operator::Operator;
 use crate::source::{AnySource, SourcePoll};
+use crate::time::WatermarkStatus;
 
 /// What a subtask's chain starts with.
 pub enum Head {
@@ -146,6 +158,8 @@ struct InputChannelState {
     current: VecDeque<Event>,
     watermark: Timestamp,
     ended: bool,
+    /// The sender said it is idle: its watermark does not count until it is active again.
+    idle: bool,
 }
 
 impl InputChannelState {
@@ -166,6 +180,13 @@ pub struct SubtaskCore {
     outputs: Vec<OutputState>,
     transmits: VecDeque<SubtaskTransmit>,
     watermark: Timestamp,
+    /// The status last sent downstream.
+    watermark_status: WatermarkStatus,
+    /// The latest processing time the driver passed in.
+    processing_time: Timestamp,
+    /// The processing time the chained operators were last told of: behind
+    /// `processing_time` while an output waits for credit.
+    operators_processing_time: Timestamp,
     phase: Phase,
     batch_size: usize,
     /// The credits each input channel granted: the most batches it can hold.
@@ -200,6 +221,7 @@ impl SubtaskCore {
                         current: VecDeque::new(),
                         watermark: Timestamp::MIN,
                         ended: false,
+                        idle: false,
                     })
                     .collect(),
                 next: 0,
@@ -217,6 +239,9 @@ impl SubtaskCore {
                 .collect(),
             transmits: VecDeque::new(),
             watermark: Timestamp::MIN,
+            watermark_status: WatermarkStatus::Active,
+            processing_time: Timestamp::MIN,
+            operators_processing_time: Timestamp::MIN,
             phase: Phase::Running,
             batch_size: spec.flow.batch_size.max(1),
             channel_credits: spec.flow.channel_credits,
@@ -282,6 +307,50 @@ impl SubtaskCore {
     /// The subtask's current watermark.
     pub fn watermark(&self) -> Timestamp {
         self.watermark
+    }
+
+    /// Whether the subtask has told its outputs that it is idle.
+    pub fn watermark_status(&self) -> WatermarkStatus {
+        self.watermark_status
+    }
+
+    /// The latest processing time the driver passed in (`Timestamp::MIN` before the first).
+    pub fn processing_time(&self) -> Timestamp {
+        self.processing_time
+    }
+
+    /// Processing time reached `now`, in milliseconds since the Unix epoch (an earlier time
+    /// than the latest changes nothing). While the subtask runs, every chained operator is
+    /// told, in chain order, and what it emits runs down the rest of the chain; then the
+    /// outputs are handed over. If an output still waits for credit, the operators are told
+    /// at the first step that finds every output sent instead, so that no output holds more
+    /// than its credits allow.
+    pub fn advance_processing_time(&mut self, now: Timestamp) -> Result<(), TaskError> {
+        self.processing_time = self.processing_time.max(now);
+        self.fire_processing_time()?;
+        Ok(())
+    }
+
+    /// Tells the chained operators the processing time, if they have not heard it and every
+    /// output is sent; returns whether it did.
+    fn fire_processing_time(&mut self) -> Result<bool, TaskError> {
+        let now = self.processing_time;
+        if self.phase != Phase::Running
+            || now <= self.operators_processing_time
+            || !self.outputs_idle()
+        {
+            return Ok(false);
+        }
+        self.operators_processing_time = now;
+        for index in 0..self.chain.len() {
+            let link = &mut self.chain[index];
+            let emitted = guarded(&link.name, || link.operator.on_processing_time(now))?;
+            if let Some(records) = emitted {
+                self.run_chain(index + 1, records)?;
+            }
+        }
+        self.flush_outputs();
+        Ok(true)
     }
 
     /// Starts checkpoint `checkpoint` at a source subtask: snapshot, then emit the barrier after
@@ -388,6 +457,9 @@ impl SubtaskCore {
         if !self.outputs_idle() {
             return Ok(Step::Blocked);
         }
+        if self.fire_processing_time()? && !self.outputs_idle() {
+            return Ok(Step::Blocked);
+        }
         let ended = self.phase == Phase::Ended;
         if ended && (!self.final_checkpoint || self.final_checkpoint_complete) {
             self.phase = Phase::Finished;
@@ -435,14 +507,23 @@ impl SubtaskCore {
         let HeadState::Source { name, source } = &mut self.head else {
             unreachable!("step_source runs for source heads only")
         };
-        let batch_size = self.batch_size;
-        let polled = guarded(name, || source.poll(batch_size))?;
+        let (batch_size, now) = (self.batch_size, self.processing_time);
+        let polled = guarded(name, || source.poll(batch_size, now))?;
+        // Active before the records, idle after them: downstream never sees a record from a
+        // source it believes idle.
+        if polled.watermark_status == WatermarkStatus::Active {
+            self.set_watermark_status(WatermarkStatus::Active);
+        }
         let emitted = polled.records.is_some();
         if let Some(records) = polled.records {
             self.run_chain(0, records)?;
         }
         if let Some(watermark) = polled.watermark {
             self.advance_watermark(watermark)?;
+        }
+        if polled.watermark_status == WatermarkStatus::Idle && polled.status != SourcePoll::Finished
+        {
+            self.set_watermark_status(WatermarkStatus::Idle);
         }
         Ok(match polled.status {
             SourcePoll::Finished => {
@@ -494,6 +575,7 @@ impl SubtaskCore {
             match event {
                 Event::Records(records) => self.run_chain(0, records)?,
                 Event::Watermark(watermark) => self.channel_watermark(channel, watermark, false)?,
+                Event::WatermarkStatus(status) => self.channel_status(channel, status)?,
                 Event::Barrier(checkpoint) => self.channel_barrier(channel, checkpoint)?,
                 Event::EndOfInput => self.channel_watermark(channel, Timestamp::MAX, true)?,
             }
@@ -566,20 +648,50 @@ impl SubtaskCore {
             let alignment = aligner.on_channel_ended(&ended);
             self.on_alignment(alignment)?;
         }
+        self.combine_channel_watermarks()
+    }
+
+    /// Records that a channel became idle or active again, and applies the minimum rule.
+    fn channel_status(&mut self, channel: usize, status: WatermarkStatus) -> Result<(), TaskError> {
         let HeadState::Inputs { channels, .. } = &mut self.head else {
+            unreachable!("channel statuses exist for input heads only")
+        };
+        channels[channel].idle = status == WatermarkStatus::Idle;
+        self.combine_channel_watermarks()
+    }
+
+    /// The minimum rule: the subtask's watermark is the minimum over the channels that are
+    /// neither ended nor idle. With every channel ended, the input ends; with every open
+    /// channel idle, the subtask is idle.
+    fn combine_channel_watermarks(&mut self) -> Result<(), TaskError> {
+        let HeadState::Inputs { channels, .. } = &self.head else {
             unreachable!("channel watermarks exist for input heads only")
         };
         let minimum = channels
             .iter()
-            .map(|c| if c.ended { Timestamp::MAX } else { c.watermark })
-            .min()
-            .unwrap_or(Timestamp::MAX);
+            .filter(|c| !c.ended && !c.idle)
+            .map(|c| c.watermark)
+            .min();
         let all_ended = channels.iter().all(|c| c.ended);
-        self.advance_watermark(minimum)?;
-        if all_ended {
-            self.end_input()?;
+        match minimum {
+            Some(minimum) => {
+                self.set_watermark_status(WatermarkStatus::Active);
+                self.advance_watermark(minimum)
+            }
+            None if all_ended => self.end_input(),
+            None => {
+                self.set_watermark_status(WatermarkStatus::Idle);
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    /// Tells the outputs that the subtask became idle or active again, if it did.
+    fn set_watermark_status(&mut self, status: WatermarkStatus) {
+        if self.phase == Phase::Running && self.watermark_status != status {
+            self.watermark_status = status;
+            self.emit(Event::WatermarkStatus(status));
+        }
     }
 
     fn advance_watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
@@ -804,6 +916,297 @@ mod tests {
             "{last:?}"
         );
         assert_eq!(step_until_stuck(&mut core), Step::Finished);
+    }
+
+    /// The events a subtask sent on its outputs, in order.
+    fn sent_events(transmits: Vec<SubtaskTransmit>) -> Vec<Event> {
+        transmits
+            .into_iter()
+            .filter_map(|t| match t {
+                SubtaskTransmit::Batch { batch, .. } => Some(batch.events),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// A short description of events, to compare sequences.
+    fn describe(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|event| match event {
+                Event::Records(records) => {
+                    let values: Vec<i64> = records
+                        .clone()
+                        .downcast::<i64>()
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| r.value)
+                        .collect();
+                    format!("records {values:?}")
+                }
+                Event::Watermark(watermark) => format!("watermark {watermark}"),
+                Event::WatermarkStatus(status) => format!("{status:?}"),
+                Event::Barrier(checkpoint) => format!("barrier {}", checkpoint.0),
+                Event::EndOfInput => "end".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn idle_channels_do_not_hold_the_watermark_back() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Inputs { channels: 3 },
+            chain: vec![ChainedOperator {
+                name: "log".into(),
+                operator: Box::new(Erased(WatermarkLog(seen.clone()))),
+            }],
+            outputs: 1,
+            flow: flow(8, 8),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
+        });
+        let mut feed = |channel: usize, event: Event| {
+            core.handle_batch(channel, batch(vec![event]));
+            step_until_stuck(&mut core);
+            let sent = describe(&sent_events(drain(&mut core)));
+            (core.watermark(), core.watermark_status(), sent)
+        };
+        let (active, idle) = (WatermarkStatus::Active, WatermarkStatus::Idle);
+        feed(0, Event::Watermark(Timestamp(10)));
+        assert_eq!(
+            feed(1, Event::Watermark(Timestamp(20))),
+            (Timestamp::MIN, active, vec![]),
+            "channel 2 said nothing yet"
+        );
+        assert_eq!(
+            feed(2, Event::WatermarkStatus(idle)),
+            (Timestamp(10), active, vec!["watermark 10ms".to_owned()]),
+            "an idle channel does not count"
+        );
+        assert_eq!(
+            feed(0, Event::WatermarkStatus(idle)),
+            (Timestamp(20), active, vec!["watermark 20ms".to_owned()])
+        );
+        assert_eq!(
+            feed(1, Event::WatermarkStatus(idle)),
+            (Timestamp(20), idle, vec!["Idle".to_owned()]),
+            "every open channel is idle: so is the subtask, and it says so once"
+        );
+        assert_eq!(
+            feed(2, Event::Watermark(Timestamp(50))),
+            (Timestamp(20), idle, vec![]),
+            "an idle channel's watermark is kept but does not count"
+        );
+        assert_eq!(
+            feed(0, Event::WatermarkStatus(active)),
+            (Timestamp(20), active, vec!["Active".to_owned()]),
+            "channel 0 is back at 10: it holds the watermark where it is, never back"
+        );
+        assert_eq!(
+            feed(0, Event::Watermark(Timestamp(30))),
+            (Timestamp(30), active, vec!["watermark 30ms".to_owned()])
+        );
+        assert_eq!(
+            feed(2, Event::WatermarkStatus(active)),
+            (Timestamp(30), active, vec![]),
+            "channel 2 is back, ahead"
+        );
+        assert_eq!(
+            feed(0, Event::EndOfInput),
+            (Timestamp(50), active, vec!["watermark 50ms".to_owned()])
+        );
+        assert_eq!(
+            feed(2, Event::EndOfInput),
+            (Timestamp(50), idle, vec!["Idle".to_owned()]),
+            "the one open channel left is idle"
+        );
+        assert_eq!(
+            feed(1, Event::EndOfInput),
+            (
+                Timestamp::MAX,
+                idle,
+                vec!["watermark +inf".to_owned(), "end".to_owned()]
+            )
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                Timestamp(10),
+                Timestamp(20),
+                Timestamp(30),
+                Timestamp(50),
+                Timestamp::MAX
+            ]
+        );
+    }
+
+    /// Emits, at each poll, the next script entry's values, each stamped with its value as
+    /// event time; nothing (idle) once the script is out.
+    struct Scripted(VecDeque<Vec<i64>>);
+
+    impl crate::source::Source for Scripted {
+        type Out = i64;
+
+        fn poll_next(
+            &mut self,
+            out: &mut crate::source::SourceOutput<i64>,
+        ) -> Result<SourcePoll, BoxError> {
+            let values = self.0.pop_front().unwrap_or_default();
+            let idle = values.is_empty();
+            for value in values {
+                out.collect_with_timestamp(value, Timestamp(value));
+            }
+            Ok(if idle {
+                SourcePoll::Idle
+            } else {
+                SourcePoll::Ready
+            })
+        }
+    }
+
+    #[test]
+    fn a_source_subtask_says_when_its_source_becomes_idle_and_active_again() {
+        let strategy = crate::time::WatermarkStrategy::monotonous()
+            .with_idleness(std::time::Duration::from_millis(100));
+        let script = vec![vec![5, 7], vec![], vec![], vec![], vec![9]];
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Source {
+                name: "scripted".into(),
+                source: Box::new(crate::source::WithWatermarks::new(
+                    Scripted(script.into()),
+                    strategy,
+                )),
+            },
+            chain: Vec::new(),
+            outputs: 1,
+            flow: flow(8, 8),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
+        });
+        let mut poll_at = |now: i64| {
+            core.advance_processing_time(Timestamp(now)).unwrap();
+            let step = core.step().unwrap();
+            (step, describe(&sent_events(drain(&mut core))))
+        };
+        assert_eq!(
+            poll_at(0),
+            (
+                Step::Progress,
+                vec!["records [5, 7]".to_owned(), "watermark 6ms".to_owned()]
+            )
+        );
+        assert_eq!(
+            poll_at(99),
+            (Step::Idle, vec![]),
+            "quiet, not for long enough"
+        );
+        assert_eq!(poll_at(100), (Step::Idle, vec!["Idle".to_owned()]));
+        assert_eq!(poll_at(300), (Step::Idle, vec![]), "said once");
+        assert_eq!(
+            poll_at(301),
+            (
+                Step::Progress,
+                vec![
+                    "Active".to_owned(),
+                    "records [9]".to_owned(),
+                    "watermark 8ms".to_owned()
+                ]
+            ),
+            "active again before the record"
+        );
+    }
+
+    /// Passes records on; at each processing time it is told of, emits that time.
+    struct Clock;
+
+    impl OneInputOperator for Clock {
+        type In = i64;
+        type Out = i64;
+
+        fn process_batch(
+            &mut self,
+            input: Vec<Record<i64>>,
+            out: &mut Vec<Record<i64>>,
+        ) -> Result<(), BoxError> {
+            out.extend(input);
+            Ok(())
+        }
+
+        fn on_processing_time(
+            &mut self,
+            now: Timestamp,
+            out: &mut Vec<Record<i64>>,
+        ) -> Result<(), BoxError> {
+            out.push(Record::new(now.0));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn processing_time_reaches_the_chain_and_waits_for_output_credit() {
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Inputs { channels: 1 },
+            chain: vec![
+                ChainedOperator {
+                    name: "clock".into(),
+                    operator: Box::new(Erased(Clock)),
+                },
+                ChainedOperator {
+                    name: "times ten".into(),
+                    operator: Box::new(Erased(Map::new(Arc::new(|x: i64| x * 10)))),
+                },
+            ],
+            outputs: 1,
+            flow: flow(8, 1),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
+        });
+        assert_eq!(core.processing_time(), Timestamp::MIN);
+        core.advance_processing_time(Timestamp(5)).unwrap();
+        assert_eq!(
+            describe(&sent_events(drain(&mut core))),
+            ["records [50]"],
+            "what the clock emits runs down the rest of the chain"
+        );
+        core.advance_processing_time(Timestamp(3)).unwrap();
+        core.advance_processing_time(Timestamp(5)).unwrap();
+        assert_eq!(core.processing_time(), Timestamp(5), "it keeps the latest");
+        assert!(
+            drain(&mut core).is_empty(),
+            "no time that is not later fires"
+        );
+        core.advance_processing_time(Timestamp(7)).unwrap();
+        assert!(
+            drain(&mut core).is_empty(),
+            "the output's one credit is spent: the batch waits"
+        );
+        core.advance_processing_time(Timestamp(9)).unwrap();
+        assert_eq!(
+            step_until_stuck(&mut core),
+            Step::Blocked,
+            "a batch still waits: the clock's operators are not told yet"
+        );
+        core.handle_credit(0, 1);
+        assert_eq!(describe(&sent_events(drain(&mut core))), ["records [70]"]);
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        core.handle_credit(0, 1);
+        assert_eq!(
+            describe(&sent_events(drain(&mut core))),
+            ["records [90]"],
+            "told at the first step with every output sent"
+        );
+        core.handle_credit(0, 1);
+        core.handle_batch(0, batch(vec![Event::EndOfInput]));
+        assert_eq!(step_until_stuck(&mut core), Step::Finished);
+        drain(&mut core);
+        core.advance_processing_time(Timestamp(11)).unwrap();
+        assert!(
+            drain(&mut core).is_empty(),
+            "after the end of input, nothing fires"
+        );
+        assert_eq!(core.processing_time(), Timestamp(11));
     }
 
     #[test]

@@ -137,9 +137,9 @@ impl JobMaster {
                 core.restore(snapshot)
                     .map_err(|error| self.task_error(id, error))?;
             }
-            let (master, pause) = (me.clone(), self.config.source_idle_pause);
+            let (master, config) = (me.clone(), self.config);
             let addr = SubtaskActor::start_in_arbiter(arbiter, move |_| {
-                SubtaskActor::new((id, position, attempt), core, master, pause)
+                SubtaskActor::new((id, position, attempt), core, master, &config)
             });
             self.subtasks.push((id, addr));
             let outputs = (0..self.plan.chain(id.chain).outputs.len())

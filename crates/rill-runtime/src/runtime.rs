@@ -28,6 +28,10 @@ pub struct RuntimeConfig {
     /// How long the actors of a failed attempt may take to stop before the job ends instead of
     /// restarting (an actor stuck in user code would otherwise write beside the new attempt).
     pub attempt_stop_timeout: Duration,
+    /// How often each subtask reads the wall clock and advances its processing time: the
+    /// resolution of processing-time timers. Sources also see the time at every poll, so the
+    /// idleness of a source partition does not depend on it. Must be above zero.
+    pub processing_time_interval: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -37,6 +41,7 @@ impl Default for RuntimeConfig {
             flow: FlowConfig::default(),
             source_idle_pause: Duration::from_millis(10),
             attempt_stop_timeout: Duration::from_secs(10),
+            processing_time_interval: Duration::from_millis(10),
         }
     }
 }
@@ -54,6 +59,9 @@ pub enum RuntimeError {
     /// The batch size or the credits would stop every job.
     #[error("invalid flow control settings: {0}")]
     InvalidFlow(#[from] FlowConfigError),
+    /// Subtasks would read the clock without pause.
+    #[error("the processing time interval must be above zero")]
+    NoProcessingTimeInterval,
     /// The runtime's thread ended while starting.
     #[error("the runtime's thread ended while starting")]
     Gone,
@@ -74,6 +82,9 @@ impl Runtime {
             return Err(RuntimeError::NoWorkers);
         }
         config.flow.validate()?;
+        if config.processing_time_interval.is_zero() {
+            return Err(RuntimeError::NoProcessingTimeInterval);
+        }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("rill-runtime".into())

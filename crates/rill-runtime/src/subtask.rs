@@ -3,15 +3,19 @@
 //! Every handler hands its message to the core, then [`SubtaskActor::drive`] steps the core and
 //! sends what it emits. Stepping yields to the arbiter after a bounded number of steps, so a
 //! busy source shares its thread with the actors placed beside it.
+//!
+//! Processing time is the wall clock, in milliseconds since the Unix epoch: the actor passes it
+//! to the core before the core first steps, and then every
+//! [`RuntimeConfig::processing_time_interval`](crate::RuntimeConfig::processing_time_interval).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
-use rill_core::TaskError;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::plan::SubtaskId;
 use rill_core::state::StateError;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
+use rill_core::{TaskError, Timestamp};
 use tracing::warn;
 
 use crate::coordinator::CoordinatorActor;
@@ -21,6 +25,7 @@ use crate::messages::{
     PartitionBatch, Shutdown, Start, SubtaskEnded, SubtaskFinished, TargetCredit, TaskFailed,
     TriggerCheckpoint, WireSubtask,
 };
+use crate::runtime::RuntimeConfig;
 
 /// Steps one handler may take before it yields the thread to other actors.
 const STEPS_PER_TURN_MAX: usize = 16;
@@ -39,6 +44,7 @@ pub(crate) struct SubtaskActor {
     master: Addr<JobMaster>,
     wiring: Option<WireSubtask>,
     source_idle_pause: Duration,
+    processing_time_interval: Duration,
     started: bool,
     resume_scheduled: bool,
     /// Finished or failed: nothing more to do but wait for shutdown.
@@ -52,7 +58,7 @@ impl SubtaskActor {
         (id, index, attempt): (SubtaskId, usize, u32),
         core: SubtaskCore,
         master: Addr<JobMaster>,
-        source_idle_pause: Duration,
+        config: &RuntimeConfig,
     ) -> Self {
         SubtaskActor {
             id,
@@ -61,7 +67,8 @@ impl SubtaskActor {
             core,
             master,
             wiring: None,
-            source_idle_pause,
+            source_idle_pause: config.source_idle_pause,
+            processing_time_interval: config.processing_time_interval,
             started: false,
             resume_scheduled: false,
             done: false,
@@ -101,6 +108,18 @@ impl SubtaskActor {
             }
         }
         self.schedule_resume(ctx, None);
+    }
+
+    /// Passes the wall clock to the core as its processing time, and sends what its operators
+    /// emit then.
+    fn advance_processing_time(&mut self) {
+        if self.done {
+            return;
+        }
+        match self.core.advance_processing_time(wall_clock_now()) {
+            Ok(()) => self.send_transmits(),
+            Err(error) => self.fail(error),
+        }
     }
 
     /// Reports a failure; the subtask does nothing more until shutdown.
@@ -170,6 +189,15 @@ impl SubtaskActor {
     }
 }
 
+/// The wall clock in milliseconds since the Unix epoch: the runtime's processing time. A clock
+/// set before 1970 reads as the epoch.
+fn wall_clock_now() -> Timestamp {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Completes a subtask's snapshot and acknowledges it, or declines the checkpoint if its state
 /// cannot be read.
 fn acknowledge(
@@ -229,7 +257,14 @@ impl Handler<Start> for SubtaskActor {
     type Result = ();
 
     fn handle(&mut self, _: Start, ctx: &mut Context<Self>) {
+        if self.started {
+            return;
+        }
         self.started = true;
+        self.advance_processing_time();
+        ctx.run_interval(self.processing_time_interval, |actor, _ctx| {
+            actor.advance_processing_time();
+        });
         self.drive(ctx);
     }
 }

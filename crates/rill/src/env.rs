@@ -14,7 +14,7 @@ use rill_core::source::{IterSource, SequenceSource, Source};
 use rill_runtime::{JobCanceller, JobHandle, JobReport, PendingSavepoint, Runtime, RuntimeConfig};
 use rill_store::{CheckpointStore, FjallStateBackend};
 
-use crate::error::RillError;
+use crate::error::{DescriptionError, RillError};
 use crate::stream::DataStream;
 
 /// How jobs of an environment run.
@@ -94,6 +94,8 @@ pub(crate) struct Draft {
     pub state_backend: StateBackendConfig,
     pub nodes: Vec<NodeDraft>,
     pub edges: Vec<EdgeDraft>,
+    /// Mistakes made while describing the job, reported by [`StreamEnv::job_graph`].
+    pub mistakes: Vec<DescriptionError>,
 }
 
 /// Where a job is described: sources come from here, operations hang off the streams.
@@ -230,6 +232,9 @@ impl StreamEnv {
     /// the fjall state backend, this opens (and wipes) its directory: the graph holds it.
     pub fn job_graph(&self, name: &str) -> Result<JobGraph, RillError> {
         let draft = self.draft();
+        if let Some(mistake) = draft.mistakes.first() {
+            return Err(mistake.clone().into());
+        }
         let default = draft.config.parallelism;
         let mut graph = JobGraph::new(name);
         graph.max_parallelism = draft.config.max_parallelism;

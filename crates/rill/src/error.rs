@@ -20,6 +20,9 @@ pub enum RillError {
         /// The parallelism asked for.
         parallelism: u32,
     },
+    /// The job was described wrongly.
+    #[error(transparent)]
+    Description(#[from] DescriptionError),
     /// A checkpoint to start from was given, but no checkpoint directory to find it in.
     #[error("cannot start from checkpoint {checkpoint}: no checkpoint directory is set")]
     NoCheckpointDir {
@@ -38,6 +41,26 @@ pub enum RillError {
     /// The checkpoint store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A mistake in describing a job, found when the job is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DescriptionError {
+    /// A side output was asked of a stream whose operator has none.
+    #[error(
+        "side output '{tag}' was asked of the output of '{operator}', which has no side outputs; \
+         ask the stream a process function or a window returns"
+    )]
+    NoSideOutputs {
+        /// The operator the stream comes from.
+        operator: String,
+        /// The side output's id.
+        tag: String,
+    },
+    /// An interval join's bounds are the wrong way round.
+    #[error(transparent)]
+    BadInterval(#[from] rill_core::two_input::BadInterval),
 }
 
 impl From<JobError> for RillError {

@@ -25,7 +25,10 @@
 //!
 //! # Layout
 //! - [`env`](mod@env): the environment a job is described in, its configuration, and execution;
-//! - [`stream`]: `DataStream` and `KeyedStream`, the operations on them;
+//! - [`stream`]: `DataStream` and `KeyedStream`, the operations on them, and side outputs;
+//! - [`windowed`]: windows on keyed streams and what they compute;
+//! - [`connected`]: two keyed streams processed together (co-process, window and interval
+//!   joins);
 //! - [`connectors`]: sources and sinks (iterators and sequences are on the environment; the
 //!   event log, stdout, and collecting into a `Vec` here).
 
@@ -33,14 +36,18 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod connected;
 pub mod connectors;
 pub mod env;
 pub mod error;
 pub mod stream;
+pub mod windowed;
 
 pub use env::{ExecutionConfig, RunningJob, StateBackendConfig, StreamEnv};
 pub use error::RillError;
+pub use connected::ConnectedStreams;
 pub use stream::{DataStream, KeyedStream};
+pub use windowed::WindowedStream;
 
 pub use rill_core as core;
 pub use rill_log as log;
@@ -53,8 +60,16 @@ pub mod prelude {
     pub use crate::connectors::log::{LogSink, LogSource};
     pub use crate::env::{ExecutionConfig, StateBackendConfig, StreamEnv};
     pub use crate::error::RillError;
+    pub use crate::connected::ConnectedStreams;
     pub use crate::stream::{DataStream, KeyedStream};
+    pub use crate::windowed::{LATE_DATA, WindowedStream};
     pub use rill_core::keyed::{KeyedContext, KeyedProcessFunction};
+    pub use rill_core::side_output::OutputTag;
+    pub use rill_core::timers::TimeDomain;
+    pub use rill_core::two_input::{Either, KeyedCoProcessFunction};
+    pub use rill_core::window::{
+        ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext,
+    };
     pub use rill_core::operator::Sink;
     pub use rill_core::restart::RestartStrategy;
     pub use rill_core::source::{Source, SourceOutput, SourcePoll};

@@ -15,17 +15,22 @@ use rill_core::keyed::{KeySelector, KeyedProcess, KeyedProcessFunction, KeyedRed
 use rill_core::operator::{
     Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, Sink, SinkOperator,
 };
+use rill_core::side_output::{OutputTag, SelectMain, SelectSide, Tagged};
 use rill_core::state::{KeyedStateStore, StateValue};
 use rill_core::{Data, Key};
 
 use crate::connectors::collect::{CollectSink, Collected};
 use crate::connectors::stdout::StdoutSink;
 use crate::env::{EdgeDraft, EdgeExchange, NodeDraft, StreamEnv};
+use crate::error::DescriptionError;
 
 /// A stream of values of type `T`.
 pub struct DataStream<T> {
     env: StreamEnv,
     node: usize,
+    /// The operator whose main output this stream selects, if it has side outputs (a process
+    /// function or a window): it emits [`Tagged`] values, and `node` keeps the main ones.
+    tagged: Option<usize>,
     /// The exchange the next operation's input edge uses, if the user chose one.
     exchange: Option<(ExchangeKind, RouterFactory)>,
     values: PhantomData<fn() -> T>,
@@ -38,6 +43,7 @@ impl<T> Clone for DataStream<T> {
         DataStream {
             env: self.env.clone(),
             node: self.node,
+            tagged: self.tagged,
             exchange: self.exchange.clone(),
             values: PhantomData,
         }
@@ -47,8 +53,8 @@ impl<T> Clone for DataStream<T> {
 /// A stream partitioned by a key: its operations see each key's records on one subtask, with
 /// state scoped to the key.
 pub struct KeyedStream<T, K> {
-    stream: DataStream<T>,
-    key_of: KeySelector<T, K>,
+    pub(crate) stream: DataStream<T>,
+    pub(crate) key_of: KeySelector<T, K>,
     /// Routes by the concrete key selector, so that it is inlined on the per-record path.
     router: RouterFactory,
 }
@@ -57,7 +63,7 @@ pub struct KeyedStream<T, K> {
 ///
 /// # Panics
 /// If the backend cannot open it: the job's deployment fails with the message.
-fn keyed_store<K: Key>(info: &OperatorInfo) -> KeyedStateStore<K> {
+pub(crate) fn keyed_store<K: Key>(info: &OperatorInfo) -> KeyedStateStore<K> {
     KeyedStateStore::for_operator(info).unwrap_or_else(|error| {
         panic!(
             "cannot open the keyed state of '{}' (subtask {}): {error}",
@@ -67,7 +73,7 @@ fn keyed_store<K: Key>(info: &OperatorInfo) -> KeyedStateStore<K> {
 }
 
 /// Builds each subtask's instance of a one-input operator with `make`, told where it runs.
-fn operator_factory<O, F>(make: F) -> OperatorFactory
+pub(crate) fn operator_factory<O, F>(make: F) -> OperatorFactory
 where
     O: OneInputOperator,
     F: Fn(&OperatorInfo) -> O + Send + Sync + 'static,
@@ -80,6 +86,7 @@ impl<T: Data> DataStream<T> {
         DataStream {
             env,
             node,
+            tagged: None,
             exchange: None,
             values: PhantomData,
         }
@@ -91,7 +98,7 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Adds an operator fed by this stream.
-    fn then<U: Data>(
+    pub(crate) fn then<U: Data>(
         self,
         name: &str,
         edge: Option<(ExchangeKind, RouterFactory)>,
@@ -108,8 +115,37 @@ impl<T: Data> DataStream<T> {
         DataStream::new(self.env, node)
     }
 
+    /// Adds an operator with side outputs fed by this stream: the operator emits [`Tagged`]
+    /// values, and a selector chained behind it keeps the main ones for the returned stream.
+    pub(crate) fn then_tagged<U: Data>(
+        self,
+        name: &str,
+        edge: Option<(ExchangeKind, RouterFactory)>,
+        factory: OperatorFactory,
+    ) -> DataStream<U> {
+        let tagged = self.then::<Tagged<U>>(name, edge, factory);
+        let mut main = tagged.clone().then::<U>(
+            &format!("{name} (main output)"),
+            None,
+            operator_factory(|_| SelectMain::<U>::default()),
+        );
+        main.tagged = Some(tagged.node);
+        main
+    }
+
+    /// The operator that produces this stream: the one with side outputs, if it has them.
+    pub(crate) fn operator_node(&self) -> usize {
+        self.tagged.unwrap_or(self.node)
+    }
+
+    /// The operators a naming or parallelism call on this stream applies to: its own, and the
+    /// operator with side outputs it selects from.
+    fn own_nodes(&self) -> impl Iterator<Item = usize> + use<T> {
+        self.tagged.into_iter().chain([self.node])
+    }
+
     /// Adds the edge from this stream into `node`.
-    fn connect_to(&self, node: usize, edge: Option<(ExchangeKind, RouterFactory)>) {
+    pub(crate) fn connect_to(&self, node: usize, edge: Option<(ExchangeKind, RouterFactory)>) {
         let exchange = match edge.or_else(|| self.exchange.clone()) {
             Some((kind, router)) => EdgeExchange::Explicit(kind, router),
             None => EdgeExchange::Default {
@@ -129,13 +165,25 @@ impl<T: Data> DataStream<T> {
 
     /// Names the operator that produces this stream (names appear in errors and logs).
     pub fn name(self, name: &str) -> Self {
-        self.env.draft().nodes[self.node].name = name.to_owned();
+        let mut draft = self.env.draft();
+        match self.tagged {
+            Some(tagged) => {
+                draft.nodes[tagged].name = name.to_owned();
+                draft.nodes[self.node].name = format!("{name} (main output)");
+            }
+            None => draft.nodes[self.node].name = name.to_owned(),
+        }
+        drop(draft);
         self
     }
 
     /// Sets the parallelism of the operator that produces this stream.
     pub fn set_parallelism(self, parallelism: u32) -> Self {
-        self.env.draft().nodes[self.node].parallelism = Some(parallelism);
+        let mut draft = self.env.draft();
+        for node in self.own_nodes() {
+            draft.nodes[node].parallelism = Some(parallelism);
+        }
+        drop(draft);
         self
     }
 
@@ -143,8 +191,28 @@ impl<T: Data> DataStream<T> {
     /// savepoints keep its state: set it on every stateful operator of a job you will change
     /// and restore from a savepoint. Without one, the operator's name stands in.
     pub fn uid(self, uid: &str) -> Self {
-        self.env.draft().nodes[self.node].uid = Some(uid.to_owned());
+        let node = self.operator_node();
+        self.env.draft().nodes[node].uid = Some(uid.to_owned());
         self
+    }
+
+    /// The side output `tag` names of the process function or window that produces this
+    /// stream. Asking it of any other stream is a mistake [`StreamEnv::job_graph`] reports.
+    pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> DataStream<S> {
+        let Some(tagged) = self.tagged else {
+            let operator = self.env.draft().nodes[self.node].name.clone();
+            self.env.draft().mistakes.push(DescriptionError::NoSideOutputs {
+                operator,
+                tag: tag.id().to_owned(),
+            });
+            return DataStream::new(self.env.clone(), self.node);
+        };
+        let tag = tag.clone();
+        DataStream::<Tagged<T>>::new(self.env.clone(), tagged).then(
+            &format!("side output '{}'", tag.id()),
+            None,
+            operator_factory(move |_| SelectSide::<T, S>::new(tag.clone())),
+        )
     }
 
     /// Applies `f` to every value.
@@ -305,8 +373,20 @@ impl SinkHandle {
     }
 }
 
+/// Makes a clone of `value` for every subtask. State handles are `Send` but not `Sync`, so the
+/// prototype sits behind a lock; it is only ever cloned.
+pub(crate) fn prototype<P: Clone + Send + 'static>(value: P) -> impl Fn() -> P + Send + Sync {
+    let prototype = std::sync::Mutex::new(value);
+    move || {
+        prototype
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
 impl<T: Data, K: Key> KeyedStream<T, K> {
-    fn keyed_edge(&self) -> (ExchangeKind, RouterFactory) {
+    pub(crate) fn keyed_edge(&self) -> (ExchangeKind, RouterFactory) {
         (ExchangeKind::KeyHash, self.router.clone())
     }
 
@@ -328,24 +408,20 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
         )
     }
 
-    /// Runs a keyed process function; each subtask gets a clone of `function`.
+    /// Runs a keyed process function; each subtask gets a clone of `function`. What it sends
+    /// to side outputs is read with [`DataStream::side_output`] on the returned stream.
     pub fn process<P>(self, function: P) -> DataStream<P::Out>
     where
         P: KeyedProcessFunction<Key = K, In = T>,
     {
         let edge = self.keyed_edge();
         let key_of = self.key_of;
-        // State handles are `Send` but not `Sync`; the prototype is only ever cloned.
-        let prototype = std::sync::Mutex::new(function);
-        self.stream.then(
+        let function = prototype(function);
+        self.stream.then_tagged(
             "process",
             Some(edge),
             operator_factory(move |info| {
-                let function = prototype
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clone();
-                KeyedProcess::new(function, key_of.clone(), keyed_store(info))
+                KeyedProcess::new(function(), key_of.clone(), keyed_store(info))
             }),
         )
     }

@@ -147,6 +147,7 @@ impl World {
             ),
             acks: BTreeMap::new(),
             next_tick_us: self.now_us,
+            processing_time_ms: None,
             crash_at_step,
             stopping: None,
         });

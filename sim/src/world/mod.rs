@@ -12,6 +12,11 @@
 //! So the order of delivery *across* links is the RNG's, never within one. Each step costs a
 //! little virtual time, so checkpoints and timeouts interleave with processing.
 //!
+//! The virtual clock is the job's processing time, as the wall clock is the runtime's: each
+//! time it reaches a new millisecond, every live subtask's core is told before anything else
+//! happens (and a new attempt's before its first step). So processing-time timers and the
+//! idleness of source partitions are as deterministic as the rest.
+//!
 //! # What the driver does, and what it does not
 //! It hands each message to its core and carries what the core emits, exactly as the actors
 //! do: a subtask's snapshot is completed inline and acknowledged, the coordinator writes each
@@ -32,6 +37,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
+use rill_core::Timestamp;
 use rill_core::checkpoint::{CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot};
 use rill_core::coordinator::{CoordinatorAction, CoordinatorCore};
 use rill_core::element::Batch;
@@ -290,6 +296,8 @@ struct Attempt {
     /// Acknowledged snapshots of checkpoints in progress.
     acks: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
     next_tick_us: u64,
+    /// The virtual millisecond its subtasks were last told as processing time.
+    processing_time_ms: Option<u64>,
     unfinished: usize,
     /// A crash comes once the scheduler reaches this step (a crash during recovery).
     crash_at_step: Option<u64>,
@@ -461,6 +469,7 @@ impl World {
             self.stats.steps += 1;
             self.perform(action);
             self.now_us += self.rng.random_range(SCHEDULER_QUANTUM_US);
+            self.advance_processing_time();
         }
         RunResult {
             outcome: self.outcome.take().unwrap_or(Outcome::Finished),
@@ -579,6 +588,7 @@ impl World {
                 return None;
             }
             self.now_us = next_due;
+            self.advance_processing_time();
         }
     }
 
@@ -705,6 +715,39 @@ impl World {
                 "every subtask finished: the job is done".to_owned()
             });
             self.outcome = Some(Outcome::Finished);
+        }
+    }
+
+    /// Tells every live subtask of the attempt the virtual clock's millisecond as processing
+    /// time, if it has not heard it yet, and carries what its operators emit.
+    fn advance_processing_time(&mut self) {
+        let now_ms = self.now_us / 1_000;
+        let Some(attempt) = &mut self.attempt else {
+            return;
+        };
+        if attempt.processing_time_ms == Some(now_ms) {
+            return;
+        }
+        attempt.processing_time_ms = Some(now_ms);
+        let dead = attempt.stopping.and_then(|stopping| stopping.dead);
+        let now = Timestamp(i64::try_from(now_ms).unwrap_or(i64::MAX));
+        for index in 0..attempt.subtasks.len() {
+            let Some(attempt) = &mut self.attempt else {
+                return;
+            };
+            let core = &mut attempt.subtasks[index].core;
+            if dead == Some(index) || core.is_finished() {
+                continue;
+            }
+            if let Err(error) = core.advance_processing_time(now) {
+                let name = self.subtask_name(index);
+                self.trace(32, [index as u64, 0, 0], || {
+                    format!("{name} failed at processing time {now}: {error}")
+                });
+                self.fail_over(format!("{name} failed: {error}"), Some(index));
+                return;
+            }
+            self.carry_subtask_transmits(index);
         }
     }
 

@@ -119,6 +119,25 @@ impl<V: StateValue> ValueState<V> {
     pub fn clear<K: Key>(&self, ctx: &mut impl KeyedStateAccess<K>) {
         self.handle.write::<K, V>(ctx, None);
     }
+
+    /// Reads the current key's value without copying it (with in-memory state).
+    pub fn with<K: Key, R>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+        read: impl FnOnce(Option<&V>) -> R,
+    ) -> R {
+        self.handle.read(ctx, read)
+    }
+
+    /// Changes the current key's value in place (`None` is no value): with in-memory state,
+    /// without copying it.
+    pub fn update<K: Key, R>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+        update: impl FnOnce(&mut Option<V>) -> R,
+    ) -> R {
+        self.handle.update(ctx, update)
+    }
 }
 
 /// A list per key, in the order values were added.

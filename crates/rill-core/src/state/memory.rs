@@ -59,6 +59,35 @@ impl<K: Key, V> NamespacedTable<K, V> {
         }
     }
 
+    /// Changes the value at (`key`, `namespace`) in place; `None` is no value. An existing
+    /// entry is updated without copying its key or namespace.
+    pub(super) fn update<R>(
+        &mut self,
+        key: &K,
+        namespace: &[u8],
+        update: impl FnOnce(&mut Option<V>) -> R,
+    ) -> R {
+        let namespaces = match self.0.get_mut(key) {
+            Some(namespaces) => namespaces,
+            None => self.0.entry(key.clone()).or_default(),
+        };
+        let (slot, mut value) = match namespaces.remove_entry(namespace) {
+            Some((slot, value)) => (slot, Some(value)),
+            None => (namespace.to_vec(), None),
+        };
+        let result = update(&mut value);
+        match value {
+            Some(value) => {
+                namespaces.insert(slot, value);
+            }
+            None if namespaces.is_empty() => {
+                self.0.remove(key);
+            }
+            None => {}
+        }
+        result
+    }
+
     pub(super) fn remove(&mut self, key: &K, namespace: &[u8]) -> Option<V> {
         let namespaces = self.0.get_mut(key)?;
         let removed = namespaces.remove(namespace);

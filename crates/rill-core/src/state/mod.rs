@@ -141,14 +141,18 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-fn encode<T: Serialize + ?Sized>(table: &str, value: &T) -> Result<Vec<u8>, StateError> {
+pub(crate) fn encode<T: Serialize + ?Sized>(table: &str, value: &T) -> Result<Vec<u8>, StateError> {
     bincode::serde::encode_to_vec(value, bincode_config()).map_err(|error| StateError::Encode {
         table: table.to_owned(),
         reason: error.to_string(),
     })
 }
 
-fn decode<T: DeserializeOwned>(table: &str, key_group: u32, bytes: &[u8]) -> Result<T, StateError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: &str,
+    key_group: u32,
+    bytes: &[u8],
+) -> Result<T, StateError> {
     let decode_error = |reason: String| StateError::Decode {
         table: table.to_owned(),
         key_group,
@@ -365,6 +369,11 @@ impl<K: Key> KeyedStateStore<K> {
         self.pending = snapshot.tables;
     }
 
+    /// The number of key groups the store's keys are spread over.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
     /// Whether the state lives in external tables.
     pub fn is_external(&self) -> bool {
         self.external.is_some()
@@ -433,12 +442,14 @@ impl<K: Key> KeyedStateStore<K> {
             }
             return result;
         }
-        let mut value = match place.namespace {
-            Some(namespace) if !self.is_external() => self
+        if let Some(namespace) = place.namespace
+            && !self.is_external()
+        {
+            return self
                 .table::<NamespacedTable<K, S>>(table)
-                .remove(place.key, namespace),
-            _ => self.external_get(table.name, place),
-        };
+                .update(place.key, namespace, update);
+        }
+        let mut value = self.external_get(table.name, place);
         let existed = value.is_some();
         let result = update(&mut value);
         if existed || value.is_some() {

@@ -1,0 +1,328 @@
+//! Timers of keyed operators: event-time timers fire when the watermark reaches them,
+//! processing-time timers when the driver's clock does.
+//!
+//! A timer belongs to a key and a namespace (`()` for process functions, the window for window
+//! operators); registering the same (key, namespace, time) twice keeps one timer. Due timers
+//! fire in timestamp order, and timers of one timestamp in the order they were registered, so a
+//! run's firing order depends only on its input.
+//!
+//! Timers are keyed state: a snapshot stores them per key group, under the reserved tables
+//! `__timers/event-time` and `__timers/processing-time` of the operator's
+//! [`KeyedStateSnapshot`], so that they restore — and rescale — with the rest of the key's
+//! state. A timer registered before a crash fires after recovery, once: the checkpoint holds it
+//! only if it had not fired when the barrier passed.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+
+use rustc_hash::FxHashMap;
+
+use crate::element::Timestamp;
+use crate::key::{Key, key_group_of};
+use crate::state::{KeyedStateSnapshot, StateError, decode, encode};
+
+/// Which clock a timer follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeDomain {
+    /// Event time: the timer fires when the watermark reaches it.
+    EventTime,
+    /// Processing time: the timer fires when the driver's clock reaches it.
+    ProcessingTime,
+}
+
+impl TimeDomain {
+    /// The snapshot table the domain's timers are stored under.
+    fn table(self) -> &'static str {
+        match self {
+            TimeDomain::EventTime => "__timers/event-time",
+            TimeDomain::ProcessingTime => "__timers/processing-time",
+        }
+    }
+}
+
+/// The timers of one domain, ordered by time, then by registration.
+struct TimerQueue<K, N> {
+    due: BTreeMap<(Timestamp, u64), (K, N)>,
+    registered: FxHashMap<(K, N, Timestamp), u64>,
+    next_sequence: u64,
+}
+
+impl<K: Key, N: Key> TimerQueue<K, N> {
+    fn new() -> Self {
+        TimerQueue {
+            due: BTreeMap::new(),
+            registered: FxHashMap::default(),
+            next_sequence: 0,
+        }
+    }
+
+    fn register(&mut self, key: K, namespace: N, time: Timestamp) {
+        if let Entry::Vacant(entry) = self
+            .registered
+            .entry((key.clone(), namespace.clone(), time))
+        {
+            let sequence = self.next_sequence;
+            self.next_sequence += 1;
+            entry.insert(sequence);
+            self.due.insert((time, sequence), (key, namespace));
+        }
+    }
+
+    fn delete(&mut self, key: &K, namespace: &N, time: Timestamp) {
+        if let Some(sequence) = self
+            .registered
+            .remove(&(key.clone(), namespace.clone(), time))
+        {
+            self.due.remove(&(time, sequence));
+        }
+    }
+
+    /// Removes and returns the earliest timer at or before `up_to`.
+    fn pop_due(&mut self, up_to: Timestamp) -> Option<(Timestamp, K, N)> {
+        let entry = self.due.first_entry()?;
+        if entry.key().0 > up_to {
+            return None;
+        }
+        let ((time, _), (key, namespace)) = entry.remove_entry();
+        self.registered
+            .remove(&(key.clone(), namespace.clone(), time));
+        Some((time, key, namespace))
+    }
+
+    fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// The timers per key group, each group's in firing order.
+    fn snapshot(
+        &self,
+        table: &str,
+        max_parallelism: u32,
+    ) -> Result<BTreeMap<u32, Vec<u8>>, StateError> {
+        let mut groups: BTreeMap<u32, Vec<(&K, &N, Timestamp)>> = BTreeMap::new();
+        for ((time, _), (key, namespace)) in &self.due {
+            groups
+                .entry(key_group_of(key, max_parallelism))
+                .or_default()
+                .push((key, namespace, *time));
+        }
+        groups
+            .into_iter()
+            .map(|(group, timers)| Ok((group, encode(table, &timers)?)))
+            .collect()
+    }
+
+    fn restore(&mut self, table: &str, groups: BTreeMap<u32, Vec<u8>>) -> Result<(), StateError> {
+        for (group, bytes) in groups {
+            let timers: Vec<(K, N, Timestamp)> = decode(table, group, &bytes)?;
+            for (key, namespace, time) in timers {
+                self.register(key, namespace, time);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The event-time and processing-time timers of one keyed operator instance, with the
+/// operator's view of both clocks.
+pub struct TimerService<K, N> {
+    event_time: TimerQueue<K, N>,
+    processing_time: TimerQueue<K, N>,
+    watermark: Timestamp,
+    now: Timestamp,
+    max_parallelism: u32,
+}
+
+impl<K: Key, N: Key> TimerService<K, N> {
+    /// No timers, over `max_parallelism` key groups; both clocks at their start.
+    pub fn new(max_parallelism: u32) -> Self {
+        TimerService {
+            event_time: TimerQueue::new(),
+            processing_time: TimerQueue::new(),
+            watermark: Timestamp::MIN,
+            now: Timestamp::MIN,
+            max_parallelism,
+        }
+    }
+
+    /// The operator's input watermark.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// The latest processing time the driver reported.
+    pub fn current_processing_time(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Registers a timer of `domain` for `key` and `namespace` at `time`.
+    pub fn register(&mut self, domain: TimeDomain, key: K, namespace: N, time: Timestamp) {
+        self.queue(domain).register(key, namespace, time);
+    }
+
+    /// Deletes the timer of `domain` for `key` and `namespace` at `time`, if there is one.
+    pub fn delete(&mut self, domain: TimeDomain, key: &K, namespace: &N, time: Timestamp) {
+        self.queue(domain).delete(key, namespace, time);
+    }
+
+    /// How many timers of `domain` are pending.
+    pub fn pending(&self, domain: TimeDomain) -> usize {
+        match domain {
+            TimeDomain::EventTime => self.event_time.len(),
+            TimeDomain::ProcessingTime => self.processing_time.len(),
+        }
+    }
+
+    fn queue(&mut self, domain: TimeDomain) -> &mut TimerQueue<K, N> {
+        match domain {
+            TimeDomain::EventTime => &mut self.event_time,
+            TimeDomain::ProcessingTime => &mut self.processing_time,
+        }
+    }
+
+    /// Moves the watermark to `watermark` (never back).
+    pub fn advance_watermark(&mut self, watermark: Timestamp) {
+        self.watermark = self.watermark.max(watermark);
+    }
+
+    /// Moves processing time to `now` (never back).
+    pub fn advance_processing_time(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+    }
+
+    /// Removes and returns the earliest timer of `domain` its clock has reached. Call it until
+    /// `None`: a timer registered while others fire fires in the same pass if it is due.
+    pub fn pop_due(&mut self, domain: TimeDomain) -> Option<(Timestamp, K, N)> {
+        match domain {
+            TimeDomain::EventTime => self.event_time.pop_due(self.watermark),
+            TimeDomain::ProcessingTime => self.processing_time.pop_due(self.now),
+        }
+    }
+
+    /// Adds the timers to `snapshot`, per key group.
+    pub fn snapshot_into(&self, snapshot: &mut KeyedStateSnapshot) -> Result<(), StateError> {
+        for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+            let queue = match domain {
+                TimeDomain::EventTime => &self.event_time,
+                TimeDomain::ProcessingTime => &self.processing_time,
+            };
+            let groups = queue.snapshot(domain.table(), self.max_parallelism)?;
+            if !groups.is_empty() {
+                snapshot.tables.insert(domain.table().to_owned(), groups);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the timers out of `snapshot` (already narrowed to this instance's key groups)
+    /// and registers them; the rest of the snapshot is the operator's other keyed state.
+    pub fn restore_from(&mut self, snapshot: &mut KeyedStateSnapshot) -> Result<(), StateError> {
+        for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+            if let Some(groups) = snapshot.tables.remove(domain.table()) {
+                self.queue(domain).restore(domain.table(), groups)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyGroupRange;
+
+    fn fire_all(timers: &mut TimerService<u32, ()>, domain: TimeDomain) -> Vec<(i64, u32)> {
+        std::iter::from_fn(|| timers.pop_due(domain))
+            .map(|(time, key, ())| (time.0, key))
+            .collect()
+    }
+
+    #[test]
+    fn due_timers_fire_in_timestamp_then_registration_order() {
+        let mut timers = TimerService::new(128);
+        for (key, time) in [(1, 30), (2, 10), (3, 20), (4, 10), (5, 40)] {
+            timers.register(TimeDomain::EventTime, key, (), Timestamp(time));
+        }
+        timers.advance_watermark(Timestamp(29));
+        assert_eq!(
+            fire_all(&mut timers, TimeDomain::EventTime),
+            vec![(10, 2), (10, 4), (20, 3)]
+        );
+        timers.advance_watermark(Timestamp(5));
+        assert_eq!(timers.current_watermark(), Timestamp(29), "never back");
+        timers.advance_watermark(Timestamp(40));
+        assert_eq!(
+            fire_all(&mut timers, TimeDomain::EventTime),
+            vec![(30, 1), (40, 5)]
+        );
+    }
+
+    #[test]
+    fn registering_twice_keeps_one_timer_and_deleting_removes_it() {
+        let mut timers = TimerService::new(128);
+        timers.register(TimeDomain::ProcessingTime, 7, (), Timestamp(100));
+        timers.register(TimeDomain::ProcessingTime, 7, (), Timestamp(100));
+        timers.register(TimeDomain::ProcessingTime, 7, (), Timestamp(200));
+        timers.register(TimeDomain::EventTime, 7, (), Timestamp(100));
+        assert_eq!(timers.pending(TimeDomain::ProcessingTime), 2);
+        timers.delete(TimeDomain::ProcessingTime, &7, &(), Timestamp(200));
+        timers.delete(TimeDomain::ProcessingTime, &8, &(), Timestamp(100));
+        timers.advance_processing_time(Timestamp(1_000));
+        assert_eq!(
+            fire_all(&mut timers, TimeDomain::ProcessingTime),
+            vec![(100, 7)]
+        );
+        assert_eq!(
+            fire_all(&mut timers, TimeDomain::EventTime),
+            vec![],
+            "the event-time timer waits for the watermark"
+        );
+        // A deleted timer registered again is a new timer.
+        timers.register(TimeDomain::ProcessingTime, 7, (), Timestamp(100));
+        assert_eq!(
+            fire_all(&mut timers, TimeDomain::ProcessingTime),
+            vec![(100, 7)]
+        );
+    }
+
+    #[test]
+    fn timers_restore_per_key_group_as_a_rescale_splits_them() {
+        let mut timers = TimerService::new(128);
+        for key in 0..50u32 {
+            timers.register(
+                TimeDomain::EventTime,
+                key,
+                (),
+                Timestamp(i64::from(key % 7)),
+            );
+            timers.register(TimeDomain::ProcessingTime, key, (), Timestamp(5));
+        }
+        let mut snapshot = KeyedStateSnapshot::default();
+        timers.snapshot_into(&mut snapshot).unwrap();
+
+        let mut fired = Vec::new();
+        let mut processing = 0;
+        for index in 0..2 {
+            let range = KeyGroupRange::for_subtask(index, 2, 128);
+            let mut part = snapshot.select(range);
+            let mut restored = TimerService::<u32, ()>::new(128);
+            restored.restore_from(&mut part).unwrap();
+            assert!(part.tables.is_empty(), "timer tables are taken out");
+            restored.advance_watermark(Timestamp::MAX);
+            let keys = fire_all(&mut restored, TimeDomain::EventTime);
+            assert!(
+                keys.iter()
+                    .all(|(_, key)| range.contains(key_group_of(key, 128))),
+                "an instance restores its own key groups' timers only"
+            );
+            assert!(keys.windows(2).all(|pair| pair[0].0 <= pair[1].0));
+            fired.extend(keys);
+            processing += restored.pending(TimeDomain::ProcessingTime);
+        }
+        assert_eq!(processing, 50);
+        fired.sort();
+        let mut expected: Vec<(i64, u32)> = (0..50).map(|key| (i64::from(key % 7), key)).collect();
+        expected.sort();
+        assert_eq!(fired, expected, "every timer restores exactly once");
+    }
+}
