@@ -90,23 +90,18 @@ impl<A: Data, K: Key> KeyedStream<A, K> {
         F: Fn(&A, &B) -> O + Send + Sync + 'static,
     {
         let join = Arc::new(join);
-        two_input(
-            self,
-            other,
-            "window join",
-            move |key_of| {
-                operator_factory(move |info| {
-                    WindowOperator::new(
-                        WindowJoin::new(join.clone()),
-                        assigner,
-                        0,
-                        OutputTag::new(LATE_DATA),
-                        key_of.clone(),
-                        keyed_store(info),
-                    )
-                })
-            },
-        )
+        two_input(self, other, "window join", move |key_of| {
+            operator_factory(move |info| {
+                WindowOperator::new(
+                    WindowJoin::new(join.clone()),
+                    assigner,
+                    0,
+                    OutputTag::new(LATE_DATA),
+                    key_of.clone(),
+                    keyed_store(info),
+                )
+            })
+        })
     }
 
     /// Joins this stream with another on time intervals: emits `join(a, b)` for every `a` of
@@ -159,15 +154,10 @@ impl<A: Data, B: Data, K: Key> ConnectedStreams<A, B, K> {
         F: KeyedCoProcessFunction<Key = K, In1 = A, In2 = B>,
     {
         let function = prototype(CoProcess(function));
-        two_input(
-            self.first,
-            self.second,
-            name,
-            move |key_of| {
-                operator_factory(move |info| {
-                    KeyedProcess::new(function(), key_of.clone(), keyed_store(info))
-                })
-            },
-        )
+        two_input(self.first, self.second, name, move |key_of| {
+            operator_factory(move |info| {
+                KeyedProcess::new(function(), key_of.clone(), keyed_store(info))
+            })
+        })
     }
 }

@@ -43,9 +43,9 @@ pub mod error;
 pub mod stream;
 pub mod windowed;
 
+pub use connected::ConnectedStreams;
 pub use env::{ExecutionConfig, RunningJob, StateBackendConfig, StreamEnv};
 pub use error::RillError;
-pub use connected::ConnectedStreams;
 pub use stream::{DataStream, KeyedStream};
 pub use windowed::WindowedStream;
 
@@ -56,27 +56,26 @@ pub use rill_store as store;
 
 /// The names most jobs use.
 pub mod prelude {
+    pub use crate::connected::ConnectedStreams;
     pub use crate::connectors::collect::Collected;
     pub use crate::connectors::log::{LogSink, LogSource};
     pub use crate::env::{ExecutionConfig, StateBackendConfig, StreamEnv};
     pub use crate::error::RillError;
-    pub use crate::connected::ConnectedStreams;
     pub use crate::stream::{DataStream, KeyedStream};
     pub use crate::windowed::{LATE_DATA, WindowedStream};
     pub use rill_core::keyed::{KeyedContext, KeyedProcessFunction};
-    pub use rill_core::side_output::OutputTag;
-    pub use rill_core::timers::TimeDomain;
-    pub use rill_core::two_input::{Either, KeyedCoProcessFunction};
-    pub use rill_core::window::{
-        ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext,
-    };
     pub use rill_core::operator::Sink;
     pub use rill_core::restart::RestartStrategy;
+    pub use rill_core::side_output::OutputTag;
     pub use rill_core::source::{Source, SourceOutput, SourcePoll};
     pub use rill_core::state::{
         AggregateFunction, AggregatingState, InNamespace, ListState, MapState, ReducingState,
         ValueState,
     };
+    pub use rill_core::time::WatermarkStrategy;
+    pub use rill_core::timers::TimeDomain;
+    pub use rill_core::two_input::{Either, KeyedCoProcessFunction};
+    pub use rill_core::window::{ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext};
     pub use rill_core::{BoxError, Record, Timestamp};
     pub use rill_log::{EventLog, LogRecord, ProducerRecord};
 }

@@ -201,10 +201,13 @@ impl<T: Data> DataStream<T> {
     pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> DataStream<S> {
         let Some(tagged) = self.tagged else {
             let operator = self.env.draft().nodes[self.node].name.clone();
-            self.env.draft().mistakes.push(DescriptionError::NoSideOutputs {
-                operator,
-                tag: tag.id().to_owned(),
-            });
+            self.env
+                .draft()
+                .mistakes
+                .push(DescriptionError::NoSideOutputs {
+                    operator,
+                    tag: tag.id().to_owned(),
+                });
             return DataStream::new(self.env.clone(), self.node);
         };
         let tag = tag.clone();

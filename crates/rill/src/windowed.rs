@@ -6,29 +6,30 @@
 //! use rill::prelude::*;
 //!
 //! let env = StreamEnv::new();
-//! // (sensor, reading) at times 1 s, 2 s, 11 s: two 10-second windows.
-//! let readings = [("a", 3, 1_000), ("a", 4, 2_000), ("a", 5, 11_000)];
+//! // (sensor, reading, time in ms): 1 s, 2 s, 11 s fall in two 10-second windows.
+//! let readings = [(7, 3, 1_000), (7, 4, 2_000), (7, 5, 11_000)];
+//! let strategy = WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(1));
 //! let sums = env
-//!     .from_iter_with_timestamps(readings, |r| Timestamp(r.2), WatermarkStrategy::monotonous())
-//!     .key_by(|r: &(&str, i32, i64)| r.0)
+//!     .from_iter_with_timestamps(readings, |r| Timestamp(r.2), strategy)
+//!     .key_by(|r: &(u32, i32, i64)| r.0)
 //!     .window(WindowAssigner::tumbling(Duration::from_secs(10))?)
 //!     .reduce(|a, b| (a.0, a.1 + b.1, a.2.max(b.2)))
 //!     .map(|(sensor, sum, _)| (sensor, sum))
 //!     .collect();
 //! env.execute("windowed sums")?;
-//! assert_eq!(sums.take(), vec![("a", 7), ("a", 5)]);
+//! assert_eq!(sums.take(), vec![(7, 7), (7, 5)]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rill_core::side_output::OutputTag;
 use rill_core::state::{AggregateFunction, StateValue};
 use rill_core::window::{
     AggregateProcessWindow, AggregateWindow, ProcessWindow, ProcessWindowFunction, ReduceWindow,
     WindowAssigner, WindowFunction, WindowOperator,
 };
-use rill_core::side_output::OutputTag;
 use rill_core::{Data, Key};
 
 use crate::stream::{DataStream, KeyedStream, keyed_store, operator_factory, prototype};
