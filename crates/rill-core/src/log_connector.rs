@@ -13,8 +13,8 @@
 //! poll, so that a partition lagging behind in event time holds the watermark back rather than
 //! seeing its records arrive late. A bounded partition read to its stop offset has ended and
 //! no longer counts; with idleness, neither does one that has been quiet for the timeout. The
-//! generators are not checkpointed: a restored reader starts them afresh, behind the
-//! watermark already emitted downstream, which holds it where it is until they catch up.
+//! generators are not checkpointed: a restored job starts every subtask's watermark afresh,
+//! and the records read again from the checkpointed offsets bring the generators back.
 //!
 //! [`LogWriter`] writes a topic through the log's transactions: each checkpoint's records are
 //! staged under a transaction `<job>/<uid>/<subtask>/<sequence>`, prepared (durable) at the

@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rill_core::Data;
 use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::CheckpointConfig;
 use rill_core::exchange::{ExchangeKind, ForwardRouter, RouterFactory};
 use rill_core::graph::{Edge, JobGraph, OperatorKind, OperatorNode};
 use rill_core::key::DEFAULT_MAX_PARALLELISM;
 use rill_core::restart::RestartStrategy;
-use rill_core::source::{IterSource, SequenceSource, Source};
+use rill_core::source::{IterSource, SequenceSource, Source, WithWatermarks};
+use rill_core::time::WatermarkStrategy;
+use rill_core::{Data, Timestamp};
 use rill_runtime::{JobCanceller, JobHandle, JobReport, PendingSavepoint, Runtime, RuntimeConfig};
 use rill_store::{CheckpointStore, FjallStateBackend};
 
@@ -207,6 +208,29 @@ impl StreamEnv {
         DataStream::new(self.clone(), node)
     }
 
+    /// Like [`StreamEnv::from_source`], with event time: the source's records carry their
+    /// timestamps (see `SourceOutput::collect_with_timestamp`), and each subtask derives
+    /// watermarks from them by `strategy`, its whole input counting as one partition. A source
+    /// whose records carry no timestamp can be wrapped in
+    /// [`WithWatermarks::with_timestamps`] and given to [`StreamEnv::from_source`] instead;
+    /// the event log's source keeps one watermark generator per partition
+    /// ([`LogSource::with_watermarks`](crate::connectors::log::LogSource::with_watermarks)).
+    pub fn from_source_with_watermarks<S, F>(
+        &self,
+        name: &str,
+        parallel: bool,
+        make: F,
+        strategy: WatermarkStrategy,
+    ) -> DataStream<S::Out>
+    where
+        S: Source,
+        F: Fn(u32, u32) -> S + Send + Sync + 'static,
+    {
+        self.from_source(name, parallel, move |subtask, parallelism| {
+            WithWatermarks::new(make(subtask, parallelism), strategy)
+        })
+    }
+
     /// A stream of the items of a collection, in order (parallelism 1). The collection is
     /// cloned for each run, so the job can be executed again.
     pub fn from_iter<I>(&self, items: I) -> DataStream<I::Item>
@@ -217,6 +241,45 @@ impl StreamEnv {
     {
         self.from_source("from_iter", false, move |_, _| {
             IterSource::new(items.clone())
+        })
+    }
+
+    /// Like [`StreamEnv::from_iter`], with event time: each item is stamped with
+    /// `timestamp_of(&item)` (milliseconds since the Unix epoch), and watermarks follow by
+    /// `strategy`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rill::prelude::*;
+    ///
+    /// let env = StreamEnv::new();
+    /// let readings = env.from_iter_with_timestamps(
+    ///     vec![(1_000, 20.5), (3_000, 21.0), (2_000, 20.8)],
+    ///     |(at_ms, _): &(i64, f64)| Timestamp(*at_ms),
+    ///     WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(1)),
+    /// );
+    /// # let _ = readings;
+    /// ```
+    pub fn from_iter_with_timestamps<I, F>(
+        &self,
+        items: I,
+        timestamp_of: F,
+        strategy: WatermarkStrategy,
+    ) -> DataStream<I::Item>
+    where
+        I: IntoIterator + Clone + Send + Sync + 'static,
+        I::IntoIter: Send + 'static,
+        I::Item: Data,
+        F: Fn(&I::Item) -> Timestamp + Send + Sync + 'static,
+    {
+        let timestamp_of = Arc::new(timestamp_of);
+        self.from_source("from_iter", false, move |_, _| {
+            let timestamp_of = Arc::clone(&timestamp_of);
+            WithWatermarks::with_timestamps(
+                IterSource::new(items.clone()),
+                move |item: &I::Item| timestamp_of(item),
+                strategy,
+            )
         })
     }
 

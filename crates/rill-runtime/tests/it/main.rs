@@ -5,14 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rill_core::exchange::{ExchangeKind, ForwardRouter, KeyHashRouter, RebalanceRouter};
 use rill_core::graph::{Edge, JobGraph, OperatorId, OperatorKind, OperatorNode};
 use rill_core::keyed::{KeySelector, KeyedReduce};
-use rill_core::operator::{Erased, Map, Sink, SinkOperator};
+use rill_core::operator::{Erased, Map, OneInputOperator, Sink, SinkOperator};
 use rill_core::source::{SequenceSource, Source, SourceOutput, SourcePoll};
-use rill_core::{BoxError, Record};
+use rill_core::{BoxError, Record, Timestamp};
 use rill_runtime::{JobError, Runtime, RuntimeConfig};
 
 #[derive(Clone, Default)]
@@ -353,4 +353,115 @@ fn settings_that_would_stop_every_job_are_refused() {
         Runtime::new(no_workers),
         Err(rill_runtime::RuntimeError::NoWorkers)
     ));
+    let no_interval = RuntimeConfig {
+        processing_time_interval: Duration::ZERO,
+        ..RuntimeConfig::default()
+    };
+    let error = Runtime::new(no_interval)
+        .err()
+        .expect("a zero interval is refused");
+    assert!(
+        error.to_string().contains("processing time interval"),
+        "{error}"
+    );
+}
+
+/// Polls with nothing to emit until `until`, then finishes; remembers the processing time of
+/// every poll.
+struct WaitUntil {
+    until: Instant,
+    polled_at: Arc<Mutex<Vec<Timestamp>>>,
+}
+
+impl Source for WaitUntil {
+    type Out = u64;
+
+    fn poll_next(&mut self, out: &mut SourceOutput<u64>) -> Result<SourcePoll, BoxError> {
+        self.polled_at.lock().unwrap().push(out.processing_time());
+        Ok(if Instant::now() < self.until {
+            SourcePoll::Idle
+        } else {
+            SourcePoll::Finished
+        })
+    }
+}
+
+/// Remembers every processing time it is told of.
+struct ClockLog(Arc<Mutex<Vec<Timestamp>>>);
+
+impl OneInputOperator for ClockLog {
+    type In = u64;
+    type Out = u64;
+
+    fn process_batch(
+        &mut self,
+        input: Vec<Record<u64>>,
+        out: &mut Vec<Record<u64>>,
+    ) -> Result<(), BoxError> {
+        out.extend(input);
+        Ok(())
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: Timestamp,
+        _out: &mut Vec<Record<u64>>,
+    ) -> Result<(), BoxError> {
+        self.0.lock().unwrap().push(now);
+        Ok(())
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn processing_time_is_the_wall_clock_seen_by_sources_and_operators() {
+    let polled_at = Arc::new(Mutex::new(Vec::new()));
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let mut graph = JobGraph::new("clock");
+    let (polls, until) = (
+        polled_at.clone(),
+        Instant::now() + Duration::from_millis(200),
+    );
+    let source = graph.add_operator(node(
+        "wait",
+        1,
+        OperatorKind::Source(Arc::new(move |_| {
+            Box::new(WaitUntil {
+                until,
+                polled_at: polls.clone(),
+            })
+        })),
+    ));
+    let log = told.clone();
+    let clock = graph.add_operator(node(
+        "clock",
+        1,
+        OperatorKind::Transform(Arc::new(move |_| Box::new(Erased(ClockLog(log.clone()))))),
+    ));
+    graph.add_edge(forward(source, clock));
+    let before = Timestamp(wall_clock_ms());
+    runtime(1).submit(graph).unwrap().wait().unwrap();
+    let after = Timestamp(wall_clock_ms());
+
+    let polled_at = polled_at.lock().unwrap().clone();
+    assert!(
+        polled_at.iter().all(|t| (before..=after).contains(t)),
+        "every poll, the first included, saw the wall clock: {polled_at:?} not in {before}..={after}"
+    );
+    let told = told.lock().unwrap().clone();
+    assert!(
+        told.len() >= 3,
+        "200 ms at a 10 ms interval tell the operator the time often: {told:?}"
+    );
+    assert!(told.windows(2).all(|pair| pair[0] < pair[1]), "{told:?}");
+    assert!(
+        told.iter().all(|t| (before..=after).contains(t)),
+        "{told:?} not in {before}..={after}"
+    );
 }

@@ -6,7 +6,8 @@
 //! subtask reads its partitions in turn, in offset order. In **bounded** mode it stops at the
 //! end offsets it sees when the job starts, so the job ends; otherwise it keeps polling for new
 //! records. A record's log timestamp becomes its event timestamp. Its checkpointed position is
-//! the next offset of each of its partitions, so a restored job reads on from there.
+//! the next offset of each of its partitions, so a restored job reads on from there. With
+//! [`LogSource::with_watermarks`] it emits watermarks too, generated per partition.
 //!
 //! [`LogSink`] writes a topic through the log's transactions (two-phase commit): each
 //! checkpoint's records are committed when the checkpoint completes, so readers, who see
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use rill_core::Data;
 use rill_core::log_connector::{Decode, Encode, LogReader, LogWriter};
+use rill_core::time::WatermarkStrategy;
 use rill_log::{EventLog, LogError, LogRecord, ProducerRecord};
 
 use crate::env::StreamEnv;
@@ -29,6 +31,7 @@ pub struct LogSource<T> {
     bounded: bool,
     start_offset: u64,
     decode: Decode<EventLog, T>,
+    watermarks: Option<WatermarkStrategy>,
 }
 
 impl LogSource<LogRecord> {
@@ -62,6 +65,7 @@ impl<T: Data> LogSource<T> {
             bounded: false,
             start_offset: 0,
             decode: Arc::new(decode),
+            watermarks: None,
         })
     }
 
@@ -77,6 +81,18 @@ impl<T: Data> LogSource<T> {
         self.start_offset = offset;
         self
     }
+
+    /// Emits watermarks by `strategy` from the records' log timestamps (a producer sets them
+    /// with [`ProducerRecord::with_timestamp`]). Each source subtask keeps one generator per
+    /// partition it reads and emits the minimum, so a partition that lags behind in event time
+    /// holds the watermark back instead of having its records arrive late. A bounded partition
+    /// read to its end no longer counts; with [`WatermarkStrategy::with_idleness`], neither
+    /// does a partition that had no record for the timeout — an empty partition, say, which
+    /// would otherwise hold the watermark back for good.
+    pub fn with_watermarks(mut self, strategy: WatermarkStrategy) -> Self {
+        self.watermarks = Some(strategy);
+        self
+    }
 }
 
 impl StreamEnv {
@@ -84,13 +100,17 @@ impl StreamEnv {
     pub fn from_log<T: Data>(&self, source: LogSource<T>) -> DataStream<T> {
         let name = format!("log source '{}'", source.topic);
         self.from_source(&name, true, move |subtask, parallelism| {
-            LogReader::new(
+            let reader = LogReader::new(
                 &source.log,
                 &source.topic,
                 (subtask, parallelism),
                 (source.bounded, source.start_offset),
                 source.decode.clone(),
-            )
+            );
+            match source.watermarks {
+                Some(strategy) => reader.with_watermarks(strategy),
+                None => reader,
+            }
         })
     }
 }
