@@ -4,7 +4,9 @@
 //! workload with a slow sink at two sizes (memory must not grow), the keyed workload with and
 //! without checkpoints every second, at 100 000 and 1 000 000 keys, in memory and (1 000 000
 //! keys) on fjall, and the recovery workload (fail once, restart from the latest checkpoint) at
-//! 1 000 000 keys on both backends. Last, the simulator: seeds per second on one core of the
+//! 1 000 000 keys on both backends, and the event-time sliding-window workload (10 s windows
+//! every 2 s, 100 000 keys) at parallelism 1 and 2, without and with checkpoints every second.
+//! Last, the simulator: seeds per second on one core of the
 //! `wordcount-10k-lines` scenario (10 000 lines, 3 crashes).
 
 use std::path::Path;
@@ -23,7 +25,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20_000_000)]
     events: u64,
     /// Runs only this workload (keyed, stateless, slow-sink, baseline-keyed, baseline-stateless,
-    /// recovery, sim).
+    /// recovery, sliding, sim).
     #[arg(long)]
     workload: Option<String>,
     /// Runs of each configuration; the median is reported (peak memory: the largest).
@@ -149,6 +151,10 @@ fn runs(events: u64) -> Vec<Run> {
         on_fjall(run("keyed", 1, on_disk, 1_000_000, Some(1_000))),
         run("recovery", 1, long, 1_000_000, Some(1_000)),
         on_fjall(run("recovery", 1, on_disk, 1_000_000, Some(1_000))),
+        run("sliding", 1, events, STANDARD_KEYS, None),
+        run("sliding", 2, events, STANDARD_KEYS, None),
+        run("sliding", 1, events, STANDARD_KEYS, Some(1_000)),
+        run("sliding", 2, events, STANDARD_KEYS, Some(1_000)),
     ]
 }
 

@@ -477,11 +477,7 @@ mod tests {
     fn event_time_timers_fire_in_order_and_deleted_ones_do_not() {
         let mut op = deadline_operator();
         feed(&mut op, &[(1, 10), (2, 20), (1, 50)]);
-        assert_eq!(
-            watermark(&mut op, 119),
-            vec![],
-            "no deadline reached yet"
-        );
+        assert_eq!(watermark(&mut op, 119), vec![], "no deadline reached yet");
         assert_eq!(
             watermark(&mut op, 150),
             vec![(2, 1, 120), (1, 2, 150)],

@@ -43,9 +43,9 @@ pub mod side_output;
 pub mod source;
 pub mod state;
 pub mod subtask;
-pub mod two_input;
 pub mod time;
 pub mod timers;
+pub mod two_input;
 pub mod window;
 
 pub use element::{Batch, Data, Event, Record, Records, Timestamp};

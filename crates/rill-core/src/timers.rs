@@ -13,9 +13,9 @@
 //! only if it had not fired when the barrier passed.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
+use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::FxHashSet;
 
 use crate::element::Timestamp;
 use crate::key::{Key, key_group_of};
@@ -40,71 +40,84 @@ impl TimeDomain {
     }
 }
 
-/// The timers of one domain, ordered by time, then by registration.
+/// The timers of one domain: for each time, its timers in the order they were registered,
+/// and the set of timers that are registered. A deleted timer leaves the set only; its entry
+/// in the queue is skipped when its time comes. Timers of one time share one queue entry, so
+/// the many timers of aligned windows (every key's window ends at the same time) cost a push
+/// and a set insertion each.
 struct TimerQueue<K, N> {
-    due: BTreeMap<(Timestamp, u64), (K, N)>,
-    registered: FxHashMap<(K, N, Timestamp), u64>,
-    next_sequence: u64,
+    due: BTreeMap<Timestamp, VecDeque<(K, N)>>,
+    registered: FxHashSet<(K, N, Timestamp)>,
 }
 
 impl<K: Key, N: Key> TimerQueue<K, N> {
     fn new() -> Self {
         TimerQueue {
             due: BTreeMap::new(),
-            registered: FxHashMap::default(),
-            next_sequence: 0,
+            registered: FxHashSet::default(),
         }
     }
 
     fn register(&mut self, key: K, namespace: N, time: Timestamp) {
-        if let Entry::Vacant(entry) = self
+        if self
             .registered
-            .entry((key.clone(), namespace.clone(), time))
+            .insert((key.clone(), namespace.clone(), time))
         {
-            let sequence = self.next_sequence;
-            self.next_sequence += 1;
-            entry.insert(sequence);
-            self.due.insert((time, sequence), (key, namespace));
+            self.due
+                .entry(time)
+                .or_default()
+                .push_back((key, namespace));
         }
     }
 
     fn delete(&mut self, key: &K, namespace: &N, time: Timestamp) {
-        if let Some(sequence) = self
-            .registered
-            .remove(&(key.clone(), namespace.clone(), time))
-        {
-            self.due.remove(&(time, sequence));
-        }
-    }
-
-    /// Removes and returns the earliest timer at or before `up_to`.
-    fn pop_due(&mut self, up_to: Timestamp) -> Option<(Timestamp, K, N)> {
-        let entry = self.due.first_entry()?;
-        if entry.key().0 > up_to {
-            return None;
-        }
-        let ((time, _), (key, namespace)) = entry.remove_entry();
         self.registered
             .remove(&(key.clone(), namespace.clone(), time));
-        Some((time, key, namespace))
+    }
+
+    /// Removes and returns the earliest registered timer at or before `up_to`.
+    fn pop_due(&mut self, up_to: Timestamp) -> Option<(Timestamp, K, N)> {
+        loop {
+            let mut entry = self.due.first_entry()?;
+            let time = *entry.key();
+            if time > up_to {
+                return None;
+            }
+            let Some((key, namespace)) = entry.get_mut().pop_front() else {
+                entry.remove();
+                continue;
+            };
+            let timer = (key, namespace, time);
+            if self.registered.remove(&timer) {
+                let (key, namespace, time) = timer;
+                return Some((time, key, namespace));
+            }
+        }
     }
 
     fn len(&self) -> usize {
-        self.due.len()
+        self.registered.len()
     }
 
-    /// The timers per key group, each group's in firing order.
+    /// The registered timers per key group, each group's in firing order.
     fn snapshot(
         &self,
         table: &str,
         max_parallelism: u32,
     ) -> Result<BTreeMap<u32, Vec<u8>>, StateError> {
+        let mut listed: FxHashSet<(&K, &N, Timestamp)> = FxHashSet::default();
         let mut groups: BTreeMap<u32, Vec<(&K, &N, Timestamp)>> = BTreeMap::new();
-        for ((time, _), (key, namespace)) in &self.due {
-            groups
-                .entry(key_group_of(key, max_parallelism))
-                .or_default()
-                .push((key, namespace, *time));
+        for (time, timers) in &self.due {
+            for (key, namespace) in timers {
+                let timer = (key.clone(), namespace.clone(), *time);
+                // Skip deleted timers, and the second entry of one deleted and registered again.
+                if self.registered.contains(&timer) && listed.insert((key, namespace, *time)) {
+                    groups
+                        .entry(key_group_of(key, max_parallelism))
+                        .or_default()
+                        .push((key, namespace, *time));
+                }
+            }
         }
         groups
             .into_iter()

@@ -284,9 +284,15 @@ mod tests {
         }
     }
 
+    /// Records of both inputs, each with its event time.
+    type Timed<F> = Vec<(
+        Either<<F as KeyedCoProcessFunction>::In1, <F as KeyedCoProcessFunction>::In2>,
+        i64,
+    )>;
+
     fn run<F>(
         op: &mut KeyedProcess<CoProcess<F>>,
-        input: Vec<(Either<F::In1, F::In2>, i64)>,
+        input: Timed<F>,
         watermark: i64,
     ) -> (Vec<(F::Out, i64)>, usize)
     where
@@ -382,26 +388,13 @@ mod tests {
         assert_eq!(passed, vec![], "the gate's timer closed it at 105");
     }
 
-    fn interval_join(
-        lower: i64,
-        upper: i64,
-    ) -> KeyedProcess<
-        CoProcess<
-            IntervalJoin<
-                u8,
-                (u8, char),
-                (u8, char),
-                (char, char),
-                impl Fn(&(u8, char), &(u8, char)) -> (char, char) + Send + Sync + 'static,
-            >,
-        >,
-    > {
-        let join = IntervalJoin::new(
-            lower,
-            upper,
-            Arc::new(|a: &(u8, char), b: &(u8, char)| (a.1, b.1)),
-            OutputTag::new("late"),
-        );
+    type Named = (u8, char);
+    type PairUp = fn(&Named, &Named) -> (char, char);
+    type Joining = KeyedProcess<CoProcess<IntervalJoin<u8, Named, Named, (char, char), PairUp>>>;
+
+    fn interval_join(lower: i64, upper: i64) -> Joining {
+        let pair_up: PairUp = |a, b| (a.1, b.1);
+        let join = IntervalJoin::new(lower, upper, Arc::new(pair_up), OutputTag::new("late"));
         KeyedProcess::new(CoProcess(join), Arc::new(key_of), KeyedStateStore::new(128))
     }
 

@@ -15,7 +15,11 @@
 //! `--state-backend fjall` keeps the keyed state on disk (in a temporary directory). The
 //! `recovery` workload is the keyed one failing once half-way, checkpointing every second into a
 //! checkpoint store: it reports the time from the failure until the first record reaches the
-//! sink again. It prints one JSON line.
+//! sink again. The `sliding` workload gives event `i` the event time `i / 100` ms (100 000 events
+//! per second of event time) less up to 500 ms of disorder (`z % 500`), with a watermark 500 ms
+//! behind; parallel sources interleave (subtask `s` of `p` emits the events `i ≡ s mod p`), so
+//! event time advances evenly across them; it counts and sums each key's values per sliding
+//! window of 10 s every 2 s. It prints one JSON line.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +44,9 @@ enum Workload {
     BaselineStateless,
     /// The keyed workload failing once half-way and recovering from its latest checkpoint.
     Recovery,
+    /// Event time: per key, counts and sums over sliding windows of 10 s every 2 s, over events
+    /// in event-time order with up to 500 ms of disorder.
+    Sliding,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -87,6 +94,66 @@ fn event<const KEYS: u64>(i: u64) -> Event {
     Event {
         key: (z >> 1) % KEYS,
         value: z >> 48,
+    }
+}
+
+/// Event time of event `i` in the sliding workload: 100 000 events per second, up to 500 ms
+/// out of order.
+fn event_time(i: u64) -> Timestamp {
+    Timestamp((i / 100) as i64 - (splitmix64(i) % 500) as i64)
+}
+
+/// The events `i ≡ subtask (mod parallelism)` of `0..end`, with their event times.
+struct TimedEvents<const KEYS: u64> {
+    next: u64,
+    step: u64,
+    end: u64,
+}
+
+impl<const KEYS: u64> Source for TimedEvents<KEYS> {
+    type Out = Event;
+
+    fn poll_next(&mut self, out: &mut SourceOutput<Event>) -> Result<SourcePoll, BoxError> {
+        while out.remaining() > 0 {
+            if self.next >= self.end {
+                return Ok(SourcePoll::Finished);
+            }
+            out.collect_with_timestamp(event::<KEYS>(self.next), event_time(self.next));
+            self.next += self.step;
+        }
+        Ok(SourcePoll::Ready)
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        rill::core::source::encode_position(&self.next).map(Some)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        self.next = rill::core::source::decode_position(position)?;
+        Ok(())
+    }
+}
+
+/// Counts and sums the values of a window.
+struct CountAndSum;
+
+impl AggregateFunction for CountAndSum {
+    type In = Event;
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+
+    fn create_accumulator(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, event: Event, (count, sum): &mut (u64, u64)) {
+        *count += 1;
+        *sum = sum.wrapping_add(event.value);
+    }
+    fn result(&self, accumulator: &(u64, u64)) -> (u64, u64) {
+        *accumulator
+    }
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1.wrapping_add(b.1))
     }
 }
 
@@ -187,35 +254,10 @@ fn run_job<const KEYS: u64>(args: &Args) -> anyhow::Result<(u64, u64, Checkpoint
         });
     }
     let tally = Tally::default();
-    let events = if recovering {
-        env.set_checkpoint_dir(scratch.path().join("checkpoints"));
-        env.set_restart_strategy(RestartStrategy::FixedDelay {
-            attempts: 1,
-            delay_ms: 0,
-        });
-        let (recovery, failed, fail_at) = (
-            tally.recovery.clone(),
-            AtomicBool::new(false),
-            args.events / 2,
-        );
-        env.from_sequence(0..args.events).map(move |i| {
-            recovery.fail_once(fail_at, i, &failed);
-            event::<KEYS>(i)
-        })
+    let stream = if let Workload::Sliding = args.workload {
+        sliding_windows::<KEYS>(&env, args)?
     } else {
-        env.from_sequence(0..args.events).map(event::<KEYS>)
-    };
-    let stream = match args.workload {
-        Workload::Stateless => events
-            .map(|e| Event {
-                value: e.value * 2,
-                ..e
-            })
-            .filter(|e| !e.value.is_multiple_of(3)),
-        _ => events.key_by(|e: &Event| e.key).reduce(|acc, e| Event {
-            key: acc.key,
-            value: acc.value.wrapping_add(e.value),
-        }),
+        keyed_or_stateless::<KEYS>(&env, args, &tally, scratch.path())
     };
     let sink_tally = tally.clone();
     let pause_per_batch =
@@ -243,6 +285,75 @@ fn run_job<const KEYS: u64>(args: &Args) -> anyhow::Result<(u64, u64, Checkpoint
         tally.checksum.load(Ordering::Relaxed),
         checkpoints,
     ))
+}
+
+/// The keyed, stateless and recovery workloads' job up to its sink.
+fn keyed_or_stateless<const KEYS: u64>(
+    env: &StreamEnv,
+    args: &Args,
+    tally: &Tally,
+    scratch: &std::path::Path,
+) -> DataStream<Event> {
+    let recovering = matches!(args.workload, Workload::Recovery);
+    let events = if recovering {
+        env.set_checkpoint_dir(scratch.join("checkpoints"));
+        env.set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 1,
+            delay_ms: 0,
+        });
+        let (recovery, failed, fail_at) = (
+            tally.recovery.clone(),
+            AtomicBool::new(false),
+            args.events / 2,
+        );
+        env.from_sequence(0..args.events).map(move |i| {
+            recovery.fail_once(fail_at, i, &failed);
+            event::<KEYS>(i)
+        })
+    } else {
+        env.from_sequence(0..args.events).map(event::<KEYS>)
+    };
+    match args.workload {
+        Workload::Stateless => events
+            .map(|e| Event {
+                value: e.value * 2,
+                ..e
+            })
+            .filter(|e| !e.value.is_multiple_of(3)),
+        _ => events.key_by(|e: &Event| e.key).reduce(|acc, e| Event {
+            key: acc.key,
+            value: acc.value.wrapping_add(e.value),
+        }),
+    }
+}
+
+/// The sliding workload's job up to its sink: one record per key and window, whose value is
+/// the window's sum.
+fn sliding_windows<const KEYS: u64>(
+    env: &StreamEnv,
+    args: &Args,
+) -> anyhow::Result<DataStream<Event>> {
+    let end = args.events;
+    let strategy = WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(500));
+    let windows = WindowAssigner::sliding(Duration::from_secs(10), Duration::from_secs(2))?;
+    Ok(env
+        .from_source_with_watermarks(
+            "timed events",
+            true,
+            move |subtask, parallelism| TimedEvents::<KEYS> {
+                next: u64::from(subtask),
+                step: u64::from(parallelism),
+                end,
+            },
+            strategy,
+        )
+        .key_by(|e: &Event| e.key)
+        .window(windows)
+        .aggregate(CountAndSum)
+        .map(|(count, sum)| Event {
+            key: count,
+            value: sum,
+        }))
 }
 
 fn run_baseline<const KEYS: u64>(args: &Args) -> (u64, u64) {

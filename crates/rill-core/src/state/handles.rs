@@ -129,6 +129,20 @@ impl<V: StateValue> ValueState<V> {
         self.handle.read(ctx, read)
     }
 
+    /// Changes the current key's value in place, starting from the default if it has none;
+    /// the value is kept while `keep` holds. With in-memory state, one lookup and no copy.
+    pub(crate) fn modify<K: Key, R>(
+        &self,
+        ctx: &mut impl KeyedStateAccess<K>,
+        keep: impl Fn(&V) -> bool,
+        modify: impl FnOnce(&mut V) -> R,
+    ) -> R
+    where
+        V: Default,
+    {
+        self.handle.modify(ctx, keep, modify)
+    }
+
     /// Changes the current key's value in place (`None` is no value): with in-memory state,
     /// without copying it.
     pub fn update<K: Key, R>(

@@ -1,11 +1,14 @@
 //! The window operator: runs a [`WindowFunction`] over the windows a [`WindowAssigner`] puts
 //! each record of a keyed stream in.
 //!
-//! State, all keyed and checkpointed: each window's accumulator (in the window's namespace),
-//! each global window's record count, each key's open sessions, and the event-time timers that
-//! fire windows (at their last timestamp) and clean them up (at their last timestamp plus the
-//! allowed lateness). A window whose cleanup time the watermark has reached is gone: a record
-//! for it — when every window it belongs to is gone — is emitted to the late-data side output.
+//! State, all keyed and checkpointed: each key's open windows with their accumulators, in one
+//! list per key (a key has few windows open at once — one tumbling window, `size / slide`
+//! sliding ones, its sessions — so a record costs one state lookup however many windows it
+//! belongs to, and the list of a merging assigner is the key's sessions); each key's record
+//! count in its global window; and the event-time timers that fire windows (at their last
+//! timestamp) and clean them up (at their last timestamp plus the allowed lateness). A window
+//! whose cleanup time the watermark has reached is gone: a record for it — when every window it
+//! belongs to is gone — is emitted to the late-data side output.
 //!
 //! Merging windows (sessions): a record's session window `[t, t + gap)` merges with every open
 //! session of its key that it overlaps or touches; their accumulators are merged into the new,
@@ -17,11 +20,14 @@ use crate::error::BoxError;
 use crate::keyed::{KeyScope, KeySelector, restore_keyed, snapshot_keyed};
 use crate::operator::{OneInputOperator, OperatorSnapshot};
 use crate::side_output::{OutputTag, Tagged};
-use crate::state::{InNamespace, KeyedStateStore, ValueState};
+use crate::state::{KeyedStateStore, ValueState};
 use crate::timers::{TimeDomain, TimerService};
 
 use super::functions::{WindowContext, WindowFunction};
 use super::{TimeWindow, WindowAssigner};
+
+/// A key's open windows and their accumulators, by window start.
+type OpenWindows<A> = Vec<(TimeWindow, A)>;
 
 /// Runs a window function over keyed windows; emits results and late records as [`Tagged`]
 /// values (the late records under the tag given at construction).
@@ -33,13 +39,32 @@ pub struct WindowOperator<W: WindowFunction> {
     key_of: KeySelector<W::In, W::Key>,
     store: KeyedStateStore<W::Key>,
     timers: TimerService<W::Key, TimeWindow>,
-    contents: ValueState<W::Acc>,
+    windows: ValueState<OpenWindows<W::Acc>>,
     counts: ValueState<u64>,
-    sessions: ValueState<Vec<TimeWindow>>,
     /// Scratch space for a record's windows.
     assigned: Vec<TimeWindow>,
+    /// Scratch space for the windows a record opened.
+    opened: Vec<TimeWindow>,
     /// Scratch space for a firing's results.
     results: Vec<W::Out>,
+}
+
+/// Emits `window`'s results onto `out`, each with the window's last timestamp.
+fn emit<W: WindowFunction>(
+    function: &mut W,
+    ctx: &WindowContext<'_, W::Key>,
+    accumulator: &W::Acc,
+    results: &mut Vec<W::Out>,
+    out: &mut Vec<Record<Tagged<W::Out>>>,
+) -> Result<(), BoxError> {
+    function.emit(ctx, accumulator, results)?;
+    let timestamp = ctx.window().max_timestamp();
+    out.extend(
+        results
+            .drain(..)
+            .map(|value| Record::with_timestamp(Tagged::Main(value), timestamp)),
+    );
+    Ok(())
 }
 
 impl<W: WindowFunction> WindowOperator<W> {
@@ -63,103 +88,24 @@ impl<W: WindowFunction> WindowOperator<W> {
             key_of,
             store,
             timers,
-            contents: ValueState::new("window-contents"),
+            windows: ValueState::new("window-contents"),
             counts: ValueState::new("window-count"),
-            sessions: ValueState::new("window-sessions"),
             assigned: Vec::new(),
+            opened: Vec::new(),
             results: Vec::new(),
         }
     }
 
     /// When a window's state is dropped: its last timestamp plus the allowed lateness.
     fn cleanup_time(&self, window: &TimeWindow) -> Timestamp {
-        Timestamp(
-            window
-                .max_timestamp()
-                .0
-                .saturating_add(self.allowed_lateness),
-        )
+        cleanup_time(window, self.allowed_lateness)
     }
 
-    fn is_gone(&self, window: &TimeWindow) -> bool {
-        self.cleanup_time(window) <= self.timers.current_watermark()
-    }
-
-    /// Adds `value` to `window` of `key`.
-    fn add(&mut self, key: &W::Key, window: &TimeWindow, value: W::In) -> Result<(), BoxError> {
-        let mut scope = KeyScope {
-            key,
-            store: &mut self.store,
-        };
-        let mut scope = InNamespace::new(&mut scope, window)?;
-        let function = &self.function;
-        self.contents.update(&mut scope, |contents| {
-            let contents = contents.get_or_insert_with(|| function.create());
-            function.add(contents, value);
-        });
-        Ok(())
-    }
-
-    /// Emits the results of `window` of `key`, if it holds anything.
-    fn fire(
-        &mut self,
-        key: &W::Key,
-        window: &TimeWindow,
-        out: &mut Vec<Record<Tagged<W::Out>>>,
-    ) -> Result<(), BoxError> {
-        let mut scope = KeyScope {
-            key,
-            store: &mut self.store,
-        };
-        let mut scope = InNamespace::new(&mut scope, window)?;
-        let ctx = WindowContext::new(key, *window, self.timers.current_watermark());
-        let (function, results) = (&mut self.function, &mut self.results);
-        self.contents.with(&mut scope, |contents| match contents {
-            Some(contents) => function.emit(&ctx, contents, results),
-            None => Ok(()),
-        })?;
-        let timestamp = window.max_timestamp();
-        out.extend(
-            self.results
-                .drain(..)
-                .map(|value| Record::with_timestamp(Tagged::Main(value), timestamp)),
-        );
-        Ok(())
-    }
-
-    /// Drops the state of `window` of `key`.
-    fn clear(&mut self, key: &W::Key, window: &TimeWindow) -> Result<(), BoxError> {
-        let mut scope = KeyScope {
-            key,
-            store: &mut self.store,
-        };
-        let mut scope = InNamespace::new(&mut scope, window)?;
-        self.contents.clear(&mut scope);
-        Ok(())
-    }
-
-    /// Takes the accumulator of `window` of `key` out of state.
-    fn take(&mut self, key: &W::Key, window: &TimeWindow) -> Result<Option<W::Acc>, BoxError> {
-        let mut scope = KeyScope {
-            key,
-            store: &mut self.store,
-        };
-        let mut scope = InNamespace::new(&mut scope, window)?;
-        Ok(self.contents.update(&mut scope, Option::take))
-    }
-
-    /// Registers the timers of a window that just received a record, or fires it at once if
-    /// the watermark has passed its end (a late firing, within the allowed lateness).
-    fn schedule(
-        &mut self,
-        key: &W::Key,
-        window: &TimeWindow,
-        out: &mut Vec<Record<Tagged<W::Out>>>,
-    ) -> Result<(), BoxError> {
+    /// Registers the timers of a window that just opened: one to fire it (unless the
+    /// watermark has passed its end already) and one to drop it.
+    fn schedule(&mut self, key: &W::Key, window: &TimeWindow) {
         let end = window.max_timestamp();
-        if end <= self.timers.current_watermark() {
-            self.fire(key, window, out)?;
-        } else {
+        if end > self.timers.current_watermark() {
             self.timers
                 .register(TimeDomain::EventTime, key.clone(), *window, end);
         }
@@ -168,7 +114,6 @@ impl<W: WindowFunction> WindowOperator<W> {
             self.timers
                 .register(TimeDomain::EventTime, key.clone(), *window, cleanup);
         }
-        Ok(())
     }
 
     fn unschedule(&mut self, key: &W::Key, window: &TimeWindow) {
@@ -177,7 +122,9 @@ impl<W: WindowFunction> WindowOperator<W> {
         }
     }
 
-    /// A record for time windows that do not merge.
+    /// A record for time windows that do not merge: added to each of its windows in one
+    /// state access; a window the watermark has passed (within the allowed lateness) fires
+    /// again at once.
     fn add_to_windows(
         &mut self,
         key: W::Key,
@@ -185,25 +132,55 @@ impl<W: WindowFunction> WindowOperator<W> {
         timestamp: Timestamp,
         out: &mut Vec<Record<Tagged<W::Out>>>,
     ) -> Result<(), BoxError> {
+        let watermark = self.timers.current_watermark();
+        let lateness = self.allowed_lateness;
         let mut windows = std::mem::take(&mut self.assigned);
         self.assigner.assign(timestamp, &mut windows);
-        windows.retain(|window| !self.is_gone(window));
-        match windows.split_last() {
-            None => out.push(Record::with_timestamp(
+        windows.retain(|window| cleanup_time(window, lateness) > watermark);
+        let Some((last, rest)) = windows.split_last() else {
+            self.assigned = windows;
+            out.push(Record::with_timestamp(
                 Tagged::side(&self.late_data, record.value),
                 timestamp,
-            )),
-            Some((last, rest)) => {
-                for window in rest {
-                    self.add(&key, window, record.value.clone())?;
-                    self.schedule(&key, window, out)?;
+            ));
+            return Ok(());
+        };
+        let mut opened = std::mem::take(&mut self.opened);
+        opened.clear();
+        let (function, results) = (&mut self.function, &mut self.results);
+        let mut scope = KeyScope {
+            key: &key,
+            store: &mut self.store,
+        };
+        let fired = self.windows.modify(&mut scope, has_windows, |open| {
+            let mut add = |window: &TimeWindow, value: W::In| -> Result<(), BoxError> {
+                let position = match open.iter().position(|(w, _)| w == window) {
+                    Some(position) => position,
+                    None => {
+                        opened.push(*window);
+                        open.push((*window, function.create()));
+                        open.len() - 1
+                    }
+                };
+                let accumulator = &mut open[position].1;
+                function.add(accumulator, value);
+                if window.max_timestamp() <= watermark {
+                    let ctx = WindowContext::new(&key, *window, watermark);
+                    emit(function, &ctx, accumulator, results, out)?;
                 }
-                self.add(&key, last, record.value)?;
-                self.schedule(&key, last, out)?;
+                Ok(())
+            };
+            for window in rest {
+                add(window, record.value.clone())?;
             }
+            add(last, record.value)
+        });
+        for window in &opened {
+            self.schedule(&key, window);
         }
         self.assigned = windows;
-        Ok(())
+        self.opened = opened;
+        fired
     }
 
     /// A record for session windows: merge its session with the key's sessions it touches.
@@ -218,51 +195,56 @@ impl<W: WindowFunction> WindowOperator<W> {
         self.assigner.assign(timestamp, &mut windows);
         let own = windows[0];
         self.assigned = windows;
-        if self.is_gone(&own) {
+        let watermark = self.timers.current_watermark();
+        if self.cleanup_time(&own) <= watermark {
             out.push(Record::with_timestamp(
                 Tagged::side(&self.late_data, record.value),
                 timestamp,
             ));
             return Ok(());
         }
+        let mut touched = std::mem::take(&mut self.opened);
+        touched.clear();
+        let (function, results) = (&mut self.function, &mut self.results);
         let mut scope = KeyScope {
             key: &key,
             store: &mut self.store,
         };
-        let mut sessions = self.sessions.get(&mut scope).unwrap_or_default();
-        let (touched, mut kept): (Vec<TimeWindow>, Vec<TimeWindow>) = sessions
-            .drain(..)
-            .partition(|session| session.intersects(&own));
-        let merged = touched
-            .iter()
-            .fold(own, |cover, session| cover.cover(session));
-        let mut contents: Option<W::Acc> = None;
-        for session in &touched {
-            self.unschedule(&key, session);
-            if let Some(other) = self.take(&key, session)? {
-                match &mut contents {
-                    Some(into) => self.function.merge(into, other),
-                    None => contents = Some(other),
+        let merged = self.windows.modify(&mut scope, has_windows, |sessions| {
+            let mut merged = own;
+            let mut contents: Option<W::Acc> = None;
+            let mut index = 0;
+            while index < sessions.len() {
+                if sessions[index].0.intersects(&own) {
+                    let (session, other) = sessions.remove(index);
+                    touched.push(session);
+                    merged = merged.cover(&session);
+                    match &mut contents {
+                        Some(into) => function.merge(into, other),
+                        None => contents = Some(other),
+                    }
+                } else {
+                    index += 1;
                 }
             }
+            let mut contents = contents.unwrap_or_else(|| function.create());
+            function.add(&mut contents, record.value);
+            if merged.max_timestamp() <= watermark {
+                let ctx = WindowContext::new(&key, merged, watermark);
+                emit(function, &ctx, &contents, results, out)?;
+            }
+            let position = sessions.partition_point(|(session, _)| session.start < merged.start);
+            sessions.insert(position, (merged, contents));
+            Ok::<_, BoxError>(merged)
+        })?;
+        for session in &touched {
+            if *session != merged {
+                self.unschedule(&key, session);
+            }
         }
-        if let Some(contents) = contents {
-            let mut scope = KeyScope {
-                key: &key,
-                store: &mut self.store,
-            };
-            let mut scope = InNamespace::new(&mut scope, &merged)?;
-            self.contents.set(&mut scope, contents);
-        }
-        let position = kept.partition_point(|session| session.start < merged.start);
-        kept.insert(position, merged);
-        let mut scope = KeyScope {
-            key: &key,
-            store: &mut self.store,
-        };
-        self.sessions.set(&mut scope, kept);
-        self.add(&key, &merged, record.value)?;
-        self.schedule(&key, &merged, out)
+        self.opened = touched;
+        self.schedule(&key, &merged);
+        Ok(())
     }
 
     /// A record for the global window: fire and empty it when it holds `count` records.
@@ -273,23 +255,30 @@ impl<W: WindowFunction> WindowOperator<W> {
         count: u64,
         out: &mut Vec<Record<Tagged<W::Out>>>,
     ) -> Result<(), BoxError> {
-        let window = TimeWindow::GLOBAL;
-        self.add(&key, &window, record.value)?;
         let mut scope = KeyScope {
             key: &key,
             store: &mut self.store,
         };
-        let mut scope = InNamespace::new(&mut scope, &window)?;
         let reached = self.counts.update(&mut scope, |seen| {
             let now = seen.unwrap_or(0) + 1;
             *seen = (now < count).then_some(now);
             now >= count
         });
-        if reached {
-            self.fire(&key, &window, out)?;
-            self.clear(&key, &window)?;
-        }
-        Ok(())
+        let watermark = self.timers.current_watermark();
+        let (function, results) = (&mut self.function, &mut self.results);
+        self.windows.modify(&mut scope, has_windows, |open| {
+            if open.is_empty() {
+                open.push((TimeWindow::GLOBAL, function.create()));
+            }
+            function.add(&mut open[0].1, record.value);
+            if reached {
+                let ctx = WindowContext::new(&key, TimeWindow::GLOBAL, watermark);
+                let fired = emit(function, &ctx, &open[0].1, results, out);
+                open.clear();
+                return fired;
+            }
+            Ok(())
+        })
     }
 
     /// A window's timer fired at `time`: fire it at its end, drop it at its cleanup time.
@@ -300,28 +289,38 @@ impl<W: WindowFunction> WindowOperator<W> {
         window: TimeWindow,
         out: &mut Vec<Record<Tagged<W::Out>>>,
     ) -> Result<(), BoxError> {
-        if time == window.max_timestamp() {
-            self.fire(&key, &window, out)?;
-        }
-        if time == self.cleanup_time(&window) {
-            self.clear(&key, &window)?;
-            if self.assigner.is_merging() {
-                let mut scope = KeyScope {
-                    key: &key,
-                    store: &mut self.store,
-                };
-                self.sessions.update(&mut scope, |sessions| {
-                    if let Some(open) = sessions {
-                        open.retain(|session| *session != window);
-                        if open.is_empty() {
-                            *sessions = None;
-                        }
-                    }
-                });
+        let fire = time == window.max_timestamp();
+        let drop = time == self.cleanup_time(&window);
+        let watermark = self.timers.current_watermark();
+        let (function, results) = (&mut self.function, &mut self.results);
+        let mut scope = KeyScope {
+            key: &key,
+            store: &mut self.store,
+        };
+        self.windows.modify(&mut scope, has_windows, |windows| {
+            let Some(position) = windows.iter().position(|(w, _)| *w == window) else {
+                return Ok(());
+            };
+            if fire {
+                let ctx = WindowContext::new(&key, window, watermark);
+                emit(function, &ctx, &windows[position].1, results, out)?;
             }
-        }
-        Ok(())
+            if drop {
+                windows.remove(position);
+            }
+            Ok(())
+        })
     }
+}
+
+/// Whether a key has open windows: its list is dropped from state when it has none.
+fn has_windows<A>(open: &OpenWindows<A>) -> bool {
+    !open.is_empty()
+}
+
+/// When a window's state is dropped: its last timestamp plus `allowed_lateness`.
+fn cleanup_time(window: &TimeWindow, allowed_lateness: i64) -> Timestamp {
+    Timestamp(window.max_timestamp().0.saturating_add(allowed_lateness))
 }
 
 impl<W: WindowFunction> OneInputOperator for WindowOperator<W> {
