@@ -154,17 +154,19 @@ fn snapshot_of<K: Key>(store: &mut KeyedStateStore<K>) -> Result<OperatorSnapsho
     })
 }
 
-/// The snapshot of a keyed operator with timers: its store, and its timers beside it.
+/// The snapshot of a keyed operator with timers: its store, its timers beside it, and its
+/// watermark as operator state.
 pub(crate) fn snapshot_keyed<K: Key, N: Key>(
     store: &mut KeyedStateStore<K>,
     timers: &TimerService<K, N>,
 ) -> Result<OperatorSnapshot, BoxError> {
     let mut snapshot = snapshot_of(store)?;
     timers.snapshot_into(&mut snapshot.keyed)?;
+    snapshot.operator = vec![timers.snapshot_watermark()?];
     Ok(snapshot)
 }
 
-/// Restores a keyed operator's timers and store from its snapshot.
+/// Restores a keyed operator's timers, watermark and store from its snapshot.
 pub(crate) fn restore_keyed<K: Key, N: Key>(
     store: &mut KeyedStateStore<K>,
     timers: &mut TimerService<K, N>,
@@ -172,6 +174,7 @@ pub(crate) fn restore_keyed<K: Key, N: Key>(
 ) -> Result<(), BoxError> {
     snapshot.complete()?;
     timers.restore_from(&mut snapshot.keyed)?;
+    timers.restore_watermark(&snapshot.operator)?;
     store.restore(snapshot.keyed);
     Ok(())
 }

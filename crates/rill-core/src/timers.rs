@@ -9,8 +9,10 @@
 //! Timers are keyed state: a snapshot stores them per key group, under the reserved tables
 //! `__timers/event-time` and `__timers/processing-time` of the operator's
 //! [`KeyedStateSnapshot`], so that they restore — and rescale — with the rest of the key's
-//! state. A timer registered before a crash fires after recovery, once: the checkpoint holds it
-//! only if it had not fired when the barrier passed.
+//! state. Each keeps its place among the timers of its time, so restored timers fire in the
+//! order they would have. A timer registered before a crash fires after recovery, once: the
+//! checkpoint holds it only if it had not fired when the barrier passed. The operator's
+//! watermark is kept too, so that what was late before a failure is late after it.
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -20,6 +22,9 @@ use rustc_hash::FxHashSet;
 use crate::element::Timestamp;
 use crate::key::{Key, key_group_of};
 use crate::state::{KeyedStateSnapshot, StateError, decode, encode};
+
+/// What the operator's watermark is called in snapshots.
+const WATERMARK: &str = "__timers/watermark";
 
 /// Which clock a timer follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,23 +104,24 @@ impl<K: Key, N: Key> TimerQueue<K, N> {
         self.registered.len()
     }
 
-    /// The registered timers per key group, each group's in firing order.
+    /// The registered timers per key group, each with its place among the timers of its
+    /// time, so that a restore fires them in the same order.
     fn snapshot(
         &self,
         table: &str,
         max_parallelism: u32,
     ) -> Result<BTreeMap<u32, Vec<u8>>, StateError> {
         let mut listed: FxHashSet<(&K, &N, Timestamp)> = FxHashSet::default();
-        let mut groups: BTreeMap<u32, Vec<(&K, &N, Timestamp)>> = BTreeMap::new();
+        let mut groups: BTreeMap<u32, Vec<(&K, &N, Timestamp, u64)>> = BTreeMap::new();
         for (time, timers) in &self.due {
-            for (key, namespace) in timers {
+            for (place, (key, namespace)) in timers.iter().enumerate() {
                 let timer = (key.clone(), namespace.clone(), *time);
                 // Skip deleted timers, and the second entry of one deleted and registered again.
                 if self.registered.contains(&timer) && listed.insert((key, namespace, *time)) {
                     groups
                         .entry(key_group_of(key, max_parallelism))
                         .or_default()
-                        .push((key, namespace, *time));
+                        .push((key, namespace, *time, place as u64));
                 }
             }
         }
@@ -125,12 +131,17 @@ impl<K: Key, N: Key> TimerQueue<K, N> {
             .collect()
     }
 
+    /// Registers the timers of the given key groups, in the order they would have fired.
     fn restore(&mut self, table: &str, groups: BTreeMap<u32, Vec<u8>>) -> Result<(), StateError> {
+        let mut timers: Vec<(K, N, Timestamp, u64)> = Vec::new();
         for (group, bytes) in groups {
-            let timers: Vec<(K, N, Timestamp)> = decode(table, group, &bytes)?;
-            for (key, namespace, time) in timers {
-                self.register(key, namespace, time);
-            }
+            timers.extend(decode::<Vec<(K, N, Timestamp, u64)>>(table, group, &bytes)?);
+        }
+        // Stable: timers of one place in different snapshots (after a rescale) keep their
+        // key groups' order.
+        timers.sort_by_key(|(_, _, time, place)| (*time, *place));
+        for (key, namespace, time, _) in timers {
+            self.register(key, namespace, time);
         }
         Ok(())
     }
@@ -223,6 +234,27 @@ impl<K: Key, N: Key> TimerService<K, N> {
             if !groups.is_empty() {
                 snapshot.tables.insert(domain.table().to_owned(), groups);
             }
+        }
+        Ok(())
+    }
+
+    /// The operator's watermark, encoded as operator (non-keyed) state: restored, a window
+    /// closed before a failure stays closed to the records replayed after it, as without the
+    /// failure.
+    pub fn snapshot_watermark(&self) -> Result<Vec<u8>, StateError> {
+        encode(WATERMARK, &self.watermark)
+    }
+
+    /// Restores the watermark from the states [`TimerService::snapshot_watermark`] gave: the
+    /// least of them (after a rescale, an instance takes over from several).
+    pub fn restore_watermark(&mut self, states: &[Vec<u8>]) -> Result<(), StateError> {
+        let mut restored: Option<Timestamp> = None;
+        for state in states {
+            let watermark: Timestamp = decode(WATERMARK, 0, state)?;
+            restored = Some(restored.map_or(watermark, |least| least.min(watermark)));
+        }
+        if let Some(watermark) = restored {
+            self.advance_watermark(watermark);
         }
         Ok(())
     }
