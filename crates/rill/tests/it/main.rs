@@ -4,8 +4,8 @@
 
 mod api;
 mod checkpoints;
-mod source_watermarks;
 mod kill_recovery;
 mod log_jobs;
-mod windows;
+mod source_watermarks;
 mod support;
+mod windows;
