@@ -19,6 +19,27 @@ pub enum OperatorError {
     TypeMismatch(#[from] RecordTypeMismatch),
 }
 
+/// An event-time operator got a record without an event timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{operator} got a record without an event timestamp: give its sources a watermark strategy \
+     (and a timestamp assigner)"
+)]
+pub struct MissingEventTime {
+    /// What kind of operator needed it ("an event-time window", "an interval join").
+    pub operator: &'static str,
+}
+
+impl MissingEventTime {
+    /// The record's event time, or this error naming `operator`.
+    pub fn require(
+        timestamp: Option<crate::element::Timestamp>,
+        operator: &'static str,
+    ) -> Result<crate::element::Timestamp, MissingEventTime> {
+        timestamp.ok_or(MissingEventTime { operator })
+    }
+}
+
 /// A subtask failed; the job fails with it.
 #[derive(Debug, thiserror::Error)]
 #[error("operator '{operator}' failed: {error}")]

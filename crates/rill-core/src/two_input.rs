@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::element::{Data, Timestamp};
-use crate::error::BoxError;
+use crate::error::{BoxError, MissingEventTime};
 use crate::key::Key;
 use crate::keyed::{KeyedContext, KeyedProcessFunction};
 use crate::side_output::OutputTag;
@@ -179,12 +179,8 @@ where
 }
 
 /// The event time of a record an interval join needs.
-fn event_time(timestamp: Option<Timestamp>) -> Result<i64, BoxError> {
-    timestamp.map(|t| t.0).ok_or_else(|| {
-        "an interval join got a record without an event timestamp: give its sources a \
-         watermark strategy (and a timestamp assigner)"
-            .into()
-    })
+fn event_time(timestamp: Option<Timestamp>) -> Result<i64, MissingEventTime> {
+    Ok(MissingEventTime::require(timestamp, "an interval join")?.0)
 }
 
 impl<K, A, B, O, F> KeyedCoProcessFunction for IntervalJoin<K, A, B, O, F>

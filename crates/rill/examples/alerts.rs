@@ -26,6 +26,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::log::LogError;
 use rill::prelude::*;
+use shared::{ensure_topic, init_tracing};
+
+mod shared;
 
 #[derive(Parser)]
 struct Args {
@@ -218,21 +221,8 @@ fn append_payments(log: &EventLog, payments: &[Generated], seed: u64) -> Result<
     log.flush()
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists.
-fn ensure_topic(log: &EventLog, topic: &str, partitions: u32) -> Result<(), LogError> {
-    match log.topic(topic) {
-        Ok(_) => Ok(()),
-        Err(_) => log.create_topic(topic, partitions),
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let args = Args::parse();
     let log = EventLog::open_or_create(&args.data_dir)?;
     ensure_topic(&log, PAYMENTS, 4)?;
@@ -264,18 +254,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-
-    fn committed(log: &EventLog, topic: &str) -> Vec<String> {
-        let ends = log.end_offsets(topic).unwrap();
-        let mut lines = Vec::new();
-        for (partition, end) in ends.into_iter().enumerate() {
-            for record in log.read(topic, partition as u32, 0, end as usize).unwrap() {
-                lines.push(String::from_utf8(record.value).unwrap());
-            }
-        }
-        lines.sort();
-        lines
-    }
+    use crate::shared::committed;
 
     #[test]
     fn the_rule_alerts_exactly_the_payments_not_captured_in_time_also_across_a_failure() {

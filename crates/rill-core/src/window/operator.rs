@@ -16,7 +16,7 @@
 
 use crate::checkpoint::CheckpointId;
 use crate::element::{Record, Timestamp};
-use crate::error::BoxError;
+use crate::error::{BoxError, MissingEventTime};
 use crate::keyed::{KeyScope, KeySelector, restore_keyed, snapshot_keyed};
 use crate::operator::{OneInputOperator, OperatorSnapshot};
 use crate::side_output::{OutputTag, Tagged};
@@ -101,6 +101,15 @@ impl<W: WindowFunction> WindowOperator<W> {
         cleanup_time(window, self.allowed_lateness)
     }
 
+    /// Sends a record too late for every window it belongs to to the late-data side output.
+    fn emit_late(&self, record: Record<W::In>, out: &mut Vec<Record<Tagged<W::Out>>>) {
+        let timestamp = record.timestamp();
+        out.push(Record::with_optional_timestamp(
+            Tagged::side(&self.late_data, record.value),
+            timestamp,
+        ));
+    }
+
     /// Registers the timers of a window that just opened: one to fire it (unless the
     /// watermark has passed its end already) and one to drop it.
     fn schedule(&mut self, key: &W::Key, window: &TimeWindow) {
@@ -139,10 +148,7 @@ impl<W: WindowFunction> WindowOperator<W> {
         windows.retain(|window| cleanup_time(window, lateness) > watermark);
         let Some((last, rest)) = windows.split_last() else {
             self.assigned = windows;
-            out.push(Record::with_timestamp(
-                Tagged::side(&self.late_data, record.value),
-                timestamp,
-            ));
+            self.emit_late(record, out);
             return Ok(());
         };
         let mut opened = std::mem::take(&mut self.opened);
@@ -197,10 +203,7 @@ impl<W: WindowFunction> WindowOperator<W> {
         self.assigned = windows;
         let watermark = self.timers.current_watermark();
         if self.cleanup_time(&own) <= watermark {
-            out.push(Record::with_timestamp(
-                Tagged::side(&self.late_data, record.value),
-                timestamp,
-            ));
+            self.emit_late(record, out);
             return Ok(());
         }
         let mut touched = std::mem::take(&mut self.opened);
@@ -338,13 +341,7 @@ impl<W: WindowFunction> OneInputOperator for WindowOperator<W> {
                 self.add_to_global(key, record, count, out)?;
                 continue;
             }
-            let Some(timestamp) = record.timestamp() else {
-                return Err(
-                    "an event-time window got a record without an event timestamp: \
-                            give its source a watermark strategy (and a timestamp assigner)"
-                        .into(),
-                );
-            };
+            let timestamp = MissingEventTime::require(record.timestamp(), "an event-time window")?;
             if self.assigner.is_merging() {
                 self.add_to_session(key, record, timestamp, out)?;
             } else {
