@@ -85,7 +85,8 @@ impl<K: Key, O: Data> KeyedContext<'_, K, O> {
     }
 
     /// Calls [`KeyedProcessFunction::on_timer`] for this key once processing time reaches
-    /// `time`.
+    /// `time`. Processing-time timers still pending when the input ends do not fire (event-time
+    /// timers do: the end of input moves the watermark to the end of time).
     pub fn register_processing_time_timer(&mut self, time: Timestamp) {
         self.timers
             .register(TimeDomain::ProcessingTime, self.key.clone(), (), time);
