@@ -103,8 +103,9 @@ impl<F: KeyedCoProcessFunction> KeyedProcessFunction for CoProcess<F> {
 /// two timestamps.
 ///
 /// Each side's records wait in keyed state until the watermark passes the last time a partner
-/// could have (then an event-time timer drops them). A record behind the watermark when it
-/// arrives could miss partners already dropped: it goes to the `late` side output instead.
+/// could have (then an event-time timer drops them). A record at or behind the watermark when
+/// it arrives (the watermark said no such record would come) could miss partners already
+/// dropped: it goes to the `late` side output instead.
 pub struct IntervalJoin<K, A, B, O, F> {
     lower: i64,
     upper: i64,
@@ -198,7 +199,7 @@ where
 
     fn process1(&mut self, a: A, ctx: &mut KeyedContext<'_, K, O>) -> Result<(), BoxError> {
         let time = event_time(ctx.timestamp())?;
-        if Timestamp(time) < ctx.current_watermark() {
+        if Timestamp(time) <= ctx.current_watermark() {
             ctx.output(&self.late, Either::Left(a));
             return Ok(());
         }
@@ -222,7 +223,7 @@ where
 
     fn process2(&mut self, b: B, ctx: &mut KeyedContext<'_, K, O>) -> Result<(), BoxError> {
         let time = event_time(ctx.timestamp())?;
-        if Timestamp(time) < ctx.current_watermark() {
+        if Timestamp(time) <= ctx.current_watermark() {
             ctx.output(&self.late, Either::Right(b));
             return Ok(());
         }
@@ -437,11 +438,23 @@ mod tests {
             &mut op,
             vec![
                 (Either::Right((1, 'u')), 999),
-                (Either::Left((1, 'c')), 1_000),
+                (Either::Left((1, 'c')), 1_001),
             ],
             1_000,
         );
         assert_eq!((pairs, late), (vec![], 1));
+    }
+
+    #[test]
+    fn a_record_exactly_at_the_watermark_is_late_not_silently_unmatched() {
+        let mut op = interval_join(0, 10);
+        run(&mut op, vec![(Either::Left((1, 'a')), 100)], 110);
+        let (pairs, late) = run(&mut op, vec![(Either::Right((1, 'b')), 110)], 110);
+        assert_eq!(
+            (pairs, late),
+            (vec![], 1),
+            "its partner expired at 110: it must show as late"
+        );
     }
 
     #[test]
