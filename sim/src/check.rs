@@ -2,7 +2,8 @@
 //!
 //! - **exactly-once**: the committed output is, as a multiset, exactly the reference output —
 //!   every input contributed once — and the keyed operator's state in the final checkpoint is
-//!   the reference's final state, key by key;
+//!   the reference's final state, key by key (for the event-time jobs: every window fired and
+//!   was cleaned up, every timer fired; see `jobs::event_time`);
 //! - **at-least-once**: nothing of the reference output is missing; duplicates are counted;
 //! - **liveness**: the job finished after the last fault (checked with every property).
 //!

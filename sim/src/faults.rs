@@ -286,9 +286,28 @@ pub enum Defect {
     /// The job master restores a failed attempt from the newest checkpoint it had heard of,
     /// not the newest its coordinator completed before it stopped.
     MasterIgnoresLateCompletions,
+    /// Window operators drop their pending timers when they are restored, so restored windows
+    /// never fire.
+    WindowDropsTimers,
+    /// Keyed process functions (the timer job's, the interval join) drop their pending timers
+    /// when they are restored, so timers registered before the checkpoint never fire.
+    ProcessDropsTimers,
 }
 
 impl Defect {
+    /// Every broken component, for `--list` and for the check that each is caught.
+    pub const ALL: [Defect; 9] = [
+        Defect::SourceForgetsOffsets,
+        Defect::SinkCommitsAtPreCommit,
+        Defect::SinkSkipsFlush,
+        Defect::CoordinatorCompletesEarly,
+        Defect::SubtaskSkipsAlignment,
+        Defect::PartitionerLeaksCredits,
+        Defect::MasterIgnoresLateCompletions,
+        Defect::WindowDropsTimers,
+        Defect::ProcessDropsTimers,
+    ];
+
     /// The defect's name in scenario files.
     pub fn name(self) -> &'static str {
         match self {
@@ -299,6 +318,8 @@ impl Defect {
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
             Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
             Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",
+            Defect::WindowDropsTimers => "window-drops-timers",
+            Defect::ProcessDropsTimers => "process-drops-timers",
         }
     }
 }

@@ -16,6 +16,10 @@
 //!   subtask, which tags each value with its index → sink. Output `(tag, value)` for every
 //!   value and tag.
 //! - `log-pipeline`: a log-to-log pipeline: orders → filter → map → rebalance → sink.
+//!
+//! The event-time jobs — `window-aggregate`, `event-timers`, `session-windows` and `join` —
+//! read their input with watermarks, out of order but never late; they, their input and their
+//! reference models are in the submodule `event_time`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use rill_core::operator::{
     Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, SinkOperator,
 };
 use rill_core::state::{KeyedStateStore, StateValue, ValueState};
+use rill_core::time::WatermarkStrategy;
 use rill_core::{Data, Key};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -42,6 +47,8 @@ use rill_core::log_connector::{LogReader, LogWriter};
 use crate::connectors::{CommitsAtPreCommit, ForgetsOffsets};
 use crate::faults::Defect;
 use crate::log::{LogRecord, SimLog};
+
+mod event_time;
 
 /// The topic every job writes.
 pub const OUTPUT_TOPIC: &str = "out";
@@ -58,6 +65,14 @@ pub enum JobKind {
     UnionBroadcast,
     /// A stateless log-to-log pipeline.
     LogPipeline,
+    /// Tumbling and sliding event-time windows over out-of-order readings.
+    WindowAggregate,
+    /// Event-time timers of a keyed process function.
+    EventTimers,
+    /// Session windows that merge as out-of-order records bridge them.
+    SessionWindows,
+    /// An interval join and a window join of two topics.
+    Join,
 }
 
 /// How big the generated input is, and when it arrives.
@@ -133,11 +148,15 @@ fn record(value: Vec<u8>, timestamp: usize) -> LogRecord {
 
 impl JobKind {
     /// Every job, for `--list`.
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::Wordcount,
         JobKind::RunningSum,
         JobKind::UnionBroadcast,
         JobKind::LogPipeline,
+        JobKind::WindowAggregate,
+        JobKind::EventTimers,
+        JobKind::SessionWindows,
+        JobKind::Join,
     ];
 
     /// The job's name in scenario files.
@@ -147,6 +166,10 @@ impl JobKind {
             JobKind::RunningSum => "running-sum",
             JobKind::UnionBroadcast => "union-broadcast",
             JobKind::LogPipeline => "log-pipeline",
+            JobKind::WindowAggregate => "window-aggregate",
+            JobKind::EventTimers => "event-timers",
+            JobKind::SessionWindows => "session-windows",
+            JobKind::Join => "join",
         }
     }
 
@@ -157,11 +180,45 @@ impl JobKind {
             JobKind::RunningSum => &["source", "sum"],
             JobKind::UnionBroadcast => &["source", "union", "tag"],
             JobKind::LogPipeline => &["source", "sink"],
+            JobKind::WindowAggregate => &["source", "window"],
+            JobKind::EventTimers => &["source", "timers"],
+            JobKind::SessionWindows => &["source", "sessions"],
+            JobKind::Join => &["source", "join"],
+        }
+    }
+
+    /// Whether the job has the component `defect` breaks: every job has sources, sinks,
+    /// subtasks, partitioners, a coordinator and a master; only some have windows, or keyed
+    /// process functions with timers.
+    pub fn can_break(self, defect: Defect) -> bool {
+        match defect {
+            Defect::WindowDropsTimers => matches!(
+                self,
+                JobKind::WindowAggregate | JobKind::SessionWindows | JobKind::Join
+            ),
+            Defect::ProcessDropsTimers => matches!(self, JobKind::EventTimers | JobKind::Join),
+            Defect::SourceForgetsOffsets
+            | Defect::SinkCommitsAtPreCommit
+            | Defect::SinkSkipsFlush
+            | Defect::CoordinatorCompletesEarly
+            | Defect::SubtaskSkipsAlignment
+            | Defect::PartitionerLeaksCredits
+            | Defect::MasterIgnoresLateCompletions => true,
         }
     }
 
     /// Generates the input and the reference output.
     pub fn generate_input(self, input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
+        match self {
+            JobKind::WindowAggregate => return event_time::window_aggregate(input, rng),
+            JobKind::EventTimers => return event_time::event_timers(input, rng),
+            JobKind::SessionWindows => return event_time::session_windows(input, rng),
+            JobKind::Join => return event_time::join(input, rng),
+            JobKind::Wordcount
+            | JobKind::RunningSum
+            | JobKind::UnionBroadcast
+            | JobKind::LogPipeline => {}
+        }
         let partitions = input.partitions.max(1);
         let keys = input.keys.max(1);
         // Jobs commit about one record per input record, or per word (a few per line).
@@ -254,6 +311,10 @@ impl JobKind {
                     partitions: by_partition,
                 });
             }
+            JobKind::WindowAggregate
+            | JobKind::EventTimers
+            | JobKind::SessionWindows
+            | JobKind::Join => unreachable!("generated above"),
         }
         GeneratedInput {
             topics,
@@ -281,12 +342,19 @@ impl JobKind {
                 }
                 tagged
             }
-            JobKind::Wordcount | JobKind::RunningSum | JobKind::LogPipeline => expected,
+            JobKind::Wordcount
+            | JobKind::RunningSum
+            | JobKind::LogPipeline
+            | JobKind::WindowAggregate
+            | JobKind::EventTimers
+            | JobKind::SessionWindows
+            | JobKind::Join => expected,
         }
     }
 
-    /// The state of the job's keyed reduce in a checkpoint, by key, as text; `None` for jobs
-    /// without keyed state.
+    /// The state of the job's keyed operators in a checkpoint, as text: the keyed reduce's
+    /// value by key, the event-time jobs' state (see the submodule `event_time`); `None` for jobs without
+    /// keyed state.
     pub fn final_state_in(
         self,
         checkpoint: &StoredCheckpoint,
@@ -303,6 +371,10 @@ impl JobKind {
                 |key, pair| (key.to_string(), pair.1.to_string()),
             )),
             JobKind::UnionBroadcast | JobKind::LogPipeline => None,
+            JobKind::WindowAggregate
+            | JobKind::EventTimers
+            | JobKind::SessionWindows
+            | JobKind::Join => Some(event_time::final_state(self, checkpoint)),
         }
     }
 
@@ -329,6 +401,10 @@ impl JobKind {
                 let value: u64 = decode(&record);
                 (value.to_string(), value.to_string())
             }
+            JobKind::WindowAggregate
+            | JobKind::EventTimers
+            | JobKind::SessionWindows
+            | JobKind::Join => event_time::render(self, &record),
         }
     }
 
@@ -418,20 +494,38 @@ impl JobKind {
                 let sink = job.sink("sink", parallelism("sink"), log, |v: &u64| encode(v));
                 job.rebalance::<u64>(map, sink);
             }
+            JobKind::WindowAggregate => {
+                event_time::window_aggregate_graph(&mut job, log, parallelism);
+            }
+            JobKind::EventTimers => event_time::event_timers_graph(&mut job, log, parallelism),
+            JobKind::SessionWindows => {
+                event_time::session_windows_graph(&mut job, log, parallelism);
+            }
+            JobKind::Join => event_time::join_graph(&mut job, log, parallelism),
         }
         job.graph
     }
 }
 
-/// Reads the keyed state of the reduce operator `uid` from every subtask's snapshot: a store
-/// restored from each, as the operator itself restores, and its value table.
+/// Reads the keyed state of the reduce operator `uid` from every subtask's snapshot.
 fn reduce_state<K: Key, T: StateValue>(
-    (metadata, snapshots): &StoredCheckpoint,
+    checkpoint: &StoredCheckpoint,
     uid: &str,
     render: fn(&K, &T) -> (String, String),
 ) -> Result<FinalState, String> {
     // `KeyedReduce` keeps its accumulator in the value state of this name.
-    let accumulated = ValueState::<T>::new("reduce");
+    value_state(checkpoint, uid, "reduce", render)
+}
+
+/// Reads the value state `name` of the keyed operator `uid` from every subtask's snapshot: a
+/// store restored from each, as the operator itself restores, and its value table.
+fn value_state<K: Key, T: StateValue>(
+    (metadata, snapshots): &StoredCheckpoint,
+    uid: &str,
+    name: &'static str,
+    render: fn(&K, &T) -> (String, String),
+) -> Result<FinalState, String> {
+    let accumulated = ValueState::<T>::new(name);
     let mut state = FinalState::new();
     for (position, layout) in metadata.layout.subtasks.iter().enumerate() {
         let Some(index) = layout.operators.iter().position(|operator| operator == uid) else {
@@ -496,19 +590,48 @@ impl GraphBuilder {
         topic: &'static str,
         decode: fn(&LogRecord) -> T,
     ) -> OperatorId {
+        self.source_with(name, parallelism, log, topic, decode, None)
+    }
+
+    /// A source whose records carry their log timestamps as event time, with watermarks by
+    /// `strategy`.
+    fn timed_source<T: Data>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        log: &SimLog,
+        topic: &'static str,
+        decode: fn(&LogRecord) -> T,
+        strategy: WatermarkStrategy,
+    ) -> OperatorId {
+        self.source_with(name, parallelism, log, topic, decode, Some(strategy))
+    }
+
+    fn source_with<T: Data>(
+        &mut self,
+        name: &str,
+        parallelism: u32,
+        log: &SimLog,
+        topic: &'static str,
+        decode: fn(&LogRecord) -> T,
+        watermarks: Option<WatermarkStrategy>,
+    ) -> OperatorId {
         let log = log.clone();
         let forgets = self.defect == Some(Defect::SourceForgetsOffsets);
         self.add(
             name,
             parallelism,
             OperatorKind::Source(Arc::new(move |info: &OperatorInfo| {
-                let reader = LogReader::new(
+                let mut reader = LogReader::new(
                     &log,
                     topic,
                     (info.subtask, info.parallelism),
                     (true, 0),
                     Arc::new(move |record: LogRecord| decode(&record)),
                 );
+                if let Some(strategy) = watermarks {
+                    reader = reader.with_watermarks(strategy);
+                }
                 if forgets {
                     Box::new(ForgetsOffsets(reader))
                 } else {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use rill_sim::faults::Defect;
 use rill_sim::jobs::JobKind;
 use rill_sim::runner::{ScenarioSummary, run_scenario, run_seed, shrink};
 use rill_sim::scenario::{Expect, Scenario};
@@ -179,6 +180,20 @@ fn list(scenarios: &[Scenario]) {
     println!("jobs:");
     for job in JobKind::ALL {
         println!("  {:<16} roles: {}", job.name(), job.roles().join(", "));
+    }
+    println!("broken components:");
+    for defect in Defect::ALL {
+        let jobs: Vec<&str> = JobKind::ALL
+            .iter()
+            .filter(|job| job.can_break(defect))
+            .map(|job| job.name())
+            .collect();
+        let jobs = if jobs.len() == JobKind::ALL.len() {
+            "every job".to_owned()
+        } else {
+            jobs.join(", ")
+        };
+        println!("  {:<34} in {jobs}", defect.name());
     }
 }
 

@@ -295,6 +295,15 @@ impl Scenario {
                 ));
             }
         }
+        if let Some(defect) = spec.broken
+            && !spec.job.can_break(defect)
+        {
+            return Err(format!(
+                "broken: job '{}' has no component that '{}' breaks",
+                spec.job.name(),
+                defect.name()
+            ));
+        }
         self.flow()
             .validate()
             .map_err(|error| format!("flow: {error}"))?;

@@ -4,8 +4,12 @@
 
 use std::path::Path;
 
+use rill_sim::faults::Defect;
+use rill_sim::jobs::JobKind;
 use rill_sim::runner::{run_seed, schedule_of, shrink};
-use rill_sim::scenario::Scenario;
+use rill_sim::scenario::{Expect, Scenario};
+
+mod event_time;
 
 const WORDCOUNT: &str = r#"
 description = "word count with two subtask crashes"
@@ -152,6 +156,28 @@ fn every_scenario_file_is_valid_and_each_fault_kind_is_covered() {
         assert!(
             kinds.contains(kind),
             "no scenario injects {kind}: {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn every_job_and_every_broken_component_has_a_scenario() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let scenarios = Scenario::load_dir(&dir).expect("the scenarios load");
+    for job in JobKind::ALL {
+        assert!(
+            scenarios.iter().any(|s| s.spec.job == job),
+            "no scenario runs the job '{}'",
+            job.name()
+        );
+    }
+    for defect in Defect::ALL {
+        assert!(
+            scenarios
+                .iter()
+                .any(|s| s.spec.broken == Some(defect) && s.spec.expect == Expect::Violation),
+            "no scenario must catch the broken component '{}'",
+            defect.name()
         );
     }
 }
