@@ -454,6 +454,7 @@ impl Scenario {
         FlowConfig {
             batch_size: self.spec.flow.batch_size,
             channel_credits: self.spec.flow.channel_credits,
+            ..FlowConfig::default()
         }
     }
 

@@ -148,6 +148,11 @@ impl BarrierAligner {
                 .is_some_and(|(_, arrived)| arrived[channel])
     }
 
+    /// Whether a checkpoint's barriers are being aligned.
+    pub(crate) fn is_aligning(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// Channel `channel` delivered barrier `id`; `ended` says which channels have ended.
     pub(crate) fn on_barrier(
         &mut self,

@@ -15,6 +15,11 @@ pub struct FlowConfig {
     pub batch_size: usize,
     /// The batches a channel's sender may have in flight before the receiver takes one.
     pub channel_credits: u32,
+    /// How far (ms) an input channel's watermark may run ahead of the subtask's slowest input
+    /// before the subtask stops taking its batches (`None`: never). Credits bound the batches
+    /// in flight but not how far one source runs ahead of another in event time; without this
+    /// bound, every record of the faster one waits in window and join state for the slower.
+    pub watermark_drift_ms: Option<u64>,
 }
 
 impl Default for FlowConfig {
@@ -22,6 +27,7 @@ impl Default for FlowConfig {
         FlowConfig {
             batch_size: 1024,
             channel_credits: 4,
+            watermark_drift_ms: Some(10_000),
         }
     }
 }

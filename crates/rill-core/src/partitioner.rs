@@ -157,6 +157,7 @@ mod tests {
             FlowConfig {
                 batch_size: 8,
                 channel_credits: credits,
+                ..FlowConfig::default()
             },
         )
     }

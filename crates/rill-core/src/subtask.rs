@@ -23,7 +23,10 @@
 //! it holds it where it is until it catches up. A source subtask emits
 //! [`Event::WatermarkStatus`] when its source becomes idle or active again; a subtask whose
 //! every open input channel is idle is idle itself and says so downstream once, and active
-//! again as soon as one of them is.
+//! again as soon as one of them is. A channel whose watermark is more than
+//! [`FlowConfig::watermark_drift_ms`] ahead of the slowest channel waits (its sender, out of
+//! credit, slows down), so that one source cannot run ahead of another in event time and fill
+//! window state; the slowest channel never waits, nor does any while barriers align.
 //!
 //! Checkpoints: a source subtask snapshots when the driver calls
 //! [`SubtaskCore::trigger_checkpoint`]; any other subtask when barrier alignment completes
@@ -166,6 +169,38 @@ impl InputChannelState {
     fn has_input(&self) -> bool {
         !self.current.is_empty() || !self.queue.is_empty()
     }
+
+    /// Whether the channel counts for event-time alignment: open, active, and with a watermark.
+    fn is_aligned_in_event_time(&self) -> bool {
+        !self.ended && !self.idle && self.watermark > Timestamp::MIN
+    }
+
+    /// Whether the channel's watermark is past `limit`, so its batches wait.
+    fn is_ahead_of(&self, limit: Timestamp) -> bool {
+        self.is_aligned_in_event_time() && self.watermark > limit
+    }
+}
+
+/// The watermark past which an input channel's batches wait for the slower channels: the
+/// least watermark of the channels that count, plus the allowed drift. None while barriers are
+/// being aligned (a channel that has not delivered its barrier must not be held), or when no
+/// channel has a watermark yet. The slowest channel is never held, so the job's slowest input
+/// always moves on and event time advances; a channel without watermarks holds nothing back.
+fn drift_limit(
+    channels: &[InputChannelState],
+    aligner: &BarrierAligner,
+    drift_ms: Option<u64>,
+) -> Option<Timestamp> {
+    let drift = i64::try_from(drift_ms?).unwrap_or(i64::MAX);
+    if aligner.is_aligning() {
+        return None;
+    }
+    let slowest = channels
+        .iter()
+        .filter(|channel| channel.is_aligned_in_event_time())
+        .map(|channel| channel.watermark)
+        .min()?;
+    Some(Timestamp(slowest.0.saturating_add(drift)))
 }
 
 struct OutputState {
@@ -191,6 +226,8 @@ pub struct SubtaskCore {
     batch_size: usize,
     /// The credits each input channel granted: the most batches it can hold.
     channel_credits: u32,
+    /// How far an input channel may run ahead of the slowest in event time.
+    watermark_drift_ms: Option<u64>,
     /// Whether the subtask waits for a final checkpoint after its input ended.
     final_checkpoint: bool,
     /// The final checkpoint is complete: the subtask may finish.
@@ -245,6 +282,7 @@ impl SubtaskCore {
             phase: Phase::Running,
             batch_size: spec.flow.batch_size.max(1),
             channel_credits: spec.flow.channel_credits,
+            watermark_drift_ms: spec.flow.watermark_drift_ms,
             final_checkpoint: spec.final_checkpoint,
             final_checkpoint_complete: false,
         }
@@ -545,9 +583,14 @@ impl SubtaskCore {
             unreachable!("step_inputs runs for input heads only")
         };
         let count = channels.len();
+        let ahead = drift_limit(channels, aligner, self.watermark_drift_ms);
         let Some(channel) = (0..count)
             .map(|offset| (*next + offset) % count)
-            .find(|&c| channels[c].has_input() && !aligner.holds(c))
+            .find(|&c| {
+                channels[c].has_input()
+                    && !aligner.holds(c)
+                    && !ahead.is_some_and(|limit| channels[c].is_ahead_of(limit))
+            })
         else {
             return Ok(Step::Blocked);
         };
@@ -811,6 +854,7 @@ mod tests {
         FlowConfig {
             batch_size,
             channel_credits,
+            ..FlowConfig::default()
         }
     }
 
@@ -858,6 +902,100 @@ mod tests {
             })
             .collect();
         assert_eq!(credits, vec![(1, 1)]);
+    }
+
+    /// A subtask passing `u32`s on, over two input channels, allowing `drift_ms` of drift.
+    fn two_channel_pass(drift_ms: Option<u64>) -> SubtaskCore {
+        SubtaskCore::new(SubtaskSpec {
+            head: Head::Inputs { channels: 2 },
+            chain: vec![ChainedOperator {
+                name: "pass".into(),
+                operator: Box::new(Passthrough),
+            }],
+            outputs: 1,
+            flow: FlowConfig {
+                watermark_drift_ms: drift_ms,
+                ..flow(8, 8)
+            },
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
+        })
+    }
+
+    fn values(value: u32) -> Event {
+        Event::Records(Records::new(vec![Record::new(value)]))
+    }
+
+    /// The values a subtask passed on, in order.
+    fn passed(core: &mut SubtaskCore) -> Vec<u32> {
+        step_until_stuck(core);
+        drain(core)
+            .into_iter()
+            .filter_map(|transmit| match transmit {
+                SubtaskTransmit::Batch { batch, .. } => Some(batch.events),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|event| match event {
+                Event::Records(records) => Some(records.downcast::<u32>().unwrap()),
+                _ => None,
+            })
+            .flatten()
+            .map(|record| record.value)
+            .collect()
+    }
+
+    #[test]
+    fn a_channel_ahead_in_event_time_waits_for_the_slowest() {
+        let mut core = two_channel_pass(Some(1_000));
+        // Channel 0 runs 5 s ahead of channel 1.
+        core.handle_batch(0, batch(vec![Event::Watermark(Timestamp(6_000))]));
+        core.handle_batch(1, batch(vec![Event::Watermark(Timestamp(1_000))]));
+        assert_eq!(passed(&mut core), Vec::<u32>::new());
+        core.handle_batch(0, batch(vec![values(60)]));
+        core.handle_batch(1, batch(vec![values(10)]));
+        assert_eq!(passed(&mut core), vec![10], "channel 0 waits");
+        core.handle_batch(
+            1,
+            batch(vec![Event::Watermark(Timestamp(5_000)), values(50)]),
+        );
+        assert_eq!(
+            passed(&mut core),
+            vec![50, 60],
+            "within 1 s of the slowest, channel 0 moves again"
+        );
+
+        // Without a drift limit, channels take turns whatever their event time.
+        let mut free = two_channel_pass(None);
+        free.handle_batch(0, batch(vec![Event::Watermark(Timestamp(6_000))]));
+        free.handle_batch(1, batch(vec![Event::Watermark(Timestamp(1_000))]));
+        passed(&mut free);
+        free.handle_batch(0, batch(vec![values(60)]));
+        free.handle_batch(1, batch(vec![values(10)]));
+        assert_eq!(passed(&mut free), vec![60, 10]);
+    }
+
+    #[test]
+    fn a_channel_ahead_is_not_held_while_barriers_align_nor_by_an_ended_channel() {
+        let mut core = two_channel_pass(Some(1_000));
+        core.handle_batch(0, batch(vec![Event::Watermark(Timestamp(6_000))]));
+        core.handle_batch(1, batch(vec![Event::Watermark(Timestamp(1_000))]));
+        passed(&mut core);
+        // Channel 1 delivered barrier 1; channel 0's barrier sits behind its records.
+        core.handle_batch(1, batch(vec![Event::Barrier(CheckpointId(1))]));
+        core.handle_batch(0, batch(vec![values(60), Event::Barrier(CheckpointId(1))]));
+        assert_eq!(
+            passed(&mut core),
+            vec![60],
+            "holding channel 0 now would stall the checkpoint: it is not held"
+        );
+        core.handle_batch(0, batch(vec![values(61)]));
+        core.handle_batch(1, batch(vec![Event::EndOfInput]));
+        assert_eq!(
+            passed(&mut core),
+            vec![61],
+            "an ended channel holds nothing back"
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub fn flow(batch_size: usize, channel_credits: u32) -> FlowConfig {
     FlowConfig {
         batch_size,
         channel_credits,
+        ..FlowConfig::default()
     }
 }
 
