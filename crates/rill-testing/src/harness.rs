@@ -1,0 +1,389 @@
+//! The operator harness: drives one operator instance as a subtask would, with no runtime.
+//!
+//! [`OperatorHarness`] holds the operator as the runtime does — behind the type-erased
+//! [`Operator`] interface, fed batches of records — and keeps the subtask's rules: the
+//! watermark and processing time only move forward, the end of input moves the watermark to the
+//! end of time before the operator's last call, and nothing comes after it. A snapshot is
+//! completed and encoded as a checkpoint stores it, and restored from those bytes.
+//!
+//! One harness covers every operator shape: keyed operators (process functions, reduces,
+//! windows) are one-input operators over their records, and two-input operators are one-input
+//! operators over [`rill_core::two_input::Either`] records. Operators with side outputs emit
+//! [`Tagged`] values: [`OperatorHarness::take_main`] and [`OperatorHarness::take_side`] split
+//! them.
+
+use std::collections::BTreeMap;
+
+use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+use rill_core::element::{Data, Record, RecordTypeMismatch, Records, Timestamp};
+use rill_core::error::OperatorError;
+use rill_core::key::{Key, KeyGroupRange, key_group_of};
+use rill_core::layout::{JobLayout, RestoreError, SubtaskLayout, assign_state};
+use rill_core::operator::{Erased, OneInputOperator, Operator, OperatorSnapshot};
+use rill_core::side_output::{OutputTag, SideOutputTypeMismatch, Tagged};
+
+/// What can go wrong driving an operator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// Input was pushed after the end of input.
+    #[error("the input has ended: nothing more can be pushed")]
+    Ended,
+    /// The operator failed.
+    #[error("the operator failed: {0}")]
+    Operator(#[from] OperatorError),
+    /// The operator emitted records of another type than it declares.
+    #[error(transparent)]
+    Output(#[from] RecordTypeMismatch),
+    /// A side output was read with another type than it carries.
+    #[error(transparent)]
+    SideOutput(#[from] SideOutputTypeMismatch),
+    /// A snapshot could not be completed, encoded or decoded.
+    #[error("the snapshot cannot be taken or read: {0}")]
+    Snapshot(String),
+    /// A snapshot cannot be split over the instances asked for.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// No instance owns a record's key group (the instances do not cover the key space).
+    #[error("no instance owns key group {0}")]
+    NoInstanceForKeyGroup(u32),
+}
+
+/// An operator's state as a checkpoint stores it: completed and encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    bytes: Vec<u8>,
+}
+
+impl Snapshot {
+    fn encode(snapshot: &OperatorSnapshot) -> Result<Self, HarnessError> {
+        bincode::serde::encode_to_vec(snapshot, bincode::config::standard())
+            .map(|bytes| Snapshot { bytes })
+            .map_err(|error| HarnessError::Snapshot(error.to_string()))
+    }
+
+    /// The operator snapshot the bytes hold.
+    pub fn decode(&self) -> Result<OperatorSnapshot, HarnessError> {
+        bincode::serde::decode_from_slice(&self.bytes, bincode::config::standard())
+            .map(|(snapshot, _)| snapshot)
+            .map_err(|error| HarnessError::Snapshot(error.to_string()))
+    }
+
+    /// The size of the encoded snapshot.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the encoded snapshot is empty (it never is: even no state encodes to bytes).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// One operator instance, driven as a subtask drives it.
+pub struct OperatorHarness<O: OneInputOperator> {
+    operator: Erased<O>,
+    watermark: Timestamp,
+    processing_time: Timestamp,
+    ended: bool,
+    output: Vec<Record<O::Out>>,
+    checkpoints: u64,
+}
+
+impl<O: OneInputOperator> OperatorHarness<O> {
+    /// A harness around a fresh operator instance.
+    pub fn new(operator: O) -> Self {
+        OperatorHarness {
+            operator: Erased(operator),
+            watermark: Timestamp::MIN,
+            processing_time: Timestamp::MIN,
+            ended: false,
+            output: Vec::new(),
+            checkpoints: 0,
+        }
+    }
+
+    /// A harness around `operator` restored from `snapshot`, as a restarted job restores it.
+    pub fn restored(operator: O, snapshot: &Snapshot) -> Result<Self, HarnessError> {
+        let mut harness = Self::new(operator);
+        harness.operator.restore_state(snapshot.decode()?)?;
+        Ok(harness)
+    }
+
+    /// The operator, to inspect it.
+    pub fn operator(&self) -> &O {
+        &self.operator.0
+    }
+
+    /// The watermark the operator was last told of.
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    fn collect(&mut self, emitted: Option<Records>) -> Result<(), HarnessError> {
+        if let Some(records) = emitted {
+            self.output.extend(records.downcast::<O::Out>()?);
+        }
+        Ok(())
+    }
+
+    /// Processes records, as one batch.
+    pub fn push_records(&mut self, records: Vec<Record<O::In>>) -> Result<(), HarnessError> {
+        if self.ended {
+            return Err(HarnessError::Ended);
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let emitted = self.operator.process(Records::new(records))?;
+        self.collect(emitted)
+    }
+
+    /// Processes one record without an event timestamp.
+    pub fn push(&mut self, value: O::In) -> Result<(), HarnessError> {
+        self.push_records(vec![Record::new(value)])
+    }
+
+    /// Processes one record with an event timestamp.
+    pub fn push_at(&mut self, value: O::In, timestamp: Timestamp) -> Result<(), HarnessError> {
+        self.push_records(vec![Record::with_timestamp(value, timestamp)])
+    }
+
+    /// Moves the watermark to `watermark`; as in a subtask, a watermark that does not advance
+    /// is not passed on.
+    pub fn advance_watermark(&mut self, watermark: Timestamp) -> Result<(), HarnessError> {
+        if self.ended {
+            return Err(HarnessError::Ended);
+        }
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        let emitted = self.operator.on_watermark(watermark)?;
+        self.collect(emitted)
+    }
+
+    /// Moves processing time to `now` (a time that does not advance is not passed on).
+    pub fn advance_processing_time(&mut self, now: Timestamp) -> Result<(), HarnessError> {
+        if self.ended {
+            return Err(HarnessError::Ended);
+        }
+        if now <= self.processing_time {
+            return Ok(());
+        }
+        self.processing_time = now;
+        let emitted = self.operator.on_processing_time(now)?;
+        self.collect(emitted)
+    }
+
+    /// Ends the input: the watermark moves to the end of time, then the operator emits its
+    /// last records. Nothing can be pushed afterwards.
+    pub fn end_input(&mut self) -> Result<(), HarnessError> {
+        self.advance_watermark(Timestamp::MAX)?;
+        self.ended = true;
+        let emitted = self.operator.end_of_input()?;
+        self.collect(emitted)
+    }
+
+    /// Takes a snapshot, as a checkpoint's barrier would: completed and encoded.
+    pub fn snapshot(&mut self) -> Result<Snapshot, HarnessError> {
+        self.checkpoints += 1;
+        let mut snapshot = self
+            .operator
+            .snapshot_state(CheckpointId(self.checkpoints))?;
+        snapshot
+            .complete()
+            .map_err(|error| HarnessError::Snapshot(error.to_string()))?;
+        Snapshot::encode(&snapshot)
+    }
+
+    /// Tells the operator that its last snapshot's checkpoint is complete (sinks commit).
+    pub fn notify_checkpoint_complete(&mut self) -> Result<(), HarnessError> {
+        let checkpoint = CheckpointId(self.checkpoints);
+        Ok(self.operator.notify_checkpoint_complete(checkpoint)?)
+    }
+
+    /// The records emitted so far and not yet taken, in order.
+    pub fn output(&self) -> &[Record<O::Out>] {
+        &self.output
+    }
+
+    /// Takes the records emitted so far, in order.
+    pub fn take_output(&mut self) -> Vec<Record<O::Out>> {
+        std::mem::take(&mut self.output)
+    }
+}
+
+impl<O, T> OperatorHarness<O>
+where
+    O: OneInputOperator<Out = Tagged<T>>,
+    T: Data,
+{
+    /// Takes the main-output records emitted so far, in order, leaving side outputs.
+    pub fn take_main(&mut self) -> Vec<Record<T>> {
+        let mut main = Vec::new();
+        let mut rest = Vec::new();
+        for record in self.output.drain(..) {
+            let timestamp = record.timestamp();
+            match record.value {
+                Tagged::Main(value) => main.push(Record::with_optional_timestamp(value, timestamp)),
+                side => rest.push(Record::with_optional_timestamp(side, timestamp)),
+            }
+        }
+        self.output = rest;
+        main
+    }
+
+    /// Takes the records emitted so far to the side output `tag` names, in order, leaving the
+    /// rest.
+    pub fn take_side<S: Data>(
+        &mut self,
+        tag: &OutputTag<S>,
+    ) -> Result<Vec<Record<S>>, HarnessError> {
+        let mut side = Vec::new();
+        let mut rest = Vec::new();
+        for record in self.output.drain(..) {
+            let timestamp = record.timestamp();
+            match record.value {
+                Tagged::Side(value) if value.tag() == tag.id() => {
+                    side.push(Record::with_optional_timestamp(
+                        value.downcast::<S>()?,
+                        timestamp,
+                    ));
+                }
+                other => rest.push(Record::with_optional_timestamp(other, timestamp)),
+            }
+        }
+        self.output = rest;
+        Ok(side)
+    }
+}
+
+/// Several instances of a keyed operator, each owning a range of key groups, as a job at that
+/// parallelism runs it: records go to the instance that owns their key; watermarks and
+/// processing time reach every instance.
+pub struct KeyedInstances<O: OneInputOperator, K> {
+    instances: Vec<(KeyGroupRange, OperatorHarness<O>)>,
+    key_of: KeyOf<O::In, K>,
+    max_parallelism: u32,
+}
+
+/// Extracts the key of a record's value.
+type KeyOf<T, K> = Box<dyn Fn(&T) -> K>;
+
+/// The layout of one operator called `op` at `parallelism`, for [`assign_state`].
+fn single_operator_layout(parallelism: u32, max_parallelism: u32) -> JobLayout {
+    JobLayout {
+        max_parallelism,
+        subtasks: (0..parallelism)
+            .map(|index| SubtaskLayout {
+                index,
+                parallelism,
+                source: None,
+                operators: vec!["op".to_owned()],
+            })
+            .collect(),
+    }
+}
+
+impl<O: OneInputOperator, K: Key> KeyedInstances<O, K> {
+    /// `parallelism` instances made by `make` (told the key groups of each), restored from
+    /// `snapshots` — one per instance of the job that took them — exactly as the runtime
+    /// assigns a checkpoint's state to a job of another parallelism.
+    pub fn restored(
+        snapshots: &[Snapshot],
+        parallelism: u32,
+        max_parallelism: u32,
+        make: impl Fn(KeyGroupRange) -> O,
+        key_of: impl Fn(&O::In) -> K + 'static,
+    ) -> Result<Self, HarnessError> {
+        let taken = single_operator_layout(snapshots.len() as u32, max_parallelism);
+        let restoring = single_operator_layout(parallelism, max_parallelism);
+        let mut by_position = BTreeMap::new();
+        for (position, snapshot) in snapshots.iter().enumerate() {
+            let subtask = SubtaskSnapshot {
+                source_positions: Vec::new(),
+                operators: vec![snapshot.decode()?],
+            };
+            by_position.insert(position, subtask);
+        }
+        let assigned = assign_state(&taken, &by_position, &restoring)?;
+        let mut instances = Vec::new();
+        for (index, mut subtask) in assigned.into_iter().enumerate() {
+            let range = KeyGroupRange::for_subtask(index as u32, parallelism, max_parallelism);
+            let mut harness = OperatorHarness::new(make(range));
+            if let Some(state) = subtask.operators.pop() {
+                harness.operator.restore_state(state)?;
+            }
+            instances.push((range, harness));
+        }
+        Ok(KeyedInstances {
+            instances,
+            key_of: Box::new(key_of),
+            max_parallelism,
+        })
+    }
+
+    /// The instances, each with the key groups it owns.
+    pub fn instances(&mut self) -> &mut [(KeyGroupRange, OperatorHarness<O>)] {
+        &mut self.instances
+    }
+
+    /// Processes one record on the instance that owns its key.
+    pub fn push_at(&mut self, value: O::In, timestamp: Timestamp) -> Result<(), HarnessError> {
+        self.push_record(Record::with_timestamp(value, timestamp))
+    }
+
+    /// Processes one record (with its timestamp, if any) on the instance that owns its key.
+    pub fn push_record(&mut self, record: Record<O::In>) -> Result<(), HarnessError> {
+        let group = key_group_of(&(self.key_of)(&record.value), self.max_parallelism);
+        match self
+            .instances
+            .iter_mut()
+            .find(|(range, _)| range.contains(group))
+        {
+            Some((_, harness)) => harness.push_records(vec![record]),
+            None => Err(HarnessError::NoInstanceForKeyGroup(group)),
+        }
+    }
+
+    /// Moves every instance's watermark to `watermark`.
+    pub fn advance_watermark(&mut self, watermark: Timestamp) -> Result<(), HarnessError> {
+        self.for_each(|harness| harness.advance_watermark(watermark))
+    }
+
+    /// Moves every instance's processing time to `now`.
+    pub fn advance_processing_time(&mut self, now: Timestamp) -> Result<(), HarnessError> {
+        self.for_each(|harness| harness.advance_processing_time(now))
+    }
+
+    /// Ends every instance's input.
+    pub fn end_input(&mut self) -> Result<(), HarnessError> {
+        self.for_each(OperatorHarness::end_input)
+    }
+
+    /// Snapshots every instance.
+    pub fn snapshot(&mut self) -> Result<Vec<Snapshot>, HarnessError> {
+        self.instances
+            .iter_mut()
+            .map(|(_, harness)| harness.snapshot())
+            .collect()
+    }
+
+    /// Takes every instance's output, instance by instance.
+    pub fn take_output(&mut self) -> Vec<Record<O::Out>> {
+        self.instances
+            .iter_mut()
+            .flat_map(|(_, harness)| harness.take_output())
+            .collect()
+    }
+
+    fn for_each(
+        &mut self,
+        mut call: impl FnMut(&mut OperatorHarness<O>) -> Result<(), HarnessError>,
+    ) -> Result<(), HarnessError> {
+        self.instances
+            .iter_mut()
+            .try_for_each(|(_, harness)| call(harness))
+    }
+}
