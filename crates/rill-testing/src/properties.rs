@@ -181,25 +181,21 @@ fn reorder_keys<T: Clone, K: Key>(
         let group = key_group_of(&key_of(value), MAX_PARALLELISM);
         (group as usize + shuffle.index(MAX_PARALLELISM as usize)) % MAX_PARALLELISM as usize
     };
+    let is_record = |input: &Input<T>| matches!(input, Input::Record(..));
     let mut reordered = Vec::with_capacity(inputs.len());
-    let mut segment: Vec<Input<T>> = Vec::new();
-    for input in inputs {
-        if matches!(input, Input::Record(..)) {
-            segment.push(input.clone());
-        } else {
-            segment.sort_by_key(|record| match record {
-                Input::Record(value, _) => rank(value),
-                _ => 0,
-            });
-            reordered.append(&mut segment);
-            reordered.push(input.clone());
-        }
+    for segment in inputs.split_inclusive(|input| !is_record(input)) {
+        let (records, marker) = match segment.split_last() {
+            Some((last, records)) if !is_record(last) => (records, Some(last)),
+            _ => (segment, None),
+        };
+        let mut records = records.to_vec();
+        records.sort_by_key(|record| match record {
+            Input::Record(value, _) => rank(value),
+            _ => 0,
+        });
+        reordered.extend(records);
+        reordered.extend(marker.cloned());
     }
-    segment.sort_by_key(|record| match record {
-        Input::Record(value, _) => rank(value),
-        _ => 0,
-    });
-    reordered.append(&mut segment);
     reordered
 }
 

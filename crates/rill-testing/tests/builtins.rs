@@ -247,3 +247,23 @@ fn a_two_input_operator_survives_checkpoints_and_rescales() {
     assert_checkpoint_transparent(interval_join, events());
     assert_rescale_invariant(|_: KeyGroupRange| interval_join(), side_key, events(), 2);
 }
+
+#[test]
+fn key_order_independence_catches_output_that_depends_on_other_keys() {
+    let failure = std::panic::catch_unwind(|| {
+        assert_key_order_independent(
+            || ForgetfulCounter { seen: 0 },
+            key_of,
+            keyed_events(EventStream::default()),
+        );
+    })
+    .expect_err("numbering records across keys depends on their order");
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("key-order independence does not hold"),
+        "{message}"
+    );
+}
