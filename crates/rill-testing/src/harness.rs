@@ -47,6 +47,28 @@ pub enum HarnessError {
     /// No instance owns a record's key group (the instances do not cover the key space).
     #[error("no instance owns key group {0}")]
     NoInstanceForKeyGroup(u32),
+    /// A parallelism a keyed operator cannot run at: each instance owns at least one key
+    /// group.
+    #[error(
+        "parallelism {parallelism} must be between 1 and the max parallelism {max_parallelism}"
+    )]
+    BadParallelism {
+        /// The parallelism asked for.
+        parallelism: u32,
+        /// The number of key groups.
+        max_parallelism: u32,
+    },
+}
+
+/// Checks that `parallelism` instances can split `max_parallelism` key groups.
+fn check_parallelism(parallelism: u32, max_parallelism: u32) -> Result<(), HarnessError> {
+    if parallelism == 0 || parallelism > max_parallelism {
+        return Err(HarnessError::BadParallelism {
+            parallelism,
+            max_parallelism,
+        });
+    }
+    Ok(())
 }
 
 /// An operator's state as a checkpoint stores it: completed and encoded.
@@ -287,6 +309,28 @@ fn single_operator_layout(parallelism: u32, max_parallelism: u32) -> JobLayout {
 }
 
 impl<O: OneInputOperator, K: Key> KeyedInstances<O, K> {
+    /// `parallelism` fresh instances made by `make` (told the key groups of each), as a job
+    /// at that parallelism starts without a checkpoint.
+    pub fn new(
+        parallelism: u32,
+        max_parallelism: u32,
+        make: impl Fn(KeyGroupRange) -> O,
+        key_of: impl Fn(&O::In) -> K + 'static,
+    ) -> Result<Self, HarnessError> {
+        check_parallelism(parallelism, max_parallelism)?;
+        let instances = (0..parallelism)
+            .map(|index| {
+                let range = KeyGroupRange::for_subtask(index, parallelism, max_parallelism);
+                (range, OperatorHarness::new(make(range)))
+            })
+            .collect();
+        Ok(KeyedInstances {
+            instances,
+            key_of: Box::new(key_of),
+            max_parallelism,
+        })
+    }
+
     /// `parallelism` instances made by `make` (told the key groups of each), restored from
     /// `snapshots` — one per instance of the job that took them — exactly as the runtime
     /// assigns a checkpoint's state to a job of another parallelism.
@@ -297,6 +341,8 @@ impl<O: OneInputOperator, K: Key> KeyedInstances<O, K> {
         make: impl Fn(KeyGroupRange) -> O,
         key_of: impl Fn(&O::In) -> K + 'static,
     ) -> Result<Self, HarnessError> {
+        check_parallelism(parallelism, max_parallelism)?;
+        check_parallelism(snapshots.len() as u32, max_parallelism)?;
         let taken = single_operator_layout(snapshots.len() as u32, max_parallelism);
         let restoring = single_operator_layout(parallelism, max_parallelism);
         let mut by_position = BTreeMap::new();
@@ -385,5 +431,105 @@ impl<O: OneInputOperator, K: Key> KeyedInstances<O, K> {
         self.instances
             .iter_mut()
             .try_for_each(|(_, harness)| call(harness))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rill_core::error::BoxError;
+    use rill_core::keyed::{KeyedContext, KeyedProcess, KeyedProcessFunction};
+    use rill_core::state::KeyedStateStore;
+
+    use super::*;
+
+    /// Emits even values, sends odd ones to the "odd" side output, and at each event-time
+    /// timer (1 ms after a record) emits the timer's time.
+    #[derive(Clone)]
+    struct Split;
+
+    impl KeyedProcessFunction for Split {
+        type Key = u8;
+        type In = u32;
+        type Out = i64;
+
+        fn process(
+            &mut self,
+            value: u32,
+            ctx: &mut KeyedContext<'_, u8, i64>,
+        ) -> Result<(), BoxError> {
+            if value.is_multiple_of(2) {
+                ctx.emit(i64::from(value));
+            } else {
+                ctx.output(&OutputTag::<u32>::new("odd"), value);
+            }
+            let at = ctx.timestamp().ok_or("no time")?;
+            ctx.register_event_time_timer(Timestamp(at.0 + 1));
+            Ok(())
+        }
+
+        fn on_timer(
+            &mut self,
+            at: Timestamp,
+            ctx: &mut KeyedContext<'_, u8, i64>,
+        ) -> Result<(), BoxError> {
+            ctx.emit(-at.0);
+            Ok(())
+        }
+    }
+
+    fn split() -> KeyedProcess<Split> {
+        KeyedProcess::new(Split, Arc::new(|_: &u32| 0u8), KeyedStateStore::new(128))
+    }
+
+    fn values<T: Clone>(records: &[Record<T>]) -> Vec<T> {
+        records.iter().map(|record| record.value.clone()).collect()
+    }
+
+    #[test]
+    fn main_and_side_outputs_come_apart_in_order() {
+        let mut harness = OperatorHarness::new(split());
+        for (value, at) in [(2, 10), (3, 11), (4, 12), (5, 13)] {
+            harness.push_at(value, Timestamp(at)).unwrap();
+        }
+        harness.advance_watermark(Timestamp(12)).unwrap();
+        let odd = harness.take_side(&OutputTag::<u32>::new("odd")).unwrap();
+        assert_eq!(values(&odd), vec![3, 5]);
+        assert_eq!(values(&harness.take_main()), vec![2, 4, -11, -12]);
+        assert!(harness.output().is_empty());
+        let wrong = harness.push_at(7, Timestamp(20)).and_then(|()| {
+            harness
+                .take_side(&OutputTag::<String>::new("odd"))
+                .map(|_| ())
+        });
+        assert!(
+            matches!(wrong, Err(HarnessError::SideOutput(_))),
+            "{wrong:?}"
+        );
+    }
+
+    #[test]
+    fn time_only_moves_forward_and_nothing_comes_after_the_end() {
+        let mut harness = OperatorHarness::new(split());
+        harness.push_at(2, Timestamp(10)).unwrap();
+        harness.advance_watermark(Timestamp(50)).unwrap();
+        harness.advance_watermark(Timestamp(5)).unwrap();
+        assert_eq!(harness.watermark(), Timestamp(50));
+        harness.push_at(4, Timestamp(60)).unwrap();
+        harness.end_input().unwrap();
+        assert_eq!(
+            values(&harness.take_main()),
+            vec![2, -11, 4, -61],
+            "the end fires timers"
+        );
+        assert!(matches!(
+            harness.push_at(6, Timestamp(70)),
+            Err(HarnessError::Ended)
+        ));
+        assert!(matches!(
+            harness.advance_processing_time(Timestamp(1)),
+            Err(HarnessError::Ended)
+        ));
     }
 }
