@@ -14,10 +14,10 @@
 //! checkpoint holds it only if it had not fired when the barrier passed. The operator's
 //! watermark is kept too, so that what was late before a failure is late after it.
 
-use std::collections::BTreeMap;
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 use crate::element::Timestamp;
 use crate::key::{Key, key_group_of};
@@ -46,38 +46,53 @@ impl TimeDomain {
 }
 
 /// The timers of one domain: for each time, its timers in the order they were registered,
-/// and the set of timers that are registered. A deleted timer leaves the set only; its entry
-/// in the queue is skipped when its time comes. Timers of one time share one queue entry, so
+/// and the registered timers with their registration numbers. A deleted timer leaves the index
+/// only; its queue entry is skipped when its time comes (and when a snapshot lists the queue),
+/// also if the timer was registered again, later in the queue. Timers of one time share one queue entry, so
 /// the many timers of aligned windows (every key's window ends at the same time) cost a push
 /// and a set insertion each.
 struct TimerQueue<K, N> {
-    due: BTreeMap<Timestamp, VecDeque<(K, N)>>,
-    registered: FxHashSet<(K, N, Timestamp)>,
+    due: BTreeMap<Timestamp, VecDeque<(K, N, u64)>>,
+    /// Each registered timer's registration number: a queue entry whose number is not its
+    /// timer's current one was deleted (and perhaps registered again, further back).
+    registered: FxHashMap<(K, N, Timestamp), u64>,
+    next_registration: u64,
 }
 
 impl<K: Key, N: Key> TimerQueue<K, N> {
     fn new() -> Self {
         TimerQueue {
             due: BTreeMap::new(),
-            registered: FxHashSet::default(),
+            registered: FxHashMap::default(),
+            next_registration: 0,
         }
     }
 
     fn register(&mut self, key: K, namespace: N, time: Timestamp) {
-        if self
+        if let Entry::Vacant(entry) = self
             .registered
-            .insert((key.clone(), namespace.clone(), time))
+            .entry((key.clone(), namespace.clone(), time))
         {
+            let registration = self.next_registration;
+            self.next_registration += 1;
+            entry.insert(registration);
             self.due
                 .entry(time)
                 .or_default()
-                .push_back((key, namespace));
+                .push_back((key, namespace, registration));
         }
     }
 
     fn delete(&mut self, key: &K, namespace: &N, time: Timestamp) {
         self.registered
             .remove(&(key.clone(), namespace.clone(), time));
+    }
+
+    /// Whether a queue entry is its timer's current registration.
+    fn is_current(&self, key: &K, namespace: &N, time: Timestamp, registration: u64) -> bool {
+        self.registered
+            .get(&(key.clone(), namespace.clone(), time))
+            .is_some_and(|current| *current == registration)
     }
 
     /// Removes and returns the earliest registered timer at or before `up_to`.
@@ -88,13 +103,13 @@ impl<K: Key, N: Key> TimerQueue<K, N> {
             if time > up_to {
                 return None;
             }
-            let Some((key, namespace)) = entry.get_mut().pop_front() else {
+            let Some((key, namespace, registration)) = entry.get_mut().pop_front() else {
                 entry.remove();
                 continue;
             };
-            let timer = (key, namespace, time);
-            if self.registered.remove(&timer) {
-                let (key, namespace, time) = timer;
+            if self.is_current(&key, &namespace, time, registration) {
+                self.registered
+                    .remove(&(key.clone(), namespace.clone(), time));
                 return Some((time, key, namespace));
             }
         }
@@ -111,13 +126,10 @@ impl<K: Key, N: Key> TimerQueue<K, N> {
         table: &str,
         max_parallelism: u32,
     ) -> Result<BTreeMap<u32, Vec<u8>>, StateError> {
-        let mut listed: FxHashSet<(&K, &N, Timestamp)> = FxHashSet::default();
         let mut groups: BTreeMap<u32, Vec<(&K, &N, Timestamp, u64)>> = BTreeMap::new();
         for (time, timers) in &self.due {
-            for (place, (key, namespace)) in timers.iter().enumerate() {
-                let timer = (key.clone(), namespace.clone(), *time);
-                // Skip deleted timers, and the second entry of one deleted and registered again.
-                if self.registered.contains(&timer) && listed.insert((key, namespace, *time)) {
+            for (place, (key, namespace, registration)) in timers.iter().enumerate() {
+                if self.is_current(key, namespace, *time, *registration) {
                     groups
                         .entry(key_group_of(key, max_parallelism))
                         .or_default()
@@ -328,6 +340,27 @@ mod tests {
             fire_all(&mut timers, TimeDomain::ProcessingTime),
             vec![(100, 7)]
         );
+    }
+
+    #[test]
+    fn a_timer_deleted_and_registered_again_fires_in_its_new_place_also_after_a_restore() {
+        let mut timers = TimerService::new(128);
+        timers.register(TimeDomain::EventTime, 2, (), Timestamp(50));
+        timers.delete(TimeDomain::EventTime, &2, &(), Timestamp(50));
+        timers.register(TimeDomain::EventTime, 0, (), Timestamp(50));
+        timers.register(TimeDomain::EventTime, 2, (), Timestamp(50));
+        let mut snapshot = KeyedStateSnapshot::default();
+        timers.snapshot_into(&mut snapshot).unwrap();
+        let mut restored = TimerService::<u32, ()>::new(128);
+        restored.restore_from(&mut snapshot).unwrap();
+        for service in [&mut timers, &mut restored] {
+            service.advance_watermark(Timestamp(50));
+            assert_eq!(
+                fire_all(service, TimeDomain::EventTime),
+                vec![(50, 0), (50, 2)],
+                "registered again after key 0, key 2 fires after it"
+            );
+        }
     }
 
     #[test]
