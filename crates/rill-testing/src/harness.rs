@@ -8,9 +8,9 @@
 //!
 //! One harness covers every operator shape: keyed operators (process functions, reduces,
 //! windows) are one-input operators over their records, and two-input operators are one-input
-//! operators over [`rill_core::two_input::Either`] records. Operators with side outputs emit
-//! [`Tagged`] values: [`OperatorHarness::take_main`] and [`OperatorHarness::take_side`] split
-//! them.
+//! operators over [`rill_core::two_input::Either`] records, with a watermark per input (the
+//! operator is told the lesser). Operators with side outputs emit [`Tagged`] values:
+//! [`OperatorHarness::take_main`] and [`OperatorHarness::take_side`] split them.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,7 @@ use rill_core::key::{Key, KeyGroupRange, key_group_of};
 use rill_core::layout::{JobLayout, RestoreError, SubtaskLayout, assign_state};
 use rill_core::operator::{Erased, OneInputOperator, Operator, OperatorSnapshot};
 use rill_core::side_output::{OutputTag, SideOutputTypeMismatch, Tagged};
+use rill_core::two_input::Either;
 
 /// What can go wrong driving an operator.
 #[derive(Debug, thiserror::Error)]
@@ -102,10 +103,27 @@ impl Snapshot {
     }
 }
 
+/// A snapshot taken at a checkpoint's barrier, not yet encoded: its keyed state may still be
+/// frozen, as the runtime leaves it while the operator runs on and encodes it off the data
+/// path. [`PendingSnapshot::complete`] encodes it.
+pub struct PendingSnapshot(OperatorSnapshot);
+
+impl PendingSnapshot {
+    /// Encodes the snapshot as a checkpoint stores it.
+    pub fn complete(mut self) -> Result<Snapshot, HarnessError> {
+        self.0
+            .complete()
+            .map_err(|error| HarnessError::Snapshot(error.to_string()))?;
+        Snapshot::encode(&self.0)
+    }
+}
+
 /// One operator instance, driven as a subtask drives it.
 pub struct OperatorHarness<O: OneInputOperator> {
     operator: Erased<O>,
     watermark: Timestamp,
+    /// Each input's watermark, for two-input operators: `advance_watermark` moves both.
+    input_watermarks: [Timestamp; 2],
     processing_time: Timestamp,
     ended: bool,
     output: Vec<Record<O::Out>>,
@@ -118,6 +136,7 @@ impl<O: OneInputOperator> OperatorHarness<O> {
         OperatorHarness {
             operator: Erased(operator),
             watermark: Timestamp::MIN,
+            input_watermarks: [Timestamp::MIN; 2],
             processing_time: Timestamp::MIN,
             ended: false,
             output: Vec::new(),
@@ -171,11 +190,14 @@ impl<O: OneInputOperator> OperatorHarness<O> {
         self.push_records(vec![Record::with_timestamp(value, timestamp)])
     }
 
-    /// Moves the watermark to `watermark`; as in a subtask, a watermark that does not advance
-    /// is not passed on.
+    /// Moves the watermark (of every input) to `watermark`; as in a subtask, a watermark that
+    /// does not advance is not passed on.
     pub fn advance_watermark(&mut self, watermark: Timestamp) -> Result<(), HarnessError> {
         if self.ended {
             return Err(HarnessError::Ended);
+        }
+        for input in &mut self.input_watermarks {
+            *input = (*input).max(watermark);
         }
         if watermark <= self.watermark {
             return Ok(());
@@ -209,14 +231,18 @@ impl<O: OneInputOperator> OperatorHarness<O> {
 
     /// Takes a snapshot, as a checkpoint's barrier would: completed and encoded.
     pub fn snapshot(&mut self) -> Result<Snapshot, HarnessError> {
+        self.begin_snapshot()?.complete()
+    }
+
+    /// Takes a snapshot as a checkpoint's barrier would, and leaves it to be encoded later:
+    /// the runtime encodes a snapshot while the operator processes on, so what the operator
+    /// does meanwhile must not change it.
+    pub fn begin_snapshot(&mut self) -> Result<PendingSnapshot, HarnessError> {
         self.checkpoints += 1;
-        let mut snapshot = self
+        let snapshot = self
             .operator
             .snapshot_state(CheckpointId(self.checkpoints))?;
-        snapshot
-            .complete()
-            .map_err(|error| HarnessError::Snapshot(error.to_string()))?;
-        Snapshot::encode(&snapshot)
+        Ok(PendingSnapshot(snapshot))
     }
 
     /// Tells the operator that its last snapshot's checkpoint is complete (sinks commit).
@@ -233,6 +259,38 @@ impl<O: OneInputOperator> OperatorHarness<O> {
     /// Takes the records emitted so far, in order.
     pub fn take_output(&mut self) -> Vec<Record<O::Out>> {
         std::mem::take(&mut self.output)
+    }
+}
+
+impl<O, A, B> OperatorHarness<O>
+where
+    O: OneInputOperator<In = Either<A, B>>,
+    A: Data,
+    B: Data,
+{
+    /// Moves the first input's watermark (a watermark behind it changes nothing). The
+    /// operator's watermark is the lesser of its inputs' watermarks, as a subtask's is the
+    /// least over its input channels.
+    pub fn advance_first_watermark(&mut self, watermark: Timestamp) -> Result<(), HarnessError> {
+        self.advance_input_watermark(0, watermark)
+    }
+
+    /// Moves the second input's watermark; see [`OperatorHarness::advance_first_watermark`].
+    pub fn advance_second_watermark(&mut self, watermark: Timestamp) -> Result<(), HarnessError> {
+        self.advance_input_watermark(1, watermark)
+    }
+
+    fn advance_input_watermark(
+        &mut self,
+        input: usize,
+        watermark: Timestamp,
+    ) -> Result<(), HarnessError> {
+        if self.ended {
+            return Err(HarnessError::Ended);
+        }
+        self.input_watermarks[input] = self.input_watermarks[input].max(watermark);
+        let [first, second] = self.input_watermarks;
+        self.advance_watermark(first.min(second))
     }
 }
 
@@ -439,7 +497,7 @@ mod tests {
     use std::sync::Arc;
 
     use rill_core::error::BoxError;
-    use rill_core::keyed::{KeyedContext, KeyedProcess, KeyedProcessFunction};
+    use rill_core::keyed::{KeyedContext, KeyedProcess, KeyedProcessFunction, KeyedReduce};
     use rill_core::state::KeyedStateStore;
 
     use super::*;
@@ -531,5 +589,104 @@ mod tests {
             harness.advance_processing_time(Timestamp(1)),
             Err(HarnessError::Ended)
         ));
+    }
+
+    /// Emits every watermark it is told of.
+    struct WatermarkLog;
+
+    impl OneInputOperator for WatermarkLog {
+        type In = Either<u8, u8>;
+        type Out = i64;
+
+        fn process_batch(
+            &mut self,
+            _input: Vec<Record<Either<u8, u8>>>,
+            _out: &mut Vec<Record<i64>>,
+        ) -> Result<(), BoxError> {
+            Ok(())
+        }
+
+        fn on_watermark(
+            &mut self,
+            watermark: Timestamp,
+            out: &mut Vec<Record<i64>>,
+        ) -> Result<(), BoxError> {
+            out.push(Record::new(watermark.0));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_two_input_operator_is_told_the_lesser_of_its_inputs_watermarks() {
+        let mut harness = OperatorHarness::new(WatermarkLog);
+        harness.advance_first_watermark(Timestamp(10)).unwrap();
+        assert!(
+            harness.output().is_empty(),
+            "the second input holds it back"
+        );
+        harness.advance_second_watermark(Timestamp(5)).unwrap();
+        harness.advance_second_watermark(Timestamp(20)).unwrap();
+        harness.advance_first_watermark(Timestamp(8)).unwrap();
+        harness.advance_first_watermark(Timestamp(30)).unwrap();
+        harness.advance_watermark(Timestamp(40)).unwrap();
+        assert_eq!(values(&harness.take_output()), vec![5, 10, 20, 40]);
+    }
+
+    type Sum = (char, u32);
+
+    fn sums() -> KeyedReduce<Sum, char, impl Fn(Sum, Sum) -> Sum> {
+        let add = |a: Sum, b: Sum| (a.0, a.1 + b.1);
+        KeyedReduce::new(
+            Arc::new(add),
+            Arc::new(|s: &Sum| s.0),
+            KeyedStateStore::new(128),
+        )
+    }
+
+    #[test]
+    fn a_snapshot_encoded_later_holds_the_state_of_its_barrier() {
+        let mut harness = OperatorHarness::new(sums());
+        harness.push(('a', 1)).unwrap();
+        let pending = harness.begin_snapshot().unwrap();
+        harness.push(('a', 10)).unwrap();
+        let snapshot = pending.complete().unwrap();
+        let mut restored = OperatorHarness::restored(sums(), &snapshot).unwrap();
+        restored.push(('a', 100)).unwrap();
+        assert_eq!(values(&restored.take_output()), vec![('a', 101)]);
+    }
+
+    #[test]
+    fn keyed_instances_own_their_key_groups_and_split_or_merge_them_on_restore() {
+        let key_of = |s: &Sum| s.0;
+        let bad = KeyedInstances::new(0, 128, |_| sums(), key_of).err();
+        assert!(matches!(
+            bad,
+            Some(HarnessError::BadParallelism { parallelism: 0, .. })
+        ));
+        let mut three = KeyedInstances::new(3, 128, |_| sums(), key_of).unwrap();
+        for key in ['a', 'b', 'c', 'd', 'e'] {
+            three.push_record(Record::new((key, 1))).unwrap();
+        }
+        let snapshots = three.snapshot().unwrap();
+        let mut two = KeyedInstances::restored(&snapshots, 2, 128, |_| sums(), key_of).unwrap();
+        for key in ['a', 'b', 'c', 'd', 'e'] {
+            two.push_record(Record::new((key, 1))).unwrap();
+        }
+        let mut merged = Vec::new();
+        for (range, instance) in two.instances() {
+            for (key, count) in values(&instance.take_output()) {
+                assert!(
+                    range.contains(key_group_of(&key, 128)),
+                    "{key} on {range:?}"
+                );
+                merged.push((key, count));
+            }
+        }
+        merged.sort();
+        assert_eq!(
+            merged,
+            vec![('a', 2), ('b', 2), ('c', 2), ('d', 2), ('e', 2)],
+            "every count restored, wherever its key group went"
+        );
     }
 }

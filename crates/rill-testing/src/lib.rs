@@ -6,8 +6,11 @@
 //!   operator code, behind the same interface); [`KeyedInstances`] runs several instances of a
 //!   keyed operator restored from a snapshot, as a rescaled job;
 //! - [`strategies`]: keyed event streams with bounded disorder, consistent watermarks and
-//!   late records; checkpoint cut points;
-//! - [`properties`]: checkpoint transparency, rescale invariance, key-order independence.
+//!   late records; checkpoint cut points, and rescales (where, and to how many instances);
+//! - [`properties`]: checkpoint transparency (stopped and restored once or several times),
+//!   rescale invariance (key groups split and merged over instances), key-order independence;
+//! - [`side_outputs`]: [`side_outputs::ShowSideOutputs`], so that the properties compare the
+//!   values of an operator's side outputs too.
 //!
 //! The guide — property-testing a deduplication operator — is this crate's README.
 
@@ -17,9 +20,10 @@ pub struct ReadmeDoctests;
 
 pub mod harness;
 pub mod properties;
+pub mod side_outputs;
 pub mod strategies;
 
-pub use harness::{HarnessError, KeyedInstances, OperatorHarness, Snapshot};
+pub use harness::{HarnessError, KeyedInstances, OperatorHarness, PendingSnapshot, Snapshot};
 
 use rill_core::element::Timestamp;
 
