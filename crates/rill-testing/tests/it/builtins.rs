@@ -1,34 +1,24 @@
 //! Rill's own operators under the ready-made properties: reduce, a process function with state
-//! and timers, the window operators and a two-input operator (the interval join); and a broken
-//! operator that the properties catch.
+//! and timers, and the window operators; and broken operators that the properties catch. (The
+//! interval join, a two-input operator, is in `catches`, with its late records compared.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use proptest::strategy::Strategy;
 use rill_core::element::{Record, Timestamp};
 use rill_core::error::BoxError;
 use rill_core::key::KeyGroupRange;
 use rill_core::keyed::{KeyedContext, KeyedProcess, KeyedProcessFunction, KeyedReduce};
 use rill_core::operator::OneInputOperator;
 use rill_core::side_output::OutputTag;
-use rill_core::state::{AggregateFunction, KeyedStateStore, ValueState};
-use rill_core::two_input::{CoProcess, Either, IntervalJoin};
+use rill_core::state::{AggregateFunction, ValueState};
 use rill_core::window::{AggregateWindow, WindowAssigner, WindowOperator};
-use rill_testing::Input;
 use rill_testing::properties::{
-    MAX_PARALLELISM, assert_checkpoint_transparent, assert_key_order_independent,
-    assert_rescale_invariant,
+    assert_checkpoint_transparent, assert_key_order_independent, assert_rescale_invariant,
 };
 use rill_testing::strategies::{EventStream, KeyedEvent, keyed_events};
 
-fn key_of(event: &KeyedEvent) -> u32 {
-    event.key
-}
-
-fn store() -> KeyedStateStore<u32> {
-    KeyedStateStore::new(MAX_PARALLELISM)
-}
+use crate::support::{key_of, store};
 
 fn sums() -> KeyedReduce<KeyedEvent, u32, impl Fn(KeyedEvent, KeyedEvent) -> KeyedEvent> {
     let add = |a: KeyedEvent, b: KeyedEvent| KeyedEvent {
@@ -203,49 +193,6 @@ fn checkpoint_transparency_catches_state_kept_outside_keyed_state_with_a_shrunk_
     // Shrunk: a handful of records, not the up to 60 drawn.
     let records = message.matches("Record(").count();
     assert!((2..=6).contains(&records), "{records} records: {message}");
-}
-
-/// The generated events as the two inputs of a join: even values on the left, odd on the right.
-fn sides(inputs: Vec<Input<KeyedEvent>>) -> Vec<Input<Either<KeyedEvent, KeyedEvent>>> {
-    inputs
-        .into_iter()
-        .map(|input| match input {
-            Input::Record(event, at) if event.value % 2 == 0 => {
-                Input::Record(Either::Left(event), at)
-            }
-            Input::Record(event, at) => Input::Record(Either::Right(event), at),
-            Input::Watermark(at) => Input::Watermark(at),
-            Input::ProcessingTime(at) => Input::ProcessingTime(at),
-        })
-        .collect()
-}
-
-fn side_key(input: &Either<KeyedEvent, KeyedEvent>) -> u32 {
-    match input {
-        Either::Left(event) | Either::Right(event) => event.key,
-    }
-}
-
-type Pair = fn(&KeyedEvent, &KeyedEvent) -> (u32, u32);
-type Join = IntervalJoin<u32, KeyedEvent, KeyedEvent, (u32, u32), Pair>;
-
-fn interval_join() -> KeyedProcess<CoProcess<Join>> {
-    let pair: Pair = |a, b| (a.value, b.value);
-    let join = IntervalJoin::new(-6, 9, Arc::new(pair), OutputTag::new("late"));
-    KeyedProcess::new(CoProcess(join), Arc::new(side_key), store())
-}
-
-#[test]
-fn a_two_input_operator_survives_checkpoints_and_rescales() {
-    let events = || {
-        keyed_events(EventStream {
-            late_percent: 10,
-            ..EventStream::default()
-        })
-        .prop_map(sides)
-    };
-    assert_checkpoint_transparent(interval_join, events());
-    assert_rescale_invariant(|_: KeyGroupRange| interval_join(), side_key, events(), 2);
 }
 
 #[test]

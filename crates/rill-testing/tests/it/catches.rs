@@ -19,26 +19,20 @@ use rill_core::key::KeyGroupRange;
 use rill_core::keyed::{KeyedContext, KeyedProcess, KeyedProcessFunction};
 use rill_core::operator::{OneInputOperator, OperatorSnapshot};
 use rill_core::side_output::OutputTag;
-use rill_core::state::{KeyedStateStore, ValueState};
+use rill_core::state::ValueState;
 use rill_core::timers::TimeDomain;
 use rill_core::two_input::{CoProcess, Either, IntervalJoin};
 use rill_core::window::WindowOperator;
 use rill_core::window::{ProcessWindow, ProcessWindowFunction, WindowAssigner, WindowContext};
 use rill_testing::Input;
 use rill_testing::properties::{
-    MAX_PARALLELISM, assert_checkpoint_transparent, assert_key_order_independent,
-    assert_rescale_invariant, check_checkpoint_transparency_at, check_rescales,
+    assert_checkpoint_transparent, assert_key_order_independent, assert_rescale_invariant,
+    check_checkpoint_transparency_at, check_rescales,
 };
 use rill_testing::side_outputs::ShowSideOutputs;
 use rill_testing::strategies::{EventStream, KeyedEvent, cut_at, keyed_events};
 
-fn key_of(event: &KeyedEvent) -> u32 {
-    event.key
-}
-
-fn store() -> KeyedStateStore<u32> {
-    KeyedStateStore::new(MAX_PARALLELISM)
-}
+use crate::support::{either_key, key_of, store, two_inputs};
 
 /// The message `assert` panics with: a property's failure, its first differing output and
 /// its minimized input.
@@ -385,27 +379,6 @@ fn windows_emit_the_same_values_and_late_records_under_every_property() {
         assert_checkpoint_transparent(&make, events());
         assert_rescale_invariant(|_| make(), key_of, events(), 3);
         assert_key_order_independent(&make, key_of, events());
-    }
-}
-
-/// The generated events as the two inputs of a join: even values first, odd values second.
-fn two_inputs(inputs: Vec<Input<KeyedEvent>>) -> Vec<Input<Either<KeyedEvent, KeyedEvent>>> {
-    inputs
-        .into_iter()
-        .map(|input| match input {
-            Input::Record(event, at) if event.value % 2 == 0 => {
-                Input::Record(Either::Left(event), at)
-            }
-            Input::Record(event, at) => Input::Record(Either::Right(event), at),
-            Input::Watermark(at) => Input::Watermark(at),
-            Input::ProcessingTime(at) => Input::ProcessingTime(at),
-        })
-        .collect()
-}
-
-fn either_key(input: &Either<KeyedEvent, KeyedEvent>) -> u32 {
-    match input {
-        Either::Left(event) | Either::Right(event) => event.key,
     }
 }
 
