@@ -101,6 +101,23 @@ impl<W: WindowFunction> WindowOperator<W> {
         cleanup_time(window, self.allowed_lateness)
     }
 
+    /// Changes `key`'s list of open windows in place (dropped from state when it empties),
+    /// with the window function and its results buffer at hand.
+    fn modify_windows<R>(
+        &mut self,
+        key: &W::Key,
+        modify: impl FnOnce(&mut OpenWindows<W::Acc>, &mut W, &mut Vec<W::Out>) -> R,
+    ) -> R {
+        let (function, results) = (&mut self.function, &mut self.results);
+        let mut scope = KeyScope {
+            key,
+            store: &mut self.store,
+        };
+        self.windows.modify(&mut scope, has_windows, |open| {
+            modify(open, function, results)
+        })
+    }
+
     /// Sends a record too late for every window it belongs to to the late-data side output.
     fn emit_late(&self, record: Record<W::In>, out: &mut Vec<Record<Tagged<W::Out>>>) {
         let timestamp = record.timestamp();
@@ -153,12 +170,7 @@ impl<W: WindowFunction> WindowOperator<W> {
         };
         let mut opened = std::mem::take(&mut self.opened);
         opened.clear();
-        let (function, results) = (&mut self.function, &mut self.results);
-        let mut scope = KeyScope {
-            key: &key,
-            store: &mut self.store,
-        };
-        let fired = self.windows.modify(&mut scope, has_windows, |open| {
+        let fired = self.modify_windows(&key, |open, function, results| {
             let mut add = |window: &TimeWindow, value: W::In| -> Result<(), BoxError> {
                 let position = match open.iter().position(|(w, _)| w == window) {
                     Some(position) => position,
@@ -208,12 +220,7 @@ impl<W: WindowFunction> WindowOperator<W> {
         }
         let mut touched = std::mem::take(&mut self.opened);
         touched.clear();
-        let (function, results) = (&mut self.function, &mut self.results);
-        let mut scope = KeyScope {
-            key: &key,
-            store: &mut self.store,
-        };
-        let merged = self.windows.modify(&mut scope, has_windows, |sessions| {
+        let merged = self.modify_windows(&key, |sessions, function, results| {
             let mut merged = own;
             let mut contents: Option<W::Acc> = None;
             let mut index = 0;
@@ -268,8 +275,7 @@ impl<W: WindowFunction> WindowOperator<W> {
             now >= count
         });
         let watermark = self.timers.current_watermark();
-        let (function, results) = (&mut self.function, &mut self.results);
-        self.windows.modify(&mut scope, has_windows, |open| {
+        self.modify_windows(&key, |open, function, results| {
             if open.is_empty() {
                 open.push((TimeWindow::GLOBAL, function.create()));
             }
@@ -295,12 +301,7 @@ impl<W: WindowFunction> WindowOperator<W> {
         let fire = time == window.max_timestamp();
         let drop = time == self.cleanup_time(&window);
         let watermark = self.timers.current_watermark();
-        let (function, results) = (&mut self.function, &mut self.results);
-        let mut scope = KeyScope {
-            key: &key,
-            store: &mut self.store,
-        };
-        self.windows.modify(&mut scope, has_windows, |windows| {
+        self.modify_windows(&key, |windows, function, results| {
             let Some(position) = windows.iter().position(|(w, _)| *w == window) else {
                 return Ok(());
             };
