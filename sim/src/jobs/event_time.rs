@@ -46,7 +46,7 @@ use rill_core::element::{Record, Timestamp};
 use rill_core::graph::OperatorId;
 use rill_core::keyed::{KeySelector, KeyedContext, KeyedProcess, KeyedProcessFunction};
 use rill_core::operator::{Map, OneInputOperator, OperatorInfo, OperatorSnapshot};
-use rill_core::side_output::{OutputTag, SelectMain};
+use rill_core::side_output::{OutputTag, SelectMain, Tagged};
 use rill_core::state::{AggregateFunction, KeyedStateStore, MapState, ValueState};
 use rill_core::time::WatermarkStrategy;
 use rill_core::two_input::{CoProcess, Either, IntervalJoin};
@@ -541,7 +541,6 @@ impl GraphBuilder {
     where
         W: WindowFunction<Key = u32>,
     {
-        let drops = self.defect == Some(Defect::WindowDropsTimers);
         let operator_key = key_of.clone();
         let build = move |info: &OperatorInfo| {
             WindowOperator::new(
@@ -553,17 +552,8 @@ impl GraphBuilder {
                 KeyedStateStore::new(info.max_parallelism),
             )
         };
-        let window = if drops {
-            self.operator(name, parallelism, move |info| {
-                DropsTimersOnRestore(build(info))
-            })
-        } else {
-            self.operator(name, parallelism, build)
-        };
-        for &from in from {
-            self.key_by(from, window, key_of.clone());
-        }
-        self.select_main::<W::Out>(window, name, parallelism)
+        let broken = Defect::WindowDropsTimers;
+        self.keyed_with_timers((name, parallelism), from, key_of, broken, build)
     }
 
     /// A keyed process function `name`, fed from `from` by key, and the selector of its main
@@ -580,7 +570,6 @@ impl GraphBuilder {
     where
         P: KeyedProcessFunction<Key = u32>,
     {
-        let drops = self.defect == Some(Defect::ProcessDropsTimers);
         let operator_key = key_of.clone();
         let build = move |info: &OperatorInfo| {
             KeyedProcess::new(
@@ -589,7 +578,26 @@ impl GraphBuilder {
                 KeyedStateStore::new(info.max_parallelism),
             )
         };
-        let process = if drops {
+        let broken = Defect::ProcessDropsTimers;
+        self.keyed_with_timers((name, parallelism), from, key_of, broken, build)
+    }
+
+    /// A keyed operator with timers and side outputs `name`, fed from `from` by key, and the
+    /// selector of its main output chained behind it; returns the selector. With the `broken`
+    /// defect, the operator drops its timers on restore.
+    fn keyed_with_timers<O, T>(
+        &mut self,
+        (name, parallelism): (&str, u32),
+        from: &[OperatorId],
+        key_of: KeySelector<O::In, u32>,
+        broken: Defect,
+        build: impl Fn(&OperatorInfo) -> O + Send + Sync + 'static,
+    ) -> OperatorId
+    where
+        O: OneInputOperator<Out = Tagged<T>>,
+        T: rill_core::Data,
+    {
+        let operator = if self.defect == Some(broken) {
             self.operator(name, parallelism, move |info| {
                 DropsTimersOnRestore(build(info))
             })
@@ -597,9 +605,9 @@ impl GraphBuilder {
             self.operator(name, parallelism, build)
         };
         for &from in from {
-            self.key_by(from, process, key_of.clone());
+            self.key_by(from, operator, key_of.clone());
         }
-        self.select_main::<P::Out>(process, name, parallelism)
+        self.select_main::<T>(operator, name, parallelism)
     }
 
     /// The main output of the tagged operator `tagged`, chained behind it.
