@@ -26,27 +26,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::log::LogError;
 use rill::prelude::*;
-use shared::{ensure_topic, init_tracing};
+use shared::{JobArgs, ensure_topic, init_tracing};
 
 mod shared;
 
 #[derive(Parser)]
 struct Args {
-    /// The event log's directory.
-    #[arg(long, default_value = "./rill-data")]
-    data_dir: std::path::PathBuf,
-    /// Append this many synthetic payments to the input topic first.
-    #[arg(long)]
-    generate: Option<u64>,
-    /// Subtasks per operator.
-    #[arg(long, default_value_t = 2)]
-    parallelism: u32,
-    /// Stop at the end of the input as it is when the job starts.
-    #[arg(long)]
-    bounded: bool,
-    /// Take a checkpoint this often, into `<data-dir>/checkpoints`.
-    #[arg(long)]
-    checkpoint_interval_ms: Option<u64>,
+    #[command(flatten)]
+    job: JobArgs,
 }
 
 const PAYMENTS: &str = "payments";
@@ -224,22 +211,17 @@ fn append_payments(log: &EventLog, payments: &[Generated], seed: u64) -> Result<
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing();
     let args = Args::parse();
-    let log = EventLog::open_or_create(&args.data_dir)?;
+    let log = EventLog::open_or_create(&args.job.data_dir)?;
     ensure_topic(&log, PAYMENTS, 4)?;
     ensure_topic(&log, ALERTS, 2)?;
     ensure_topic(&log, LATE_CAPTURES, 1)?;
-    if let Some(count) = args.generate {
+    if let Some(count) = args.job.generate {
         append_payments(&log, &generate_payments(count, 3), 4)?;
         eprintln!("appended {count} payments to '{PAYMENTS}'");
     }
 
-    let env = StreamEnv::new();
-    env.set_parallelism(args.parallelism);
-    if let Some(interval) = args.checkpoint_interval_ms {
-        env.enable_checkpointing(Duration::from_millis(interval));
-        env.set_checkpoint_dir(args.data_dir.join("checkpoints"));
-    }
-    alert_rule(&env, &log, args.bounded)?;
+    let env = args.job.env();
+    alert_rule(&env, &log, args.job.bounded)?;
     let report = env.execute("alerts")?;
     eprintln!(
         "alerts finished in {:.3} s; '{ALERTS}' and '{LATE_CAPTURES}' hold its results",

@@ -26,33 +26,20 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::log::LogError;
 use rill::prelude::*;
-use shared::{ensure_topic, init_tracing};
+use shared::{JobArgs, ensure_topic, init_tracing};
 
 mod shared;
 
 #[derive(Parser)]
 struct Args {
-    /// The event log's directory.
-    #[arg(long, default_value = "./rill-data")]
-    data_dir: std::path::PathBuf,
-    /// Append this many synthetic views to the input topic first.
-    #[arg(long)]
-    generate: Option<u64>,
+    #[command(flatten)]
+    job: JobArgs,
     /// How late a view may arrive, in event time, behind the latest one of its partition.
     #[arg(long, default_value_t = 5_000)]
     max_delay_ms: u64,
     /// How many pages each top-N ranks.
     #[arg(long, default_value_t = 3)]
     top: usize,
-    /// Subtasks per operator.
-    #[arg(long, default_value_t = 2)]
-    parallelism: u32,
-    /// Stop at the end of the input as it is when the job starts.
-    #[arg(long)]
-    bounded: bool,
-    /// Take a checkpoint this often, into `<data-dir>/checkpoints`.
-    #[arg(long)]
-    checkpoint_interval_ms: Option<u64>,
 }
 
 /// The dashboard's topics.
@@ -247,11 +234,11 @@ fn append_views(log: &EventLog, views: &[View]) -> Result<(), LogError> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing();
     let args = Args::parse();
-    let log = EventLog::open_or_create(&args.data_dir)?;
+    let log = EventLog::open_or_create(&args.job.data_dir)?;
     ensure_topic(&log, VIEWS, 4)?;
     ensure_topic(&log, PAGE_COUNTS, 4)?;
     ensure_topic(&log, TOP_PAGES, 1)?;
-    if let Some(count) = args.generate {
+    if let Some(count) = args.job.generate {
         let partitions = log.topic(VIEWS)?.partitions;
         append_views(
             &log,
@@ -260,18 +247,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("appended {count} views to '{VIEWS}'");
     }
 
-    let env = StreamEnv::new();
-    env.set_parallelism(args.parallelism);
-    if let Some(interval) = args.checkpoint_interval_ms {
-        env.enable_checkpointing(Duration::from_millis(interval));
-        env.set_checkpoint_dir(args.data_dir.join("checkpoints"));
-    }
+    let env = args.job.env();
     dashboard(
         &env,
         &log,
         Duration::from_millis(args.max_delay_ms),
         args.top,
-        args.bounded,
+        args.job.bounded,
     )?;
     let report = env.execute("dashboard")?;
     eprintln!(

@@ -1,8 +1,43 @@
-//! What the event-time examples over the log share: logging, their topics, and (in their
-//! tests) reading what a job committed.
+//! What the event-time examples over the log share: their common flags and the environment
+//! those configure, logging, their topics, and (in their tests) reading what a job committed.
+
+use std::time::Duration;
 
 use rill::log::LogError;
 use rill::prelude::*;
+
+/// The flags every log example takes.
+#[derive(clap::Args)]
+pub struct JobArgs {
+    /// The event log's directory.
+    #[arg(long, default_value = "./rill-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Append this many synthetic events to the input topic first.
+    #[arg(long)]
+    pub generate: Option<u64>,
+    /// Subtasks per operator.
+    #[arg(long, default_value_t = 2)]
+    pub parallelism: u32,
+    /// Stop at the end of the input as it is when the job starts.
+    #[arg(long)]
+    pub bounded: bool,
+    /// Take a checkpoint this often, into `<data-dir>/checkpoints`.
+    #[arg(long)]
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+impl JobArgs {
+    /// An environment with the parallelism and checkpointing the flags ask for.
+    pub fn env(&self) -> StreamEnv {
+        let env = StreamEnv::new();
+        env.set_parallelism(self.parallelism);
+        if let Some(interval) = self.checkpoint_interval_ms {
+            env.enable_checkpointing(Duration::from_millis(interval));
+            env.set_checkpoint_dir(self.data_dir.join("checkpoints"));
+        }
+        env
+    }
+}
 
 /// Logs warnings (or what `RUST_LOG` asks for) to stderr.
 pub fn init_tracing() {
