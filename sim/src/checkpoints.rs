@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
-use rill_core::coordinator::CheckpointMetadata;
+use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -154,9 +154,6 @@ fn decode<T: DeserializeOwned>(framed: &[u8]) -> Option<T> {
         .map(|(value, _)| value)
 }
 
-/// A checkpoint read back: its metadata and every subtask's snapshot.
-pub type StoredCheckpoint = (CheckpointMetadata, BTreeMap<usize, SubtaskSnapshot>);
-
 /// The checkpoint store of the simulated job.
 #[derive(Debug)]
 pub struct SimCheckpointStore {
@@ -286,7 +283,7 @@ impl SimCheckpointStore {
     }
 
     /// The newest checkpoint with intact metadata, with its snapshots.
-    pub fn latest(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+    pub fn latest(&self) -> Result<Option<CompletedCheckpoint>, StoreError> {
         let newest = self
             .disk
             .live()
@@ -319,7 +316,10 @@ impl SimCheckpointStore {
             })?;
             snapshots.insert(subtask, snapshot);
         }
-        Ok(Some((metadata, snapshots)))
+        Ok(Some(CompletedCheckpoint {
+            metadata,
+            snapshots: std::sync::Arc::new(snapshots),
+        }))
     }
 
     /// A crash of the machine or the process.
@@ -388,8 +388,8 @@ mod tests {
             let op = store.metadata_write(&metadata(2)).unwrap();
             store.write(op);
             store.crash(UnsyncedFate::Torn, &mut rng);
-            let (latest, _) = store.latest().unwrap().unwrap();
-            assert_eq!(latest.checkpoint, CheckpointId(1));
+            let latest = store.latest().unwrap().unwrap();
+            assert_eq!(latest.id(), CheckpointId(1));
             assert!(store.next_id() >= CheckpointId(2));
             store.discard_leftovers();
             assert_eq!(store.next_id(), CheckpointId(2));

@@ -267,59 +267,6 @@ pub fn draw_schedule(specs: &[FaultSpec], rng: &mut impl Rng) -> Vec<ScheduledFa
     schedule
 }
 
-/// A component broken on purpose, which the simulator must catch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Defect {
-    /// The source ignores the offsets it is restored with and reads from the start.
-    SourceForgetsOffsets,
-    /// The sink commits each transaction at pre-commit, before its checkpoint completes.
-    SinkCommitsAtPreCommit,
-    /// The at-least-once sink never flushes its appends.
-    SinkSkipsFlush,
-    /// The coordinator completes a checkpoint at its first acknowledgement.
-    CoordinatorCompletesEarly,
-    /// Subtasks with several inputs snapshot without aligning barriers.
-    SubtaskSkipsAlignment,
-    /// Partitioners lose some of the credits they owe upstream.
-    PartitionerLeaksCredits,
-    /// The job master restores a failed attempt from the newest checkpoint it had heard of,
-    /// not the newest its coordinator completed before it stopped.
-    MasterIgnoresLateCompletions,
-    /// Window operators drop their pending timers when they are restored, so restored windows
-    /// never fire.
-    WindowDropsTimers,
-    /// Keyed process functions (the timer job's, the interval join) drop their pending timers
-    /// when they are restored, so timers registered before the checkpoint never fire.
-    ProcessDropsTimers,
-}
-
-impl Defect {
-    /// Every broken component, for `--list` and for the check that each is caught.
-    pub const ALL: [Defect; 9] = [
-        Defect::SourceForgetsOffsets,
-        Defect::SinkCommitsAtPreCommit,
-        Defect::SinkSkipsFlush,
-        Defect::CoordinatorCompletesEarly,
-        Defect::SubtaskSkipsAlignment,
-        Defect::PartitionerLeaksCredits,
-        Defect::MasterIgnoresLateCompletions,
-        Defect::WindowDropsTimers,
-        Defect::ProcessDropsTimers,
-    ];
-
-    /// The defect's name in scenario files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Defect::SourceForgetsOffsets => "source-forgets-offsets",
-            Defect::SinkCommitsAtPreCommit => "sink-commits-at-pre-commit",
-            Defect::SinkSkipsFlush => "sink-skips-flush",
-            Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
-            Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
-            Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
-            Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",
-            Defect::WindowDropsTimers => "window-drops-timers",
-            Defect::ProcessDropsTimers => "process-drops-timers",
-        }
-    }
-}
+/// The broken components a scenario can plant: they live in the shipped code, behind the
+/// `defects` feature of `rill-core`.
+pub use rill_core::defects::Defect;

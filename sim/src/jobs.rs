@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 use rill_core::checkpoint::CheckpointMode;
+use rill_core::coordinator::CompletedCheckpoint;
 use rill_core::exchange::{
     BroadcastRouter, ExchangeKind, ForwardRouter, KeyHashRouter, RebalanceRouter, RouterFactory,
 };
@@ -41,12 +42,11 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::checkpoints::StoredCheckpoint;
 use rill_core::log_connector::{LogReader, LogWriter};
 
 use crate::connectors::{CommitsAtPreCommit, ForgetsOffsets};
-use crate::faults::Defect;
 use crate::log::{LogRecord, SimLog};
+use rill_core::defects::Defect;
 
 mod event_time;
 
@@ -357,7 +357,7 @@ impl JobKind {
     /// keyed state.
     pub fn final_state_in(
         self,
-        checkpoint: &StoredCheckpoint,
+        checkpoint: &CompletedCheckpoint,
     ) -> Option<Result<FinalState, String>> {
         match self {
             JobKind::Wordcount => Some(reduce_state::<String, (String, u64)>(
@@ -509,7 +509,7 @@ impl JobKind {
 
 /// Reads the keyed state of the reduce operator `uid` from every subtask's snapshot.
 fn reduce_state<K: Key, T: StateValue>(
-    checkpoint: &StoredCheckpoint,
+    checkpoint: &CompletedCheckpoint,
     uid: &str,
     render: fn(&K, &T) -> (String, String),
 ) -> Result<FinalState, String> {
@@ -520,7 +520,10 @@ fn reduce_state<K: Key, T: StateValue>(
 /// Reads the value state `name` of the keyed operator `uid` from every subtask's snapshot: a
 /// store restored from each, as the operator itself restores, and its value table.
 fn value_state<K: Key, T: StateValue>(
-    (metadata, snapshots): &StoredCheckpoint,
+    CompletedCheckpoint {
+        metadata,
+        snapshots,
+    }: &CompletedCheckpoint,
     uid: &str,
     name: &'static str,
     render: fn(&K, &T) -> (String, String),

@@ -1,6 +1,10 @@
 //! Rill's automation, run as `cargo xtask <command>`:
 //!
-//! - `ci`: what CI runs — formatting, lints, every test (unit, integration, doc);
+//! - `ci`: what CI runs — the architecture invariants (`tidy`), formatting, lints, every test
+//!   (unit, integration, doc) and the simulator;
+//! - `tidy`: a fast check of the architecture invariants (dependency direction, no clock,
+//!   thread or file in `rill-core`, no wall clock in the simulator, no `.unwrap()` in
+//!   `rill-log`/`rill-store`, a module doc comment on every source file);
 //! - `bench`: the standard workloads in release mode, with events/s, wall time, peak memory and
 //!   the checksums that show the engine computed the right thing;
 //! - `demo`: a fresh user's first real job — writes sample text to the event log, runs the
@@ -10,6 +14,7 @@
 
 mod bench;
 mod demo;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,8 +31,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Formatting, clippy, and every test, as CI runs them.
+    /// The architecture invariants, formatting, clippy, and every test, as CI runs them.
     Ci,
+    /// Checks the architecture invariants (dependency direction, forbidden calls, module docs).
+    Tidy,
     /// The standard benchmark workloads (release build).
     Bench(bench::BenchArgs),
     /// Writes sample text to a log, runs wordcount over it and prints the counts.
@@ -45,6 +52,7 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     match cli.command {
         Task::Ci => ci(&root),
+        Task::Tidy => tidy::run(&root),
         Task::Bench(args) => bench::run(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
         Task::Sim { args } => sim(&root, &args),
@@ -98,6 +106,9 @@ fn sim(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn ci(root: &Path) -> anyhow::Result<()> {
+    // First: it takes well under a second and says what is wrong in architectural terms.
+    eprintln!("$ cargo xtask tidy");
+    tidy::run(root)?;
     run_command(root, "cargo", &["fmt", "--all", "--", "--check"])?;
     run_command(
         root,

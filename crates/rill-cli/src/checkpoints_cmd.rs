@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use rill_core::checkpoint::CheckpointId;
-use rill_store::{CheckpointStore, RestorePoint};
+use rill_core::coordinator::CompletedCheckpoint;
+use rill_store::CheckpointStore;
 
 #[derive(Subcommand)]
 pub(crate) enum CheckpointsCommand {
@@ -50,7 +51,7 @@ fn time(ms: u64) -> String {
 
 /// Each operator's state size over all its subtasks, by uid (sources count their positions),
 /// in the order the layout names them, with the operator's parallelism.
-fn operator_sizes(point: &RestorePoint) -> Vec<(String, u32, u64)> {
+fn operator_sizes(point: &CompletedCheckpoint) -> Vec<(String, u32, u64)> {
     let mut sizes: Vec<(String, u32, u64)> = Vec::new();
     let mut add = |uid: &str, parallelism: u32, bytes: u64| match sizes
         .iter_mut()
@@ -144,7 +145,7 @@ pub(crate) fn run(data_dir: &Path, command: CheckpointsCommand) -> anyhow::Resul
             for (uid, parallelism, bytes) in operator_sizes(&point) {
                 writeln!(out, "  {bytes:>12}  {parallelism:>11}  {uid}")?;
             }
-            for (position, snapshot) in &point.snapshots {
+            for (position, snapshot) in point.snapshots.iter() {
                 let chain = m.layout.subtasks.get(*position).map_or_else(
                     || "?".to_owned(),
                     |layout| {

@@ -46,8 +46,6 @@ pub enum DeclineReason {
     Finished,
     /// A newer checkpoint's barrier overtook this one's alignment.
     Overtaken,
-    /// The subtask's snapshot could not be stored.
-    StorageFailed,
     /// The subtask's state could not be read into its snapshot.
     SnapshotFailed,
 }
@@ -57,7 +55,6 @@ impl std::fmt::Display for DeclineReason {
         f.write_str(match self {
             DeclineReason::Finished => "a subtask had finished",
             DeclineReason::Overtaken => "a newer checkpoint overtook it",
-            DeclineReason::StorageFailed => "a snapshot could not be stored",
             DeclineReason::SnapshotFailed => "a subtask's state could not be snapshotted",
         })
     }

@@ -6,24 +6,39 @@
 //!
 //! 1. call `handle_tick(now_ms)` periodically; on [`CoordinatorAction::Trigger`], ask every
 //!    source subtask to start the checkpoint;
-//! 2. pass each subtask's acknowledgement (after its snapshot is persisted) to `handle_ack`,
-//!    and each refusal to `handle_decline`;
-//! 3. on [`CoordinatorAction::PersistMetadata`], write the metadata **durably and last**, then
-//!    call `handle_metadata_persisted`: a checkpoint whose metadata was not written does not
-//!    exist, so a crash before that point simply loses the checkpoint;
-//! 4. on [`CoordinatorAction::NotifyComplete`], tell every subtask (two-phase-commit sinks
-//!    commit then); on [`CoordinatorAction::Discard`], delete that checkpoint's data; on
+//! 2. pass each subtask's acknowledgement, with its snapshot, to `handle_ack`, and each
+//!    refusal to `handle_decline`;
+//! 3. on [`CoordinatorAction::PersistSnapshot`], write that snapshot
+//!    ([`CoordinatorCore::pending_snapshot`]) to the checkpoint store, buffered, then call
+//!    `handle_snapshot_persisted` (or `handle_snapshot_failed`); without a store, call it at
+//!    once;
+//! 4. on [`CoordinatorAction::PersistMetadata`], once every snapshot is persisted, write the
+//!    metadata **durably and last**, then call `handle_metadata_persisted`: a checkpoint whose
+//!    metadata was not written does not exist, so a crash before that point simply loses the
+//!    checkpoint;
+//! 5. on [`CoordinatorAction::NotifyComplete`], tell every subtask (two-phase-commit sinks
+//!    commit then); on [`CoordinatorAction::Completed`], which comes after the notices, hand
+//!    the checkpoint to the job master ([`crate::job_master`]); on
+//!    [`CoordinatorAction::Discard`], delete that checkpoint's data; on
 //!    [`CoordinatorAction::FailJob`], fail the job;
-//! 5. pass each subtask's end of input to `handle_subtask_ended`. Once every subtask has
+//! 6. pass each subtask's end of input to `handle_subtask_ended`. Once every subtask has
 //!    ended, the coordinator triggers the **final checkpoint** at once (whatever the
 //!    interval); its completion notice says it is the last, and the subtasks finish then. A
 //!    final checkpoint that fails is tried again on the next tick.
+//!
+//! The actions come out in the order storage needs: every snapshot of a checkpoint before its
+//! metadata, the metadata before the notices, the notices before the master hears of it. A
+//! driver that performs them in order, and each storage write before the next action, keeps
+//! the store's contract.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{CheckpointId, CheckpointMode, DeclineReason};
+use crate::checkpoint::{CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot};
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::layout::JobLayout;
 
 /// When and how checkpoints are taken.
@@ -92,8 +107,26 @@ pub struct CheckpointMetadata {
     pub layout: JobLayout,
 }
 
+/// A completed checkpoint: its metadata and every subtask's snapshot, by the subtask's index
+/// in the plan — what a job restores from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompletedCheckpoint {
+    /// The checkpoint's metadata.
+    pub metadata: CheckpointMetadata,
+    /// Every subtask's snapshot, by index; shared, as the coordinator, the master and a
+    /// restoring attempt all hold it.
+    pub snapshots: Arc<BTreeMap<usize, SubtaskSnapshot>>,
+}
+
+impl CompletedCheckpoint {
+    /// The checkpoint's id.
+    pub fn id(&self) -> CheckpointId {
+        self.metadata.checkpoint
+    }
+}
+
 /// What the coordinator wants done.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum CoordinatorAction {
     /// Start a checkpoint at every source subtask.
     Trigger {
@@ -102,7 +135,16 @@ pub enum CoordinatorAction {
         /// Whether it is a savepoint.
         savepoint: bool,
     },
-    /// Every subtask acknowledged: write this durably, then call
+    /// A subtask acknowledged: write its snapshot
+    /// ([`CoordinatorCore::pending_snapshot`]), then call
+    /// [`CoordinatorCore::handle_snapshot_persisted`].
+    PersistSnapshot {
+        /// The checkpoint.
+        checkpoint: CheckpointId,
+        /// The subtask's index.
+        subtask: usize,
+    },
+    /// Every subtask's snapshot is persisted: write this durably, then call
     /// [`CoordinatorCore::handle_metadata_persisted`].
     PersistMetadata(CheckpointMetadata),
     /// The checkpoint is complete: tell every subtask.
@@ -113,6 +155,9 @@ pub enum CoordinatorAction {
         /// and finishes now.
         last: bool,
     },
+    /// The checkpoint is complete and every subtask has been told: the job master restores
+    /// from it after a failure, and who waits for a savepoint hears of it.
+    Completed(CompletedCheckpoint),
     /// Delete the checkpoint's data: it was aborted, or it is older than the retained ones.
     Discard(CheckpointId),
     /// A savepoint was aborted: tell whoever asked for it.
@@ -127,9 +172,12 @@ struct Pending {
     /// Every subtask had ended when it was triggered.
     last: bool,
     triggered_at_ms: u64,
-    acknowledged: BTreeSet<usize>,
+    /// The snapshots acknowledged so far, by subtask, persisted or being persisted.
+    snapshots: BTreeMap<usize, SubtaskSnapshot>,
+    /// The subtasks whose snapshot is persisted.
+    persisted: BTreeSet<usize>,
     state_bytes: u64,
-    /// All acknowledged; the metadata is being written.
+    /// All persisted; the metadata is being written.
     persisting: Option<CheckpointMetadata>,
 }
 
@@ -143,7 +191,7 @@ pub struct CoordinatorCore {
     pending: BTreeMap<CheckpointId, Pending>,
     /// Completed checkpoints that count towards `retained` (not savepoints), oldest first.
     retained: VecDeque<CheckpointId>,
-    latest: Option<CheckpointMetadata>,
+    latest: Option<CompletedCheckpoint>,
     last_trigger_ms: Option<u64>,
     last_completion_ms: Option<u64>,
     consecutive_failures: u32,
@@ -156,6 +204,8 @@ pub struct CoordinatorCore {
     final_complete: bool,
     failed: bool,
     actions: VecDeque<CoordinatorAction>,
+    #[cfg(feature = "defects")]
+    defect: Option<Defect>,
 }
 
 impl CoordinatorCore {
@@ -179,12 +229,37 @@ impl CoordinatorCore {
             final_complete: false,
             failed: false,
             actions: VecDeque::new(),
+            #[cfg(feature = "defects")]
+            defect: None,
         }
+    }
+
+    /// Breaks the coordinator on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        self.defect = Some(defect);
     }
 
     /// The newest completed checkpoint.
     pub fn latest_completed(&self) -> Option<&CheckpointMetadata> {
-        self.latest.as_ref()
+        self.latest.as_ref().map(|latest| &latest.metadata)
+    }
+
+    /// The newest completed checkpoint with its snapshots: what a coordinator that stops hands
+    /// back to the job master, which may not have heard of it yet (the notice travels after the
+    /// subtasks' completion notices) although sinks may have committed it.
+    pub fn take_latest_completed(&mut self) -> Option<CompletedCheckpoint> {
+        self.latest.take()
+    }
+
+    /// The snapshot of a checkpoint in progress that [`CoordinatorAction::PersistSnapshot`]
+    /// asks to write.
+    pub fn pending_snapshot(
+        &self,
+        checkpoint: CheckpointId,
+        subtask: usize,
+    ) -> Option<&SubtaskSnapshot> {
+        self.pending.get(&checkpoint)?.snapshots.get(&subtask)
     }
 
     /// How many checkpoints are in progress.
@@ -269,7 +344,8 @@ impl CoordinatorCore {
                 savepoint,
                 last: self.all_ended(),
                 triggered_at_ms: now_ms,
-                acknowledged: BTreeSet::new(),
+                snapshots: BTreeMap::new(),
+                persisted: BTreeSet::new(),
                 state_bytes: 0,
                 persisting: None,
             },
@@ -280,13 +356,14 @@ impl CoordinatorCore {
         });
     }
 
-    /// Subtask `subtask` (in `0..subtasks`) persisted its snapshot of `checkpoint`.
+    /// Subtask `subtask` (in `0..subtasks`) acknowledged `checkpoint` with its snapshot: it is
+    /// to be persisted ([`CoordinatorAction::PersistSnapshot`]). A late acknowledgement of a
+    /// checkpoint no longer in progress is dropped: nothing of it was written.
     pub fn handle_ack(
         &mut self,
         checkpoint: CheckpointId,
         subtask: usize,
-        state_bytes: u64,
-        now_ms: u64,
+        snapshot: SubtaskSnapshot,
     ) {
         debug_assert!(
             subtask < self.subtasks,
@@ -294,23 +371,43 @@ impl CoordinatorCore {
             self.subtasks
         );
         let Some(pending) = self.pending.get_mut(&checkpoint) else {
-            // A late acknowledgement of an aborted checkpoint: its data is garbage.
-            if self
-                .latest
-                .as_ref()
-                .is_none_or(|latest| latest.checkpoint != checkpoint)
-                && !self.retained.contains(&checkpoint)
-            {
-                self.actions
-                    .push_back(CoordinatorAction::Discard(checkpoint));
-            }
             return;
         };
-        if pending.persisting.is_some() || !pending.acknowledged.insert(subtask) {
+        if pending.persisting.is_some() || pending.snapshots.contains_key(&subtask) {
+            return;
+        }
+        pending.snapshots.insert(subtask, snapshot);
+        self.actions.push_back(CoordinatorAction::PersistSnapshot {
+            checkpoint,
+            subtask,
+        });
+    }
+
+    /// The snapshot of `subtask` for `checkpoint` is written (`state_bytes` of it); once every
+    /// subtask's is, the metadata is to be persisted.
+    pub fn handle_snapshot_persisted(
+        &mut self,
+        checkpoint: CheckpointId,
+        subtask: usize,
+        state_bytes: u64,
+        now_ms: u64,
+    ) {
+        let Some(pending) = self.pending.get_mut(&checkpoint) else {
+            return;
+        };
+        if pending.persisting.is_some()
+            || !pending.snapshots.contains_key(&subtask)
+            || !pending.persisted.insert(subtask)
+        {
             return;
         }
         pending.state_bytes += state_bytes;
-        if pending.acknowledged.len() == self.subtasks {
+        #[cfg(feature = "defects")]
+        if self.defect == Some(Defect::CoordinatorCompletesEarly) {
+            // Broken on purpose: the first snapshot stands in for every other.
+            pending.persisted.extend(0..self.subtasks);
+        }
+        if pending.persisted.len() == self.subtasks {
             let metadata = CheckpointMetadata {
                 checkpoint,
                 savepoint: pending.savepoint,
@@ -323,6 +420,21 @@ impl CoordinatorCore {
             pending.persisting = Some(metadata.clone());
             self.actions
                 .push_back(CoordinatorAction::PersistMetadata(metadata));
+        }
+    }
+
+    /// The snapshot of a subtask could not be written: the checkpoint fails.
+    pub fn handle_snapshot_failed(&mut self, checkpoint: CheckpointId, reason: &str) {
+        if self
+            .pending
+            .get(&checkpoint)
+            .is_some_and(|p| p.persisting.is_none())
+        {
+            self.abort(
+                checkpoint,
+                &format!("{checkpoint}: a snapshot could not be stored: {reason}"),
+                true,
+            );
         }
     }
 
@@ -355,18 +467,30 @@ impl CoordinatorCore {
 
     /// The metadata of `checkpoint` is durable: the checkpoint is complete.
     pub fn handle_metadata_persisted(&mut self, checkpoint: CheckpointId, now_ms: u64) {
-        let Some((metadata, last)) = self
+        if self
             .pending
             .get(&checkpoint)
-            .and_then(|p| Some((p.persisting.clone()?, p.last)))
-        else {
+            .is_none_or(|p| p.persisting.is_none())
+        {
             debug_assert!(
                 false,
                 "metadata persisted for {checkpoint}, which was not persisting"
             );
             return;
+        }
+        let Some(Pending {
+            persisting: Some(metadata),
+            last,
+            snapshots,
+            ..
+        }) = self.pending.remove(&checkpoint)
+        else {
+            return;
         };
-        self.pending.remove(&checkpoint);
+        let completed = CompletedCheckpoint {
+            metadata: metadata.clone(),
+            snapshots: Arc::new(snapshots),
+        };
         // Older checkpoints still in progress are subsumed by this one.
         let older: Vec<CheckpointId> = self
             .pending
@@ -382,10 +506,12 @@ impl CoordinatorCore {
         if !metadata.savepoint {
             self.retained.push_back(checkpoint);
         }
-        self.latest = Some(metadata);
+        self.latest = Some(completed.clone());
         self.final_complete |= last;
         self.actions
             .push_back(CoordinatorAction::NotifyComplete { checkpoint, last });
+        self.actions
+            .push_back(CoordinatorAction::Completed(completed));
         while self.retained.len() > self.config.retained.max(1) {
             if let Some(oldest) = self.retained.pop_front() {
                 self.actions.push_back(CoordinatorAction::Discard(oldest));
@@ -450,6 +576,23 @@ mod tests {
         std::iter::from_fn(|| core.poll_action()).collect()
     }
 
+    /// Subtask `subtask` acknowledges `checkpoint`, and the driver persists its snapshot
+    /// (`bytes` of it) as asked.
+    fn ack(core: &mut CoordinatorCore, checkpoint: u64, subtask: usize, bytes: u64, now_ms: u64) {
+        let checkpoint = CheckpointId(checkpoint);
+        core.handle_ack(checkpoint, subtask, SubtaskSnapshot::default());
+        if core.actions.back()
+            == Some(&CoordinatorAction::PersistSnapshot {
+                checkpoint,
+                subtask,
+            })
+        {
+            core.actions.pop_back();
+            assert!(core.pending_snapshot(checkpoint, subtask).is_some());
+            core.handle_snapshot_persisted(checkpoint, subtask, bytes, now_ms);
+        }
+    }
+
     fn trigger(id: u64) -> CoordinatorAction {
         CoordinatorAction::Trigger {
             checkpoint: CheckpointId(id),
@@ -465,7 +608,7 @@ mod tests {
         now_ms: u64,
     ) -> Vec<CoordinatorAction> {
         for subtask in 0..subtasks {
-            core.handle_ack(CheckpointId(checkpoint), subtask, 10, now_ms);
+            ack(core, checkpoint, subtask, 10, now_ms);
         }
         let mut seen = actions(core);
         assert!(
@@ -483,9 +626,9 @@ mod tests {
         assert_eq!(actions(&mut core), vec![trigger(1)]);
         core.handle_tick(150);
         assert!(actions(&mut core).is_empty(), "one at a time by default");
-        core.handle_ack(CheckpointId(1), 0, 10, 160);
-        core.handle_ack(CheckpointId(1), 0, 10, 160);
-        core.handle_ack(CheckpointId(1), 1, 10, 160);
+        ack(&mut core, 1, 0, 10, 160);
+        ack(&mut core, 1, 0, 10, 160);
+        ack(&mut core, 1, 1, 10, 160);
         assert!(
             actions(&mut core).is_empty(),
             "a duplicate ack does not count twice"
@@ -493,12 +636,13 @@ mod tests {
         assert!(core.latest_completed().is_none());
         let seen = complete(&mut core, 1, 3, 170);
         assert_eq!(
-            seen.last(),
-            Some(&CoordinatorAction::NotifyComplete {
+            seen[seen.len() - 2],
+            CoordinatorAction::NotifyComplete {
                 checkpoint: CheckpointId(1),
                 last: false
-            })
+            }
         );
+        assert!(matches!(seen.last(), Some(CoordinatorAction::Completed(c)) if c.id().0 == 1));
         assert_eq!(
             core.latest_completed().map(|m| m.checkpoint),
             Some(CheckpointId(1))
@@ -516,7 +660,7 @@ mod tests {
         let mut core = CoordinatorCore::new(config(100), layout(1), CheckpointId(7));
         core.handle_tick(0);
         actions(&mut core);
-        core.handle_ack(CheckpointId(7), 0, 1, 5);
+        ack(&mut core, 7, 0, 1, 5);
         assert!(matches!(
             actions(&mut core)[..],
             [CoordinatorAction::PersistMetadata(_)]
@@ -540,18 +684,17 @@ mod tests {
             CheckpointId(1),
         );
         core.handle_tick(0);
-        core.handle_ack(CheckpointId(1), 0, 1, 10);
+        ack(&mut core, 1, 0, 1, 10);
         actions(&mut core);
         core.handle_tick(1_000);
         assert_eq!(
             actions(&mut core),
             vec![CoordinatorAction::Discard(CheckpointId(1)), trigger(2)]
         );
-        core.handle_ack(CheckpointId(1), 1, 1, 1_001);
-        assert_eq!(
-            actions(&mut core),
-            vec![CoordinatorAction::Discard(CheckpointId(1))],
-            "a late ack's data is garbage"
+        ack(&mut core, 1, 1, 1, 1_001);
+        assert!(
+            actions(&mut core).is_empty(),
+            "a late ack is dropped: nothing of it was written"
         );
         core.handle_decline(CheckpointId(2), DeclineReason::Overtaken);
         let seen = actions(&mut core);
@@ -568,10 +711,65 @@ mod tests {
     }
 
     #[test]
+    fn metadata_is_persisted_only_after_every_snapshot_and_the_master_hears_after_the_notice() {
+        let mut core = CoordinatorCore::new(config(10), layout(2), CheckpointId(1));
+        core.handle_tick(0);
+        actions(&mut core);
+        core.handle_ack(CheckpointId(1), 0, SubtaskSnapshot::default());
+        core.handle_ack(CheckpointId(1), 1, SubtaskSnapshot::default());
+        let persist = |subtask| CoordinatorAction::PersistSnapshot {
+            checkpoint: CheckpointId(1),
+            subtask,
+        };
+        assert_eq!(actions(&mut core), vec![persist(0), persist(1)]);
+        core.handle_snapshot_persisted(CheckpointId(1), 1, 5, 2);
+        assert!(
+            actions(&mut core).is_empty(),
+            "subtask 0's is not written yet"
+        );
+        core.handle_snapshot_persisted(CheckpointId(1), 0, 5, 3);
+        assert!(matches!(
+            actions(&mut core)[..],
+            [CoordinatorAction::PersistMetadata(ref m)] if m.state_bytes == 10
+        ));
+        core.handle_metadata_persisted(CheckpointId(1), 4);
+        let seen = actions(&mut core);
+        assert!(
+            matches!(
+                &seen[..],
+                [
+                    CoordinatorAction::NotifyComplete { last: false, .. },
+                    CoordinatorAction::Completed(completed)
+                ] if completed.snapshots.len() == 2
+            ),
+            "{seen:?}"
+        );
+        assert_eq!(
+            core.take_latest_completed().map(|c| c.id()),
+            Some(CheckpointId(1))
+        );
+    }
+
+    #[test]
+    fn a_snapshot_that_cannot_be_stored_fails_the_checkpoint() {
+        let mut core = CoordinatorCore::new(config(10), layout(2), CheckpointId(1));
+        core.handle_tick(0);
+        actions(&mut core);
+        core.handle_ack(CheckpointId(1), 0, SubtaskSnapshot::default());
+        actions(&mut core);
+        core.handle_snapshot_failed(CheckpointId(1), "disk full");
+        let seen = actions(&mut core);
+        assert_eq!(seen[0], CoordinatorAction::Discard(CheckpointId(1)));
+        assert!(
+            matches!(&seen[1], CoordinatorAction::FailJob(reason) if reason.contains("disk full"))
+        );
+    }
+
+    #[test]
     fn a_metadata_write_that_fails_aborts_the_checkpoint() {
         let mut core = CoordinatorCore::new(config(10), layout(1), CheckpointId(1));
         core.handle_tick(0);
-        core.handle_ack(CheckpointId(1), 0, 1, 1);
+        ack(&mut core, 1, 0, 1, 1);
         actions(&mut core);
         core.handle_metadata_failed(CheckpointId(1), "disk full");
         let seen = actions(&mut core);
@@ -730,10 +928,10 @@ mod tests {
                 savepoint: true
             }]
         );
-        core.handle_decline(CheckpointId(2), DeclineReason::StorageFailed);
+        core.handle_decline(CheckpointId(2), DeclineReason::SnapshotFailed);
         let seen = actions(&mut core);
         assert!(
-            matches!(&seen[..], [CoordinatorAction::SavepointFailed(reason), CoordinatorAction::Discard(CheckpointId(2))] if reason.contains("could not be stored")),
+            matches!(&seen[..], [CoordinatorAction::SavepointFailed(reason), CoordinatorAction::Discard(CheckpointId(2))] if reason.contains("could not be snapshotted")),
             "{seen:?}"
         );
     }

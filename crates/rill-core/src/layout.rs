@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointId, SubtaskSnapshot};
-use crate::coordinator::CheckpointMetadata;
+use crate::coordinator::CompletedCheckpoint;
 use crate::key::KeyGroupRange;
 use crate::operator::OperatorSnapshot;
 use crate::state::KeyedStateSnapshot;
@@ -185,18 +185,18 @@ pub struct AttemptStart {
 /// attempt restored from an older checkpoint, or after a crash mid-checkpoint, never writes
 /// into another checkpoint's keys.
 pub fn start_attempt(
-    latest: Option<(&CheckpointMetadata, &BTreeMap<usize, SubtaskSnapshot>)>,
+    latest: Option<&CompletedCheckpoint>,
     layout: &JobLayout,
     store_next: Option<CheckpointId>,
 ) -> Result<AttemptStart, RestoreError> {
     let restored = match latest {
-        Some((metadata, snapshots)) => assign_state(&metadata.layout, snapshots, layout)?
+        Some(latest) => assign_state(&latest.metadata.layout, &latest.snapshots, layout)?
             .into_iter()
             .map(Some)
             .collect(),
         None => vec![None; layout.subtasks.len()],
     };
-    let after_latest = latest.map_or(1, |(metadata, _)| metadata.checkpoint.0 + 1);
+    let after_latest = latest.map_or(1, |latest| latest.id().0 + 1);
     Ok(AttemptStart {
         restored,
         first_checkpoint: store_next
@@ -251,6 +251,7 @@ fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::CheckpointMetadata;
 
     /// A layout of one keyed operator "sum" at `parallelism`, fed by a source "src".
     fn layout(parallelism: u32) -> JobLayout {
@@ -357,21 +358,19 @@ mod tests {
             state_bytes: 0,
             layout: layout(2),
         };
-        let snapshots = snapshots(2);
+        let latest = CompletedCheckpoint {
+            metadata,
+            snapshots: std::sync::Arc::new(snapshots(2)),
+        };
         let fresh = start_attempt(None, &layout(3), None).unwrap();
         assert_eq!(fresh.restored.len(), 3);
         assert!(fresh.restored.iter().all(Option::is_none));
         assert_eq!(fresh.first_checkpoint, CheckpointId(1));
-        let restored = start_attempt(Some((&metadata, &snapshots)), &layout(3), None).unwrap();
+        let restored = start_attempt(Some(&latest), &layout(3), None).unwrap();
         assert!(restored.restored.iter().all(Option::is_some));
         assert_eq!(restored.first_checkpoint, CheckpointId(5));
         // The store holds a newer, unfinished checkpoint: its id is not used again.
-        let past_store = start_attempt(
-            Some((&metadata, &snapshots)),
-            &layout(2),
-            Some(CheckpointId(7)),
-        )
-        .unwrap();
+        let past_store = start_attempt(Some(&latest), &layout(2), Some(CheckpointId(7))).unwrap();
         assert_eq!(past_store.first_checkpoint, CheckpointId(7));
     }
 

@@ -16,21 +16,26 @@
 //! - [`checkpoint`] and [`coordinator`]: barriers, alignment, and the checkpoint coordinator;
 //! - [`layout`]: which operators each subtask runs, and assigning a checkpoint's state to a
 //!   job of another shape (rescaling);
+//! - [`job_master`]: a job's lifecycle: attempts, fail-over, savepoint waiters, its end;
 //! - [`restart`]: restart strategies;
 //! - [`time`]: watermark strategies, per-partition watermark generation and idleness;
 //! - [`timers`]: event-time and processing-time timers of keyed operators, kept in keyed state;
 //! - [`side_output`]: side outputs, typed by a tag;
 //! - [`window`]: windows on keyed streams (tumbling, sliding, session, global with a count
 //!   trigger), their functions, allowed lateness and late data, and the window join;
-//! - [`two_input`]: two-input operators: keyed co-process functions and the interval join.
+//! - [`two_input`]: two-input operators: keyed co-process functions and the interval join;
+//! - `defects` (with the `defects` feature, for the simulator): components broken on purpose.
 
 pub mod checkpoint;
 pub mod coordinator;
+#[cfg(feature = "defects")]
+pub mod defects;
 pub mod element;
 pub mod error;
 pub mod exchange;
 pub mod flow;
 pub mod graph;
+pub mod job_master;
 pub mod key;
 pub mod keyed;
 pub mod layout;

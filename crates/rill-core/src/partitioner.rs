@@ -40,6 +40,10 @@ pub struct PartitionerCore {
     outstanding: VecDeque<(u64, usize)>,
     next_sequence: u64,
     transmits: VecDeque<PartitionerTransmit>,
+    /// Planted on purpose: with `PartitionerLeaksCredits`, how many credit messages it has
+    /// sent (every seventh is lost).
+    #[cfg(feature = "defects")]
+    leaks: Option<u64>,
 }
 
 impl PartitionerCore {
@@ -59,6 +63,8 @@ impl PartitionerCore {
                 .collect(),
             outstanding: VecDeque::new(),
             next_sequence: 0,
+            #[cfg(feature = "defects")]
+            leaks: None,
             transmits: VecDeque::new(),
         }
     }
@@ -133,10 +139,33 @@ impl PartitionerCore {
             self.outstanding.pop_front();
             credits += 1;
         }
-        if credits > 0 {
+        if credits > 0 && !self.leaks_credit() {
             self.transmits
                 .push_back(PartitionerTransmit::UpstreamCredit(credits));
         }
+    }
+
+    /// Breaks the partitioner on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: crate::defects::Defect) {
+        if defect == crate::defects::Defect::PartitionerLeaksCredits {
+            self.leaks = Some(0);
+        }
+    }
+
+    /// Whether a planted defect loses this credit message.
+    #[cfg(feature = "defects")]
+    fn leaks_credit(&mut self) -> bool {
+        const LEAKED_EVERY: u64 = 7;
+        self.leaks.as_mut().is_some_and(|sent| {
+            *sent += 1;
+            sent.is_multiple_of(LEAKED_EVERY)
+        })
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn leaks_credit(&mut self) -> bool {
+        false
     }
 }
 

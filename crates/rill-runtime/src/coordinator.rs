@@ -1,20 +1,16 @@
 //! The checkpoint coordinator actor: drives one [`CoordinatorCore`] with ticks of the job's
-//! clock, triggers the source subtasks, collects acknowledgements, and keeps the snapshots of
-//! the retained checkpoints.
+//! clock and the subtasks' acknowledgements, and carries out its actions in the order it emits
+//! them: trigger the sources, write each snapshot, write the metadata last and durably, notify
+//! the subtasks, hand the completed checkpoint to the job master, discard.
 //!
-//! With a [`CheckpointStore`], every snapshot is written as it is acknowledged and the metadata
-//! last and durably; without one, checkpoints live in memory only. Either way the job master
-//! receives the latest completed checkpoint's snapshots, to restart from after a failure.
+//! With a [`CheckpointStore`] the writes go to it; without one, checkpoints live in memory
+//! only (the core keeps the completed one's snapshots for the master either way).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
-use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
-use rill_core::coordinator::{
-    CheckpointConfig, CheckpointMetadata, CoordinatorAction, CoordinatorCore,
-};
+use rill_core::checkpoint::CheckpointId;
+use rill_core::coordinator::{CheckpointConfig, CoordinatorAction, CoordinatorCore};
 use rill_core::layout::JobLayout;
 use rill_store::CheckpointStore;
 use tracing::{debug, warn};
@@ -37,13 +33,6 @@ pub(crate) struct CoordinatorActor {
     subtasks: Vec<Addr<SubtaskActor>>,
     sources: Vec<Addr<SubtaskActor>>,
     master: Addr<JobMaster>,
-    /// The snapshots of checkpoints in progress, by subtask index; a completed checkpoint's
-    /// go to the job master.
-    snapshots: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
-    /// A completed checkpoint the master is told of once the subtasks are.
-    completed: Option<CheckpointCompleted>,
-    /// The newest completed checkpoint: what a stop hands back to the master.
-    latest: Option<(CheckpointMetadata, Arc<BTreeMap<usize, SubtaskSnapshot>>)>,
 }
 
 impl CoordinatorActor {
@@ -66,9 +55,6 @@ impl CoordinatorActor {
             subtasks,
             sources,
             master,
-            snapshots: BTreeMap::new(),
-            completed: None,
-            latest: None,
         }
     }
 
@@ -88,8 +74,11 @@ impl CoordinatorActor {
                         source.do_send(TriggerCheckpoint(checkpoint));
                     }
                 }
+                CoordinatorAction::PersistSnapshot {
+                    checkpoint,
+                    subtask,
+                } => self.persist_snapshot(checkpoint, subtask),
                 CoordinatorAction::PersistMetadata(metadata) => {
-                    let now = self.now_ms();
                     if let Some(store) = &self.store
                         && let Err(error) = store.write_metadata(&self.job, &metadata)
                     {
@@ -98,32 +87,24 @@ impl CoordinatorActor {
                             .handle_metadata_failed(metadata.checkpoint, &error.to_string());
                         continue;
                     }
-                    let snapshots = Arc::new(
-                        self.snapshots
-                            .remove(&metadata.checkpoint)
-                            .unwrap_or_default(),
-                    );
+                    let now = self.now_ms();
                     self.core
                         .handle_metadata_persisted(metadata.checkpoint, now);
-                    // The master hears of it after the subtasks (see `NotifyComplete`).
-                    self.latest = Some((metadata.clone(), snapshots.clone()));
-                    self.completed = Some(CheckpointCompleted {
-                        attempt: self.attempt,
-                        metadata,
-                        snapshots,
-                    });
                 }
                 CoordinatorAction::NotifyComplete { checkpoint, last } => {
                     debug!(%checkpoint, last, "complete");
                     for subtask in &self.subtasks {
                         subtask.do_send(NotifyCheckpointComplete { checkpoint, last });
                     }
-                    // Sent after the notices: whatever the master sends the subtasks because
-                    // of it (a stop after a savepoint) reaches them after the notice, so
-                    // sinks commit first.
-                    if let Some(completed) = self.completed.take() {
-                        self.master.do_send(completed);
-                    }
+                }
+                CoordinatorAction::Completed(checkpoint) => {
+                    // After the notices: whatever the master sends the subtasks because of it
+                    // (a stop after a savepoint) reaches them after the notice, so sinks
+                    // commit first.
+                    self.master.do_send(CheckpointCompleted {
+                        attempt: self.attempt,
+                        checkpoint,
+                    });
                 }
                 CoordinatorAction::SavepointFailed(reason) => {
                     warn!(%reason, "a savepoint failed");
@@ -133,7 +114,6 @@ impl CoordinatorActor {
                     });
                 }
                 CoordinatorAction::Discard(checkpoint) => {
-                    self.snapshots.remove(&checkpoint);
                     if let Some(store) = &self.store
                         && let Err(error) = store.discard(&self.job, checkpoint)
                     {
@@ -149,6 +129,29 @@ impl CoordinatorActor {
                         reason,
                     });
                 }
+            }
+        }
+    }
+
+    /// Writes an acknowledged snapshot to the store (if the job has one) and tells the core.
+    fn persist_snapshot(&mut self, checkpoint: CheckpointId, subtask: usize) {
+        let Some(snapshot) = self.core.pending_snapshot(checkpoint, subtask) else {
+            return;
+        };
+        let written = match &self.store {
+            Some(store) => store.write_snapshot(&self.job, checkpoint, subtask, snapshot),
+            None => Ok(snapshot.state_bytes()),
+        };
+        match written {
+            Ok(bytes) => {
+                let now = self.now_ms();
+                self.core
+                    .handle_snapshot_persisted(checkpoint, subtask, bytes, now);
+            }
+            Err(error) => {
+                warn!(%error, %checkpoint, subtask, "cannot store a snapshot");
+                self.core
+                    .handle_snapshot_failed(checkpoint, &error.to_string());
             }
         }
     }
@@ -171,28 +174,8 @@ impl Handler<Acknowledge> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, ack: Acknowledge, _ctx: &mut Context<Self>) {
-        let bytes = match &self.store {
-            Some(store) => {
-                match store.write_snapshot(&self.job, ack.checkpoint, ack.subtask, &ack.snapshot) {
-                    Ok(bytes) => bytes,
-                    Err(error) => {
-                        warn!(%error, checkpoint = %ack.checkpoint, "cannot store a snapshot");
-                        self.core
-                            .handle_decline(ack.checkpoint, DeclineReason::StorageFailed);
-                        self.perform_actions();
-                        return;
-                    }
-                }
-            }
-            None => ack.snapshot.state_bytes(),
-        };
-        self.snapshots
-            .entry(ack.checkpoint)
-            .or_default()
-            .insert(ack.subtask, ack.snapshot);
-        let now = self.now_ms();
         self.core
-            .handle_ack(ack.checkpoint, ack.subtask, bytes, now);
+            .handle_ack(ack.checkpoint, ack.subtask, ack.snapshot);
         self.perform_actions();
     }
 }
@@ -231,16 +214,8 @@ impl Handler<StopCoordinator> for CoordinatorActor {
 
     fn handle(&mut self, stop: StopCoordinator, ctx: &mut Context<Self>) {
         ctx.stop();
-        let latest = self
-            .latest
-            .take()
-            .map(|(metadata, snapshots)| CheckpointCompleted {
-                attempt: self.attempt,
-                metadata,
-                snapshots,
-            });
         // The master may have ended meanwhile: then nobody waits.
-        let _ = stop.reply.send(latest);
+        let _ = stop.reply.send(self.core.take_latest_completed());
     }
 }
 

@@ -2,27 +2,26 @@
 //! them, and ends the job — with success once every subtask has finished, or with a failure, a
 //! cancel, or a lost actor. Ending always stops every actor of the job.
 //!
-//! On a failure the job's restart strategy decides: the master stops every actor of the
-//! current attempt and, after the strategy's delay, deploys a new attempt whose subtasks are
-//! restored from the latest completed checkpoint (or start afresh if there is none). Messages
-//! from a stopped attempt are recognised by their attempt number and ignored. A job submitted
-//! with a checkpoint store holding checkpoints of a job of the same name starts from the
-//! newest of them.
+//! What happens when — attempts, fail-over, adopting the newest completed checkpoint,
+//! savepoint waiters, the job's end — is decided by `rill-core`'s [`JobMasterCore`]; this actor
+//! hands it what it hears and carries out its actions: deploying an attempt, stopping one and
+//! waiting until every actor has stopped, timers, answers. Messages from a stopped attempt are
+//! recognised by their attempt number. A job submitted with a checkpoint store holding
+//! checkpoints of a job of the same name starts from the newest of them.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::dev::ArbiterHandle;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
 };
-use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
-use rill_core::coordinator::CheckpointMetadata;
+use rill_core::checkpoint::CheckpointId;
+use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
 use rill_core::graph::{JobGraph, OperatorKind};
+use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
 use rill_core::layout::{AttemptStart, start_attempt};
 use rill_core::plan::{ChannelTarget, PhysicalPlan, SubtaskId};
-use rill_store::{CheckpointStore, RestorePoint};
+use rill_store::CheckpointStore;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -37,71 +36,90 @@ use crate::partitioner::PartitionerActor;
 use crate::runtime::RuntimeConfig;
 use crate::subtask::SubtaskActor;
 
+/// Who waits for a savepoint.
+type SavepointReply = oneshot::Sender<Result<CheckpointMetadata, JobError>>;
+
 pub(crate) struct JobMaster {
     graph: JobGraph,
     plan: PhysicalPlan,
     arbiters: Vec<ArbiterHandle>,
     config: RuntimeConfig,
     outcome: Option<oneshot::Sender<Result<JobReport, JobError>>>,
+    /// Decides the job's lifecycle; this actor carries out what it asks.
+    core: JobMasterCore<JobError, SavepointReply>,
     subtasks: Vec<(SubtaskId, Addr<SubtaskActor>)>,
     partitioners: Vec<Addr<PartitionerActor>>,
     coordinator: Option<Addr<CoordinatorActor>>,
-    finished: Vec<bool>,
-    unfinished: usize,
     started_at: Instant,
-    checkpoints_completed: u64,
-    latest_checkpoint: Option<CheckpointMetadata>,
-    /// Every subtask's part of the latest completed checkpoint, by index: what a restart
-    /// restores.
-    latest_snapshots: Option<Arc<BTreeMap<usize, SubtaskSnapshot>>>,
-    /// 0 for the first deployment, one more per restart.
-    attempt: u32,
     store: Option<CheckpointStore>,
-    /// Who waits for the next savepoint, and whether they want the job stopped after it.
-    savepoint_waiters: Vec<SavepointWaiter>,
-}
-
-struct SavepointWaiter {
-    stop: bool,
-    reply: oneshot::Sender<Result<CheckpointMetadata, JobError>>,
 }
 
 impl JobMaster {
     pub(crate) fn new(
         (graph, plan): (JobGraph, PhysicalPlan),
         (arbiters, config): (Vec<ArbiterHandle>, RuntimeConfig),
-        (store, resume_from): (Option<CheckpointStore>, Option<RestorePoint>),
+        (store, resume_from): (Option<CheckpointStore>, Option<CompletedCheckpoint>),
         outcome: oneshot::Sender<Result<JobReport, JobError>>,
     ) -> Self {
-        let (latest_checkpoint, latest_snapshots) = match resume_from {
-            Some(point) => (Some(point.metadata), Some(Arc::new(point.snapshots))),
-            None => (None, None),
-        };
+        let core = JobMasterCore::new(graph.restart, plan.subtasks().count(), resume_from);
         JobMaster {
             graph,
             plan,
             arbiters,
             config,
             outcome: Some(outcome),
+            core,
             subtasks: Vec::new(),
             partitioners: Vec::new(),
             coordinator: None,
-            finished: Vec::new(),
-            unfinished: 0,
             started_at: Instant::now(),
-            checkpoints_completed: 0,
-            latest_checkpoint,
-            latest_snapshots,
-            attempt: 0,
             store,
-            savepoint_waiters: Vec::new(),
+        }
+    }
+
+    /// Carries out what the core asks, in order.
+    fn perform_actions(&mut self, ctx: &mut Context<Self>) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                MasterAction::Deploy { attempt, from } => self.deploy_or_fail(attempt, from, ctx),
+                MasterAction::TriggerSavepoint => {
+                    if let Some(coordinator) = &self.coordinator {
+                        coordinator.do_send(TriggerSavepoint);
+                    }
+                }
+                MasterAction::StopAttempt { attempt } => self.stop_and_wait(attempt, ctx),
+                MasterAction::ScheduleRestart { delay_ms } => {
+                    info!(job = %self.graph.name, delay_ms, from = ?self.core.latest().map(CompletedCheckpoint::id), "the failed attempt stopped; restarting");
+                    ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
+                        master.core.handle_restart_due();
+                        master.perform_actions(ctx);
+                    });
+                }
+                MasterAction::AnswerSavepoint { waiter, result } => {
+                    if let Ok(metadata) = &result {
+                        info!(job = %self.graph.name, checkpoint = %metadata.checkpoint, "savepoint complete");
+                    }
+                    let job = self.graph.name.clone();
+                    // The asker may have given up waiting.
+                    let _ =
+                        waiter.send(result.map_err(|reason| JobError::Savepoint { job, reason }));
+                }
+                MasterAction::End(end) => {
+                    self.end(end);
+                    ctx.stop();
+                }
+            }
         }
     }
 
     /// Starts every actor, wires them, then starts them: wiring messages are all sent before
     /// any `Start`, so no batch can reach an actor before its wiring does.
-    fn deploy(&mut self, me: Addr<JobMaster>) -> Result<(), JobError> {
-        let attempt = self.attempt;
+    fn deploy(
+        &mut self,
+        attempt: u32,
+        from: Option<&CompletedCheckpoint>,
+        me: Addr<JobMaster>,
+    ) -> Result<(), JobError> {
         let flow = self.config.flow;
         let ids: Vec<SubtaskId> = self.plan.subtasks().collect();
         let mut partitioners_of: Vec<Vec<(Addr<PartitionerActor>, Vec<ChannelTarget>)>> =
@@ -116,16 +134,12 @@ impl JobMaster {
             })?),
             None => None,
         };
-        let latest = self
-            .latest_checkpoint
-            .as_ref()
-            .zip(self.latest_snapshots.as_deref());
         let AttemptStart {
             mut restored,
             first_checkpoint,
-        } = start_attempt(latest, &layout, store_next).map_err(|error| JobError::Restore {
+        } = start_attempt(from, &layout, store_next).map_err(|error| JobError::Restore {
             job: self.graph.name.clone(),
-            checkpoint: latest.map_or(CheckpointId(0), |(metadata, _)| metadata.checkpoint),
+            checkpoint: from.map_or(CheckpointId(0), CompletedCheckpoint::id),
             error,
         })?;
         for (position, &id) in ids.iter().enumerate() {
@@ -187,10 +201,6 @@ impl JobMaster {
             me.clone(),
         )
         .start();
-        if !self.savepoint_waiters.is_empty() {
-            // Asked for before a restart: the new attempt takes it.
-            coordinator.do_send(TriggerSavepoint);
-        }
         self.coordinator = Some(coordinator.clone());
         for (position, &id) in ids.iter().enumerate() {
             let inputs = self
@@ -215,8 +225,6 @@ impl JobMaster {
                 coordinator: coordinator.clone(),
             });
         }
-        self.finished = vec![false; ids.len()];
-        self.unfinished = ids.len();
         for (_, addr) in &self.subtasks {
             addr.do_send(Start);
         }
@@ -224,20 +232,26 @@ impl JobMaster {
         Ok(())
     }
 
-    /// Deploys the current attempt, turning a panic in user code that builds operators into a
-    /// deployment error.
-    fn deploy_or_end(&mut self, ctx: &mut Context<Self>) {
+    /// Deploys `attempt`, turning a panic in user code that builds operators into a
+    /// deployment error; a deployment that fails ends the job.
+    fn deploy_or_fail(
+        &mut self,
+        attempt: u32,
+        from: Option<CompletedCheckpoint>,
+        ctx: &mut Context<Self>,
+    ) {
         let me = ctx.address();
-        let deployed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.deploy(me)))
-            .unwrap_or_else(|payload| {
-                Err(JobError::Deploy {
-                    job: self.graph.name.clone(),
-                    reason: rill_core::OperatorError::from_panic(payload).to_string(),
-                })
-            });
+        let deployed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.deploy(attempt, from.as_ref(), me)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(JobError::Deploy {
+                job: self.graph.name.clone(),
+                reason: rill_core::OperatorError::from_panic(payload).to_string(),
+            })
+        });
         if let Err(error) = deployed {
-            self.end(Err(error));
-            ctx.stop();
+            self.core.handle_deploy_failed(error);
         }
     }
 
@@ -251,7 +265,7 @@ impl JobMaster {
         }
     }
 
-    /// Stops every actor of the current attempt.
+    /// Stops every actor of the current attempt, without waiting.
     fn stop_attempt(&mut self) {
         for (_, addr) in self.subtasks.drain(..) {
             addr.do_send(Shutdown::default());
@@ -264,26 +278,11 @@ impl JobMaster {
         }
     }
 
-    /// A failure: restart from the latest completed checkpoint if the strategy allows, or end
-    /// the job with the error.
-    ///
-    /// The new attempt is deployed only once the old one has stopped: its coordinator, which
-    /// hands back the newest checkpoint it completed (sinks may have committed it before the
-    /// master heard of it: restoring an older one would commit its records twice), and every
-    /// subtask and partitioner (a sink still running could write into the transactions the new
-    /// attempt's sink is about to reuse). The stops are sent with `do_send`, so they are
-    /// delivered whatever happens to the master meanwhile. If an actor has not stopped within
-    /// the runtime's `attempt_stop_timeout` (stuck in user code), the job ends instead of
-    /// restarting.
-    fn fail(&mut self, error: JobError, ctx: &mut Context<Self>) {
-        let restarts = self.attempt + 1;
-        let Some(delay_ms) = self.graph.restart.delay_before(restarts) else {
-            self.end(Err(error));
-            ctx.stop();
-            return;
-        };
-        warn!(%error, restart = restarts, delay_ms, "restarting the job");
-        self.attempt = restarts;
+    /// Stops every actor of the failed `attempt` and waits until each has stopped — at most
+    /// the runtime's `attempt_stop_timeout` — then tells the core, with the newest checkpoint
+    /// the attempt's coordinator completed. The stops are sent with `do_send`, so they are
+    /// delivered whatever happens to the master meanwhile.
+    fn stop_and_wait(&mut self, attempt: u32, ctx: &mut Context<Self>) {
         let (reply, latest) = oneshot::channel();
         if let Some(coordinator) = self.coordinator.take() {
             coordinator.do_send(StopCoordinator { reply });
@@ -317,63 +316,15 @@ impl JobMaster {
             }
             (latest, all_stopped)
         };
+        debug!(job = %self.graph.name, attempt, "stopping the failed attempt");
         ctx.spawn(
             all_stopped
                 .into_actor(self)
                 .map(move |(latest, all_stopped), master, ctx| {
-                    if let Some(completed) = latest {
-                        master.adopt_completed(completed, ctx);
-                    }
-                    if master.outcome.is_none() {
-                        return;
-                    }
-                    if !all_stopped {
-                        master.end(Err(JobError::AttemptDidNotStop {
-                            job: master.graph.name.clone(),
-                            waited_ms: stop_timeout.as_millis() as u64,
-                            error: Box::new(error),
-                        }));
-                        ctx.stop();
-                        return;
-                    }
-                    info!(from = ?master.latest_checkpoint.as_ref().map(|c| c.checkpoint), "the failed attempt stopped");
-                    ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
-                        if master.outcome.is_some() {
-                            master.deploy_or_end(ctx);
-                        }
-                    });
+                    master.core.handle_attempt_stopped(latest, all_stopped);
+                    master.perform_actions(ctx);
                 }),
         );
-    }
-
-    /// A checkpoint completed: the next attempt restores from it, and who waits for a
-    /// savepoint hears of it.
-    fn adopt_completed(&mut self, completed: CheckpointCompleted, ctx: &mut Context<Self>) {
-        if self
-            .latest_checkpoint
-            .as_ref()
-            .is_some_and(|latest| latest.checkpoint >= completed.metadata.checkpoint)
-        {
-            return;
-        }
-        self.checkpoints_completed += 1;
-        let savepoint = completed.metadata.savepoint;
-        self.latest_checkpoint = Some(completed.metadata.clone());
-        self.latest_snapshots = Some(completed.snapshots);
-        if !savepoint {
-            return;
-        }
-        info!(job = %self.graph.name, checkpoint = %completed.metadata.checkpoint, "savepoint complete");
-        let mut stop = false;
-        for waiter in self.savepoint_waiters.drain(..) {
-            stop |= waiter.stop;
-            let _ = waiter.reply.send(Ok(completed.metadata.clone()));
-        }
-        if stop {
-            let report = self.report();
-            self.end(Ok(report));
-            ctx.stop();
-        }
     }
 
     fn is_source(&self, id: SubtaskId) -> bool {
@@ -391,16 +342,23 @@ impl JobMaster {
             job: self.graph.name.clone(),
             subtasks: self.subtasks.len(),
             elapsed: self.started_at.elapsed(),
-            checkpoints_completed: self.checkpoints_completed,
-            latest_checkpoint: self.latest_checkpoint.clone(),
-            restarts: self.attempt,
+            checkpoints_completed: self.core.checkpoints_completed(),
+            latest_checkpoint: self.core.latest().map(|latest| latest.metadata.clone()),
+            restarts: self.core.restarts(),
         }
     }
 
-    /// Ends the job once: reports the outcome and stops every actor.
-    fn end(&mut self, outcome: Result<JobReport, JobError>) {
-        let Some(sender) = self.outcome.take() else {
-            return;
+    /// Ends the job: reports the outcome and stops every actor.
+    fn end(&mut self, end: JobEnd<JobError>) {
+        let outcome = match end {
+            JobEnd::Finished | JobEnd::StoppedWithSavepoint(_) => Ok(self.report()),
+            JobEnd::Failed(error) => Err(error),
+            JobEnd::AttemptDidNotStop(error) => Err(JobError::AttemptDidNotStop {
+                job: self.graph.name.clone(),
+                waited_ms: self.config.attempt_stop_timeout.as_millis() as u64,
+                error: Box::new(error),
+            }),
+            JobEnd::Cancelled => Err(JobError::Cancelled(self.graph.name.clone())),
         };
         match &outcome {
             Ok(report) => {
@@ -409,8 +367,10 @@ impl JobMaster {
             Err(error) => warn!(%error, "job ended"),
         }
         self.stop_attempt();
-        // The application may have dropped its handle; the job ends all the same.
-        let _ = sender.send(outcome);
+        if let Some(sender) = self.outcome.take() {
+            // The application may have dropped its handle; the job ends all the same.
+            let _ = sender.send(outcome);
+        }
     }
 }
 
@@ -418,7 +378,8 @@ impl Actor for JobMaster {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.deploy_or_end(ctx);
+        self.core.start();
+        self.perform_actions(ctx);
     }
 }
 
@@ -427,20 +388,12 @@ impl Handler<SubtaskFinished> for JobMaster {
 
     fn handle(&mut self, finished: SubtaskFinished, ctx: &mut Context<Self>) {
         let id = finished.subtask;
-        if finished.attempt != self.attempt {
-            return;
+        if finished.attempt == self.core.attempt() {
+            debug!(chain = %self.chain_name(id), subtask = id.index, "subtask finished");
         }
-        let position = self.plan.position(id);
-        if std::mem::replace(&mut self.finished[position], true) {
-            return;
-        }
-        self.unfinished -= 1;
-        debug!(chain = %self.chain_name(id), subtask = id.index, "subtask finished");
-        if self.unfinished == 0 {
-            let report = self.report();
-            self.end(Ok(report));
-            ctx.stop();
-        }
+        self.core
+            .handle_subtask_finished(finished.attempt, self.plan.position(id));
+        self.perform_actions(ctx);
     }
 }
 
@@ -448,11 +401,12 @@ impl Handler<TaskFailed> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, failure: TaskFailed, ctx: &mut Context<Self>) {
-        if failure.attempt != self.attempt {
-            return;
-        }
         let error = self.task_error(failure.subtask, failure.error);
-        self.fail(error, ctx);
+        if failure.attempt == self.core.attempt() {
+            warn!(%error, "a task failed");
+        }
+        self.core.handle_failure(failure.attempt, error);
+        self.perform_actions(ctx);
     }
 }
 
@@ -460,16 +414,14 @@ impl Handler<ActorLost> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, lost: ActorLost, ctx: &mut Context<Self>) {
-        if lost.attempt != self.attempt {
-            return;
-        }
         let error = JobError::ActorLost {
             job: self.graph.name.clone(),
             chain: self.chain_name(lost.subtask),
             subtask: lost.subtask.index,
             what: lost.what,
         };
-        self.fail(error, ctx);
+        self.core.handle_failure(lost.attempt, error);
+        self.perform_actions(ctx);
     }
 }
 
@@ -477,8 +429,8 @@ impl Handler<Cancel> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, _: Cancel, ctx: &mut Context<Self>) {
-        self.end(Err(JobError::Cancelled(self.graph.name.clone())));
-        ctx.stop();
+        self.core.cancel();
+        self.perform_actions(ctx);
     }
 }
 
@@ -486,46 +438,28 @@ impl Handler<CheckpointCompleted> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, completed: CheckpointCompleted, ctx: &mut Context<Self>) {
-        if completed.attempt != self.attempt {
-            // A failed attempt's: its coordinator hands its newest one back when it stops.
-            return;
-        }
-        self.adopt_completed(completed, ctx);
+        self.core
+            .handle_checkpoint_completed(completed.attempt, completed.checkpoint);
+        self.perform_actions(ctx);
     }
 }
 
 impl Handler<RequestSavepoint> for JobMaster {
     type Result = ();
 
-    fn handle(&mut self, request: RequestSavepoint, _ctx: &mut Context<Self>) {
-        if self.outcome.is_none() {
-            return;
-        }
-        if self.savepoint_waiters.is_empty()
-            && let Some(coordinator) = &self.coordinator
-        {
-            coordinator.do_send(TriggerSavepoint);
-        }
-        self.savepoint_waiters.push(SavepointWaiter {
-            stop: request.stop,
-            reply: request.reply,
-        });
+    fn handle(&mut self, request: RequestSavepoint, ctx: &mut Context<Self>) {
+        self.core.request_savepoint(request.reply, request.stop);
+        self.perform_actions(ctx);
     }
 }
 
 impl Handler<SavepointFailed> for JobMaster {
     type Result = ();
 
-    fn handle(&mut self, failed: SavepointFailed, _ctx: &mut Context<Self>) {
-        if failed.attempt != self.attempt {
-            return;
-        }
-        for waiter in self.savepoint_waiters.drain(..) {
-            let _ = waiter.reply.send(Err(JobError::Savepoint {
-                job: self.graph.name.clone(),
-                reason: failed.reason.clone(),
-            }));
-        }
+    fn handle(&mut self, failed: SavepointFailed, ctx: &mut Context<Self>) {
+        self.core
+            .handle_savepoint_failed(failed.attempt, &failed.reason);
+        self.perform_actions(ctx);
     }
 }
 
@@ -533,13 +467,11 @@ impl Handler<CheckpointingFailed> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, failed: CheckpointingFailed, ctx: &mut Context<Self>) {
-        if failed.attempt != self.attempt {
-            return;
-        }
         let error = JobError::Checkpointing {
             job: self.graph.name.clone(),
             reason: failed.reason,
         };
-        self.fail(error, ctx);
+        self.core.handle_failure(failed.attempt, error);
+        self.perform_actions(ctx);
     }
 }

@@ -3,14 +3,11 @@
 //! (0, then one more per restart) they belong to, so that news from a stopped attempt is
 //! ignored.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use actix::{Addr, Message};
 use rill_core::Batch;
 use rill_core::TaskError;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
-use rill_core::coordinator::CheckpointMetadata;
+use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
 use rill_core::plan::SubtaskId;
 use tokio::sync::oneshot;
 
@@ -170,13 +167,12 @@ pub(crate) struct Decline {
     pub reason: DeclineReason,
 }
 
-/// The coordinator completed a checkpoint; `snapshots` holds every subtask's part, by index.
+/// An attempt's coordinator completed a checkpoint (and has told every subtask).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct CheckpointCompleted {
     pub attempt: u32,
-    pub metadata: CheckpointMetadata,
-    pub snapshots: Arc<BTreeMap<usize, SubtaskSnapshot>>,
+    pub checkpoint: CompletedCheckpoint,
 }
 
 /// Stops the checkpoint coordinator of an attempt the job master replaces. It answers on
@@ -186,7 +182,7 @@ pub(crate) struct CheckpointCompleted {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopCoordinator {
-    pub reply: oneshot::Sender<Option<CheckpointCompleted>>,
+    pub reply: oneshot::Sender<Option<CompletedCheckpoint>>,
 }
 
 /// Too many checkpoints failed: the job must fail.

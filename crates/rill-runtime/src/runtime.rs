@@ -7,10 +7,11 @@ use std::time::Duration;
 use actix::dev::ArbiterHandle;
 use actix::{Actor, Arbiter, System};
 use rill_core::checkpoint::CheckpointId;
+use rill_core::coordinator::CompletedCheckpoint;
 use rill_core::flow::{FlowConfig, FlowConfigError};
 use rill_core::graph::JobGraph;
 use rill_core::plan::PhysicalPlan;
-use rill_store::{CheckpointStore, RestorePoint};
+use rill_store::CheckpointStore;
 use tokio::sync::oneshot;
 
 use crate::job::{JobError, JobHandle};
@@ -166,7 +167,7 @@ impl Runtime {
         &self,
         graph: JobGraph,
         store: Option<CheckpointStore>,
-        resume_from: Option<RestorePoint>,
+        resume_from: Option<CompletedCheckpoint>,
     ) -> Result<JobHandle, JobError> {
         let plan = PhysicalPlan::new(&graph)?;
         let (outcome_tx, outcome_rx) = oneshot::channel();

@@ -8,23 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
-use rill_core::coordinator::CheckpointMetadata;
+use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
-
-/// A completed checkpoint to restore: its metadata and every subtask's snapshot, by index.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RestorePoint {
-    /// The checkpoint's metadata.
-    pub metadata: CheckpointMetadata,
-    /// Every subtask's snapshot, by the subtask's index in the plan.
-    pub snapshots: BTreeMap<usize, SubtaskSnapshot>,
-}
 
 /// Durable checkpoints of any number of jobs. Cheap to clone; clones share the store.
 #[derive(Clone)]
@@ -165,7 +157,7 @@ impl CheckpointStore {
     }
 
     /// The newest completed checkpoint of a job with all its snapshots, if it has one.
-    pub fn latest(&self, job: &str) -> Result<Option<RestorePoint>, StoreError> {
+    pub fn latest(&self, job: &str) -> Result<Option<CompletedCheckpoint>, StoreError> {
         match self.list(job)?.pop() {
             Some(metadata) => self.restore_point(job, metadata).map(Some),
             None => Ok(None),
@@ -177,7 +169,7 @@ impl CheckpointStore {
         &self,
         job: &str,
         checkpoint: CheckpointId,
-    ) -> Result<Option<RestorePoint>, StoreError> {
+    ) -> Result<Option<CompletedCheckpoint>, StoreError> {
         match self
             .metadata
             .get(checkpoint_key(job, checkpoint))
@@ -192,7 +184,7 @@ impl CheckpointStore {
         &self,
         job: &str,
         metadata: CheckpointMetadata,
-    ) -> Result<RestorePoint, StoreError> {
+    ) -> Result<CompletedCheckpoint, StoreError> {
         let mut snapshots = BTreeMap::new();
         for entry in self
             .snapshots
@@ -217,9 +209,9 @@ impl CheckpointStore {
                 expected: metadata.subtasks,
             });
         }
-        Ok(RestorePoint {
+        Ok(CompletedCheckpoint {
             metadata,
-            snapshots,
+            snapshots: Arc::new(snapshots),
         })
     }
 

@@ -18,6 +18,6 @@ pub mod checkpoints;
 pub mod error;
 pub mod state;
 
-pub use checkpoints::{CheckpointStore, RestorePoint};
+pub use checkpoints::CheckpointStore;
 pub use error::StoreError;
 pub use state::FjallStateBackend;

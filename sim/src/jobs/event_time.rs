@@ -42,6 +42,7 @@ use std::time::Duration;
 use rand::Rng;
 use rill_core::BoxError;
 use rill_core::checkpoint::CheckpointId;
+use rill_core::coordinator::CompletedCheckpoint;
 use rill_core::element::{Record, Timestamp};
 use rill_core::graph::OperatorId;
 use rill_core::keyed::{KeySelector, KeyedContext, KeyedProcess, KeyedProcessFunction};
@@ -58,9 +59,8 @@ use rill_core::window::{
 use super::{
     FinalState, GeneratedInput, GraphBuilder, InputSpec, Multiset, TopicInput, decode, encode,
 };
-use crate::checkpoints::StoredCheckpoint;
-use crate::faults::Defect;
 use crate::log::{LogRecord, SimLog};
+use rill_core::defects::Defect;
 
 /// The out-of-orderness the sources' watermark strategy allows, per partition.
 pub const OUT_OF_ORDERNESS_MS: i64 = 100;
@@ -768,7 +768,10 @@ pub(super) fn join_graph(job: &mut GraphBuilder, log: &SimLog, parallelism: &dyn
 /// The keyed state left in the operators `uids` in a checkpoint: for each state table that
 /// still holds something, how many key groups it has. A job that ended cleanly leaves none.
 fn leftover_state(
-    (metadata, snapshots): &StoredCheckpoint,
+    CompletedCheckpoint {
+        metadata,
+        snapshots,
+    }: &CompletedCheckpoint,
     uids: &[&str],
     skip: &[&str],
 ) -> Result<FinalState, String> {
@@ -804,7 +807,7 @@ fn leftover_state(
 /// unless timers kept a count per key).
 pub(super) fn final_state(
     kind: super::JobKind,
-    checkpoint: &StoredCheckpoint,
+    checkpoint: &CompletedCheckpoint,
 ) -> Result<FinalState, String> {
     use super::JobKind;
     match kind {
@@ -1022,7 +1025,10 @@ mod tests {
                 operators: vec![OperatorSnapshot::default(); 2],
             },
         ];
-        let checkpoint = (metadata, snapshots.into_iter().enumerate().collect());
+        let checkpoint = CompletedCheckpoint {
+            metadata,
+            snapshots: Arc::new(snapshots.into_iter().enumerate().collect()),
+        };
         let state = final_state(super::super::JobKind::WindowAggregate, &checkpoint);
         let expected: FinalState = [
             ("tumbling: __timers/event-time", "left in 2 key groups"),

@@ -1,38 +1,80 @@
-//! Deploying an attempt of the job, failing it over, and crashing its process: what the
-//! runtime's job master and its `Runtime::submit` do, around `rill-core`'s `start_attempt`.
+//! Driving `rill-core`'s [`JobMasterCore`] as the runtime's job master actor does — deploying
+//! the attempts it asks for, stopping a failed one, scheduling its restart — and submitting
+//! the job again after a crash of its process, as `Runtime::submit_with_store` does.
+
+use rill_core::coordinator::CompletedCheckpoint;
+use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
 
 use super::*;
 
 impl World {
-    pub(super) fn deploy(&mut self, kind: Redeploy) {
-        if kind == Redeploy::Resubmit {
-            self.latest = match self.store.latest() {
-                Ok(latest) => latest,
-                Err(error) => {
-                    self.outcome = Some(Outcome::StorageViolated(error.to_string()));
-                    return;
-                }
-            };
-            self.store.discard_leftovers();
-        }
-        let latest = self
-            .latest
-            .as_ref()
-            .map(|(metadata, snapshots)| (metadata, snapshots));
-        let from = latest.map(|(metadata, _)| metadata.checkpoint);
-        let start = match start_attempt(latest, &self.shape.layout, Some(self.store.next_id())) {
-            Ok(start) => start,
+    /// Submits the job (again) with a new job master: it deletes what unfinished checkpoints
+    /// left, and resumes from the newest completed checkpoint in the store.
+    pub(super) fn submit(&mut self) {
+        let resume_from = match self.store.latest() {
+            Ok(latest) => latest,
             Err(error) => {
-                self.outcome = Some(Outcome::Failed(format!(
-                    "cannot restore {}: {error}",
-                    from.unwrap_or(CheckpointId(0))
-                )));
+                self.outcome = Some(Outcome::StorageViolated(error.to_string()));
                 return;
             }
         };
-        self.trace(10, [from.map_or(0, |c| c.0), 0, 0], || match from {
-            Some(checkpoint) => format!("deploy the job, restored from {checkpoint}"),
-            None => "deploy the job from the start of its input".to_owned(),
+        self.store.discard_leftovers();
+        let mut master =
+            JobMasterCore::new(self.shape.graph.restart, self.shape.ids.len(), resume_from);
+        if let Some(defect) = self.defect {
+            master.plant_defect(defect);
+        }
+        master.start();
+        self.master = Some(master);
+        self.perform_master_actions();
+    }
+
+    /// Carries out what the job master asks, in order.
+    pub(super) fn perform_master_actions(&mut self) {
+        while let Some(action) = self.master.as_mut().and_then(JobMasterCore::poll_action) {
+            match action {
+                MasterAction::Deploy { attempt, from } => self.deploy(attempt, from.as_ref()),
+                MasterAction::StopAttempt { attempt } => self.stop_attempt(attempt),
+                MasterAction::ScheduleRestart { delay_ms } => {
+                    self.redeploy = Some((
+                        self.now_us + delay_ms.saturating_mul(1_000),
+                        Redeploy::RestartDue,
+                    ));
+                }
+                // The simulated jobs take no savepoints on request.
+                MasterAction::TriggerSavepoint | MasterAction::AnswerSavepoint { .. } => {}
+                MasterAction::End(end) => {
+                    self.attempt = None;
+                    self.outcome = Some(match end {
+                        JobEnd::Finished | JobEnd::StoppedWithSavepoint(_) => Outcome::Finished,
+                        JobEnd::Failed(error) => Outcome::Failed(error),
+                        JobEnd::AttemptDidNotStop(error) => {
+                            Outcome::Failed(format!("the failed attempt did not stop: {error}"))
+                        }
+                        JobEnd::Cancelled => Outcome::Failed("cancelled".to_owned()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Deploys attempt `number`, restored from `from`.
+    fn deploy(&mut self, number: u32, from: Option<&CompletedCheckpoint>) {
+        let from_id = from.map(CompletedCheckpoint::id);
+        let start = match start_attempt(from, &self.shape.layout, Some(self.store.next_id())) {
+            Ok(start) => start,
+            Err(error) => {
+                let reason = format!(
+                    "cannot restore {}: {error}",
+                    from_id.unwrap_or(CheckpointId(0))
+                );
+                self.deploy_failed(reason);
+                return;
+            }
+        };
+        self.trace(10, [from_id.map_or(0, |c| c.0), 0, 0], || match from_id {
+            Some(checkpoint) => format!("deploy attempt {number}, restored from {checkpoint}"),
+            None => format!("deploy attempt {number} from the start of its input"),
         });
         let mut links: Vec<Link> = Vec::new();
         let mut new_link = |to: Endpoint, ordered: bool| {
@@ -58,20 +100,21 @@ impl World {
             if let Some(snapshot) = snapshot
                 && let Err(error) = core.restore(snapshot)
             {
-                self.outcome = Some(Outcome::Failed(format!(
-                    "cannot restore {}: {error}",
-                    self.subtask_name(position)
-                )));
+                let reason = format!("cannot restore {}: {error}", self.subtask_name(position));
+                self.deploy_failed(reason);
                 return;
             }
             let outputs = self.shape.plan.chain(id.chain).outputs.len();
             let mut output_links = Vec::with_capacity(outputs);
             let mut own = Vec::with_capacity(outputs);
             for output in 0..outputs {
-                let (core, targets) =
+                let (mut core, targets) =
                     self.shape
                         .plan
                         .build_partitioner(&self.shape.graph, id, output, self.flow);
+                if let Some(defect) = self.defect {
+                    core.plant_defect(defect);
+                }
                 let index = partitioners.len();
                 output_links.push(new_link(Endpoint::Partitioner(index), true));
                 let credit_link = new_link(Endpoint::Subtask(position), true);
@@ -93,7 +136,6 @@ impl World {
                     output,
                     credit_link,
                     target_links,
-                    credits_returned: 0,
                 });
                 own.push(index);
             }
@@ -127,7 +169,8 @@ impl World {
                 })
                 .collect();
         }
-        let is_recovery = self.restarts > 0;
+        let is_recovery = self.deployments > 0;
+        self.deployments += 1;
         let crash_at_step = (is_recovery && self.recovery_crashes_left > 0).then(|| {
             self.recovery_crashes_left -= 1;
             self.stats.steps + self.rng.random_range(1..=RECOVERY_CRASH_WITHIN_STEPS)
@@ -135,62 +178,74 @@ impl World {
         if is_recovery {
             self.stats.recoveries += 1;
         }
+        let mut coordinator = CoordinatorCore::new(
+            self.shape.graph.checkpoint,
+            self.shape.layout.clone(),
+            start.first_checkpoint,
+        );
+        if let Some(defect) = self.defect {
+            coordinator.plant_defect(defect);
+        }
         self.attempt = Some(Attempt {
-            unfinished: subtasks.len(),
+            number,
             subtasks,
             partitioners,
             links,
-            coordinator: CoordinatorCore::new(
-                self.shape.graph.checkpoint,
-                self.shape.layout.clone(),
-                start.first_checkpoint,
-            ),
-            acks: BTreeMap::new(),
+            coordinator,
             next_tick_us: self.now_us,
             processing_time_ms: None,
+            dead: None,
             crash_at_step,
             stopping: None,
         });
     }
 
-    /// A task failed (`dead`, if a subtask crashed or failed): the job fails over, if the
-    /// restart strategy allows. As in the runtime, the failed attempt stops before the next
-    /// one starts, and not at once: its coordinator handles what reached it before its stop
-    /// (possibly completing a checkpoint and sending its notices), and the other subtasks and
-    /// partitioners handle what reached them before theirs — a random number of steps. Then
-    /// every subtask restarts from the newest checkpoint the coordinator completed.
+    /// The attempt could not be deployed: the master ends the job.
+    fn deploy_failed(&mut self, reason: String) {
+        if let Some(master) = &mut self.master {
+            master.handle_deploy_failed(reason);
+        }
+        self.perform_master_actions();
+    }
+
+    /// A task of the running attempt failed (`dead`, if a subtask crashed or failed: it does
+    /// nothing more): the job master decides whether the job fails over.
     pub(super) fn fail_over(&mut self, reason: String, dead: Option<usize>) {
-        let steps = self.stats.steps;
-        let drain_steps = self.rng.random_range(0..=STOP_STEPS_MAX);
-        let coordinator_steps = self.rng.random_range(0..=drain_steps);
         let Some(attempt) = &mut self.attempt else {
             return;
         };
-        if attempt.stopping.is_some() {
-            return;
+        if attempt.dead.is_none() {
+            attempt.dead = dead;
         }
-        self.restarts += 1;
-        let Some(delay_ms) = self.shape.graph.restart.delay_before(self.restarts) else {
-            self.attempt = None;
-            self.outcome = Some(Outcome::Failed(format!(
-                "the restart strategy gave up after {} restarts; last failure: {reason}",
-                self.restarts - 1
-            )));
+        let number = attempt.number;
+        if let Some(master) = &mut self.master {
+            master.handle_failure(number, reason);
+        }
+        self.perform_master_actions();
+    }
+
+    /// The master stops the failed attempt. As actors do, it stops not at once: its
+    /// coordinator handles what reached it before its stop (possibly completing a checkpoint
+    /// and sending its notices), and the other subtasks and partitioners handle what reached
+    /// them before theirs — a random number of steps.
+    fn stop_attempt(&mut self, number: u32) {
+        let steps = self.stats.steps;
+        let drain_steps = self.rng.random_range(0..=STOP_STEPS_MAX);
+        let coordinator_steps = self.rng.random_range(0..=drain_steps);
+        let Some(attempt) = self.attempt.as_mut().filter(|a| a.number == number) else {
             return;
         };
         attempt.stopping = Some(Stopping {
-            dead,
             coordinator_stops_at: steps + coordinator_steps,
             stopped_at: steps + drain_steps,
-            restart_delay_us: delay_ms.saturating_mul(1_000),
         });
-        let restarts = self.restarts;
-        self.trace(11, [u64::from(restarts), drain_steps, 0], || {
-            format!("fail over (restart {restarts}): {reason}; the attempt stops within {drain_steps} steps")
+        self.trace(11, [u64::from(number), drain_steps, 0], || {
+            format!("stop the failed attempt {number}: it stops within {drain_steps} steps")
         });
     }
 
-    /// Ends a stopping attempt once its last step is done, and schedules the next one.
+    /// Ends a stopping attempt once its last step is done: the master hears of it, with the
+    /// newest checkpoint the attempt's coordinator completed.
     pub(super) fn finish_stopping(&mut self) {
         let Some(stopping) = self.attempt.as_ref().and_then(|a| a.stopping) else {
             return;
@@ -198,19 +253,22 @@ impl World {
         if self.stats.steps < stopping.stopped_at {
             return;
         }
-        self.attempt = None;
-        let from = self
-            .latest
-            .as_ref()
-            .map(|(metadata, _)| metadata.checkpoint);
-        self.trace(12, [from.map_or(0, |c| c.0), 0, 0], || {
-            format!("the failed attempt has stopped; the next restores from {from:?}")
+        let latest = self
+            .attempt
+            .take()
+            .and_then(|mut attempt| attempt.coordinator.take_latest_completed());
+        let handed_back = latest.as_ref().map(CompletedCheckpoint::id);
+        self.trace(12, [handed_back.map_or(0, |c| c.0), 0, 0], || {
+            format!("the failed attempt has stopped; its coordinator hands back {handed_back:?}")
         });
-        self.redeploy = Some((self.now_us + stopping.restart_delay_us, Redeploy::FailOver));
+        if let Some(master) = &mut self.master {
+            master.handle_attempt_stopped(latest, true);
+        }
+        self.perform_master_actions();
     }
 
     /// The job's process crashed (and, unless `fate` keeps them, its unsynced writes): all
-    /// memory is gone; the job is submitted again.
+    /// memory is gone, the job master with it; the job is submitted again.
     pub(super) fn crash_process(&mut self, fate: UnsyncedFate, what: &str) {
         let log_damage = self.log.crash(fate, &mut self.rng);
         let store_damage = self.store.crash(fate, &mut self.rng);
@@ -224,9 +282,11 @@ impl World {
             log_damage.lost, store_damage.lost
         ));
         self.attempt = None;
-        self.latest = None;
-        self.restarts += 1;
-        match self.shape.graph.restart.delay_before(self.restarts) {
+        self.master = None;
+        // Whoever runs the process (a supervisor) starts it again, under the job's restart
+        // strategy.
+        self.resubmissions += 1;
+        match self.shape.graph.restart.delay_before(self.resubmissions) {
             Some(delay_ms) => {
                 self.redeploy = Some((
                     self.now_us + delay_ms.saturating_mul(1_000),
@@ -235,8 +295,8 @@ impl World {
             }
             None => {
                 self.outcome = Some(Outcome::Failed(format!(
-                    "not submitted again after {} restarts",
-                    self.restarts - 1
+                    "not submitted again after {} crashes of the process",
+                    self.resubmissions - 1
                 )));
             }
         }

@@ -176,7 +176,6 @@ impl World {
     }
 
     pub(super) fn deliver_to_partitioner(&mut self, index: usize, message: Message) {
-        let leaks = self.defect == Some(Defect::PartitionerLeaksCredits);
         let Some(attempt) = &mut self.attempt else {
             return;
         };
@@ -214,14 +213,6 @@ impl World {
                     self.send(link, Message::Batch { channel, batch });
                 }
                 PartitionerTransmit::UpstreamCredit(credits) => {
-                    partitioner.credits_returned += 1;
-                    if leaks
-                        && partitioner
-                            .credits_returned
-                            .is_multiple_of(LEAKED_CREDIT_EVERY)
-                    {
-                        continue;
-                    }
                     let (link, output) = (partitioner.credit_link, partitioner.output);
                     self.send(link, Message::OutputCredit { output, credits });
                 }
@@ -285,64 +276,57 @@ impl World {
         None
     }
 
-    /// A subtask's snapshot reached the coordinator: store it, then count the acknowledgement.
+    /// A subtask's snapshot reached the coordinator.
     pub(super) fn acknowledge(
         &mut self,
         checkpoint: CheckpointId,
         subtask: usize,
         snapshot: SubtaskSnapshot,
     ) {
-        let now_ms = self.now_us / 1_000;
-        let write = self.store.snapshot_write(checkpoint, subtask, &snapshot);
+        if let Some(attempt) = &mut self.attempt {
+            attempt
+                .coordinator
+                .handle_ack(checkpoint, subtask, snapshot);
+        }
+    }
+
+    /// Writes an acknowledged snapshot to the store, as the coordinator asks — unless the
+    /// coordinator crashes first (after some of the checkpoint's snapshots, before all), or a
+    /// crash tears the write.
+    fn persist_snapshot(&mut self, checkpoint: CheckpointId, subtask: usize) {
+        // Past a coin toss per snapshot, so that the crash comes after any number of them,
+        // not always before the first.
+        let crash_point = Fault::CrashCoordinator {
+            point: CoordinatorPoint::AfterAcks,
+        };
+        if self.armed.contains(&crash_point)
+            && self.rng.random_bool(0.5)
+            && self.take_armed(|f| *f == crash_point).is_some()
+        {
+            self.crash_process(
+                UnsyncedFate::Kept,
+                &format!("crash of the coordinator before storing the snapshot of {checkpoint} by subtask {subtask}"),
+            );
+            return;
+        }
+        let Some(snapshot) = self
+            .attempt
+            .as_ref()
+            .and_then(|attempt| attempt.coordinator.pending_snapshot(checkpoint, subtask))
+        else {
+            return;
+        };
+        let write = self.store.snapshot_write(checkpoint, subtask, snapshot);
         let what = || format!("the snapshot of {checkpoint} by subtask {subtask}");
         let Some(op) = self.unless_torn(write, TornWrite::Snapshot, what) else {
             return;
         };
         let bytes = self.store.write(op);
-        let subtasks = self.shape.ids.len();
-        let early = self.defect == Some(Defect::CoordinatorCompletesEarly);
-        let Some(attempt) = &mut self.attempt else {
-            return;
-        };
-        let acks = attempt.acks.entry(checkpoint).or_default();
-        acks.insert(subtask, snapshot);
-        let acknowledged = acks.len();
-        attempt
-            .coordinator
-            .handle_ack(checkpoint, subtask, bytes, now_ms);
-        if early {
-            // Broken on purpose: the first acknowledgement stands in for every other.
-            for other in 0..subtasks {
-                attempt.coordinator.handle_ack(checkpoint, other, 0, now_ms);
-            }
-        }
-        // Past a coin toss per acknowledgement, so that the crash comes after any number of
-        // them, not always after the first.
-        if acknowledged < subtasks
-            && self.armed.iter().any(|f| {
-                matches!(
-                    f,
-                    Fault::CrashCoordinator {
-                        point: CoordinatorPoint::AfterAcks
-                    }
-                )
-            })
-            && self.rng.random_bool(0.5)
-            && self
-                .take_armed(|f| {
-                    matches!(
-                        f,
-                        Fault::CrashCoordinator {
-                            point: CoordinatorPoint::AfterAcks
-                        }
-                    )
-                })
-                .is_some()
-        {
-            self.crash_process(
-                UnsyncedFate::Kept,
-                &format!("crash of the coordinator after {acknowledged} of {subtasks} acknowledgements of {checkpoint}"),
-            );
+        let now_ms = self.now_us / 1_000;
+        if let Some(attempt) = &mut self.attempt {
+            attempt
+                .coordinator
+                .handle_snapshot_persisted(checkpoint, subtask, bytes, now_ms);
         }
     }
 
@@ -368,6 +352,10 @@ impl World {
                         }
                     }
                 }
+                CoordinatorAction::PersistSnapshot {
+                    checkpoint,
+                    subtask,
+                } => self.persist_snapshot(checkpoint, subtask),
                 CoordinatorAction::PersistMetadata(metadata) => {
                     let checkpoint = metadata.checkpoint;
                     let write = self.store.metadata_write(&metadata);
@@ -383,15 +371,6 @@ impl World {
                     attempt
                         .coordinator
                         .handle_metadata_persisted(checkpoint, now_ms);
-                    let snapshots = attempt.acks.remove(&checkpoint).unwrap_or_default();
-                    // Broken on purpose: the master restores a failed attempt from what it had
-                    // heard of when the failure came, not from what the coordinator completed
-                    // while the attempt stopped.
-                    let ignored = attempt.stopping.is_some()
-                        && self.defect == Some(Defect::MasterIgnoresLateCompletions);
-                    if !ignored {
-                        self.latest = Some((metadata, snapshots));
-                    }
                     self.stats.checkpoints_completed += 1;
                     self.trace(21, [checkpoint.0, 0, 0], || {
                         format!("{checkpoint} is complete (metadata synced)")
@@ -422,8 +401,14 @@ impl World {
                         }
                     }
                 }
+                CoordinatorAction::Completed(completed) => {
+                    let number = attempt.number;
+                    if let Some(master) = &mut self.master {
+                        master.handle_checkpoint_completed(number, completed);
+                    }
+                    self.perform_master_actions();
+                }
                 CoordinatorAction::Discard(checkpoint) => {
-                    attempt.acks.remove(&checkpoint);
                     self.store.discard(checkpoint);
                     self.trace(22, [checkpoint.0, 0, 0], || format!("discard {checkpoint}"));
                 }

@@ -39,16 +39,17 @@ use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use rill_core::Timestamp;
 use rill_core::checkpoint::{CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot};
-use rill_core::coordinator::{CoordinatorAction, CoordinatorCore};
+use rill_core::coordinator::{CompletedCheckpoint, CoordinatorAction, CoordinatorCore};
 use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
 use rill_core::graph::{JobGraph, OperatorKind};
+use rill_core::job_master::JobMasterCore;
 use rill_core::layout::{JobLayout, start_attempt};
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::{PhysicalPlan, SubtaskId};
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 
-use crate::checkpoints::{SimCheckpointStore, StoreError, StoreOp, StoredCheckpoint};
+use crate::checkpoints::{SimCheckpointStore, StoreError, StoreOp};
 use crate::disk::UnsyncedFate;
 use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
 use crate::log::{LogRecord, SimLog};
@@ -71,8 +72,6 @@ const SOURCE_IDLE_PAUSE_US: u64 = 1_000;
 const RECOVERY_CRASH_WITHIN_STEPS: u64 = 60;
 /// A failed attempt's actors go on for at most this many scheduler steps before they stop.
 const STOP_STEPS_MAX: u64 = 40;
-/// With the credit-leaking partitioner, every this-many-th upstream credit is lost.
-const LEAKED_CREDIT_EVERY: u64 = 7;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,7 +111,7 @@ pub struct RunResult {
     pub log: SimLog,
     /// The latest completed checkpoint the job master knew at the end (the final one, if the
     /// job finished).
-    pub latest: Option<StoredCheckpoint>,
+    pub latest: Option<CompletedCheckpoint>,
 }
 
 /// Everything a world is built from.
@@ -272,33 +271,29 @@ struct SimPartitioner {
     credit_link: usize,
     /// For each target: the link, and the input channel at the target.
     target_links: Vec<(usize, usize)>,
-    credits_returned: u64,
 }
 
 /// A failed attempt on its way out.
 #[derive(Clone, Copy)]
 struct Stopping {
-    /// The subtask that crashed or failed: it does nothing more.
-    dead: Option<usize>,
     /// From this step on, the coordinator takes no message and no tick.
     coordinator_stops_at: u64,
     /// At this step, every actor of the attempt has stopped.
     stopped_at: u64,
-    /// The restart strategy's delay before the next attempt.
-    restart_delay_us: u64,
 }
 
 struct Attempt {
+    /// Its number, as the job master counts them.
+    number: u32,
     subtasks: Vec<SimSubtask>,
     partitioners: Vec<SimPartitioner>,
     links: Vec<Link>,
     coordinator: CoordinatorCore,
-    /// Acknowledged snapshots of checkpoints in progress.
-    acks: BTreeMap<CheckpointId, BTreeMap<usize, SubtaskSnapshot>>,
     next_tick_us: u64,
     /// The virtual millisecond its subtasks were last told as processing time.
     processing_time_ms: Option<u64>,
-    unfinished: usize,
+    /// The subtask that crashed or failed: it does nothing more.
+    dead: Option<usize>,
     /// A crash comes once the scheduler reaches this step (a crash during recovery).
     crash_at_step: Option<u64>,
     /// The attempt failed and is stopping.
@@ -307,8 +302,8 @@ struct Attempt {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Redeploy {
-    /// A fail-over: the job master still knows the latest checkpoint.
-    FailOver,
+    /// The job master's restart delay has passed.
+    RestartDue,
     /// A submission after a crash of the process: restore from the store.
     Resubmit,
 }
@@ -396,9 +391,13 @@ pub struct World {
     flow: FlowConfig,
     log: SimLog,
     store: SimCheckpointStore,
+    /// The job master of the running process; gone with a crash of the process.
+    master: Option<JobMasterCore<String, ()>>,
     attempt: Option<Attempt>,
-    latest: Option<StoredCheckpoint>,
-    restarts: u32,
+    /// Attempts deployed so far, by every master of the run.
+    deployments: u32,
+    /// Times the process was started again after a crash.
+    resubmissions: u32,
     redeploy: Option<(u64, Redeploy)>,
     outcome: Option<Outcome>,
     schedule: Vec<ScheduledFault>,
@@ -427,9 +426,10 @@ impl World {
             flow: setup.flow,
             log: setup.log,
             store: SimCheckpointStore::default(),
+            master: None,
             attempt: None,
-            latest: None,
-            restarts: 0,
+            deployments: 0,
+            resubmissions: 0,
             redeploy: Some((0, Redeploy::Resubmit)),
             outcome: None,
             schedule: setup.schedule,
@@ -476,7 +476,10 @@ impl World {
             stats: self.stats,
             trace_hash: self.trace.hash(),
             log: self.log,
-            latest: self.latest,
+            latest: self
+                .master
+                .as_ref()
+                .and_then(|master| master.latest().cloned()),
         }
     }
 
@@ -540,7 +543,7 @@ impl World {
             if let Some(attempt) = &self.attempt {
                 let steps = self.stats.steps;
                 let stopping = attempt.stopping;
-                let dead = stopping.and_then(|stopping| stopping.dead);
+                let dead = attempt.dead;
                 let coordinator_stopped =
                     stopping.is_some_and(|stopping| steps >= stopping.coordinator_stops_at);
                 for (index, link) in attempt.links.iter().enumerate() {
@@ -594,11 +597,16 @@ impl World {
 
     fn perform(&mut self, action: Action) {
         match action {
-            Action::Redeploy => {
-                if let Some((_, kind)) = self.redeploy.take() {
-                    self.deploy(kind);
+            Action::Redeploy => match self.redeploy.take() {
+                Some((_, Redeploy::Resubmit)) => self.submit(),
+                Some((_, Redeploy::RestartDue)) => {
+                    if let Some(master) = &mut self.master {
+                        master.handle_restart_due();
+                    }
+                    self.perform_master_actions();
                 }
-            }
+                None => {}
+            },
             Action::Deliver(link) => self.deliver(link),
             Action::Step(subtask) => self.step_subtask(subtask),
             Action::Tick => self.tick(),
@@ -676,10 +684,7 @@ impl World {
             Ok(Step::Progress) => subtask.ready_at_us = now + cost * factor,
             Ok(Step::Blocked) => subtask.wants_step = false,
             Ok(Step::Idle) => subtask.ready_at_us = now + SOURCE_IDLE_PAUSE_US,
-            Ok(Step::Finished) => {
-                subtask.wants_step = false;
-                attempt.unfinished -= 1;
-            }
+            Ok(Step::Finished) => subtask.wants_step = false,
             Err(error) => {
                 let name = self.subtask_name(index);
                 self.trace(31, [index as u64, 0, 0], || {
@@ -707,14 +712,16 @@ impl World {
         if self.shape.is_source[index] {
             self.update_progress();
         }
-        if let Some(attempt) = &self.attempt
-            && attempt.unfinished == 0
-            && attempt.stopping.is_none()
+        if let Ok(Step::Finished) = step
+            && let (Some(master), Some(attempt)) = (&mut self.master, &self.attempt)
         {
-            self.trace(40, [0, 0, 0], || {
-                "every subtask finished: the job is done".to_owned()
-            });
-            self.outcome = Some(Outcome::Finished);
+            master.handle_subtask_finished(attempt.number, index);
+            self.perform_master_actions();
+            if self.outcome == Some(Outcome::Finished) {
+                self.trace(40, [0, 0, 0], || {
+                    "every subtask finished: the job is done".to_owned()
+                });
+            }
         }
     }
 
@@ -729,7 +736,7 @@ impl World {
             return;
         }
         attempt.processing_time_ms = Some(now_ms);
-        let dead = attempt.stopping.and_then(|stopping| stopping.dead);
+        let dead = attempt.dead;
         let now = Timestamp(i64::try_from(now_ms).unwrap_or(i64::MAX));
         for index in 0..attempt.subtasks.len() {
             let Some(attempt) = &mut self.attempt else {

@@ -1,0 +1,66 @@
+//! Components broken on purpose, planted in the shipped code for the simulator to catch.
+//!
+//! A checker that cannot fail proves nothing: every property the simulator checks has a
+//! scenario that runs the job with one of these defects and must see the property violated.
+//! The defects live in the code users run — a switch in a core, off unless planted — so that
+//! a scenario catching one shows that the simulator sees a bug *there*, not in a copy.
+//! The switches are compiled only with the `defects` feature, which the simulator enables.
+
+use serde::Deserialize;
+
+/// A component broken on purpose; scenario files name it in kebab case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Defect {
+    /// The source ignores the offsets it is restored with and reads from the start.
+    SourceForgetsOffsets,
+    /// The sink commits each transaction at pre-commit, before its checkpoint completes.
+    SinkCommitsAtPreCommit,
+    /// The at-least-once sink never flushes its appends.
+    SinkSkipsFlush,
+    /// The coordinator completes a checkpoint once the first snapshot is persisted.
+    CoordinatorCompletesEarly,
+    /// Subtasks with several inputs snapshot without aligning barriers.
+    SubtaskSkipsAlignment,
+    /// Partitioners lose some of the credits they owe upstream.
+    PartitionerLeaksCredits,
+    /// The job master restores a failed attempt from the newest checkpoint it had heard of,
+    /// not the newest its coordinator completed before it stopped.
+    MasterIgnoresLateCompletions,
+    /// Window operators drop their pending timers when they are restored, so restored windows
+    /// never fire.
+    WindowDropsTimers,
+    /// Keyed process functions (the timer job's, the interval join) drop their pending timers
+    /// when they are restored, so timers registered before the checkpoint never fire.
+    ProcessDropsTimers,
+}
+
+impl Defect {
+    /// Every broken component, for listings and for the check that each is caught.
+    pub const ALL: [Defect; 9] = [
+        Defect::SourceForgetsOffsets,
+        Defect::SinkCommitsAtPreCommit,
+        Defect::SinkSkipsFlush,
+        Defect::CoordinatorCompletesEarly,
+        Defect::SubtaskSkipsAlignment,
+        Defect::PartitionerLeaksCredits,
+        Defect::MasterIgnoresLateCompletions,
+        Defect::WindowDropsTimers,
+        Defect::ProcessDropsTimers,
+    ];
+
+    /// The defect's name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Defect::SourceForgetsOffsets => "source-forgets-offsets",
+            Defect::SinkCommitsAtPreCommit => "sink-commits-at-pre-commit",
+            Defect::SinkSkipsFlush => "sink-skips-flush",
+            Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
+            Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
+            Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
+            Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",
+            Defect::WindowDropsTimers => "window-drops-timers",
+            Defect::ProcessDropsTimers => "process-drops-timers",
+        }
+    }
+}
