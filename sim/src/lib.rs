@@ -9,7 +9,9 @@
 //!
 //! # Layout
 //! - [`disk`]: storage that knows written from synced, and what a crash keeps;
-//! - [`log`] and [`checkpoints`]: the event log and the checkpoint store on that storage;
+//! - [`storage`]: that disk as `rill-core`'s storage contract, under `rill-store`'s real
+//!   checkpoint store;
+//! - [`log`]: the event log on that disk;
 //! - [`connectors`]: the log as a source and a two-phase-commit sink (and broken variants);
 //! - [`jobs`]: the catalog of jobs, their inputs and reference outputs;
 //! - [`faults`]: the faults and broken components, and a run's fault schedule;
@@ -19,10 +21,10 @@
 //! - [`trace`]: the trace hash and the step-by-step trace;
 //! - [`runner`]: running seeds, shrinking fault schedules, summarising.
 //!
-//! It depends on `rill-core` only: never on actix, threads or the wall clock.
+//! It depends on `rill-core` and `rill-store` (whose checkpoint store it runs on its disk):
+//! never on actix, threads or the wall clock.
 
 pub mod check;
-pub mod checkpoints;
 pub mod connectors;
 pub mod disk;
 pub mod faults;
@@ -30,5 +32,6 @@ pub mod jobs;
 pub mod log;
 pub mod runner;
 pub mod scenario;
+pub mod storage;
 pub mod trace;
 pub mod world;

@@ -117,7 +117,15 @@ pub(crate) fn run(data_dir: &Path, command: CheckpointsCommand) -> anyhow::Resul
             let store = open_store(data_dir, checkpoint_dir)?;
             let point = match checkpoint {
                 Some(id) => store.get(&job, CheckpointId(id))?,
-                None => store.latest(&job)?,
+                None => match store.latest(&job)? {
+                    Some(intact) => {
+                        for damage in &intact.skipped {
+                            writeln!(out, "skipped: {damage}")?;
+                        }
+                        Some(intact.checkpoint)
+                    }
+                    None => None,
+                },
             };
             let Some(point) = point else {
                 bail!("job '{job}' has no such completed checkpoint");

@@ -13,6 +13,8 @@
 //!   keeps its contract (the embedded log, or the simulator's);
 //! - [`flow`]: credit-based flow control;
 //! - [`subtask`] and [`partitioner`]: the two state machines a job is made of;
+//! - [`codec`]: bincode inside the versioned, checksummed envelope of every persisted byte;
+//! - [`storage`]: the storage contract the checkpoint store and the log are written over;
 //! - [`checkpoint`] and [`coordinator`]: barriers, alignment, and the checkpoint coordinator;
 //! - [`layout`]: which operators each subtask runs, and assigning a checkpoint's state to a
 //!   job of another shape (rescaling);
@@ -27,6 +29,7 @@
 //! - `defects` (with the `defects` feature, for the simulator): components broken on purpose.
 
 pub mod checkpoint;
+pub mod codec;
 pub mod coordinator;
 #[cfg(feature = "defects")]
 pub mod defects;
@@ -47,6 +50,7 @@ pub mod restart;
 pub mod side_output;
 pub mod source;
 pub mod state;
+pub mod storage;
 pub mod subtask;
 pub mod time;
 pub mod timers;

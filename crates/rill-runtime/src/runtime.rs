@@ -149,7 +149,15 @@ impl Runtime {
         };
         store.discard_leftovers(&graph.name).map_err(store_error)?;
         let start_from = match checkpoint {
-            None => store.latest(&graph.name).map_err(store_error)?,
+            None => match store.latest(&graph.name).map_err(store_error)? {
+                Some(intact) => {
+                    for damage in &intact.skipped {
+                        tracing::warn!(%damage, restoring = %intact.checkpoint.id(), "a newer checkpoint is damaged and skipped");
+                    }
+                    Some(intact.checkpoint)
+                }
+                None => None,
+            },
             Some(checkpoint) => match store.get(&graph.name, checkpoint).map_err(store_error)? {
                 Some(point) => Some(point),
                 None => {

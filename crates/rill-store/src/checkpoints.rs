@@ -1,30 +1,123 @@
-//! The checkpoint store: snapshots and metadata per job, on fjall.
+//! The checkpoint store: snapshots and metadata per job, over any [`Storage`] — fjall in
+//! production ([`CheckpointStore::open`]), the simulator's journaled disk under crashes.
 //!
-//! Keyspace `snapshots` maps `job \0 checkpoint (u64 BE) subtask (u32 BE)` to a bincode
-//! [`SubtaskSnapshot`]; keyspace `metadata` maps `job \0 checkpoint (u64 BE)` to a bincode
-//! [`CheckpointMetadata`]. Snapshots are written without a sync; writing metadata syncs the
-//! journal (`PersistMode::SyncAll`), which makes the snapshots written before it durable too.
-//! Discarding deletes the metadata first, so a checkpoint is never half there.
+//! Key space `snapshots` maps `job \0 checkpoint (u64 BE) subtask (u32 BE)` to a
+//! [`SubtaskSnapshot`]; key space `metadata` maps `job \0 checkpoint (u64 BE)` to a
+//! [`CheckpointMetadata`]. Every value is sealed in a versioned, checksummed
+//! [`Envelope`](rill_core::codec::Envelope). Snapshots are written buffered; the metadata is
+//! written only once every snapshot it counts is there, and synced, which makes the snapshots
+//! before it durable too. Discarding a checkpoint is one atomic batch.
+//!
+//! Reading back, damage is named — the job, the checkpoint, which value, what is wrong — and
+//! never decoded into state. A metadata value cut short is an unfinished write (a crash while
+//! the checkpoint completed): that checkpoint never completed, and it is a leftover to delete.
+//! Any other damage is kept for inspection: the newest *intact* checkpoint is restored, and
+//! what was skipped is reported to the caller, who warns; if no checkpoint is intact, restoring
+//! fails.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+use rill_core::codec::{CodecError, Envelope, Kind};
 use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
 
 use crate::error::StoreError;
+use crate::fjall_storage::FjallStorage;
+
+const SNAPSHOTS: &str = "snapshots";
+const METADATA: &str = "metadata";
+
+/// A stored value that cannot be read back as what it should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The job.
+    pub job: String,
+    /// The checkpoint it belongs to.
+    pub checkpoint: CheckpointId,
+    /// Which value: the metadata, or a subtask's snapshot.
+    pub value: StoredValue,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+/// What is wrong with a stored value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// It is not there, though the metadata counts it.
+    Missing,
+    /// Its bytes are not the value: torn, damaged, or of a format this build does not read.
+    Unreadable(CodecError),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Missing => f.write_str("it is missing"),
+            Problem::Unreadable(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Which value of a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredValue {
+    /// The checkpoint's metadata.
+    Metadata,
+    /// The snapshot of the subtask of this index.
+    Snapshot(usize),
+}
+
+impl Damage {
+    /// Whether it is a metadata write cut short: the checkpoint never completed.
+    pub fn is_unfinished_metadata(&self) -> bool {
+        self.value == StoredValue::Metadata
+            && matches!(
+                self.problem,
+                Problem::Unreadable(
+                    CodecError::TooShort { .. } | CodecError::LengthMismatch { .. }
+                )
+            )
+    }
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = match self.value {
+            StoredValue::Metadata => "the metadata".to_owned(),
+            StoredValue::Snapshot(subtask) => format!("the snapshot of subtask {subtask}"),
+        };
+        write!(
+            f,
+            "{value} of {} of job '{}' is damaged: {}",
+            self.checkpoint, self.job, self.problem
+        )
+    }
+}
+
+/// The newest intact checkpoint of a job, and the damaged ones newer than it that were
+/// skipped (a caller warns of them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntactCheckpoint {
+    /// The checkpoint to restore.
+    pub checkpoint: CompletedCheckpoint,
+    /// Newer checkpoints passed over, and why.
+    pub skipped: Vec<Damage>,
+}
+
+/// A metadata value as read back: the checkpoint its key names, and the metadata or what is
+/// wrong with it.
+type StoredMetadata = (CheckpointId, Result<CheckpointMetadata, Damage>);
 
 /// Durable checkpoints of any number of jobs. Cheap to clone; clones share the store.
 #[derive(Clone)]
 pub struct CheckpointStore {
-    path: PathBuf,
-    db: Database,
-    snapshots: Keyspace,
-    metadata: Keyspace,
+    storage: Arc<dyn Storage>,
+    /// Where the store is, for errors: its directory.
+    location: String,
 }
 
 fn job_prefix(job: &str) -> Vec<u8> {
@@ -45,67 +138,49 @@ fn snapshot_key(job: &str, checkpoint: CheckpointId, subtask: usize) -> Vec<u8> 
     key
 }
 
-/// The checkpoint a snapshot or metadata key of `job` belongs to.
-fn checkpoint_of(job: &str, key: &[u8]) -> Result<CheckpointId, StoreError> {
-    key.get(job.len() + 1..job.len() + 9)
-        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-        .map(|bytes| CheckpointId(u64::from_be_bytes(bytes)))
-        .ok_or_else(|| StoreError::Corrupt {
-            job: job.to_owned(),
-            reason: format!("a checkpoint key of {} bytes", key.len()),
-        })
-}
-
-fn encode<T: Serialize>(job: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|error| {
-        StoreError::Corrupt {
-            job: job.to_owned(),
-            reason: format!("cannot encode: {error}"),
-        }
-    })
-}
-
-fn decode<T: DeserializeOwned>(job: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
+/// The checkpoint (and, for a snapshot key, the subtask) a key of `job` names.
+fn parse_key(job: &str, key: &[u8]) -> Result<(CheckpointId, Option<usize>), StoreError> {
+    let rest = key.get(job.len() + 1..).unwrap_or_default();
+    let malformed = || StoreError::MalformedKey {
         job: job.to_owned(),
-        reason,
+        len: key.len(),
     };
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|error| corrupt(error.to_string()))?;
-    if read != bytes.len() {
-        return Err(corrupt(format!("{} bytes left over", bytes.len() - read)));
+    let (checkpoint, subtask) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+    let checkpoint = CheckpointId(u64::from_be_bytes(*checkpoint));
+    match subtask.len() {
+        0 => Ok((checkpoint, None)),
+        4 => {
+            let index = u32::from_be_bytes(subtask.try_into().map_err(|_| malformed())?);
+            Ok((checkpoint, Some(index as usize)))
+        }
+        _ => Err(malformed()),
     }
-    Ok(value)
 }
 
 impl CheckpointStore {
-    /// Opens the store in `dir`, creating it if needed.
+    /// Opens the store in the directory `dir` (fjall), creating it if needed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = dir.as_ref().to_path_buf();
-        let storage = |source| StoreError::of_engine(&path, source);
-        let db = Database::builder(&path).open().map_err(storage)?;
-        let snapshots = db
-            .keyspace("snapshots", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        let metadata = db
-            .keyspace("metadata", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        Ok(CheckpointStore {
-            path,
-            db,
-            snapshots,
-            metadata,
-        })
+        let storage = FjallStorage::open(dir.as_ref(), &[SNAPSHOTS, METADATA])?;
+        let location = storage.path().display().to_string();
+        Ok(CheckpointStore::on(Arc::new(storage), location))
     }
 
-    fn storage(&self, source: fjall::Error) -> StoreError {
+    /// The store on `storage`; `location` names it in errors.
+    pub fn on(storage: Arc<dyn Storage>, location: impl Into<String>) -> Self {
+        CheckpointStore {
+            storage,
+            location: location.into(),
+        }
+    }
+
+    fn storage_error(&self, source: StorageError) -> StoreError {
         StoreError::Storage {
-            path: self.path.clone(),
+            location: self.location.clone(),
             source,
         }
     }
 
-    /// Writes one subtask's snapshot; returns its size in bytes. Not durable until the
+    /// Writes one subtask's snapshot, buffered; returns its size in bytes. Durable once the
     /// checkpoint's metadata is written.
     pub fn write_snapshot(
         &self,
@@ -122,97 +197,225 @@ impl CheckpointStore {
                 subtask,
             });
         }
-        let bytes = encode(job, snapshot)?;
-        let size = bytes.len() as u64;
-        self.snapshots
-            .insert(snapshot_key(job, checkpoint, subtask), bytes)
-            .map_err(|e| self.storage(e))?;
+        let value = Envelope::seal(Kind::SubtaskSnapshot, snapshot).map_err(|error| {
+            StoreError::Encode {
+                job: job.to_owned(),
+                checkpoint,
+                error,
+            }
+        })?;
+        let size = value.len() as u64;
+        let put = WriteOp::Put {
+            space: SNAPSHOTS,
+            key: snapshot_key(job, checkpoint, subtask),
+            value,
+        };
+        self.storage
+            .write(vec![put], Durability::Buffered)
+            .map_err(|e| self.storage_error(e))?;
         Ok(size)
     }
 
-    /// Writes a checkpoint's metadata and syncs: from here on the checkpoint exists.
+    /// Writes a checkpoint's metadata and syncs: from here on the checkpoint exists. Refused
+    /// unless every snapshot the metadata counts was written before it.
     pub fn write_metadata(
         &self,
         job: &str,
         metadata: &CheckpointMetadata,
     ) -> Result<(), StoreError> {
-        let bytes = encode(job, metadata)?;
-        self.metadata
-            .insert(checkpoint_key(job, metadata.checkpoint), bytes)
-            .map_err(|e| self.storage(e))?;
-        self.db
-            .persist(PersistMode::SyncAll)
-            .map_err(|e| self.storage(e))
+        for subtask in 0..metadata.subtasks {
+            let key = snapshot_key(job, metadata.checkpoint, subtask);
+            if !self
+                .storage
+                .contains(SNAPSHOTS, &key)
+                .map_err(|e| self.storage_error(e))?
+            {
+                return Err(StoreError::MetadataBeforeSnapshots {
+                    job: job.to_owned(),
+                    checkpoint: metadata.checkpoint,
+                    subtask,
+                });
+            }
+        }
+        let value = Envelope::seal(Kind::CheckpointMetadata, metadata).map_err(|error| {
+            StoreError::Encode {
+                job: job.to_owned(),
+                checkpoint: metadata.checkpoint,
+                error,
+            }
+        })?;
+        let put = WriteOp::Put {
+            space: METADATA,
+            key: checkpoint_key(job, metadata.checkpoint),
+            value,
+        };
+        self.storage
+            .write(vec![put], Durability::Synced)
+            .map_err(|e| self.storage_error(e))
     }
 
-    /// Every completed checkpoint of a job, oldest first.
-    pub fn list(&self, job: &str) -> Result<Vec<CheckpointMetadata>, StoreError> {
-        self.metadata
-            .prefix(job_prefix(job))
-            .map(|entry| {
-                let value = entry.value().map_err(|e| self.storage(e))?;
-                decode(job, &value)
+    /// Every metadata value of a job, oldest first, decoded or damaged.
+    fn metadata_of(
+        &self,
+        job: &str,
+    ) -> Result<Vec<StoredMetadata>, StoreError> {
+        let entries = self
+            .storage
+            .scan(METADATA, &job_prefix(job), &[], usize::MAX)
+            .map_err(|e| self.storage_error(e))?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let (checkpoint, _) = parse_key(job, &key)?;
+                let decoded =
+                    Envelope::open::<CheckpointMetadata>(Kind::CheckpointMetadata, &value)
+                        .map_err(|error| Damage {
+                            job: job.to_owned(),
+                            checkpoint,
+                            value: StoredValue::Metadata,
+                            problem: Problem::Unreadable(error),
+                        })
+                        .and_then(|metadata| {
+                            if metadata.checkpoint == checkpoint {
+                                Ok(metadata)
+                            } else {
+                                Err(Damage {
+                                    job: job.to_owned(),
+                                    checkpoint,
+                                    value: StoredValue::Metadata,
+                                    problem: Problem::Unreadable(CodecError::Payload(format!(
+                                        "stored under {checkpoint} but names {}",
+                                        metadata.checkpoint
+                                    ))),
+                                })
+                            }
+                        });
+                Ok((checkpoint, decoded))
             })
             .collect()
     }
 
-    /// The newest completed checkpoint of a job with all its snapshots, if it has one.
-    pub fn latest(&self, job: &str) -> Result<Option<CompletedCheckpoint>, StoreError> {
-        match self.list(job)?.pop() {
-            Some(metadata) => self.restore_point(job, metadata).map(Some),
-            None => Ok(None),
+    /// Every completed checkpoint of a job, oldest first; an error names the first damaged
+    /// one (a metadata write cut short is an unfinished checkpoint, not listed).
+    pub fn list(&self, job: &str) -> Result<Vec<CheckpointMetadata>, StoreError> {
+        let mut listed = Vec::new();
+        for (_, metadata) in self.metadata_of(job)? {
+            match metadata {
+                Ok(metadata) => listed.push(metadata),
+                Err(damage) if damage.is_unfinished_metadata() => {}
+                Err(damage) => return Err(StoreError::Damaged(damage)),
+            }
         }
+        Ok(listed)
     }
 
-    /// A completed checkpoint of a job with all its snapshots, if it exists.
+    /// The newest completed checkpoint of a job whose metadata and snapshots are all intact,
+    /// and the damaged ones passed over; `None` if the job has no checkpoint at all. Fails if
+    /// checkpoints are there but none is intact.
+    pub fn latest(&self, job: &str) -> Result<Option<IntactCheckpoint>, StoreError> {
+        let mut skipped = Vec::new();
+        for (_, metadata) in self.metadata_of(job)?.into_iter().rev() {
+            let metadata = match metadata {
+                Ok(metadata) => metadata,
+                Err(damage) => {
+                    skipped.push(damage);
+                    continue;
+                }
+            };
+            match self.snapshots_of(job, &metadata)? {
+                Ok(snapshots) => {
+                    return Ok(Some(IntactCheckpoint {
+                        checkpoint: CompletedCheckpoint {
+                            metadata,
+                            snapshots: Arc::new(snapshots),
+                        },
+                        skipped,
+                    }));
+                }
+                Err(damage) => skipped.push(damage),
+            }
+        }
+        if skipped.iter().all(Damage::is_unfinished_metadata) {
+            return Ok(None);
+        }
+        Err(StoreError::NoIntactCheckpoint {
+            job: job.to_owned(),
+            damaged: skipped,
+        })
+    }
+
+    /// A completed checkpoint of a job with all its snapshots, if it exists; an error if it
+    /// is damaged.
     pub fn get(
         &self,
         job: &str,
         checkpoint: CheckpointId,
     ) -> Result<Option<CompletedCheckpoint>, StoreError> {
-        match self
-            .metadata
-            .get(checkpoint_key(job, checkpoint))
-            .map_err(|e| self.storage(e))?
-        {
-            Some(bytes) => self.restore_point(job, decode(job, &bytes)?).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn restore_point(
-        &self,
-        job: &str,
-        metadata: CheckpointMetadata,
-    ) -> Result<CompletedCheckpoint, StoreError> {
-        let mut snapshots = BTreeMap::new();
-        for entry in self
-            .snapshots
-            .prefix(checkpoint_key(job, metadata.checkpoint))
-        {
-            let (key, value) = entry.into_inner().map_err(|e| self.storage(e))?;
-            let index = key
-                .get(key.len().saturating_sub(4)..)
-                .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| StoreError::Corrupt {
+        let Some(value) = self
+            .storage
+            .get(METADATA, &checkpoint_key(job, checkpoint))
+            .map_err(|e| self.storage_error(e))?
+        else {
+            return Ok(None);
+        };
+        let metadata: CheckpointMetadata = Envelope::open(Kind::CheckpointMetadata, &value)
+            .map_err(|error| {
+                StoreError::Damaged(Damage {
                     job: job.to_owned(),
-                    reason: format!("a snapshot key of {} bytes", key.len()),
-                })?;
-            snapshots.insert(index as usize, decode(job, &value)?);
-        }
-        if snapshots.len() != metadata.subtasks {
-            return Err(StoreError::Incomplete {
-                job: job.to_owned(),
-                checkpoint: metadata.checkpoint.0,
-                found: snapshots.len(),
-                expected: metadata.subtasks,
-            });
-        }
-        Ok(CompletedCheckpoint {
+                    checkpoint,
+                    value: StoredValue::Metadata,
+                    problem: Problem::Unreadable(error),
+                })
+            })?;
+        let snapshots = self
+            .snapshots_of(job, &metadata)?
+            .map_err(StoreError::Damaged)?;
+        Ok(Some(CompletedCheckpoint {
             metadata,
             snapshots: Arc::new(snapshots),
-        })
+        }))
+    }
+
+    /// Every snapshot a checkpoint's metadata counts, decoded: the outer error is the
+    /// storage's, the inner one the first damaged (or missing) snapshot.
+    fn snapshots_of(
+        &self,
+        job: &str,
+        metadata: &CheckpointMetadata,
+    ) -> Result<Result<BTreeMap<usize, SubtaskSnapshot>, Damage>, StoreError> {
+        let checkpoint = metadata.checkpoint;
+        let entries = self
+            .storage
+            .scan(SNAPSHOTS, &checkpoint_key(job, checkpoint), &[], usize::MAX)
+            .map_err(|e| self.storage_error(e))?;
+        let mut snapshots = BTreeMap::new();
+        for (key, value) in entries {
+            let (_, Some(subtask)) = parse_key(job, &key)? else {
+                continue;
+            };
+            match Envelope::open::<SubtaskSnapshot>(Kind::SubtaskSnapshot, &value) {
+                Ok(snapshot) => {
+                    snapshots.insert(subtask, snapshot);
+                }
+                Err(error) => {
+                    return Ok(Err(Damage {
+                        job: job.to_owned(),
+                        checkpoint,
+                        value: StoredValue::Snapshot(subtask),
+                        problem: Problem::Unreadable(error),
+                    }));
+                }
+            }
+        }
+        if let Some(missing) = (0..metadata.subtasks).find(|s| !snapshots.contains_key(s)) {
+            return Ok(Err(Damage {
+                job: job.to_owned(),
+                checkpoint,
+                value: StoredValue::Snapshot(missing),
+                problem: Problem::Missing,
+            }));
+        }
+        Ok(Ok(snapshots))
     }
 
     /// The id after every checkpoint of the job the store has seen, complete or not: where a
@@ -221,58 +424,75 @@ impl CheckpointStore {
     pub fn next_id(&self, job: &str) -> Result<CheckpointId, StoreError> {
         let prefix = job_prefix(job);
         let mut next = 1;
-        for keyspace in [&self.snapshots, &self.metadata] {
-            if let Some(entry) = keyspace.prefix(&prefix).next_back() {
-                let key = entry.key().map_err(|e| self.storage(e))?;
-                next = next.max(checkpoint_of(job, &key)?.0.saturating_add(1));
+        for space in [SNAPSHOTS, METADATA] {
+            if let Some(key) = self
+                .storage
+                .last_key(space, &prefix)
+                .map_err(|e| self.storage_error(e))?
+            {
+                next = next.max(parse_key(job, &key)?.0.0.saturating_add(1));
             }
         }
         Ok(CheckpointId(next))
     }
 
-    /// Deletes the snapshots of checkpoints that never completed (a crash while they were
-    /// taken left them without metadata); returns how many checkpoints they belonged to.
+    /// Deletes what checkpoints that never completed left behind: snapshots without metadata,
+    /// and metadata whose write was cut short (a crash while they were taken); returns how
+    /// many checkpoints they belonged to. Damaged checkpoints are kept, for inspection.
     pub fn discard_leftovers(&self, job: &str) -> Result<usize, StoreError> {
-        let complete: std::collections::BTreeSet<CheckpointId> = self
-            .list(job)?
-            .into_iter()
-            .map(|metadata| metadata.checkpoint)
-            .collect();
-        let mut discarded = 0;
+        let mut complete = BTreeSet::new();
+        let mut unfinished = BTreeSet::new();
+        for (checkpoint, metadata) in self.metadata_of(job)? {
+            match metadata {
+                Err(damage) if damage.is_unfinished_metadata() => {
+                    unfinished.insert(checkpoint);
+                }
+                _ => {
+                    complete.insert(checkpoint);
+                }
+            }
+        }
         let prefix = job_prefix(job);
         let mut from = prefix.clone();
-        // One entry read per checkpoint: each seek skips the rest of a checkpoint's snapshots.
-        while let Some(entry) = self.snapshots.range(from.clone()..).next() {
-            let key = entry.key().map_err(|e| self.storage(e))?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let checkpoint = checkpoint_of(job, &key)?;
+        // One key read per checkpoint: each seek skips the rest of a checkpoint's snapshots.
+        while let Some(key) = self
+            .storage
+            .keys(SNAPSHOTS, &prefix, &from, 1)
+            .map_err(|e| self.storage_error(e))?
+            .pop()
+        {
+            let (checkpoint, _) = parse_key(job, &key)?;
             if !complete.contains(&checkpoint) {
-                self.discard(job, checkpoint)?;
-                discarded += 1;
+                unfinished.insert(checkpoint);
             }
             let Some(next) = checkpoint.0.checked_add(1) else {
                 break;
             };
             from = checkpoint_key(job, CheckpointId(next));
         }
-        Ok(discarded)
+        for &checkpoint in &unfinished {
+            self.discard(job, checkpoint)?;
+        }
+        Ok(unfinished.len())
     }
 
-    /// Deletes a checkpoint: its metadata first, then its snapshots.
+    /// Deletes a checkpoint, its metadata and snapshots in one atomic batch.
     pub fn discard(&self, job: &str, checkpoint: CheckpointId) -> Result<(), StoreError> {
-        self.metadata
-            .remove(checkpoint_key(job, checkpoint))
-            .map_err(|e| self.storage(e))?;
-        let keys = self
-            .snapshots
-            .prefix(checkpoint_key(job, checkpoint))
-            .map(|entry| entry.key().map_err(|e| self.storage(e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        for key in keys {
-            self.snapshots.remove(key).map_err(|e| self.storage(e))?;
-        }
-        Ok(())
+        let key = checkpoint_key(job, checkpoint);
+        let snapshots = self
+            .storage
+            .keys(SNAPSHOTS, &key, &[], usize::MAX)
+            .map_err(|e| self.storage_error(e))?;
+        let mut ops = vec![WriteOp::Delete {
+            space: METADATA,
+            key,
+        }];
+        ops.extend(snapshots.into_iter().map(|key| WriteOp::Delete {
+            space: SNAPSHOTS,
+            key,
+        }));
+        self.storage
+            .write(ops, Durability::Buffered)
+            .map_err(|e| self.storage_error(e))
     }
 }

@@ -3,16 +3,30 @@
 
 use std::path::PathBuf;
 
+use rill_core::checkpoint::CheckpointId;
+use rill_core::codec::CodecError;
+use rill_core::storage::StorageError;
+
+use crate::checkpoints::Damage;
+
 /// Why an operation on the checkpoint store or the state backend failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The storage engine failed.
-    #[error("storage at {path}: {source}")]
+    #[error("storage at {location}: {source}")]
     Storage {
+        /// Where the store is (its directory).
+        location: String,
+        /// The engine's error.
+        source: StorageError,
+    },
+    /// fjall failed opening a directory.
+    #[error("storage at {path}: {source}")]
+    Engine {
         /// The directory.
         path: PathBuf,
-        /// The engine's error.
+        /// fjall's error.
         source: fjall::Error,
     },
     /// Another handle (likely another process) has the directory open.
@@ -35,27 +49,47 @@ pub enum StoreError {
         /// The subtask's index.
         subtask: usize,
     },
-    /// A stored snapshot or metadata does not decode.
-    #[error("corrupt checkpoint data of job '{job}': {reason}")]
-    Corrupt {
-        /// The job.
-        job: String,
-        /// What could not be decoded.
-        reason: String,
-    },
-    /// A completed checkpoint misses a subtask's snapshot.
-    #[error(
-        "checkpoint {checkpoint} of job '{job}' has {found} of its {expected} subtask snapshots"
-    )]
-    Incomplete {
+    /// A value could not be encoded (a bug in a type's serialization).
+    #[error("cannot encode {checkpoint} of job '{job}': {error}")]
+    Encode {
         /// The job.
         job: String,
         /// The checkpoint.
-        checkpoint: u64,
-        /// The snapshots found.
-        found: usize,
-        /// The snapshots its metadata counts.
-        expected: usize,
+        checkpoint: CheckpointId,
+        /// Why.
+        error: CodecError,
+    },
+    /// A key in the store is not of the store's shape.
+    #[error("a key of job '{job}' in the checkpoint store has {len} bytes, not a checkpoint's")]
+    MalformedKey {
+        /// The job.
+        job: String,
+        /// The key's length.
+        len: usize,
+    },
+    /// A stored value is damaged.
+    #[error("{0}")]
+    Damaged(Damage),
+    /// A job has checkpoints, but every one is damaged.
+    #[error("job '{job}' has no intact checkpoint to restore: {}", damaged.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoIntactCheckpoint {
+        /// The job.
+        job: String,
+        /// What is damaged, newest first.
+        damaged: Vec<Damage>,
+    },
+    /// Metadata was about to be written before a snapshot it counts: the writer broke the
+    /// store's order.
+    #[error(
+        "the metadata of {checkpoint} of job '{job}' was written before the snapshot of subtask {subtask}"
+    )]
+    MetadataBeforeSnapshots {
+        /// The job.
+        job: String,
+        /// The checkpoint.
+        checkpoint: CheckpointId,
+        /// The subtask whose snapshot is missing.
+        subtask: usize,
     },
 }
 
@@ -65,7 +99,7 @@ impl StoreError {
     pub(crate) fn of_engine(path: &std::path::Path, source: fjall::Error) -> Self {
         match source {
             fjall::Error::Locked => StoreError::Locked(path.to_path_buf()),
-            source => StoreError::Storage {
+            source => StoreError::Engine {
                 path: path.to_path_buf(),
                 source,
             },

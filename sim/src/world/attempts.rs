@@ -11,14 +11,31 @@ impl World {
     /// Submits the job (again) with a new job master: it deletes what unfinished checkpoints
     /// left, and resumes from the newest completed checkpoint in the store.
     pub(super) fn submit(&mut self) {
-        let resume_from = match self.store.latest() {
-            Ok(latest) => latest,
+        let job = &self.shape.graph.name;
+        // Only checkpoints that never completed may be damaged: a crash cuts their unsynced
+        // metadata short. Anything else means the store broke its contract.
+        let resume_from = match self.store.latest(job) {
+            Ok(None) => None,
+            Ok(Some(intact)) => match intact.skipped.iter().find(|d| !d.is_unfinished_metadata()) {
+                Some(damage) => Err(damage.to_string()),
+                None => Ok(Some(intact.checkpoint)),
+            }
+            .unwrap_or_else(|violation| {
+                self.outcome = Some(Outcome::StorageViolated(violation));
+                None
+            }),
             Err(error) => {
                 self.outcome = Some(Outcome::StorageViolated(error.to_string()));
-                return;
+                None
             }
         };
-        self.store.discard_leftovers();
+        if self.outcome.is_some() {
+            return;
+        }
+        if let Err(error) = self.store.discard_leftovers(&self.shape.graph.name) {
+            self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+            return;
+        }
         let mut master =
             JobMasterCore::new(self.shape.graph.restart, self.shape.ids.len(), resume_from);
         if let Some(defect) = self.defect {
@@ -61,7 +78,14 @@ impl World {
     /// Deploys attempt `number`, restored from `from`.
     fn deploy(&mut self, number: u32, from: Option<&CompletedCheckpoint>) {
         let from_id = from.map(CompletedCheckpoint::id);
-        let start = match start_attempt(from, &self.shape.layout, Some(self.store.next_id())) {
+        let next_id = match self.store.next_id(&self.shape.graph.name) {
+            Ok(next_id) => next_id,
+            Err(error) => {
+                self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+                return;
+            }
+        };
+        let start = match start_attempt(from, &self.shape.layout, Some(next_id)) {
             Ok(start) => start,
             Err(error) => {
                 let reason = format!(
@@ -271,7 +295,7 @@ impl World {
     /// memory is gone, the job master with it; the job is submitted again.
     pub(super) fn crash_process(&mut self, fate: UnsyncedFate, what: &str) {
         let log_damage = self.log.crash(fate, &mut self.rng);
-        let store_damage = self.store.crash(fate, &mut self.rng);
+        let store_damage = self.disk.crash(fate, &mut self.rng);
         let torn = if store_damage.torn {
             ", one of them torn"
         } else {

@@ -247,33 +247,39 @@ impl World {
         self.perform_coordinator_actions();
     }
 
-    /// The store write `write` to perform, unless the store refused it (a violation of its
-    /// contract) or an armed fault tears it: then the machine crashes in the middle of it.
-    pub(super) fn unless_torn(
-        &mut self,
-        write: Result<StoreOp, StoreError>,
-        torn: TornWrite,
-        what: impl FnOnce() -> String,
-    ) -> Option<StoreOp> {
-        let op = match write {
-            Ok(op) => op,
-            Err(error) => {
-                self.outcome = Some(Outcome::StorageViolated(error.to_string()));
-                return None;
-            }
-        };
+    /// If an armed fault says so, the machine crashes in the middle of the next write to the
+    /// checkpoint store, a write of `torn`.
+    fn arm_store_crash(&mut self, torn: TornWrite) {
         if self
             .take_armed(|f| matches!(f, Fault::TearWrite { what } if *what == torn))
-            .is_none()
+            .is_some()
         {
-            return Some(op);
+            self.disk.crash_during_next_write();
         }
-        self.store.write(op);
-        self.crash_process(
-            UnsyncedFate::Torn,
-            &format!("crash of the machine while writing {}", what()),
-        );
-        None
+    }
+
+    /// What a write to the checkpoint store returned; `None` if it did not return: the
+    /// machine crashed during it, or the store refused it (a violation of its contract, which
+    /// ends the run).
+    fn store_written<T>(
+        &mut self,
+        written: Result<T, rill_store::StoreError>,
+        what: impl FnOnce() -> String,
+    ) -> Option<T> {
+        match written {
+            Ok(written) => Some(written),
+            Err(_) if self.disk.crashed_during_write() => {
+                self.crash_process(
+                    UnsyncedFate::Torn,
+                    &format!("crash of the machine while writing {}", what()),
+                );
+                None
+            }
+            Err(error) => {
+                self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+                None
+            }
+        }
     }
 
     /// A subtask's snapshot reached the coordinator.
@@ -309,6 +315,7 @@ impl World {
             );
             return;
         }
+        self.arm_store_crash(TornWrite::Snapshot);
         let Some(snapshot) = self
             .attempt
             .as_ref()
@@ -316,12 +323,13 @@ impl World {
         else {
             return;
         };
-        let write = self.store.snapshot_write(checkpoint, subtask, snapshot);
+        let written =
+            self.store
+                .write_snapshot(&self.shape.graph.name, checkpoint, subtask, snapshot);
         let what = || format!("the snapshot of {checkpoint} by subtask {subtask}");
-        let Some(op) = self.unless_torn(write, TornWrite::Snapshot, what) else {
+        let Some(bytes) = self.store_written(written, what) else {
             return;
         };
-        let bytes = self.store.write(op);
         let now_ms = self.now_us / 1_000;
         if let Some(attempt) = &mut self.attempt {
             attempt
@@ -358,12 +366,12 @@ impl World {
                 } => self.persist_snapshot(checkpoint, subtask),
                 CoordinatorAction::PersistMetadata(metadata) => {
                     let checkpoint = metadata.checkpoint;
-                    let write = self.store.metadata_write(&metadata);
+                    self.arm_store_crash(TornWrite::Metadata);
+                    let written = self.store.write_metadata(&self.shape.graph.name, &metadata);
                     let what = || format!("the metadata of {checkpoint}");
-                    let Some(op) = self.unless_torn(write, TornWrite::Metadata, what) else {
+                    if self.store_written(written, what).is_none() {
                         return;
-                    };
-                    self.store.write_synced(op);
+                    }
                     let now_ms = self.now_us / 1_000;
                     let Some(attempt) = &mut self.attempt else {
                         return;
@@ -409,7 +417,10 @@ impl World {
                     self.perform_master_actions();
                 }
                 CoordinatorAction::Discard(checkpoint) => {
-                    self.store.discard(checkpoint);
+                    if let Err(error) = self.store.discard(&self.shape.graph.name, checkpoint) {
+                        self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+                        return;
+                    }
                     self.trace(22, [checkpoint.0, 0, 0], || format!("discard {checkpoint}"));
                 }
                 CoordinatorAction::SavepointFailed(_) => {}

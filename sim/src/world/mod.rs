@@ -33,6 +33,7 @@
 //! schedule; `delivery` hands messages to the cores and carries their replies.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -48,12 +49,13 @@ use rill_core::layout::{JobLayout, start_attempt};
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::{PhysicalPlan, SubtaskId};
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
+use rill_store::CheckpointStore;
 
-use crate::checkpoints::{SimCheckpointStore, StoreError, StoreOp};
 use crate::disk::UnsyncedFate;
 use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::Limits;
+use crate::storage::SimDisk;
 use crate::trace::Trace;
 
 mod attempts;
@@ -390,7 +392,10 @@ pub struct World {
     rescaled: BTreeMap<String, u32>,
     flow: FlowConfig,
     log: SimLog,
-    store: SimCheckpointStore,
+    /// The disk under the checkpoint store, which faults crash and tear.
+    disk: SimDisk,
+    /// `rill-store`'s checkpoint store, on the simulated disk.
+    store: CheckpointStore,
     /// The job master of the running process; gone with a crash of the process.
     master: Option<JobMasterCore<String, ()>>,
     attempt: Option<Attempt>,
@@ -417,6 +422,7 @@ impl World {
     /// A world about to deploy the job for the first time.
     pub fn new(setup: WorldSetup, rng: ChaCha8Rng, trace: Trace) -> Result<Self, String> {
         let shape = Shape::new(setup.graph, setup.defect)?;
+        let disk = SimDisk::default();
         Ok(World {
             rng,
             now_us: 0,
@@ -425,7 +431,8 @@ impl World {
             rescaled: BTreeMap::new(),
             flow: setup.flow,
             log: setup.log,
-            store: SimCheckpointStore::default(),
+            store: CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk"),
+            disk,
             master: None,
             attempt: None,
             deployments: 0,
