@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`disk`]: storage that knows written from synced, and what a crash keeps;
 //! - [`log`] and [`checkpoints`]: the event log and the checkpoint store on that storage;
-//! - [`connectors`]: the log as a source and a two-phase-commit sink (and broken variants);
+//! - [`connectors`]: the log as a source and a two-phase-commit sink;
 //! - [`jobs`]: the catalog of jobs, their inputs and reference outputs;
 //! - [`faults`]: the faults and broken components, and a run's fault schedule;
 //! - [`scenario`]: scenario files;
