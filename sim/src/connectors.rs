@@ -1,12 +1,8 @@
 //! The simulated log as the log of `rill-core`'s log source and two-phase-commit sink
-//! ([`rill_core::log_connector`]) — so simulated jobs run the connector code real jobs run —
-//! and the broken variants the simulator must catch, as wrappers around that code.
+//! ([`rill_core::log_connector`]), so simulated jobs run the connector code real jobs run
+//! (broken on purpose there, with `plant_defect`, when a scenario asks for it).
 
-use rill_core::checkpoint::CheckpointId;
 use rill_core::log_connector::ConnectorLog;
-use rill_core::operator::Sink;
-use rill_core::source::{Source, SourceOutput, SourcePoll};
-use rill_core::{BoxError, Record};
 
 use crate::log::{LogRecord, SimLog, SimLogError};
 
@@ -67,55 +63,5 @@ impl ConnectorLog for SimLog {
     fn flush(&self) -> Result<(), SimLogError> {
         SimLog::flush(self);
         Ok(())
-    }
-}
-
-/// Broken on purpose: a source that ignores the offsets it is restored with, so a restored job
-/// reads its input again from the start.
-pub struct ForgetsOffsets<S>(pub S);
-
-impl<S: Source> Source for ForgetsOffsets<S> {
-    type Out = S::Out;
-
-    fn poll_next(&mut self, out: &mut SourceOutput<S::Out>) -> Result<SourcePoll, BoxError> {
-        self.0.poll_next(out)
-    }
-
-    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
-        self.0.snapshot_position()
-    }
-
-    fn restore_position(&mut self, _position: &[u8]) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-/// Broken on purpose: a sink that commits what it pre-commits at once, before the checkpoint
-/// completes.
-pub struct CommitsAtPreCommit<S>(pub S);
-
-impl<S: Sink> Sink for CommitsAtPreCommit<S> {
-    type In = S::In;
-
-    fn write_batch(&mut self, records: Vec<Record<S::In>>) -> Result<(), BoxError> {
-        self.0.write_batch(records)
-    }
-
-    fn finish(&mut self) -> Result<(), BoxError> {
-        self.0.finish()
-    }
-
-    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<Vec<u8>>, BoxError> {
-        let state = self.0.pre_commit(checkpoint)?;
-        self.0.commit(checkpoint)?;
-        Ok(state)
-    }
-
-    fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
-        self.0.commit(checkpoint)
-    }
-
-    fn restore(&mut self, states: Vec<Vec<u8>>) -> Result<(), BoxError> {
-        self.0.restore(states)
     }
 }

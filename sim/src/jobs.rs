@@ -44,7 +44,6 @@ use serde::de::DeserializeOwned;
 
 use rill_core::log_connector::{LogReader, LogWriter};
 
-use crate::connectors::{CommitsAtPreCommit, ForgetsOffsets};
 use crate::log::{LogRecord, SimLog};
 use rill_core::defects::Defect;
 
@@ -566,8 +565,9 @@ fn event_key() -> KeySelector<(u32, i64), u32> {
     Arc::new(|event: &(u32, i64)| event.0)
 }
 
-/// Builds a [`JobGraph`] from `rill-core` operators, as the `rill` API does, with the broken
-/// connector swapped in if the scenario asks for one.
+/// Builds a [`JobGraph`] from `rill-core` operators, as the `rill` API does, with the
+/// scenario's defect, if any, planted in every connector and keyed operator with timers (each
+/// ignores a defect that is not its own).
 struct GraphBuilder {
     graph: JobGraph,
     /// Whether the sink writes through transactions (or appends).
@@ -620,7 +620,7 @@ impl GraphBuilder {
         watermarks: Option<WatermarkStrategy>,
     ) -> OperatorId {
         let log = log.clone();
-        let forgets = self.defect == Some(Defect::SourceForgetsOffsets);
+        let defect = self.defect;
         self.add(
             name,
             parallelism,
@@ -635,11 +635,10 @@ impl GraphBuilder {
                 if let Some(strategy) = watermarks {
                     reader = reader.with_watermarks(strategy);
                 }
-                if forgets {
-                    Box::new(ForgetsOffsets(reader))
-                } else {
-                    Box::new(reader)
+                if let Some(defect) = defect {
+                    reader.plant_defect(defect);
                 }
+                Box::new(reader)
             })),
         )
     }
@@ -697,21 +696,11 @@ impl GraphBuilder {
                 timestamp: 0,
             });
             let place = (prefix, info.subtask, info.parallelism);
-            match defect {
-                Some(Defect::SinkCommitsAtPreCommit) => {
-                    let writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
-                    Box::new(Erased(SinkOperator::new(CommitsAtPreCommit(writer), info)))
-                }
-                Some(Defect::SinkSkipsFlush) => {
-                    let log = log.never_flushed();
-                    let writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
-                    Box::new(Erased(SinkOperator::new(writer, info)))
-                }
-                _ => {
-                    let writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
-                    Box::new(Erased(SinkOperator::new(writer, info)))
-                }
+            let mut writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
+            if let Some(defect) = defect {
+                writer.plant_defect(defect);
             }
+            Box::new(Erased(SinkOperator::new(writer, info)))
         }));
         self.add(name, parallelism, operator)
     }

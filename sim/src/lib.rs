@@ -12,7 +12,7 @@
 //! - [`storage`]: that disk as `rill-core`'s storage contract, under `rill-store`'s real
 //!   checkpoint store;
 //! - [`log`]: the event log on that disk;
-//! - [`connectors`]: the log as a source and a two-phase-commit sink (and broken variants);
+//! - [`connectors`]: the log as a source and a two-phase-commit sink;
 //! - [`jobs`]: the catalog of jobs, their inputs and reference outputs;
 //! - [`faults`]: the faults and broken components, and a run's fault schedule;
 //! - [`scenario`]: scenario files;

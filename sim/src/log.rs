@@ -164,8 +164,6 @@ struct Inner {
 #[derive(Clone, Debug)]
 pub struct SimLog {
     inner: Arc<Mutex<Inner>>,
-    /// Broken on purpose when false: this handle's flushes do nothing.
-    flushes: bool,
 }
 
 impl Default for SimLog {
@@ -176,7 +174,6 @@ impl Default for SimLog {
                 read_high_water: BTreeMap::new(),
                 planned_ends: BTreeMap::new(),
             })),
-            flushes: true,
         }
     }
 }
@@ -188,15 +185,6 @@ impl SimLog {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Broken on purpose: a handle on the same log whose flushes do nothing, so what is written
-    /// through it stays unsynced (`prepare` still syncs).
-    pub fn never_flushed(&self) -> SimLog {
-        SimLog {
-            inner: self.inner.clone(),
-            flushes: false,
-        }
     }
 
     /// Creates a topic, durably.
@@ -232,11 +220,9 @@ impl SimLog {
         Ok(())
     }
 
-    /// Makes everything written so far durable (unless this handle never flushes).
+    /// Makes everything written so far durable.
     pub fn flush(&self) {
-        if self.flushes {
-            self.lock().disk.sync();
-        }
+        self.lock().disk.sync();
     }
 
     /// The end offset of each partition of `topic`.

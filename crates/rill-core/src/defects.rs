@@ -16,7 +16,8 @@ pub enum Defect {
     SourceForgetsOffsets,
     /// The sink commits each transaction at pre-commit, before its checkpoint completes.
     SinkCommitsAtPreCommit,
-    /// The at-least-once sink never flushes its appends.
+    /// The sink never flushes: an at-least-once sink's appends (and any sink's commits) stay
+    /// unsynced, lost in a crash of the machine.
     SinkSkipsFlush,
     /// The coordinator completes a checkpoint once the first snapshot is persisted.
     CoordinatorCompletesEarly,

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use crate::checkpoint::CheckpointId;
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::key::Key;
@@ -223,6 +225,16 @@ impl<P: KeyedProcessFunction> KeyedProcess<P> {
             self.function.on_timer(time, &mut ctx)?;
         }
         Ok(())
+    }
+
+    /// Breaks the operator on purpose, for the simulator to catch: with `ProcessDropsTimers`,
+    /// restored, it drops its pending timers (so do the interval join and every co-process
+    /// function, which it runs).
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if defect == Defect::ProcessDropsTimers {
+            self.timers.drop_restored_timers();
+        }
     }
 }
 

@@ -30,6 +30,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointId;
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::operator::Sink;
@@ -106,6 +108,10 @@ pub struct LogReader<L: ConnectorLog, T> {
     watermarks: Option<PartitionWatermarks>,
     /// Why the reader could not start, reported at its first poll.
     start_error: Option<BoxError>,
+    /// Planted on purpose: with `SourceForgetsOffsets`, it ignores the offsets it is restored
+    /// with and reads from where it started.
+    #[cfg(feature = "defects")]
+    forgets_offsets: bool,
 }
 
 impl<L: ConnectorLog, T> LogReader<L, T> {
@@ -126,6 +132,8 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
             decode,
             watermarks: None,
             start_error: None,
+            #[cfg(feature = "defects")]
+            forgets_offsets: false,
         };
         match log.end_offsets(topic) {
             Ok(ends) => {
@@ -154,6 +162,25 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
 
     fn exhausted(&self) -> bool {
         self.cursors.iter().all(PartitionCursor::reached_stop)
+    }
+
+    /// Breaks the reader on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if defect == Defect::SourceForgetsOffsets {
+            self.forgets_offsets = true;
+        }
+    }
+
+    /// Whether a planted defect ignores the restored offsets.
+    #[cfg(feature = "defects")]
+    fn forgets_offsets(&self) -> bool {
+        self.forgets_offsets
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn forgets_offsets(&self) -> bool {
+        false
     }
 }
 
@@ -222,6 +249,9 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        if self.forgets_offsets() {
+            return Ok(());
+        }
         let offsets: Vec<(u32, u64)> = decode_position(position)?;
         for (partition, next) in offsets {
             if let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) {
@@ -253,6 +283,11 @@ pub struct LogWriter<L: ConnectorLog, T> {
     state: WriterState,
     /// Records were staged since the last prepare.
     open: bool,
+    /// Planted on purpose: `SinkCommitsAtPreCommit` (it commits each transaction at
+    /// pre-commit, before its checkpoint completes) or `SinkSkipsFlush` (its flushes do
+    /// nothing, so what it appends or commits is lost in a crash of the machine).
+    #[cfg(feature = "defects")]
+    defect: Option<Defect>,
 }
 
 impl<L: ConnectorLog, T> LogWriter<L, T> {
@@ -277,11 +312,54 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
                 ..WriterState::default()
             },
             open: false,
+            #[cfg(feature = "defects")]
+            defect: None,
         }
     }
 
     fn transaction_id(&self, subtask: u32, sequence: u64) -> String {
         format!("{}{subtask}/{sequence}", self.prefix)
+    }
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), L::Error> {
+        if self.skips_flush() {
+            return Ok(());
+        }
+        self.log.flush()
+    }
+
+    /// Breaks the writer on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if matches!(
+            defect,
+            Defect::SinkCommitsAtPreCommit | Defect::SinkSkipsFlush
+        ) {
+            self.defect = Some(defect);
+        }
+    }
+
+    /// Whether a planted defect commits at pre-commit.
+    #[cfg(feature = "defects")]
+    fn commits_at_pre_commit(&self) -> bool {
+        self.defect == Some(Defect::SinkCommitsAtPreCommit)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn commits_at_pre_commit(&self) -> bool {
+        false
+    }
+
+    /// Whether a planted defect skips flushes.
+    #[cfg(feature = "defects")]
+    fn skips_flush(&self) -> bool {
+        self.defect == Some(Defect::SinkSkipsFlush)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn skips_flush(&self) -> bool {
+        false
     }
 }
 
@@ -305,7 +383,7 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
 
     fn finish(&mut self) -> Result<(), BoxError> {
         if !self.exactly_once {
-            self.log.flush()?;
+            self.flush()?;
         }
         Ok(())
     }
@@ -313,7 +391,7 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
     fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<Vec<u8>>, BoxError> {
         if !self.exactly_once {
             // What was appended must survive a crash of the machine once the checkpoint does.
-            self.log.flush()?;
+            self.flush()?;
             return Ok(None);
         }
         if self.open {
@@ -324,7 +402,11 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             self.state.next_sequence += 1;
             self.open = false;
         }
-        encode_position(&self.state).map(Some)
+        let state = encode_position(&self.state)?;
+        if self.commits_at_pre_commit() {
+            self.commit(checkpoint)?;
+        }
+        Ok(Some(state))
     }
 
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
@@ -342,7 +424,7 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
         // lost in a crash of the machine, a restore from it would abort them (found by the
         // simulator's `idle-sink-machine-crashes`). So they must be durable now.
         if due > 0 {
-            self.log.flush()?;
+            self.flush()?;
         }
         Ok(())
     }
@@ -363,7 +445,7 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
         }
         // Durable before the restored job's checkpoints stop listing them (see `commit`).
         if restored.iter().any(|state| !state.prepared.is_empty()) {
-            self.log.flush()?;
+            self.flush()?;
         }
         let own = self.state.subtask;
         let mut taken_over: Vec<u32> = restored

@@ -167,6 +167,10 @@ pub struct TimerService<K, N> {
     watermark: Timestamp,
     now: Timestamp,
     max_parallelism: u32,
+    /// Planted on purpose (by the operator it serves): it drops the timers it is restored
+    /// with.
+    #[cfg(feature = "defects")]
+    drops_restored: bool,
 }
 
 impl<K: Key, N: Key> TimerService<K, N> {
@@ -178,6 +182,8 @@ impl<K: Key, N: Key> TimerService<K, N> {
             watermark: Timestamp::MIN,
             now: Timestamp::MIN,
             max_parallelism,
+            #[cfg(feature = "defects")]
+            drops_restored: false,
         }
     }
 
@@ -275,11 +281,30 @@ impl<K: Key, N: Key> TimerService<K, N> {
     /// and registers them; the rest of the snapshot is the operator's other keyed state.
     pub fn restore_from(&mut self, snapshot: &mut KeyedStateSnapshot) -> Result<(), StateError> {
         for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
-            if let Some(groups) = snapshot.tables.remove(domain.table()) {
+            if let Some(groups) = snapshot.tables.remove(domain.table())
+                && !self.drops_restored()
+            {
                 self.queue(domain).restore(domain.table(), groups)?;
             }
         }
         Ok(())
+    }
+
+    /// Breaks the service on purpose, for the simulator to catch: restored, it drops the
+    /// timers of its snapshot. Its operator plants it, under the operator's own defect.
+    #[cfg(feature = "defects")]
+    pub(crate) fn drop_restored_timers(&mut self) {
+        self.drops_restored = true;
+    }
+
+    #[cfg(feature = "defects")]
+    fn drops_restored(&self) -> bool {
+        self.drops_restored
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn drops_restored(&self) -> bool {
+        false
     }
 }
 

@@ -41,12 +41,11 @@ use std::time::Duration;
 
 use rand::Rng;
 use rill_core::BoxError;
-use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::CompletedCheckpoint;
-use rill_core::element::{Record, Timestamp};
+use rill_core::element::Timestamp;
 use rill_core::graph::OperatorId;
 use rill_core::keyed::{KeySelector, KeyedContext, KeyedProcess, KeyedProcessFunction};
-use rill_core::operator::{Map, OneInputOperator, OperatorInfo, OperatorSnapshot};
+use rill_core::operator::{Map, OneInputOperator, OperatorInfo};
 use rill_core::side_output::{OutputTag, SelectMain, Tagged};
 use rill_core::state::{AggregateFunction, KeyedStateStore, MapState, ValueState};
 use rill_core::time::WatermarkStrategy;
@@ -60,7 +59,6 @@ use super::{
     FinalState, GeneratedInput, GraphBuilder, InputSpec, Multiset, TopicInput, decode, encode,
 };
 use crate::log::{LogRecord, SimLog};
-use rill_core::defects::Defect;
 
 /// The out-of-orderness the sources' watermark strategy allows, per partition.
 pub const OUT_OF_ORDERNESS_MS: i64 = 100;
@@ -442,62 +440,6 @@ impl KeyedProcessFunction for CountAtTimer {
     }
 }
 
-/// Broken on purpose: a keyed operator that loses its pending timers when it is restored (the
-/// `__timers/…` tables of its snapshot). A window operator's restored windows then never fire
-/// (unless a new record schedules them again); a process function's timers registered before
-/// the checkpoint never fire, and the interval join's waiting records never expire.
-pub struct DropsTimersOnRestore<O>(pub O);
-
-impl<O: OneInputOperator> OneInputOperator for DropsTimersOnRestore<O> {
-    type In = O::In;
-    type Out = O::Out;
-
-    fn process_batch(
-        &mut self,
-        input: Vec<Record<O::In>>,
-        out: &mut Vec<Record<O::Out>>,
-    ) -> Result<(), BoxError> {
-        self.0.process_batch(input, out)
-    }
-
-    fn on_watermark(
-        &mut self,
-        watermark: Timestamp,
-        out: &mut Vec<Record<O::Out>>,
-    ) -> Result<(), BoxError> {
-        self.0.on_watermark(watermark, out)
-    }
-
-    fn on_processing_time(
-        &mut self,
-        now: Timestamp,
-        out: &mut Vec<Record<O::Out>>,
-    ) -> Result<(), BoxError> {
-        self.0.on_processing_time(now, out)
-    }
-
-    fn end_of_input(&mut self, out: &mut Vec<Record<O::Out>>) -> Result<(), BoxError> {
-        self.0.end_of_input(out)
-    }
-
-    fn snapshot_state(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, BoxError> {
-        self.0.snapshot_state(checkpoint)
-    }
-
-    fn restore_state(&mut self, mut snapshot: OperatorSnapshot) -> Result<(), BoxError> {
-        snapshot.complete()?;
-        snapshot
-            .keyed
-            .tables
-            .retain(|table, _| !table.starts_with("__timers/"));
-        self.0.restore_state(snapshot)
-    }
-
-    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
-        self.0.notify_checkpoint_complete(checkpoint)
-    }
-}
-
 /// Which windows a window operator keeps, and for how long after their end.
 #[derive(Clone, Copy)]
 struct Windowing {
@@ -527,8 +469,8 @@ fn joined_key() -> KeySelector<Joined, u32> {
 
 impl GraphBuilder {
     /// A window operator `name`, fed from `from` by key, and the selector of its main output
-    /// chained behind it; returns the selector. With the defect, the window operator drops
-    /// its timers on restore.
+    /// chained behind it; returns the selector. The scenario's defect is planted in the window
+    /// operator.
     fn window<W>(
         &mut self,
         name: &str,
@@ -541,24 +483,27 @@ impl GraphBuilder {
     where
         W: WindowFunction<Key = u32>,
     {
-        let operator_key = key_of.clone();
+        let (operator_key, defect) = (key_of.clone(), self.defect);
         let build = move |info: &OperatorInfo| {
-            WindowOperator::new(
+            let mut operator = WindowOperator::new(
                 make(),
                 windowing.assigner,
                 windowing.allowed_lateness_ms,
                 OutputTag::new(LATE),
                 operator_key.clone(),
                 KeyedStateStore::new(info.max_parallelism),
-            )
+            );
+            if let Some(defect) = defect {
+                operator.plant_defect(defect);
+            }
+            operator
         };
-        let broken = Defect::WindowDropsTimers;
-        self.keyed_with_timers((name, parallelism), from, key_of, broken, build)
+        self.keyed_with_timers((name, parallelism), from, key_of, build)
     }
 
     /// A keyed process function `name`, fed from `from` by key, and the selector of its main
-    /// output chained behind it; returns the selector. With the defect, the operator drops its
-    /// timers on restore.
+    /// output chained behind it; returns the selector. The scenario's defect is planted in the
+    /// operator.
     fn keyed_process<P>(
         &mut self,
         name: &str,
@@ -570,40 +515,35 @@ impl GraphBuilder {
     where
         P: KeyedProcessFunction<Key = u32>,
     {
-        let operator_key = key_of.clone();
+        let (operator_key, defect) = (key_of.clone(), self.defect);
         let build = move |info: &OperatorInfo| {
-            KeyedProcess::new(
+            let mut operator = KeyedProcess::new(
                 make(),
                 operator_key.clone(),
                 KeyedStateStore::new(info.max_parallelism),
-            )
+            );
+            if let Some(defect) = defect {
+                operator.plant_defect(defect);
+            }
+            operator
         };
-        let broken = Defect::ProcessDropsTimers;
-        self.keyed_with_timers((name, parallelism), from, key_of, broken, build)
+        self.keyed_with_timers((name, parallelism), from, key_of, build)
     }
 
     /// A keyed operator with timers and side outputs `name`, fed from `from` by key, and the
-    /// selector of its main output chained behind it; returns the selector. With the `broken`
-    /// defect, the operator drops its timers on restore.
+    /// selector of its main output chained behind it; returns the selector.
     fn keyed_with_timers<O, T>(
         &mut self,
         (name, parallelism): (&str, u32),
         from: &[OperatorId],
         key_of: KeySelector<O::In, u32>,
-        broken: Defect,
         build: impl Fn(&OperatorInfo) -> O + Send + Sync + 'static,
     ) -> OperatorId
     where
         O: OneInputOperator<Out = Tagged<T>>,
         T: rill_core::Data,
     {
-        let operator = if self.defect == Some(broken) {
-            self.operator(name, parallelism, move |info| {
-                DropsTimersOnRestore(build(info))
-            })
-        } else {
-            self.operator(name, parallelism, build)
-        };
+        let operator = self.operator(name, parallelism, build);
         for &from in from {
             self.key_by(from, operator, key_of.clone());
         }
@@ -874,6 +814,8 @@ pub(super) fn render(kind: super::JobKind, record: &LogRecord) -> (String, Strin
 mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+    use rill_core::checkpoint::CheckpointId;
+    use rill_core::operator::OperatorSnapshot;
 
     use super::*;
 

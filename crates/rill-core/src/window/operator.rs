@@ -15,6 +15,8 @@
 //! covering session and their timers replaced by its own.
 
 use crate::checkpoint::CheckpointId;
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::element::{Record, Timestamp};
 use crate::error::{BoxError, MissingEventTime};
 use crate::keyed::{KeyScope, KeySelector, restore_keyed, snapshot_keyed};
@@ -93,6 +95,16 @@ impl<W: WindowFunction> WindowOperator<W> {
             assigned: Vec::new(),
             opened: Vec::new(),
             results: Vec::new(),
+        }
+    }
+
+    /// Breaks the operator on purpose, for the simulator to catch: with `WindowDropsTimers`,
+    /// restored, it drops its pending timers, so its restored windows never fire (unless a new
+    /// record schedules them again).
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if defect == Defect::WindowDropsTimers {
+            self.timers.drop_restored_timers();
         }
     }
 
