@@ -8,6 +8,12 @@
 //! every 2 s, 100 000 keys) at parallelism 1 and 2, without and with checkpoints every second.
 //! Last, the simulator: seeds per second on one core of the
 //! `wordcount-10k-lines` scenario (10 000 lines, 3 crashes).
+//!
+//! The machine is shared and noisy, so rows are compared as **ratios** to the hand-written
+//! loop measured in the same invocation (`baseline-keyed` for every keyed-state workload,
+//! `baseline-stateless` for the stateless one): `--save-baseline` writes each row's ratio and
+//! peak memory to `xtask/bench-baseline.json` (committed), and `--compare` runs the same rows
+//! and fails if a ratio fell, or peak memory rose, by more than a quarter.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +37,20 @@ pub(crate) struct BenchArgs {
     /// Runs of each configuration; the median is reported (peak memory: the largest).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Writes each row's ratio to the hand-written loop to `xtask/bench-baseline.json`.
+    #[arg(long, conflicts_with = "compare")]
+    save_baseline: bool,
+    /// Compares each row's ratio to the hand-written loop with `xtask/bench-baseline.json`;
+    /// fails on a regression of more than a quarter.
+    #[arg(long)]
+    compare: bool,
 }
+
+/// Where the committed baseline lives, relative to the workspace root.
+const BASELINE_FILE: &str = "xtask/bench-baseline.json";
+/// A ratio that falls, or a peak memory that grows, by more than this share is a regression:
+/// more than the noise between two runs on this machine.
+const REGRESSION_SHARE: f64 = 0.25;
 
 /// One configuration of the bench binary.
 struct Run {
@@ -113,6 +132,31 @@ fn run_once(binary: &Path, run: &Run) -> anyhow::Result<Value> {
     }
     let line = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(line.trim()).with_context(|| format!("bench printed {line:?}"))
+}
+
+impl Run {
+    /// The row's name in the baseline file: everything but the event count, which scales the
+    /// run but not its ratio to the hand-written loop.
+    fn row_name(&self) -> String {
+        format!(
+            "{} {} p={} keys={} cp={}",
+            self.workload,
+            self.state_backend,
+            self.parallelism,
+            self.keys,
+            self.checkpoint_ms
+                .map_or_else(|| "-".to_owned(), |ms| ms.to_string())
+        )
+    }
+
+    /// The hand-written loop this row is measured against.
+    fn reference(&self) -> &'static str {
+        if self.workload == "stateless" || self.workload == "baseline-stateless" {
+            "baseline-stateless"
+        } else {
+            "baseline-keyed"
+        }
+    }
 }
 
 fn runs(events: u64) -> Vec<Run> {
@@ -228,11 +272,17 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         "checksum"
     );
     let mut failed = Vec::new();
+    // events/s of the hand-written loops in this invocation, and each row's ratio to its own.
+    let mut references: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut rows = serde_json::Map::new();
+    let comparing = args.compare || args.save_baseline;
     for run in runs(args.events) {
+        let is_reference = run.workload.starts_with("baseline-");
         if args
             .workload
             .as_deref()
             .is_some_and(|only| only != run.workload)
+            && !(comparing && is_reference)
         {
             continue;
         }
@@ -286,12 +336,98 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             optional("recovery_ms", 1.0),
             checksum
         );
+        let rate = number("events_per_sec");
+        if is_reference {
+            references.insert(run.workload, rate);
+        }
+        if let Some(reference) = references.get(run.reference()) {
+            rows.insert(
+                run.row_name(),
+                serde_json::json!({
+                    "ratio": rate / reference,
+                    "peak_mib": peak_mib_max,
+                    "events": run.events,
+                }),
+            );
+        }
     }
     if !failed.is_empty() {
         bail!("wrong results from: {}", failed.join(", "));
     }
+    if args.save_baseline {
+        let baseline = serde_json::json!({
+            "about": "cargo xtask bench rows as ratios of events/s to the hand-written loop of the same run, and peak memory; written by cargo xtask bench --save-baseline, read by --compare",
+            "rows": rows,
+        });
+        let path = root.join(BASELINE_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&baseline)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("baseline written to {BASELINE_FILE}");
+    }
+    if args.compare {
+        compare(root, &rows)?;
+    }
     if args.workload.is_none() {
         sim_row(root, args.runs)?;
+    }
+    Ok(())
+}
+
+/// Compares this invocation's rows with the committed baseline; fails on a regression.
+fn compare(root: &Path, rows: &serde_json::Map<String, Value>) -> anyhow::Result<()> {
+    let path = root.join(BASELINE_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (write one with --save-baseline)",
+            path.display()
+        )
+    })?;
+    let baseline: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    println!(
+        "\n{:<44} {:>9} {:>9} {:>8} {:>9} {:>9}  verdict",
+        "row (ratio = events/s over the hand-written loop's)",
+        "ratio",
+        "baseline",
+        "change",
+        "peak MiB",
+        "baseline"
+    );
+    let mut regressions = Vec::new();
+    for (name, now) in rows {
+        let Some(then) = baseline["rows"].get(name) else {
+            println!(
+                "{name:<44} {:>9.3} {:>9} (not in the baseline)",
+                now["ratio"].as_f64().unwrap_or(f64::NAN),
+                "-"
+            );
+            continue;
+        };
+        let value = |row: &Value, field: &str| row[field].as_f64().unwrap_or(f64::NAN);
+        let (ratio, was) = (value(now, "ratio"), value(then, "ratio"));
+        let (peak, peak_was) = (value(now, "peak_mib"), value(then, "peak_mib"));
+        let slower = ratio < was * (1.0 - REGRESSION_SHARE);
+        let bigger = peak > peak_was * (1.0 + REGRESSION_SHARE) && peak - peak_was > 16.0;
+        let verdict = match (slower, bigger) {
+            (false, false) => "ok",
+            (true, false) => "SLOWER",
+            (false, true) => "MORE MEMORY",
+            (true, true) => "SLOWER, MORE MEMORY",
+        };
+        if slower || bigger {
+            regressions.push(format!("{name}: {verdict}"));
+        }
+        println!(
+            "{name:<44} {ratio:>9.3} {was:>9.3} {:>7.0}% {peak:>9.1} {peak_was:>9.1}  {verdict}",
+            (ratio / was - 1.0) * 100.0
+        );
+    }
+    if !regressions.is_empty() {
+        bail!(
+            "regressions against {BASELINE_FILE} (more than {:.0}%): {}",
+            REGRESSION_SHARE * 100.0,
+            regressions.join("; ")
+        );
     }
     Ok(())
 }
