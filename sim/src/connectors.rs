@@ -47,21 +47,18 @@ impl ConnectorLog for SimLog {
     }
 
     fn commit(&self, id: &str) -> Result<(), SimLogError> {
-        SimLog::commit(self, id);
-        Ok(())
+        SimLog::commit(self, id)
     }
 
     fn abort(&self, id: &str) -> Result<(), SimLogError> {
-        SimLog::abort(self, id);
-        Ok(())
+        SimLog::abort(self, id)
     }
 
     fn open_transactions(&self, prefix: &str) -> Result<Vec<String>, SimLogError> {
-        Ok(SimLog::open_transactions(self, prefix))
+        SimLog::open_transactions(self, prefix)
     }
 
     fn flush(&self) -> Result<(), SimLogError> {
-        SimLog::flush(self);
-        Ok(())
+        SimLog::flush(self)
     }
 }

@@ -11,7 +11,7 @@
 //! - [`disk`]: storage that knows written from synced, and what a crash keeps;
 //! - [`storage`]: that disk as `rill-core`'s storage contract, under `rill-store`'s real
 //!   checkpoint store;
-//! - [`log`]: the event log on that disk;
+//! - [`log`]: `rill-log`'s event log on such a disk;
 //! - [`connectors`]: the log as a source and a two-phase-commit sink;
 //! - [`jobs`]: the catalog of jobs, their inputs and reference outputs;
 //! - [`faults`]: the faults and broken components, and a run's fault schedule;
@@ -21,8 +21,8 @@
 //! - [`trace`]: the trace hash and the step-by-step trace;
 //! - [`runner`]: running seeds, shrinking fault schedules, summarising.
 //!
-//! It depends on `rill-core` and `rill-store` (whose checkpoint store it runs on its disk):
-//! never on actix, threads or the wall clock.
+//! It depends on `rill-core`, `rill-store` and `rill-log` (whose checkpoint store and event log
+//! it runs on its disks): never on actix, threads or the wall clock.
 
 pub mod check;
 pub mod connectors;

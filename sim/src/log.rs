@@ -1,159 +1,49 @@
-//! The simulated event log: topics of partitions of records, and transactions, on a
-//! [`Journaled`] disk.
+//! The event log of a simulated run: `rill-log`'s own [`EventLog`] — topics, appends, reads,
+//! transactions — on a simulated disk ([`SimDisk::atomic`]), so that the log's code, and the
+//! order in which it syncs, is what the simulator checks.
 //!
-//! It keeps the contract of `rill-log` that sources and two-phase-commit sinks rely on:
-//! appends and staged records are buffered (a machine crash may lose them); `prepare` and
-//! `flush` sync; a commit appends a transaction's records atomically and is idempotent (a
-//! transaction that is not staged commits nothing); readers see committed records only.
-//! Every operation is atomic: a torn write leaves nothing, as fjall's checksummed journal
-//! entries do.
-//!
-//! Besides the stored state, the log counts how far sources have read each input partition
-//! (the high-water mark): faults are placed at a fraction of the input read.
+//! Around it, what only a simulation needs: records in the simulator's shape (a value shared
+//! by its copies, and an event timestamp), how far sources have read each input partition (the
+//! high-water mark: faults are placed at a fraction of the input read), where each input
+//! partition will end once the simulated producer is done, and the committed output as the
+//! disk durably holds it. A crash of the process loses the open log with everything else: it
+//! is opened again, recovering its topics and end offsets from what the disk kept.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
+use rill_log::{EventLog, LogError, ProducerRecord};
 
-use crate::disk::{CrashDamage, Durable, Journaled, UnsyncedFate};
+use crate::disk::{CrashDamage, UnsyncedFate};
+use crate::storage::SimDisk;
 
-/// A stored record.
+/// A record as the simulated jobs write and read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogRecord {
-    /// Its bytes, shared between the live and the durable copy of the log.
+    /// Its bytes.
     pub value: Arc<[u8]>,
     /// Its event timestamp.
     pub timestamp: i64,
 }
 
-/// An open transaction.
-#[derive(Clone, Debug, Default)]
-struct Transaction {
-    topic: String,
-    records: Vec<LogRecord>,
-    prepared: bool,
-}
-
-/// Everything the log stores.
-#[derive(Clone, Debug, Default)]
-pub struct LogState {
-    topics: BTreeMap<String, Vec<Vec<LogRecord>>>,
-    transactions: BTreeMap<String, Transaction>,
-}
-
-/// One change to the log.
-#[derive(Clone, Debug)]
-pub enum LogOp {
-    /// Creates a topic.
-    CreateTopic {
-        /// Its name.
-        topic: String,
-        /// Its partition count.
-        partitions: u32,
-    },
-    /// Appends records to a partition.
-    Append {
-        /// The topic.
-        topic: String,
-        /// The partition.
-        partition: u32,
-        /// The records.
-        records: Vec<LogRecord>,
-    },
-    /// Stages records under a transaction (opening it).
-    Stage {
-        /// The transaction.
-        id: String,
-        /// Its topic.
-        topic: String,
-        /// The records.
-        records: Vec<LogRecord>,
-    },
-    /// Marks a transaction prepared.
-    Prepare(String),
-    /// Appends a transaction's records to partition 0 of its topic and closes it.
-    Commit(String),
-    /// Drops a transaction.
-    Abort(String),
-}
-
-impl Durable for LogState {
-    type Op = LogOp;
-
-    fn apply(&mut self, op: LogOp) {
-        match op {
-            LogOp::CreateTopic { topic, partitions } => {
-                self.topics
-                    .entry(topic)
-                    .or_insert_with(|| vec![Vec::new(); partitions as usize]);
-            }
-            LogOp::Append {
-                topic,
-                partition,
-                records,
-            } => {
-                if let Some(partition) = self
-                    .topics
-                    .get_mut(&topic)
-                    .and_then(|partitions| partitions.get_mut(partition as usize))
-                {
-                    partition.extend(records);
-                }
-            }
-            LogOp::Stage { id, topic, records } => {
-                let transaction = self.transactions.entry(id).or_default();
-                transaction.topic = topic;
-                transaction.records.extend(records);
-            }
-            LogOp::Prepare(id) => {
-                if let Some(transaction) = self.transactions.get_mut(&id) {
-                    transaction.prepared = true;
-                }
-            }
-            LogOp::Commit(id) => {
-                if let Some(transaction) = self.transactions.remove(&id)
-                    && let Some(partition) = self
-                        .topics
-                        .get_mut(&transaction.topic)
-                        .and_then(|partitions| partitions.first_mut())
-                {
-                    partition.extend(transaction.records);
-                }
-            }
-            LogOp::Abort(id) => {
-                self.transactions.remove(&id);
-            }
-        }
-    }
-
-    fn torn(_op: &LogOp, _rng: &mut impl Rng) -> Option<LogOp> {
-        None
-    }
-}
-
-/// What the log refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What the simulated log cannot do.
+#[derive(Debug, thiserror::Error)]
 pub enum SimLogError {
-    /// No such topic.
-    #[error("topic '{0}' does not exist")]
-    UnknownTopic(String),
-    /// No such partition.
-    #[error("topic '{topic}' has no partition {partition}")]
-    UnknownPartition {
-        /// The topic.
-        topic: String,
-        /// The partition.
-        partition: u32,
-    },
-    /// Preparing a transaction that is not open.
-    #[error("transaction '{0}' is not open")]
-    UnknownTransaction(String),
+    /// The event log refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The log could not be opened again after a crash.
+    #[error("the log could not be opened again after a crash: {0}")]
+    NotReopened(String),
 }
 
 #[derive(Debug)]
 struct Inner {
-    disk: Journaled<LogState>,
+    disk: SimDisk,
+    /// The open log; `Err` if it could not be opened again after a crash.
+    log: Result<EventLog, String>,
     /// The furthest offset read in each (topic, partition): how far the input has been read.
     read_high_water: BTreeMap<(String, u32), u64>,
     /// Where each input partition will end once the producer is done: where sources stop.
@@ -166,15 +56,34 @@ pub struct SimLog {
     inner: Arc<Mutex<Inner>>,
 }
 
+fn location() -> PathBuf {
+    PathBuf::from("<simulated log>")
+}
+
+fn open(disk: &SimDisk) -> Result<EventLog, String> {
+    EventLog::on(Arc::new(disk.clone()), location()).map_err(|error| error.to_string())
+}
+
 impl Default for SimLog {
     fn default() -> Self {
+        let disk = SimDisk::atomic();
         SimLog {
             inner: Arc::new(Mutex::new(Inner {
-                disk: Journaled::new(LogState::default()),
+                log: open(&disk),
+                disk,
                 read_high_water: BTreeMap::new(),
                 planned_ends: BTreeMap::new(),
             })),
         }
+    }
+}
+
+fn producer_record(record: LogRecord, partition: Option<u32>) -> ProducerRecord {
+    ProducerRecord {
+        key: None,
+        value: record.value.to_vec(),
+        timestamp: Some(record.timestamp),
+        partition,
     }
 }
 
@@ -187,14 +96,14 @@ impl SimLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The open log.
+    fn log(&self) -> Result<EventLog, SimLogError> {
+        self.lock().log.clone().map_err(SimLogError::NotReopened)
+    }
+
     /// Creates a topic, durably.
-    pub fn create_topic(&self, topic: &str, partitions: u32) {
-        let mut inner = self.lock();
-        inner.disk.write(LogOp::CreateTopic {
-            topic: topic.to_owned(),
-            partitions,
-        });
-        inner.disk.sync();
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), SimLogError> {
+        Ok(self.log()?.create_topic(topic, partitions)?)
     }
 
     /// Appends records to a partition (buffered).
@@ -204,37 +113,22 @@ impl SimLog {
         partition: u32,
         records: Vec<LogRecord>,
     ) -> Result<(), SimLogError> {
-        let mut inner = self.lock();
-        let partitions = inner.partitions(topic)?;
-        if partition >= partitions {
-            return Err(SimLogError::UnknownPartition {
-                topic: topic.to_owned(),
-                partition,
-            });
-        }
-        inner.disk.write(LogOp::Append {
-            topic: topic.to_owned(),
-            partition,
-            records,
-        });
+        let records = records
+            .into_iter()
+            .map(|record| producer_record(record, Some(partition)))
+            .collect();
+        self.log()?.append_batch(topic, records)?;
         Ok(())
     }
 
     /// Makes everything written so far durable.
-    pub fn flush(&self) {
-        self.lock().disk.sync();
+    pub fn flush(&self) -> Result<(), SimLogError> {
+        Ok(self.log()?.flush()?)
     }
 
     /// The end offset of each partition of `topic`.
     pub fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, SimLogError> {
-        let inner = self.lock();
-        inner
-            .disk
-            .live()
-            .topics
-            .get(topic)
-            .map(|partitions| partitions.iter().map(|p| p.len() as u64).collect())
-            .ok_or_else(|| SimLogError::UnknownTopic(topic.to_owned()))
+        Ok(self.log()?.end_offsets(topic)?)
     }
 
     /// Says where each partition of an input topic will end, once its producer is done.
@@ -259,24 +153,17 @@ impl SimLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<LogRecord>, SimLogError> {
-        let mut inner = self.lock();
-        let records: Vec<LogRecord> = inner
-            .disk
-            .live()
-            .topics
-            .get(topic)
-            .ok_or_else(|| SimLogError::UnknownTopic(topic.to_owned()))?
-            .get(partition as usize)
-            .ok_or_else(|| SimLogError::UnknownPartition {
-                topic: topic.to_owned(),
-                partition,
-            })?
-            .iter()
-            .skip(from as usize)
-            .take(max)
-            .cloned()
+        let records: Vec<LogRecord> = self
+            .log()?
+            .read(topic, partition, from, max)?
+            .into_iter()
+            .map(|record| LogRecord {
+                value: record.value.into(),
+                timestamp: record.timestamp,
+            })
             .collect();
         let reached = from + records.len() as u64;
+        let mut inner = self.lock();
         let mark = inner
             .read_high_water
             .entry((topic.to_owned(), partition))
@@ -286,67 +173,75 @@ impl SimLog {
     }
 
     /// Calls `read` with the committed records of a topic, partition by partition, as the
-    /// disk holds them: what a crash of the machine now would leave.
+    /// disk holds them: what a crash of the machine now would leave (the log opened again on
+    /// a copy of what is durable).
     pub fn with_durable_committed<R>(
         &self,
         topic: &str,
         read: impl FnOnce(&[Vec<LogRecord>]) -> R,
-    ) -> R {
-        let inner = self.lock();
-        let partitions = inner.disk.durable().topics.get(topic);
-        read(partitions.map_or(&[], Vec::as_slice))
+    ) -> Result<R, SimLogError> {
+        let durable = self.lock().disk.durable_copy();
+        let log = open(&durable).map_err(SimLogError::NotReopened)?;
+        let ends = match log.end_offsets(topic) {
+            Ok(ends) => ends,
+            Err(LogError::UnknownTopic(_)) => return Ok(read(&[])),
+            Err(error) => return Err(error.into()),
+        };
+        let mut partitions = Vec::with_capacity(ends.len());
+        for (partition, &end) in (0u32..).zip(&ends) {
+            let records = log.read(
+                topic,
+                partition,
+                0,
+                usize::try_from(end).unwrap_or(usize::MAX),
+            )?;
+            partitions.push(
+                records
+                    .into_iter()
+                    .map(|record| LogRecord {
+                        value: record.value.into(),
+                        timestamp: record.timestamp,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(read(&partitions))
     }
 
     /// Stages records under transaction `id` (buffered), opening it if needed.
     pub fn stage(&self, id: &str, topic: &str, records: Vec<LogRecord>) -> Result<(), SimLogError> {
-        let mut inner = self.lock();
-        inner.partitions(topic)?;
-        inner.disk.write(LogOp::Stage {
-            id: id.to_owned(),
-            topic: topic.to_owned(),
-            records,
-        });
-        Ok(())
+        let records: Vec<ProducerRecord> = records
+            .into_iter()
+            .map(|record| producer_record(record, None))
+            .collect();
+        Ok(self.log()?.stage(id, topic, &records)?)
     }
 
-    /// Prepares transaction `id` and syncs: its records survive any crash from now on.
+    /// Prepares transaction `id`: its records survive any crash from now on.
     pub fn prepare(&self, id: &str) -> Result<(), SimLogError> {
-        let mut inner = self.lock();
-        if !inner.disk.live().transactions.contains_key(id) {
-            return Err(SimLogError::UnknownTransaction(id.to_owned()));
-        }
-        inner.disk.write(LogOp::Prepare(id.to_owned()));
-        inner.disk.sync();
-        Ok(())
+        Ok(self.log()?.prepare(id)?)
     }
 
     /// Commits transaction `id` (buffered); commits nothing if it is not open.
-    pub fn commit(&self, id: &str) {
-        let mut inner = self.lock();
-        if inner.disk.live().transactions.contains_key(id) {
-            inner.disk.write(LogOp::Commit(id.to_owned()));
-        }
+    pub fn commit(&self, id: &str) -> Result<(), SimLogError> {
+        self.log()?.commit(id)?;
+        Ok(())
     }
 
     /// Aborts transaction `id` (buffered).
-    pub fn abort(&self, id: &str) {
-        let mut inner = self.lock();
-        if inner.disk.live().transactions.contains_key(id) {
-            inner.disk.write(LogOp::Abort(id.to_owned()));
-        }
+    pub fn abort(&self, id: &str) -> Result<(), SimLogError> {
+        self.log()?.abort(id)?;
+        Ok(())
     }
 
     /// The open transactions whose id starts with `prefix`, in id order.
-    pub fn open_transactions(&self, prefix: &str) -> Vec<String> {
-        let inner = self.lock();
-        inner
-            .disk
-            .live()
-            .transactions
-            .range(prefix.to_owned()..)
-            .take_while(|(id, _)| id.starts_with(prefix))
-            .map(|(id, _)| id.clone())
-            .collect()
+    pub fn open_transactions(&self, prefix: &str) -> Result<Vec<String>, SimLogError> {
+        Ok(self
+            .log()?
+            .transactions(prefix)?
+            .into_iter()
+            .map(|transaction| transaction.id)
+            .collect())
     }
 
     /// How many records of `topic` the sources have read, at most, over the whole run.
@@ -360,20 +255,12 @@ impl SimLog {
             .sum()
     }
 
-    /// A crash: the log keeps what its disk kept.
+    /// A crash: the disk keeps what `fate` says, and the log is opened again on it.
     pub fn crash(&self, fate: UnsyncedFate, rng: &mut impl Rng) -> CrashDamage {
-        self.lock().disk.crash(fate, rng)
-    }
-}
-
-impl Inner {
-    fn partitions(&self, topic: &str) -> Result<u32, SimLogError> {
-        self.disk
-            .live()
-            .topics
-            .get(topic)
-            .map(|partitions| partitions.len() as u32)
-            .ok_or_else(|| SimLogError::UnknownTopic(topic.to_owned()))
+        let mut inner = self.lock();
+        let damage = inner.disk.crash(fate, rng);
+        inner.log = open(&inner.disk);
+        damage
     }
 }
 
@@ -390,53 +277,56 @@ mod tests {
         }
     }
 
+    fn committed(log: &SimLog) -> Vec<LogRecord> {
+        log.with_durable_committed("out", <[_]>::concat)
+            .expect("readable")
+    }
+
     #[test]
     fn committed_transactions_are_visible_once_and_prepared_ones_survive_a_crash() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let log = SimLog::default();
-        log.create_topic("out", 1);
-        log.stage("t/0", "out", vec![record(1)]).unwrap();
-        log.prepare("t/0").unwrap();
-        log.stage("t/1", "out", vec![record(2)]).unwrap();
+        log.create_topic("out", 1).expect("created");
+        log.stage("t/0", "out", vec![record(1)]).expect("staged");
+        log.prepare("t/0").expect("prepared");
+        log.stage("t/1", "out", vec![record(2)]).expect("staged");
         log.crash(UnsyncedFate::Lost, &mut rng);
-        assert_eq!(log.open_transactions("t/"), vec!["t/0".to_owned()]);
-        log.commit("t/0");
-        log.commit("t/0");
-        assert_eq!(log.with_durable_committed("out", <[_]>::concat), vec![]);
-        log.flush();
         assert_eq!(
-            log.with_durable_committed("out", <[_]>::concat),
-            vec![record(1)]
+            log.open_transactions("t/").expect("listed"),
+            vec!["t/0".to_owned()]
         );
+        log.commit("t/0").expect("committed");
+        log.commit("t/0").expect("committed again");
+        assert_eq!(committed(&log), vec![]);
+        log.flush().expect("flushed");
+        assert_eq!(committed(&log), vec![record(1)]);
     }
 
     #[test]
     fn appends_are_lost_unless_flushed() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let log = SimLog::default();
-        log.create_topic("out", 1);
-        log.append("out", 0, vec![record(1)]).unwrap();
-        log.flush();
-        log.append("out", 0, vec![record(2)]).unwrap();
+        log.create_topic("out", 1).expect("created");
+        log.append("out", 0, vec![record(1)]).expect("appended");
+        log.flush().expect("flushed");
+        log.append("out", 0, vec![record(2)]).expect("appended");
         log.crash(UnsyncedFate::Lost, &mut rng);
-        assert_eq!(
-            log.with_durable_committed("out", <[_]>::concat),
-            vec![record(1)]
-        );
+        assert_eq!(committed(&log), vec![record(1)]);
+        assert_eq!(log.end_offsets("out").expect("known"), vec![1]);
     }
 
     #[test]
     fn reads_move_the_high_water_mark_only_forward() {
         let log = SimLog::default();
-        log.create_topic("in", 2);
+        log.create_topic("in", 2).expect("created");
         log.append("in", 1, vec![record(1), record(2), record(3)])
-            .unwrap();
-        assert_eq!(log.read("in", 1, 0, 2).unwrap().len(), 2);
-        assert_eq!(log.read("in", 1, 0, 1).unwrap().len(), 1);
+            .expect("appended");
+        assert_eq!(log.read("in", 1, 0, 2).expect("read").len(), 2);
+        assert_eq!(log.read("in", 1, 0, 1).expect("read").len(), 1);
         assert_eq!(log.records_read("in"), 2);
         assert!(matches!(
             log.read("in", 5, 0, 1),
-            Err(SimLogError::UnknownPartition { .. })
+            Err(SimLogError::Log(LogError::UnknownPartition { .. }))
         ));
     }
 }

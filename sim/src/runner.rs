@@ -104,10 +104,26 @@ fn run_world(
     let mut input_rng = rng(seed, INPUT_STREAM);
     let generated = job.generate_input(&spec.input, &mut input_rng);
     let expected = job.finish_reference(generated.expected, &parallelism);
-    log.create_topic(OUTPUT_TOPIC, 1);
+    let failed_setup = |detail: String| {
+        let violation = Violation {
+            property: "setup",
+            detail,
+        };
+        let checked = Checked {
+            violation: Some(violation),
+            duplicates: 0,
+            keys_checked: 0,
+        };
+        (checked, RunStats::default(), 0)
+    };
+    if let Err(error) = log.create_topic(OUTPUT_TOPIC, 1) {
+        return failed_setup(error.to_string());
+    }
     let mut input_topics = Vec::new();
     for topic in &generated.topics {
-        log.create_topic(topic.topic, topic.partitions.len() as u32);
+        if let Err(error) = log.create_topic(topic.topic, topic.partitions.len() as u32) {
+            return failed_setup(error.to_string());
+        }
         let ends: Vec<u64> = topic.partitions.iter().map(|p| p.len() as u64).collect();
         input_topics.push((topic.topic, ends.iter().sum()));
         log.plan_ends(topic.topic, ends);
@@ -131,21 +147,7 @@ fn run_world(
     };
     let world = match World::new(setup, rng(seed, WORLD_STREAM), Trace::new(trace)) {
         Ok(world) => world,
-        Err(reason) => {
-            let violation = Violation {
-                property: "setup",
-                detail: reason,
-            };
-            return (
-                Checked {
-                    violation: Some(violation),
-                    duplicates: 0,
-                    keys_checked: 0,
-                },
-                RunStats::default(),
-                0,
-            );
-        }
+        Err(reason) => return failed_setup(reason),
     };
     let result = world.run();
     let final_state = result
@@ -163,6 +165,14 @@ fn run_world(
                 (&expected, &generated.final_state),
                 (committed, final_state),
             )
+        })
+        .unwrap_or_else(|error| Checked {
+            violation: Some(Violation {
+                property: "storage",
+                detail: format!("the committed output cannot be read back: {error}"),
+            }),
+            duplicates: 0,
+            keys_checked: 0,
         });
     (checked, result.stats, result.trace_hash)
 }

@@ -2,13 +2,16 @@
 //! store runs unchanged on it: key spaces in a [`Journaled`] state, one journal entry per
 //! batch, synced writes made durable at once.
 //!
-//! A crash keeps the synced writes and, as the fault says, none, all or a prefix of the rest;
-//! a torn write leaves a single value cut short (stricter than fjall, whose journal entries are
-//! checksummed and vanish whole: the store must recognise a value cut short by its envelope).
+//! A crash keeps the synced writes and, as the fault says, none, all or a prefix of the rest.
+//! On a disk that tears values ([`SimDisk::tearing`], the checkpoint store's), a torn write
+//! leaves a single value cut short — stricter than fjall, whose journal entries are checksummed
+//! and vanish whole, so the store must recognise a value cut short by its envelope; on the
+//! others ([`SimDisk::atomic`], the event log's) a torn write vanishes whole, as in fjall.
 //! The machine can also be made to die *during* the next write: that write is appended but not
 //! synced, and the call fails, as the caller would never see it return.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
@@ -16,38 +19,98 @@ use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp};
 
 use crate::disk::{CrashDamage, Durable, Journaled, UnsyncedFate};
 
-/// Every key space's entries, by (space, key).
+/// A key or value, shared by the live and the durable copy of the disk and by its journal
+/// (taken over from the writer's `Vec`, not copied).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bytes(Arc<Vec<u8>>);
+
+impl std::borrow::Borrow<[u8]> for Bytes {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        Bytes(Arc::new(bytes))
+    }
+}
+
+/// One change of a batch, as the journal keeps it.
+#[derive(Clone, Debug)]
+pub enum SimOp {
+    /// Sets a key.
+    Put(&'static str, Bytes, Bytes),
+    /// Removes a key.
+    Delete(&'static str, Bytes),
+}
+
+/// Every key space's entries. Keys and values are shared (`Arc`), so that the journal, the
+/// live and the durable state hold one copy of each, and a crash clones pointers only.
 #[derive(Clone, Debug, Default)]
 pub struct KeySpaces {
-    entries: BTreeMap<(&'static str, Vec<u8>), Vec<u8>>,
+    spaces: BTreeMap<&'static str, BTreeMap<Bytes, Bytes>>,
+}
+
+impl KeySpaces {
+    fn space(&self, space: &'static str) -> Option<&BTreeMap<Bytes, Bytes>> {
+        self.spaces.get(space)
+    }
+
+    /// Up to `limit` entries of `space` from `start` on while their keys start with `prefix`.
+    fn range(
+        &self,
+        space: &'static str,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.space(space)
+            .into_iter()
+            .flat_map(move |entries| {
+                entries.range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            })
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .take(limit)
+    }
 }
 
 impl Durable for KeySpaces {
     /// A batch: applied whole.
-    type Op = Vec<WriteOp>;
+    type Op = Vec<SimOp>;
 
-    fn apply(&mut self, batch: Vec<WriteOp>) {
+    fn apply(&mut self, batch: Vec<SimOp>) {
         for op in batch {
             match op {
-                WriteOp::Put { space, key, value } => {
-                    self.entries.insert((space, key), value);
+                SimOp::Put(space, key, value) => {
+                    self.spaces.entry(space).or_default().insert(key, value);
                 }
-                WriteOp::Delete { space, key } => {
-                    self.entries.remove(&(space, key));
+                SimOp::Delete(space, key) => {
+                    if let Some(entries) = self.spaces.get_mut(space) {
+                        entries.remove(&key);
+                    }
                 }
             }
         }
     }
 
-    fn torn(batch: &Vec<WriteOp>, rng: &mut impl Rng) -> Option<Vec<WriteOp>> {
+    fn torn(batch: &Vec<SimOp>, rng: &mut impl Rng) -> Option<Vec<SimOp>> {
         match batch.as_slice() {
-            [WriteOp::Put { space, key, value }] if !value.is_empty() => {
+            [SimOp::Put(space, key, value)] if !value.is_empty() => {
                 let kept = rng.random_range(0..value.len());
-                Some(vec![WriteOp::Put {
+                Some(vec![SimOp::Put(
                     space,
-                    key: key.clone(),
-                    value: value[..kept].to_vec(),
-                }])
+                    key.clone(),
+                    value[..kept].to_vec().into(),
+                )])
             }
             _ => None,
         }
@@ -57,6 +120,8 @@ impl Durable for KeySpaces {
 #[derive(Debug, Default)]
 struct Disk {
     journal: Journaled<KeySpaces>,
+    /// A torn write leaves a value cut short (else nothing).
+    tears_values: bool,
     /// The machine dies during the next write.
     crash_during_next_write: bool,
     /// It did: the process is gone until the simulator restarts it.
@@ -64,7 +129,7 @@ struct Disk {
 }
 
 /// A simulated disk; clones share it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SimDisk(Arc<Mutex<Disk>>);
 
 impl Default for Journaled<KeySpaces> {
@@ -74,6 +139,33 @@ impl Default for Journaled<KeySpaces> {
 }
 
 impl SimDisk {
+    /// A disk on which a torn write leaves a value cut short.
+    pub fn tearing() -> Self {
+        SimDisk::with(Disk {
+            tears_values: true,
+            ..Disk::default()
+        })
+    }
+
+    /// A disk on which every write is all or nothing, as fjall's journal makes it.
+    pub fn atomic() -> Self {
+        SimDisk::with(Disk::default())
+    }
+
+    fn with(disk: Disk) -> Self {
+        SimDisk(Arc::new(Mutex::new(disk)))
+    }
+
+    /// A new disk holding what this one holds durably: what a crash of the machine now would
+    /// leave.
+    pub fn durable_copy(&self) -> Self {
+        let durable = self.disk().journal.durable().clone();
+        SimDisk::with(Disk {
+            journal: Journaled::new(durable),
+            ..Disk::default()
+        })
+    }
+
     fn disk(&self) -> MutexGuard<'_, Disk> {
         // One thread runs a world: the lock is never contended, and a panic ends the run.
         self.0
@@ -96,36 +188,28 @@ impl SimDisk {
         let mut disk = self.disk();
         disk.crashed = false;
         disk.crash_during_next_write = false;
+        let fate = match fate {
+            UnsyncedFate::Torn if !disk.tears_values => UnsyncedFate::RandomPrefix,
+            fate => fate,
+        };
         disk.journal.crash(fate, rng)
-    }
-
-    fn live_range(
-        &self,
-        space: &'static str,
-        prefix: &[u8],
-        from: &[u8],
-        limit: usize,
-    ) -> Vec<Entry> {
-        let start = if from > prefix { from } else { prefix };
-        self.disk()
-            .journal
-            .live()
-            .entries
-            .range((space, start.to_vec())..)
-            .take_while(|((s, key), _)| *s == space && key.starts_with(prefix))
-            .take(limit)
-            .map(|((_, key), value)| (key.clone(), value.clone()))
-            .collect()
     }
 }
 
 impl Storage for SimDisk {
     fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), StorageError> {
+        let batch = ops
+            .into_iter()
+            .map(|op| match op {
+                WriteOp::Put { space, key, value } => SimOp::Put(space, key.into(), value.into()),
+                WriteOp::Delete { space, key } => SimOp::Delete(space, key.into()),
+            })
+            .collect();
         let mut disk = self.disk();
         if disk.crashed {
             return Err(StorageError::new("the machine is down"));
         }
-        disk.journal.write(ops);
+        disk.journal.write(batch);
         if std::mem::take(&mut disk.crash_during_next_write) {
             disk.crashed = true;
             return Err(StorageError::new("the machine crashed during this write"));
@@ -137,22 +221,19 @@ impl Storage for SimDisk {
     }
 
     fn get(&self, space: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .disk()
+        let disk = self.disk();
+        let value = disk
             .journal
             .live()
-            .entries
-            .get(&(space, key.to_vec()))
-            .cloned())
+            .space(space)
+            .and_then(|entries| entries.get(key));
+        Ok(value.map(|value| value.to_vec()))
     }
 
     fn contains(&self, space: &'static str, key: &[u8]) -> Result<bool, StorageError> {
-        Ok(self
-            .disk()
-            .journal
-            .live()
-            .entries
-            .contains_key(&(space, key.to_vec())))
+        let disk = self.disk();
+        let entries = disk.journal.live().space(space);
+        Ok(entries.is_some_and(|entries| entries.contains_key(key)))
     }
 
     fn scan(
@@ -162,7 +243,14 @@ impl Storage for SimDisk {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.live_range(space, prefix, from, limit))
+        let start = if from > prefix { from } else { prefix };
+        let disk = self.disk();
+        Ok(disk
+            .journal
+            .live()
+            .range(space, prefix, start, limit)
+            .map(|(key, value)| (key.to_vec(), value.to_vec()))
+            .collect())
     }
 
     fn keys(
@@ -172,10 +260,13 @@ impl Storage for SimDisk {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
-        Ok(self
-            .live_range(space, prefix, from, limit)
-            .into_iter()
-            .map(|(key, _)| key)
+        let start = if from > prefix { from } else { prefix };
+        let disk = self.disk();
+        Ok(disk
+            .journal
+            .live()
+            .range(space, prefix, start, limit)
+            .map(|(key, _)| key.to_vec())
             .collect())
     }
 
@@ -184,16 +275,34 @@ impl Storage for SimDisk {
         space: &'static str,
         prefix: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .disk()
-            .journal
-            .live()
-            .entries
-            .range((space, prefix.to_vec())..)
-            .take_while(|((s, key), _)| *s == space && key.starts_with(prefix))
-            .last()
-            .map(|((_, key), _)| key.clone()))
+        let disk = self.disk();
+        let Some(entries) = disk.journal.live().space(space) else {
+            return Ok(None);
+        };
+        // The last key below the first key past every key with the prefix.
+        let last = match prefix_end(prefix) {
+            Some(end) => entries
+                .range::<[u8], _>((Bound::Included(prefix), Bound::Excluded(end.as_slice())))
+                .next_back(),
+            None => entries
+                .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+                .next_back(),
+        };
+        Ok(last.map(|(key, _)| key.to_vec()))
     }
+}
+
+/// The smallest key greater than every key that starts with `prefix`; `None` if there is none
+/// (the prefix is all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -236,7 +345,7 @@ mod tests {
     fn a_crash_during_the_metadata_write_leaves_the_previous_checkpoint_latest() {
         for seed in 0..20 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let disk = SimDisk::default();
+            let disk = SimDisk::tearing();
             let store = CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk");
             complete(&store, 1);
             store

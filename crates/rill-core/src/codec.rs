@@ -42,14 +42,17 @@ pub enum Kind {
     LogRecord = 3,
     /// A transaction marker of the event log.
     LogTransaction = 4,
+    /// A topic's metadata in the event log.
+    LogTopic = 5,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 5] = [
         Kind::CheckpointMetadata,
         Kind::SubtaskSnapshot,
         Kind::LogRecord,
         Kind::LogTransaction,
+        Kind::LogTopic,
     ];
 
     /// The version this build writes. Change it whenever the encoding of the structure
@@ -59,7 +62,8 @@ impl Kind {
             Kind::CheckpointMetadata
             | Kind::SubtaskSnapshot
             | Kind::LogRecord
-            | Kind::LogTransaction => 1,
+            | Kind::LogTransaction
+            | Kind::LogTopic => 1,
         }
     }
 
@@ -79,6 +83,7 @@ impl Kind {
             Kind::SubtaskSnapshot => "subtask snapshot",
             Kind::LogRecord => "log record",
             Kind::LogTransaction => "log transaction marker",
+            Kind::LogTopic => "log topic metadata",
         }
     }
 }
@@ -142,8 +147,14 @@ pub enum CodecError {
     Payload(String),
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// The most bytes one decoded value may claim. bincode allocates what a length prefix claims
+/// before reading it, so damaged bytes could otherwise ask for more than the address space (a
+/// panic) or the machine; with a limit, such a claim is an error. Four GiB is far above any
+/// snapshot or record Rill writes as one value.
+const DECODE_LIMIT_BYTES: usize = 1 << 32;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>()
 }
 
 /// Encodes a value with bincode (no envelope: for parts of an enveloped structure).
@@ -152,17 +163,39 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
         .map_err(|error| CodecError::Payload(format!("cannot encode: {error}")))
 }
 
+/// Appends a value's encoding to `out` (no envelope).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(drop)
+        .map_err(|error| CodecError::Payload(format!("cannot encode: {error}")))
+}
+
 /// Decodes a value [`encode`] wrote; every byte must belong to it.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))?;
-    if read != bytes.len() {
-        return Err(CodecError::Payload(format!(
+    whole(bytes, read)?;
+    Ok(value)
+}
+
+/// Decodes a value that borrows from `bytes` (byte slices, say), without copying them; every
+/// byte must belong to it.
+pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (value, read) = bincode::serde::borrow_decode_from_slice(bytes, config())
+        .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))?;
+    whole(bytes, read)?;
+    Ok(value)
+}
+
+fn whole(bytes: &[u8], read: usize) -> Result<(), CodecError> {
+    if read == bytes.len() {
+        Ok(())
+    } else {
+        Err(CodecError::Payload(format!(
             "{} bytes left over after the value",
             bytes.len() - read
-        )));
+        )))
     }
-    Ok(value)
 }
 
 /// Sealing and opening envelopes.
@@ -177,15 +210,35 @@ impl Envelope {
 
     /// `payload` in an envelope of `kind` and `version`.
     pub fn wrap(kind: Kind, version: u16, payload: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+        let built: Result<Vec<u8>, std::convert::Infallible> =
+            Envelope::build(kind, version, payload.len(), |out| {
+                out.extend_from_slice(payload);
+                Ok(())
+            });
+        built.unwrap_or_else(|never| match never {})
+    }
+
+    /// An envelope of `kind` and `version` whose payload `write` appends: header and payload in
+    /// one allocation of at least `capacity` bytes beyond the header (room for what the caller
+    /// appends after the envelope, too).
+    pub fn build<E>(
+        kind: Kind,
+        version: u16,
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + capacity);
         bytes.extend_from_slice(&MAGIC);
         bytes.push(kind as u8);
         bytes.extend_from_slice(&version.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        let checksum = checksum(&bytes, payload);
-        bytes.extend_from_slice(&checksum.to_le_bytes());
-        bytes.extend_from_slice(payload);
-        bytes
+        bytes.extend_from_slice(&[0; 16]);
+        write(&mut bytes)?;
+        let length = (bytes.len() - HEADER_BYTES) as u64;
+        bytes[7..15].copy_from_slice(&length.to_le_bytes());
+        let (header, payload) = bytes.split_at(HEADER_BYTES);
+        let checksum = checksum(&header[..15], payload);
+        bytes[15..23].copy_from_slice(&checksum.to_le_bytes());
+        Ok(bytes)
     }
 
     /// The value in an envelope of `kind`, checked: magic, kind, version, length, checksum.

@@ -65,7 +65,15 @@ pub enum LogError {
         /// The log's directory.
         path: PathBuf,
         /// The engine's error.
-        source: fjall::Error,
+        source: rill_core::storage::StorageError,
+    },
+    /// The log's database could not be opened.
+    #[error("cannot open the Rill log at {path}: {source}")]
+    Open {
+        /// The log's directory.
+        path: PathBuf,
+        /// What the storage reported.
+        source: Box<rill_store::StoreError>,
     },
     /// A file of the log could not be read or written.
     #[error("cannot access {path}: {source}")]

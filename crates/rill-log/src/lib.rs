@@ -1,6 +1,9 @@
 //! Rill's embedded event log: durable, append-only, partitioned topics on fjall.
 //!
-//! A log lives in a directory: a format marker file (`RILL_LOG`) and a fjall database. Each
+//! A log lives in a directory: a format marker file (`RILL_LOG`) and a fjall database, reached
+//! through `rill-core`'s storage contract ([`EventLog::on`] takes any implementation of it:
+//! the simulator runs this very code on its simulated disk). Every stored value is in a
+//! versioned, checksummed envelope, so damage is reported, not read as records. Each
 //! topic has a fixed number of partitions; records appended to a partition get dense offsets
 //! from 0, and readers read a partition from any offset in offset order. A record's partition
 //! is given, or chosen by a stable hash of its key ([`partition_for_key`]), or round-robin.

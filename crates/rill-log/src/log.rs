@@ -1,10 +1,14 @@
 //! The event log: opening a log directory, topics, appending, reading, durability.
 //!
 //! # On disk
-//! A log directory holds a format marker file (`RILL_LOG`, content `rill-log 1`) and a fjall
-//! database in `db/`. Records of topic `t` live in the keyspace `topic.t`, keyed by the
-//! partition (u32, big-endian) followed by the offset (u64, big-endian), so that a range scan
-//! reads one partition in offset order. Topic metadata lives in the keyspace `rill.topics`.
+//! A log directory holds a format marker file (`RILL_LOG`, content `rill-log 2`) and a fjall
+//! database in `db/`, reached through `rill-core`'s storage contract (so that the simulator
+//! runs this code on its simulated disk). Records live in the key space `rill.records`, keyed
+//! by the topic's name, a zero byte, the partition (u32, big-endian) and the offset (u64,
+//! big-endian), so that a range scan reads one partition in offset order. Topic metadata lives
+//! in `rill.topics`. Every value is sealed in `rill-core`'s versioned, checksummed envelope, so
+//! a damaged record is reported with its topic, partition and offset, never read as data.
+//! (Format 1 kept one fjall keyspace per topic and no envelopes; this version does not read it.)
 //!
 //! # Offsets and concurrency
 //! End offsets are recovered at open from the last key of each partition, then kept in memory.
@@ -14,7 +18,7 @@
 //! gap, and a reader never sees an offset that was not written, nor waits for a writer.
 //!
 //! # Durability
-//! Every append hands its batch to the OS before returning (fjall's `PersistMode::Buffer`), so
+//! Every append hands its batch to the OS before returning (a buffered write), so
 //! a crash of the process loses nothing appended; [`EventLog::flush`] fsyncs, so a crash of the
 //! machine loses nothing flushed. Fsync per append would cost milliseconds per batch; callers
 //! choose when it matters (a sink at a checkpoint, the CLI at the end of its input).
@@ -31,28 +35,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rill_core::codec::{Envelope, Kind};
+use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
+use rill_store::{FjallStorage, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
 use crate::record::{
-    LogRecord, ProducerRecord, RecordPosition, decode_record, encode_record, partition_for_key,
+    LogRecord, ProducerRecord, RecordPosition, encode_record, open_record, partition_for_key,
 };
 use crate::transaction::Transactions;
 
 /// The file that marks a directory as a Rill log, and its content for this format.
 const MARKER_FILE: &str = "RILL_LOG";
-const MARKER: &str = "rill-log 1\n";
+const MARKER: &str = "rill-log 2\n";
 /// The marker is written here first and renamed, so it is never seen half-written.
 const MARKER_TMP_FILE: &str = "RILL_LOG.tmp";
 /// The fjall database's folder inside the log directory.
 const DATABASE_DIR: &str = "db";
-const TOPICS_KEYSPACE: &str = "rill.topics";
-const TOPIC_KEYSPACE_PREFIX: &str = "topic.";
+/// Topic metadata, by the topic's name.
+const TOPICS: &str = "rill.topics";
+/// Records, by topic, partition and offset.
+const RECORDS: &str = "rill.records";
+/// Transactions' metadata and their staged records (see [`crate::transaction`]).
+pub(crate) const TRANSACTIONS: &str = "rill.transactions";
+pub(crate) const STAGED: &str = "rill.staged";
+const SPACES: [&str; 4] = [TOPICS, RECORDS, TRANSACTIONS, STAGED];
 const TOPIC_NAME_LEN_MAX: usize = 128;
 const PARTITIONS_MAX: u32 = 1024;
-/// The fjall key of a record: partition (4 bytes) and offset (8 bytes), both big-endian.
-const RECORD_KEY_LEN: usize = 12;
 
 /// A topic's name and shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +73,7 @@ pub struct TopicInfo {
     pub partitions: u32,
 }
 
-/// A topic's metadata as stored in `rill.topics` (bincode), keyed by the topic's name.
+/// A topic's metadata as stored in `rill.topics` (enveloped), keyed by the topic's name.
 #[derive(Serialize, Deserialize)]
 struct TopicMeta {
     partitions: u32,
@@ -71,7 +81,8 @@ struct TopicMeta {
 
 pub(crate) struct Topic {
     pub(crate) info: TopicInfo,
-    records: Keyspace,
+    /// The topic's name and a zero byte: what its record keys start with.
+    key_prefix: Vec<u8>,
     /// Offset assignment; held from assigning offsets until the end offsets are published.
     appends: Mutex<AppendState>,
     /// The end offset of each partition as committed: what readers see.
@@ -85,12 +96,12 @@ struct AppendState {
 }
 
 impl Topic {
-    fn new(info: TopicInfo, records: Keyspace, end_offsets: Vec<u64>) -> Self {
+    fn new(info: TopicInfo, end_offsets: Vec<u64>) -> Self {
         debug_assert_eq!(end_offsets.len(), info.partitions as usize);
         let committed_ends = end_offsets.iter().copied().map(AtomicU64::new).collect();
         Topic {
+            key_prefix: topic_prefix(&info.name),
             info,
-            records,
             appends: Mutex::new(AppendState {
                 next_offsets: end_offsets,
                 next_round_robin: 0,
@@ -113,8 +124,7 @@ impl Topic {
 
 pub(crate) struct Inner {
     path: PathBuf,
-    pub(crate) db: Database,
-    meta: Keyspace,
+    pub(crate) storage: Arc<dyn Storage>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Open transactions and their staged records (see [`crate::transaction`]).
     pub(crate) transactions: Transactions,
@@ -134,25 +144,32 @@ impl std::fmt::Debug for EventLog {
     }
 }
 
-pub(crate) fn bincode_config() -> bincode::config::Configuration {
-    bincode::config::standard()
+fn topic_prefix(topic: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(topic.len() + 13);
+    prefix.extend_from_slice(topic.as_bytes());
+    prefix.push(0);
+    prefix
 }
 
-fn record_key(partition: u32, offset: u64) -> [u8; RECORD_KEY_LEN] {
-    let mut key = [0; RECORD_KEY_LEN];
-    key[..4].copy_from_slice(&partition.to_be_bytes());
-    key[4..].copy_from_slice(&offset.to_be_bytes());
+/// What the keys of one partition's records start with.
+fn partition_prefix(topic_prefix: &[u8], partition: u32) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(topic_prefix.len() + 12);
+    prefix.extend_from_slice(topic_prefix);
+    prefix.extend_from_slice(&partition.to_be_bytes());
+    prefix
+}
+
+fn record_key(topic_prefix: &[u8], partition: u32, offset: u64) -> Vec<u8> {
+    let mut key = partition_prefix(topic_prefix, partition);
+    key.extend_from_slice(&offset.to_be_bytes());
     key
 }
 
-/// The offset in a record key; `None` if the key is not a record key of `partition`.
-fn offset_of_key(key: &[u8], partition: u32) -> Option<u64> {
-    let key: &[u8; RECORD_KEY_LEN] = key.try_into().ok()?;
-    let (stored_partition, offset) = key.split_at(4);
-    if stored_partition != partition.to_be_bytes() {
-        return None;
-    }
-    Some(u64::from_be_bytes(offset.try_into().ok()?))
+/// The offset in a record key; `None` if the key is not a record key of the partition whose
+/// keys start with `partition_prefix`.
+fn offset_of_key(key: &[u8], partition_prefix: &[u8]) -> Option<u64> {
+    let offset: [u8; 8] = key.strip_prefix(partition_prefix)?.try_into().ok()?;
+    Some(u64::from_be_bytes(offset))
 }
 
 fn now_ms() -> i64 {
@@ -267,22 +284,30 @@ impl EventLog {
     }
 
     fn open_database(path: PathBuf) -> Result<Self, LogError> {
-        let storage = |source: fjall::Error| match source {
-            fjall::Error::Locked => LogError::Locked(path.clone()),
-            source => LogError::Storage {
-                path: path.clone(),
-                source,
-            },
+        let storage =
+            FjallStorage::open(&path.join(DATABASE_DIR), &SPACES).map_err(|error| match error {
+                StoreError::Locked(_) => LogError::Locked(path.clone()),
+                source => LogError::Open {
+                    path: path.clone(),
+                    source: Box::new(source),
+                },
+            })?;
+        Self::on(Arc::new(storage), path)
+    }
+
+    /// The log kept in `storage` (any implementation of the storage contract: the simulator's
+    /// disk, say); `path` names it in errors. Topics and their end offsets are recovered from
+    /// what the storage holds.
+    pub fn on(storage: Arc<dyn Storage>, path: PathBuf) -> Result<Self, LogError> {
+        let storage_error = |source| LogError::Storage {
+            path: path.clone(),
+            source,
         };
-        let db = Database::builder(path.join(DATABASE_DIR))
-            .open()
-            .map_err(storage)?;
-        let meta = db
-            .keyspace(TOPICS_KEYSPACE, KeyspaceCreateOptions::default)
-            .map_err(storage)?;
         let mut topics = BTreeMap::new();
-        for entry in meta.iter() {
-            let (name, value) = entry.into_inner().map_err(storage)?;
+        for (name, value) in storage
+            .scan(TOPICS, &[], &[], usize::MAX)
+            .map_err(storage_error)?
+        {
             let name = String::from_utf8_lossy(&name).into_owned();
             let corrupt = |reason: String| LogError::Corrupt {
                 topic: name.clone(),
@@ -291,39 +316,33 @@ impl EventLog {
             if !valid_topic_name(&name) {
                 return Err(corrupt("the topic's name is invalid".to_owned()));
             }
-            let (topic_meta, _): (TopicMeta, _) =
-                bincode::serde::decode_from_slice(&value, bincode_config())
-                    .map_err(|error| corrupt(format!("topic metadata: {error}")))?;
+            let topic_meta: TopicMeta = Envelope::open(Kind::LogTopic, &value)
+                .map_err(|error| corrupt(format!("topic metadata: {error}")))?;
             if topic_meta.partitions == 0 || topic_meta.partitions > PARTITIONS_MAX {
                 return Err(corrupt(format!(
                     "topic metadata: {} partitions",
                     topic_meta.partitions
                 )));
             }
-            let records = db
-                .keyspace(
-                    &format!("{TOPIC_KEYSPACE_PREFIX}{name}"),
-                    KeyspaceCreateOptions::default,
-                )
-                .map_err(storage)?;
+            let prefix = topic_prefix(&name);
             let end_offsets = (0..topic_meta.partitions)
-                .map(|partition| recover_end_offset(&records, &name, partition, &storage))
+                .map(|partition| {
+                    recover_end_offset(storage.as_ref(), &path, &prefix, (&name, partition))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             tracing::debug!(topic = %name, ?end_offsets, "recovered a topic");
             let info = TopicInfo {
                 name: name.clone(),
                 partitions: topic_meta.partitions,
             };
-            topics.insert(name, Arc::new(Topic::new(info, records, end_offsets)));
+            topics.insert(name, Arc::new(Topic::new(info, end_offsets)));
         }
-        let transactions = Transactions::open(&db).map_err(storage)?;
         Ok(EventLog {
             inner: Arc::new(Inner {
                 path,
-                db,
-                meta,
+                storage,
                 topics: RwLock::new(topics),
-                transactions,
+                transactions: Transactions::default(),
             }),
         })
     }
@@ -333,7 +352,7 @@ impl EventLog {
         &self.inner.path
     }
 
-    pub(crate) fn storage_error(&self, source: fjall::Error) -> LogError {
+    pub(crate) fn storage_error(&self, source: StorageError) -> LogError {
         LogError::Storage {
             path: self.inner.path.clone(),
             source,
@@ -373,30 +392,22 @@ impl EventLog {
         if topics.contains_key(topic) {
             return Err(LogError::TopicExists(topic.to_owned()));
         }
-        // The records' keyspace first, metadata second: a crash in between leaves an empty
-        // keyspace that no metadata names, which a later create of the same topic reuses.
-        let records = self
-            .inner
-            .db
-            .keyspace(
-                &format!("{TOPIC_KEYSPACE_PREFIX}{topic}"),
-                KeyspaceCreateOptions::default,
-            )
-            .map_err(|e| self.storage_error(e))?;
-        let meta = bincode::serde::encode_to_vec(TopicMeta { partitions }, bincode_config())
-            .map_err(|error| LogError::Encode {
+        let meta = Envelope::seal(Kind::LogTopic, &TopicMeta { partitions }).map_err(|error| {
+            LogError::Encode {
                 topic: topic.to_owned(),
                 reason: format!("topic metadata: {error}"),
-            })?;
-        self.inner
-            .meta
-            .insert(topic, meta)
-            .map_err(|e| self.storage_error(e))?;
+            }
+        })?;
         // A topic is metadata users rely on at once (producers in another process next): make
         // it durable now rather than at the next flush.
+        let put = WriteOp::Put {
+            space: TOPICS,
+            key: topic.as_bytes().to_vec(),
+            value: meta,
+        };
         self.inner
-            .db
-            .persist(PersistMode::SyncAll)
+            .storage
+            .write(vec![put], Durability::Synced)
             .map_err(|e| self.storage_error(e))?;
         tracing::info!(topic, partitions, "created a topic");
         let info = TopicInfo {
@@ -404,10 +415,7 @@ impl EventLog {
             partitions,
         };
         let end_offsets = vec![0; partitions as usize];
-        topics.insert(
-            topic.to_owned(),
-            Arc::new(Topic::new(info, records, end_offsets)),
-        );
+        topics.insert(topic.to_owned(), Arc::new(Topic::new(info, end_offsets)));
         Ok(())
     }
 
@@ -466,12 +474,12 @@ impl EventLog {
         &self,
         handle: &Topic,
         encoded: Vec<EncodedRecord>,
-        also: impl FnOnce(&mut fjall::OwnedWriteBatch),
+        also: impl FnOnce(&mut Vec<WriteOp>),
     ) -> Result<Vec<RecordPosition>, LogError> {
         let partitions = handle.info.partitions;
         let mut state = lock(&handle.appends);
         let round_robin_before = state.next_round_robin;
-        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        let mut batch = Vec::with_capacity(encoded.len() + 1);
         let mut positions = Vec::with_capacity(encoded.len());
         for EncodedRecord { partition, bytes } in encoded {
             let partition = partition.unwrap_or_else(|| {
@@ -482,11 +490,15 @@ impl EventLog {
             let next = &mut state.next_offsets[partition as usize];
             let offset = *next;
             *next += 1;
-            batch.insert(&handle.records, record_key(partition, offset), bytes);
+            batch.push(WriteOp::Put {
+                space: RECORDS,
+                key: record_key(&handle.key_prefix, partition, offset),
+                value: bytes,
+            });
             positions.push(RecordPosition { partition, offset });
         }
         also(&mut batch);
-        if let Err(error) = batch.commit() {
+        if let Err(error) = self.inner.storage.write(batch, Durability::Buffered) {
             // Nothing was written: give the offsets back, so that the partitions stay dense.
             for position in positions.iter().rev() {
                 state.next_offsets[position.partition as usize] -= 1;
@@ -539,19 +551,26 @@ impl EventLog {
             topic: topic.to_owned(),
             reason: format!("partition {partition}: {reason}"),
         };
-        for entry in handle
-            .records
-            .range(record_key(partition, from_offset)..record_key(partition, stop))
-        {
-            let (key, value) = entry.into_inner().map_err(|e| self.storage_error(e))?;
+        let prefix = partition_prefix(&handle.key_prefix, partition);
+        let entries = self
+            .inner
+            .storage
+            .scan(
+                RECORDS,
+                &prefix,
+                &record_key(&handle.key_prefix, partition, from_offset),
+                count,
+            )
+            .map_err(|e| self.storage_error(e))?;
+        for (key, value) in entries {
             let expected = from_offset + records.len() as u64;
-            let offset = offset_of_key(&key, partition)
+            let offset = offset_of_key(&key, &prefix)
                 .ok_or_else(|| corrupt(format!("a record key of {} bytes", key.len())))?;
             // Offsets below the end offset are all written: a gap means the storage lost records.
             if offset != expected {
                 return Err(corrupt(format!("offset {expected} is missing")));
             }
-            let stored = decode_record(&value)
+            let stored = open_record(&value)
                 .map_err(|reason| corrupt(format!("offset {offset}: {reason}")))?;
             records.push(LogRecord {
                 partition,
@@ -590,8 +609,8 @@ impl EventLog {
         // needed for reading the data back; fsync writes it everywhere. Flushes come once per
         // batch of records or checkpoint, so the extra cost is small next to losing data.
         self.inner
-            .db
-            .persist(PersistMode::SyncAll)
+            .storage
+            .write(Vec::new(), Durability::Synced)
             .map_err(|e| self.storage_error(e))
     }
 }
@@ -640,17 +659,22 @@ pub(crate) fn encode_records(
 
 /// The end offset of a partition as stored: one past its last record's offset.
 fn recover_end_offset(
-    records: &Keyspace,
-    topic: &str,
-    partition: u32,
-    storage: &impl Fn(fjall::Error) -> LogError,
+    storage: &dyn Storage,
+    path: &Path,
+    topic_prefix: &[u8],
+    (topic, partition): (&str, u32),
 ) -> Result<u64, LogError> {
-    let range = record_key(partition, 0)..=record_key(partition, u64::MAX);
-    let Some(entry) = records.range(range).next_back() else {
+    let prefix = partition_prefix(topic_prefix, partition);
+    let last = storage
+        .last_key(RECORDS, &prefix)
+        .map_err(|source| LogError::Storage {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let Some(key) = last else {
         return Ok(0);
     };
-    let key = entry.key().map_err(storage)?;
-    let offset = offset_of_key(&key, partition).ok_or_else(|| LogError::Corrupt {
+    let offset = offset_of_key(&key, &prefix).ok_or_else(|| LogError::Corrupt {
         topic: topic.to_owned(),
         reason: format!("partition {partition}: a record key of {} bytes", key.len()),
     })?;
@@ -662,20 +686,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_keys_sort_by_partition_then_offset() {
+    fn record_keys_sort_by_topic_then_partition_then_offset() {
+        let (a, b) = (topic_prefix("a"), topic_prefix("a.b"));
         let keys = [
-            record_key(0, 0),
-            record_key(0, 1),
-            record_key(0, 255),
-            record_key(0, 256),
-            record_key(0, u64::MAX),
-            record_key(1, 0),
-            record_key(256, 0),
+            record_key(&a, 0, 0),
+            record_key(&a, 0, 1),
+            record_key(&a, 0, 255),
+            record_key(&a, 0, 256),
+            record_key(&a, 0, u64::MAX),
+            record_key(&a, 1, 0),
+            record_key(&a, 256, 0),
+            record_key(&b, 0, 0),
         ];
         assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
-        assert_eq!(offset_of_key(&record_key(7, 42), 7), Some(42));
-        assert_eq!(offset_of_key(&record_key(7, 42), 8), None);
-        assert_eq!(offset_of_key(&[0; 11], 0), None);
+        let seven = partition_prefix(&a, 7);
+        assert_eq!(offset_of_key(&record_key(&a, 7, 42), &seven), Some(42));
+        assert_eq!(
+            offset_of_key(&record_key(&a, 7, 42), &partition_prefix(&a, 8)),
+            None
+        );
+        assert_eq!(offset_of_key(&[0; 11], &seven), None);
     }
 
     #[test]

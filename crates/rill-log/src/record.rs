@@ -1,5 +1,6 @@
 //! Records as producers hand them to the log and as readers get them back.
 
+use rill_core::codec::{self, CodecError, Envelope, Kind};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -99,40 +100,43 @@ pub(crate) struct StoredRecord<'a> {
     pub timestamp: i64,
 }
 
-fn bincode_config() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
+/// Room a stored record takes beyond its key and value: the varint lengths and timestamp (at
+/// most 9 bytes each) and the option tag.
+const RECORD_OVERHEAD_MAX: usize = 32;
+/// Room kept after a record's envelope, for a transaction's partition tag.
+pub(crate) const TAG_BYTES: usize = 4;
 
-/// Encodes a record's stored form.
+/// A record's stored form in its envelope (as the log keeps it), in one allocation with room
+/// for a partition tag after it.
 pub(crate) fn encode_record(
     key: Option<&[u8]>,
     value: &[u8],
     timestamp: i64,
-) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    // Lengths and the timestamp take at most 9 bytes each as varints, plus the option tag:
-    // reserving that up front means one allocation per record.
-    let mut out = Vec::with_capacity(key.map_or(0, <[u8]>::len) + value.len() + 32);
+) -> Result<Vec<u8>, CodecError> {
     let stored = StoredRecordOut {
         key: key.map(Bytes),
         value: Bytes(value),
         timestamp,
     };
-    bincode::serde::encode_into_std_write(&stored, &mut out, bincode_config())?;
-    Ok(out)
+    let capacity = key.map_or(0, <[u8]>::len) + value.len() + RECORD_OVERHEAD_MAX + TAG_BYTES;
+    Envelope::build(
+        Kind::LogRecord,
+        Kind::LogRecord.current_version(),
+        capacity,
+        |out| codec::encode_into(&stored, out),
+    )
 }
 
-/// Decodes a record's stored form, refusing trailing bytes.
+/// Decodes a record's stored form (the envelope's payload), refusing trailing bytes.
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<StoredRecord<'_>, String> {
-    let (stored, read): (StoredRecord<'_>, usize) =
-        bincode::serde::borrow_decode_from_slice(bytes, bincode_config())
-            .map_err(|error| error.to_string())?;
-    if read != bytes.len() {
-        return Err(format!(
-            "{} trailing bytes after a record of {read} bytes",
-            bytes.len() - read
-        ));
-    }
-    Ok(stored)
+    codec::decode_borrowed(bytes).map_err(|error| error.to_string())
+}
+
+/// Opens a record's envelope and decodes it.
+pub(crate) fn open_record(bytes: &[u8]) -> Result<StoredRecord<'_>, String> {
+    let (_, payload) =
+        Envelope::unwrap(Kind::LogRecord, bytes).map_err(|error| error.to_string())?;
+    decode_record(payload)
 }
 
 /// The partition of a keyed record: `xxh3_64(key) % partitions`, with seed 0.
@@ -179,13 +183,16 @@ mod tests {
     #[test]
     fn the_stored_format_is_pinned() {
         let encoded = encode_record(Some(b"k"), b"value", 1_700_000_000_000).unwrap();
-        // Some(1 byte "k"), 5 bytes "value", then the timestamp zigzagged (2 * ts) as a u64
-        // varint: tag 253 and 8 little-endian bytes.
+        // In an envelope of a log record, format version 1: Some(1 byte "k"), 5 bytes
+        // "value", then the timestamp zigzagged (2 * ts) as a u64 varint: tag 253 and 8
+        // little-endian bytes.
         let zigzagged = 3_400_000_000_000u64.to_le_bytes();
         let mut expected = vec![1, 1, b'k', 5, b'v', b'a', b'l', b'u', b'e', 253];
         expected.extend_from_slice(&zigzagged);
-        assert_eq!(encoded, expected);
-        let decoded = decode_record(&encoded).unwrap();
+        assert_eq!(&encoded[..4], b"RILL");
+        assert_eq!(encoded[4], Kind::LogRecord as u8);
+        assert_eq!(&encoded[codec::HEADER_BYTES..], &expected[..]);
+        let decoded = open_record(&encoded).unwrap();
         assert_eq!(
             (decoded.key, decoded.value, decoded.timestamp),
             (Some(&b"k"[..]), &b"value"[..], 1_700_000_000_000)
@@ -194,10 +201,15 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let mut encoded = encode_record(None, b"v", 0).unwrap();
-        encoded.push(0);
-        let error = decode_record(&encoded).err().unwrap();
-        assert!(error.contains("1 trailing bytes"), "{error}");
+        let encoded = encode_record(None, b"v", 0).unwrap();
+        let mut payload = encoded[codec::HEADER_BYTES..].to_vec();
+        payload.push(0);
+        let error = decode_record(&payload).err().unwrap();
+        assert!(error.contains("1 bytes left over"), "{error}");
+        let mut damaged = encoded.clone();
+        damaged[codec::HEADER_BYTES] ^= 1;
+        let error = open_record(&damaged).err().unwrap();
+        assert!(error.contains("checksum"), "{error}");
     }
 
     proptest! {
@@ -209,9 +221,10 @@ mod tests {
         ) {
             let encoded = encode_record(key.as_deref(), &value, timestamp).unwrap();
             let owned = OwnedStoredRecord { key: key.clone(), value: value.clone(), timestamp };
-            let by_serde = bincode::serde::encode_to_vec(&owned, bincode_config()).unwrap();
-            prop_assert_eq!(&encoded, &by_serde);
-            let decoded = decode_record(&encoded).unwrap();
+            let by_serde =
+                bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
+            prop_assert_eq!(&encoded[codec::HEADER_BYTES..], &by_serde[..]);
+            let decoded = open_record(&encoded).unwrap();
             prop_assert_eq!(decoded.key, key.as_deref());
             prop_assert_eq!(decoded.value, &value[..]);
             prop_assert_eq!(decoded.timestamp, timestamp);
@@ -220,6 +233,7 @@ mod tests {
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_record(&bytes);
+            let _ = open_record(&bytes);
         }
     }
 }

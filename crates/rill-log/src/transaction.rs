@@ -15,23 +15,22 @@
 //! crash commit nothing the second time — and aborts the rest.
 //!
 //! # On disk
-//! Keyspace `rill.transactions` maps a transaction id to its metadata (topic, prepared, record
-//! count); keyspace `rill.staged` holds the staged records keyed by the id, a zero byte and a
-//! big-endian sequence number (ids contain no zero byte, so one id's records never interleave
-//! with another's). A staged value is the target partition (big-endian u32; `u32::MAX` for
-//! round-robin) followed by the record's stored form in the topic.
+//! Key space `rill.transactions` maps a transaction id to its metadata (topic, prepared, record
+//! count), enveloped; key space `rill.staged` holds the staged records keyed by the id, a zero
+//! byte and a big-endian sequence number (ids contain no zero byte, so one id's records never
+//! interleave with another's). A staged value is the record's stored (enveloped) form in the
+//! topic followed by its target partition (big-endian u32; `u32::MAX` for round-robin), so
+//! that a commit moves it into the topic by dropping its last four bytes.
 
 use std::sync::Mutex;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rill_core::codec::{Envelope, Kind};
+use rill_core::storage::{Durability, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
-use crate::log::{EncodedRecord, EventLog, bincode_config, encode_records, lock};
-use crate::record::{ProducerRecord, decode_record};
-
-const TRANSACTIONS_KEYSPACE: &str = "rill.transactions";
-const STAGED_KEYSPACE: &str = "rill.staged";
+use crate::log::{EncodedRecord, EventLog, STAGED, TRANSACTIONS, encode_records, lock};
+use crate::record::{ProducerRecord, TAG_BYTES, open_record};
 const TRANSACTION_ID_LEN_MAX: usize = 512;
 /// The partition tag of a staged record whose partition is chosen round-robin at commit.
 const ROUND_ROBIN: u32 = u32::MAX;
@@ -62,7 +61,7 @@ pub struct StagedRecord {
     pub timestamp: i64,
 }
 
-/// A transaction's metadata as stored (bincode), keyed by its id.
+/// A transaction's metadata as stored (enveloped), keyed by its id.
 #[derive(Serialize, Deserialize)]
 struct TransactionMeta {
     topic: String,
@@ -70,22 +69,11 @@ struct TransactionMeta {
     records: u64,
 }
 
-/// The keyspaces of transactions, and the lock that orders changes to them.
+/// The lock that orders changes to transactions.
+#[derive(Default)]
 pub(crate) struct Transactions {
-    meta: Keyspace,
-    staged: Keyspace,
     /// Held while a transaction's metadata is read and changed.
     changes: Mutex<()>,
-}
-
-impl Transactions {
-    pub(crate) fn open(db: &Database) -> Result<Self, fjall::Error> {
-        Ok(Transactions {
-            meta: db.keyspace(TRANSACTIONS_KEYSPACE, KeyspaceCreateOptions::default)?,
-            staged: db.keyspace(STAGED_KEYSPACE, KeyspaceCreateOptions::default)?,
-            changes: Mutex::new(()),
-        })
-    }
 }
 
 fn staged_prefix(id: &str) -> Vec<u8> {
@@ -112,29 +100,32 @@ impl EventLog {
     fn transaction_meta(&self, id: &str) -> Result<Option<TransactionMeta>, LogError> {
         let Some(bytes) = self
             .inner
-            .transactions
-            .meta
-            .get(id)
+            .storage
+            .get(TRANSACTIONS, id.as_bytes())
             .map_err(|e| self.storage_error(e))?
         else {
             return Ok(None);
         };
-        let (meta, _) =
-            bincode::serde::decode_from_slice(&bytes, bincode_config()).map_err(|error| {
-                LogError::CorruptTransaction {
-                    id: id.to_owned(),
-                    reason: error.to_string(),
-                }
-            })?;
+        let meta = Envelope::open(Kind::LogTransaction, &bytes).map_err(|error| {
+            LogError::CorruptTransaction {
+                id: id.to_owned(),
+                reason: error.to_string(),
+            }
+        })?;
         Ok(Some(meta))
     }
 
-    fn encode_meta(id: &str, meta: &TransactionMeta) -> Result<Vec<u8>, LogError> {
-        bincode::serde::encode_to_vec(meta, bincode_config()).map_err(|error| {
+    fn meta_write(id: &str, meta: &TransactionMeta) -> Result<WriteOp, LogError> {
+        let value = Envelope::seal(Kind::LogTransaction, meta).map_err(|error| {
             LogError::CorruptTransaction {
                 id: id.to_owned(),
                 reason: format!("cannot encode its metadata: {error}"),
             }
+        })?;
+        Ok(WriteOp::Put {
+            space: TRANSACTIONS,
+            key: id.as_bytes().to_vec(),
+            value,
         })
     }
 
@@ -170,16 +161,23 @@ impl EventLog {
                 records: 0,
             },
         };
-        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        let mut batch = Vec::with_capacity(encoded.len() + 1);
         for EncodedRecord { partition, bytes } in encoded {
-            let mut value = Vec::with_capacity(4 + bytes.len());
+            // The encoding left room for the tag: no copy.
+            let mut value = bytes;
             value.extend_from_slice(&partition.unwrap_or(ROUND_ROBIN).to_be_bytes());
-            value.extend_from_slice(&bytes);
-            batch.insert(&transactions.staged, staged_key(id, meta.records), value);
+            batch.push(WriteOp::Put {
+                space: STAGED,
+                key: staged_key(id, meta.records),
+                value,
+            });
             meta.records += 1;
         }
-        batch.insert(&transactions.meta, id, Self::encode_meta(id, &meta)?);
-        batch.commit().map_err(|e| self.storage_error(e))
+        batch.push(Self::meta_write(id, &meta)?);
+        self.inner
+            .storage
+            .write(batch, Durability::Buffered)
+            .map_err(|e| self.storage_error(e))
     }
 
     /// Prepares transaction `id`: it takes no more records, and what it holds is durable (it
@@ -194,9 +192,9 @@ impl EventLog {
             };
             if !meta.prepared {
                 meta.prepared = true;
-                transactions
-                    .meta
-                    .insert(id, Self::encode_meta(id, &meta)?)
+                self.inner
+                    .storage
+                    .write(vec![Self::meta_write(id, &meta)?], Durability::Buffered)
                     .map_err(|e| self.storage_error(e))?;
             }
         }
@@ -210,15 +208,17 @@ impl EventLog {
             reason: reason.to_owned(),
         };
         self.inner
-            .transactions
-            .staged
-            .prefix(staged_prefix(id))
-            .map(|entry| {
-                let value = entry.value().map_err(|e| self.storage_error(e))?;
-                let (tag, record) = value
-                    .split_first_chunk::<4>()
+            .storage
+            .scan(STAGED, &staged_prefix(id), &[], usize::MAX)
+            .map_err(|e| self.storage_error(e))?
+            .into_iter()
+            .map(|(_, mut value)| {
+                let tag = value
+                    .split_last_chunk::<TAG_BYTES>()
+                    .map(|(_, tag)| u32::from_be_bytes(*tag))
                     .ok_or_else(|| corrupt("a staged record without its partition"))?;
-                Ok((u32::from_be_bytes(*tag), record.to_vec()))
+                value.truncate(value.len() - TAG_BYTES);
+                Ok((tag, value))
             })
             .collect()
     }
@@ -266,10 +266,14 @@ impl EventLog {
             .collect::<Result<Vec<_>, _>>()?;
         let count = encoded.len() as u64;
         self.commit_encoded(&handle, encoded, |batch| {
-            for sequence in 0..count {
-                batch.remove(&transactions.staged, staged_key(id, sequence));
-            }
-            batch.remove(&transactions.meta, id);
+            batch.extend((0..count).map(|sequence| WriteOp::Delete {
+                space: STAGED,
+                key: staged_key(id, sequence),
+            }));
+            batch.push(WriteOp::Delete {
+                space: TRANSACTIONS,
+                key: id.as_bytes().to_vec(),
+            });
         })?;
         Ok(count)
     }
@@ -283,20 +287,32 @@ impl EventLog {
         let Some(meta) = self.transaction_meta(id)? else {
             return Ok(0);
         };
-        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
-        for sequence in 0..meta.records {
-            batch.remove(&transactions.staged, staged_key(id, sequence));
-        }
-        batch.remove(&transactions.meta, id);
-        batch.commit().map_err(|e| self.storage_error(e))?;
+        let mut batch: Vec<WriteOp> = (0..meta.records)
+            .map(|sequence| WriteOp::Delete {
+                space: STAGED,
+                key: staged_key(id, sequence),
+            })
+            .collect();
+        batch.push(WriteOp::Delete {
+            space: TRANSACTIONS,
+            key: id.as_bytes().to_vec(),
+        });
+        self.inner
+            .storage
+            .write(batch, Durability::Buffered)
+            .map_err(|e| self.storage_error(e))?;
         Ok(meta.records)
     }
 
     /// The open transactions whose id starts with `prefix`, by id.
     pub fn transactions(&self, prefix: &str) -> Result<Vec<TransactionInfo>, LogError> {
         let mut infos = Vec::new();
-        for entry in self.inner.transactions.meta.prefix(prefix) {
-            let key = entry.key().map_err(|e| self.storage_error(e))?;
+        let keys = self
+            .inner
+            .storage
+            .keys(TRANSACTIONS, prefix.as_bytes(), &[], usize::MAX)
+            .map_err(|e| self.storage_error(e))?;
+        for key in keys {
             let id = String::from_utf8_lossy(&key).into_owned();
             if let Some(meta) = self.transaction_meta(&id)? {
                 infos.push(TransactionInfo {
@@ -317,7 +333,7 @@ impl EventLog {
             .into_iter()
             .map(|(tag, bytes)| {
                 let stored =
-                    decode_record(&bytes).map_err(|reason| LogError::CorruptTransaction {
+                    open_record(&bytes).map_err(|reason| LogError::CorruptTransaction {
                         id: id.to_owned(),
                         reason,
                     })?;

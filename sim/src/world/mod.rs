@@ -422,7 +422,7 @@ impl World {
     /// A world about to deploy the job for the first time.
     pub fn new(setup: WorldSetup, rng: ChaCha8Rng, trace: Trace) -> Result<Self, String> {
         let shape = Shape::new(setup.graph, setup.defect)?;
-        let disk = SimDisk::default();
+        let disk = SimDisk::tearing();
         Ok(World {
             rng,
             now_us: 0,
@@ -787,10 +787,17 @@ impl World {
         self.trace(50, [u64::from(partition), count as u64, 0], || {
             format!("the producer appends {count} records to '{topic}' partition {partition}")
         });
-        // The topics were created with these partitions before the run.
-        let appended = self.log.append(topic, partition, arrival.records);
-        debug_assert!(appended.is_ok(), "{appended:?}");
-        self.log.flush();
+        // The topics were created with these partitions before the run: the log refusing the
+        // producer is a broken contract.
+        let appended = self
+            .log
+            .append(topic, partition, arrival.records)
+            .and_then(|()| self.log.flush());
+        if let Err(error) = appended {
+            self.outcome = Some(Outcome::StorageViolated(format!(
+                "the producer's append to '{topic}' partition {partition}: {error}"
+            )));
+        }
     }
 
     fn tick(&mut self) {

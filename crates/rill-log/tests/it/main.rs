@@ -443,3 +443,79 @@ fn a_crash_of_the_process_loses_nothing_appended() {
 }
 
 mod transactions;
+
+/// A log on fjall with a second handle on the same storage, to damage values under it.
+fn damageable() -> (tempfile::TempDir, EventLog, rill_store::FjallStorage) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = rill_store::FjallStorage::open(
+        &dir.path().join("db"),
+        &[
+            "rill.topics",
+            "rill.records",
+            "rill.transactions",
+            "rill.staged",
+        ],
+    )
+    .unwrap();
+    let log = EventLog::on(
+        std::sync::Arc::new(storage.clone()),
+        dir.path().to_path_buf(),
+    )
+    .unwrap();
+    (dir, log, storage)
+}
+
+#[test]
+fn a_damaged_record_is_reported_with_its_topic_partition_and_offset() {
+    use rill_core::storage::{Durability, Storage, WriteOp};
+    let (_dir, log, storage) = damageable();
+    log.create_topic("events", 2).unwrap();
+    log.append_batch(
+        "events",
+        (0..3)
+            .map(|i| ProducerRecord::new(format!("e{i}")).with_partition(1))
+            .collect(),
+    )
+    .unwrap();
+    let mut key = b"events\0".to_vec();
+    key.extend_from_slice(&1u32.to_be_bytes());
+    key.extend_from_slice(&1u64.to_be_bytes());
+    let mut value = storage.get("rill.records", &key).unwrap().unwrap();
+    let last = value.len() - 1;
+    value[last] ^= 0x40;
+    storage
+        .write(
+            vec![WriteOp::Put {
+                space: "rill.records",
+                key,
+                value,
+            }],
+            Durability::Synced,
+        )
+        .unwrap();
+    assert_eq!(
+        log.read("events", 1, 0, 1).unwrap().len(),
+        1,
+        "offset 0 is intact"
+    );
+    let error = log.read("events", 1, 0, 3).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, LogError::Corrupt { ref topic, .. } if topic == "events")
+            && message.contains("partition 1")
+            && message.contains("offset 1")
+            && message.contains("checksum"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_log_of_the_first_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("RILL_LOG"), "rill-log 1\n").unwrap();
+    let error = EventLog::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(error, LogError::UnsupportedFormat { ref found, .. } if found == "rill-log 1"),
+        "{error}"
+    );
+}
