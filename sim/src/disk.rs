@@ -1,22 +1,27 @@
 //! Simulated durable storage that knows written from synced.
 //!
 //! A [`Journaled`] state is what one store (the event log, the checkpoint store) keeps on a
-//! disk: every change is an operation appended to a journal, applied at once to the *live*
-//! state the process reads, and to the *durable* state only when the store syncs. A crash
-//! of the process keeps everything written (the OS has it); a crash of the machine keeps the
-//! durable state plus, depending on the fault, nothing, all, or a prefix of what was not yet
-//! synced — and the last operation of that prefix may be torn. That is fjall's model: a
-//! journal replayed up to the last intact entry, whose writes reach the disk in order.
+//! disk: every change is applied at once to the *live* state the process reads, and kept in a
+//! journal, with what undoes it, until the store syncs. A crash of the process keeps
+//! everything written (the OS has it); a crash of the machine keeps the synced state plus,
+//! depending on the fault, nothing, all, or a prefix of what was not yet synced — and the
+//! write after that prefix may be torn. That is fjall's model: a journal replayed up to the
+//! last intact entry, whose writes reach the disk in order.
+//!
+//! The durable state is not kept beside the live one: it is the live state with the unsynced
+//! writes undone, newest first. So a write costs one change and its undo, a sync only forgets
+//! the journal, and a crash undoes what it loses.
 
 use rand::Rng;
 
-/// A state kept in a journal: it applies operations, and knows what a torn one leaves.
+/// A state kept in a journal: it applies operations, returning what undoes them, and knows
+/// what a torn one leaves.
 pub trait Durable: Clone {
     /// One change.
     type Op: Clone;
 
-    /// Applies a change.
-    fn apply(&mut self, op: Self::Op);
+    /// Applies a change; returns the change that undoes it.
+    fn apply(&mut self, op: Self::Op) -> Self::Op;
 
     /// What a write torn by a crash leaves, if anything (atomic operations leave nothing).
     fn torn(op: &Self::Op, rng: &mut impl Rng) -> Option<Self::Op>;
@@ -49,16 +54,15 @@ pub struct CrashDamage {
 /// A store's state with its journal.
 #[derive(Clone, Debug)]
 pub struct Journaled<S: Durable> {
-    durable: S,
     live: S,
-    unsynced: Vec<S::Op>,
+    /// The writes since the last sync, oldest first, each with what undoes it.
+    unsynced: Vec<(S::Op, S::Op)>,
 }
 
 impl<S: Durable> Journaled<S> {
     /// A store whose state is `state`, all of it durable.
     pub fn new(state: S) -> Self {
         Journaled {
-            durable: state.clone(),
             live: state,
             unsynced: Vec::new(),
         }
@@ -70,21 +74,23 @@ impl<S: Durable> Journaled<S> {
     }
 
     /// What survives any crash: the synced writes.
-    pub fn durable(&self) -> &S {
-        &self.durable
+    pub fn durable(&self) -> S {
+        let mut durable = self.live.clone();
+        for (_, undo) in self.unsynced.iter().rev() {
+            durable.apply(undo.clone());
+        }
+        durable
     }
 
     /// Writes a change (not yet durable).
     pub fn write(&mut self, op: S::Op) {
-        self.live.apply(op.clone());
-        self.unsynced.push(op);
+        let undo = self.live.apply(op.clone());
+        self.unsynced.push((op, undo));
     }
 
     /// Makes every write so far durable.
     pub fn sync(&mut self) {
-        for op in self.unsynced.drain(..) {
-            self.durable.apply(op);
-        }
+        self.unsynced.clear();
     }
 
     /// A crash: the live state becomes what the disk kept.
@@ -102,18 +108,18 @@ impl<S: Durable> Journaled<S> {
             lost: total - kept,
             torn: false,
         };
-        let mut ops = self.unsynced.drain(..);
-        for op in ops.by_ref().take(kept) {
-            self.durable.apply(op);
+        let lost = self.unsynced.split_off(kept);
+        let first_lost = lost.first().map(|(op, _)| op.clone());
+        for (_, undo) in lost.into_iter().rev() {
+            self.live.apply(undo);
         }
         if fate == UnsyncedFate::Torn
-            && let Some(torn) = ops.next().and_then(|op| S::torn(&op, rng))
+            && let Some(torn) = first_lost.and_then(|op| S::torn(&op, rng))
         {
-            self.durable.apply(torn);
+            self.live.apply(torn);
             damage.torn = true;
         }
-        drop(ops);
-        self.live = self.durable.clone();
+        self.unsynced.clear();
         damage
     }
 }
@@ -127,15 +133,30 @@ mod tests {
     #[derive(Clone, Default, Debug, PartialEq)]
     struct Bytes(Vec<u8>);
 
-    impl Durable for Bytes {
-        type Op = Vec<u8>;
+    /// Appends bytes; undone by truncating back.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Append(Vec<u8>),
+        TruncateTo(usize),
+    }
 
-        fn apply(&mut self, op: Vec<u8>) {
-            self.0.extend(op);
+    impl Durable for Bytes {
+        type Op = Op;
+
+        fn apply(&mut self, op: Op) -> Op {
+            let before = self.0.len();
+            match op {
+                Op::Append(bytes) => self.0.extend(bytes),
+                Op::TruncateTo(len) => self.0.truncate(len),
+            }
+            Op::TruncateTo(before)
         }
 
-        fn torn(op: &Vec<u8>, _rng: &mut impl Rng) -> Option<Vec<u8>> {
-            Some(op[..op.len() / 2].to_vec())
+        fn torn(op: &Op, _rng: &mut impl Rng) -> Option<Op> {
+            match op {
+                Op::Append(bytes) => Some(Op::Append(bytes[..bytes.len() / 2].to_vec())),
+                Op::TruncateTo(_) => None,
+            }
         }
     }
 
@@ -143,10 +164,11 @@ mod tests {
     fn only_synced_writes_survive_a_crash_that_loses_the_rest() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut store = Journaled::new(Bytes::default());
-        store.write(vec![1]);
+        store.write(Op::Append(vec![1]));
         store.sync();
-        store.write(vec![2]);
+        store.write(Op::Append(vec![2]));
         assert_eq!(store.live().0, vec![1, 2]);
+        assert_eq!(store.durable().0, vec![1]);
         let damage = store.crash(UnsyncedFate::Lost, &mut rng);
         assert_eq!(store.live().0, vec![1]);
         assert_eq!((damage.kept, damage.lost), (0, 1));
@@ -156,7 +178,7 @@ mod tests {
     fn a_process_crash_keeps_every_write() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut store = Journaled::new(Bytes::default());
-        store.write(vec![1]);
+        store.write(Op::Append(vec![1]));
         store.crash(UnsyncedFate::Kept, &mut rng);
         assert_eq!(store.durable().0, vec![1]);
     }
@@ -166,8 +188,8 @@ mod tests {
         for seed in 0..20 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut store = Journaled::new(Bytes::default());
-            store.write(vec![1, 1]);
-            store.write(vec![2, 2]);
+            store.write(Op::Append(vec![1, 1]));
+            store.write(Op::Append(vec![2, 2]));
             let damage = store.crash(UnsyncedFate::Torn, &mut rng);
             let expected: Vec<u8> = match (damage.kept, damage.torn) {
                 (0, true) => vec![1],

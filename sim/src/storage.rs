@@ -53,8 +53,8 @@ pub enum SimOp {
     Delete(&'static str, Bytes),
 }
 
-/// Every key space's entries. Keys and values are shared (`Arc`), so that the journal, the
-/// live and the durable state hold one copy of each, and a crash clones pointers only.
+/// Every key space's entries. Keys and values are shared (`Arc`), so that the state and the
+/// journal's writes and undos hold one copy of each.
 #[derive(Clone, Debug, Default)]
 pub struct KeySpaces {
     spaces: BTreeMap<&'static str, BTreeMap<Bytes, Bytes>>,
@@ -87,19 +87,33 @@ impl Durable for KeySpaces {
     /// A batch: applied whole.
     type Op = Vec<SimOp>;
 
-    fn apply(&mut self, batch: Vec<SimOp>) {
+    fn apply(&mut self, batch: Vec<SimOp>) -> Vec<SimOp> {
+        let mut undo = Vec::with_capacity(batch.len());
         for op in batch {
-            match op {
+            let (space, key, before) = match op {
                 SimOp::Put(space, key, value) => {
-                    self.spaces.entry(space).or_default().insert(key, value);
+                    let before = self
+                        .spaces
+                        .entry(space)
+                        .or_default()
+                        .insert(key.clone(), value);
+                    (space, key, before)
                 }
                 SimOp::Delete(space, key) => {
-                    if let Some(entries) = self.spaces.get_mut(space) {
-                        entries.remove(&key);
-                    }
+                    let before = self
+                        .spaces
+                        .get_mut(space)
+                        .and_then(|entries| entries.remove(&key));
+                    (space, key, before)
                 }
-            }
+            };
+            undo.push(match before {
+                Some(value) => SimOp::Put(space, key, value),
+                None => SimOp::Delete(space, key),
+            });
         }
+        undo.reverse();
+        undo
     }
 
     fn torn(batch: &Vec<SimOp>, rng: &mut impl Rng) -> Option<Vec<SimOp>> {
@@ -159,7 +173,7 @@ impl SimDisk {
     /// A new disk holding what this one holds durably: what a crash of the machine now would
     /// leave.
     pub fn durable_copy(&self) -> Self {
-        let durable = self.disk().journal.durable().clone();
+        let durable = self.disk().journal.durable();
         SimDisk::with(Disk {
             journal: Journaled::new(durable),
             ..Disk::default()
