@@ -682,6 +682,7 @@ fn recover_end_offset(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -706,6 +707,17 @@ mod tests {
             None
         );
         assert_eq!(offset_of_key(&[0; 11], &seven), None);
+    }
+
+    #[test]
+    fn the_topic_metadata_format_is_pinned() {
+        // Format version 1 of a log topic's metadata: the partition count as a varint. A
+        // change here needs a version bump of `Kind::LogTopic`, reading the old one.
+        let sealed = Envelope::seal(Kind::LogTopic, &TopicMeta { partitions: 3 }).unwrap();
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 5, 1, 0]);
+        assert_eq!(&sealed[rill_core::codec::HEADER_BYTES..], &[3]);
+        let opened: TopicMeta = Envelope::open(Kind::LogTopic, &sealed).unwrap();
+        assert_eq!(opened.partitions, 3);
     }
 
     #[test]

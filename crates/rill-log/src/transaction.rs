@@ -347,3 +347,31 @@ impl EventLog {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transaction_metadata_format_is_pinned() {
+        // Format version 1 of a transaction's metadata: topic (length and bytes), prepared,
+        // record count. A change here needs a version bump of `Kind::LogTransaction`.
+        let meta = TransactionMeta {
+            topic: "out".to_owned(),
+            prepared: true,
+            records: 300,
+        };
+        let sealed = Envelope::seal(Kind::LogTransaction, &meta).unwrap();
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 4, 1, 0]);
+        assert_eq!(
+            &sealed[rill_core::codec::HEADER_BYTES..],
+            &[3, b'o', b'u', b't', 1, 251, 44, 1]
+        );
+        let opened: TransactionMeta = Envelope::open(Kind::LogTransaction, &sealed).unwrap();
+        assert_eq!(
+            (opened.topic.as_str(), opened.prepared, opened.records),
+            ("out", true, 300)
+        );
+    }
+}
