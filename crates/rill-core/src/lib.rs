@@ -6,7 +6,7 @@
 //! - [`element`]: records, watermarks, end-of-input, batches;
 //! - [`key`]: the stable key hash and key groups;
 //! - [`graph`] and [`plan`]: the logical job graph and its expansion into chained subtasks and
-//!   channels;
+//!   channels; [`topology`]: that expansion as every driver wires it;
 //! - [`exchange`]: forward, rebalance, key-hash and broadcast routing;
 //! - [`operator`], [`source`], [`keyed`], [`state`]: what runs inside a subtask;
 //! - [`log_connector`]: an event log as a source and a two-phase-commit sink, over any log that
@@ -54,6 +54,7 @@ pub mod storage;
 pub mod subtask;
 pub mod time;
 pub mod timers;
+pub mod topology;
 pub mod two_input;
 pub mod window;
 

@@ -17,10 +17,11 @@ use actix::{
 };
 use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
-use rill_core::graph::{JobGraph, OperatorKind};
+use rill_core::graph::JobGraph;
 use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
 use rill_core::layout::{AttemptStart, start_attempt};
-use rill_core::plan::{ChannelTarget, PhysicalPlan, SubtaskId};
+use rill_core::plan::{PhysicalPlan, SubtaskId};
+use rill_core::topology::Topology;
 use rill_store::CheckpointStore;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -42,6 +43,8 @@ type SavepointReply = oneshot::Sender<Result<CheckpointMetadata, JobError>>;
 pub(crate) struct JobMaster {
     graph: JobGraph,
     plan: PhysicalPlan,
+    /// How the plan's subtasks are wired, as every driver wires them.
+    topology: Topology,
     arbiters: Vec<ArbiterHandle>,
     config: RuntimeConfig,
     outcome: Option<oneshot::Sender<Result<JobReport, JobError>>>,
@@ -61,10 +64,12 @@ impl JobMaster {
         (store, resume_from): (Option<CheckpointStore>, Option<CompletedCheckpoint>),
         outcome: oneshot::Sender<Result<JobReport, JobError>>,
     ) -> Self {
-        let core = JobMasterCore::new(graph.restart, plan.subtasks().count(), resume_from);
+        let topology = Topology::new(&plan, &graph);
+        let core = JobMasterCore::new(graph.restart, topology.len(), resume_from);
         JobMaster {
             graph,
             plan,
+            topology,
             arbiters,
             config,
             outcome: Some(outcome),
@@ -121,9 +126,7 @@ impl JobMaster {
         me: Addr<JobMaster>,
     ) -> Result<(), JobError> {
         let flow = self.config.flow;
-        let ids: Vec<SubtaskId> = self.plan.subtasks().collect();
-        let mut partitioners_of: Vec<Vec<(Addr<PartitionerActor>, Vec<ChannelTarget>)>> =
-            Vec::new();
+        let mut partitioners_of: Vec<Vec<Addr<PartitionerActor>>> = Vec::new();
         let layout = self.plan.layout(&self.graph);
         let store_next = match &self.store {
             Some(store) => Some(store.next_id(&self.graph.name).map_err(|error| {
@@ -142,7 +145,8 @@ impl JobMaster {
             checkpoint: from.map_or(CheckpointId(0), CompletedCheckpoint::id),
             error,
         })?;
-        for (position, &id) in ids.iter().enumerate() {
+        for (position, wiring) in self.topology.subtasks.iter().enumerate() {
+            let id = wiring.id;
             // Round-robin over all subtasks, so that the stages of a pipeline land on different
             // threads; a partitioner shares its upstream subtask's thread.
             let arbiter = &self.arbiters[position % self.arbiters.len()];
@@ -156,30 +160,25 @@ impl JobMaster {
                 SubtaskActor::new((id, position, attempt), core, master, &config)
             });
             self.subtasks.push((id, addr));
-            let outputs = (0..self.plan.chain(id.chain).outputs.len())
+            let outputs = (0..wiring.outputs.len())
                 .map(|output| {
-                    let (core, targets) =
-                        self.plan.build_partitioner(&self.graph, id, output, flow);
+                    let (core, _) = self.plan.build_partitioner(&self.graph, id, output, flow);
                     let master = me.clone();
-                    let addr = PartitionerActor::start_in_arbiter(arbiter, move |_| {
+                    PartitionerActor::start_in_arbiter(arbiter, move |_| {
                         PartitionerActor::new((id, output, attempt), core, master)
-                    });
-                    (addr, targets)
+                    })
                 })
                 .collect();
             partitioners_of.push(outputs);
         }
-        for (position, outputs) in partitioners_of.iter().enumerate() {
-            for (partitioner, targets) in outputs {
+        for (position, wiring) in self.topology.subtasks.iter().enumerate() {
+            for (partitioner, targets) in partitioners_of[position].iter().zip(&wiring.outputs) {
                 partitioner.do_send(WirePartitioner {
                     upstream: self.subtasks[position].1.clone(),
                     targets: targets
                         .iter()
-                        .map(|t| {
-                            (
-                                self.subtasks[self.plan.position(t.subtask)].1.clone(),
-                                t.channel,
-                            )
+                        .map(|&(downstream, channel)| {
+                            (self.subtasks[downstream].1.clone(), channel)
                         })
                         .collect(),
                 });
@@ -187,10 +186,12 @@ impl JobMaster {
             }
         }
         let sources = self
+            .topology
             .subtasks
             .iter()
-            .filter(|(id, _)| self.is_source(*id))
-            .map(|(_, addr)| addr.clone())
+            .zip(&self.subtasks)
+            .filter(|(wiring, _)| wiring.is_source)
+            .map(|(_, (_, addr))| addr.clone())
             .collect();
         let coordinator = CoordinatorActor::new(
             (attempt, first_checkpoint),
@@ -202,25 +203,19 @@ impl JobMaster {
         )
         .start();
         self.coordinator = Some(coordinator.clone());
-        for (position, &id) in ids.iter().enumerate() {
-            let inputs = self
-                .plan
-                .channel_senders(id)
-                .into_iter()
-                .map(|sender| {
-                    let upstream = self.plan.position(sender.upstream);
+        for (position, wiring) in self.topology.subtasks.iter().enumerate() {
+            let inputs = wiring
+                .inputs
+                .iter()
+                .map(|source| {
                     (
-                        partitioners_of[upstream][sender.output].0.clone(),
-                        sender.target,
+                        partitioners_of[source.upstream][source.output].clone(),
+                        source.target,
                     )
                 })
                 .collect();
-            let outputs = partitioners_of[position]
-                .iter()
-                .map(|(addr, _)| addr.clone())
-                .collect();
             self.subtasks[position].1.do_send(WireSubtask {
-                outputs,
+                outputs: partitioners_of[position].clone(),
                 inputs,
                 coordinator: coordinator.clone(),
             });
@@ -228,7 +223,7 @@ impl JobMaster {
         for (_, addr) in &self.subtasks {
             addr.do_send(Start);
         }
-        info!(job = %self.graph.name, attempt, subtasks = ids.len(), partitioners = self.partitioners.len(), "job deployed");
+        info!(job = %self.graph.name, attempt, subtasks = self.topology.len(), partitioners = self.partitioners.len(), "job deployed");
         Ok(())
     }
 
@@ -325,11 +320,6 @@ impl JobMaster {
                     master.perform_actions(ctx);
                 }),
         );
-    }
-
-    fn is_source(&self, id: SubtaskId) -> bool {
-        let head = self.plan.chain(id.chain).operators[0];
-        matches!(self.graph.operator(head).kind, OperatorKind::Source(_))
     }
 
     fn chain_name(&self, id: SubtaskId) -> String {

@@ -19,6 +19,7 @@ use rill_core::graph::{JobGraph, OperatorId};
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::{PhysicalPlan, SubtaskId};
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
+use rill_core::topology::Topology;
 use rill_core::{Batch, TaskError};
 
 /// How many times in a row the driver wakes idle sources that then produce nothing, before it
@@ -117,44 +118,40 @@ impl Driver {
     /// Plans `graph` and builds its cores; the seed decides the interleaving.
     pub fn new(graph: &JobGraph, flow: FlowConfig, seed: u64) -> Self {
         let plan = PhysicalPlan::new(graph).expect("the test graph is valid");
-        let ids: Vec<SubtaskId> = plan.subtasks().collect();
-        let index_of: BTreeMap<SubtaskId, usize> =
-            ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let topology = Topology::new(&plan, graph);
         let mut partitioners = Vec::new();
         let mut partitioner_of = BTreeMap::new();
-        for (upstream, &id) in ids.iter().enumerate() {
-            for output in 0..plan.chain(id.chain).outputs.len() {
-                let (core, targets) = plan.build_partitioner(graph, id, output, flow);
+        for (upstream, wiring) in topology.subtasks.iter().enumerate() {
+            for (output, targets) in wiring.outputs.iter().enumerate() {
+                let (core, _) = plan.build_partitioner(graph, wiring.id, output, flow);
                 partitioner_of.insert((upstream, output), partitioners.len());
                 partitioners.push(Partitioner {
                     core,
                     upstream,
                     output,
-                    targets: targets
-                        .iter()
-                        .map(|t| (index_of[&t.subtask], t.channel))
-                        .collect(),
+                    targets: targets.clone(),
                     upstream_load: Load::default(),
                 });
             }
         }
-        let subtasks = ids
+        let subtasks = topology
+            .subtasks
             .iter()
             .enumerate()
-            .map(|(index, &id)| Subtask {
-                id,
-                core: plan.build_subtask(graph, id, flow),
+            .map(|(index, wiring)| Subtask {
+                id: wiring.id,
+                core: plan.build_subtask(graph, wiring.id, flow),
                 runnable: true,
                 idle: false,
-                senders: plan
-                    .channel_senders(id)
+                senders: wiring
+                    .inputs
                     .iter()
-                    .map(|s| {
-                        let partitioner = partitioner_of[&(index_of[&s.upstream], s.output)];
-                        (partitioner, s.target)
+                    .map(|source| {
+                        let partitioner = partitioner_of[&(source.upstream, source.output)];
+                        (partitioner, source.target)
                     })
                     .collect(),
-                outputs: (0..plan.chain(id.chain).outputs.len())
+                outputs: (0..wiring.outputs.len())
                     .map(|output| partitioner_of[&(index, output)])
                     .collect(),
             })

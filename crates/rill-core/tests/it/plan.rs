@@ -8,6 +8,7 @@ use rill_core::graph::{GraphError, JobGraph, OperatorId};
 use rill_core::key::KeyGroupRange;
 use rill_core::operator::{Filter, Map};
 use rill_core::plan::{ChainId, PhysicalPlan, SubtaskId};
+use rill_core::topology::Topology;
 
 use crate::support::{broadcast, forward, items, key_by, passthrough, rebalance, sink, transform};
 
@@ -192,6 +193,51 @@ fn partitioner_targets_match_the_channels_they_feed() {
             }
         }
     }
+}
+
+#[test]
+fn the_topology_is_the_plan_as_drivers_wire_it() {
+    let mut graph = JobGraph::new("topology");
+    let a = numbers(&mut graph, "a", 3);
+    let b = numbers(&mut graph, "b", 2);
+    let fwd = passthrough(&mut graph, "fwd", 3);
+    let spread = passthrough(&mut graph, "spread", 4);
+    forward(&mut graph, a, fwd);
+    rebalance::<u64>(&mut graph, b, fwd);
+    broadcast(&mut graph, fwd, spread);
+    let plan = PhysicalPlan::new(&graph).unwrap();
+    let topology = Topology::new(&plan, &graph);
+    assert_eq!(topology.len(), plan.subtasks().count());
+    // Every channel an output feeds names that output as its source, and every input channel
+    // is fed by exactly one output.
+    let mut fed = 0;
+    for (upstream, wiring) in topology.subtasks.iter().enumerate() {
+        assert_eq!(plan.position(wiring.id), upstream);
+        for (output, targets) in wiring.outputs.iter().enumerate() {
+            for (target, &(downstream, channel)) in targets.iter().enumerate() {
+                let source = topology.subtask(downstream).inputs[channel];
+                assert_eq!(
+                    (source.upstream, source.output, source.target),
+                    (upstream, output, target)
+                );
+                fed += 1;
+            }
+        }
+    }
+    let inputs: usize = topology.subtasks.iter().map(|s| s.inputs.len()).sum();
+    assert_eq!(fed, inputs);
+    // Roles come from the graph's shape: sources head their chain, terminal subtasks have no
+    // output edge.
+    let sources = topology.subtasks.iter().filter(|s| s.is_source).count();
+    let terminal: Vec<&str> = topology
+        .subtasks
+        .iter()
+        .filter(|s| s.is_terminal)
+        .map(|s| s.operators[0].as_str())
+        .collect();
+    assert_eq!(sources, 3 + 2);
+    assert_eq!(terminal, vec!["spread"; 4]);
+    assert_eq!(topology.subtask(0).name, "'a' #0");
 }
 
 #[test]
