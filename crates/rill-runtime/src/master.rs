@@ -260,28 +260,11 @@ impl JobMaster {
         }
     }
 
-    /// Stops every actor of the current attempt, without waiting.
-    fn stop_attempt(&mut self) {
-        for (_, addr) in self.subtasks.drain(..) {
-            addr.do_send(Shutdown::default());
-        }
-        for addr in self.partitioners.drain(..) {
-            addr.do_send(Shutdown::default());
-        }
-        if let Some(coordinator) = self.coordinator.take() {
-            coordinator.do_send(Shutdown::default());
-        }
-    }
-
-    /// Stops every actor of the failed `attempt` and waits until each has stopped — at most
-    /// the runtime's `attempt_stop_timeout` — then tells the core, with the newest checkpoint
-    /// the attempt's coordinator completed. The stops are sent with `do_send`, so they are
-    /// delivered whatever happens to the master meanwhile.
-    fn stop_and_wait(&mut self, attempt: u32, ctx: &mut Context<Self>) {
-        let (reply, latest) = oneshot::channel();
-        if let Some(coordinator) = self.coordinator.take() {
-            coordinator.do_send(StopCoordinator { reply });
-        }
+    /// Sends every subtask and partitioner of the current attempt its stop; returns what tells
+    /// when each has stopped (an actor already gone counts as stopped). The stops are sent with
+    /// `do_send`, so they are delivered whatever happens to the master meanwhile, and each
+    /// reaches its actor after everything sent to it before — a completion notice, say.
+    fn stop_actors(&mut self) -> Vec<oneshot::Receiver<()>> {
         let mut stopped = Vec::new();
         let mut stop = |send: &dyn Fn(Shutdown)| {
             let (done, wait) = oneshot::channel();
@@ -296,20 +279,39 @@ impl JobMaster {
         for addr in self.partitioners.drain(..) {
             stop(&|shutdown| addr.do_send(shutdown));
         }
-        let stop_timeout = self.config.attempt_stop_timeout;
+        stopped
+    }
+
+    /// Whether every actor stopped before `deadline`.
+    async fn all_stopped(
+        stopped: Vec<oneshot::Receiver<()>>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let mut all_stopped = true;
+        for wait in stopped {
+            all_stopped &= tokio::time::timeout_at(deadline, wait).await.is_ok();
+        }
+        all_stopped
+    }
+
+    /// Stops every actor of the failed `attempt` and waits until each has stopped — at most
+    /// the runtime's `attempt_stop_timeout` — then tells the core, with the newest checkpoint
+    /// the attempt's coordinator completed.
+    fn stop_and_wait(&mut self, attempt: u32, ctx: &mut Context<Self>) {
+        let (reply, latest) = oneshot::channel();
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.do_send(StopCoordinator { reply });
+        }
+        let stopped = self.stop_actors();
+        let deadline = tokio::time::Instant::now() + self.config.attempt_stop_timeout;
         let all_stopped = async move {
-            let deadline = tokio::time::Instant::now() + stop_timeout;
             // An actor already gone dropped its sender: that counts as stopped.
             let latest = tokio::time::timeout_at(deadline, latest)
                 .await
                 .ok()
                 .and_then(Result::ok)
                 .flatten();
-            let mut all_stopped = true;
-            for wait in stopped {
-                all_stopped &= tokio::time::timeout_at(deadline, wait).await.is_ok();
-            }
-            (latest, all_stopped)
+            (latest, Self::all_stopped(stopped, deadline).await)
         };
         debug!(job = %self.graph.name, attempt, "stopping the failed attempt");
         ctx.spawn(
@@ -338,7 +340,10 @@ impl JobMaster {
         }
     }
 
-    /// Ends the job: reports the outcome and stops every actor.
+    /// Ends the job: stops every actor and, once each has stopped (at most the runtime's
+    /// `attempt_stop_timeout`), reports the outcome — so that what the actors were told before
+    /// is done when the application hears of the end: the sinks' commits of a savepoint the
+    /// job stopped at, above all.
     fn end(&mut self, end: JobEnd<JobError>) {
         let outcome = match end {
             JobEnd::Finished | JobEnd::StoppedWithSavepoint(_) => Ok(self.report()),
@@ -356,11 +361,22 @@ impl JobMaster {
             }
             Err(error) => warn!(%error, "job ended"),
         }
-        self.stop_attempt();
-        if let Some(sender) = self.outcome.take() {
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.do_send(Shutdown::default());
+        }
+        let stopped = self.stop_actors();
+        let deadline = tokio::time::Instant::now() + self.config.attempt_stop_timeout;
+        let Some(sender) = self.outcome.take() else {
+            return;
+        };
+        // Detached: the master itself stops now.
+        actix::spawn(async move {
+            if !Self::all_stopped(stopped, deadline).await {
+                warn!("an actor had not stopped when the job ended");
+            }
             // The application may have dropped its handle; the job ends all the same.
             let _ = sender.send(outcome);
-        }
+        });
     }
 }
 
