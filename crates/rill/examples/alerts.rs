@@ -234,9 +234,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
 
     use super::*;
     use crate::shared::committed;
+
+    /// Emits one value once `ALERTS` holds committed alerts (a checkpoint completed after the
+    /// rule raised some), then ends; fails if that takes more than a minute.
+    struct OnceAlertsAreCommitted {
+        log: EventLog,
+        deadline: Instant,
+    }
+
+    impl Source for OnceAlertsAreCommitted {
+        type Out = ();
+
+        fn poll_next(&mut self, out: &mut SourceOutput<()>) -> Result<SourcePoll, BoxError> {
+            if self.log.end_offsets(ALERTS)?.iter().sum::<u64>() > 0 {
+                out.collect(());
+                Ok(SourcePoll::Finished)
+            } else if Instant::now() < self.deadline {
+                Ok(SourcePoll::Idle)
+            } else {
+                Err("no alerts were committed within a minute".into())
+            }
+        }
+    }
 
     #[test]
     fn the_rule_alerts_exactly_the_payments_not_captured_in_time_also_across_a_failure() {
@@ -256,18 +279,23 @@ mod tests {
             delay_ms: 10,
         });
         alert_rule(&env, &log, true).unwrap();
-        // A failure halfway through, after some checkpoints: pending timers come back from the
-        // checkpoint.
+        // A failure once a checkpoint has committed alerts, so that the job restarts from a
+        // checkpoint: timers pending in it come back from it.
         let armed = Arc::new(AtomicBool::new(true));
         let trigger = armed.clone();
-        env.from_iter(0..1u8)
-            .map(move |_| {
-                std::thread::sleep(Duration::from_millis(30));
-                if trigger.swap(false, Ordering::SeqCst) {
-                    panic!("injected failure");
-                }
-            })
-            .collect();
+        let (watched, deadline) = (log.clone(), Instant::now() + Duration::from_secs(60));
+        env.from_source("once alerts are committed", false, move |_, _| {
+            OnceAlertsAreCommitted {
+                log: watched.clone(),
+                deadline,
+            }
+        })
+        .map(move |()| {
+            if trigger.swap(false, Ordering::SeqCst) {
+                panic!("injected failure");
+            }
+        })
+        .collect();
         let report = env.execute("alerts").unwrap();
         assert_eq!(report.restarts, 1);
 

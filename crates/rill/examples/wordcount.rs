@@ -21,8 +21,13 @@
 //! final checkpoint, or at its end without checkpoints). Kill the job at any moment and start it
 //! again: every word's committed counts are 1, 2, …, n, none missing and none twice.
 //! `rill log consume counts --read-uncommitted` also shows the updates waiting for a checkpoint.
+//! With `--print-checkpoints` it prints `checkpoint <n> complete` on stdout as each checkpoint
+//! completes, for a script (or a test) to wait on.
+
+use std::io::Write;
 
 use clap::Parser;
+use rill::core::checkpoint::CheckpointId;
 use rill::prelude::*;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -55,6 +60,10 @@ struct Args {
     /// `<data-dir>/state`, for more words than fit in memory).
     #[arg(long, value_enum, default_value_t = Backend::Memory)]
     state_backend: Backend,
+    /// Print `checkpoint <n> complete` on stdout as each checkpoint completes. A sink of its own
+    /// hears of them, so a run that restores a checkpoint taken with this flag needs it too.
+    #[arg(long)]
+    print_checkpoints: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -82,6 +91,28 @@ impl KeyedProcessFunction for WordCounter {
         let count = self.count.get(ctx).unwrap_or(0) + 1;
         self.count.set(ctx, count);
         ctx.emit((word, count));
+        Ok(())
+    }
+}
+
+/// A sink that takes the counts only to be told of each checkpoint that completes, and prints
+/// `checkpoint <n> complete` then (if it is the subtask that prints: one line per checkpoint).
+struct CheckpointNotices {
+    print: bool,
+}
+
+impl Sink for CheckpointNotices {
+    type In = (String, u64);
+
+    fn write_batch(&mut self, _counts: Vec<Record<(String, u64)>>) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), BoxError> {
+        if self.print && checkpoint != CheckpointId::END_OF_INPUT {
+            // Nobody reading stdout any more is no reason to fail the job.
+            let _ = writeln!(std::io::stdout(), "checkpoint {} complete", checkpoint.0);
+        }
         Ok(())
     }
 }
@@ -118,7 +149,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(checkpoint) = args.from_checkpoint {
         env.start_from_checkpoint(checkpoint);
     }
-    env.from_log(source)
+    let counts = env
+        .from_log(source)
         .flat_map(|line: String| {
             line.split_whitespace()
                 .map(str::to_lowercase)
@@ -129,8 +161,13 @@ fn main() -> anyhow::Result<()> {
         .process(WordCounter {
             count: ValueState::new("count"),
         })
-        .name("count")
-        .sink_to_log(sink);
+        .name("count");
+    counts.clone().sink_to_log(sink);
+    if args.print_checkpoints {
+        counts.sink_with("checkpoint notices", |info| CheckpointNotices {
+            print: info.subtask == 0,
+        });
+    }
 
     let job = env.execute_async("wordcount")?;
     if args.bounded {

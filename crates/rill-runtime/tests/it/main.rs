@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,16 @@ impl Sink for Shared {
             .unwrap()
             .extend(records.into_iter().map(|r| r.value));
         Ok(())
+    }
+}
+
+/// Polls `condition` every millisecond until it holds: how a test waits for the state it needs
+/// rather than for a fixed time. Panics naming `what` if it does not hold within a minute.
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "gave up after a minute: {what}");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -177,7 +188,8 @@ impl Source for Endless {
     }
 }
 
-fn endless_job() -> JobGraph {
+/// `Endless` into `sink` (at parallelism 2).
+fn endless_job(sink: Shared) -> JobGraph {
     let mut graph = JobGraph::new("endless");
     let source = graph.add_operator(node(
         "endless",
@@ -187,8 +199,8 @@ fn endless_job() -> JobGraph {
     let sink = graph.add_operator(node(
         "sink",
         2,
-        OperatorKind::Transform(Arc::new(|info| {
-            Box::new(Erased(SinkOperator::new(Shared::default(), info)))
+        OperatorKind::Transform(Arc::new(move |info| {
+            Box::new(Erased(SinkOperator::new(sink.clone(), info)))
         })),
     ));
     graph.add_edge(Edge {
@@ -203,8 +215,12 @@ fn endless_job() -> JobGraph {
 #[test]
 fn cancel_ends_an_unbounded_job() {
     let runtime = runtime(2);
-    let handle = runtime.submit(endless_job()).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    let sink = Shared::default();
+    let handle = runtime.submit(endless_job(sink.clone())).unwrap();
+    // Cancel the job once it runs: records have reached its sink.
+    wait_until("records reach the sink", || {
+        !sink.0.lock().unwrap().is_empty()
+    });
     handle.cancel();
     assert!(matches!(handle.wait(), Err(JobError::Cancelled(name)) if name == "endless"));
 }
@@ -212,7 +228,7 @@ fn cancel_ends_an_unbounded_job() {
 #[test]
 fn dropping_the_runtime_ends_its_jobs() {
     let runtime = runtime(1);
-    let handle = runtime.submit(endless_job()).unwrap();
+    let handle = runtime.submit(endless_job(Shared::default())).unwrap();
     drop(runtime);
     assert!(matches!(handle.wait(), Err(JobError::RuntimeStopped(_))));
 }
@@ -268,9 +284,10 @@ fn jobs_run_from_inside_an_applications_actix_system() {
     });
 }
 
-/// A job whose subtask 0 fails at its first record while subtask 1 is stuck in user code for
-/// `stuck` (once).
-fn failing_beside_a_stuck_subtask(stuck: Duration) -> JobGraph {
+/// A job whose subtask 1 gets stuck in user code at its first record, until `released` is set,
+/// and whose subtask 0 fails at its first record once subtask 1 is stuck.
+fn failing_beside_a_stuck_subtask(released: Arc<AtomicBool>) -> JobGraph {
+    let stuck = Arc::new(AtomicBool::new(false));
     let mut graph = JobGraph::new("stuck");
     graph.restart = rill_core::restart::RestartStrategy::FixedDelay {
         attempts: 3,
@@ -291,12 +308,16 @@ fn failing_beside_a_stuck_subtask(stuck: Duration) -> JobGraph {
         "stuck_or_failing",
         2,
         OperatorKind::Transform(Arc::new(move |info| {
-            let subtask = info.subtask;
-            let slept = std::sync::atomic::AtomicBool::new(false);
+            let (subtask, stuck, released) = (info.subtask, stuck.clone(), released.clone());
             Box::new(Erased(Map::new(Arc::new(move |i: u64| {
-                assert!(subtask != 0, "subtask 0 fails");
-                if !slept.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(stuck);
+                if subtask == 0 {
+                    wait_until("subtask 1 is stuck", || stuck.load(Ordering::SeqCst));
+                    panic!("subtask 0 fails");
+                }
+                if !stuck.swap(true, Ordering::SeqCst) {
+                    wait_until("the test releases subtask 1", || {
+                        released.load(Ordering::SeqCst)
+                    });
                 }
                 (i, 1u64)
             }))))
@@ -322,8 +343,11 @@ fn a_failed_attempt_that_does_not_stop_ends_the_job_instead_of_restarting_beside
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let graph = failing_beside_a_stuck_subtask(Duration::from_secs(2));
-    let error = runtime.submit(graph).unwrap().wait().unwrap_err();
+    let released = Arc::new(AtomicBool::new(false));
+    let graph = failing_beside_a_stuck_subtask(released.clone());
+    let outcome = runtime.submit(graph).unwrap().wait();
+    released.store(true, Ordering::SeqCst);
+    let error = outcome.unwrap_err();
     match &error {
         JobError::AttemptDidNotStop { error: cause, .. } => {
             assert!(matches!(**cause, JobError::TaskFailed { .. }), "{error}");
@@ -366,23 +390,29 @@ fn settings_that_would_stop_every_job_are_refused() {
     );
 }
 
-/// Polls with nothing to emit until `until`, then finishes; remembers the processing time of
-/// every poll.
-struct WaitUntil {
-    until: Instant,
+/// Polls with nothing to emit until the operator downstream has been told the processing time
+/// `ticks` times (in `told`), then finishes; remembers the processing time of every poll. Fails
+/// if that takes more than a minute.
+struct WaitForTicks {
+    ticks: usize,
+    told: Arc<Mutex<Vec<Timestamp>>>,
+    deadline: Instant,
     polled_at: Arc<Mutex<Vec<Timestamp>>>,
 }
 
-impl Source for WaitUntil {
+impl Source for WaitForTicks {
     type Out = u64;
 
     fn poll_next(&mut self, out: &mut SourceOutput<u64>) -> Result<SourcePoll, BoxError> {
         self.polled_at.lock().unwrap().push(out.processing_time());
-        Ok(if Instant::now() < self.until {
-            SourcePoll::Idle
+        let told = self.told.lock().unwrap().len();
+        if told >= self.ticks {
+            Ok(SourcePoll::Finished)
+        } else if Instant::now() < self.deadline {
+            Ok(SourcePoll::Idle)
         } else {
-            SourcePoll::Finished
-        })
+            Err(format!("the operator was told the time {told} times in a minute").into())
+        }
     }
 }
 
@@ -424,16 +454,16 @@ fn processing_time_is_the_wall_clock_seen_by_sources_and_operators() {
     let polled_at = Arc::new(Mutex::new(Vec::new()));
     let told = Arc::new(Mutex::new(Vec::new()));
     let mut graph = JobGraph::new("clock");
-    let (polls, until) = (
-        polled_at.clone(),
-        Instant::now() + Duration::from_millis(200),
-    );
+    let (polls, ticks) = (polled_at.clone(), told.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
     let source = graph.add_operator(node(
         "wait",
         1,
         OperatorKind::Source(Arc::new(move |_| {
-            Box::new(WaitUntil {
-                until,
+            Box::new(WaitForTicks {
+                ticks: 3,
+                told: ticks.clone(),
+                deadline,
                 polled_at: polls.clone(),
             })
         })),
@@ -457,7 +487,7 @@ fn processing_time_is_the_wall_clock_seen_by_sources_and_operators() {
     let told = told.lock().unwrap().clone();
     assert!(
         told.len() >= 3,
-        "200 ms at a 10 ms interval tell the operator the time often: {told:?}"
+        "the source ran until the operator was told the time three times: {told:?}"
     );
     assert!(told.windows(2).all(|pair| pair[0] < pair[1]), "{told:?}");
     assert!(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -32,30 +32,36 @@ fn wordcount_binary() -> PathBuf {
     binary
 }
 
-/// Starts a run with its counts in `state_backend`; the receiver gets a message each time the
-/// run completes a checkpoint (the coordinator's debug log says so on stderr).
-fn start(binary: &Path, data: &Path, state_backend: &str) -> (Child, Receiver<()>) {
+/// Starts a run with its counts in `state_backend`; the receiver gets each checkpoint the run
+/// completes, from the `checkpoint <n> complete` lines it prints for that on stdout
+/// (`--print-checkpoints`). Its errors go to stderr.
+fn start(binary: &Path, data: &Path, state_backend: &str) -> (Child, Receiver<u64>) {
     let mut child = Command::new(binary)
         .arg("--data-dir")
         .arg(data)
         .args(["--parallelism", "2", "--bounded"])
         .args(["--state-backend", state_backend])
         .args(["--checkpoint-interval-ms", "20"])
-        .env("RUST_LOG", "error,rill_runtime::coordinator=debug")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .arg("--print-checkpoints")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     let (completed, completions) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
+        for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.contains("complete") && line.contains("checkpoint") {
-                let _ = completed.send(());
-            } else if !line.contains("DEBUG") {
-                eprintln!("wordcount: {line}");
+            let checkpoint = line
+                .strip_prefix("checkpoint ")
+                .and_then(|rest| rest.strip_suffix(" complete"))
+                .and_then(|id| id.parse().ok());
+            match checkpoint {
+                Some(checkpoint) => {
+                    let _ = completed.send(checkpoint);
+                }
+                None => eprintln!("wordcount printed an unexpected line: {line}"),
             }
         }
     });
@@ -108,9 +114,16 @@ fn wordcount_killed_with_sigkill_again_and_again_commits_every_count_exactly_onc
             "memory"
         };
         let (mut child, completions) = start(&binary, &data, backend);
-        // Let the run complete a checkpoint, then kill it a random moment later: before,
-        // while or after it commits, aligns or writes the next checkpoint.
-        let _ = completions.recv_timeout(Duration::from_secs(60));
+        // Once the run has completed a checkpoint, kill it a random moment later: before,
+        // while or after it commits, aligns or writes the next checkpoint. (A run whose output
+        // closes before has ended by itself.)
+        match completions.recv_timeout(Duration::from_secs(60)) {
+            Ok(_) | Err(RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                child.kill().unwrap();
+                panic!("the run completed no checkpoint within a minute");
+            }
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..200)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();

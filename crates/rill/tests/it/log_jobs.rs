@@ -2,6 +2,8 @@
 //! the bounded mode ending the job, and the unbounded mode picking up new records.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rill::prelude::*;
@@ -76,16 +78,25 @@ fn log_with_lines(
     let log = EventLog::open_or_create(dir).unwrap();
     log.create_topic("lines", partitions).unwrap();
     log.create_topic("counts", 2).unwrap();
+    append_lines(&log, lines);
+    (log, word_counts(lines))
+}
+
+fn append_lines(log: &EventLog, lines: &[String]) {
     let records = lines
         .iter()
         .map(|l| ProducerRecord::new(l.clone().into_bytes()))
         .collect();
     log.append_batch("lines", records).unwrap();
+}
+
+/// Each word's count in `lines`.
+fn word_counts(lines: &[String]) -> BTreeMap<String, u64> {
     let mut reference: BTreeMap<String, u64> = BTreeMap::new();
     for word in lines.iter().flat_map(|l| l.split_whitespace()) {
         *reference.entry(word.to_owned()).or_default() += 1;
     }
-    (log, reference)
+    reference
 }
 
 #[test]
@@ -165,7 +176,7 @@ fn a_word_count_started_again_resumes_from_its_checkpoint_and_its_log_offsets() 
     let lines: Vec<String> = (0..4_000)
         .map(|i| format!("line{i} w{} w{}", i % 13, i % 5))
         .collect();
-    let (log, reference) = log_with_lines(&dir.path().join("log"), 2, &lines);
+    let (log, mut reference) = log_with_lines(&dir.path().join("log"), 2, &lines);
     // Small batches: a source subtask takes a checkpoint between two batches.
     let mut config = ExecutionConfig::default();
     config.runtime.flow.batch_size = 16;
@@ -176,13 +187,22 @@ fn a_word_count_started_again_resumes_from_its_checkpoint_and_its_log_offsets() 
         env.set_checkpoint_dir(dir.path().join("checkpoints"));
         env
     };
-    // The first run reads slowly, so that checkpoints complete, and fails half-way.
+    // The first run fails at the first line it reads once a checkpoint has committed counts. It
+    // reads slowly, so that this usually comes half-way, and is unbounded, so that it is still
+    // running then; the line appended after the counts came makes sure it reads one more.
+    let crash = Arc::new(AtomicBool::new(false));
     let first = configured();
-    word_count_job_with(&first, &log, true, |line| {
+    let crashing = crash.clone();
+    word_count_job_with(&first, &log, false, move |line| {
         std::thread::sleep(Duration::from_micros(100));
-        assert!(line != "line2500 w4 w0", "crash at {line}");
+        assert!(!crashing.load(Ordering::SeqCst), "crash at {line}");
     });
-    assert!(first.execute("wordcount").is_err());
+    let job = first.execute_async("wordcount").unwrap();
+    wait_for_committed(&log, 1);
+    crash.store(true, Ordering::SeqCst);
+    append_lines(&log, &["crash".to_owned()]);
+    *reference.entry("crash".to_owned()).or_default() += 1;
+    assert!(job.wait().is_err());
     let after_first = read_all(&log, "counts").len();
 
     let second = configured();
@@ -295,8 +315,13 @@ fn rescale_two_three_one(dir: &std::path::Path, backends: [StateBackendConfig; 3
     let lines: Vec<String> = (0..6_000)
         .map(|i| format!("line{} w{} w{}", i % 101, i % 13, i % 7))
         .collect();
-    let (log, reference) = log_with_lines(&dir.join("log"), 3, &lines);
+    let reference = word_counts(&lines);
     let total: u64 = reference.values().sum();
+    // The input comes in parts, the next one appended once a run has stopped: each run that is
+    // stopped has only part of it to read, so it stops part-way however fast it runs.
+    let (first_part, rest) = lines.split_at(lines.len() / 2);
+    let (second_part, last_part) = rest.split_at(rest.len() / 2);
+    let (log, _) = log_with_lines(&dir.join("log"), 3, first_part);
     let configured = |parallelism: u32, bounded: bool, backend: &StateBackendConfig| {
         let mut config = ExecutionConfig::default();
         config.runtime.flow.batch_size = 16;
@@ -311,7 +336,11 @@ fn rescale_two_three_one(dir: &std::path::Path, backends: [StateBackendConfig; 3
         env
     };
     let [first, second, last] = backends;
-    for (parallelism, progress, backend) in [(2, total / 4, first), (3, total / 2, second)] {
+    let runs = [
+        (2, total / 4, first, second_part),
+        (3, total / 2, second, last_part),
+    ];
+    for (parallelism, progress, backend, next_part) in runs {
         let job = configured(parallelism, false, &backend)
             .execute_async("rescaled")
             .unwrap();
@@ -327,6 +356,7 @@ fn rescale_two_three_one(dir: &std::path::Path, backends: [StateBackendConfig; 3
             (read_all(&log, "counts").len() as u64) < total,
             "stopped part-way"
         );
+        append_lines(&log, next_part);
     }
     configured(1, true, &last).execute("rescaled").unwrap();
     assert_exactly_once(&read_all(&log, "counts"), &reference);
