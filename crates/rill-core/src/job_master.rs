@@ -17,7 +17,9 @@
 //! 4. [`MasterAction::ScheduleRestart`]: after the delay, call `handle_restart_due`;
 //! 5. [`MasterAction::TriggerSavepoint`]: ask the running attempt's coordinator for one;
 //!    [`MasterAction::AnswerSavepoint`]: hand the answer to that waiter;
-//! 6. [`MasterAction::End`]: stop every actor (no need to wait) and report the outcome.
+//! 6. [`MasterAction::End`]: stop every actor and report the outcome once they have stopped:
+//!    what they were told before (a savepoint's completion notice, whose commits a stop with a
+//!    savepoint promises) is then done.
 //!
 //! Why the stop waits, and why the coordinator hands its newest checkpoint back: the master
 //! hears of a completed checkpoint after the subtasks (so that sinks commit before a stop that
@@ -68,7 +70,7 @@ pub enum MasterAction<E, W> {
         /// The savepoint, or why there is none.
         result: Result<CheckpointMetadata, String>,
     },
-    /// The job is over: stop every actor and report the outcome.
+    /// The job is over: stop every actor and, once they have stopped, report the outcome.
     End(JobEnd<E>),
 }
 
