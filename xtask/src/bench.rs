@@ -135,14 +135,14 @@ fn run_once(binary: &Path, run: &Run) -> anyhow::Result<Value> {
 }
 
 impl Run {
-    /// The row's name in the baseline file: everything but the event count, which scales the
-    /// run but not its ratio to the hand-written loop.
+    /// The row's name in the baseline file (compare runs with the same `--events`).
     fn row_name(&self) -> String {
         format!(
-            "{} {} p={} keys={} cp={}",
+            "{} {} p={} events={} keys={} cp={}",
             self.workload,
             self.state_backend,
             self.parallelism,
+            self.events,
             self.keys,
             self.checkpoint_ms
                 .map_or_else(|| "-".to_owned(), |ms| ms.to_string())
@@ -346,7 +346,6 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                 serde_json::json!({
                     "ratio": rate / reference,
                     "peak_mib": peak_mib_max,
-                    "events": run.events,
                 }),
             );
         }
@@ -385,7 +384,7 @@ fn compare(root: &Path, rows: &serde_json::Map<String, Value>) -> anyhow::Result
     let baseline: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     println!(
-        "\n{:<44} {:>9} {:>9} {:>8} {:>9} {:>9}  verdict",
+        "\n{:<56} {:>9} {:>9} {:>8} {:>9} {:>9}  verdict",
         "row (ratio = events/s over the hand-written loop's)",
         "ratio",
         "baseline",
@@ -397,7 +396,7 @@ fn compare(root: &Path, rows: &serde_json::Map<String, Value>) -> anyhow::Result
     for (name, now) in rows {
         let Some(then) = baseline["rows"].get(name) else {
             println!(
-                "{name:<44} {:>9.3} {:>9} (not in the baseline)",
+                "{name:<56} {:>9.3} {:>9} (not in the baseline)",
                 now["ratio"].as_f64().unwrap_or(f64::NAN),
                 "-"
             );
@@ -418,7 +417,7 @@ fn compare(root: &Path, rows: &serde_json::Map<String, Value>) -> anyhow::Result
             regressions.push(format!("{name}: {verdict}"));
         }
         println!(
-            "{name:<44} {ratio:>9.3} {was:>9.3} {:>7.0}% {peak:>9.1} {peak_was:>9.1}  {verdict}",
+            "{name:<56} {ratio:>9.3} {was:>9.3} {:>7.0}% {peak:>9.1} {peak_was:>9.1}  {verdict}",
             (ratio / was - 1.0) * 100.0
         );
     }
