@@ -48,7 +48,8 @@
 //! are decoded when a handle first names their types: the operators that know their states
 //! (reduce, windows) do it when they open, so a chunk that does not decode fails the restored
 //! subtask before it processes anything; a process function's own states fail at their first
-//! access.
+//! access. Decoding is bounded (1 GiB per chunk as decoded): bytes that are not the state's
+//! types cannot make it allocate a length they happen to spell.
 //!
 //! # Layout
 //! - [`handles`]: the state handles user functions declare;
@@ -189,6 +190,19 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The most one decoded value — a chunk of one state's key group, say — may take, as bincode
+/// counts it while decoding (the bytes of every string and byte vector, the size of every
+/// number): 1 GiB. bincode allocates a string's or a byte vector's length before it reads the
+/// bytes, so without a limit a length read from bytes of another type (a snapshot of a job
+/// whose state changed type, a bug) would allocate that much — and a failed allocation aborts
+/// the process. With it, such a length is a [`StateError::Decode`].
+const DECODED_BYTES_MAX: usize = 1 << 30;
+
+/// How state is decoded: the encoding's configuration, with [`DECODED_BYTES_MAX`].
+fn decode_config() -> impl bincode::config::Config {
+    bincode_config().with_limit::<DECODED_BYTES_MAX>()
+}
+
 pub(crate) fn encode<T: Serialize + ?Sized>(table: &str, value: &T) -> Result<Vec<u8>, StateError> {
     bincode::serde::encode_to_vec(value, bincode_config()).map_err(|error| StateError::Encode {
         table: table.to_owned(),
@@ -206,7 +220,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         key_group,
         reason,
     };
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode_config())
+    let (value, read) = bincode::serde::decode_from_slice(bytes, decode_config())
         .map_err(|error| decode_error(error.to_string()))?;
     if read != bytes.len() {
         return Err(decode_error(format!(

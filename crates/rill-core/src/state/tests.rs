@@ -642,3 +642,20 @@ fn a_failing_backend_is_recorded_once_and_left_alone_afterwards() {
     assert_eq!(scope(&mut store, "c").check_state(), Err(expected.clone()));
     assert_eq!(store.snapshot(), Err(expected));
 }
+
+#[test]
+fn a_restored_value_read_as_a_huge_length_is_a_decode_error_not_an_allocation() {
+    // A number where the job now keeps a string: its encoding reads as a string of 2^60 bytes.
+    let mut store = KeyedStateStore::new(128);
+    ValueState::<u64>::new("name").set(&mut scope(&mut store, "k"), 1 << 60);
+    let snapshot = store.snapshot().unwrap();
+    let mut restored = KeyedStateStore::new(128);
+    restored.restore(snapshot);
+    let name = ValueState::<String>::new("name");
+    assert_eq!(name.get(&mut scope(&mut restored, "k")), None);
+    assert!(
+        matches!(restored.failure(), Some(StateError::Decode { table, .. }) if table == "name"),
+        "{:?}",
+        restored.failure()
+    );
+}
