@@ -29,7 +29,13 @@
 //! The actions come out in the order storage needs: every snapshot of a checkpoint before its
 //! metadata, the metadata before the notices, the notices before the master hears of it. A
 //! driver that performs them in order, and each storage write before the next action, keeps
-//! the store's contract.
+//! the store's contract. So does one that writes asynchronously (off the thread that drives
+//! the core), provided it performs the storage actions — persist snapshot, persist metadata,
+//! discard — one after the other in the order they came out, and calls
+//! `handle_snapshot_persisted` / `handle_metadata_persisted` (or their `_failed`) only once
+//! the write returned: the metadata comes out only after every snapshot's write was reported,
+//! the notices only after the metadata's, and a discard after every write of its checkpoint
+//! that came out before it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -172,8 +178,9 @@ struct Pending {
     /// Every subtask had ended when it was triggered.
     last: bool,
     triggered_at_ms: u64,
-    /// The snapshots acknowledged so far, by subtask, persisted or being persisted.
-    snapshots: BTreeMap<usize, SubtaskSnapshot>,
+    /// The snapshots acknowledged so far, by subtask, persisted or being persisted: shared
+    /// with a driver that writes them elsewhere than where it drives the core.
+    snapshots: BTreeMap<usize, Arc<SubtaskSnapshot>>,
     /// The subtasks whose snapshot is persisted.
     persisted: BTreeSet<usize>,
     state_bytes: u64,
@@ -259,6 +266,17 @@ impl CoordinatorCore {
         checkpoint: CheckpointId,
         subtask: usize,
     ) -> Option<&SubtaskSnapshot> {
+        self.pending_snapshot_shared(checkpoint, subtask)
+            .map(Arc::as_ref)
+    }
+
+    /// The same snapshot, shared: for a driver that writes it on another thread. It should
+    /// let go of it once written, so that completing the checkpoint need not copy it.
+    pub fn pending_snapshot_shared(
+        &self,
+        checkpoint: CheckpointId,
+        subtask: usize,
+    ) -> Option<&Arc<SubtaskSnapshot>> {
         self.pending.get(&checkpoint)?.snapshots.get(&subtask)
     }
 
@@ -376,7 +394,7 @@ impl CoordinatorCore {
         if pending.persisting.is_some() || pending.snapshots.contains_key(&subtask) {
             return;
         }
-        pending.snapshots.insert(subtask, snapshot);
+        pending.snapshots.insert(subtask, Arc::new(snapshot));
         self.actions.push_back(CoordinatorAction::PersistSnapshot {
             checkpoint,
             subtask,
@@ -465,13 +483,16 @@ impl CoordinatorCore {
         }
     }
 
-    /// The metadata of `checkpoint` is durable: the checkpoint is complete.
+    /// The metadata of `checkpoint` is durable: the checkpoint is complete. A checkpoint no
+    /// longer in progress is left alone: with several in progress and a driver that writes
+    /// asynchronously, a newer one may complete (and subsume it) while its metadata is being
+    /// written; its [`CoordinatorAction::Discard`] came out after the write, so a driver that
+    /// performs storage actions in order deletes what the write left.
     pub fn handle_metadata_persisted(&mut self, checkpoint: CheckpointId, now_ms: u64) {
-        if self
-            .pending
-            .get(&checkpoint)
-            .is_none_or(|p| p.persisting.is_none())
-        {
+        let Some(pending) = self.pending.get(&checkpoint) else {
+            return;
+        };
+        if pending.persisting.is_none() {
             debug_assert!(
                 false,
                 "metadata persisted for {checkpoint}, which was not persisting"
@@ -489,7 +510,13 @@ impl CoordinatorCore {
         };
         let completed = CompletedCheckpoint {
             metadata: metadata.clone(),
-            snapshots: Arc::new(snapshots),
+            // Unshared by now: every write of them returned before the metadata was written.
+            snapshots: Arc::new(
+                snapshots
+                    .into_iter()
+                    .map(|(subtask, snapshot)| (subtask, Arc::unwrap_or_clone(snapshot)))
+                    .collect(),
+            ),
         };
         // Older checkpoints still in progress are subsumed by this one.
         let older: Vec<CheckpointId> = self
@@ -652,6 +679,42 @@ mod tests {
             actions(&mut core),
             vec![trigger(2)],
             "the interval since the last trigger has passed"
+        );
+    }
+
+    #[test]
+    fn metadata_written_for_a_checkpoint_subsumed_meanwhile_changes_nothing_and_is_discarded() {
+        let mut core = CoordinatorCore::new(
+            CheckpointConfig {
+                max_concurrent: 2,
+                ..config(10)
+            },
+            layout(1),
+            CheckpointId(1),
+        );
+        core.handle_tick(0);
+        core.handle_tick(10);
+        assert_eq!(actions(&mut core), vec![trigger(1), trigger(2)]);
+        // An asynchronous driver: checkpoint 2's metadata is asked for first, then 1's; both
+        // writes are queued, in that order.
+        ack(&mut core, 2, 0, 1, 20);
+        ack(&mut core, 1, 0, 1, 21);
+        let asked = actions(&mut core);
+        assert!(matches!(
+            &asked[..],
+            [CoordinatorAction::PersistMetadata(two), CoordinatorAction::PersistMetadata(one)]
+                if two.checkpoint == CheckpointId(2) && one.checkpoint == CheckpointId(1)
+        ));
+        core.handle_metadata_persisted(CheckpointId(2), 30);
+        let completed = actions(&mut core);
+        assert_eq!(completed[0], CoordinatorAction::Discard(CheckpointId(1)));
+        // Checkpoint 1's write returns after it was subsumed: ignored, its discard comes after
+        // the write in the queue.
+        core.handle_metadata_persisted(CheckpointId(1), 31);
+        assert!(actions(&mut core).is_empty());
+        assert_eq!(
+            core.latest_completed().map(|m| m.checkpoint),
+            Some(CheckpointId(2))
         );
     }
 

@@ -1,6 +1,7 @@
 //! The errors a subtask can fail with, each naming the operator at fault.
 
 use crate::element::RecordTypeMismatch;
+use crate::state::StateError;
 
 /// The error type user functions return: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -17,6 +18,18 @@ pub enum OperatorError {
     /// A batch of the wrong type reached the operator: a graph wiring bug.
     #[error(transparent)]
     TypeMismatch(#[from] RecordTypeMismatch),
+    /// The operator's keyed state failed: its backend's I/O, restored state that does not
+    /// decode, or handles that disagree on a state's types. The error names the state and,
+    /// where known, the key group; the [`TaskError`] names the operator. Boxed: it is rare,
+    /// and every task error would carry its size.
+    #[error("keyed state failed: {0}")]
+    State(Box<StateError>),
+}
+
+impl From<StateError> for OperatorError {
+    fn from(error: StateError) -> Self {
+        OperatorError::State(Box::new(error))
+    }
 }
 
 /// An event-time operator got a record without an event timestamp.
@@ -51,6 +64,23 @@ pub struct TaskError {
 }
 
 impl OperatorError {
+    /// The state failure, if the operator failed over its keyed state.
+    pub fn state(&self) -> Option<&StateError> {
+        match self {
+            OperatorError::State(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The error of a user function or an operator: [`OperatorError::State`] when it is a
+    /// state failure passed on (with `?`, say), [`OperatorError::Failed`] otherwise.
+    pub fn from_user(error: BoxError) -> Self {
+        match error.downcast::<StateError>() {
+            Ok(state) => OperatorError::State(state),
+            Err(other) => OperatorError::Failed(other),
+        }
+    }
+
     /// Turns a caught panic's payload into an error.
     pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
         let message = if let Some(text) = payload.downcast_ref::<&str>() {

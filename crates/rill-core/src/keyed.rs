@@ -3,7 +3,13 @@
 //!
 //! Both take the same key selector as the key-hash exchange in front of them, so a key's records
 //! all reach one subtask and find their state there.
+//!
+//! A failure of the keyed state (see [`crate::state`], "Failures") is recorded by the store
+//! and returned by the operator once the record or timer that met it is done: the user
+//! function's own error, or its panic, over the empty values a failed handle returned, is
+//! only a consequence.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::checkpoint::CheckpointId;
@@ -169,6 +175,21 @@ pub(crate) fn snapshot_keyed<K: Key, N: Key>(
     Ok(snapshot)
 }
 
+/// The outcome of one call into a user function that had `store` at hand: the store's failure,
+/// if one was recorded — the cause, even when the function then failed or panicked over the
+/// empty values the failed handles returned — or else what the function gave (its panic goes
+/// on unwinding, to the subtask's guard).
+fn after_user_call<K: Key>(
+    store: &KeyedStateStore<K>,
+    outcome: std::thread::Result<Result<(), BoxError>>,
+) -> Result<(), BoxError> {
+    store.check()?;
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// Restores a keyed operator's timers, watermark and store from its snapshot.
 pub(crate) fn restore_keyed<K: Key, N: Key>(
     store: &mut KeyedStateStore<K>,
@@ -222,7 +243,8 @@ impl<P: KeyedProcessFunction> KeyedProcess<P> {
                 out,
                 fired: Some(domain),
             };
-            self.function.on_timer(time, &mut ctx)?;
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.function.on_timer(time, &mut ctx)));
+            after_user_call(&self.store, outcome)?;
         }
         Ok(())
     }
@@ -242,6 +264,10 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
     type In = P::In;
     type Out = Tagged<P::Out>;
 
+    fn open(&mut self) -> Result<(), BoxError> {
+        Ok(self.store.check()?)
+    }
+
     fn process_batch(
         &mut self,
         input: Vec<Record<P::In>>,
@@ -257,7 +283,10 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
                 out,
                 fired: None,
             };
-            self.function.process(record.value, &mut ctx)?;
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                self.function.process(record.value, &mut ctx)
+            }));
+            after_user_call(&self.store, outcome)?;
         }
         Ok(())
     }
@@ -331,6 +360,11 @@ where
     type In = T;
     type Out = T;
 
+    fn open(&mut self) -> Result<(), BoxError> {
+        // Restored chunks are decoded now: state that does not fit fails the restore.
+        Ok(self.store.preload(&self.accumulated)?)
+    }
+
     fn process_batch(
         &mut self,
         input: Vec<Record<T>>,
@@ -338,7 +372,7 @@ where
     ) -> Result<(), BoxError> {
         let reduce = &*self.reduce;
         out.reserve(input.len());
-        let Some(table) = self.store.values(&self.accumulated) else {
+        let Some(table) = self.store.try_values(&self.accumulated)? else {
             // External tables: one read and one write per record.
             for record in input {
                 let key = (self.key_of)(&record.value);
@@ -352,6 +386,7 @@ where
                     None => value,
                 });
                 self.accumulated.set(&mut scope, record.value.clone());
+                self.store.check()?;
                 out.push(record);
             }
             return Ok(());
@@ -386,7 +421,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::MapState;
+    use crate::state::{MapState, StateError, StateTables};
 
     fn values<T: Clone>(records: &[Record<T>]) -> Vec<T> {
         records.iter().map(|r| r.value.clone()).collect()
@@ -614,13 +649,156 @@ mod tests {
         );
     }
 
+    /// External tables on a disk that is gone: every access fails.
+    struct GoneDisk;
+
+    impl GoneDisk {
+        fn fail<T>(table: &str, key_group: u32) -> Result<T, StateError> {
+            Err(StateError::Backend {
+                table: table.to_owned(),
+                key_group: Some(key_group),
+                reason: "no such device".to_owned(),
+            })
+        }
+    }
+
+    impl StateTables for GoneDisk {
+        fn get(
+            &mut self,
+            table: &str,
+            group: u32,
+            _: &[u8],
+        ) -> Result<Option<Vec<u8>>, StateError> {
+            Self::fail(table, group)
+        }
+
+        fn put(&mut self, table: &str, group: u32, _: &[u8], _: &[u8]) -> Result<(), StateError> {
+            Self::fail(table, group)
+        }
+
+        fn delete(&mut self, table: &str, group: u32, _: &[u8]) -> Result<(), StateError> {
+            Self::fail(table, group)
+        }
+
+        fn freeze(&mut self) -> Result<Box<dyn crate::state::FrozenTables>, StateError> {
+            Self::fail("*", 0)
+        }
+    }
+
+    /// Counts per key, insisting that a key it counted has a count: it panics over the empty
+    /// value a failed read gives, and fails with its own error over a missing one.
+    #[derive(Clone)]
+    struct Insistent {
+        count: ValueState<u32>,
+        panics: bool,
+    }
+
+    impl KeyedProcessFunction for Insistent {
+        type Key = u8;
+        type In = u8;
+        type Out = u32;
+
+        fn process(
+            &mut self,
+            _value: u8,
+            ctx: &mut KeyedContext<'_, u8, u32>,
+        ) -> Result<(), BoxError> {
+            let count = self.count.get(ctx);
+            if self.panics {
+                assert!(count.is_some(), "no count");
+            }
+            let count = count.ok_or("no count")? + 1;
+            self.count.set(ctx, count);
+            ctx.emit(count);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_backend_fails_the_operator_with_the_state_error_not_the_functions() {
+        let group = crate::key::key_group_of(&5u8, 128);
+        for panics in [false, true] {
+            let function = Insistent {
+                count: ValueState::new("count"),
+                panics,
+            };
+            let store = KeyedStateStore::external(128, Box::new(GoneDisk));
+            let mut op = KeyedProcess::new(function, Arc::new(|key: &u8| *key), store);
+            let mut out = Vec::new();
+            let error = op
+                .process_batch(vec![Record::new(5u8), Record::new(6u8)], &mut out)
+                .unwrap_err();
+            let error = crate::error::OperatorError::from_user(error);
+            assert!(
+                matches!(
+                    error.state(),
+                    Some(StateError::Backend { table, key_group: Some(g), .. })
+                        if table == "count" && *g == group
+                ),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_operator_whose_state_could_not_open_fails_when_it_opens() {
+        let opened = StateError::Open {
+            reason: "keyspace 'state-0': read-only file system".to_owned(),
+        };
+        let failing = opened.clone();
+        let info = crate::operator::OperatorInfo {
+            job: "job".to_owned(),
+            name: "count".to_owned(),
+            uid: "count".to_owned(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            key_groups: crate::key::KeyGroupRange::for_subtask(0, 1, 128),
+            checkpointing: false,
+            state_backend: crate::state::StateBackend::External(Arc::new(move |_| {
+                Err(failing.clone())
+            })),
+        };
+        let mut op = summing_reduce_in(KeyedStateStore::for_operator(&info));
+        let error = op.open().unwrap_err();
+        assert_eq!(error.downcast_ref::<StateError>(), Some(&opened));
+    }
+
+    #[test]
+    fn a_reduce_restored_with_garbage_fails_when_it_opens_naming_the_state_and_key_group() {
+        let mut keyed = crate::state::KeyedStateSnapshot::default();
+        keyed
+            .tables
+            .entry("reduce".to_owned())
+            .or_default()
+            .insert(3, b"not a chunk".to_vec());
+        let mut op = summing_reduce();
+        op.restore_state(OperatorSnapshot {
+            keyed,
+            ..Default::default()
+        })
+        .unwrap();
+        let error = op.open().unwrap_err();
+        let error = error.downcast_ref::<StateError>();
+        assert!(
+            matches!(error, Some(StateError::Decode { table, key_group: 3, .. }) if table == "reduce"),
+            "{error:?}"
+        );
+    }
+
     type Pair = (u16, u64);
 
     fn summing_reduce() -> KeyedReduce<Pair, u16, impl Fn(Pair, Pair) -> Pair> {
+        summing_reduce_in(KeyedStateStore::new(128))
+    }
+
+    fn summing_reduce_in(
+        store: KeyedStateStore<u16>,
+    ) -> KeyedReduce<Pair, u16, impl Fn(Pair, Pair) -> Pair> {
         KeyedReduce::new(
             Arc::new(|a: Pair, b: Pair| (a.0, a.1 + b.1)),
             Arc::new(|(k, _): &(u16, u64)| *k),
-            KeyedStateStore::new(128),
+            store,
         )
     }
 

@@ -89,6 +89,13 @@ pub trait OneInputOperator: Send + 'static {
     /// The type of the records it emits.
     type Out: Data;
 
+    /// Readies the instance before its first record, timer or checkpoint — after a restore,
+    /// if it has one — on the subtask's own thread: a keyed operator reports here that its
+    /// state cannot be opened, or that restored state does not fit it.
+    fn open(&mut self) -> Result<(), BoxError> {
+        Ok(())
+    }
+
     /// Processes a batch of records, pushing what it emits onto `out` in order.
     fn process_batch(
         &mut self,
@@ -142,6 +149,10 @@ pub trait OneInputOperator: Send + 'static {
 
 /// The type-erased operator a subtask chains.
 pub trait Operator: Send {
+    /// Readies the instance before it is first called otherwise (after a restore, if any).
+    fn open(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
     /// Processes one batch; returns what it emits, if anything.
     fn process(&mut self, input: Records) -> Result<Option<Records>, OperatorError>;
     /// The input's watermark advanced; returns records to emit before the watermark.
@@ -170,12 +181,16 @@ fn non_empty<T: Data>(records: Vec<Record<T>>) -> Option<Records> {
 }
 
 impl<O: OneInputOperator> Operator for Erased<O> {
+    fn open(&mut self) -> Result<(), OperatorError> {
+        self.0.open().map_err(OperatorError::from_user)
+    }
+
     fn process(&mut self, input: Records) -> Result<Option<Records>, OperatorError> {
         let input = input.downcast::<O::In>()?;
         let mut out = Vec::new();
         self.0
             .process_batch(input, &mut out)
-            .map_err(OperatorError::Failed)?;
+            .map_err(OperatorError::from_user)?;
         Ok(non_empty(out))
     }
 
@@ -183,7 +198,7 @@ impl<O: OneInputOperator> Operator for Erased<O> {
         let mut out = Vec::new();
         self.0
             .on_watermark(watermark, &mut out)
-            .map_err(OperatorError::Failed)?;
+            .map_err(OperatorError::from_user)?;
         Ok(non_empty(out))
     }
 
@@ -191,7 +206,7 @@ impl<O: OneInputOperator> Operator for Erased<O> {
         let mut out = Vec::new();
         self.0
             .on_processing_time(now, &mut out)
-            .map_err(OperatorError::Failed)?;
+            .map_err(OperatorError::from_user)?;
         Ok(non_empty(out))
     }
 
@@ -199,7 +214,7 @@ impl<O: OneInputOperator> Operator for Erased<O> {
         let mut out = Vec::new();
         self.0
             .end_of_input(&mut out)
-            .map_err(OperatorError::Failed)?;
+            .map_err(OperatorError::from_user)?;
         Ok(non_empty(out))
     }
 
@@ -209,13 +224,13 @@ impl<O: OneInputOperator> Operator for Erased<O> {
     ) -> Result<OperatorSnapshot, OperatorError> {
         self.0
             .snapshot_state(checkpoint)
-            .map_err(OperatorError::Failed)
+            .map_err(OperatorError::from_user)
     }
 
     fn restore_state(&mut self, snapshot: OperatorSnapshot) -> Result<(), OperatorError> {
         self.0
             .restore_state(snapshot)
-            .map_err(OperatorError::Failed)
+            .map_err(OperatorError::from_user)
     }
 
     fn notify_checkpoint_complete(
@@ -224,7 +239,7 @@ impl<O: OneInputOperator> Operator for Erased<O> {
     ) -> Result<(), OperatorError> {
         self.0
             .notify_checkpoint_complete(checkpoint)
-            .map_err(OperatorError::Failed)
+            .map_err(OperatorError::from_user)
     }
 }
 

@@ -157,7 +157,7 @@ pub trait AnySource: Send {
 impl<S: Source> AnySource for S {
     fn poll(&mut self, max_records: usize, now: Timestamp) -> Result<Polled, OperatorError> {
         let mut out = SourceOutput::new(max_records, now);
-        let status = self.poll_next(&mut out).map_err(OperatorError::Failed)?;
+        let status = self.poll_next(&mut out).map_err(OperatorError::from_user)?;
         let watermark_status = if out.idle && out.records.is_empty() {
             WatermarkStatus::Idle
         } else {
@@ -172,11 +172,11 @@ impl<S: Source> AnySource for S {
     }
 
     fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, OperatorError> {
-        Source::snapshot_position(self).map_err(OperatorError::Failed)
+        Source::snapshot_position(self).map_err(OperatorError::from_user)
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        Source::restore_position(self, position).map_err(OperatorError::Failed)
+        Source::restore_position(self, position).map_err(OperatorError::from_user)
     }
 }
 

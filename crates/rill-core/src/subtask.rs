@@ -9,6 +9,12 @@
 //! 3. `poll_transmit()` until `None`, sending each batch to the output's partitioner and each
 //!    credit to the input channel's sender.
 //!
+//! Before the first of these, a driver may call [`SubtaskCore::open`] (after
+//! [`SubtaskCore::restore`], if it restores): the chained operators open then, on the driver's
+//! thread for the subtask — a keyed operator finds out there that its state cannot be opened or
+//! that restored state does not fit. A subtask not opened explicitly opens at its first step,
+//! timer or checkpoint call.
+//!
 //! A step processes one input batch (or one source poll) through the whole chain. A subtask
 //! takes no new input while any output holds a batch it has no credit for: that is how
 //! backpressure reaches the sources.
@@ -232,6 +238,8 @@ pub struct SubtaskCore {
     final_checkpoint: bool,
     /// The final checkpoint is complete: the subtask may finish.
     final_checkpoint_complete: bool,
+    /// The chained operators have been opened.
+    opened: bool,
 }
 
 enum HeadState {
@@ -285,7 +293,22 @@ impl SubtaskCore {
             watermark_drift_ms: spec.flow.watermark_drift_ms,
             final_checkpoint: spec.final_checkpoint,
             final_checkpoint_complete: false,
+            opened: false,
         }
+    }
+
+    /// Opens every chained operator, in chain order, unless they are open already; after a
+    /// restore, if there is one, and before anything else calls them.
+    pub fn open(&mut self) -> Result<(), TaskError> {
+        if self.opened {
+            return Ok(());
+        }
+        // Once: an operator that failed to open has failed the subtask.
+        self.opened = true;
+        for link in &mut self.chain {
+            guarded(&link.name, || link.operator.open())?;
+        }
+        Ok(())
     }
 
     /// A batch arrived on input channel `channel`.
@@ -364,6 +387,7 @@ impl SubtaskCore {
     /// at the first step that finds every output sent instead, so that no output holds more
     /// than its credits allow.
     pub fn advance_processing_time(&mut self, now: Timestamp) -> Result<(), TaskError> {
+        self.open()?;
         self.processing_time = self.processing_time.max(now);
         self.fire_processing_time()?;
         Ok(())
@@ -398,6 +422,7 @@ impl SubtaskCore {
             matches!(self.head, HeadState::Source { .. }),
             "only sources are triggered; other subtasks take barriers from their inputs"
         );
+        self.open()?;
         if self.phase == Phase::Finished {
             self.transmits.push_back(SubtaskTransmit::Declined {
                 checkpoint,
@@ -420,6 +445,7 @@ impl SubtaskCore {
         if self.phase == Phase::Finished {
             return Ok(());
         }
+        self.open()?;
         for link in &mut self.chain {
             guarded(&link.name, || {
                 link.operator.notify_checkpoint_complete(checkpoint)
@@ -435,7 +461,8 @@ impl SubtaskCore {
         Ok(())
     }
 
-    /// Restores the subtask from its part of a checkpoint, before it runs.
+    /// Restores the subtask from its part of a checkpoint, before it runs (and before
+    /// [`SubtaskCore::open`]: restoring only hands each operator its state, opening checks it).
     pub fn restore(&mut self, snapshot: SubtaskSnapshot) -> Result<(), TaskError> {
         if snapshot.operators.len() != self.chain.len() {
             let names: Vec<&str> = self.chain.iter().map(|link| link.name.as_str()).collect();
@@ -492,6 +519,7 @@ impl SubtaskCore {
         if self.phase == Phase::Finished {
             return Ok(Step::Finished);
         }
+        self.open()?;
         if !self.outputs_idle() {
             return Ok(Step::Blocked);
         }

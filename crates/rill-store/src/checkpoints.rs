@@ -255,10 +255,7 @@ impl CheckpointStore {
     }
 
     /// Every metadata value of a job, oldest first, decoded or damaged.
-    fn metadata_of(
-        &self,
-        job: &str,
-    ) -> Result<Vec<StoredMetadata>, StoreError> {
+    fn metadata_of(&self, job: &str) -> Result<Vec<StoredMetadata>, StoreError> {
         let entries = self
             .storage
             .scan(METADATA, &job_prefix(job), &[], usize::MAX)

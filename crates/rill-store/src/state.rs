@@ -12,6 +12,11 @@
 //! ordered by table, then key group: the order snapshots are cut in. A checkpoint freezes the
 //! tables as a fjall snapshot (a sequence number) at the barrier and reads them later, off the
 //! data path, while the operator writes on.
+//!
+//! Nothing here panics on I/O: opening the backend is a [`StoreError`], opening an instance's
+//! tables a [`StateError::Open`], and every read, write and scan a [`StateError::Backend`]
+//! naming the state and the key group, which the keyed state store records and its operator
+//! fails with (see `rill_core::state`, "Failures").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,28 +37,24 @@ pub struct FjallStateBackend {
 /// The file that marks a directory as a working copy, locked while a backend has it open.
 const WORKING_COPY_MARKER: &str = "RILL_STATE_WORKING_COPY";
 
+/// Fields drop in declaration order: the engine first, so that nothing of it is left to touch
+/// the files, then the working copy.
 struct Shared {
+    db: Database,
+    next_keyspace: AtomicU64,
+    working_copy: WorkingCopy,
+}
+
+/// The backend's directory, removed on drop.
+struct WorkingCopy {
     path: PathBuf,
-    /// Always `Some` until dropped.
-    db: Option<Database>,
     /// The working copy's marker, locked until the directory is removed.
     _lock: std::fs::File,
-    next_keyspace: AtomicU64,
 }
 
-impl Shared {
-    fn db(&self) -> &Database {
-        self.db
-            .as_ref()
-            .expect("the database is only taken on drop")
-    }
-}
-
-impl Drop for Shared {
+impl Drop for WorkingCopy {
     fn drop(&mut self) {
-        // The engine first, so that nothing of it is left to touch the files; then the working
-        // copy. A failure to remove it loses nothing: opening the backend again wipes it.
-        drop(self.db.take());
+        // A failure to remove it loses nothing: opening the backend again wipes it.
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -97,20 +98,20 @@ impl FjallStateBackend {
             .map_err(|source| StoreError::of_engine(&path, source))?;
         Ok(FjallStateBackend {
             shared: Arc::new(Shared {
-                path,
-                db: Some(db),
-                _lock: lock,
+                db,
                 next_keyspace: AtomicU64::new(0),
+                working_copy: WorkingCopy { path, _lock: lock },
             }),
         })
     }
 
     /// The backend's directory.
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        &self.shared.working_copy.path
     }
 
-    /// New, empty tables for one operator instance.
+    /// New, empty tables for one operator instance; [`StateError::Open`] if fjall cannot
+    /// create their keyspace.
     pub fn tables(&self) -> Result<FjallStateTables, StateError> {
         let name = format!(
             "state-{}",
@@ -118,16 +119,18 @@ impl FjallStateBackend {
         );
         let keyspace = self
             .shared
-            .db()
+            .db
             .keyspace(&name, || {
                 // The working copy is never recovered from its journal: no need to hand each
                 // write to the operating system.
                 KeyspaceCreateOptions::default().manual_journal_persist(true)
             })
-            .map_err(|error| backend_error("*", &error))?;
+            .map_err(|error| StateError::Open {
+                reason: format!("keyspace '{name}' in {}: {error}", self.path().display()),
+            })?;
         Ok(FjallStateTables {
+            keyspace,
             shared: Arc::clone(&self.shared),
-            keyspace: Some(keyspace),
         })
     }
 
@@ -141,26 +144,19 @@ impl FjallStateBackend {
     }
 }
 
-fn backend_error(table: &str, error: &fjall::Error) -> StateError {
+fn backend_error(table: &str, key_group: Option<u32>, error: &fjall::Error) -> StateError {
     StateError::Backend {
         table: table.to_owned(),
+        key_group,
         reason: error.to_string(),
     }
 }
 
-/// The tables of one operator instance: a keyspace, deleted on drop.
+/// The tables of one operator instance: a keyspace, deleted on drop. The keyspace is declared
+/// first so that it is dropped before the backend it belongs to.
 pub struct FjallStateTables {
+    keyspace: Keyspace,
     shared: Arc<Shared>,
-    /// Always `Some` until dropped.
-    keyspace: Option<Keyspace>,
-}
-
-impl FjallStateTables {
-    fn keyspace(&self) -> &Keyspace {
-        self.keyspace
-            .as_ref()
-            .expect("the keyspace is only taken on drop")
-    }
 }
 
 /// The key of an entry: `table \0 key group (u32 BE) key`. A table name with a NUL in it
@@ -169,6 +165,7 @@ fn entry_key(table: &str, key_group: u32, key: &[u8]) -> Result<Vec<u8>, StateEr
     if table.contains('\0') {
         return Err(StateError::Backend {
             table: table.escape_debug().to_string(),
+            key_group: Some(key_group),
             reason: "a state name kept in fjall cannot contain a NUL character".to_owned(),
         });
     }
@@ -196,10 +193,10 @@ impl StateTables for FjallStateTables {
         key_group: u32,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        self.keyspace()
+        self.keyspace
             .get(entry_key(table, key_group, key)?)
             .map(|value| value.map(|value| value.to_vec()))
-            .map_err(|error| backend_error(table, &error))
+            .map_err(|error| backend_error(table, Some(key_group), &error))
     }
 
     fn put(
@@ -209,21 +206,21 @@ impl StateTables for FjallStateTables {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        self.keyspace()
+        self.keyspace
             .insert(entry_key(table, key_group, key)?, value)
-            .map_err(|error| backend_error(table, &error))
+            .map_err(|error| backend_error(table, Some(key_group), &error))
     }
 
     fn delete(&mut self, table: &str, key_group: u32, key: &[u8]) -> Result<(), StateError> {
-        self.keyspace()
+        self.keyspace
             .remove(entry_key(table, key_group, key)?)
-            .map_err(|error| backend_error(table, &error))
+            .map_err(|error| backend_error(table, Some(key_group), &error))
     }
 
     fn freeze(&mut self) -> Result<Box<dyn FrozenTables>, StateError> {
         Ok(Box::new(FrozenFjallTables {
-            snapshot: self.shared.db().snapshot(),
-            keyspace: self.keyspace().clone(),
+            snapshot: self.shared.db.snapshot(),
+            keyspace: self.keyspace.clone(),
         }))
     }
 }
@@ -240,9 +237,10 @@ impl FrozenTables for FrozenFjallTables {
         for entry in self.snapshot.iter(&self.keyspace) {
             let (key, value) = entry
                 .into_inner()
-                .map_err(|error| backend_error("*", &error))?;
+                .map_err(|error| backend_error("*", None, &error))?;
             let (table, group, key) = split_entry_key(&key).ok_or_else(|| StateError::Backend {
                 table: "*".to_owned(),
+                key_group: None,
                 reason: format!("an entry key of {} bytes has no table name", key.len()),
             })?;
             visit(table, group, key, &value);
@@ -253,11 +251,10 @@ impl FrozenTables for FrozenFjallTables {
 
 impl Drop for FjallStateTables {
     fn drop(&mut self) {
-        if let Some(keyspace) = self.keyspace.take() {
-            // Deleting only frees disk space early: the whole directory goes when the backend
-            // is dropped or opened again, so a failure here loses nothing.
-            let _ = self.shared.db().delete_keyspace(keyspace);
-        }
+        // Deleting only frees disk space early: the whole directory goes when the backend is
+        // dropped or opened again, so a failure here loses nothing. A handle's clone marks the
+        // keyspace deleted; fjall removes it once this handle is gone too.
+        let _ = self.shared.db.delete_keyspace(self.keyspace.clone());
     }
 }
 

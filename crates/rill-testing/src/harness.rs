@@ -128,6 +128,8 @@ pub struct OperatorHarness<O: OneInputOperator> {
     ended: bool,
     output: Vec<Record<O::Out>>,
     checkpoints: u64,
+    /// The operator has been opened (after its restore, before any other call).
+    opened: bool,
 }
 
 impl<O: OneInputOperator> OperatorHarness<O> {
@@ -141,7 +143,18 @@ impl<O: OneInputOperator> OperatorHarness<O> {
             ended: false,
             output: Vec::new(),
             checkpoints: 0,
+            opened: false,
         }
+    }
+
+    /// Opens the operator before its first call after a restore, as a subtask does: a keyed
+    /// operator whose restored state does not fit fails here.
+    fn open(&mut self) -> Result<(), HarnessError> {
+        if !self.opened {
+            self.opened = true;
+            self.operator.open()?;
+        }
+        Ok(())
     }
 
     /// A harness around `operator` restored from `snapshot`, as a restarted job restores it.
@@ -176,6 +189,7 @@ impl<O: OneInputOperator> OperatorHarness<O> {
         if records.is_empty() {
             return Ok(());
         }
+        self.open()?;
         let emitted = self.operator.process(Records::new(records))?;
         self.collect(emitted)
     }
@@ -203,6 +217,7 @@ impl<O: OneInputOperator> OperatorHarness<O> {
             return Ok(());
         }
         self.watermark = watermark;
+        self.open()?;
         let emitted = self.operator.on_watermark(watermark)?;
         self.collect(emitted)
     }
@@ -216,6 +231,7 @@ impl<O: OneInputOperator> OperatorHarness<O> {
             return Ok(());
         }
         self.processing_time = now;
+        self.open()?;
         let emitted = self.operator.on_processing_time(now)?;
         self.collect(emitted)
     }
@@ -225,6 +241,7 @@ impl<O: OneInputOperator> OperatorHarness<O> {
     pub fn end_input(&mut self) -> Result<(), HarnessError> {
         self.advance_watermark(Timestamp::MAX)?;
         self.ended = true;
+        self.open()?;
         let emitted = self.operator.end_of_input()?;
         self.collect(emitted)
     }
@@ -238,6 +255,7 @@ impl<O: OneInputOperator> OperatorHarness<O> {
     /// the runtime encodes a snapshot while the operator processes on, so what the operator
     /// does meanwhile must not change it.
     pub fn begin_snapshot(&mut self) -> Result<PendingSnapshot, HarnessError> {
+        self.open()?;
         self.checkpoints += 1;
         let snapshot = self
             .operator
@@ -247,6 +265,7 @@ impl<O: OneInputOperator> OperatorHarness<O> {
 
     /// Tells the operator that its last snapshot's checkpoint is complete (sinks commit).
     pub fn notify_checkpoint_complete(&mut self) -> Result<(), HarnessError> {
+        self.open()?;
         let checkpoint = CheckpointId(self.checkpoints);
         Ok(self.operator.notify_checkpoint_complete(checkpoint)?)
     }

@@ -59,17 +59,11 @@ pub struct KeyedStream<T, K> {
     router: RouterFactory,
 }
 
-/// The keyed state store of an operator instance, in the job's state backend.
-///
-/// # Panics
-/// If the backend cannot open it: the job's deployment fails with the message.
+/// The keyed state store of an operator instance, in the job's state backend. If the backend
+/// cannot open it, the store starts failed, and the subtask fails with that error, naming the
+/// operator, when it opens its operators.
 pub(crate) fn keyed_store<K: Key>(info: &OperatorInfo) -> KeyedStateStore<K> {
-    KeyedStateStore::for_operator(info).unwrap_or_else(|error| {
-        panic!(
-            "cannot open the keyed state of '{}' (subtask {}): {error}",
-            info.name, info.subtask
-        )
-    })
+    KeyedStateStore::for_operator(info)
 }
 
 /// Builds each subtask's instance of a one-input operator with `make`, told where it runs.

@@ -27,6 +27,30 @@
 //! `Vec<(table key, value)>`), so a checkpoint taken with one restores with the other, at any
 //! parallelism.
 //!
+//! # Failures
+//! State can fail: the external tables report an I/O error, restored bytes do not decode as
+//! the handle's types, or two handles give one name different types. Handles do not return a
+//! `Result` for it. Flink's handles throw a checked exception that user code passes on; the
+//! Rust form of that, a `Result` on every `get` and `set`, would burden every state access —
+//! nearly all of them in memory, where only a bug can fail — with a `?` and an error path that
+//! never runs. Instead the store **records** the first failure and stops touching its tables:
+//! every handle then reads as empty and writes nothing, and the keyed operator running the user
+//! function returns the failure as its error once the current record (or timer) is done —
+//! [`OperatorError::State`](crate::error::OperatorError::State), naming the operator, the
+//! state and, where known, the key group — even if the user function went on to fail or panic
+//! over the empty values it read. The subtask fails with it and the job fails over from its
+//! last checkpoint: what the failed record emitted is dropped with the rest of the failed
+//! attempt. A user function that must not go on after a failed access (before a side effect
+//! outside the job, say) asks [`KeyedStateAccess::check_state`], which returns the failure.
+//!
+//! A store whose tables could not even be opened ([`KeyedStateStore::for_operator`]) starts
+//! failed, and its operator fails when the subtask opens it, before any record. Restored chunks
+//! are decoded when a handle first names their types: the operators that know their states
+//! (reduce, windows) do it when they open, so a chunk that does not decode fails the restored
+//! subtask before it processes anything; a process function's own states fail at their first
+//! access. Decoding is bounded (1 GiB per chunk as decoded): bytes that are not the state's
+//! types cannot make it allocate a length they happen to spell.
+//!
 //! # Layout
 //! - [`handles`]: the state handles user functions declare;
 //! - `memory`: the in-memory tables;
@@ -63,7 +87,7 @@ use memory::{ErasedTable, NamespacedTable, restore_entries};
 pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}
 impl<V: Clone + Send + Serialize + DeserializeOwned + 'static> StateValue for V {}
 
-/// A snapshot could not be taken or restored.
+/// Keyed state could not be read, written, snapshotted or restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
@@ -76,12 +100,32 @@ pub enum StateError {
         reason: String,
     },
     /// The external tables failed.
-    #[error("the state backend failed on state '{table}': {reason}")]
+    #[error("the state backend failed on state '{table}'{}: {reason}", in_key_group(*key_group))]
     Backend {
         /// The state's name (or `*` for all).
         table: String,
+        /// The key group accessed, when one was.
+        key_group: Option<u32>,
         /// What went wrong.
         reason: String,
+    },
+    /// The operator instance's external tables could not be opened.
+    #[error("cannot open the keyed state tables: {reason}")]
+    Open {
+        /// What went wrong.
+        reason: String,
+    },
+    /// Two handles of one operator give one state different types, or one state is used both
+    /// in and out of namespaces: a bug in the operator's code.
+    #[error(
+        "state '{table}' is declared twice with different types, or used both in and out of \
+         namespaces ({used} now)"
+    )]
+    Mismatch {
+        /// The state's name.
+        table: String,
+        /// The table type the handle used last.
+        used: String,
     },
     /// A snapshot's chunk does not decode as the state's current types.
     #[error("state '{table}' (key group {key_group}) does not fit its declared types: {reason}")]
@@ -93,6 +137,11 @@ pub enum StateError {
         /// The decoder's message.
         reason: String,
     },
+}
+
+/// ` (key group n)`, or nothing when the key group is unknown.
+fn in_key_group(key_group: Option<u32>) -> String {
+    key_group.map_or_else(String::new, |group| format!(" (key group {group})"))
 }
 
 /// The keyed state of one operator instance as bytes: for each state (by name), for each key
@@ -141,6 +190,19 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The most one decoded value — a chunk of one state's key group, say — may take, as bincode
+/// counts it while decoding (the bytes of every string and byte vector, the size of every
+/// number): 1 GiB. bincode allocates a string's or a byte vector's length before it reads the
+/// bytes, so without a limit a length read from bytes of another type (a snapshot of a job
+/// whose state changed type, a bug) would allocate that much — and a failed allocation aborts
+/// the process. With it, such a length is a [`StateError::Decode`].
+const DECODED_BYTES_MAX: usize = 1 << 30;
+
+/// How state is decoded: the encoding's configuration, with [`DECODED_BYTES_MAX`].
+fn decode_config() -> impl bincode::config::Config {
+    bincode_config().with_limit::<DECODED_BYTES_MAX>()
+}
+
 pub(crate) fn encode<T: Serialize + ?Sized>(table: &str, value: &T) -> Result<Vec<u8>, StateError> {
     bincode::serde::encode_to_vec(value, bincode_config()).map_err(|error| StateError::Encode {
         table: table.to_owned(),
@@ -158,7 +220,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         key_group,
         reason,
     };
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode_config())
+    let (value, read) = bincode::serde::decode_from_slice(bytes, decode_config())
         .map_err(|error| decode_error(error.to_string()))?;
     if read != bytes.len() {
         return Err(decode_error(format!(
@@ -199,6 +261,7 @@ impl DeferredScan {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let placeholder = Frozen::Encoded(Err(StateError::Backend {
             table: "*".to_owned(),
+            key_group: None,
             reason: "encoding the frozen state panicked".to_owned(),
         }));
         let encoded = match std::mem::replace(&mut *frozen, placeholder) {
@@ -215,6 +278,7 @@ impl DeferredScan {
                 snapshot.merge(encoded);
                 let taken = StateError::Backend {
                     table: "*".to_owned(),
+                    key_group: None,
                     reason: "the encoded state was taken already".to_owned(),
                 };
                 (Ok(()), Err(taken))
@@ -252,6 +316,8 @@ pub struct KeyedStateStore<K> {
     pending: BTreeMap<String, BTreeMap<u32, Vec<u8>>>,
     /// Set for the external backend: then `tables` stays empty.
     external: Option<Box<dyn StateTables>>,
+    /// The first failure; from then on the tables are left alone (see "Failures" above).
+    failure: Option<StateError>,
     key: PhantomData<fn() -> K>,
 }
 
@@ -281,12 +347,6 @@ impl<K> Clone for Place<'_, K> {
 
 impl<K> Copy for Place<'_, K> {}
 
-/// Fails the operator over a state error: the runtime reports the panic as the operator's
-/// failure, naming the state.
-fn fail(error: StateError) -> ! {
-    panic!("{error}")
-}
-
 impl<K: Key> KeyedStateStore<K> {
     /// An empty in-memory store over `max_parallelism` key groups.
     pub fn new(max_parallelism: u32) -> Self {
@@ -295,6 +355,7 @@ impl<K: Key> KeyedStateStore<K> {
             tables: Vec::new(),
             pending: BTreeMap::new(),
             external: None,
+            failure: None,
             key: PhantomData,
         }
     }
@@ -307,12 +368,52 @@ impl<K: Key> KeyedStateStore<K> {
         }
     }
 
-    /// The store of the operator instance `info` describes, in the job's backend.
-    pub fn for_operator(info: &OperatorInfo) -> Result<Self, StateError> {
-        Ok(match &info.state_backend {
+    /// The store of the operator instance `info` describes, in the job's backend. If the
+    /// backend cannot open the instance's tables, the store starts failed with the backend's
+    /// error (a [`StateError::Open`]), which its operator reports when the subtask opens it.
+    pub fn for_operator(info: &OperatorInfo) -> Self {
+        match &info.state_backend {
             StateBackend::Memory => Self::new(info.max_parallelism),
-            StateBackend::External(factory) => Self::external(info.max_parallelism, factory(info)?),
-        })
+            StateBackend::External(factory) => match factory(info) {
+                Ok(tables) => Self::external(info.max_parallelism, tables),
+                Err(error) => KeyedStateStore {
+                    failure: Some(error),
+                    ..Self::new(info.max_parallelism)
+                },
+            },
+        }
+    }
+
+    /// The store's first failure, if it failed: since then, handles read nothing and write
+    /// nothing.
+    pub fn failure(&self) -> Option<&StateError> {
+        self.failure.as_ref()
+    }
+
+    /// `Err` with the store's first failure, if it failed.
+    pub fn check(&self) -> Result<(), StateError> {
+        match &self.failure {
+            Some(failure) => Err(failure.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `error`, unless the store failed already: the first failure is the cause.
+    fn record(&mut self, error: StateError) {
+        if self.failure.is_none() {
+            self.failure = Some(error);
+        }
+    }
+
+    /// The value of `result`; `None` with its error recorded.
+    fn settle<T>(&mut self, result: Result<T, StateError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.record(error);
+                None
+            }
+        }
     }
 
     /// Encodes every table per key group.
@@ -327,10 +428,11 @@ impl<K: Key> KeyedStateStore<K> {
     /// Freezes the state and returns what is encoded already (restored chunks no handle has
     /// touched): in-memory tables are copied, external tables frozen as they are, and
     /// [`DeferredScan::complete`] encodes them — on another thread if the driver wishes, while
-    /// the store changes.
+    /// the store changes. A failed store has no snapshot: its failure is the error.
     pub fn snapshot_deferred(
         &mut self,
     ) -> Result<(KeyedStateSnapshot, Option<DeferredScan>), StateError> {
+        self.check()?;
         let snapshot = KeyedStateSnapshot {
             tables: self.pending.clone(),
         };
@@ -362,11 +464,28 @@ impl<K: Key> KeyedStateStore<K> {
     }
 
     /// Replaces the store's content by a snapshot (already narrowed to this instance's key
-    /// groups). Tables are decoded when a handle first touches them. External tables are
-    /// restored only into a fresh store, as every operator instance is before it runs.
+    /// groups). Tables are decoded when a handle first touches them (or
+    /// [`KeyedStateStore::preload`] names them). External tables are restored only into a
+    /// fresh store, as every operator instance is before it runs. A failed store stays failed.
     pub fn restore(&mut self, snapshot: KeyedStateSnapshot) {
         self.tables.clear();
         self.pending = snapshot.tables;
+    }
+
+    /// Decodes the restored chunks of `state` now rather than at its first access, so that an
+    /// operator restored with state that does not fit fails before it processes anything.
+    pub fn preload<V: StateValue>(&mut self, state: &ValueState<V>) -> Result<(), StateError> {
+        self.check()?;
+        let loaded = if self.is_external() {
+            self.external_tables::<V>(state.table().name, false)
+                .map(|_| ())
+        } else {
+            self.table::<FxHashMap<K, V>>(state.table()).map(|_| ())
+        };
+        if let Err(error) = &loaded {
+            self.record(error.clone());
+        }
+        loaded
     }
 
     /// The number of key groups the store's keys are spread over.
@@ -379,83 +498,115 @@ impl<K: Key> KeyedStateStore<K> {
         self.external.is_some()
     }
 
-    /// The value at `place` in `table`, as `read` sees it.
-    ///
-    /// # Panics
-    /// As [`KeyedStateStore::table`] does, and when external tables fail.
+    /// The value at `place` in `table`, as `read` sees it (nothing, once the store failed).
     fn read<S: StateValue, R>(
         &mut self,
         table: TableRef<'_>,
         place: Place<'_, K>,
         read: impl FnOnce(Option<&S>) -> R,
     ) -> R {
-        if self.is_external() {
-            return read(self.external_get::<S>(table.name, place).as_ref());
+        if self.failure.is_some() {
+            return read(None);
         }
-        match place.namespace {
-            None => read(self.table::<FxHashMap<K, S>>(table).get(place.key)),
-            Some(namespace) => read(
-                self.table::<NamespacedTable<K, S>>(table)
-                    .get(place.key, namespace),
-            ),
+        if self.is_external() {
+            let value = self.external_get::<S>(table.name, place);
+            return read(self.settle(value).flatten().as_ref());
+        }
+        let found = match place.namespace {
+            None => self
+                .table::<FxHashMap<K, S>>(table)
+                .map(|values| values.get(place.key)),
+            Some(namespace) => self
+                .table::<NamespacedTable<K, S>>(table)
+                .map(|values| values.get(place.key, namespace)),
+        };
+        match found {
+            Ok(value) => read(value),
+            Err(error) => {
+                self.record(error);
+                read(None)
+            }
         }
     }
 
     /// Sets (`Some`) or removes (`None`) the value at `place` in `table`.
     fn write<S: StateValue>(&mut self, table: TableRef<'_>, place: Place<'_, K>, value: Option<S>) {
-        if self.is_external() {
-            return self.external_write(table.name, place, value.as_ref());
+        if self.failure.is_some() {
+            return;
         }
-        match (place.namespace, value) {
-            (None, Some(value)) => upsert(self.table(table), place.key, value),
-            (None, None) => {
-                self.table::<FxHashMap<K, S>>(table).remove(place.key);
+        let written = if self.is_external() {
+            self.external_write(table.name, place, value.as_ref())
+        } else {
+            match (place.namespace, value) {
+                (None, Some(value)) => self
+                    .table(table)
+                    .map(|values| upsert(values, place.key, value)),
+                (None, None) => self.table::<FxHashMap<K, S>>(table).map(|values| {
+                    values.remove(place.key);
+                }),
+                (Some(namespace), Some(value)) => self
+                    .table::<NamespacedTable<K, S>>(table)
+                    .map(|values| values.insert(place.key, namespace, value)),
+                (Some(namespace), None) => {
+                    self.table::<NamespacedTable<K, S>>(table).map(|values| {
+                        values.remove(place.key, namespace);
+                    })
+                }
             }
-            (Some(namespace), Some(value)) => {
-                self.table::<NamespacedTable<K, S>>(table)
-                    .insert(place.key, namespace, value);
-            }
-            (Some(namespace), None) => {
-                self.table::<NamespacedTable<K, S>>(table)
-                    .remove(place.key, namespace);
-            }
-        }
+        };
+        self.settle(written);
     }
 
-    /// Changes the value at `place` in `table` with `update`, which may create or remove it.
+    /// Changes the value at `place` in `table` with `update`, which may create or remove it
+    /// (once the store failed, `update` sees no value and what it leaves is dropped).
     fn update<S: StateValue, R>(
         &mut self,
         table: TableRef<'_>,
         place: Place<'_, K>,
         update: impl FnOnce(&mut Option<S>) -> R,
     ) -> R {
-        if !self.is_external() && place.namespace.is_none() {
-            // In memory: take the entry out with its key, and put both back, with no copy.
-            let values = self.table::<FxHashMap<K, S>>(table);
-            let (key, mut value) = match values.remove_entry(place.key) {
-                Some((key, value)) => (key, Some(value)),
-                None => (place.key.clone(), None),
+        if self.failure.is_some() {
+            return update(&mut None);
+        }
+        if self.is_external() {
+            let found = self.external_get(table.name, place);
+            let Some(mut value) = self.settle(found) else {
+                return update(&mut None);
             };
+            let existed = value.is_some();
             let result = update(&mut value);
-            if let Some(value) = value {
-                values.insert(key, value);
+            if existed || value.is_some() {
+                self.write(table, place, value);
             }
             return result;
         }
-        if let Some(namespace) = place.namespace
-            && !self.is_external()
-        {
-            return self
-                .table::<NamespacedTable<K, S>>(table)
-                .update(place.key, namespace, update);
+        match place.namespace {
+            None => match self.table::<FxHashMap<K, S>>(table) {
+                Ok(values) => {
+                    // Take the entry out with its key, and put both back, with no copy.
+                    let (key, mut value) = match values.remove_entry(place.key) {
+                        Some((key, value)) => (key, Some(value)),
+                        None => (place.key.clone(), None),
+                    };
+                    let result = update(&mut value);
+                    if let Some(value) = value {
+                        values.insert(key, value);
+                    }
+                    result
+                }
+                Err(error) => {
+                    self.record(error);
+                    update(&mut None)
+                }
+            },
+            Some(namespace) => match self.table::<NamespacedTable<K, S>>(table) {
+                Ok(values) => values.update(place.key, namespace, update),
+                Err(error) => {
+                    self.record(error);
+                    update(&mut None)
+                }
+            },
         }
-        let mut value = self.external_get(table.name, place);
-        let existed = value.is_some();
-        let result = update(&mut value);
-        if existed || value.is_some() {
-            self.write(table, place, value);
-        }
-        result
     }
 
     /// Changes a collection at `place` in `table` in place (an empty one if there is none);
@@ -468,7 +619,7 @@ impl<K: Key> KeyedStateStore<K> {
         keep: impl Fn(&S) -> bool,
         modify: impl FnOnce(&mut S) -> R,
     ) -> R {
-        if self.is_external() || place.namespace.is_some() {
+        if self.is_external() || place.namespace.is_some() || self.failure.is_some() {
             return self.update(table, place, |value: &mut Option<S>| {
                 let result = modify(value.get_or_insert_default());
                 if value.as_ref().is_some_and(|value| !keep(value)) {
@@ -477,7 +628,13 @@ impl<K: Key> KeyedStateStore<K> {
                 result
             });
         }
-        let values = self.table::<FxHashMap<K, S>>(table);
+        let values = match self.table::<FxHashMap<K, S>>(table) {
+            Ok(values) => values,
+            Err(error) => {
+                self.record(error);
+                return modify(&mut S::default());
+            }
+        };
         match values.get_mut(place.key) {
             Some(value) => {
                 let result = modify(value);
@@ -507,39 +664,36 @@ impl<K: Key> KeyedStateStore<K> {
     }
 
     /// The external tables, with the restored chunks of `table` moved in first (decoding them
-    /// as entries of `S` under the key, or the key and namespace, as `place` is); `None` for an
-    /// in-memory store.
+    /// as entries of `S` under the key, or under the key and namespace if `namespaced`);
+    /// `None` for an in-memory store. Chunks that fail to move stay pending.
     fn external_tables<S: StateValue>(
         &mut self,
         table: &'static str,
-        place: Place<'_, K>,
-    ) -> Option<&mut dyn StateTables> {
-        let external = self.external.as_mut()?;
-        // Checked first: after the first touches, nothing is pending and this costs nothing.
-        if self.pending.is_empty() {
-            return Some(external.as_mut());
-        }
-        if let Some(groups) = self.pending.remove(table) {
-            let moved = groups.into_iter().try_for_each(|(group, chunk)| {
-                let entries: Vec<(Vec<u8>, S)> = match place.namespace {
-                    None => restore_entries::<K, S>(table, group, &chunk)?
-                        .into_iter()
-                        .map(|(key, value)| Ok((encode(table, &key)?, value)))
-                        .collect::<Result<_, StateError>>()?,
-                    Some(_) => restore_entries::<(K, Vec<u8>), S>(table, group, &chunk)?
+        namespaced: bool,
+    ) -> Result<Option<&mut dyn StateTables>, StateError> {
+        let Some(external) = self.external.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(groups) = self.pending.get(table) {
+            for (&group, chunk) in groups {
+                let entries: Vec<(Vec<u8>, S)> = if namespaced {
+                    restore_entries::<(K, Vec<u8>), S>(table, group, chunk)?
                         .into_iter()
                         .map(|(scoped, value)| Ok((encode(table, &scoped)?, value)))
-                        .collect::<Result<_, StateError>>()?,
+                        .collect::<Result<_, StateError>>()?
+                } else {
+                    restore_entries::<K, S>(table, group, chunk)?
+                        .into_iter()
+                        .map(|(key, value)| Ok((encode(table, &key)?, value)))
+                        .collect::<Result<_, StateError>>()?
                 };
-                entries.into_iter().try_for_each(|(key, value)| {
-                    external.put(table, group, &key, &encode(table, &value)?)
-                })
-            });
-            if let Err(error) = moved {
-                fail(error);
+                for (key, value) in entries {
+                    external.put(table, group, &key, &encode(table, &value)?)?;
+                }
             }
+            self.pending.remove(table);
         }
-        Some(external.as_mut())
+        Ok(Some(external.as_mut()))
     }
 
     /// The value at `place` in external table `table`.
@@ -547,13 +701,15 @@ impl<K: Key> KeyedStateStore<K> {
         &mut self,
         table: &'static str,
         place: Place<'_, K>,
-    ) -> Option<S> {
+    ) -> Result<Option<S>, StateError> {
         let group = key_group_of(place.key, self.max_parallelism);
-        let tables = self.external_tables::<S>(table, place)?;
-        let found = Self::external_key(table, place).and_then(|key| tables.get(table, group, &key));
-        match found.and_then(|bytes| bytes.map(|bytes| decode(table, group, &bytes)).transpose()) {
-            Ok(value) => value,
-            Err(error) => fail(error),
+        let key = Self::external_key(table, place)?;
+        let Some(tables) = self.external_tables::<S>(table, place.namespace.is_some())? else {
+            return Ok(None);
+        };
+        match tables.get(table, group, &key)? {
+            Some(bytes) => decode(table, group, &bytes).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -563,28 +719,29 @@ impl<K: Key> KeyedStateStore<K> {
         table: &'static str,
         place: Place<'_, K>,
         value: Option<&S>,
-    ) {
+    ) -> Result<(), StateError> {
         let group = key_group_of(place.key, self.max_parallelism);
-        let Some(tables) = self.external_tables::<S>(table, place) else {
-            return;
+        let key = Self::external_key(table, place)?;
+        let Some(tables) = self.external_tables::<S>(table, place.namespace.is_some())? else {
+            return Ok(());
         };
-        let written = Self::external_key(table, place).and_then(|key| match value {
+        match value {
             Some(value) => tables.put(table, group, &key, &encode(table, value)?),
             None => tables.delete(table, group, &key),
-        });
-        if let Err(error) = written {
-            fail(error);
         }
     }
 
     /// The memory table a handle names, created on first use (from restored chunks, if any).
     ///
-    /// # Panics
-    /// If two handles of one operator use the same name with different types (or one state is
-    /// used both in and out of namespaces), or restored state does not decode as the handle's
-    /// types: a bug in the operator's code or a snapshot that does not fit the job, reported as
-    /// the operator's failure with the state's name.
-    fn table<T: ErasedTable + Default + 'static>(&mut self, table: TableRef<'_>) -> &mut T {
+    /// Fails with [`StateError::Mismatch`] if two handles of one operator use the same name
+    /// with different types (or one state is used both in and out of namespaces), and with
+    /// [`StateError::Decode`] if restored state does not decode as the handle's types (its
+    /// chunks then stay pending): a bug in the operator's code, or a snapshot that does not fit
+    /// the job.
+    fn table<T: ErasedTable + Default + 'static>(
+        &mut self,
+        table: TableRef<'_>,
+    ) -> Result<&mut T, StateError> {
         let name = table.name;
         // A cached slot is trusted only while it still names this table: a restore empties
         // the table list, and tables may come back in another order.
@@ -600,11 +757,10 @@ impl<K: Key> KeyedStateStore<K> {
                     Some(index) => index,
                     None => {
                         let mut data = T::default();
-                        for (group, chunk) in self.pending.remove(name).unwrap_or_default() {
-                            if let Err(error) = data.restore(name, group, &chunk) {
-                                fail(error);
-                            }
+                        for (&group, chunk) in self.pending.get(name).into_iter().flatten() {
+                            data.restore(name, group, chunk)?;
                         }
+                        self.pending.remove(name);
                         self.tables.push(StateTable {
                             name,
                             data: Box::new(data),
@@ -616,25 +772,39 @@ impl<K: Key> KeyedStateStore<K> {
                 index
             }
         };
-        let table = &mut self.tables[index];
-        match table.data.as_any_mut().downcast_mut::<T>() {
-            Some(data) => data,
-            None => panic!(
-                "state '{}' is declared twice with different types, or used both in and out \
-                 of namespaces ({} now)",
-                table.name,
-                std::any::type_name::<T>()
-            ),
-        }
+        self.tables[index]
+            .data
+            .as_any_mut()
+            .downcast_mut::<T>()
+            .ok_or_else(|| StateError::Mismatch {
+                table: name.to_owned(),
+                used: std::any::type_name::<T>().to_owned(),
+            })
     }
 
     /// The in-memory value table of `state`, for operators that process a whole batch against
-    /// one table; `None` when the state lives in external tables.
-    pub fn values<V: StateValue>(&mut self, state: &ValueState<V>) -> Option<&mut FxHashMap<K, V>> {
+    /// one table; `Ok(None)` when the state lives in external tables. A failure is recorded
+    /// too, as a handle's would be.
+    pub fn try_values<V: StateValue>(
+        &mut self,
+        state: &ValueState<V>,
+    ) -> Result<Option<&mut FxHashMap<K, V>>, StateError> {
+        self.check()?;
         if self.is_external() {
-            return None;
+            return Ok(None);
         }
-        Some(self.table(state.table()))
+        // Found (or decoded) once to record a failure, then found again by its slot to lend.
+        if let Err(error) = self.table::<FxHashMap<K, V>>(state.table()).map(|_| ()) {
+            self.record(error.clone());
+            return Err(error);
+        }
+        self.table(state.table()).map(Some)
+    }
+
+    /// Like [`KeyedStateStore::try_values`], but `None` as well when the store failed
+    /// ([`KeyedStateStore::failure`] says why).
+    pub fn values<V: StateValue>(&mut self, state: &ValueState<V>) -> Option<&mut FxHashMap<K, V>> {
+        self.try_values(state).ok().flatten()
     }
 }
 
@@ -658,6 +828,13 @@ pub trait KeyedStateAccess<K: Key> {
     fn scope(&mut self) -> (&K, Option<&[u8]>, &mut KeyedStateStore<K>) {
         let (key, store) = self.key_and_store();
         (key, None, store)
+    }
+
+    /// `Err` with the failure of the operator's keyed state, if it failed: since then its
+    /// handles read nothing and write nothing, and the operator fails with the error once the
+    /// current record is done. Ask it before an effect that must not follow a failed access.
+    fn check_state(&mut self) -> Result<(), StateError> {
+        self.key_and_store().1.check()
     }
 }
 

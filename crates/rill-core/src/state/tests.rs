@@ -70,7 +70,6 @@ fn map_state_is_sorted_and_scoped() {
 }
 
 #[test]
-#[should_panic(expected = "declared twice")]
 fn one_name_with_two_types_is_reported() {
     let mut store = KeyedStateStore::new(128);
     let mut scope = Scope {
@@ -79,6 +78,17 @@ fn one_name_with_two_types_is_reported() {
     };
     ValueState::<u64>::new("x").set(&mut scope, 1);
     ValueState::<String>::new("x").set(&mut scope, "y".into());
+    let error = scope.check_state().unwrap_err();
+    assert!(
+        matches!(&error, StateError::Mismatch { table, .. } if table == "x"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("declared twice"), "{error}");
+    assert_eq!(
+        ValueState::<u64>::new("x").get(&mut scope),
+        None,
+        "a failed store reads nothing"
+    );
 }
 
 fn scope<'s>(store: &'s mut KeyedStateStore<String>, key: &str) -> Scope<'s> {
@@ -176,14 +186,55 @@ fn rescaling_splits_and_merges_by_key_group() {
 }
 
 #[test]
-#[should_panic(expected = "state 'count' (key group")]
-fn restoring_state_of_another_type_names_the_state() {
+fn restoring_state_of_another_type_names_the_state_and_key_group() {
     let mut store = KeyedStateStore::new(128);
     ValueState::<String>::new("count").set(&mut scope(&mut store, "k"), "many".to_owned());
     let snapshot = store.snapshot().unwrap();
-    let mut restored = KeyedStateStore::new(128);
-    restored.restore(snapshot);
-    ValueState::<u64>::new("count").get(&mut scope(&mut restored, "k"));
+    let group = crate::key::key_group_of(&"k".to_owned(), 128);
+    for external in [false, true] {
+        let mut restored = if external {
+            KeyedStateStore::external(128, Box::new(SortedTables::default()))
+        } else {
+            KeyedStateStore::new(128)
+        };
+        restored.restore(snapshot.clone());
+        let count = ValueState::<u64>::new("count");
+        assert_eq!(count.get(&mut scope(&mut restored, "k")), None);
+        let error = restored.check().unwrap_err();
+        assert!(
+            matches!(&error, StateError::Decode { table, key_group, .. } if table == "count" && *key_group == group),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("state 'count' (key group {group})")),
+            "{error}"
+        );
+        assert_eq!(
+            restored.snapshot(),
+            Err(error),
+            "a failed store has no snapshot"
+        );
+    }
+}
+
+#[test]
+fn garbage_in_a_restored_chunk_fails_preloading_with_the_state_and_key_group() {
+    let mut snapshot = KeyedStateSnapshot::default();
+    snapshot
+        .tables
+        .entry("count".to_owned())
+        .or_default()
+        .insert(7, vec![0xff, 0x13, 0x37, 0x00, 0x42]);
+    let mut store = KeyedStateStore::<String>::new(16);
+    store.restore(snapshot);
+    let error = store.preload(&ValueState::<u64>::new("count")).unwrap_err();
+    assert!(
+        matches!(&error, StateError::Decode { table, key_group: 7, .. } if table == "count"),
+        "{error:?}"
+    );
+    assert_eq!(store.failure(), Some(&error), "recorded");
 }
 
 /// External tables in a sorted map: what a disk backend keeps, without the disk.
@@ -453,11 +504,17 @@ fn namespaces_scope_state_within_a_key_in_both_backends_and_across_them() {
 }
 
 #[test]
-#[should_panic(expected = "used both in and out of namespaces")]
 fn one_state_in_and_out_of_namespaces_is_reported() {
     let mut store = KeyedStateStore::new(128);
     add(&mut store, "a", None, 1);
     add(&mut store, "a", Some(1), 1);
+    let error = store.check().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("used both in and out of namespaces"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -494,4 +551,111 @@ fn frozen_tables_snapshot_as_they_were(external: bool) {
     now.restore(store.snapshot().unwrap());
     assert_eq!(count.get(&mut scope(&mut now, "a")), Some(2));
     assert_eq!(count.get(&mut scope(&mut now, "b")), Some(5));
+}
+
+/// External tables on a disk that fails: the first `healthy` accesses work (and keep
+/// nothing), every later one fails naming the state and key group; `calls` counts them all.
+struct FailingDisk {
+    healthy: usize,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FailingDisk {
+    fn access(&mut self, table: &str, key_group: u32) -> Result<(), StateError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call < self.healthy {
+            return Ok(());
+        }
+        Err(StateError::Backend {
+            table: table.to_owned(),
+            key_group: Some(key_group),
+            reason: "input/output error".to_owned(),
+        })
+    }
+}
+
+impl StateTables for FailingDisk {
+    fn get(
+        &mut self,
+        table: &str,
+        key_group: u32,
+        _key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        self.access(table, key_group).map(|()| None)
+    }
+
+    fn put(
+        &mut self,
+        table: &str,
+        key_group: u32,
+        _key: &[u8],
+        _value: &[u8],
+    ) -> Result<(), StateError> {
+        self.access(table, key_group)
+    }
+
+    fn delete(&mut self, table: &str, key_group: u32, _key: &[u8]) -> Result<(), StateError> {
+        self.access(table, key_group)
+    }
+
+    fn freeze(&mut self) -> Result<Box<dyn FrozenTables>, StateError> {
+        Ok(Box::new(SortedTables::default()))
+    }
+}
+
+#[test]
+fn a_failing_backend_is_recorded_once_and_left_alone_afterwards() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let disk = FailingDisk {
+        healthy: 2,
+        calls: calls.clone(),
+    };
+    let mut store = KeyedStateStore::external(128, Box::new(disk));
+    let count = ValueState::<u64>::new("count");
+    count.set(&mut scope(&mut store, "a"), 1);
+    assert_eq!(count.get(&mut scope(&mut store, "a")), None);
+    assert_eq!(store.failure(), None, "two healthy accesses");
+    // The third access fails: an update reads (and fails), so it neither writes nor sees a value.
+    let seen = count.update(&mut scope(&mut store, "b"), |value| {
+        *value = Some(7);
+        value.is_some()
+    });
+    assert!(seen, "the update ran over no value");
+    let group = crate::key::key_group_of(&"b".to_owned(), 128);
+    let expected = StateError::Backend {
+        table: "count".to_owned(),
+        key_group: Some(group),
+        reason: "input/output error".to_owned(),
+    };
+    assert_eq!(store.failure(), Some(&expected));
+    assert_eq!(
+        expected.to_string(),
+        format!(
+            "the state backend failed on state 'count' (key group {group}): input/output error"
+        )
+    );
+    // Failed: nothing touches the tables any more, and the first failure stays the cause.
+    count.set(&mut scope(&mut store, "c"), 3);
+    assert_eq!(count.get(&mut scope(&mut store, "c")), None);
+    ListState::<u64>::new("list").add(&mut scope(&mut store, "c"), 1);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(scope(&mut store, "c").check_state(), Err(expected.clone()));
+    assert_eq!(store.snapshot(), Err(expected));
+}
+
+#[test]
+fn a_restored_value_read_as_a_huge_length_is_a_decode_error_not_an_allocation() {
+    // A number where the job now keeps a string: its encoding reads as a string of 2^60 bytes.
+    let mut store = KeyedStateStore::new(128);
+    ValueState::<u64>::new("name").set(&mut scope(&mut store, "k"), 1 << 60);
+    let snapshot = store.snapshot().unwrap();
+    let mut restored = KeyedStateStore::new(128);
+    restored.restore(snapshot);
+    let name = ValueState::<String>::new("name");
+    assert_eq!(name.get(&mut scope(&mut restored, "k")), None);
+    assert!(
+        matches!(restored.failure(), Some(StateError::Decode { table, .. }) if table == "name"),
+        "{:?}",
+        restored.failure()
+    );
 }

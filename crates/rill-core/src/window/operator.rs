@@ -343,6 +343,12 @@ impl<W: WindowFunction> OneInputOperator for WindowOperator<W> {
     type In = W::In;
     type Out = Tagged<W::Out>;
 
+    fn open(&mut self) -> Result<(), BoxError> {
+        // Restored chunks are decoded now: state that does not fit fails the restore.
+        self.store.preload(&self.windows)?;
+        Ok(self.store.preload(&self.counts)?)
+    }
+
     fn process_batch(
         &mut self,
         input: Vec<Record<W::In>>,
@@ -350,16 +356,22 @@ impl<W: WindowFunction> OneInputOperator for WindowOperator<W> {
     ) -> Result<(), BoxError> {
         for record in input {
             let key = (self.key_of)(&record.value);
-            if let WindowAssigner::GlobalCount { count } = self.assigner {
-                self.add_to_global(key, record, count, out)?;
-                continue;
-            }
-            let timestamp = MissingEventTime::require(record.timestamp(), "an event-time window")?;
-            if self.assigner.is_merging() {
-                self.add_to_session(key, record, timestamp, out)?;
-            } else {
-                self.add_to_windows(key, record, timestamp, out)?;
-            }
+            let added = match self.assigner {
+                WindowAssigner::GlobalCount { count } => {
+                    self.add_to_global(key, record, count, out)
+                }
+                _ => match MissingEventTime::require(record.timestamp(), "an event-time window") {
+                    Ok(timestamp) if self.assigner.is_merging() => {
+                        self.add_to_session(key, record, timestamp, out)
+                    }
+                    Ok(timestamp) => self.add_to_windows(key, record, timestamp, out),
+                    Err(missing) => Err(missing.into()),
+                },
+            };
+            // A state failure first: what the window function did over the empty list of
+            // windows a failed access gave is a consequence.
+            self.store.check()?;
+            added?;
         }
         Ok(())
     }
@@ -371,7 +383,9 @@ impl<W: WindowFunction> OneInputOperator for WindowOperator<W> {
     ) -> Result<(), BoxError> {
         self.timers.advance_watermark(watermark);
         while let Some((time, key, window)) = self.timers.pop_due(TimeDomain::EventTime) {
-            self.on_timer(time, key, window, out)?;
+            let fired = self.on_timer(time, key, window, out);
+            self.store.check()?;
+            fired?;
         }
         Ok(())
     }

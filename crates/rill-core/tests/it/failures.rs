@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use rill_core::graph::JobGraph;
+use rill_core::keyed::KeyedReduce;
 use rill_core::operator::{Map, Sink, SinkOperator};
 use rill_core::source::{Source, SourceOutput, SourcePoll};
+use rill_core::state::{FrozenTables, KeyedStateStore, StateBackend, StateError, StateTables};
 use rill_core::{BoxError, OperatorError, Record, TaskError};
 
 use crate::driver::Driver;
@@ -168,5 +170,106 @@ fn records_of_the_wrong_type_are_a_type_mismatch_not_a_panic() {
     assert!(
         matches!(error.error, OperatorError::TypeMismatch(_)),
         "{error}"
+    );
+}
+
+/// Keyed state tables on a disk that fails after `healthy` writes.
+struct WornDisk {
+    healthy: u32,
+    tables: std::collections::BTreeMap<(String, u32, Vec<u8>), Vec<u8>>,
+}
+
+impl StateTables for WornDisk {
+    fn get(&mut self, table: &str, group: u32, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self
+            .tables
+            .get(&(table.to_owned(), group, key.to_vec()))
+            .cloned())
+    }
+
+    fn put(&mut self, table: &str, group: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        if self.healthy == 0 {
+            return Err(StateError::Backend {
+                table: table.to_owned(),
+                key_group: Some(group),
+                reason: "no space left on device".to_owned(),
+            });
+        }
+        self.healthy -= 1;
+        self.tables
+            .insert((table.to_owned(), group, key.to_vec()), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&mut self, table: &str, group: u32, key: &[u8]) -> Result<(), StateError> {
+        self.tables.remove(&(table.to_owned(), group, key.to_vec()));
+        Ok(())
+    }
+
+    fn freeze(&mut self) -> Result<Box<dyn FrozenTables>, StateError> {
+        Err(StateError::Backend {
+            table: "*".to_owned(),
+            key_group: None,
+            reason: "not snapshotted in these tests".to_owned(),
+        })
+    }
+}
+
+/// Numbers keyed by themselves modulo 5 and summed, with `backend` for keyed state.
+fn summing_graph(backend: StateBackend) -> JobGraph {
+    let mut graph = JobGraph::new("summing");
+    graph.state_backend = backend;
+    let (src, _) = items(&mut graph, "numbers", 1, (0..100).collect::<Vec<u64>>());
+    let sum = transform(&mut graph, "sum", 2, |info| {
+        KeyedReduce::new(
+            Arc::new(|a: u64, b: u64| a + b),
+            Arc::new(|n: &u64| n % 5),
+            KeyedStateStore::for_operator(info),
+        )
+    });
+    let (out, _) = sink::<u64>(&mut graph, "sink", 2);
+    key_by(&mut graph, src, sum, |n: &u64| n % 5);
+    forward(&mut graph, sum, out);
+    graph
+}
+
+#[test]
+fn a_failing_state_backend_fails_the_run_with_a_state_error_naming_operator_and_key_group() {
+    let graph = summing_graph(StateBackend::External(Arc::new(|_| {
+        Ok(Box::new(WornDisk {
+            healthy: 3,
+            tables: Default::default(),
+        }))
+    })));
+    let error = run_to_failure(&graph);
+    assert_eq!(error.operator, "sum", "{error}");
+    let Some(StateError::Backend {
+        table, key_group, ..
+    }) = error.error.state()
+    else {
+        panic!("expected a state backend error, got {error:?}");
+    };
+    assert_eq!(table, "reduce");
+    assert!(key_group.is_some_and(|group| group < 128), "{error}");
+    assert!(
+        error.to_string().starts_with(
+            "operator 'sum' failed: keyed state failed: the state backend failed on state 'reduce' (key group"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn state_tables_that_cannot_be_opened_fail_the_run_before_any_record() {
+    let graph = summing_graph(StateBackend::External(Arc::new(|info| {
+        Err(StateError::Open {
+            reason: format!("no directory for subtask {}", info.subtask),
+        })
+    })));
+    let error = run_to_failure(&graph);
+    assert_eq!(error.operator, "sum");
+    assert!(
+        matches!(error.error.state(), Some(StateError::Open { reason }) if reason.starts_with("no directory")),
+        "{error:?}"
     );
 }

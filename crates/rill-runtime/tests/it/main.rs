@@ -16,6 +16,8 @@ use rill_core::source::{SequenceSource, Source, SourceOutput, SourcePoll};
 use rill_core::{BoxError, Record, Timestamp};
 use rill_runtime::{JobError, Runtime, RuntimeConfig};
 
+mod slow_store;
+
 #[derive(Clone, Default)]
 struct Shared(Arc<Mutex<Vec<(u64, u64)>>>);
 

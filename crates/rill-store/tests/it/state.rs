@@ -3,7 +3,8 @@
 //! and it leaves nothing behind.
 
 use rill_core::key::KeyGroupRange;
-use rill_core::state::{KeyedStateAccess, KeyedStateStore, MapState, ValueState};
+use rill_core::operator::OperatorInfo;
+use rill_core::state::{KeyedStateAccess, KeyedStateStore, MapState, StateError, ValueState};
 use rill_store::{FjallStateBackend, StoreError};
 
 const MAX_PARALLELISM: u32 = 32;
@@ -137,5 +138,37 @@ fn a_directory_that_is_not_a_working_copy_or_is_in_use_is_refused_untouched() {
     assert_eq!(
         read(&mut store, 1..2),
         ["1: Some(2) [(\"odd\", 1), (\"odd-1\", 1)]"]
+    );
+}
+
+#[test]
+fn a_working_copy_lost_under_a_running_backend_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let backend = FjallStateBackend::open(&path).unwrap();
+    // Someone removes the directory and leaves a file in its place.
+    std::fs::remove_dir_all(&path).unwrap();
+    std::fs::write(&path, b"not a directory").unwrap();
+    let error = backend.tables().err().unwrap();
+    assert!(
+        matches!(&error, StateError::Open { reason } if reason.contains("keyspace 'state-0'")),
+        "{error:?}"
+    );
+    let mut store = KeyedStateStore::for_operator(&OperatorInfo {
+        job: "job".to_owned(),
+        name: "count".to_owned(),
+        uid: "count".to_owned(),
+        subtask: 0,
+        parallelism: 1,
+        max_parallelism: MAX_PARALLELISM,
+        key_groups: KeyGroupRange::for_subtask(0, 1, MAX_PARALLELISM),
+        checkpointing: false,
+        state_backend: backend.backend(),
+    });
+    assert!(matches!(store.check(), Err(StateError::Open { .. })));
+    assert_eq!(
+        read(&mut store, 1..2),
+        ["1: None []"],
+        "a failed store reads nothing"
     );
 }

@@ -7,5 +7,6 @@ mod checkpoints;
 mod kill_recovery;
 mod log_jobs;
 mod source_watermarks;
+mod state_failures;
 mod support;
 mod windows;
