@@ -461,6 +461,18 @@ impl SubtaskCore {
         Ok(())
     }
 
+    /// Breaks the subtask on purpose, for the simulator to catch: with
+    /// `SubtaskSkipsAlignment`, a subtask with inputs snapshots at the first barrier of a
+    /// checkpoint without holding the channels that delivered it (as at-least-once mode does).
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: crate::defects::Defect) {
+        if defect == crate::defects::Defect::SubtaskSkipsAlignment
+            && let HeadState::Inputs { aligner, .. } = &mut self.head
+        {
+            *aligner = BarrierAligner::new(CheckpointMode::AtLeastOnce);
+        }
+    }
+
     /// Restores the subtask from its part of a checkpoint, before it runs (and before
     /// [`SubtaskCore::open`]: restoring only hands each operator its state, opening checks it).
     pub fn restore(&mut self, snapshot: SubtaskSnapshot) -> Result<(), TaskError> {

@@ -37,7 +37,7 @@ impl World {
             return;
         }
         let mut master =
-            JobMasterCore::new(self.shape.graph.restart, self.shape.ids.len(), resume_from);
+            JobMasterCore::new(self.shape.graph.restart, self.shape.subtasks(), resume_from);
         if let Some(defect) = self.defect {
             master.plant_defect(defect);
         }
@@ -112,15 +112,16 @@ impl World {
             });
             links.len() - 1
         };
-        let mut subtasks = Vec::with_capacity(self.shape.ids.len());
+        let mut subtasks = Vec::with_capacity(self.shape.subtasks());
         let mut partitioners = Vec::new();
         let mut partitioner_of: Vec<Vec<usize>> = Vec::new();
-        for (position, (&id, snapshot)) in self.shape.ids.iter().zip(start.restored).enumerate() {
-            let graph = match &self.shape.unaligned_graph {
-                Some(unaligned) if !self.shape.is_source[position] => unaligned,
-                _ => &self.shape.graph,
-            };
-            let mut core = self.shape.plan.build_subtask(graph, id, self.flow);
+        for (position, snapshot) in start.restored.into_iter().enumerate() {
+            let wiring = self.shape.topology.subtask(position);
+            let id = wiring.id;
+            let mut core = self.shape.plan.build_subtask(&self.shape.graph, id, self.flow);
+            if let Some(defect) = self.defect {
+                core.plant_defect(defect);
+            }
             if let Some(snapshot) = snapshot
                 && let Err(error) = core.restore(snapshot)
             {
@@ -128,11 +129,10 @@ impl World {
                 self.deploy_failed(reason);
                 return;
             }
-            let outputs = self.shape.plan.chain(id.chain).outputs.len();
-            let mut output_links = Vec::with_capacity(outputs);
-            let mut own = Vec::with_capacity(outputs);
-            for output in 0..outputs {
-                let (mut core, targets) =
+            let mut output_links = Vec::with_capacity(wiring.outputs.len());
+            let mut own = Vec::with_capacity(wiring.outputs.len());
+            for (output, targets) in wiring.outputs.iter().enumerate() {
+                let (mut core, _) =
                     self.shape
                         .plan
                         .build_partitioner(&self.shape.graph, id, output, self.flow);
@@ -144,14 +144,8 @@ impl World {
                 let credit_link = new_link(Endpoint::Subtask(position), true);
                 let target_links = targets
                     .iter()
-                    .map(|target| {
-                        (
-                            new_link(
-                                Endpoint::Subtask(self.shape.plan.position(target.subtask)),
-                                true,
-                            ),
-                            target.channel,
-                        )
+                    .map(|&(downstream, channel)| {
+                        (new_link(Endpoint::Subtask(downstream), true), channel)
                     })
                     .collect();
                 partitioners.push(SimPartitioner {
@@ -177,18 +171,15 @@ impl World {
                 slow_until_us: 0,
             });
         }
-        for (position, &id) in self.shape.ids.iter().enumerate() {
-            subtasks[position].credit_links = self
-                .shape
-                .plan
-                .channel_senders(id)
-                .into_iter()
-                .map(|sender| {
-                    let partitioner =
-                        partitioner_of[self.shape.plan.position(sender.upstream)][sender.output];
+        for (position, wiring) in self.shape.topology.subtasks.iter().enumerate() {
+            subtasks[position].credit_links = wiring
+                .inputs
+                .iter()
+                .map(|source| {
+                    let partitioner = partitioner_of[source.upstream][source.output];
                     (
                         new_link(Endpoint::Partitioner(partitioner), true),
-                        sender.target,
+                        source.target,
                     )
                 })
                 .collect();

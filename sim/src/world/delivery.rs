@@ -50,7 +50,7 @@ impl World {
     pub(super) fn deliver_to_subtask(&mut self, index: usize, message: Message) {
         if let Message::Notify { checkpoint, .. } = &message {
             let checkpoint = *checkpoint;
-            if self.shape.has_sink[index]
+            if self.shape.topology.subtask(index).is_terminal
                 && self
                     .take_armed(|fault| matches!(fault, Fault::CrashSinkBeforeCommit))
                     .is_some()
@@ -351,8 +351,8 @@ impl World {
                     self.trace(20, [checkpoint.0, 0, 0], || {
                         format!("coordinator triggers {checkpoint}")
                     });
-                    for index in 0..self.shape.ids.len() {
-                        if self.shape.is_source[index]
+                    for index in 0..self.shape.subtasks() {
+                        if self.shape.topology.subtask(index).is_source
                             && let Some(attempt) = &self.attempt
                         {
                             let link = attempt.subtasks[index].from_coordinator;
@@ -402,7 +402,7 @@ impl World {
                     }
                 }
                 CoordinatorAction::NotifyComplete { checkpoint, last } => {
-                    for index in 0..self.shape.ids.len() {
+                    for index in 0..self.shape.subtasks() {
                         if let Some(attempt) = &self.attempt {
                             let link = attempt.subtasks[index].from_coordinator;
                             self.send(link, Message::Notify { checkpoint, last });

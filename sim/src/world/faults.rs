@@ -41,11 +41,11 @@ impl World {
     pub(super) fn fire(&mut self, fault: Fault) {
         match fault {
             Fault::CrashSubtask { target } => {
-                let candidates: Vec<usize> = (0..self.shape.ids.len())
+                let candidates: Vec<usize> = (0..self.shape.subtasks())
                     .filter(|&index| {
                         target
                             .as_ref()
-                            .is_none_or(|name| self.shape.operators_of[index].contains(name))
+                            .is_none_or(|name| self.shape.topology.subtask(index).operators.contains(name))
                     })
                     .collect();
                 if let Some(&index) = candidates.choose(&mut self.rng) {
@@ -66,14 +66,14 @@ impl World {
                 );
                 self.rescaled.insert(role, parallelism);
                 let graph = (self.rebuild)(&self.rescaled);
-                match Shape::new(graph, self.defect) {
+                match Shape::new(graph) {
                     Ok(shape) => self.shape = shape,
                     Err(reason) => self.outcome = Some(Outcome::Failed(reason)),
                 }
             }
             Fault::CrashDuringRecovery { repeats } => {
                 self.recovery_crashes_left += repeats;
-                let index = self.rng.random_range(0..self.shape.ids.len());
+                let index = self.rng.random_range(0..self.shape.subtasks());
                 let name = self.subtask_name(index);
                 self.trace_fault(&format!(
                     "crash of subtask {name}, to crash again during recovery {repeats} times"
@@ -88,7 +88,7 @@ impl World {
                 factor,
                 duration_ms,
             } => {
-                let index = self.rng.random_range(0..self.shape.ids.len());
+                let index = self.rng.random_range(0..self.shape.subtasks());
                 let until = self.now_us + duration_ms.saturating_mul(1_000);
                 if let Some(attempt) = &mut self.attempt {
                     attempt.subtasks[index].slow_factor = factor.max(1);

@@ -39,15 +39,16 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use rill_core::Timestamp;
-use rill_core::checkpoint::{CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot};
+use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::coordinator::{CompletedCheckpoint, CoordinatorAction, CoordinatorCore};
 use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
-use rill_core::graph::{JobGraph, OperatorKind};
+use rill_core::graph::JobGraph;
 use rill_core::job_master::JobMasterCore;
 use rill_core::layout::{JobLayout, start_attempt};
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
-use rill_core::plan::{PhysicalPlan, SubtaskId};
+use rill_core::plan::PhysicalPlan;
+use rill_core::topology::Topology;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 use rill_store::CheckpointStore;
 
@@ -324,57 +325,28 @@ enum Action {
 /// The job's graph and everything derived from it: what a rescale replaces.
 struct Shape {
     graph: JobGraph,
-    /// The graph the broken subtask is built from (barriers not aligned).
-    unaligned_graph: Option<JobGraph>,
     plan: PhysicalPlan,
     layout: JobLayout,
-    ids: Vec<SubtaskId>,
-    is_source: Vec<bool>,
-    has_sink: Vec<bool>,
-    operators_of: Vec<Vec<String>>,
+    /// The subtasks by position, their roles and channels: what the runtime wires too.
+    topology: Topology,
 }
 
 impl Shape {
-    fn new(graph: JobGraph, defect: Option<Defect>) -> Result<Self, String> {
+    fn new(graph: JobGraph) -> Result<Self, String> {
         let plan = PhysicalPlan::new(&graph).map_err(|error| error.to_string())?;
         let layout = plan.layout(&graph);
-        let ids: Vec<SubtaskId> = plan.subtasks().collect();
-        let is_source = ids
-            .iter()
-            .map(|id| {
-                let head = plan.chain(id.chain).operators[0];
-                matches!(graph.operator(head).kind, OperatorKind::Source(_))
-            })
-            .collect();
-        let operators_of: Vec<Vec<String>> = ids
-            .iter()
-            .map(|id| {
-                plan.chain(id.chain)
-                    .operators
-                    .iter()
-                    .map(|&op| graph.operator(op).name.clone())
-                    .collect()
-            })
-            .collect();
-        let has_sink = operators_of
-            .iter()
-            .map(|names| names.iter().any(|name| name == "sink"))
-            .collect();
-        let unaligned_graph = (defect == Some(Defect::SubtaskSkipsAlignment)).then(|| {
-            let mut graph = graph.clone();
-            graph.checkpoint.mode = CheckpointMode::AtLeastOnce;
-            graph
-        });
+        let topology = Topology::new(&plan, &graph);
         Ok(Shape {
             graph,
-            unaligned_graph,
             plan,
             layout,
-            ids,
-            is_source,
-            has_sink,
-            operators_of,
+            topology,
         })
+    }
+
+    /// How many subtasks the job has.
+    fn subtasks(&self) -> usize {
+        self.topology.len()
     }
 }
 
@@ -421,7 +393,7 @@ pub struct World {
 impl World {
     /// A world about to deploy the job for the first time.
     pub fn new(setup: WorldSetup, rng: ChaCha8Rng, trace: Trace) -> Result<Self, String> {
-        let shape = Shape::new(setup.graph, setup.defect)?;
+        let shape = Shape::new(setup.graph)?;
         let disk = SimDisk::tearing();
         Ok(World {
             rng,
@@ -515,8 +487,7 @@ impl World {
     }
 
     fn subtask_name(&self, index: usize) -> String {
-        let id = self.shape.ids[index];
-        format!("'{}' #{}", self.shape.plan.chain(id.chain).name, id.index)
+        self.shape.topology.subtask(index).name.clone()
     }
 
     // ---- scheduling ----
@@ -630,7 +601,7 @@ impl World {
             && attempt.crash_at_step.is_some_and(|step| steps >= step)
         {
             attempt.crash_at_step = None;
-            let target = self.rng.random_range(0..self.shape.ids.len());
+            let target = self.rng.random_range(0..self.shape.subtasks());
             let name = self.subtask_name(target);
             self.trace_fault(&format!("crash of {name} during recovery"));
             self.fail_over(format!("{name} crashed during recovery"), Some(target));
@@ -716,7 +687,7 @@ impl World {
             self.trace(30, [index as u64, label, 0], String::new);
         }
         self.carry_subtask_transmits(index);
-        if self.shape.is_source[index] {
+        if self.shape.topology.subtask(index).is_source {
             self.update_progress();
         }
         if let Ok(Step::Finished) = step
