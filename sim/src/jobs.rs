@@ -197,6 +197,8 @@ impl JobKind {
             ),
             Defect::ProcessDropsTimers => matches!(self, JobKind::EventTimers | JobKind::Join),
             Defect::SourceForgetsOffsets
+            | Defect::SourceRestoresOneAhead
+            | Defect::SourceRestoresOneBehind
             | Defect::SinkCommitsAtPreCommit
             | Defect::SinkSkipsFlush
             | Defect::CoordinatorCompletesEarly

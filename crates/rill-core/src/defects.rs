@@ -14,6 +14,10 @@ use serde::Deserialize;
 pub enum Defect {
     /// The source ignores the offsets it is restored with and reads from the start.
     SourceForgetsOffsets,
+    /// The source restores each partition's offset one record ahead: it skips a record.
+    SourceRestoresOneAhead,
+    /// The source restores each partition's offset one record behind: it reads a record again.
+    SourceRestoresOneBehind,
     /// The sink commits each transaction at pre-commit, before its checkpoint completes.
     SinkCommitsAtPreCommit,
     /// The sink never flushes: an at-least-once sink's appends (and any sink's commits) stay
@@ -38,8 +42,10 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 9] = [
+    pub const ALL: [Defect; 11] = [
         Defect::SourceForgetsOffsets,
+        Defect::SourceRestoresOneAhead,
+        Defect::SourceRestoresOneBehind,
         Defect::SinkCommitsAtPreCommit,
         Defect::SinkSkipsFlush,
         Defect::CoordinatorCompletesEarly,
@@ -54,6 +60,8 @@ impl Defect {
     pub fn name(self) -> &'static str {
         match self {
             Defect::SourceForgetsOffsets => "source-forgets-offsets",
+            Defect::SourceRestoresOneAhead => "source-restores-one-ahead",
+            Defect::SourceRestoresOneBehind => "source-restores-one-behind",
             Defect::SinkCommitsAtPreCommit => "sink-commits-at-pre-commit",
             Defect::SinkSkipsFlush => "sink-skips-flush",
             Defect::CoordinatorCompletesEarly => "coordinator-completes-early",

@@ -108,10 +108,11 @@ pub struct LogReader<L: ConnectorLog, T> {
     watermarks: Option<PartitionWatermarks>,
     /// Why the reader could not start, reported at its first poll.
     start_error: Option<BoxError>,
-    /// Planted on purpose: with `SourceForgetsOffsets`, it ignores the offsets it is restored
-    /// with and reads from where it started.
+    /// Planted on purpose: `SourceForgetsOffsets` (it ignores the offsets it is restored with
+    /// and reads from where it started), `SourceRestoresOneAhead` or `SourceRestoresOneBehind`
+    /// (it restores each offset one record off).
     #[cfg(feature = "defects")]
-    forgets_offsets: bool,
+    defect: Option<Defect>,
 }
 
 impl<L: ConnectorLog, T> LogReader<L, T> {
@@ -133,7 +134,7 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
             watermarks: None,
             start_error: None,
             #[cfg(feature = "defects")]
-            forgets_offsets: false,
+            defect: None,
         };
         match log.end_offsets(topic) {
             Ok(ends) => {
@@ -167,20 +168,31 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
     /// Breaks the reader on purpose, for the simulator to catch.
     #[cfg(feature = "defects")]
     pub fn plant_defect(&mut self, defect: Defect) {
-        if defect == Defect::SourceForgetsOffsets {
-            self.forgets_offsets = true;
+        if matches!(
+            defect,
+            Defect::SourceForgetsOffsets
+                | Defect::SourceRestoresOneAhead
+                | Defect::SourceRestoresOneBehind
+        ) {
+            self.defect = Some(defect);
         }
     }
 
-    /// Whether a planted defect ignores the restored offsets.
+    /// Where a partition checkpointed at `next` is read on from: `next`, unless a planted
+    /// defect ignores it (`None`: where the reader started) or moves it by one.
     #[cfg(feature = "defects")]
-    fn forgets_offsets(&self) -> bool {
-        self.forgets_offsets
+    fn restored_offset(&self, next: u64) -> Option<u64> {
+        match self.defect {
+            Some(Defect::SourceForgetsOffsets) => None,
+            Some(Defect::SourceRestoresOneAhead) => Some(next + 1),
+            Some(Defect::SourceRestoresOneBehind) => Some(next.saturating_sub(1)),
+            _ => Some(next),
+        }
     }
 
     #[cfg(not(feature = "defects"))]
-    fn forgets_offsets(&self) -> bool {
-        false
+    fn restored_offset(&self, next: u64) -> Option<u64> {
+        Some(next)
     }
 }
 
@@ -249,11 +261,11 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
-        if self.forgets_offsets() {
-            return Ok(());
-        }
         let offsets: Vec<(u32, u64)> = decode_position(position)?;
         for (partition, next) in offsets {
+            let Some(next) = self.restored_offset(next) else {
+                continue;
+            };
             if let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) {
                 cursor.next = next;
             }
