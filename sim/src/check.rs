@@ -16,6 +16,10 @@ use crate::log::LogRecord;
 use crate::scenario::Property;
 use crate::world::Outcome;
 
+/// The property every restore keeps: each source position and keyed chunk of the checkpoint
+/// goes to exactly the subtask it belongs to (see [`crate::accounting`]).
+pub const STATE_ACCOUNTING: &str = "state accounting";
+
 /// Records shown in a violation.
 const SHOWN_RECORDS_MAX: usize = 5;
 
@@ -65,6 +69,16 @@ pub fn check(
             return Checked {
                 violation: Some(Violation {
                     property: "storage contract",
+                    detail: reason.clone(),
+                }),
+                duplicates: 0,
+                keys_checked: 0,
+            };
+        }
+        Outcome::Misrestored(reason) => {
+            return Checked {
+                violation: Some(Violation {
+                    property: STATE_ACCOUNTING,
                     detail: reason.clone(),
                 }),
                 duplicates: 0,

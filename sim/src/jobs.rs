@@ -204,7 +204,8 @@ impl JobKind {
             | Defect::CoordinatorCompletesEarly
             | Defect::SubtaskSkipsAlignment
             | Defect::PartitionerLeaksCredits
-            | Defect::MasterIgnoresLateCompletions => true,
+            | Defect::MasterIgnoresLateCompletions
+            | Defect::KeyGroupRangeOffByOne => true,
         }
     }
 

@@ -14,13 +14,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rill_core::graph::JobGraph;
 
-use crate::check::{Checked, Violation, check};
+use crate::accounting;
+use crate::check::{Checked, STATE_ACCOUNTING, Violation, check};
 use crate::faults::{ScheduledFault, draw_schedule};
 use crate::jobs::{OUTPUT_TOPIC, TopicInput};
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::{Expect, Property, Scenario};
 use crate::trace::Trace;
-use crate::world::{Arrival, RebuildGraph, RunStats, World, WorldSetup};
+use crate::world::{Arrival, Outcome, RebuildGraph, RunStats, World, WorldSetup};
 
 const INPUT_STREAM: u64 = 1;
 const FAULT_STREAM: u64 = 2;
@@ -147,7 +148,13 @@ fn run_world(
             );
         }
     };
-    let result = world.run();
+    let mut result = world.run();
+    // The final checkpoint, too, holds each position and chunk once, where it belongs.
+    if result.outcome == Outcome::Finished
+        && let Some(Err(reason)) = result.latest.as_ref().map(accounting::check_checkpoint)
+    {
+        result.outcome = Outcome::Misrestored(format!("in the final checkpoint: {reason}"));
+    }
     let final_state = result
         .latest
         .as_ref()
@@ -239,13 +246,14 @@ pub fn shrink(scenario: &Scenario, seed: u64, schedule: &[ScheduledFault]) -> Ve
 }
 
 /// Whether a violation catches a broken component of a scenario checking `property`: a
-/// violation of that property, of liveness (a checked property needs the job to finish) or of
-/// the storage contract — not a panic of the simulator.
+/// violation of that property, of liveness (a checked property needs the job to finish), of
+/// the storage contract or of state accounting — not a panic of the simulator.
 fn catches(violation: &Violation, property: Property) -> bool {
     [
         property.name(),
         Property::Liveness.name(),
         "storage contract",
+        STATE_ACCOUNTING,
     ]
     .contains(&violation.property)
 }

@@ -32,6 +32,10 @@ pub enum Defect {
     /// The job master restores a failed attempt from the newest checkpoint it had heard of,
     /// not the newest its coordinator completed before it stopped.
     MasterIgnoresLateCompletions,
+    /// Restoring, a subtask's key-group range ends one group late where its parallelism
+    /// divides the key groups evenly: it also takes the first key group of the next subtask,
+    /// a copy of state that is not its own.
+    KeyGroupRangeOffByOne,
     /// Window operators drop their pending timers when they are restored, so restored windows
     /// never fire.
     WindowDropsTimers,
@@ -42,7 +46,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 11] = [
+    pub const ALL: [Defect; 12] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -52,6 +56,7 @@ impl Defect {
         Defect::SubtaskSkipsAlignment,
         Defect::PartitionerLeaksCredits,
         Defect::MasterIgnoresLateCompletions,
+        Defect::KeyGroupRangeOffByOne,
         Defect::WindowDropsTimers,
         Defect::ProcessDropsTimers,
     ];
@@ -68,6 +73,7 @@ impl Defect {
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
             Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
             Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",
+            Defect::KeyGroupRangeOffByOne => "key-group-range-off-by-one",
             Defect::WindowDropsTimers => "window-drops-timers",
             Defect::ProcessDropsTimers => "process-drops-timers",
         }

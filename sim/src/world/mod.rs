@@ -45,12 +45,13 @@ use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
 use rill_core::graph::{JobGraph, OperatorKind};
 use rill_core::job_master::JobMasterCore;
-use rill_core::layout::{JobLayout, start_attempt};
+use rill_core::layout::JobLayout;
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::{PhysicalPlan, SubtaskId};
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 use rill_store::CheckpointStore;
 
+use crate::accounting::Restores;
 use crate::disk::UnsyncedFate;
 use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
 use crate::log::{LogRecord, SimLog};
@@ -86,6 +87,8 @@ pub enum Outcome {
     Stuck(String),
     /// A store found its contract broken.
     StorageViolated(String),
+    /// A restore lost, doubled or misplaced state (see [`crate::accounting`]).
+    Misrestored(String),
 }
 
 /// What a run did.
@@ -396,6 +399,8 @@ pub struct World {
     disk: SimDisk,
     /// `rill-store`'s checkpoint store, on the simulated disk.
     store: CheckpointStore,
+    /// The restores so far, accounted for.
+    restores: Restores,
     /// The job master of the running process; gone with a crash of the process.
     master: Option<JobMasterCore<String, ()>>,
     attempt: Option<Attempt>,
@@ -433,6 +438,7 @@ impl World {
             log: setup.log,
             store: CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk"),
             disk,
+            restores: Restores::default(),
             master: None,
             attempt: None,
             deployments: 0,
