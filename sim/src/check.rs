@@ -43,15 +43,19 @@ pub struct Checked {
     pub keys_checked: usize,
 }
 
-/// Checks a finished run: its outcome, its committed output and the final state read from its
-/// last checkpoint (`None` for jobs without keyed state) against the reference output and
-/// final state.
+/// Checks a finished run: its outcome, its committed output, the final state read from its
+/// last checkpoint (`None` for jobs without keyed state) and the transactions it left open
+/// against the reference output and final state (and no transaction open, exactly-once).
 pub fn check(
     property: Property,
     job: JobKind,
     outcome: &Outcome,
     (expected, expected_state): (&Multiset, &FinalState),
-    (committed, final_state): (&[Vec<LogRecord>], Option<Result<FinalState, String>>),
+    (committed, final_state, open): (
+        &[Vec<LogRecord>],
+        Option<Result<FinalState, String>>,
+        &[String],
+    ),
 ) -> Checked {
     match outcome {
         Outcome::Finished => {}
@@ -104,6 +108,26 @@ pub fn check(
     extra.extend(counts);
     let duplicates: u64 = extra.iter().map(|(_, n)| *n as u64).sum();
     let lost: u64 = missing.iter().map(|(_, n)| *n as u64).sum();
+    if lost == 0 && duplicates == 0 && property == Property::ExactlyOnce && !open.is_empty() {
+        // A transaction left open holds records no reader will see, and (in a log that keeps
+        // readers behind open transactions) holds every reader back: every restore must have
+        // resolved what the attempts before it left, and the final checkpoint committed the rest.
+        let mut detail = format!(
+            "the output is right but the job ended with {} transactions open:",
+            open.len()
+        );
+        for id in open.iter().take(SHOWN_RECORDS_MAX) {
+            detail.push_str(&format!("\n    {id}"));
+        }
+        return Checked {
+            violation: Some(Violation {
+                property: property.name(),
+                detail,
+            }),
+            duplicates,
+            keys_checked: 0,
+        };
+    }
     if lost == 0
         && duplicates == 0
         && property == Property::ExactlyOnce
@@ -206,7 +230,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[exact.to_vec()], None),
+            (&[exact.to_vec()], None, &[]),
         );
         assert_eq!(checked.violation, None);
         let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
@@ -215,7 +239,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[duplicated.to_vec()], None),
+            (&[duplicated.to_vec()], None, &[]),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("exactly-once"));
         assert_eq!(checked.duplicates, 1);
@@ -229,7 +253,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[duplicated.to_vec()], None),
+            (&[duplicated.to_vec()], None, &[]),
         );
         assert_eq!((checked.violation, checked.duplicates), (None, 1));
         let lost = [record(&[1]), record(&[2])];
@@ -238,7 +262,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[lost.to_vec()], None),
+            (&[lost.to_vec()], None, &[]),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("at-least-once"));
     }
@@ -253,7 +277,7 @@ mod tests {
             JobKind::Wordcount,
             &Outcome::Finished,
             (&expected(), &reference),
-            (&[exact.to_vec()], Some(Ok(wrong))),
+            (&[exact.to_vec()], Some(Ok(wrong)), &[]),
         );
         let violation = checked.violation.expect("a violation");
         assert!(
@@ -268,9 +292,24 @@ mod tests {
             JobKind::Wordcount,
             &Outcome::Finished,
             (&expected(), &reference),
-            (&[exact.to_vec()], Some(Ok(reference.clone()))),
+            (&[exact.to_vec()], Some(Ok(reference.clone())), &[]),
         );
         assert_eq!((checked.violation, checked.keys_checked), (None, 1));
+    }
+
+    #[test]
+    fn a_transaction_left_open_violates_exactly_once() {
+        let exact = [record(&[1]), record(&[2]), record(&[2])];
+        let open = ["job/sink/2/7".to_owned()];
+        let checked = check(
+            Property::ExactlyOnce,
+            JobKind::LogPipeline,
+            &Outcome::Finished,
+            (&expected(), &FinalState::new()),
+            (&[exact.to_vec()], None, &open),
+        );
+        let violation = checked.violation.expect("a violation");
+        assert!(violation.detail.contains("job/sink/2/7"), "{}", violation.detail);
     }
 
     #[test]
@@ -281,7 +320,7 @@ mod tests {
             JobKind::LogPipeline,
             &stuck,
             (&expected(), &FinalState::new()),
-            (&[], None),
+            (&[], None, &[]),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("liveness"));
     }

@@ -201,6 +201,9 @@ impl JobKind {
             | Defect::SourceRestoresOneBehind
             | Defect::SinkCommitsAtPreCommit
             | Defect::SinkSkipsFlush
+            | Defect::SinkAbortsCommittedOnRestore
+            | Defect::SinkCommitsLeftoversOnRestore
+            | Defect::SinkLeavesTakenOverOpen
             | Defect::CoordinatorCompletesEarly
             | Defect::SubtaskSkipsAlignment
             | Defect::PartitionerLeaksCredits

@@ -18,6 +18,7 @@ use crate::accounting;
 use crate::check::{Checked, STATE_ACCOUNTING, Violation, check};
 use crate::faults::{ScheduledFault, draw_schedule};
 use crate::jobs::{OUTPUT_TOPIC, TopicInput};
+use rill_core::log_connector::ConnectorLog;
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::{Expect, Property, Scenario};
 use crate::trace::Trace;
@@ -159,6 +160,8 @@ fn run_world(
         .latest
         .as_ref()
         .and_then(|checkpoint| job.final_state_in(checkpoint));
+    let open = ConnectorLog::open_transactions(&result.log, "")
+        .unwrap_or_else(|error| vec![format!("(the log cannot list them: {error})")]);
     // What counts is what the disk holds: the machine may go down right after the job ended.
     let checked = result
         .log
@@ -168,7 +171,7 @@ fn run_world(
                 job,
                 &result.outcome,
                 (&expected, &generated.final_state),
-                (committed, final_state),
+                (committed, final_state, &open),
             )
         });
     (checked, result.stats, result.trace_hash)

@@ -23,6 +23,15 @@ pub enum Defect {
     /// The sink never flushes: an at-least-once sink's appends (and any sink's commits) stay
     /// unsynced, lost in a crash of the machine.
     SinkSkipsFlush,
+    /// Restored, the sink takes the newest transaction its checkpoint prepared for one still in
+    /// flight and aborts it, though its checkpoint completed.
+    SinkAbortsCommittedOnRestore,
+    /// Restored, the sink commits what its subtask left open instead of aborting it: the
+    /// transactions of checkpoints that never completed.
+    SinkCommitsLeftoversOnRestore,
+    /// Restored after a rescale, the sink aborts what its own subtask left open but not what
+    /// the subtasks it takes over left: their transactions stay open.
+    SinkLeavesTakenOverOpen,
     /// The coordinator completes a checkpoint once the first snapshot is persisted.
     CoordinatorCompletesEarly,
     /// Subtasks with several inputs snapshot without aligning barriers.
@@ -46,12 +55,15 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 12] = [
+    pub const ALL: [Defect; 15] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
         Defect::SinkCommitsAtPreCommit,
         Defect::SinkSkipsFlush,
+        Defect::SinkAbortsCommittedOnRestore,
+        Defect::SinkCommitsLeftoversOnRestore,
+        Defect::SinkLeavesTakenOverOpen,
         Defect::CoordinatorCompletesEarly,
         Defect::SubtaskSkipsAlignment,
         Defect::PartitionerLeaksCredits,
@@ -69,6 +81,9 @@ impl Defect {
             Defect::SourceRestoresOneBehind => "source-restores-one-behind",
             Defect::SinkCommitsAtPreCommit => "sink-commits-at-pre-commit",
             Defect::SinkSkipsFlush => "sink-skips-flush",
+            Defect::SinkAbortsCommittedOnRestore => "sink-aborts-committed-on-restore",
+            Defect::SinkCommitsLeftoversOnRestore => "sink-commits-leftovers-on-restore",
+            Defect::SinkLeavesTakenOverOpen => "sink-leaves-taken-over-open",
             Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
             Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",

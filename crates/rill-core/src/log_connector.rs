@@ -296,8 +296,10 @@ pub struct LogWriter<L: ConnectorLog, T> {
     /// Records were staged since the last prepare.
     open: bool,
     /// Planted on purpose: `SinkCommitsAtPreCommit` (it commits each transaction at
-    /// pre-commit, before its checkpoint completes) or `SinkSkipsFlush` (its flushes do
-    /// nothing, so what it appends or commits is lost in a crash of the machine).
+    /// pre-commit, before its checkpoint completes), `SinkSkipsFlush` (its flushes do
+    /// nothing, so what it appends or commits is lost in a crash of the machine), or one of
+    /// the restore's: `SinkAbortsCommittedOnRestore`, `SinkCommitsLeftoversOnRestore`,
+    /// `SinkLeavesTakenOverOpen`.
     #[cfg(feature = "defects")]
     defect: Option<Defect>,
 }
@@ -346,16 +348,26 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
     pub fn plant_defect(&mut self, defect: Defect) {
         if matches!(
             defect,
-            Defect::SinkCommitsAtPreCommit | Defect::SinkSkipsFlush
+            Defect::SinkCommitsAtPreCommit
+                | Defect::SinkSkipsFlush
+                | Defect::SinkAbortsCommittedOnRestore
+                | Defect::SinkCommitsLeftoversOnRestore
+                | Defect::SinkLeavesTakenOverOpen
         ) {
             self.defect = Some(defect);
         }
     }
 
+    /// Whether the planted defect is `defect`.
+    #[cfg(feature = "defects")]
+    fn planted(&self, defect: Defect) -> bool {
+        self.defect == Some(defect)
+    }
+
     /// Whether a planted defect commits at pre-commit.
     #[cfg(feature = "defects")]
     fn commits_at_pre_commit(&self) -> bool {
-        self.defect == Some(Defect::SinkCommitsAtPreCommit)
+        self.planted(Defect::SinkCommitsAtPreCommit)
     }
 
     #[cfg(not(feature = "defects"))]
@@ -366,11 +378,48 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
     /// Whether a planted defect skips flushes.
     #[cfg(feature = "defects")]
     fn skips_flush(&self) -> bool {
-        self.defect == Some(Defect::SinkSkipsFlush)
+        self.planted(Defect::SinkSkipsFlush)
     }
 
     #[cfg(not(feature = "defects"))]
     fn skips_flush(&self) -> bool {
+        false
+    }
+
+    /// How many of a restored state's prepared transactions (oldest first) to commit: all,
+    /// unless a planted defect takes the newest for one still in flight.
+    #[cfg(feature = "defects")]
+    fn restored_to_commit(&self, prepared: usize) -> usize {
+        if self.planted(Defect::SinkAbortsCommittedOnRestore) {
+            return prepared.saturating_sub(1);
+        }
+        prepared
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn restored_to_commit(&self, prepared: usize) -> usize {
+        prepared
+    }
+
+    /// Whether a planted defect commits the leftovers it should abort.
+    #[cfg(feature = "defects")]
+    fn commits_leftovers(&self) -> bool {
+        self.planted(Defect::SinkCommitsLeftoversOnRestore)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn commits_leftovers(&self) -> bool {
+        false
+    }
+
+    /// Whether a planted defect forgets the leftovers of the subtasks it takes over.
+    #[cfg(feature = "defects")]
+    fn forgets_taken_over(&self) -> bool {
+        self.planted(Defect::SinkLeavesTakenOverOpen)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn forgets_taken_over(&self) -> bool {
         false
     }
 }
@@ -450,7 +499,8 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             .map(|bytes| decode_position::<WriterState>(bytes))
             .collect::<Result<Vec<_>, _>>()?;
         for state in &restored {
-            for &(_, sequence) in &state.prepared {
+            let due = self.restored_to_commit(state.prepared.len());
+            for &(_, sequence) in &state.prepared[..due] {
                 self.log
                     .commit(&self.transaction_id(state.subtask, sequence))?;
             }
@@ -464,15 +514,24 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             .iter()
             .map(|state| state.subtask)
             .filter(|&old| old >= self.parallelism && old % self.parallelism == own)
+            .filter(|_| !self.forgets_taken_over())
             .collect();
         taken_over.push(own);
+        let commits_leftovers = self.commits_leftovers();
         for subtask in taken_over {
             for leftover in self
                 .log
                 .open_transactions(&format!("{}{subtask}/", self.prefix))?
             {
-                self.log.abort(&leftover)?;
+                if commits_leftovers {
+                    self.log.commit(&leftover)?;
+                } else {
+                    self.log.abort(&leftover)?;
+                }
             }
+        }
+        if commits_leftovers {
+            self.flush()?;
         }
         self.state.next_sequence = restored
             .iter()
