@@ -205,6 +205,8 @@ impl JobKind {
             | Defect::SinkCommitsLeftoversOnRestore
             | Defect::SinkLeavesTakenOverOpen
             | Defect::CoordinatorCompletesEarly
+            | Defect::StoreLatestSkipsNewest
+            | Defect::StoreDiscardOverreaches
             | Defect::SubtaskSkipsAlignment
             | Defect::PartitionerLeaksCredits
             | Defect::MasterIgnoresLateCompletions

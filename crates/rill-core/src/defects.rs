@@ -34,6 +34,13 @@ pub enum Defect {
     SinkLeavesTakenOverOpen,
     /// The coordinator completes a checkpoint once the first snapshot is persisted.
     CoordinatorCompletesEarly,
+    /// The checkpoint store's `latest` passes over the newest checkpoint when there are two or
+    /// more: a resubmitted job restores from the one before.
+    StoreLatestSkipsNewest,
+    /// The checkpoint store's `discard` deletes the snapshots of every newer checkpoint with
+    /// those of the one it discards (a scan without its end): retention deletes the newest
+    /// checkpoint's snapshots under its intact metadata.
+    StoreDiscardOverreaches,
     /// Subtasks with several inputs snapshot without aligning barriers.
     SubtaskSkipsAlignment,
     /// Partitioners lose some of the credits they owe upstream.
@@ -55,7 +62,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 15] = [
+    pub const ALL: [Defect; 17] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -65,6 +72,8 @@ impl Defect {
         Defect::SinkCommitsLeftoversOnRestore,
         Defect::SinkLeavesTakenOverOpen,
         Defect::CoordinatorCompletesEarly,
+        Defect::StoreLatestSkipsNewest,
+        Defect::StoreDiscardOverreaches,
         Defect::SubtaskSkipsAlignment,
         Defect::PartitionerLeaksCredits,
         Defect::MasterIgnoresLateCompletions,
@@ -85,6 +94,8 @@ impl Defect {
             Defect::SinkCommitsLeftoversOnRestore => "sink-commits-leftovers-on-restore",
             Defect::SinkLeavesTakenOverOpen => "sink-leaves-taken-over-open",
             Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
+            Defect::StoreLatestSkipsNewest => "store-latest-skips-newest",
+            Defect::StoreDiscardOverreaches => "store-discard-overreaches",
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
             Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
             Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",

@@ -428,6 +428,10 @@ impl World {
     pub fn new(setup: WorldSetup, rng: ChaCha8Rng, trace: Trace) -> Result<Self, String> {
         let shape = Shape::new(setup.graph, setup.defect)?;
         let disk = SimDisk::default();
+        let mut store = CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk");
+        if let Some(defect) = setup.defect {
+            store.plant_defect(defect);
+        }
         Ok(World {
             rng,
             now_us: 0,
@@ -436,7 +440,7 @@ impl World {
             rescaled: BTreeMap::new(),
             flow: setup.flow,
             log: setup.log,
-            store: CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk"),
+            store,
             disk,
             restores: Restores::default(),
             master: None,
