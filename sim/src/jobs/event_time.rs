@@ -129,11 +129,11 @@ pub fn strategy() -> WatermarkStrategy {
 
 /// The event time of the `index`-th record of a topic: its place in time, less an even random
 /// delay of at most [`JITTER_MS`].
-fn event_time(index: usize, rng: &mut impl Rng) -> i64 {
+pub(super) fn event_time(index: usize, rng: &mut impl Rng) -> i64 {
     START_MS + index as i64 * STEP_MS - 2 * rng.random_range(0..=JITTER_MS / 2)
 }
 
-fn timed(value: Vec<u8>, timestamp: i64) -> LogRecord {
+pub(super) fn timed(value: Vec<u8>, timestamp: i64) -> LogRecord {
     debug_assert_eq!(timestamp % 2, 0, "timestamps are even");
     LogRecord {
         value: value.into(),
@@ -504,7 +504,7 @@ impl GraphBuilder {
     /// A keyed process function `name`, fed from `from` by key, and the selector of its main
     /// output chained behind it; returns the selector. The scenario's defect is planted in the
     /// operator.
-    fn keyed_process<P>(
+    pub(super) fn keyed_process<P>(
         &mut self,
         name: &str,
         parallelism: u32,
@@ -707,7 +707,7 @@ pub(super) fn join_graph(job: &mut GraphBuilder, log: &SimLog, parallelism: &dyn
 
 /// The keyed state left in the operators `uids` in a checkpoint: for each state table that
 /// still holds something, how many key groups it has. A job that ended cleanly leaves none.
-fn leftover_state(
+pub(super) fn leftover_state(
     CompletedCheckpoint {
         metadata,
         snapshots,
@@ -765,7 +765,9 @@ pub(super) fn final_state(
         JobKind::Wordcount
         | JobKind::RunningSum
         | JobKind::UnionBroadcast
-        | JobKind::LogPipeline => Err(format!("'{}' is not an event-time job", kind.name())),
+        | JobKind::LogPipeline
+        | JobKind::BucketSums
+        | JobKind::ProcessingTimers => Err(format!("'{}' is not an event-time job", kind.name())),
     }
 }
 
@@ -806,7 +808,9 @@ pub(super) fn render(kind: super::JobKind, record: &LogRecord) -> (String, Strin
         JobKind::Wordcount
         | JobKind::RunningSum
         | JobKind::UnionBroadcast
-        | JobKind::LogPipeline => (String::new(), String::new()),
+        | JobKind::LogPipeline
+        | JobKind::BucketSums
+        | JobKind::ProcessingTimers => (String::new(), String::new()),
     }
 }
 

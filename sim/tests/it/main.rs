@@ -10,6 +10,7 @@ use rill_sim::runner::{run_seed, schedule_of, shrink};
 use rill_sim::scenario::{Expect, Scenario};
 
 mod event_time;
+mod process;
 
 const WORDCOUNT: &str = r#"
 description = "word count with two subtask crashes"
