@@ -206,6 +206,14 @@ impl JobKind {
                 self,
                 JobKind::WindowAggregate | JobKind::SessionWindows | JobKind::Join
             ),
+            Defect::EventTimersFireEarly => matches!(
+                self,
+                JobKind::WindowAggregate
+                    | JobKind::EventTimers
+                    | JobKind::SessionWindows
+                    | JobKind::Join
+                    | JobKind::ProcessingTimers
+            ),
             Defect::ProcessDropsTimers => matches!(
                 self,
                 JobKind::EventTimers | JobKind::Join | JobKind::ProcessingTimers

@@ -55,6 +55,9 @@ pub enum Defect {
     /// Window operators drop their pending timers when they are restored, so restored windows
     /// never fire.
     WindowDropsTimers,
+    /// Event-time timers (of window operators and keyed process functions) fire when the
+    /// watermark is one ms short of them.
+    EventTimersFireEarly,
     /// Keyed process functions (the timer job's, the interval join) drop their pending timers
     /// when they are restored, so timers registered before the checkpoint never fire.
     ProcessDropsTimers,
@@ -62,7 +65,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 17] = [
+    pub const ALL: [Defect; 18] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -80,6 +83,7 @@ impl Defect {
         Defect::KeyGroupRangeOffByOne,
         Defect::WindowDropsTimers,
         Defect::ProcessDropsTimers,
+        Defect::EventTimersFireEarly,
     ];
 
     /// The defect's name in scenario files.
@@ -102,6 +106,7 @@ impl Defect {
             Defect::KeyGroupRangeOffByOne => "key-group-range-off-by-one",
             Defect::WindowDropsTimers => "window-drops-timers",
             Defect::ProcessDropsTimers => "process-drops-timers",
+            Defect::EventTimersFireEarly => "event-timers-fire-early",
         }
     }
 }

@@ -32,7 +32,7 @@ use rill_core::state::{
 };
 use rill_core::timers::TimeDomain;
 
-use super::event_time::{event_time, leftover_state, strategy, timed};
+use super::event_time::{Timeline, leftover_state, strategy, timed};
 use super::{
     FinalState, GeneratedInput, GraphBuilder, InputSpec, Multiset, TopicInput, decode, encode,
     record,
@@ -117,13 +117,14 @@ fn render_buckets(total: i64, buckets: &BTreeMap<u8, Vec<i64>>) -> String {
 /// reference: every id once.
 pub(super) fn processing_timers(input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
     let mut by_partition = vec![Vec::new(); input.partitions.max(1) as usize];
+    let mut timeline = Timeline::new(by_partition.len());
     let mut expected = Multiset::default();
     for index in 0..input.records {
         let key = rng.random_range(0..input.keys.max(1));
         let id = index as u32;
-        let time = event_time(index, rng);
-        *expected.entry(encode(&(key, id))).or_default() += 1;
         let partition = rng.random_range(0..by_partition.len());
+        let time = timeline.next(index, partition, rng);
+        *expected.entry(encode(&(key, id))).or_default() += 1;
         by_partition[partition].push(timed(encode(&(key, id)), time));
     }
     GeneratedInput {
