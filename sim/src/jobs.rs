@@ -230,6 +230,7 @@ impl JobKind {
             | Defect::StoreLatestSkipsNewest
             | Defect::StoreDiscardOverreaches
             | Defect::SubtaskSkipsAlignment
+            | Defect::DriftHoldsAligningChannels
             | Defect::PartitionerLeaksCredits
             | Defect::MasterIgnoresLateCompletions
             | Defect::KeyGroupRangeOffByOne => true,

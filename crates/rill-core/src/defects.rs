@@ -43,6 +43,9 @@ pub enum Defect {
     StoreDiscardOverreaches,
     /// Subtasks with several inputs snapshot without aligning barriers.
     SubtaskSkipsAlignment,
+    /// A subtask's watermark-drift limit holds input channels back while barriers align, so
+    /// that a channel that has not delivered its barrier can wait for one that has.
+    DriftHoldsAligningChannels,
     /// Partitioners lose some of the credits they owe upstream.
     PartitionerLeaksCredits,
     /// The job master restores a failed attempt from the newest checkpoint it had heard of,
@@ -65,7 +68,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 18] = [
+    pub const ALL: [Defect; 19] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -78,6 +81,7 @@ impl Defect {
         Defect::StoreLatestSkipsNewest,
         Defect::StoreDiscardOverreaches,
         Defect::SubtaskSkipsAlignment,
+        Defect::DriftHoldsAligningChannels,
         Defect::PartitionerLeaksCredits,
         Defect::MasterIgnoresLateCompletions,
         Defect::KeyGroupRangeOffByOne,
@@ -101,6 +105,7 @@ impl Defect {
             Defect::StoreLatestSkipsNewest => "store-latest-skips-newest",
             Defect::StoreDiscardOverreaches => "store-discard-overreaches",
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
+            Defect::DriftHoldsAligningChannels => "drift-holds-aligning-channels",
             Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
             Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",
             Defect::KeyGroupRangeOffByOne => "key-group-range-off-by-one",

@@ -46,6 +46,8 @@
 
 use std::collections::VecDeque;
 
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::checkpoint::{
     Alignment, BarrierAligner, CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot,
 };
@@ -190,9 +192,10 @@ fn drift_limit(
     channels: &[InputChannelState],
     aligner: &BarrierAligner,
     drift_ms: Option<u64>,
+    holds_while_aligning: bool,
 ) -> Option<Timestamp> {
     let drift = i64::try_from(drift_ms?).unwrap_or(i64::MAX);
-    if aligner.is_aligning() {
+    if aligner.is_aligning() && !holds_while_aligning {
         return None;
     }
     let slowest = channels
@@ -232,6 +235,10 @@ pub struct SubtaskCore {
     final_checkpoint: bool,
     /// The final checkpoint is complete: the subtask may finish.
     final_checkpoint_complete: bool,
+    /// Planted on purpose: `DriftHoldsAligningChannels` (the drift limit holds channels back
+    /// while barriers align, too).
+    #[cfg(feature = "defects")]
+    drift_holds_aligning: bool,
 }
 
 enum HeadState {
@@ -285,7 +292,28 @@ impl SubtaskCore {
             watermark_drift_ms: spec.flow.watermark_drift_ms,
             final_checkpoint: spec.final_checkpoint,
             final_checkpoint_complete: false,
+            #[cfg(feature = "defects")]
+            drift_holds_aligning: false,
         }
+    }
+
+    /// Breaks the subtask on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if defect == Defect::DriftHoldsAligningChannels {
+            self.drift_holds_aligning = true;
+        }
+    }
+
+    /// Whether a planted defect lets the drift limit hold channels while barriers align.
+    #[cfg(feature = "defects")]
+    fn drift_holds_aligning(&self) -> bool {
+        self.drift_holds_aligning
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn drift_holds_aligning(&self) -> bool {
+        false
     }
 
     /// A batch arrived on input channel `channel`.
@@ -574,6 +602,7 @@ impl SubtaskCore {
     }
 
     fn step_inputs(&mut self) -> Result<Step, TaskError> {
+        let holds_while_aligning = self.drift_holds_aligning();
         let HeadState::Inputs {
             channels,
             next,
@@ -583,7 +612,12 @@ impl SubtaskCore {
             unreachable!("step_inputs runs for input heads only")
         };
         let count = channels.len();
-        let ahead = drift_limit(channels, aligner, self.watermark_drift_ms);
+        let ahead = drift_limit(
+            channels,
+            aligner,
+            self.watermark_drift_ms,
+            holds_while_aligning,
+        );
         let Some(channel) = (0..count)
             .map(|offset| (*next + offset) % count)
             .find(|&c| {

@@ -132,6 +132,9 @@ impl World {
                 _ => &self.shape.graph,
             };
             let mut core = self.shape.plan.build_subtask(graph, id, self.flow);
+            if let Some(defect) = self.defect {
+                core.plant_defect(defect);
+            }
             if let Some(snapshot) = snapshot
                 && let Err(error) = core.restore(snapshot)
             {
