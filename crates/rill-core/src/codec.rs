@@ -152,9 +152,18 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
         .map_err(|error| CodecError::Payload(format!("cannot encode: {error}")))
 }
 
+/// The most bytes a decoded value may claim: a stored value is at most 2^32 bytes (fjall's
+/// largest), and through serde a valid value claims no more than its encoding holds.
+const DECODED_BYTES_MAX: usize = 1 << 32;
+
 /// Decodes a value [`encode`] wrote; every byte must belong to it.
+///
+/// Bounded by [`DECODED_BYTES_MAX`]: bincode allocates a string or byte buffer of the length
+/// its prefix declares before reading it, so damaged bytes declaring an absurd length would
+/// abort the process on the failed allocation instead of being refused.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+    let config = config().with_limit::<DECODED_BYTES_MAX>();
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
         .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))?;
     if read != bytes.len() {
         return Err(CodecError::Payload(format!(
