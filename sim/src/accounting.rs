@@ -162,7 +162,9 @@ impl Restores {
                             None if ledger.chunks.contains_key(&chunk) => {
                                 return Err(format!("{what} a second time"));
                             }
-                            None => return Err(format!("{what}, which the checkpoint does not hold")),
+                            None => {
+                                return Err(format!("{what}, which the checkpoint does not hold"));
+                            }
                         }
                     }
                 }
@@ -243,7 +245,10 @@ mod tests {
                 let mut operator = OperatorSnapshot::default();
                 operator.keyed.tables.insert(
                     "reduce".to_owned(),
-                    range.iter().map(|group| (group, vec![group as u8])).collect(),
+                    range
+                        .iter()
+                        .map(|group| (group, vec![group as u8]))
+                        .collect(),
                 );
                 let partitions: Vec<(u32, u64)> = (index..5)
                     .step_by(parallelism as usize)

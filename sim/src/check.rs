@@ -43,6 +43,14 @@ pub struct Checked {
     pub keys_checked: usize,
 }
 
+/// What a finished run left: the committed output by partition, the final state read from its
+/// last checkpoint (`None` for jobs without keyed state), and the transactions still open.
+pub type RunLeft<'a> = (
+    &'a [Vec<LogRecord>],
+    Option<Result<FinalState, String>>,
+    &'a [String],
+);
+
 /// Checks a finished run: its outcome, its committed output, the final state read from its
 /// last checkpoint (`None` for jobs without keyed state) and the transactions it left open
 /// against the reference output and final state (and no transaction open, exactly-once).
@@ -51,11 +59,7 @@ pub fn check(
     job: JobKind,
     outcome: &Outcome,
     (expected, expected_state): (&Multiset, &FinalState),
-    (committed, final_state, open): (
-        &[Vec<LogRecord>],
-        Option<Result<FinalState, String>>,
-        &[String],
-    ),
+    (committed, final_state, open): RunLeft<'_>,
 ) -> Checked {
     match outcome {
         Outcome::Finished => {}
@@ -309,7 +313,11 @@ mod tests {
             (&[exact.to_vec()], None, &open),
         );
         let violation = checked.violation.expect("a violation");
-        assert!(violation.detail.contains("job/sink/2/7"), "{}", violation.detail);
+        assert!(
+            violation.detail.contains("job/sink/2/7"),
+            "{}",
+            violation.detail
+        );
     }
 
     #[test]

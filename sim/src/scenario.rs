@@ -142,6 +142,10 @@ pub struct Limits {
     pub max_virtual_ms: u64,
     /// Scheduler steps.
     pub max_steps: u64,
+    /// Virtual ms without progress (no record delivered, checkpoint completed, attempt
+    /// deployed, fault fired or input appended) after which a run is stuck; `None`: twice the
+    /// checkpoint timeout plus a second.
+    pub stall_ms: Option<u64>,
 }
 
 impl Default for Limits {
@@ -149,6 +153,7 @@ impl Default for Limits {
         Limits {
             max_virtual_ms: 60_000,
             max_steps: 5_000_000,
+            stall_ms: None,
         }
     }
 }
@@ -354,6 +359,11 @@ impl Scenario {
                 24 * hour_ms,
             ),
             ("limits.max_steps", spec.limits.max_steps, 1_000_000_000),
+            (
+                "limits.stall_ms",
+                spec.limits.stall_ms.unwrap_or(0),
+                24 * hour_ms,
+            ),
         ] {
             at_most(what, value, max)?;
         }

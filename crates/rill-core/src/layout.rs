@@ -273,7 +273,6 @@ pub struct AttemptStart {
     pub first_checkpoint: CheckpointId,
 }
 
-
 /// Regroups the snapshots by operator uid.
 fn gather(
     taken: &JobLayout,

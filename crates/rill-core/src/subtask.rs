@@ -46,11 +46,11 @@
 
 use std::collections::VecDeque;
 
-#[cfg(feature = "defects")]
-use crate::defects::Defect;
 use crate::checkpoint::{
     Alignment, BarrierAligner, CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot,
 };
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::element::{Batch, Event, Records, Timestamp};
 use crate::error::{OperatorError, TaskError, guarded};
 use crate::flow::{CreditedQueue, FlowConfig};

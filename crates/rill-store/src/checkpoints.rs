@@ -26,9 +26,9 @@ use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
 use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
 
 use crate::error::StoreError;
+use crate::fjall_storage::FjallStorage;
 #[cfg(feature = "defects")]
 use rill_core::defects::Defect;
-use crate::fjall_storage::FjallStorage;
 
 const SNAPSHOTS: &str = "snapshots";
 const METADATA: &str = "metadata";
@@ -302,10 +302,7 @@ impl CheckpointStore {
     }
 
     /// Every metadata value of a job, oldest first, decoded or damaged.
-    fn metadata_of(
-        &self,
-        job: &str,
-    ) -> Result<Vec<StoredMetadata>, StoreError> {
+    fn metadata_of(&self, job: &str) -> Result<Vec<StoredMetadata>, StoreError> {
         let entries = self
             .storage
             .scan(METADATA, &job_prefix(job), &[], usize::MAX)

@@ -186,11 +186,14 @@ impl KeyedProcessFunction for BucketSums {
     }
 }
 
+/// A pending id's timers: its processing-time one and its event-time one.
+type Timers = (i64, i64);
+
 /// Emits each id when its processing-time or its event-time timer fires, whichever first.
 #[derive(Clone)]
 struct EarlyOrOnTime {
     /// Each pending id's processing-time and event-time timers.
-    pending: MapState<u32, (i64, i64)>,
+    pending: MapState<u32, Timers>,
 }
 
 impl KeyedProcessFunction for EarlyOrOnTime {
@@ -221,11 +224,11 @@ impl KeyedProcessFunction for EarlyOrOnTime {
         ctx: &mut KeyedContext<'_, u32, Reading>,
     ) -> Result<(), BoxError> {
         let domain = ctx.timer_domain().ok_or("a timer without a clock")?;
-        let at = |&(early, on_time): &(i64, i64)| match domain {
+        let at = |&(early, on_time): &Timers| match domain {
             TimeDomain::ProcessingTime => early,
             TimeDomain::EventTime => on_time,
         };
-        let (due, rest): (Vec<(u32, (i64, i64))>, Vec<_>) = self
+        let (due, rest): (Vec<(u32, Timers)>, Vec<_>) = self
             .pending
             .entries(ctx)
             .into_iter()

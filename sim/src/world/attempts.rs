@@ -102,7 +102,9 @@ impl World {
             }
         };
         if let Some(from) = from
-            && let Err(reason) = self.restores.check(from, &self.shape.layout, &start.restored)
+            && let Err(reason) = self
+                .restores
+                .check(from, &self.shape.layout, &start.restored)
         {
             self.outcome = Some(Outcome::Misrestored(reason));
             return;

@@ -421,7 +421,23 @@ pub struct World {
     ready: Vec<Action>,
     trace: Trace,
     stats: RunStats,
+    /// Records delivered to subtasks and partitioners so far: part of what shows progress.
+    records_delivered: u64,
 }
+
+/// What moves when a run makes progress; a run whose marks stay put too long is stuck.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ProgressMarks {
+    records_delivered: u64,
+    checkpoints_completed: u64,
+    recoveries: u64,
+    faults_injected: u64,
+    arrivals_left: usize,
+}
+
+/// A run that made no progress for this long (virtual µs, beyond twice the checkpoint
+/// timeout) is stuck, unless its scenario says otherwise.
+const STALL_BEYOND_TIMEOUTS_US: u64 = 1_000_000;
 
 impl World {
     /// A world about to deploy the job for the first time.
@@ -460,16 +476,35 @@ impl World {
             ready: Vec::new(),
             trace,
             stats: RunStats::default(),
+            records_delivered: 0,
         })
     }
 
-    /// Runs until the job finishes, fails, or exceeds the limits.
+    /// Runs until the job finishes, fails, stops making progress, or exceeds the limits.
     pub fn run(mut self) -> RunResult {
+        let stall_us = match self.limits.stall_ms {
+            Some(stall_ms) => stall_ms.saturating_mul(1_000),
+            None => (self.shape.graph.checkpoint.timeout_ms.saturating_mul(2_000))
+                .saturating_add(STALL_BEYOND_TIMEOUTS_US),
+        };
+        let mut marks = self.progress_marks();
+        let mut progressed_at_us = self.now_us;
         while self.outcome.is_none() {
             if self.stats.steps >= self.limits.max_steps
                 || self.now_us >= self.limits.max_virtual_ms.saturating_mul(1_000)
             {
                 self.outcome = Some(Outcome::Stuck(self.stuck_reason()));
+                break;
+            }
+            let now_marks = self.progress_marks();
+            if now_marks != marks {
+                (marks, progressed_at_us) = (now_marks, self.now_us);
+            } else if self.now_us.saturating_sub(progressed_at_us) > stall_us {
+                self.outcome = Some(Outcome::Stuck(format!(
+                    "no progress (no record delivered, checkpoint completed, attempt deployed, fault fired or input appended) for {} virtual ms: {}",
+                    stall_us / 1_000,
+                    self.stuck_reason()
+                )));
                 break;
             }
             self.arm_due_faults();
@@ -497,6 +532,16 @@ impl World {
                 .master
                 .as_ref()
                 .and_then(|master| master.latest().cloned()),
+        }
+    }
+
+    fn progress_marks(&self) -> ProgressMarks {
+        ProgressMarks {
+            records_delivered: self.records_delivered,
+            checkpoints_completed: self.stats.checkpoints_completed,
+            recoveries: self.stats.recoveries,
+            faults_injected: self.stats.faults_injected,
+            arrivals_left: self.arrivals.len(),
         }
     }
 

@@ -182,12 +182,12 @@ fn a_job_executed_again_resumes_from_its_stored_checkpoint() {
     assert!(
         updates.len() < 10_000,
         "the sources resumed from checkpoint {} ({} updates)",
-        stored.metadata.checkpoint.0,
+        stored.checkpoint.metadata.checkpoint.0,
         updates.len()
     );
     if let Some(latest) = report.latest_checkpoint {
         assert!(
-            latest.checkpoint > stored.metadata.checkpoint,
+            latest.checkpoint > stored.checkpoint.metadata.checkpoint,
             "ids go on from the stored one"
         );
     }
