@@ -509,25 +509,30 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
         if restored.iter().any(|state| !state.prepared.is_empty()) {
             self.flush()?;
         }
+        // What this instance left open, and what subtasks that no longer exist left (those
+        // this one takes over: `old % parallelism == own`) — whether or not the checkpoint
+        // knew them: an attempt that failed before its first checkpoint, at a parallelism of
+        // its own, leaves transactions that no restored state names.
         let own = self.state.subtask;
-        let mut taken_over: Vec<u32> = restored
-            .iter()
-            .map(|state| state.subtask)
-            .filter(|&old| old >= self.parallelism && old % self.parallelism == own)
-            .filter(|_| !self.forgets_taken_over())
-            .collect();
-        taken_over.push(own);
         let commits_leftovers = self.commits_leftovers();
-        for subtask in taken_over {
-            for leftover in self
-                .log
-                .open_transactions(&format!("{}{subtask}/", self.prefix))?
-            {
-                if commits_leftovers {
-                    self.log.commit(&leftover)?;
-                } else {
-                    self.log.abort(&leftover)?;
-                }
+        for leftover in self.log.open_transactions(&self.prefix)? {
+            let Some(subtask) = leftover
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(subtask, _)| subtask.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let taken_over = subtask >= self.parallelism
+                && subtask % self.parallelism == own
+                && !self.forgets_taken_over();
+            if subtask != own && !taken_over {
+                continue;
+            }
+            if commits_leftovers {
+                self.log.commit(&leftover)?;
+            } else {
+                self.log.abort(&leftover)?;
             }
         }
         if commits_leftovers {
@@ -543,6 +548,7 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::convert::Infallible;
     use std::sync::Mutex;
     use std::time::Duration;
@@ -627,6 +633,119 @@ mod tests {
         fn flush(&self) -> Result<(), Infallible> {
             Ok(())
         }
+    }
+
+    /// A log that keeps only which transactions are open, and what became of the others.
+    #[derive(Clone, Default)]
+    struct Transactions(Arc<Mutex<BTreeMap<String, &'static str>>>);
+
+    impl Transactions {
+        fn with_open(ids: &[&str]) -> Self {
+            let log = Transactions::default();
+            for id in ids {
+                log.0.lock().unwrap().insert((*id).to_owned(), "open");
+            }
+            log
+        }
+
+        fn state(&self) -> Vec<(String, &'static str)> {
+            let map = self.0.lock().unwrap();
+            map.iter().map(|(id, state)| (id.clone(), *state)).collect()
+        }
+
+        fn resolve(&self, id: &str, to: &'static str) {
+            if let Some(state) = self.0.lock().unwrap().get_mut(id)
+                && *state == "open"
+            {
+                *state = to;
+            }
+        }
+    }
+
+    impl ConnectorLog for Transactions {
+        type Record = ();
+        type Produced = ();
+        type Error = Infallible;
+
+        fn end_offsets(&self, _topic: &str) -> Result<Vec<u64>, Infallible> {
+            Ok(Vec::new())
+        }
+
+        fn read(&self, _: &str, _: u32, _: u64, _: usize) -> Result<Vec<()>, Infallible> {
+            Ok(Vec::new())
+        }
+
+        fn timestamp(_record: &()) -> i64 {
+            0
+        }
+
+        fn append(&self, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn stage(&self, id: &str, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            self.0
+                .lock()
+                .unwrap()
+                .entry(id.to_owned())
+                .or_insert("open");
+            Ok(())
+        }
+
+        fn prepare(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn commit(&self, id: &str) -> Result<(), Infallible> {
+            self.resolve(id, "committed");
+            Ok(())
+        }
+
+        fn abort(&self, id: &str) -> Result<(), Infallible> {
+            self.resolve(id, "aborted");
+            Ok(())
+        }
+
+        fn open_transactions(&self, prefix: &str) -> Result<Vec<String>, Infallible> {
+            let map = self.0.lock().unwrap();
+            Ok(map
+                .iter()
+                .filter(|(id, state)| id.starts_with(prefix) && **state == "open")
+                .map(|(id, _)| id.clone())
+                .collect())
+        }
+
+        fn flush(&self) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_fresh_sink_aborts_what_the_subtasks_it_takes_over_left_open() {
+        // Subtasks 0..4 of an attempt that failed before its first checkpoint left these; the
+        // job starts again, from no checkpoint, at parallelism 2 (found by the simulator's
+        // `rescale-down-key-group-boundaries`: transactions 2/0 and 3/5 stayed open for good).
+        let log = Transactions::with_open(&["j/u/0/0", "j/u/1/0", "j/u/2/0", "j/u/3/5", "k/u/0/0"]);
+        let place = ("j/u/".to_owned(), 0, 2);
+        let mut writer: LogWriter<Transactions, ()> =
+            LogWriter::new(&log, "out", place, Arc::new(|_: &()| ()), true);
+        writer.restore(Vec::new()).unwrap();
+        let expected = [
+            ("j/u/0/0", "aborted"),
+            ("j/u/1/0", "open"),
+            ("j/u/2/0", "aborted"),
+            ("j/u/3/5", "open"),
+            ("k/u/0/0", "open"),
+        ];
+        let expected: Vec<(String, &str)> = expected
+            .iter()
+            .map(|(id, state)| ((*id).to_owned(), *state))
+            .collect();
+        assert_eq!(
+            log.state(),
+            expected,
+            "subtask 1 takes over 3; another job is not ours"
+        );
     }
 
     fn reader(
