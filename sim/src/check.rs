@@ -16,6 +16,10 @@ use crate::log::LogRecord;
 use crate::scenario::Property;
 use crate::world::Outcome;
 
+/// The property every restore keeps: each source position and keyed chunk of the checkpoint
+/// goes to exactly the subtask it belongs to (see [`crate::accounting`]).
+pub const STATE_ACCOUNTING: &str = "state accounting";
+
 /// Records shown in a violation.
 const SHOWN_RECORDS_MAX: usize = 5;
 
@@ -39,15 +43,23 @@ pub struct Checked {
     pub keys_checked: usize,
 }
 
-/// Checks a finished run: its outcome, its committed output and the final state read from its
-/// last checkpoint (`None` for jobs without keyed state) against the reference output and
-/// final state.
+/// What a finished run left: the committed output by partition, the final state read from its
+/// last checkpoint (`None` for jobs without keyed state), and the transactions still open.
+pub type RunLeft<'a> = (
+    &'a [Vec<LogRecord>],
+    Option<Result<FinalState, String>>,
+    &'a [String],
+);
+
+/// Checks a finished run: its outcome, its committed output, the final state read from its
+/// last checkpoint (`None` for jobs without keyed state) and the transactions it left open
+/// against the reference output and final state (and no transaction open, exactly-once).
 pub fn check(
     property: Property,
     job: JobKind,
     outcome: &Outcome,
     (expected, expected_state): (&Multiset, &FinalState),
-    (committed, final_state): (&[Vec<LogRecord>], Option<Result<FinalState, String>>),
+    (committed, final_state, open): RunLeft<'_>,
 ) -> Checked {
     match outcome {
         Outcome::Finished => {}
@@ -65,6 +77,16 @@ pub fn check(
             return Checked {
                 violation: Some(Violation {
                     property: "storage contract",
+                    detail: reason.clone(),
+                }),
+                duplicates: 0,
+                keys_checked: 0,
+            };
+        }
+        Outcome::Misrestored(reason) => {
+            return Checked {
+                violation: Some(Violation {
+                    property: STATE_ACCOUNTING,
                     detail: reason.clone(),
                 }),
                 duplicates: 0,
@@ -90,6 +112,26 @@ pub fn check(
     extra.extend(counts);
     let duplicates: u64 = extra.iter().map(|(_, n)| *n as u64).sum();
     let lost: u64 = missing.iter().map(|(_, n)| *n as u64).sum();
+    if lost == 0 && duplicates == 0 && property == Property::ExactlyOnce && !open.is_empty() {
+        // A transaction left open holds records no reader will see, and (in a log that keeps
+        // readers behind open transactions) holds every reader back: every restore must have
+        // resolved what the attempts before it left, and the final checkpoint committed the rest.
+        let mut detail = format!(
+            "the output is right but the job ended with {} transactions open:",
+            open.len()
+        );
+        for id in open.iter().take(SHOWN_RECORDS_MAX) {
+            detail.push_str(&format!("\n    {id}"));
+        }
+        return Checked {
+            violation: Some(Violation {
+                property: property.name(),
+                detail,
+            }),
+            duplicates,
+            keys_checked: 0,
+        };
+    }
     if lost == 0
         && duplicates == 0
         && property == Property::ExactlyOnce
@@ -192,7 +234,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[exact.to_vec()], None),
+            (&[exact.to_vec()], None, &[]),
         );
         assert_eq!(checked.violation, None);
         let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
@@ -201,7 +243,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[duplicated.to_vec()], None),
+            (&[duplicated.to_vec()], None, &[]),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("exactly-once"));
         assert_eq!(checked.duplicates, 1);
@@ -215,7 +257,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[duplicated.to_vec()], None),
+            (&[duplicated.to_vec()], None, &[]),
         );
         assert_eq!((checked.violation, checked.duplicates), (None, 1));
         let lost = [record(&[1]), record(&[2])];
@@ -224,7 +266,7 @@ mod tests {
             JobKind::LogPipeline,
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
-            (&[lost.to_vec()], None),
+            (&[lost.to_vec()], None, &[]),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("at-least-once"));
     }
@@ -239,7 +281,7 @@ mod tests {
             JobKind::Wordcount,
             &Outcome::Finished,
             (&expected(), &reference),
-            (&[exact.to_vec()], Some(Ok(wrong))),
+            (&[exact.to_vec()], Some(Ok(wrong)), &[]),
         );
         let violation = checked.violation.expect("a violation");
         assert!(
@@ -254,9 +296,28 @@ mod tests {
             JobKind::Wordcount,
             &Outcome::Finished,
             (&expected(), &reference),
-            (&[exact.to_vec()], Some(Ok(reference.clone()))),
+            (&[exact.to_vec()], Some(Ok(reference.clone())), &[]),
         );
         assert_eq!((checked.violation, checked.keys_checked), (None, 1));
+    }
+
+    #[test]
+    fn a_transaction_left_open_violates_exactly_once() {
+        let exact = [record(&[1]), record(&[2]), record(&[2])];
+        let open = ["job/sink/2/7".to_owned()];
+        let checked = check(
+            Property::ExactlyOnce,
+            JobKind::LogPipeline,
+            &Outcome::Finished,
+            (&expected(), &FinalState::new()),
+            (&[exact.to_vec()], None, &open),
+        );
+        let violation = checked.violation.expect("a violation");
+        assert!(
+            violation.detail.contains("job/sink/2/7"),
+            "{}",
+            violation.detail
+        );
     }
 
     #[test]
@@ -267,7 +328,7 @@ mod tests {
             JobKind::LogPipeline,
             &stuck,
             (&expected(), &FinalState::new()),
-            (&[], None),
+            (&[], None, &[]),
         );
         assert_eq!(checked.violation.map(|v| v.property), Some("liveness"));
     }

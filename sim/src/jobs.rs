@@ -48,6 +48,7 @@ use crate::log::{LogRecord, SimLog};
 use rill_core::defects::Defect;
 
 mod event_time;
+mod process;
 
 /// The topic every job writes.
 pub const OUTPUT_TOPIC: &str = "out";
@@ -72,6 +73,10 @@ pub enum JobKind {
     SessionWindows,
     /// An interval join and a window join of two topics.
     Join,
+    /// A keyed process function with state in namespaces.
+    BucketSums,
+    /// Processing-time timers racing event-time ones; the output does not depend on which wins.
+    ProcessingTimers,
 }
 
 /// How big the generated input is, and when it arrives.
@@ -147,7 +152,7 @@ fn record(value: Vec<u8>, timestamp: usize) -> LogRecord {
 
 impl JobKind {
     /// Every job, for `--list`.
-    pub const ALL: [JobKind; 8] = [
+    pub const ALL: [JobKind; 10] = [
         JobKind::Wordcount,
         JobKind::RunningSum,
         JobKind::UnionBroadcast,
@@ -156,6 +161,8 @@ impl JobKind {
         JobKind::EventTimers,
         JobKind::SessionWindows,
         JobKind::Join,
+        JobKind::BucketSums,
+        JobKind::ProcessingTimers,
     ];
 
     /// The job's name in scenario files.
@@ -169,6 +176,8 @@ impl JobKind {
             JobKind::EventTimers => "event-timers",
             JobKind::SessionWindows => "session-windows",
             JobKind::Join => "join",
+            JobKind::BucketSums => "bucket-sums",
+            JobKind::ProcessingTimers => "processing-timers",
         }
     }
 
@@ -183,6 +192,8 @@ impl JobKind {
             JobKind::EventTimers => &["source", "timers"],
             JobKind::SessionWindows => &["source", "sessions"],
             JobKind::Join => &["source", "join"],
+            JobKind::BucketSums => &["source", "buckets"],
+            JobKind::ProcessingTimers => &["source", "timers"],
         }
     }
 
@@ -195,14 +206,34 @@ impl JobKind {
                 self,
                 JobKind::WindowAggregate | JobKind::SessionWindows | JobKind::Join
             ),
-            Defect::ProcessDropsTimers => matches!(self, JobKind::EventTimers | JobKind::Join),
+            Defect::EventTimersFireEarly => matches!(
+                self,
+                JobKind::WindowAggregate
+                    | JobKind::EventTimers
+                    | JobKind::SessionWindows
+                    | JobKind::Join
+                    | JobKind::ProcessingTimers
+            ),
+            Defect::ProcessDropsTimers => matches!(
+                self,
+                JobKind::EventTimers | JobKind::Join | JobKind::ProcessingTimers
+            ),
             Defect::SourceForgetsOffsets
+            | Defect::SourceRestoresOneAhead
+            | Defect::SourceRestoresOneBehind
             | Defect::SinkCommitsAtPreCommit
             | Defect::SinkSkipsFlush
+            | Defect::SinkAbortsCommittedOnRestore
+            | Defect::SinkCommitsLeftoversOnRestore
+            | Defect::SinkLeavesTakenOverOpen
             | Defect::CoordinatorCompletesEarly
+            | Defect::StoreLatestSkipsNewest
+            | Defect::StoreDiscardOverreaches
             | Defect::SubtaskSkipsAlignment
+            | Defect::DriftHoldsAligningChannels
             | Defect::PartitionerLeaksCredits
-            | Defect::MasterIgnoresLateCompletions => true,
+            | Defect::MasterIgnoresLateCompletions
+            | Defect::KeyGroupRangeOffByOne => true,
         }
     }
 
@@ -213,6 +244,8 @@ impl JobKind {
             JobKind::EventTimers => return event_time::event_timers(input, rng),
             JobKind::SessionWindows => return event_time::session_windows(input, rng),
             JobKind::Join => return event_time::join(input, rng),
+            JobKind::BucketSums => return process::bucket_sums(input, rng),
+            JobKind::ProcessingTimers => return process::processing_timers(input, rng),
             JobKind::Wordcount
             | JobKind::RunningSum
             | JobKind::UnionBroadcast
@@ -313,7 +346,9 @@ impl JobKind {
             JobKind::WindowAggregate
             | JobKind::EventTimers
             | JobKind::SessionWindows
-            | JobKind::Join => unreachable!("generated above"),
+            | JobKind::Join
+            | JobKind::BucketSums
+            | JobKind::ProcessingTimers => unreachable!("generated above"),
         }
         GeneratedInput {
             topics,
@@ -347,7 +382,9 @@ impl JobKind {
             | JobKind::WindowAggregate
             | JobKind::EventTimers
             | JobKind::SessionWindows
-            | JobKind::Join => expected,
+            | JobKind::Join
+            | JobKind::BucketSums
+            | JobKind::ProcessingTimers => expected,
         }
     }
 
@@ -374,6 +411,9 @@ impl JobKind {
             | JobKind::EventTimers
             | JobKind::SessionWindows
             | JobKind::Join => Some(event_time::final_state(self, checkpoint)),
+            JobKind::BucketSums | JobKind::ProcessingTimers => {
+                Some(process::final_state(self, checkpoint))
+            }
         }
     }
 
@@ -404,6 +444,7 @@ impl JobKind {
             | JobKind::EventTimers
             | JobKind::SessionWindows
             | JobKind::Join => event_time::render(self, &record),
+            JobKind::BucketSums | JobKind::ProcessingTimers => process::render(self, &record),
         }
     }
 
@@ -501,6 +542,10 @@ impl JobKind {
                 event_time::session_windows_graph(&mut job, log, parallelism);
             }
             JobKind::Join => event_time::join_graph(&mut job, log, parallelism),
+            JobKind::BucketSums => process::bucket_sums_graph(&mut job, log, parallelism),
+            JobKind::ProcessingTimers => {
+                process::processing_timers_graph(&mut job, log, parallelism);
+            }
         }
         job.graph
     }

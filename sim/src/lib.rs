@@ -18,12 +18,14 @@
 //! - [`scenario`]: scenario files;
 //! - [`world`]: the scheduler that drives the cores and injects the faults;
 //! - [`check`]: the properties;
+//! - [`accounting`]: every source position and keyed chunk of a checkpoint, restored once;
 //! - [`trace`]: the trace hash and the step-by-step trace;
 //! - [`runner`]: running seeds, shrinking fault schedules, summarising.
 //!
 //! It depends on `rill-core`, `rill-store` and `rill-log` (whose checkpoint store and event log
 //! it runs on its disks): never on actix, threads or the wall clock.
 
+pub mod accounting;
 pub mod check;
 pub mod connectors;
 pub mod disk;

@@ -10,7 +10,9 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rill_sim::faults::Defect;
 use rill_sim::jobs::JobKind;
-use rill_sim::runner::{ScenarioSummary, run_scenario, run_seed, shrink};
+use rill_sim::runner::{
+    ScenarioSummary, run_scenario, run_seed, schedule_of, select_faults, shrink_to_indices,
+};
 use rill_sim::scenario::{Expect, Scenario};
 
 // A run allocates and frees a small buffer per record many times over (log records, encoded
@@ -43,6 +45,10 @@ struct Args {
     /// Print the run step by step (one scenario, one seed).
     #[arg(long, requires = "seed")]
     trace: bool,
+    /// With `--trace`: replay the seed with only these faults of its schedule, by index (as a
+    /// failure's shrunk schedule lists them): `--faults 1,3`; `--faults none` for none.
+    #[arg(long, requires = "trace", value_parser = parse_faults)]
+    faults: Option<FaultIndices>,
     /// Run each seed twice and fail if the two traces differ.
     #[arg(long)]
     check_determinism: bool,
@@ -52,6 +58,25 @@ struct Args {
     /// Threads to run seeds on (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// The fault indices `--faults` keeps.
+#[derive(Clone, Debug)]
+struct FaultIndices(Vec<usize>);
+
+fn parse_faults(text: &str) -> Result<FaultIndices, String> {
+    if text.is_empty() || text == "none" {
+        return Ok(FaultIndices(Vec::new()));
+    }
+    text.split(',')
+        .map(|index| {
+            index
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{index}' is not a fault index"))
+        })
+        .collect::<Result<_, _>>()
+        .map(FaultIndices)
 }
 
 fn default_dir() -> PathBuf {
@@ -83,7 +108,11 @@ fn main() -> anyhow::Result<ExitCode> {
             bail!("--trace replays one run: name one scenario with --scenario");
         };
         let seed = args.seed.context("--trace needs --seed")?;
-        let report = run_seed(scenario, seed, None, true);
+        let schedule = args
+            .faults
+            .as_ref()
+            .map(|FaultIndices(kept)| select_faults(&schedule_of(scenario, seed), kept));
+        let report = run_seed(scenario, seed, schedule, true);
         println!();
         for fault in &report.schedule {
             println!("scheduled fault: {fault}");
@@ -229,16 +258,26 @@ fn report_failures(scenario: &Scenario, summary: &ScenarioSummary, met: bool) {
                     report.seed, violation.property, violation.detail
                 );
                 eprintln!("    fault schedule ({} faults):", report.schedule.len());
-                for fault in &report.schedule {
-                    eprintln!("      - {fault}");
+                for (index, fault) in report.schedule.iter().enumerate() {
+                    eprintln!("      [{index}] {fault}");
                 }
-                let smallest = shrink(scenario, report.seed, &report.schedule);
-                eprintln!("    shrunk to {} faults:", smallest.len());
-                for fault in &smallest {
-                    eprintln!("      - {fault}");
+                let kept = shrink_to_indices(scenario, report.seed, &report.schedule);
+                eprintln!("    shrunk to {} faults:", kept.len());
+                for (index, fault) in kept.iter().zip(select_faults(&report.schedule, &kept)) {
+                    eprintln!("      [{index}] {fault}");
                 }
                 eprintln!(
                     "    replay: cargo xtask sim --scenario {} --seed {} --trace",
+                    scenario.name, report.seed
+                );
+                let indices: Vec<String> = kept.iter().map(usize::to_string).collect();
+                let indices = if indices.is_empty() {
+                    "none".to_owned()
+                } else {
+                    indices.join(",")
+                };
+                eprintln!(
+                    "    replay the shrunk schedule: cargo xtask sim --scenario {} --seed {} --faults {indices} --trace",
                     scenario.name, report.seed
                 );
             }

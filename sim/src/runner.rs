@@ -12,15 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rill_core::coordinator::CompletedCheckpoint;
 use rill_core::graph::JobGraph;
+use xxhash_rust::xxh3::Xxh3;
 
-use crate::check::{Checked, Violation, check};
+use crate::accounting;
+use crate::check::{Checked, STATE_ACCOUNTING, Violation, check};
 use crate::faults::{ScheduledFault, draw_schedule};
 use crate::jobs::{OUTPUT_TOPIC, TopicInput};
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::{Expect, Property, Scenario};
 use crate::trace::Trace;
-use crate::world::{Arrival, RebuildGraph, RunStats, World, WorldSetup};
+use crate::world::{Arrival, Outcome, RebuildGraph, RunStats, World, WorldSetup};
+use rill_core::log_connector::ConnectorLog;
 
 const INPUT_STREAM: u64 = 1;
 const FAULT_STREAM: u64 = 2;
@@ -149,11 +153,20 @@ fn run_world(
         Ok(world) => world,
         Err(reason) => return failed_setup(reason),
     };
-    let result = world.run();
+    let mut result = world.run();
+    // The final checkpoint, too, holds each position and chunk once, where it belongs.
+    if result.outcome == Outcome::Finished
+        && let Some(Err(reason)) = result.latest.as_ref().map(accounting::check_checkpoint)
+    {
+        result.outcome = Outcome::Misrestored(format!("in the final checkpoint: {reason}"));
+    }
     let final_state = result
         .latest
         .as_ref()
         .and_then(|checkpoint| job.final_state_in(checkpoint));
+    let trace_hash = with_contents(result.trace_hash, &result.log, result.latest.as_ref());
+    let open = ConnectorLog::open_transactions(&result.log, "")
+        .unwrap_or_else(|error| vec![format!("(the log cannot list them: {error})")]);
     // What counts is what the disk holds: the machine may go down right after the job ended.
     let checked = result
         .log
@@ -163,7 +176,7 @@ fn run_world(
                 job,
                 &result.outcome,
                 (&expected, &generated.final_state),
-                (committed, final_state),
+                (committed, final_state, &open),
             )
         })
         .unwrap_or_else(|error| Checked {
@@ -174,7 +187,41 @@ fn run_world(
             duplicates: 0,
             keys_checked: 0,
         });
-    (checked, result.stats, result.trace_hash)
+    (checked, result.stats, trace_hash)
+}
+
+/// The trace hash extended with what the run left: the committed output, record by record
+/// (the trace itself sees how many records each batch carried, not what they say), the
+/// transactions left open, and the final checkpoint — its metadata and every snapshot, which
+/// equal state encodes to equal bytes. Two runs of a seed that agree step by step but commit
+/// other records, or end in other state, differ here.
+fn with_contents(trace_hash: u64, log: &SimLog, latest: Option<&CompletedCheckpoint>) -> u64 {
+    let mut hasher = Xxh3::new();
+    hasher.update(&trace_hash.to_le_bytes());
+    let read = log.with_durable_committed(OUTPUT_TOPIC, |partitions| {
+        for records in partitions {
+            hasher.update(&(records.len() as u64).to_le_bytes());
+            for record in records {
+                hasher.update(&(record.value.len() as u64).to_le_bytes());
+                hasher.update(&record.value);
+                hasher.update(&record.timestamp.to_le_bytes());
+            }
+        }
+    });
+    if let Err(error) = read {
+        hasher.update(error.to_string().as_bytes());
+    }
+    for id in ConnectorLog::open_transactions(log, "").unwrap_or_default() {
+        hasher.update(id.as_bytes());
+    }
+    if let Some(latest) = latest {
+        hasher.update(&rill_core::codec::encode(&latest.metadata).unwrap_or_default());
+        for (subtask, snapshot) in latest.snapshots.iter() {
+            hasher.update(&(*subtask as u64).to_le_bytes());
+            hasher.update(&rill_core::codec::encode(snapshot).unwrap_or_default());
+        }
+    }
+    hasher.digest()
 }
 
 /// The scenario's job graph, with the parallelism of the `rescaled` roles changed.
@@ -233,29 +280,54 @@ fn plan_arrivals(topics: Vec<TopicInput>, arrival_ms: u64, rng: &mut ChaCha8Rng)
 /// Drops faults from a failing seed's schedule one by one, keeping each drop after which the
 /// seed still fails; returns the smallest schedule found.
 pub fn shrink(scenario: &Scenario, seed: u64, schedule: &[ScheduledFault]) -> Vec<ScheduledFault> {
-    let mut smallest = schedule.to_vec();
-    let mut index = 0;
-    while index < smallest.len() {
-        let mut candidate = smallest.clone();
-        candidate.remove(index);
-        let report = run_seed(scenario, seed, Some(candidate.clone()), false);
+    select_faults(schedule, &shrink_to_indices(scenario, seed, schedule))
+}
+
+/// [`shrink`], as the indices in `schedule` of the faults kept: what `--faults` replays.
+pub fn shrink_to_indices(
+    scenario: &Scenario,
+    seed: u64,
+    schedule: &[ScheduledFault],
+) -> Vec<usize> {
+    let mut kept: Vec<usize> = (0..schedule.len()).collect();
+    let mut position = 0;
+    while position < kept.len() {
+        let mut candidate = kept.clone();
+        candidate.remove(position);
+        let report = run_seed(
+            scenario,
+            seed,
+            Some(select_faults(schedule, &candidate)),
+            false,
+        );
         if report.checked.violation.is_some() {
-            smallest = candidate;
+            kept = candidate;
         } else {
-            index += 1;
+            position += 1;
         }
     }
-    smallest
+    kept
+}
+
+/// The faults of `schedule` at `indices` (those out of range are left out), in order.
+pub fn select_faults(schedule: &[ScheduledFault], indices: &[usize]) -> Vec<ScheduledFault> {
+    schedule
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| indices.contains(index))
+        .map(|(_, fault)| fault.clone())
+        .collect()
 }
 
 /// Whether a violation catches a broken component of a scenario checking `property`: a
-/// violation of that property, of liveness (a checked property needs the job to finish) or of
-/// the storage contract — not a panic of the simulator.
+/// violation of that property, of liveness (a checked property needs the job to finish), of
+/// the storage contract or of state accounting — not a panic of the simulator.
 fn catches(violation: &Violation, property: Property) -> bool {
     [
         property.name(),
         Property::Liveness.name(),
         "storage contract",
+        STATE_ACCOUNTING,
     ]
     .contains(&violation.property)
 }

@@ -100,6 +100,9 @@ pub struct FlowSpec {
     pub batch_size: usize,
     /// Batches in flight per channel.
     pub channel_credits: u32,
+    /// How far (in event time, ms) an input channel may run ahead of the slowest before its
+    /// batches wait; `None`: the runtime's default.
+    pub watermark_drift_ms: Option<u64>,
 }
 
 impl Default for FlowSpec {
@@ -107,6 +110,7 @@ impl Default for FlowSpec {
         FlowSpec {
             batch_size: 8,
             channel_credits: 2,
+            watermark_drift_ms: None,
         }
     }
 }
@@ -138,6 +142,10 @@ pub struct Limits {
     pub max_virtual_ms: u64,
     /// Scheduler steps.
     pub max_steps: u64,
+    /// Virtual ms without progress (no record delivered, checkpoint completed, attempt
+    /// deployed, fault fired or input appended) after which a run is stuck; `None`: twice the
+    /// checkpoint timeout plus a second.
+    pub stall_ms: Option<u64>,
 }
 
 impl Default for Limits {
@@ -145,6 +153,7 @@ impl Default for Limits {
         Limits {
             max_virtual_ms: 60_000,
             max_steps: 5_000_000,
+            stall_ms: None,
         }
     }
 }
@@ -337,6 +346,11 @@ impl Scenario {
                 u64::from(spec.flow.channel_credits),
                 1_000,
             ),
+            (
+                "flow.watermark_drift_ms",
+                spec.flow.watermark_drift_ms.unwrap_or(0),
+                hour_ms,
+            ),
             ("restart.attempts", u64::from(spec.restart.attempts), 10_000),
             ("restart.delay_ms", spec.restart.delay_ms, hour_ms),
             (
@@ -345,6 +359,11 @@ impl Scenario {
                 24 * hour_ms,
             ),
             ("limits.max_steps", spec.limits.max_steps, 1_000_000_000),
+            (
+                "limits.stall_ms",
+                spec.limits.stall_ms.unwrap_or(0),
+                24 * hour_ms,
+            ),
         ] {
             at_most(what, value, max)?;
         }
@@ -451,10 +470,15 @@ impl Scenario {
 
     /// The flow-control configuration.
     pub fn flow(&self) -> FlowConfig {
+        let default = FlowConfig::default();
         FlowConfig {
             batch_size: self.spec.flow.batch_size,
             channel_credits: self.spec.flow.channel_credits,
-            ..FlowConfig::default()
+            watermark_drift_ms: self
+                .spec
+                .flow
+                .watermark_drift_ms
+                .or(default.watermark_drift_ms),
         }
     }
 

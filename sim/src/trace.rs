@@ -2,7 +2,9 @@
 //! compared, and printed step by step when asked (`--trace`).
 //!
 //! The hash covers what decides a run — the virtual time, the kind of each step and the ids
-//! it names — not the text, so that a run not being printed pays nothing for formatting.
+//! it names — not the text, so that a run not being printed pays nothing for formatting. The
+//! runner extends it, once the run is over, with what the run left: the committed output
+//! record by record, the transactions still open and the final checkpoint's bytes.
 
 use xxhash_rust::xxh3::Xxh3;
 

@@ -254,8 +254,10 @@ impl<P: KeyedProcessFunction> KeyedProcess<P> {
     /// function, which it runs).
     #[cfg(feature = "defects")]
     pub fn plant_defect(&mut self, defect: Defect) {
-        if defect == Defect::ProcessDropsTimers {
-            self.timers.drop_restored_timers();
+        match defect {
+            Defect::ProcessDropsTimers => self.timers.drop_restored_timers(),
+            Defect::EventTimersFireEarly => self.timers.fire_event_timers_early(),
+            _ => {}
         }
     }
 }

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointId, SubtaskSnapshot};
 use crate::coordinator::CompletedCheckpoint;
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::key::KeyGroupRange;
 use crate::operator::OperatorSnapshot;
 use crate::state::KeyedStateSnapshot;
@@ -117,66 +119,7 @@ pub fn assign_state(
     snapshots: &BTreeMap<usize, SubtaskSnapshot>,
     restoring: &JobLayout,
 ) -> Result<Vec<SubtaskSnapshot>, RestoreError> {
-    if taken.max_parallelism != restoring.max_parallelism {
-        return Err(RestoreError::MaxParallelismChanged {
-            checkpoint: taken.max_parallelism,
-            job: restoring.max_parallelism,
-        });
-    }
-    let job_uids = restoring.uids();
-    for (uid, is_source) in taken.uids() {
-        match job_uids.get(uid) {
-            None => return Err(RestoreError::OperatorMissing(uid.to_owned())),
-            Some(&now) if now != is_source => {
-                return Err(RestoreError::KindChanged(uid.to_owned()));
-            }
-            Some(_) => {}
-        }
-    }
-    let gathered = gather(taken, snapshots)?;
-    let max_parallelism = restoring.max_parallelism;
-    Ok(restoring
-        .subtasks
-        .iter()
-        .map(|subtask| {
-            let (index, parallelism) = (subtask.index, subtask.parallelism);
-            let source_positions = subtask
-                .source
-                .as_ref()
-                .and_then(|uid| gathered.get(uid))
-                .map(|state| state.non_keyed_for(index, parallelism))
-                .unwrap_or_default();
-            let range = KeyGroupRange::for_subtask(index, parallelism, max_parallelism);
-            let operators = subtask
-                .operators
-                .iter()
-                .map(|uid| match gathered.get(uid) {
-                    Some(state) => OperatorSnapshot {
-                        keyed: state.keyed.select(range),
-                        operator: state.non_keyed_for(index, parallelism),
-                        deferred: None,
-                    },
-                    None => OperatorSnapshot::default(),
-                })
-                .collect();
-            SubtaskSnapshot {
-                source_positions,
-                operators,
-            }
-        })
-        .collect())
-}
-
-/// What a new attempt of a job starts from: a fail-over, a restart, or a submission that
-/// resumes from a checkpoint store. The actix job master and the simulator both start attempts
-/// with it.
-#[derive(Debug)]
-pub struct AttemptStart {
-    /// Each subtask's state, by position in the attempt's layout; `None` everywhere for a job
-    /// that starts from the beginning of its input.
-    pub restored: Vec<Option<SubtaskSnapshot>>,
-    /// The id of the attempt's first checkpoint.
-    pub first_checkpoint: CheckpointId,
+    StateAssigner::default().assign_state(taken, snapshots, restoring)
 }
 
 /// Plans an attempt laid out as `layout`, restored from `latest` (a completed checkpoint's
@@ -189,20 +132,145 @@ pub fn start_attempt(
     layout: &JobLayout,
     store_next: Option<CheckpointId>,
 ) -> Result<AttemptStart, RestoreError> {
-    let restored = match latest {
-        Some(latest) => assign_state(&latest.metadata.layout, &latest.snapshots, layout)?
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => vec![None; layout.subtasks.len()],
-    };
-    let after_latest = latest.map_or(1, |latest| latest.id().0 + 1);
-    Ok(AttemptStart {
-        restored,
-        first_checkpoint: store_next
-            .unwrap_or(CheckpointId(1))
-            .max(CheckpointId(after_latest)),
-    })
+    StateAssigner::default().start_attempt(latest, layout, store_next)
+}
+
+/// What [`assign_state`] and [`start_attempt`] do, as a value: the shipped rule, unless a
+/// defect is planted in it (the simulator calls them through one, for that).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StateAssigner {
+    /// Planted on purpose: `KeyGroupRangeOffByOne` (a restored subtask's key-group range
+    /// ends one group late).
+    #[cfg(feature = "defects")]
+    range_off_by_one: bool,
+}
+
+impl StateAssigner {
+    /// Breaks the assignment on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if defect == Defect::KeyGroupRangeOffByOne {
+            self.range_off_by_one = true;
+        }
+    }
+
+    /// The key groups subtask `index` of `parallelism` restores.
+    fn key_groups(&self, index: u32, parallelism: u32, max_parallelism: u32) -> KeyGroupRange {
+        let range = KeyGroupRange::for_subtask(index, parallelism, max_parallelism);
+        if self.range_off_by_one() {
+            // The bug: the end of the range without its `- 1`, which shows only where the
+            // parallelism divides `(index + 1) * max_parallelism`.
+            let end = u64::from(index + 1) * u64::from(max_parallelism) / u64::from(parallelism);
+            return KeyGroupRange {
+                start: range.start,
+                end: (end as u32).min(max_parallelism - 1),
+            };
+        }
+        range
+    }
+
+    #[cfg(feature = "defects")]
+    fn range_off_by_one(&self) -> bool {
+        self.range_off_by_one
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn range_off_by_one(&self) -> bool {
+        false
+    }
+
+    /// [`assign_state`], by this assigner's rule.
+    pub fn assign_state(
+        &self,
+        taken: &JobLayout,
+        snapshots: &BTreeMap<usize, SubtaskSnapshot>,
+        restoring: &JobLayout,
+    ) -> Result<Vec<SubtaskSnapshot>, RestoreError> {
+        if taken.max_parallelism != restoring.max_parallelism {
+            return Err(RestoreError::MaxParallelismChanged {
+                checkpoint: taken.max_parallelism,
+                job: restoring.max_parallelism,
+            });
+        }
+        let job_uids = restoring.uids();
+        for (uid, is_source) in taken.uids() {
+            match job_uids.get(uid) {
+                None => return Err(RestoreError::OperatorMissing(uid.to_owned())),
+                Some(&now) if now != is_source => {
+                    return Err(RestoreError::KindChanged(uid.to_owned()));
+                }
+                Some(_) => {}
+            }
+        }
+        let gathered = gather(taken, snapshots)?;
+        let max_parallelism = restoring.max_parallelism;
+        Ok(restoring
+            .subtasks
+            .iter()
+            .map(|subtask| {
+                let (index, parallelism) = (subtask.index, subtask.parallelism);
+                let source_positions = subtask
+                    .source
+                    .as_ref()
+                    .and_then(|uid| gathered.get(uid))
+                    .map(|state| state.non_keyed_for(index, parallelism))
+                    .unwrap_or_default();
+                let range = self.key_groups(index, parallelism, max_parallelism);
+                let operators = subtask
+                    .operators
+                    .iter()
+                    .map(|uid| match gathered.get(uid) {
+                        Some(state) => OperatorSnapshot {
+                            keyed: state.keyed.select(range),
+                            operator: state.non_keyed_for(index, parallelism),
+                            deferred: None,
+                        },
+                        None => OperatorSnapshot::default(),
+                    })
+                    .collect();
+                SubtaskSnapshot {
+                    source_positions,
+                    operators,
+                }
+            })
+            .collect())
+    }
+
+    /// [`start_attempt`], by this assigner's rule.
+    pub fn start_attempt(
+        &self,
+        latest: Option<&CompletedCheckpoint>,
+        layout: &JobLayout,
+        store_next: Option<CheckpointId>,
+    ) -> Result<AttemptStart, RestoreError> {
+        let restored = match latest {
+            Some(latest) => self
+                .assign_state(&latest.metadata.layout, &latest.snapshots, layout)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => vec![None; layout.subtasks.len()],
+        };
+        let after_latest = latest.map_or(1, |latest| latest.id().0 + 1);
+        Ok(AttemptStart {
+            restored,
+            first_checkpoint: store_next
+                .unwrap_or(CheckpointId(1))
+                .max(CheckpointId(after_latest)),
+        })
+    }
+}
+
+/// What a new attempt of a job starts from: a fail-over, a restart, or a submission that
+/// resumes from a checkpoint store. The actix job master and the simulator both start attempts
+/// with it.
+#[derive(Debug)]
+pub struct AttemptStart {
+    /// Each subtask's state, by position in the attempt's layout; `None` everywhere for a job
+    /// that starts from the beginning of its input.
+    pub restored: Vec<Option<SubtaskSnapshot>>,
+    /// The id of the attempt's first checkpoint.
+    pub first_checkpoint: CheckpointId,
 }
 
 /// Regroups the snapshots by operator uid.

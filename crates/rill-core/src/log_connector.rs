@@ -108,10 +108,11 @@ pub struct LogReader<L: ConnectorLog, T> {
     watermarks: Option<PartitionWatermarks>,
     /// Why the reader could not start, reported at its first poll.
     start_error: Option<BoxError>,
-    /// Planted on purpose: with `SourceForgetsOffsets`, it ignores the offsets it is restored
-    /// with and reads from where it started.
+    /// Planted on purpose: `SourceForgetsOffsets` (it ignores the offsets it is restored with
+    /// and reads from where it started), `SourceRestoresOneAhead` or `SourceRestoresOneBehind`
+    /// (it restores each offset one record off).
     #[cfg(feature = "defects")]
-    forgets_offsets: bool,
+    defect: Option<Defect>,
 }
 
 impl<L: ConnectorLog, T> LogReader<L, T> {
@@ -133,7 +134,7 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
             watermarks: None,
             start_error: None,
             #[cfg(feature = "defects")]
-            forgets_offsets: false,
+            defect: None,
         };
         match log.end_offsets(topic) {
             Ok(ends) => {
@@ -167,20 +168,31 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
     /// Breaks the reader on purpose, for the simulator to catch.
     #[cfg(feature = "defects")]
     pub fn plant_defect(&mut self, defect: Defect) {
-        if defect == Defect::SourceForgetsOffsets {
-            self.forgets_offsets = true;
+        if matches!(
+            defect,
+            Defect::SourceForgetsOffsets
+                | Defect::SourceRestoresOneAhead
+                | Defect::SourceRestoresOneBehind
+        ) {
+            self.defect = Some(defect);
         }
     }
 
-    /// Whether a planted defect ignores the restored offsets.
+    /// Where a partition checkpointed at `next` is read on from: `next`, unless a planted
+    /// defect ignores it (`None`: where the reader started) or moves it by one.
     #[cfg(feature = "defects")]
-    fn forgets_offsets(&self) -> bool {
-        self.forgets_offsets
+    fn restored_offset(&self, next: u64) -> Option<u64> {
+        match self.defect {
+            Some(Defect::SourceForgetsOffsets) => None,
+            Some(Defect::SourceRestoresOneAhead) => Some(next + 1),
+            Some(Defect::SourceRestoresOneBehind) => Some(next.saturating_sub(1)),
+            _ => Some(next),
+        }
     }
 
     #[cfg(not(feature = "defects"))]
-    fn forgets_offsets(&self) -> bool {
-        false
+    fn restored_offset(&self, next: u64) -> Option<u64> {
+        Some(next)
     }
 }
 
@@ -249,11 +261,11 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
-        if self.forgets_offsets() {
-            return Ok(());
-        }
         let offsets: Vec<(u32, u64)> = decode_position(position)?;
         for (partition, next) in offsets {
+            let Some(next) = self.restored_offset(next) else {
+                continue;
+            };
             if let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) {
                 cursor.next = next;
             }
@@ -284,8 +296,10 @@ pub struct LogWriter<L: ConnectorLog, T> {
     /// Records were staged since the last prepare.
     open: bool,
     /// Planted on purpose: `SinkCommitsAtPreCommit` (it commits each transaction at
-    /// pre-commit, before its checkpoint completes) or `SinkSkipsFlush` (its flushes do
-    /// nothing, so what it appends or commits is lost in a crash of the machine).
+    /// pre-commit, before its checkpoint completes), `SinkSkipsFlush` (its flushes do
+    /// nothing, so what it appends or commits is lost in a crash of the machine), or one of
+    /// the restore's: `SinkAbortsCommittedOnRestore`, `SinkCommitsLeftoversOnRestore`,
+    /// `SinkLeavesTakenOverOpen`.
     #[cfg(feature = "defects")]
     defect: Option<Defect>,
 }
@@ -334,16 +348,26 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
     pub fn plant_defect(&mut self, defect: Defect) {
         if matches!(
             defect,
-            Defect::SinkCommitsAtPreCommit | Defect::SinkSkipsFlush
+            Defect::SinkCommitsAtPreCommit
+                | Defect::SinkSkipsFlush
+                | Defect::SinkAbortsCommittedOnRestore
+                | Defect::SinkCommitsLeftoversOnRestore
+                | Defect::SinkLeavesTakenOverOpen
         ) {
             self.defect = Some(defect);
         }
     }
 
+    /// Whether the planted defect is `defect`.
+    #[cfg(feature = "defects")]
+    fn planted(&self, defect: Defect) -> bool {
+        self.defect == Some(defect)
+    }
+
     /// Whether a planted defect commits at pre-commit.
     #[cfg(feature = "defects")]
     fn commits_at_pre_commit(&self) -> bool {
-        self.defect == Some(Defect::SinkCommitsAtPreCommit)
+        self.planted(Defect::SinkCommitsAtPreCommit)
     }
 
     #[cfg(not(feature = "defects"))]
@@ -354,11 +378,48 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
     /// Whether a planted defect skips flushes.
     #[cfg(feature = "defects")]
     fn skips_flush(&self) -> bool {
-        self.defect == Some(Defect::SinkSkipsFlush)
+        self.planted(Defect::SinkSkipsFlush)
     }
 
     #[cfg(not(feature = "defects"))]
     fn skips_flush(&self) -> bool {
+        false
+    }
+
+    /// How many of a restored state's prepared transactions (oldest first) to commit: all,
+    /// unless a planted defect takes the newest for one still in flight.
+    #[cfg(feature = "defects")]
+    fn restored_to_commit(&self, prepared: usize) -> usize {
+        if self.planted(Defect::SinkAbortsCommittedOnRestore) {
+            return prepared.saturating_sub(1);
+        }
+        prepared
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn restored_to_commit(&self, prepared: usize) -> usize {
+        prepared
+    }
+
+    /// Whether a planted defect commits the leftovers it should abort.
+    #[cfg(feature = "defects")]
+    fn commits_leftovers(&self) -> bool {
+        self.planted(Defect::SinkCommitsLeftoversOnRestore)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn commits_leftovers(&self) -> bool {
+        false
+    }
+
+    /// Whether a planted defect forgets the leftovers of the subtasks it takes over.
+    #[cfg(feature = "defects")]
+    fn forgets_taken_over(&self) -> bool {
+        self.planted(Defect::SinkLeavesTakenOverOpen)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn forgets_taken_over(&self) -> bool {
         false
     }
 }
@@ -438,7 +499,8 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             .map(|bytes| decode_position::<WriterState>(bytes))
             .collect::<Result<Vec<_>, _>>()?;
         for state in &restored {
-            for &(_, sequence) in &state.prepared {
+            let due = self.restored_to_commit(state.prepared.len());
+            for &(_, sequence) in &state.prepared[..due] {
                 self.log
                     .commit(&self.transaction_id(state.subtask, sequence))?;
             }
@@ -447,20 +509,34 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
         if restored.iter().any(|state| !state.prepared.is_empty()) {
             self.flush()?;
         }
+        // What this instance left open, and what subtasks that no longer exist left (those
+        // this one takes over: `old % parallelism == own`) — whether or not the checkpoint
+        // knew them: an attempt that failed before its first checkpoint, at a parallelism of
+        // its own, leaves transactions that no restored state names.
         let own = self.state.subtask;
-        let mut taken_over: Vec<u32> = restored
-            .iter()
-            .map(|state| state.subtask)
-            .filter(|&old| old >= self.parallelism && old % self.parallelism == own)
-            .collect();
-        taken_over.push(own);
-        for subtask in taken_over {
-            for leftover in self
-                .log
-                .open_transactions(&format!("{}{subtask}/", self.prefix))?
-            {
+        let commits_leftovers = self.commits_leftovers();
+        for leftover in self.log.open_transactions(&self.prefix)? {
+            let Some(subtask) = leftover
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(subtask, _)| subtask.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let taken_over = subtask >= self.parallelism
+                && subtask % self.parallelism == own
+                && !self.forgets_taken_over();
+            if subtask != own && !taken_over {
+                continue;
+            }
+            if commits_leftovers {
+                self.log.commit(&leftover)?;
+            } else {
                 self.log.abort(&leftover)?;
             }
+        }
+        if commits_leftovers {
+            self.flush()?;
         }
         self.state.next_sequence = restored
             .iter()
@@ -472,6 +548,7 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::convert::Infallible;
     use std::sync::Mutex;
     use std::time::Duration;
@@ -556,6 +633,119 @@ mod tests {
         fn flush(&self) -> Result<(), Infallible> {
             Ok(())
         }
+    }
+
+    /// A log that keeps only which transactions are open, and what became of the others.
+    #[derive(Clone, Default)]
+    struct Transactions(Arc<Mutex<BTreeMap<String, &'static str>>>);
+
+    impl Transactions {
+        fn with_open(ids: &[&str]) -> Self {
+            let log = Transactions::default();
+            for id in ids {
+                log.0.lock().unwrap().insert((*id).to_owned(), "open");
+            }
+            log
+        }
+
+        fn state(&self) -> Vec<(String, &'static str)> {
+            let map = self.0.lock().unwrap();
+            map.iter().map(|(id, state)| (id.clone(), *state)).collect()
+        }
+
+        fn resolve(&self, id: &str, to: &'static str) {
+            if let Some(state) = self.0.lock().unwrap().get_mut(id)
+                && *state == "open"
+            {
+                *state = to;
+            }
+        }
+    }
+
+    impl ConnectorLog for Transactions {
+        type Record = ();
+        type Produced = ();
+        type Error = Infallible;
+
+        fn end_offsets(&self, _topic: &str) -> Result<Vec<u64>, Infallible> {
+            Ok(Vec::new())
+        }
+
+        fn read(&self, _: &str, _: u32, _: u64, _: usize) -> Result<Vec<()>, Infallible> {
+            Ok(Vec::new())
+        }
+
+        fn timestamp(_record: &()) -> i64 {
+            0
+        }
+
+        fn append(&self, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn stage(&self, id: &str, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            self.0
+                .lock()
+                .unwrap()
+                .entry(id.to_owned())
+                .or_insert("open");
+            Ok(())
+        }
+
+        fn prepare(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn commit(&self, id: &str) -> Result<(), Infallible> {
+            self.resolve(id, "committed");
+            Ok(())
+        }
+
+        fn abort(&self, id: &str) -> Result<(), Infallible> {
+            self.resolve(id, "aborted");
+            Ok(())
+        }
+
+        fn open_transactions(&self, prefix: &str) -> Result<Vec<String>, Infallible> {
+            let map = self.0.lock().unwrap();
+            Ok(map
+                .iter()
+                .filter(|(id, state)| id.starts_with(prefix) && **state == "open")
+                .map(|(id, _)| id.clone())
+                .collect())
+        }
+
+        fn flush(&self) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_fresh_sink_aborts_what_the_subtasks_it_takes_over_left_open() {
+        // Subtasks 0..4 of an attempt that failed before its first checkpoint left these; the
+        // job starts again, from no checkpoint, at parallelism 2 (found by the simulator's
+        // `rescale-down-key-group-boundaries`: transactions 2/0 and 3/5 stayed open for good).
+        let log = Transactions::with_open(&["j/u/0/0", "j/u/1/0", "j/u/2/0", "j/u/3/5", "k/u/0/0"]);
+        let place = ("j/u/".to_owned(), 0, 2);
+        let mut writer: LogWriter<Transactions, ()> =
+            LogWriter::new(&log, "out", place, Arc::new(|_: &()| ()), true);
+        writer.restore(Vec::new()).unwrap();
+        let expected = [
+            ("j/u/0/0", "aborted"),
+            ("j/u/1/0", "open"),
+            ("j/u/2/0", "aborted"),
+            ("j/u/3/5", "open"),
+            ("k/u/0/0", "open"),
+        ];
+        let expected: Vec<(String, &str)> = expected
+            .iter()
+            .map(|(id, state)| ((*id).to_owned(), *state))
+            .collect();
+        assert_eq!(
+            log.state(),
+            expected,
+            "subtask 1 takes over 3; another job is not ours"
+        );
     }
 
     fn reader(

@@ -55,6 +55,8 @@ use std::collections::VecDeque;
 use crate::checkpoint::{
     Alignment, BarrierAligner, CheckpointId, CheckpointMode, DeclineReason, SubtaskSnapshot,
 };
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
 use crate::element::{Batch, Event, Records, Timestamp};
 use crate::error::{OperatorError, TaskError, guarded};
 use crate::flow::{CreditedQueue, FlowConfig};
@@ -196,9 +198,10 @@ fn drift_limit(
     channels: &[InputChannelState],
     aligner: &BarrierAligner,
     drift_ms: Option<u64>,
+    holds_while_aligning: bool,
 ) -> Option<Timestamp> {
     let drift = i64::try_from(drift_ms?).unwrap_or(i64::MAX);
-    if aligner.is_aligning() {
+    if aligner.is_aligning() && !holds_while_aligning {
         return None;
     }
     let slowest = channels
@@ -240,6 +243,10 @@ pub struct SubtaskCore {
     final_checkpoint_complete: bool,
     /// The chained operators have been opened.
     opened: bool,
+    /// Planted on purpose: `DriftHoldsAligningChannels` (the drift limit holds channels back
+    /// while barriers align, too).
+    #[cfg(feature = "defects")]
+    drift_holds_aligning: bool,
 }
 
 enum HeadState {
@@ -294,6 +301,8 @@ impl SubtaskCore {
             final_checkpoint: spec.final_checkpoint,
             final_checkpoint_complete: false,
             opened: false,
+            #[cfg(feature = "defects")]
+            drift_holds_aligning: false,
         }
     }
 
@@ -309,6 +318,34 @@ impl SubtaskCore {
             guarded(&link.name, || link.operator.open())?;
         }
         Ok(())
+    }
+
+    /// Breaks the subtask on purpose, for the simulator to catch: with
+    /// `SubtaskSkipsAlignment`, a subtask with inputs snapshots at the first barrier of a
+    /// checkpoint without holding the channels that delivered it (as at-least-once mode does);
+    /// with `DriftHoldsAligningChannels`, the drift limit holds channels while barriers align.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        match defect {
+            Defect::SubtaskSkipsAlignment => {
+                if let HeadState::Inputs { aligner, .. } = &mut self.head {
+                    *aligner = BarrierAligner::new(CheckpointMode::AtLeastOnce);
+                }
+            }
+            Defect::DriftHoldsAligningChannels => self.drift_holds_aligning = true,
+            _ => {}
+        }
+    }
+
+    /// Whether a planted defect lets the drift limit hold channels while barriers align.
+    #[cfg(feature = "defects")]
+    fn drift_holds_aligning(&self) -> bool {
+        self.drift_holds_aligning
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn drift_holds_aligning(&self) -> bool {
+        false
     }
 
     /// A batch arrived on input channel `channel`.
@@ -461,18 +498,6 @@ impl SubtaskCore {
         Ok(())
     }
 
-    /// Breaks the subtask on purpose, for the simulator to catch: with
-    /// `SubtaskSkipsAlignment`, a subtask with inputs snapshots at the first barrier of a
-    /// checkpoint without holding the channels that delivered it (as at-least-once mode does).
-    #[cfg(feature = "defects")]
-    pub fn plant_defect(&mut self, defect: crate::defects::Defect) {
-        if defect == crate::defects::Defect::SubtaskSkipsAlignment
-            && let HeadState::Inputs { aligner, .. } = &mut self.head
-        {
-            *aligner = BarrierAligner::new(CheckpointMode::AtLeastOnce);
-        }
-    }
-
     /// Restores the subtask from its part of a checkpoint, before it runs (and before
     /// [`SubtaskCore::open`]: restoring only hands each operator its state, opening checks it).
     pub fn restore(&mut self, snapshot: SubtaskSnapshot) -> Result<(), TaskError> {
@@ -614,6 +639,7 @@ impl SubtaskCore {
     }
 
     fn step_inputs(&mut self) -> Result<Step, TaskError> {
+        let holds_while_aligning = self.drift_holds_aligning();
         let HeadState::Inputs {
             channels,
             next,
@@ -623,7 +649,12 @@ impl SubtaskCore {
             unreachable!("step_inputs runs for input heads only")
         };
         let count = channels.len();
-        let ahead = drift_limit(channels, aligner, self.watermark_drift_ms);
+        let ahead = drift_limit(
+            channels,
+            aligner,
+            self.watermark_drift_ms,
+            holds_while_aligning,
+        );
         let Some(channel) = (0..count)
             .map(|offset| (*next + offset) % count)
             .find(|&c| {

@@ -171,6 +171,9 @@ pub struct TimerService<K, N> {
     /// with.
     #[cfg(feature = "defects")]
     drops_restored: bool,
+    /// Planted on purpose (by the operator it serves): event-time timers fire one ms early.
+    #[cfg(feature = "defects")]
+    fires_early: bool,
 }
 
 impl<K: Key, N: Key> TimerService<K, N> {
@@ -184,6 +187,8 @@ impl<K: Key, N: Key> TimerService<K, N> {
             max_parallelism,
             #[cfg(feature = "defects")]
             drops_restored: false,
+            #[cfg(feature = "defects")]
+            fires_early: false,
         }
     }
 
@@ -236,7 +241,7 @@ impl<K: Key, N: Key> TimerService<K, N> {
     /// `None`: a timer registered while others fire fires in the same pass if it is due.
     pub fn pop_due(&mut self, domain: TimeDomain) -> Option<(Timestamp, K, N)> {
         match domain {
-            TimeDomain::EventTime => self.event_time.pop_due(self.watermark),
+            TimeDomain::EventTime => self.event_time.pop_due(self.event_time_due()),
             TimeDomain::ProcessingTime => self.processing_time.pop_due(self.now),
         }
     }
@@ -305,6 +310,28 @@ impl<K: Key, N: Key> TimerService<K, N> {
     #[cfg(not(feature = "defects"))]
     fn drops_restored(&self) -> bool {
         false
+    }
+
+    /// Breaks the service on purpose, for the simulator to catch: event-time timers fire
+    /// when the watermark is one ms short of them. Its operator plants it.
+    #[cfg(feature = "defects")]
+    pub(crate) fn fire_event_timers_early(&mut self) {
+        self.fires_early = true;
+    }
+
+    /// Up to which time event-time timers are due: the watermark (a planted defect: one ms
+    /// past it).
+    #[cfg(feature = "defects")]
+    fn event_time_due(&self) -> Timestamp {
+        if self.fires_early {
+            return Timestamp(self.watermark.0.saturating_add(1));
+        }
+        self.watermark
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn event_time_due(&self) -> Timestamp {
+        self.watermark
     }
 }
 

@@ -27,6 +27,8 @@ use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
 
 use crate::error::StoreError;
 use crate::fjall_storage::FjallStorage;
+#[cfg(feature = "defects")]
+use rill_core::defects::Defect;
 
 const SNAPSHOTS: &str = "snapshots";
 const METADATA: &str = "metadata";
@@ -118,6 +120,10 @@ pub struct CheckpointStore {
     storage: Arc<dyn Storage>,
     /// Where the store is, for errors: its directory.
     location: String,
+    /// Planted on purpose (feature `defects`, for the simulator): `StoreLatestSkipsNewest`
+    /// or `StoreDiscardOverreaches`.
+    #[cfg(feature = "defects")]
+    defect: Option<Defect>,
 }
 
 fn job_prefix(job: &str) -> Vec<u8> {
@@ -170,7 +176,48 @@ impl CheckpointStore {
         CheckpointStore {
             storage,
             location: location.into(),
+            #[cfg(feature = "defects")]
+            defect: None,
         }
+    }
+
+    /// Breaks the store on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if matches!(
+            defect,
+            Defect::StoreLatestSkipsNewest | Defect::StoreDiscardOverreaches
+        ) {
+            self.defect = Some(defect);
+        }
+    }
+
+    /// How many of the newest checkpoints `latest` passes over without looking: none, unless
+    /// a planted defect skips the newest of two or more.
+    #[cfg(feature = "defects")]
+    fn newest_skipped(&self, checkpoints: usize) -> usize {
+        usize::from(self.defect == Some(Defect::StoreLatestSkipsNewest) && checkpoints >= 2)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn newest_skipped(&self, _checkpoints: usize) -> usize {
+        0
+    }
+
+    /// Where the snapshots a discard deletes are: the checkpoint's own (`prefix`, from the
+    /// start of it) — unless a planted defect scans the whole job from the checkpoint on,
+    /// taking every newer checkpoint's snapshots too.
+    #[cfg(feature = "defects")]
+    fn discarded_snapshots(&self, job: &str, checkpoint_key: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        if self.defect == Some(Defect::StoreDiscardOverreaches) {
+            return (job_prefix(job), checkpoint_key);
+        }
+        (checkpoint_key, Vec::new())
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn discarded_snapshots(&self, _job: &str, checkpoint_key: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        (checkpoint_key, Vec::new())
     }
 
     fn storage_error(&self, source: StorageError) -> StoreError {
@@ -311,7 +358,9 @@ impl CheckpointStore {
     /// checkpoints are there but none is intact.
     pub fn latest(&self, job: &str) -> Result<Option<IntactCheckpoint>, StoreError> {
         let mut skipped = Vec::new();
-        for (_, metadata) in self.metadata_of(job)?.into_iter().rev() {
+        let stored = self.metadata_of(job)?;
+        let passed_over = self.newest_skipped(stored.len());
+        for (_, metadata) in stored.into_iter().rev().skip(passed_over) {
             let metadata = match metadata {
                 Ok(metadata) => metadata,
                 Err(damage) => {
@@ -476,9 +525,10 @@ impl CheckpointStore {
     /// Deletes a checkpoint, its metadata and snapshots in one atomic batch.
     pub fn discard(&self, job: &str, checkpoint: CheckpointId) -> Result<(), StoreError> {
         let key = checkpoint_key(job, checkpoint);
+        let (prefix, from) = self.discarded_snapshots(job, key.clone());
         let snapshots = self
             .storage
-            .keys(SNAPSHOTS, &key, &[], usize::MAX)
+            .keys(SNAPSHOTS, &prefix, &from, usize::MAX)
             .map_err(|e| self.storage_error(e))?;
         let mut ops = vec![WriteOp::Delete {
             space: METADATA,

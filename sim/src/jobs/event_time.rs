@@ -3,10 +3,14 @@
 //!
 //! Every job reads its topics with a watermark strategy that allows [`OUT_OF_ORDERNESS_MS`] of
 //! out-of-orderness per partition, and its input is generated so that **no record is ever
-//! late**: record `i` of a topic has event time `START_MS + i * STEP_MS` less a random delay of
-//! at most [`JITTER_MS`] (`< OUT_OF_ORDERNESS_MS`), so in every partition each record's time is
-//! above the largest time before it less the out-of-orderness, hence above the partition's
-//! watermark — and so above every watermark downstream, which is a minimum over partitions.
+//! late, and many are as late as can be**: record `i` of a topic has event time
+//! `START_MS + i * STEP_MS` less a random delay of up to [`JITTER_MS`] (more than the
+//! out-of-orderness), but never further than [`OUT_OF_ORDERNESS_MS`] behind the largest time
+//! before it in its partition: where the delay would take it further, it sits **exactly on
+//! that bound** ([`Timeline`]). The partition's watermark is one ms below the bound, so the
+//! record is not late — and every watermark downstream, a minimum over partitions, is at most
+//! that. A window or timer that fires one ms early misses such a record (the tumbling windows
+//! are offset by [`TUMBLING_OFFSET_MS`] so that their last ms is even, as bound records are).
 //! With no late record, what a window, a timer or a join emits depends on the input only, not
 //! on how the run interleaved the partitions, nor on where it crashed and what it replayed:
 //! the committed output of every run must equal the reference, computed directly from the
@@ -62,9 +66,9 @@ use crate::log::{LogRecord, SimLog};
 
 /// The out-of-orderness the sources' watermark strategy allows, per partition.
 pub const OUT_OF_ORDERNESS_MS: i64 = 100;
-/// How far behind its place in the log a record's event time may be: less than the
-/// out-of-orderness, so that no record is late.
-pub const JITTER_MS: i64 = 80;
+/// How far behind its place in the log a record's event time may be drawn: more than the
+/// out-of-orderness, so that many records are held exactly on it (see [`Timeline`]).
+pub const JITTER_MS: i64 = 120;
 /// Event time between consecutive records of a topic (before the jitter); even, as every
 /// timestamp is.
 pub const STEP_MS: i64 = 2;
@@ -72,6 +76,10 @@ pub const STEP_MS: i64 = 2;
 pub const START_MS: i64 = 1_000;
 /// The tumbling windows of `window-aggregate`.
 pub const TUMBLING_MS: i64 = 20;
+/// ... offset by 1 ms: `[20k + 1, 20k + 21)`, whose last ms is even, so that a record on the
+/// out-of-orderness bound can be a window's last and arrive when the watermark is one ms short
+/// of firing it.
+pub const TUMBLING_OFFSET_MS: i64 = 1;
 /// The sliding windows of `window-aggregate`: their length ...
 pub const SLIDING_MS: i64 = 60;
 /// ... the distance between their starts ...
@@ -90,7 +98,10 @@ pub const INTERVAL_UPPER_MS: i64 = 30;
 /// The tumbling windows of the window join.
 pub const JOIN_WINDOW_MS: i64 = 40;
 
-const _: () = assert!(JITTER_MS < OUT_OF_ORDERNESS_MS, "records would be late");
+const _: () = assert!(
+    JITTER_MS > OUT_OF_ORDERNESS_MS,
+    "records would never sit on the bound"
+);
 const _: () = assert!(STEP_MS % 2 == 0 && START_MS % 2 == 0 && SESSION_GAP_MS % 2 == 1);
 
 /// The side output late records would go to: none do, so it is never read, and a late
@@ -127,13 +138,34 @@ pub fn strategy() -> WatermarkStrategy {
     ))
 }
 
-/// The event time of the `index`-th record of a topic: its place in time, less an even random
-/// delay of at most [`JITTER_MS`].
-fn event_time(index: usize, rng: &mut impl Rng) -> i64 {
-    START_MS + index as i64 * STEP_MS - 2 * rng.random_range(0..=JITTER_MS / 2)
+/// The event times of one topic's records, partition by partition: the `index`-th lies at its
+/// place in time less an even random delay of up to [`JITTER_MS`], but never more than
+/// [`OUT_OF_ORDERNESS_MS`] behind the largest time before it in its partition — where the
+/// delay would take it further, exactly that far. So no record is late, and many are on the
+/// bound: one ms above their partition's watermark.
+pub(super) struct Timeline {
+    /// The largest time so far, by partition.
+    largest: Vec<i64>,
 }
 
-fn timed(value: Vec<u8>, timestamp: i64) -> LogRecord {
+impl Timeline {
+    pub(super) fn new(partitions: usize) -> Self {
+        Timeline {
+            largest: vec![i64::MIN; partitions],
+        }
+    }
+
+    /// The time of record `index` of the topic, which goes to `partition`.
+    pub(super) fn next(&mut self, index: usize, partition: usize, rng: &mut impl Rng) -> i64 {
+        let drawn = START_MS + index as i64 * STEP_MS - 2 * rng.random_range(0..=JITTER_MS / 2);
+        let largest = &mut self.largest[partition];
+        let time = drawn.max(largest.saturating_sub(OUT_OF_ORDERNESS_MS));
+        *largest = (*largest).max(time);
+        time
+    }
+}
+
+pub(super) fn timed(value: Vec<u8>, timestamp: i64) -> LogRecord {
     debug_assert_eq!(timestamp % 2, 0, "timestamps are even");
     LogRecord {
         value: value.into(),
@@ -169,12 +201,14 @@ fn window_results(sums: WindowSums) -> Multiset {
 /// each key, summed.
 pub(super) fn window_aggregate(input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
     let mut by_partition = vec![Vec::new(); input.partitions.max(1) as usize];
+    let mut timeline = Timeline::new(by_partition.len());
     let mut sums = WindowSums::new();
     for index in 0..input.records {
         let key = rng.random_range(0..input.keys.max(1));
         let value = rng.random_range(-50i64..=100);
-        let time = event_time(index, rng);
-        let start = floor_to(time, TUMBLING_MS);
+        let partition = rng.random_range(0..by_partition.len());
+        let time = timeline.next(index, partition, rng);
+        let start = floor_to(time - TUMBLING_OFFSET_MS, TUMBLING_MS) + TUMBLING_OFFSET_MS;
         add_reading(
             &mut sums,
             (TUMBLING, key, start, start + TUMBLING_MS),
@@ -186,7 +220,6 @@ pub(super) fn window_aggregate(input: &InputSpec, rng: &mut impl Rng) -> Generat
             add_reading(&mut sums, (SLIDING, key, start, start + SLIDING_MS), value);
             start -= SLIDE_MS;
         }
-        let partition = rng.random_range(0..by_partition.len());
         by_partition[partition].push(timed(encode(&(key, value)), time));
     }
     GeneratedInput {
@@ -205,13 +238,15 @@ pub(super) fn window_aggregate(input: &InputSpec, rng: &mut impl Rng) -> Generat
 pub(super) fn session_windows(input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
     let partitions = input.partitions.max(1);
     let mut by_partition = vec![Vec::new(); partitions as usize];
+    let mut timeline = Timeline::new(by_partition.len());
     let mut by_key: BTreeMap<u32, Vec<(i64, i64)>> = BTreeMap::new();
     for index in 0..input.records {
         let key = rng.random_range(0..input.keys.max(1));
         let value = rng.random_range(-50i64..=100);
-        let time = event_time(index, rng);
+        let partition = (key % partitions) as usize;
+        let time = timeline.next(index, partition, rng);
         by_key.entry(key).or_default().push((time, value));
-        by_partition[(key % partitions) as usize].push(timed(encode(&(key, value)), time));
+        by_partition[partition].push(timed(encode(&(key, value)), time));
     }
     let mut sums = WindowSums::new();
     for (key, mut readings) in by_key {
@@ -248,13 +283,14 @@ pub(super) fn session_windows(input: &InputSpec, rng: &mut impl Rng) -> Generate
 /// `event-timers`: readings in random partitions; one result per key and distinct timestamp.
 pub(super) fn event_timers(input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
     let mut by_partition = vec![Vec::new(); input.partitions.max(1) as usize];
+    let mut timeline = Timeline::new(by_partition.len());
     let mut by_key: BTreeMap<u32, BTreeMap<i64, u32>> = BTreeMap::new();
     for index in 0..input.records {
         let key = rng.random_range(0..input.keys.max(1));
         let value = rng.random_range(-50i64..=100);
-        let time = event_time(index, rng);
-        *by_key.entry(key).or_default().entry(time).or_default() += 1;
         let partition = rng.random_range(0..by_partition.len());
+        let time = timeline.next(index, partition, rng);
+        *by_key.entry(key).or_default().entry(time).or_default() += 1;
         by_partition[partition].push(timed(encode(&(key, value)), time));
     }
     let mut expected = Multiset::default();
@@ -286,13 +322,14 @@ pub(super) fn join(input: &InputSpec, rng: &mut impl Rng) -> GeneratedInput {
     let mut sides: Vec<BTreeMap<u32, Vec<(i64, u32)>>> = Vec::new();
     for topic in ["left", "right"] {
         let mut by_partition = vec![Vec::new(); input.partitions.max(1) as usize];
+        let mut timeline = Timeline::new(by_partition.len());
         let mut by_key: BTreeMap<u32, Vec<(i64, u32)>> = BTreeMap::new();
         for index in 0..per_side {
             let key = rng.random_range(0..input.keys.max(1));
             let id = index as u32;
-            let time = event_time(index, rng);
-            by_key.entry(key).or_default().push((time, id));
             let partition = rng.random_range(0..by_partition.len());
+            let time = timeline.next(index, partition, rng);
+            by_key.entry(key).or_default().push((time, id));
             by_partition[partition].push(timed(encode(&(key, id)), time));
         }
         topics.push(TopicInput {
@@ -504,7 +541,7 @@ impl GraphBuilder {
     /// A keyed process function `name`, fed from `from` by key, and the selector of its main
     /// output chained behind it; returns the selector. The scenario's defect is planted in the
     /// operator.
-    fn keyed_process<P>(
+    pub(super) fn keyed_process<P>(
         &mut self,
         name: &str,
         parallelism: u32,
@@ -596,7 +633,7 @@ pub(super) fn window_aggregate_graph(
             move || AggregateProcessWindow::new(sum_count.clone(), NameWindow { kind: TUMBLING }),
             Windowing::on_time(WindowAssigner::Tumbling {
                 size: TUMBLING_MS,
-                offset: 0,
+                offset: TUMBLING_OFFSET_MS,
             }),
         )
     };
@@ -707,7 +744,7 @@ pub(super) fn join_graph(job: &mut GraphBuilder, log: &SimLog, parallelism: &dyn
 
 /// The keyed state left in the operators `uids` in a checkpoint: for each state table that
 /// still holds something, how many key groups it has. A job that ended cleanly leaves none.
-fn leftover_state(
+pub(super) fn leftover_state(
     CompletedCheckpoint {
         metadata,
         snapshots,
@@ -765,7 +802,9 @@ pub(super) fn final_state(
         JobKind::Wordcount
         | JobKind::RunningSum
         | JobKind::UnionBroadcast
-        | JobKind::LogPipeline => Err(format!("'{}' is not an event-time job", kind.name())),
+        | JobKind::LogPipeline
+        | JobKind::BucketSums
+        | JobKind::ProcessingTimers => Err(format!("'{}' is not an event-time job", kind.name())),
     }
 }
 
@@ -806,7 +845,9 @@ pub(super) fn render(kind: super::JobKind, record: &LogRecord) -> (String, Strin
         JobKind::Wordcount
         | JobKind::RunningSum
         | JobKind::UnionBroadcast
-        | JobKind::LogPipeline => (String::new(), String::new()),
+        | JobKind::LogPipeline
+        | JobKind::BucketSums
+        | JobKind::ProcessingTimers => (String::new(), String::new()),
     }
 }
 
@@ -838,20 +879,25 @@ mod tests {
     }
 
     #[test]
-    fn no_record_is_late_in_its_partition_yet_many_arrive_out_of_order() {
+    fn no_record_is_late_in_its_partition_yet_many_sit_on_the_bound() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let input = window_aggregate(&spec(2_000, 3, 20), &mut rng);
-        let mut out_of_order = 0;
+        let (mut out_of_order, mut on_the_bound) = (0, 0);
         for partition in times(&input) {
             let mut largest = i64::MIN;
             for time in partition {
                 // The partition's watermark is `largest - OUT_OF_ORDERNESS_MS - 1`.
                 assert!(time > largest.saturating_sub(OUT_OF_ORDERNESS_MS + 1));
                 out_of_order += usize::from(time < largest);
+                on_the_bound += usize::from(time == largest.saturating_sub(OUT_OF_ORDERNESS_MS));
                 largest = largest.max(time);
             }
         }
         assert!(out_of_order > 500, "{out_of_order} records out of order");
+        assert!(
+            on_the_bound >= 20,
+            "{on_the_bound} records exactly on the out-of-orderness bound"
+        );
     }
 
     #[test]
@@ -863,7 +909,11 @@ mod tests {
             let record = timed(bytes.clone(), 0);
             let (kind, _, start, end, _, count): WindowResult = decode(&record);
             let size = [TUMBLING_MS, SLIDING_MS][usize::from(kind)];
-            assert_eq!((end - start, start.rem_euclid(SLIDE_MS)), (size, 0));
+            let offset = [TUMBLING_OFFSET_MS, 0][usize::from(kind)];
+            assert_eq!(
+                (end - start, (start - offset).rem_euclid(SLIDE_MS)),
+                (size, 0)
+            );
             counted[usize::from(kind)] += count;
         }
         let per_record = (SLIDING_MS / SLIDE_MS) as u32;

@@ -4,6 +4,7 @@
 
 use rill_core::coordinator::CompletedCheckpoint;
 use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
+use rill_core::layout::StateAssigner;
 
 use super::*;
 
@@ -85,7 +86,11 @@ impl World {
                 return;
             }
         };
-        let start = match start_attempt(from, &self.shape.layout, Some(next_id)) {
+        let mut assigner = StateAssigner::default();
+        if let Some(defect) = self.defect {
+            assigner.plant_defect(defect);
+        }
+        let start = match assigner.start_attempt(from, &self.shape.layout, Some(next_id)) {
             Ok(start) => start,
             Err(error) => {
                 let reason = format!(
@@ -96,6 +101,14 @@ impl World {
                 return;
             }
         };
+        if let Some(from) = from
+            && let Err(reason) = self
+                .restores
+                .check(from, &self.shape.layout, &start.restored)
+        {
+            self.outcome = Some(Outcome::Misrestored(reason));
+            return;
+        }
         self.trace(10, [from_id.map_or(0, |c| c.0), 0, 0], || match from_id {
             Some(checkpoint) => format!("deploy attempt {number}, restored from {checkpoint}"),
             None => format!("deploy attempt {number} from the start of its input"),
@@ -118,7 +131,10 @@ impl World {
         for (position, snapshot) in start.restored.into_iter().enumerate() {
             let wiring = self.shape.topology.subtask(position);
             let id = wiring.id;
-            let mut core = self.shape.plan.build_subtask(&self.shape.graph, id, self.flow);
+            let mut core = self
+                .shape
+                .plan
+                .build_subtask(&self.shape.graph, id, self.flow);
             if let Some(defect) = self.defect {
                 core.plant_defect(defect);
             }

@@ -23,6 +23,9 @@ impl World {
         };
         let (kind, name) = message.kind();
         let digest = message.digest();
+        if let Message::Batch { batch, .. } = &message {
+            self.records_delivered += batch.record_count() as u64;
+        }
         let to_index = match to {
             Endpoint::Subtask(index) | Endpoint::Partitioner(index) => index as u64,
             Endpoint::Coordinator => u64::MAX,

@@ -43,9 +43,9 @@ impl World {
             Fault::CrashSubtask { target } => {
                 let candidates: Vec<usize> = (0..self.shape.subtasks())
                     .filter(|&index| {
-                        target
-                            .as_ref()
-                            .is_none_or(|name| self.shape.topology.subtask(index).operators.contains(name))
+                        target.as_ref().is_none_or(|name| {
+                            self.shape.topology.subtask(index).operators.contains(name)
+                        })
                     })
                     .collect();
                 if let Some(&index) = candidates.choose(&mut self.rng) {

@@ -45,13 +45,14 @@ use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
 use rill_core::graph::JobGraph;
 use rill_core::job_master::JobMasterCore;
-use rill_core::layout::{JobLayout, start_attempt};
+use rill_core::layout::JobLayout;
 use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::PhysicalPlan;
-use rill_core::topology::Topology;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
+use rill_core::topology::Topology;
 use rill_store::CheckpointStore;
 
+use crate::accounting::Restores;
 use crate::disk::UnsyncedFate;
 use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
 use crate::log::{LogRecord, SimLog};
@@ -87,6 +88,8 @@ pub enum Outcome {
     Stuck(String),
     /// A store found its contract broken.
     StorageViolated(String),
+    /// A restore lost, doubled or misplaced state (see [`crate::accounting`]).
+    Misrestored(String),
 }
 
 /// What a run did.
@@ -368,6 +371,8 @@ pub struct World {
     disk: SimDisk,
     /// `rill-store`'s checkpoint store, on the simulated disk.
     store: CheckpointStore,
+    /// The restores so far, accounted for.
+    restores: Restores,
     /// The job master of the running process; gone with a crash of the process.
     master: Option<JobMasterCore<String, ()>>,
     attempt: Option<Attempt>,
@@ -388,13 +393,33 @@ pub struct World {
     ready: Vec<Action>,
     trace: Trace,
     stats: RunStats,
+    /// Records delivered to subtasks and partitioners so far: part of what shows progress.
+    records_delivered: u64,
 }
+
+/// What moves when a run makes progress; a run whose marks stay put too long is stuck.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ProgressMarks {
+    records_delivered: u64,
+    checkpoints_completed: u64,
+    recoveries: u64,
+    faults_injected: u64,
+    arrivals_left: usize,
+}
+
+/// A run that made no progress for this long (virtual µs, beyond twice the checkpoint
+/// timeout) is stuck, unless its scenario says otherwise.
+const STALL_BEYOND_TIMEOUTS_US: u64 = 1_000_000;
 
 impl World {
     /// A world about to deploy the job for the first time.
     pub fn new(setup: WorldSetup, rng: ChaCha8Rng, trace: Trace) -> Result<Self, String> {
         let shape = Shape::new(setup.graph)?;
         let disk = SimDisk::tearing();
+        let mut store = CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk");
+        if let Some(defect) = setup.defect {
+            store.plant_defect(defect);
+        }
         Ok(World {
             rng,
             now_us: 0,
@@ -403,8 +428,9 @@ impl World {
             rescaled: BTreeMap::new(),
             flow: setup.flow,
             log: setup.log,
-            store: CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk"),
+            store,
             disk,
+            restores: Restores::default(),
             master: None,
             attempt: None,
             deployments: 0,
@@ -422,16 +448,35 @@ impl World {
             ready: Vec::new(),
             trace,
             stats: RunStats::default(),
+            records_delivered: 0,
         })
     }
 
-    /// Runs until the job finishes, fails, or exceeds the limits.
+    /// Runs until the job finishes, fails, stops making progress, or exceeds the limits.
     pub fn run(mut self) -> RunResult {
+        let stall_us = match self.limits.stall_ms {
+            Some(stall_ms) => stall_ms.saturating_mul(1_000),
+            None => (self.shape.graph.checkpoint.timeout_ms.saturating_mul(2_000))
+                .saturating_add(STALL_BEYOND_TIMEOUTS_US),
+        };
+        let mut marks = self.progress_marks();
+        let mut progressed_at_us = self.now_us;
         while self.outcome.is_none() {
             if self.stats.steps >= self.limits.max_steps
                 || self.now_us >= self.limits.max_virtual_ms.saturating_mul(1_000)
             {
                 self.outcome = Some(Outcome::Stuck(self.stuck_reason()));
+                break;
+            }
+            let now_marks = self.progress_marks();
+            if now_marks != marks {
+                (marks, progressed_at_us) = (now_marks, self.now_us);
+            } else if self.now_us.saturating_sub(progressed_at_us) > stall_us {
+                self.outcome = Some(Outcome::Stuck(format!(
+                    "no progress (no record delivered, checkpoint completed, attempt deployed, fault fired or input appended) for {} virtual ms: {}",
+                    stall_us / 1_000,
+                    self.stuck_reason()
+                )));
                 break;
             }
             self.arm_due_faults();
@@ -459,6 +504,16 @@ impl World {
                 .master
                 .as_ref()
                 .and_then(|master| master.latest().cloned()),
+        }
+    }
+
+    fn progress_marks(&self) -> ProgressMarks {
+        ProgressMarks {
+            records_delivered: self.records_delivered,
+            checkpoints_completed: self.stats.checkpoints_completed,
+            recoveries: self.stats.recoveries,
+            faults_injected: self.stats.faults_injected,
+            arrivals_left: self.arrivals.len(),
         }
     }
 

@@ -6,7 +6,7 @@ use rill_sim::runner::{run_seed, shrink};
 use rill_sim::scenario::Scenario;
 
 /// A small scenario of `job`, with `role` at parallelism 2 and `faults` appended.
-fn scenario(job: &str, role: &str, faults: &str) -> Scenario {
+pub(crate) fn scenario(job: &str, role: &str, faults: &str) -> Scenario {
     let text = format!(
         r#"
 description = "{job} in a test"

@@ -6,10 +6,11 @@ use std::path::Path;
 
 use rill_sim::faults::Defect;
 use rill_sim::jobs::JobKind;
-use rill_sim::runner::{run_seed, schedule_of, shrink};
+use rill_sim::runner::{run_seed, schedule_of, select_faults, shrink, shrink_to_indices};
 use rill_sim::scenario::{Expect, Scenario};
 
 mod event_time;
+mod process;
 
 const WORDCOUNT: &str = r#"
 description = "word count with two subtask crashes"
@@ -122,6 +123,36 @@ count = 3
             .is_some()
     });
     assert!(caught, "no seed caught the sink that commits early");
+}
+
+#[test]
+fn a_hung_run_is_cut_short_once_progress_stops() {
+    let stalling = with_defect("partitioner-leaks-credits");
+    let report = run_seed(&stalling, 0, Some(Vec::new()), false);
+    let violation = report.checked.violation.expect("the stall is caught");
+    assert_eq!(violation.property, "liveness");
+    assert!(
+        violation.detail.contains("no progress")
+            && violation.detail.contains("for 5000 virtual ms"),
+        "{}",
+        violation.detail
+    );
+}
+
+#[test]
+fn a_shrunk_schedule_replays_by_the_indices_it_kept() {
+    let broken = with_defect("source-forgets-offsets");
+    let failing = (0..10)
+        .map(|seed| run_seed(&broken, seed, None, false))
+        .find(|report| report.checked.violation.is_some())
+        .expect("some seed catches the broken source");
+    let kept = shrink_to_indices(&broken, failing.seed, &failing.schedule);
+    let replayed = select_faults(&schedule_of(&broken, failing.seed), &kept);
+    assert_eq!(replayed, shrink(&broken, failing.seed, &failing.schedule));
+    let again = run_seed(&broken, failing.seed, Some(replayed.clone()), false);
+    let once_more = run_seed(&broken, failing.seed, Some(replayed), false);
+    assert!(again.checked.violation.is_some());
+    assert_eq!(again.trace_hash, once_more.trace_hash);
 }
 
 #[test]

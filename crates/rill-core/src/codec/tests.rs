@@ -86,6 +86,20 @@ fn an_intact_envelope_around_another_payload_is_a_payload_error() {
     assert!(matches!(error, CodecError::Payload(_)), "{error}");
 }
 
+#[test]
+fn a_length_prefix_beyond_any_stored_value_is_refused_not_allocated() {
+    // A string whose prefix (bincode's varint: 253, then a little-endian u64) declares
+    // 2^62 bytes: allocating it first aborted the process (found by
+    // `arbitrary_bytes_never_panic`).
+    let mut bytes = vec![253];
+    bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    bytes.extend_from_slice(b"tail");
+    let error = decode::<String>(&bytes).unwrap_err();
+    assert!(matches!(error, CodecError::Payload(_)), "{error}");
+    let error = decode::<(u32, String, Vec<u8>)>(&[0, 253, 0, 0, 0, 0, 0, 0, 0, 0x40]).unwrap_err();
+    assert!(matches!(error, CodecError::Payload(_)), "{error}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 

@@ -100,11 +100,14 @@ impl<W: WindowFunction> WindowOperator<W> {
 
     /// Breaks the operator on purpose, for the simulator to catch: with `WindowDropsTimers`,
     /// restored, it drops its pending timers, so its restored windows never fire (unless a new
-    /// record schedules them again).
+    /// record schedules them again); with `EventTimersFireEarly`, its windows fire when the
+    /// watermark is one ms short of their end.
     #[cfg(feature = "defects")]
     pub fn plant_defect(&mut self, defect: Defect) {
-        if defect == Defect::WindowDropsTimers {
-            self.timers.drop_restored_timers();
+        match defect {
+            Defect::WindowDropsTimers => self.timers.drop_restored_timers(),
+            Defect::EventTimersFireEarly => self.timers.fire_event_timers_early(),
+            _ => {}
         }
     }
 
