@@ -15,7 +15,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
-use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp};
+use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp, scan_start};
 
 use crate::disk::{CrashDamage, Durable, Journaled, UnsyncedFate};
 
@@ -257,7 +257,7 @@ impl Storage for SimDisk {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = if from > prefix { from } else { prefix };
+        let start = scan_start(prefix, from);
         let disk = self.disk();
         Ok(disk
             .journal
@@ -274,7 +274,7 @@ impl Storage for SimDisk {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
-        let start = if from > prefix { from } else { prefix };
+        let start = scan_start(prefix, from);
         let disk = self.disk();
         Ok(disk
             .journal

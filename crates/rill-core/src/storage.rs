@@ -47,6 +47,12 @@ pub enum Durability {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// Where a scan of keys that start with `prefix` and are at least `from` begins: the larger of
+/// the two.
+pub fn scan_start<'a>(prefix: &'a [u8], from: &'a [u8]) -> &'a [u8] {
+    from.max(prefix)
+}
+
 /// A storage engine failed; the message says how.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp};
+use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp, scan_start};
 
 use crate::error::StoreError;
 
@@ -96,7 +96,7 @@ impl Storage for FjallStorage {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = if from > prefix { from } else { prefix };
+        let start = scan_start(prefix, from);
         let mut entries = Vec::new();
         for guard in self.space(space)?.range(start..) {
             if entries.len() >= limit {
@@ -118,7 +118,7 @@ impl Storage for FjallStorage {
         from: &[u8],
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
-        let start = if from > prefix { from } else { prefix };
+        let start = scan_start(prefix, from);
         let mut keys = Vec::new();
         for guard in self.space(space)?.range(start..) {
             if keys.len() >= limit {
