@@ -204,8 +204,9 @@ pub struct Envelope;
 impl Envelope {
     /// The value in an envelope of `kind`, at the kind's current version.
     pub fn seal<T: Serialize + ?Sized>(kind: Kind, value: &T) -> Result<Vec<u8>, CodecError> {
-        let payload = encode(value)?;
-        Ok(Envelope::wrap(kind, kind.current_version(), &payload))
+        Envelope::build(kind, kind.current_version(), 0, |out| {
+            encode_into(value, out)
+        })
     }
 
     /// `payload` in an envelope of `kind` and `version`.

@@ -163,6 +163,30 @@ fn parse_key(job: &str, key: &[u8]) -> Result<(CheckpointId, Option<usize>), Sto
     }
 }
 
+/// The metadata stored under `checkpoint`'s key, or what is wrong with it (its bytes, or a
+/// checkpoint id other than its key's).
+fn decode_metadata(
+    job: &str,
+    checkpoint: CheckpointId,
+    value: &[u8],
+) -> Result<CheckpointMetadata, Damage> {
+    let damage = |error| Damage {
+        job: job.to_owned(),
+        checkpoint,
+        value: StoredValue::Metadata,
+        problem: Problem::Unreadable(error),
+    };
+    let metadata: CheckpointMetadata =
+        Envelope::open(Kind::CheckpointMetadata, value).map_err(damage)?;
+    if metadata.checkpoint != checkpoint {
+        return Err(damage(CodecError::Payload(format!(
+            "stored under {checkpoint} but names {}",
+            metadata.checkpoint
+        ))));
+    }
+    Ok(metadata)
+}
+
 impl CheckpointStore {
     /// Opens the store in the directory `dir` (fjall), creating it if needed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -311,29 +335,7 @@ impl CheckpointStore {
             .into_iter()
             .map(|(key, value)| {
                 let (checkpoint, _) = parse_key(job, &key)?;
-                let decoded =
-                    Envelope::open::<CheckpointMetadata>(Kind::CheckpointMetadata, &value)
-                        .map_err(|error| Damage {
-                            job: job.to_owned(),
-                            checkpoint,
-                            value: StoredValue::Metadata,
-                            problem: Problem::Unreadable(error),
-                        })
-                        .and_then(|metadata| {
-                            if metadata.checkpoint == checkpoint {
-                                Ok(metadata)
-                            } else {
-                                Err(Damage {
-                                    job: job.to_owned(),
-                                    checkpoint,
-                                    value: StoredValue::Metadata,
-                                    problem: Problem::Unreadable(CodecError::Payload(format!(
-                                        "stored under {checkpoint} but names {}",
-                                        metadata.checkpoint
-                                    ))),
-                                })
-                            }
-                        });
+                let decoded = decode_metadata(job, checkpoint, &value);
                 Ok((checkpoint, decoded))
             })
             .collect()
@@ -404,15 +406,7 @@ impl CheckpointStore {
         else {
             return Ok(None);
         };
-        let metadata: CheckpointMetadata = Envelope::open(Kind::CheckpointMetadata, &value)
-            .map_err(|error| {
-                StoreError::Damaged(Damage {
-                    job: job.to_owned(),
-                    checkpoint,
-                    value: StoredValue::Metadata,
-                    problem: Problem::Unreadable(error),
-                })
-            })?;
+        let metadata = decode_metadata(job, checkpoint, &value).map_err(StoreError::Damaged)?;
         let snapshots = self
             .snapshots_of(job, &metadata)?
             .map_err(StoreError::Damaged)?;

@@ -145,8 +145,9 @@ fn input_channels_are_one_for_forward_and_the_upstream_parallelism_otherwise() {
     }
 }
 
-#[test]
-fn partitioner_targets_match_the_channels_they_feed() {
+/// Sources `a` (3) and `b` (2) into `fwd` (3; forward from `a`, rebalanced from `b`),
+/// broadcast to `spread` (4).
+fn fan_in_fan_out() -> (JobGraph, [OperatorId; 4]) {
     let mut graph = JobGraph::new("targets");
     let a = numbers(&mut graph, "a", 3);
     let b = numbers(&mut graph, "b", 2);
@@ -155,6 +156,12 @@ fn partitioner_targets_match_the_channels_they_feed() {
     forward(&mut graph, a, fwd);
     rebalance::<u64>(&mut graph, b, fwd);
     broadcast(&mut graph, fwd, spread);
+    (graph, [a, b, fwd, spread])
+}
+
+#[test]
+fn partitioner_targets_match_the_channels_they_feed() {
+    let (graph, [a, b, fwd, _]) = fan_in_fan_out();
     let plan = PhysicalPlan::new(&graph).unwrap();
     // A forward partitioner has one target: the same index, on the edge's first channel.
     for index in 0..3 {
@@ -197,14 +204,7 @@ fn partitioner_targets_match_the_channels_they_feed() {
 
 #[test]
 fn the_topology_is_the_plan_as_drivers_wire_it() {
-    let mut graph = JobGraph::new("topology");
-    let a = numbers(&mut graph, "a", 3);
-    let b = numbers(&mut graph, "b", 2);
-    let fwd = passthrough(&mut graph, "fwd", 3);
-    let spread = passthrough(&mut graph, "spread", 4);
-    forward(&mut graph, a, fwd);
-    rebalance::<u64>(&mut graph, b, fwd);
-    broadcast(&mut graph, fwd, spread);
+    let (graph, _) = fan_in_fan_out();
     let plan = PhysicalPlan::new(&graph).unwrap();
     let topology = Topology::new(&plan, &graph);
     assert_eq!(topology.len(), plan.subtasks().count());
