@@ -12,7 +12,8 @@
 //! The machine is shared and noisy, so rows are compared as **ratios** to the hand-written
 //! loop measured in the same invocation (`baseline-keyed` for every keyed-state workload,
 //! `baseline-stateless` for the stateless one): `--save-baseline` writes each row's ratio and
-//! peak memory to `xtask/bench-baseline.json` (committed), and `--compare` runs the same rows
+//! peak memory to `xtask/bench-baseline.json` (committed; with `--workload`, only that
+//! workload's rows are replaced), and `--compare` runs the same rows
 //! and fails if a ratio fell, or peak memory rose, by more than a quarter.
 
 use std::path::Path;
@@ -354,11 +355,18 @@ pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         bail!("wrong results from: {}", failed.join(", "));
     }
     if args.save_baseline {
+        let path = root.join(BASELINE_FILE);
+        // A run of some workloads replaces their rows and keeps the others'.
+        let mut saved = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|baseline| baseline["rows"].as_object().cloned())
+            .unwrap_or_default();
+        saved.extend(rows.clone());
         let baseline = serde_json::json!({
             "about": "cargo xtask bench rows as ratios of events/s to the hand-written loop of the same run, and peak memory; written by cargo xtask bench --save-baseline, read by --compare",
-            "rows": rows,
+            "rows": saved,
         });
-        let path = root.join(BASELINE_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&baseline)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("baseline written to {BASELINE_FILE}");
