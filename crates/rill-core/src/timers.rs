@@ -13,6 +13,13 @@
 //! order they would have. A timer registered before a crash fires after recovery, once: the
 //! checkpoint holds it only if it had not fired when the barrier passed. The operator's
 //! watermark is kept too, so that what was late before a failure is late after it.
+//!
+//! The end of input is not a watermark that survives: when a bounded input ends, the driver
+//! moves the watermark to the end of time (`Timestamp::MAX`) so that every timer fires, but a
+//! snapshot keeps the last watermark the input itself gave. A job started again on new records
+//! from a bounded run's final checkpoint treats them as the input's continuation: late only if
+//! they are late for the watermark its records had reached (windows the end of input fired
+//! early fire a second time, over the new records only, when the watermark passes them).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
@@ -165,6 +172,8 @@ pub struct TimerService<K, N> {
     event_time: TimerQueue<K, N>,
     processing_time: TimerQueue<K, N>,
     watermark: Timestamp,
+    /// The last watermark below the end of time: what a snapshot keeps.
+    input_watermark: Timestamp,
     now: Timestamp,
     max_parallelism: u32,
     /// Planted on purpose (by the operator it serves): it drops the timers it is restored
@@ -183,6 +192,7 @@ impl<K: Key, N: Key> TimerService<K, N> {
             event_time: TimerQueue::new(),
             processing_time: TimerQueue::new(),
             watermark: Timestamp::MIN,
+            input_watermark: Timestamp::MIN,
             now: Timestamp::MIN,
             max_parallelism,
             #[cfg(feature = "defects")]
@@ -227,9 +237,13 @@ impl<K: Key, N: Key> TimerService<K, N> {
         }
     }
 
-    /// Moves the watermark to `watermark` (never back).
+    /// Moves the watermark to `watermark` (never back). `Timestamp::MAX` is the end of input:
+    /// every timer fires, but snapshots keep the watermark before it.
     pub fn advance_watermark(&mut self, watermark: Timestamp) {
         self.watermark = self.watermark.max(watermark);
+        if watermark < Timestamp::MAX {
+            self.input_watermark = self.input_watermark.max(watermark);
+        }
     }
 
     /// Moves processing time to `now` (never back).
@@ -263,9 +277,9 @@ impl<K: Key, N: Key> TimerService<K, N> {
 
     /// The operator's watermark, encoded as operator (non-keyed) state: restored, a window
     /// closed before a failure stays closed to the records replayed after it, as without the
-    /// failure.
+    /// failure. The end of input is not kept: the watermark before it is.
     pub fn snapshot_watermark(&self) -> Result<Vec<u8>, StateError> {
-        encode(WATERMARK, &self.watermark)
+        encode(WATERMARK, &self.input_watermark)
     }
 
     /// Restores the watermark from the states [`TimerService::snapshot_watermark`] gave: the
@@ -413,6 +427,26 @@ mod tests {
                 "registered again after key 0, key 2 fires after it"
             );
         }
+    }
+
+    #[test]
+    fn the_end_of_input_is_not_kept_in_a_snapshot_the_watermark_before_it_is() {
+        let mut timers = TimerService::<u32, ()>::new(128);
+        timers.advance_watermark(Timestamp(70));
+        timers.advance_watermark(Timestamp::MAX);
+        assert_eq!(
+            timers.current_watermark(),
+            Timestamp::MAX,
+            "every timer is due"
+        );
+        let state = timers.snapshot_watermark().unwrap();
+        let mut restored = TimerService::<u32, ()>::new(128);
+        restored.restore_watermark(&[state]).unwrap();
+        assert_eq!(
+            restored.current_watermark(),
+            Timestamp(70),
+            "a run started again from the final checkpoint goes on from the input's watermark"
+        );
     }
 
     #[test]

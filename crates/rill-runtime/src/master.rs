@@ -155,9 +155,9 @@ impl JobMaster {
                 core.restore(snapshot)
                     .map_err(|error| self.task_error(id, error))?;
             }
-            let (master, config) = (me.clone(), self.config);
+            let (master, config, name) = (me.clone(), self.config, self.chain_name(id));
             let addr = SubtaskActor::start_in_arbiter(arbiter, move |_| {
-                SubtaskActor::new((id, position, attempt), core, master, &config)
+                SubtaskActor::new((id, position, attempt), (core, &name), master, &config)
             });
             self.subtasks.push((id, addr));
             let outputs = (0..wiring.outputs.len())

@@ -51,15 +51,18 @@ pub(crate) struct SubtaskActor {
     done: bool,
     failed: bool,
     shutting_down: bool,
+    /// Entered while the core runs operators: what they log names the subtask.
+    span: tracing::Span,
 }
 
 impl SubtaskActor {
     pub(crate) fn new(
         (id, index, attempt): (SubtaskId, usize, u32),
-        core: SubtaskCore,
+        (core, name): (SubtaskCore, &str),
         master: Addr<JobMaster>,
         config: &RuntimeConfig,
     ) -> Self {
+        let span = tracing::info_span!("subtask", task = %name, index = id.index, attempt);
         SubtaskActor {
             id,
             index,
@@ -74,10 +77,12 @@ impl SubtaskActor {
             done: false,
             failed: false,
             shutting_down: false,
+            span,
         }
     }
 
     fn drive(&mut self, ctx: &mut Context<Self>) {
+        let _in_subtask = self.span.clone().entered();
         if !self.started || self.done {
             // A finished core still returns credits for what reaches it.
             self.send_transmits();
@@ -116,6 +121,7 @@ impl SubtaskActor {
         if self.done {
             return;
         }
+        let _in_subtask = self.span.clone().entered();
         match self.core.advance_processing_time(wall_clock_now()) {
             Ok(()) => self.send_transmits(),
             Err(error) => self.fail(error),
@@ -309,7 +315,10 @@ impl Handler<TriggerCheckpoint> for SubtaskActor {
         if self.failed {
             return;
         }
-        if let Err(error) = self.core.trigger_checkpoint(checkpoint) {
+        let triggered = self
+            .span
+            .in_scope(|| self.core.trigger_checkpoint(checkpoint));
+        if let Err(error) = triggered {
             self.fail(error);
             return;
         }
@@ -325,10 +334,11 @@ impl Handler<NotifyCheckpointComplete> for SubtaskActor {
         if self.failed {
             return;
         }
-        if let Err(error) = self
-            .core
-            .notify_checkpoint_complete(notice.checkpoint, notice.last)
-        {
+        let notified = self.span.in_scope(|| {
+            self.core
+                .notify_checkpoint_complete(notice.checkpoint, notice.last)
+        });
+        if let Err(error) = notified {
             self.fail(error);
             return;
         }

@@ -8,7 +8,9 @@
 //! count in its global window; and the event-time timers that fire windows (at their last
 //! timestamp) and clean them up (at their last timestamp plus the allowed lateness). A window
 //! whose cleanup time the watermark has reached is gone: a record for it — when every window it
-//! belongs to is gone — is emitted to the late-data side output.
+//! belongs to is gone — is emitted to the late-data side output. Late records are counted and
+//! logged (a warning at the 1st, 2nd, 4th, 8th … of an instance) whether or not the job reads
+//! the side output: a job that does not drops them, and must not do so silently.
 //!
 //! Merging windows (sessions): a record's session window `[t, t + gap)` merges with every open
 //! session of its key that it overlaps or touches; their accumulators are merged into the new,
@@ -49,6 +51,8 @@ pub struct WindowOperator<W: WindowFunction> {
     opened: Vec<TimeWindow>,
     /// Scratch space for a firing's results.
     results: Vec<W::Out>,
+    /// How many records came too late for every window they belong to.
+    late_records: u64,
 }
 
 /// Emits `window`'s results onto `out`, each with the window's last timestamp.
@@ -95,7 +99,14 @@ impl<W: WindowFunction> WindowOperator<W> {
             assigned: Vec::new(),
             opened: Vec::new(),
             results: Vec::new(),
+            late_records: 0,
         }
+    }
+
+    /// How many records this instance emitted as late (since it was built: the count is not
+    /// checkpointed).
+    pub fn late_records(&self) -> u64 {
+        self.late_records
     }
 
     /// Breaks the operator on purpose, for the simulator to catch: with `WindowDropsTimers`,
@@ -133,10 +144,27 @@ impl<W: WindowFunction> WindowOperator<W> {
         })
     }
 
-    /// Sends a record too late for every window it belongs to to the late-data side output.
-    fn emit_late(&self, record: Record<W::In>, out: &mut Vec<Record<Tagged<W::Out>>>) {
-        let timestamp = record.timestamp();
-        out.push(Record::with_optional_timestamp(
+    /// Sends a record too late for every window it belongs to to the late-data side output,
+    /// and counts it.
+    fn emit_late(
+        &mut self,
+        record: Record<W::In>,
+        timestamp: Timestamp,
+        out: &mut Vec<Record<Tagged<W::Out>>>,
+    ) {
+        self.late_records += 1;
+        if self.late_records.is_power_of_two() {
+            tracing::warn!(
+                late_records = self.late_records,
+                record_time = %timestamp,
+                watermark = %self.timers.current_watermark(),
+                allowed_lateness_ms = self.allowed_lateness,
+                "records arrived later than their windows' allowed lateness; they go to the side \
+                 output '{}', and a job that does not read it drops them",
+                self.late_data.id()
+            );
+        }
+        out.push(Record::with_timestamp(
             Tagged::side(&self.late_data, record.value),
             timestamp,
         ));
@@ -180,7 +208,7 @@ impl<W: WindowFunction> WindowOperator<W> {
         windows.retain(|window| cleanup_time(window, lateness) > watermark);
         let Some((last, rest)) = windows.split_last() else {
             self.assigned = windows;
-            self.emit_late(record, out);
+            self.emit_late(record, timestamp, out);
             return Ok(());
         };
         let mut opened = std::mem::take(&mut self.opened);
@@ -230,7 +258,7 @@ impl<W: WindowFunction> WindowOperator<W> {
         self.assigned = windows;
         let watermark = self.timers.current_watermark();
         if self.cleanup_time(&own) <= watermark {
-            self.emit_late(record, out);
+            self.emit_late(record, timestamp, out);
             return Ok(());
         }
         let mut touched = std::mem::take(&mut self.opened);

@@ -196,7 +196,36 @@ fn late_records_update_within_allowed_lateness_and_go_to_the_side_output_beyond(
         vec![('a', 8)],
         "late data, not dropped silently"
     );
+    assert_eq!(op.late_records(), 1, "and counted, read or not");
     assert_eq!(watermark(&mut op, 19), vec![(('a', 10, 20, 1), 19)]);
+}
+
+#[test]
+fn a_run_started_again_from_a_bounded_runs_final_snapshot_takes_new_records_in_time() {
+    let mut first_run = counting(tumbling(10), 0);
+    push(&mut first_run, &[('a', 3), ('a', 14)]);
+    assert_eq!(watermark(&mut first_run, 12), vec![(('a', 0, 10, 1), 9)]);
+    let mut end_of_input = Vec::new();
+    first_run
+        .on_watermark(Timestamp::MAX, &mut end_of_input)
+        .unwrap();
+    assert_eq!(
+        split::<_, Event>(end_of_input).results,
+        vec![(('a', 10, 20, 1), 19)],
+        "the end of input fires every window"
+    );
+    let mut second_run = restore_into(&mut first_run, counting(tumbling(10), 0));
+    let appended = push(&mut second_run, &[('a', 16), ('a', 25), ('a', 8)]);
+    assert_eq!(
+        appended.late,
+        vec![('a', 8)],
+        "late only for the watermark the first run's records reached (12), not the end of time"
+    );
+    assert_eq!(
+        watermark(&mut second_run, 30),
+        vec![(('a', 10, 20, 1), 19), (('a', 20, 30, 1), 29)],
+        "a window the end of input fired early fires again with the new records"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod bounded_reruns;
 mod checkpoints;
 mod kill_recovery;
 mod log_jobs;
