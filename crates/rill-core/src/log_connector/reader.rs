@@ -1,0 +1,402 @@
+//! [`LogReader`] reads a topic: partition `p` goes to source subtask `p % parallelism`, and each
+//! subtask reads its partitions in turn, in offset order. **Bounded**, it stops at the end
+//! offsets the log reports when the job starts, so the job ends; otherwise it keeps polling for
+//! new records. A record's log timestamp becomes its event timestamp. Its checkpointed position
+//! is the next offset of each of its partitions, so a restored job reads on from there.
+//!
+//! Given a watermark strategy ([`LogReader::with_watermarks`]), the reader keeps one watermark
+//! generator per partition it reads ([`PartitionWatermarks`]) and emits the minimum after each
+//! poll, so that a partition lagging behind in event time holds the watermark back rather than
+//! seeing its records arrive late. A bounded partition read to its stop offset has ended and
+//! no longer counts; with idleness, neither does one that has been quiet for the timeout. The
+//! generators are not checkpointed: a restored job starts every subtask's watermark afresh,
+//! and the records read again from the checkpointed offsets bring the generators back.
+
+#[cfg(feature = "defects")]
+use crate::defects::Defect;
+use crate::element::{Data, Timestamp};
+use crate::error::BoxError;
+use crate::source::{Source, SourceOutput, SourcePoll, decode_position, encode_position};
+use crate::time::{PartitionWatermarks, WatermarkStrategy};
+
+use super::{ConnectorLog, Decode};
+
+struct PartitionCursor {
+    partition: u32,
+    next: u64,
+    /// Bounded: where to stop.
+    stop: Option<u64>,
+}
+
+/// One source subtask's reader of a topic.
+pub struct LogReader<L: ConnectorLog, T> {
+    log: L,
+    topic: String,
+    cursors: Vec<PartitionCursor>,
+    turn: usize,
+    decode: Decode<L, T>,
+    /// One watermark generator per cursor, in cursor order, if the reader has a strategy.
+    watermarks: Option<PartitionWatermarks>,
+    /// Why the reader could not start, reported at its first poll.
+    start_error: Option<BoxError>,
+    /// Planted on purpose: `SourceForgetsOffsets` (it ignores the offsets it is restored with
+    /// and reads from where it started), `SourceRestoresOneAhead` or `SourceRestoresOneBehind`
+    /// (it restores each offset one record off).
+    #[cfg(feature = "defects")]
+    defect: Option<Defect>,
+}
+
+impl<L: ConnectorLog, T> LogReader<L, T> {
+    /// The reader of subtask `subtask` of `parallelism`, from offset `start_offset` of each
+    /// partition (or its end, if nearer); `bounded` stops at the end offsets of now.
+    pub fn new(
+        log: &L,
+        topic: &str,
+        (subtask, parallelism): (u32, u32),
+        (bounded, start_offset): (bool, u64),
+        decode: Decode<L, T>,
+    ) -> Self {
+        let mut reader = LogReader {
+            log: log.clone(),
+            topic: topic.to_owned(),
+            cursors: Vec::new(),
+            turn: 0,
+            decode,
+            watermarks: None,
+            start_error: None,
+            #[cfg(feature = "defects")]
+            defect: None,
+        };
+        match log.end_offsets(topic) {
+            Ok(ends) => {
+                reader.cursors = (subtask..ends.len() as u32)
+                    .step_by(parallelism.max(1) as usize)
+                    .map(|partition| {
+                        let end = ends[partition as usize];
+                        PartitionCursor {
+                            partition,
+                            next: start_offset.min(end),
+                            stop: bounded.then_some(end),
+                        }
+                    })
+                    .collect();
+            }
+            Err(error) => reader.start_error = Some(error.into()),
+        }
+        reader
+    }
+
+    /// Emits watermarks by `strategy`, one generator per partition the reader reads.
+    pub fn with_watermarks(mut self, strategy: WatermarkStrategy) -> Self {
+        self.watermarks = Some(PartitionWatermarks::new(strategy, self.cursors.len()));
+        self
+    }
+
+    fn exhausted(&self) -> bool {
+        self.cursors.iter().all(PartitionCursor::reached_stop)
+    }
+
+    /// Breaks the reader on purpose, for the simulator to catch.
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&mut self, defect: Defect) {
+        if matches!(
+            defect,
+            Defect::SourceForgetsOffsets
+                | Defect::SourceRestoresOneAhead
+                | Defect::SourceRestoresOneBehind
+        ) {
+            self.defect = Some(defect);
+        }
+    }
+
+    /// Where a partition checkpointed at `next` is read on from: `next`, unless a planted
+    /// defect ignores it (`None`: where the reader started) or moves it by one.
+    #[cfg(feature = "defects")]
+    fn restored_offset(&self, next: u64) -> Option<u64> {
+        match self.defect {
+            Some(Defect::SourceForgetsOffsets) => None,
+            Some(Defect::SourceRestoresOneAhead) => Some(next + 1),
+            Some(Defect::SourceRestoresOneBehind) => Some(next.saturating_sub(1)),
+            _ => Some(next),
+        }
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn restored_offset(&self, next: u64) -> Option<u64> {
+        Some(next)
+    }
+}
+
+impl PartitionCursor {
+    fn reached_stop(&self) -> bool {
+        self.stop.is_some_and(|stop| self.next >= stop)
+    }
+}
+
+impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
+    type Out = T;
+
+    fn poll_next(&mut self, out: &mut SourceOutput<T>) -> Result<SourcePoll, BoxError> {
+        if let Some(error) = self.start_error.take() {
+            return Err(error);
+        }
+        let count = self.cursors.len();
+        for offset in 0..count {
+            if out.remaining() == 0 {
+                break;
+            }
+            let index = (self.turn + offset) % count;
+            let cursor = &mut self.cursors[index];
+            let want = match cursor.stop {
+                Some(stop) => out
+                    .remaining()
+                    .min(stop.saturating_sub(cursor.next) as usize),
+                None => out.remaining(),
+            };
+            if want == 0 {
+                continue;
+            }
+            for record in self
+                .log
+                .read(&self.topic, cursor.partition, cursor.next, want)?
+            {
+                cursor.next += 1;
+                let timestamp = Timestamp(L::timestamp(&record));
+                if let Some(watermarks) = &mut self.watermarks {
+                    watermarks.on_record(index, timestamp);
+                }
+                out.collect_with_timestamp((self.decode)(record), timestamp);
+            }
+        }
+        self.turn = (self.turn + 1) % count.max(1);
+        if let Some(watermarks) = &mut self.watermarks {
+            for (index, cursor) in self.cursors.iter().enumerate() {
+                if cursor.reached_stop() {
+                    watermarks.end_partition(index);
+                }
+            }
+            watermarks.emit_to(out);
+        }
+        Ok(if self.exhausted() {
+            SourcePoll::Finished
+        } else if out.is_empty() {
+            SourcePoll::Idle
+        } else {
+            SourcePoll::Ready
+        })
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, BoxError> {
+        let offsets: Vec<(u32, u64)> = self.cursors.iter().map(|c| (c.partition, c.next)).collect();
+        encode_position(&offsets).map(Some)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
+        let offsets: Vec<(u32, u64)> = decode_position(position)?;
+        for (partition, next) in offsets {
+            let Some(next) = self.restored_offset(next) else {
+                continue;
+            };
+            if let Some(cursor) = self.cursors.iter_mut().find(|c| c.partition == partition) {
+                cursor.next = next;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::source::{AnySource, Polled};
+    use crate::time::WatermarkStatus;
+
+    /// A log of partitions whose records are bare timestamps: all a reader needs. It writes
+    /// nothing.
+    #[derive(Clone, Default)]
+    struct Timestamps(Arc<Mutex<Vec<Vec<i64>>>>);
+
+    impl Timestamps {
+        fn new(partitions: &[&[i64]]) -> Self {
+            Timestamps(Arc::new(Mutex::new(
+                partitions.iter().map(|p| p.to_vec()).collect(),
+            )))
+        }
+
+        fn append(&self, partition: usize, timestamp: i64) {
+            self.0.lock().unwrap()[partition].push(timestamp);
+        }
+    }
+
+    impl ConnectorLog for Timestamps {
+        type Record = i64;
+        type Produced = ();
+        type Error = Infallible;
+
+        fn end_offsets(&self, _topic: &str) -> Result<Vec<u64>, Infallible> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p.len() as u64)
+                .collect())
+        }
+
+        fn read(
+            &self,
+            _topic: &str,
+            partition: u32,
+            from: u64,
+            max: usize,
+        ) -> Result<Vec<i64>, Infallible> {
+            let partitions = self.0.lock().unwrap();
+            let records = &partitions[partition as usize];
+            let from = (from as usize).min(records.len());
+            Ok(records[from..records.len().min(from + max)].to_vec())
+        }
+
+        fn timestamp(record: &i64) -> i64 {
+            *record
+        }
+
+        fn append(&self, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn stage(&self, _id: &str, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn prepare(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn commit(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn abort(&self, _id: &str) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn open_transactions(&self, _prefix: &str) -> Result<Vec<String>, Infallible> {
+            Ok(Vec::new())
+        }
+
+        fn flush(&self) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    fn reader(
+        log: &Timestamps,
+        bounded: bool,
+        strategy: WatermarkStrategy,
+    ) -> LogReader<Timestamps, i64> {
+        LogReader::new(log, "events", (0, 1), (bounded, 0), Arc::new(|t| t))
+            .with_watermarks(strategy)
+    }
+
+    fn record_timestamps(polled: &mut Polled) -> Vec<i64> {
+        polled
+            .records
+            .take()
+            .map(|records| {
+                records
+                    .downcast::<i64>()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.value)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_lagging_partition_holds_the_watermark_back_until_it_ends() {
+        let ahead: Vec<i64> = (1..=9).map(|second| second * 1_000).collect();
+        let log = Timestamps::new(&[&ahead, &[100, 200, 300], &[]]);
+        let mut reader = reader(&log, true, WatermarkStrategy::monotonous());
+        let mut watermarks = Vec::new();
+        let mut latest = Timestamp::MIN;
+        loop {
+            let mut polled = reader.poll(2, Timestamp(0)).unwrap();
+            for timestamp in record_timestamps(&mut polled) {
+                assert!(
+                    Timestamp(timestamp) > latest,
+                    "the record at {timestamp} ms came behind the watermark {latest}"
+                );
+            }
+            if let Some(watermark) = polled.watermark {
+                watermarks.push(watermark);
+                latest = watermark;
+            }
+            if polled.status == SourcePoll::Finished {
+                break;
+            }
+        }
+        assert_eq!(
+            watermarks,
+            [Timestamp(199), Timestamp(6_999), Timestamp::MAX],
+            "partition 1 holds it at 199 while partition 0 reads on to 6 000; then partition 1 \
+             ends (the empty partition 2 has ended from the start), and at last partition 0"
+        );
+    }
+
+    #[test]
+    fn an_empty_partition_holds_the_watermark_back_unless_it_is_idle() {
+        let log = Timestamps::new(&[&[1_000, 2_000], &[]]);
+        let mut patient = reader(&log, false, WatermarkStrategy::monotonous());
+        for now in [0, 1_000, 1_000_000] {
+            let polled = patient.poll(10, Timestamp(now)).unwrap();
+            assert_eq!(polled.watermark, None, "at {now} ms");
+            assert_eq!(polled.watermark_status, WatermarkStatus::Active);
+        }
+
+        let idleness = WatermarkStrategy::monotonous().with_idleness(Duration::from_millis(100));
+        let mut reader = reader(&log, false, idleness);
+        let mut poll_at = |now: i64| {
+            let mut polled = reader.poll(10, Timestamp(now)).unwrap();
+            let read = record_timestamps(&mut polled);
+            (read, polled.watermark, polled.watermark_status)
+        };
+        let (active, idle) = (WatermarkStatus::Active, WatermarkStatus::Idle);
+        assert_eq!(poll_at(0), (vec![1_000, 2_000], None, active));
+        log.append(0, 2_100);
+        assert_eq!(poll_at(60), (vec![2_100], None, active));
+        assert_eq!(poll_at(99), (vec![], None, active));
+        assert_eq!(
+            poll_at(100),
+            (vec![], Some(Timestamp(2_099)), active),
+            "partition 1 has been quiet for the timeout: partition 0 decides alone"
+        );
+        log.append(1, 1_500);
+        assert_eq!(
+            poll_at(150),
+            (vec![1_500], None, active),
+            "partition 1 is active again, behind: it holds the watermark where it is"
+        );
+        log.append(0, 3_000);
+        log.append(1, 2_500);
+        assert_eq!(
+            poll_at(160),
+            (vec![2_500, 3_000], Some(Timestamp(2_499)), active)
+        );
+        assert_eq!(
+            poll_at(260),
+            (vec![], None, idle),
+            "both partitions are quiet: the subtask is idle"
+        );
+        log.append(0, 4_000);
+        assert_eq!(
+            poll_at(270),
+            (vec![4_000], Some(Timestamp(3_999)), active),
+            "partition 1 is still idle"
+        );
+    }
+}
