@@ -2,7 +2,7 @@
 //! ([`rill_core::log_connector`]), so simulated jobs run the connector code real jobs run
 //! (broken on purpose there, with `plant_defect`, when a scenario asks for it).
 
-use rill_core::log_connector::ConnectorLog;
+use rill_core::log_connector::{CommitMark, ConnectorLog};
 
 use crate::log::{LogRecord, SimLog, SimLogError};
 
@@ -46,8 +46,12 @@ impl ConnectorLog for SimLog {
         SimLog::prepare(self, id)
     }
 
-    fn commit(&self, id: &str) -> Result<(), SimLogError> {
-        SimLog::commit(self, id)
+    fn commit(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), SimLogError> {
+        SimLog::commit(self, id, mark)
+    }
+
+    fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, SimLogError> {
+        SimLog::committed_checkpoint(self, writer)
     }
 
     fn abort(&self, id: &str) -> Result<(), SimLogError> {

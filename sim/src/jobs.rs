@@ -735,13 +735,11 @@ impl GraphBuilder {
         let log = log.clone();
         let (exactly_once, defect) = (self.exactly_once, self.defect);
         let operator = OperatorKind::Transform(Arc::new(move |info: &OperatorInfo| {
-            let prefix = format!("{}/{}/", info.job, info.uid);
             let encode = Arc::new(move |value: &T| LogRecord {
                 value: encode(value).into(),
                 timestamp: 0,
             });
-            let place = (prefix, info.subtask, info.parallelism);
-            let mut writer = LogWriter::new(&log, OUTPUT_TOPIC, place, encode, exactly_once);
+            let mut writer = LogWriter::new(&log, OUTPUT_TOPIC, info, encode, exactly_once);
             if let Some(defect) = defect {
                 writer.plant_defect(defect);
             }

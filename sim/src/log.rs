@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
+use rill_core::log_connector::CommitMark;
 use rill_log::{EventLog, LogError, ProducerRecord};
 
 use crate::disk::{CrashDamage, UnsyncedFate};
@@ -223,9 +224,14 @@ impl SimLog {
     }
 
     /// Commits transaction `id` (buffered); commits nothing if it is not open.
-    pub fn commit(&self, id: &str) -> Result<(), SimLogError> {
-        self.log()?.commit(id)?;
+    pub fn commit(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), SimLogError> {
+        self.log()?.commit_marked(id, mark)?;
         Ok(())
+    }
+
+    /// The newest checkpoint whose output `writer` committed.
+    pub fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, SimLogError> {
+        Ok(self.log()?.committed_checkpoint(writer)?)
     }
 
     /// Aborts transaction `id` (buffered).
@@ -295,8 +301,8 @@ mod tests {
             log.open_transactions("t/").expect("listed"),
             vec!["t/0".to_owned()]
         );
-        log.commit("t/0").expect("committed");
-        log.commit("t/0").expect("committed again");
+        log.commit("t/0", None).expect("committed");
+        log.commit("t/0", None).expect("committed again");
         assert_eq!(committed(&log), vec![]);
         log.flush().expect("flushed");
         assert_eq!(committed(&log), vec![record(1)]);

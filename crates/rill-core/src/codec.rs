@@ -44,15 +44,21 @@ pub enum Kind {
     LogTransaction = 4,
     /// A topic's metadata in the event log.
     LogTopic = 5,
+    /// A log sink's checkpointed state (its transactions, and what it committed).
+    LogSinkState = 6,
+    /// The event log's record of the newest checkpoint a sink committed.
+    LogCommitMark = 7,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 7] = [
         Kind::CheckpointMetadata,
         Kind::SubtaskSnapshot,
         Kind::LogRecord,
         Kind::LogTransaction,
         Kind::LogTopic,
+        Kind::LogSinkState,
+        Kind::LogCommitMark,
     ];
 
     /// The version this build writes. Change it whenever the encoding of the structure
@@ -63,7 +69,9 @@ impl Kind {
             | Kind::SubtaskSnapshot
             | Kind::LogRecord
             | Kind::LogTransaction
-            | Kind::LogTopic => 1,
+            | Kind::LogTopic
+            | Kind::LogSinkState
+            | Kind::LogCommitMark => 1,
         }
     }
 
@@ -84,6 +92,8 @@ impl Kind {
             Kind::LogRecord => "log record",
             Kind::LogTransaction => "log transaction marker",
             Kind::LogTopic => "log topic metadata",
+            Kind::LogSinkState => "log sink state",
+            Kind::LogCommitMark => "log commit mark",
         }
     }
 }

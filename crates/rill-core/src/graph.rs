@@ -76,6 +76,10 @@ pub struct JobGraph {
     pub restart: RestartStrategy,
     /// Where keyed state lives.
     pub state_backend: StateBackend,
+    /// Whether the job may start from a point behind what its sinks already committed (an
+    /// older checkpoint, or none): output since that point is then written again. Off, such a
+    /// start is refused by the sinks that know what they committed.
+    pub allow_rewind: bool,
     /// The operators, indexed by [`OperatorId`].
     pub operators: Vec<OperatorNode>,
     /// The edges, indexed by [`EdgeId`].
@@ -148,6 +152,7 @@ impl JobGraph {
             checkpoint: CheckpointConfig::default(),
             restart: RestartStrategy::None,
             state_backend: StateBackend::Memory,
+            allow_rewind: false,
             operators: Vec::new(),
             edges: Vec::new(),
         }

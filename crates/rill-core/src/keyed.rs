@@ -760,6 +760,7 @@ mod tests {
             state_backend: crate::state::StateBackend::External(Arc::new(move |_| {
                 Err(failing.clone())
             })),
+            allow_rewind: false,
         };
         let mut op = summing_reduce_in(KeyedStateStore::for_operator(&info));
         let error = op.open().unwrap_err();

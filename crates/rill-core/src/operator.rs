@@ -38,6 +38,9 @@ pub struct OperatorInfo {
     pub checkpointing: bool,
     /// Where keyed state lives.
     pub state_backend: StateBackend,
+    /// Whether the job may start behind what its sinks committed (see
+    /// [`crate::graph::JobGraph::allow_rewind`]).
+    pub allow_rewind: bool,
 }
 
 /// What an operator instance keeps across a checkpoint.
@@ -437,9 +440,16 @@ pub trait Sink: Send + 'static {
     /// Called once before the sink writes anything, with the states [`Sink::pre_commit`]
     /// returned for the checkpoint the job restarts from: this instance's own, or after a
     /// rescale those of every old instance (commit them all: commits are idempotent); none
-    /// for a fresh start.
+    /// for an instance no old one maps to.
     fn restore(&mut self, _states: Vec<Vec<u8>>) -> Result<(), BoxError> {
         Ok(())
+    }
+
+    /// Called once before the sink writes anything, instead of [`Sink::restore`], when the job
+    /// starts from no checkpoint. A sink that knows what it committed before can refuse to
+    /// write it again here. By default, a restore from no state.
+    fn start_fresh(&mut self) -> Result<(), BoxError> {
+        self.restore(Vec::new())
     }
 }
 
@@ -462,11 +472,11 @@ impl<S: Sink> SinkOperator<S> {
         }
     }
 
-    /// Gives a fresh sink its (empty) restored state before its first use.
+    /// Starts a sink that was not restored from a checkpoint before its first use.
     fn ensure_restored(&mut self) -> Result<(), BoxError> {
         if !self.restored {
             self.restored = true;
-            self.sink.restore(Vec::new())?;
+            self.sink.start_fresh()?;
         }
         Ok(())
     }

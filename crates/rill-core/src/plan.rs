@@ -302,6 +302,7 @@ impl PhysicalPlan {
             key_groups: KeyGroupRange::for_subtask(index, node.parallelism, self.max_parallelism),
             checkpointing: graph.checkpoint.interval_ms.is_some(),
             state_backend: graph.state_backend.clone(),
+            allow_rewind: graph.allow_rewind,
         }
     }
 }

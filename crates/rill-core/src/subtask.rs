@@ -1790,6 +1790,7 @@ mod tests {
             key_groups: crate::key::KeyGroupRange::for_subtask(0, 1, 128),
             checkpointing: final_checkpoint,
             state_backend: crate::state::StateBackend::Memory,
+            allow_rewind: false,
         };
         SubtaskCore::new(SubtaskSpec {
             head: Head::Source {

@@ -1,7 +1,7 @@
 //! The embedded log as the log of `rill-core`'s log source and two-phase-commit sink
 //! ([`rill_core::log_connector`]).
 
-use rill_core::log_connector::ConnectorLog;
+use rill_core::log_connector::{CommitMark, ConnectorLog};
 
 use crate::{EventLog, LogError, LogRecord, ProducerRecord};
 
@@ -40,8 +40,12 @@ impl ConnectorLog for EventLog {
         EventLog::prepare(self, id)
     }
 
-    fn commit(&self, id: &str) -> Result<(), LogError> {
-        EventLog::commit(self, id).map(drop)
+    fn commit(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), LogError> {
+        EventLog::commit_marked(self, id, mark).map(drop)
+    }
+
+    fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, LogError> {
+        EventLog::committed_checkpoint(self, writer)
     }
 
     fn abort(&self, id: &str) -> Result<(), LogError> {

@@ -121,4 +121,12 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// A writer's commit mark could not be decoded.
+    #[error("corrupt commit mark of writer '{writer}': {reason}")]
+    CorruptCommitMark {
+        /// The writer.
+        writer: String,
+        /// What is wrong.
+        reason: String,
+    },
 }

@@ -60,7 +60,9 @@ const RECORDS: &str = "rill.records";
 /// Transactions' metadata and their staged records (see [`crate::transaction`]).
 pub(crate) const TRANSACTIONS: &str = "rill.transactions";
 pub(crate) const STAGED: &str = "rill.staged";
-const SPACES: [&str; 4] = [TOPICS, RECORDS, TRANSACTIONS, STAGED];
+/// The newest checkpoint each writer committed (see [`crate::transaction`]).
+pub(crate) const COMMIT_MARKS: &str = "rill.commit-marks";
+const SPACES: [&str; 5] = [TOPICS, RECORDS, TRANSACTIONS, STAGED, COMMIT_MARKS];
 const TOPIC_NAME_LEN_MAX: usize = 128;
 const PARTITIONS_MAX: u32 = 1024;
 

@@ -21,15 +21,25 @@
 //! interleave with another's). A staged value is the record's stored (enveloped) form in the
 //! topic followed by its target partition (big-endian u32; `u32::MAX` for round-robin), so
 //! that a commit moves it into the topic by dropping its last four bytes.
+//!
+//! Key space `rill.commit-marks` maps a writer (a sink of a job: `<job>/<uid>/`) to the newest
+//! checkpoint whose output it committed, enveloped. A commit given a [`CommitMark`] updates it
+//! in the same atomic batch as the records, so the mark and the output it speaks of are lost or
+//! kept together, and it never goes back. A sink restored from an older checkpoint — or from
+//! none — compares it with where it starts, and a sink that finds it older than its checkpoint
+//! knows the log lost committed output.
 
 use std::sync::Mutex;
 
 use rill_core::codec::{Envelope, Kind};
+use rill_core::log_connector::CommitMark;
 use rill_core::storage::{Durability, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
-use crate::log::{EncodedRecord, EventLog, STAGED, TRANSACTIONS, encode_records, lock};
+use crate::log::{
+    COMMIT_MARKS, EncodedRecord, EventLog, STAGED, TRANSACTIONS, encode_records, lock,
+};
 use crate::record::{ProducerRecord, TAG_BYTES, open_record};
 const TRANSACTION_ID_LEN_MAX: usize = 512;
 /// The partition tag of a staged record whose partition is chosen round-robin at commit.
@@ -67,6 +77,12 @@ struct TransactionMeta {
     topic: String,
     prepared: bool,
     records: u64,
+}
+
+/// A writer's newest committed checkpoint as stored (enveloped), keyed by the writer.
+#[derive(Serialize, Deserialize)]
+struct StoredMark {
+    checkpoint: u64,
 }
 
 /// The lock that orders changes to transactions.
@@ -227,6 +243,73 @@ impl EventLog {
     /// deleted, atomically. Returns how many records were appended: 0 if the transaction is not
     /// staged (never was, or was committed or aborted before), which makes commits idempotent.
     pub fn commit(&self, id: &str) -> Result<u64, LogError> {
+        self.commit_marked(id, None)
+    }
+
+    /// The newest checkpoint whose output `writer` committed, by its commit marks.
+    pub fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, LogError> {
+        let Some(bytes) = self
+            .inner
+            .storage
+            .get(COMMIT_MARKS, writer.as_bytes())
+            .map_err(|e| self.storage_error(e))?
+        else {
+            return Ok(None);
+        };
+        let mark: StoredMark = Envelope::open(Kind::LogCommitMark, &bytes).map_err(|error| {
+            LogError::CorruptCommitMark {
+                writer: writer.to_owned(),
+                reason: error.to_string(),
+            }
+        })?;
+        Ok(Some(mark.checkpoint))
+    }
+
+    /// Every writer's newest committed checkpoint, by writer.
+    pub fn commit_marks(&self) -> Result<Vec<(String, u64)>, LogError> {
+        let keys = self
+            .inner
+            .storage
+            .keys(COMMIT_MARKS, &[], &[], usize::MAX)
+            .map_err(|e| self.storage_error(e))?;
+        let mut marks = Vec::with_capacity(keys.len());
+        for key in keys {
+            let writer = String::from_utf8_lossy(&key).into_owned();
+            if let Some(checkpoint) = self.committed_checkpoint(&writer)? {
+                marks.push((writer, checkpoint));
+            }
+        }
+        Ok(marks)
+    }
+
+    /// The write that moves `mark`'s writer to its checkpoint, unless it is there already.
+    fn mark_write(&self, mark: CommitMark<'_>) -> Result<Option<WriteOp>, LogError> {
+        if self
+            .committed_checkpoint(mark.writer)?
+            .is_some_and(|newest| newest >= mark.checkpoint)
+        {
+            return Ok(None);
+        }
+        let value = Envelope::seal(
+            Kind::LogCommitMark,
+            &StoredMark {
+                checkpoint: mark.checkpoint,
+            },
+        )
+        .map_err(|error| LogError::CorruptCommitMark {
+            writer: mark.writer.to_owned(),
+            reason: format!("cannot encode it: {error}"),
+        })?;
+        Ok(Some(WriteOp::Put {
+            space: COMMIT_MARKS,
+            key: mark.writer.as_bytes().to_vec(),
+            value,
+        }))
+    }
+
+    /// Like [`EventLog::commit`], and records `mark` in the same atomic write: the newest
+    /// checkpoint whose output its writer committed.
+    pub fn commit_marked(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<u64, LogError> {
         check_id(id)?;
         let transactions = &self.inner.transactions;
         let _changes = lock(&transactions.changes);
@@ -265,7 +348,12 @@ impl EventLog {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let count = encoded.len() as u64;
+        let mark = mark
+            .map(|mark| self.mark_write(mark))
+            .transpose()?
+            .flatten();
         self.commit_encoded(&handle, encoded, |batch| {
+            batch.extend(mark);
             batch.extend((0..count).map(|sequence| WriteOp::Delete {
                 space: STAGED,
                 key: staged_key(id, sequence),
@@ -373,5 +461,14 @@ mod tests {
             (opened.topic.as_str(), opened.prepared, opened.records),
             ("out", true, 300)
         );
+    }
+
+    #[test]
+    fn the_commit_mark_format_is_pinned() {
+        // Format version 1 of a commit mark: the checkpoint. A change here needs a version
+        // bump of `Kind::LogCommitMark`.
+        let sealed = Envelope::seal(Kind::LogCommitMark, &StoredMark { checkpoint: 300 }).unwrap();
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 7, 1, 0]);
+        assert_eq!(&sealed[rill_core::codec::HEADER_BYTES..], &[251, 44, 1]);
     }
 }

@@ -56,6 +56,10 @@ struct Args {
     /// `--checkpoint-interval-ms`; `rill checkpoints list --job wordcount` shows them).
     #[arg(long)]
     from_checkpoint: Option<u64>,
+    /// Allow starting behind the counts already committed (an older checkpoint, or none): the
+    /// counts since then are written again.
+    #[arg(long)]
+    allow_rewind: bool,
     /// Where the counts live while the job runs: `memory`, or `fjall` (on disk, in
     /// `<data-dir>/state`, for more words than fit in memory).
     #[arg(long, value_enum, default_value_t = Backend::Memory)]
@@ -148,6 +152,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(checkpoint) = args.from_checkpoint {
         env.start_from_checkpoint(checkpoint);
+    }
+    if args.allow_rewind {
+        env.allow_rewind();
     }
     let counts = env
         .from_log(source)

@@ -92,6 +92,8 @@ pub(crate) struct Draft {
     pub checkpoint_dir: Option<PathBuf>,
     /// The checkpoint to start from instead of the newest.
     pub start_from: Option<u64>,
+    /// Whether the job may start behind what its sinks committed.
+    pub allow_rewind: bool,
     pub state_backend: StateBackendConfig,
     pub nodes: Vec<NodeDraft>,
     pub edges: Vec<EdgeDraft>,
@@ -149,6 +151,15 @@ impl StreamEnv {
     /// parallelism than the one that took it; operators are matched by uid.
     pub fn start_from_checkpoint(&self, checkpoint: u64) -> &Self {
         self.draft().start_from = Some(checkpoint);
+        self
+    }
+
+    /// Lets the job start from a point behind what its exactly-once log sinks already
+    /// committed — an older checkpoint or savepoint, or none when the checkpoint store was
+    /// lost — accepting that the output since that point is written again. Without it, such a
+    /// start fails with an error naming both checkpoints.
+    pub fn allow_rewind(&self) -> &Self {
+        self.draft().allow_rewind = true;
         self
     }
 
@@ -303,6 +314,7 @@ impl StreamEnv {
         graph.max_parallelism = draft.config.max_parallelism;
         graph.checkpoint = draft.config.checkpoint;
         graph.restart = draft.config.restart;
+        graph.allow_rewind = draft.allow_rewind;
         if let StateBackendConfig::Fjall { dir } = &draft.state_backend {
             graph.state_backend = FjallStateBackend::open(dir)?.backend();
         }

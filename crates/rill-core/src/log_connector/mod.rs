@@ -8,8 +8,8 @@ use std::sync::Arc;
 mod reader;
 mod writer;
 
-pub use reader::LogReader;
-pub use writer::LogWriter;
+pub use reader::{LogBehind, LogReader};
+pub use writer::{LogWriter, SinkRestoreError};
 
 /// What the log connectors need of a log. Implementations keep this contract:
 /// - `read` returns committed records of one partition from an offset, in offset order, with no
@@ -19,7 +19,11 @@ pub use writer::LogWriter;
 /// - `commit` appends a staged transaction's records atomically, and commits nothing for a
 ///   transaction that is not staged (never was, or was committed or aborted), so it is
 ///   idempotent; like `append`, it is durable only after a `flush`;
-/// - `open_transactions` lists staged transactions (prepared or not) by id prefix.
+/// - `open_transactions` lists staged transactions (prepared or not) by id prefix;
+/// - `commit` records its [`CommitMark`] in the same atomic write as the records, keeping the
+///   newest checkpoint per writer (a mark never goes back), and `committed_checkpoint` reads it:
+///   what the log holds of a writer's output is what its mark says, so a writer restored from
+///   an older point, or finding the log behind its checkpoint, can tell.
 pub trait ConnectorLog: Clone + Send + Sync + 'static {
     /// A record read from a partition.
     type Record: Send;
@@ -47,14 +51,25 @@ pub trait ConnectorLog: Clone + Send + Sync + 'static {
     -> Result<(), Self::Error>;
     /// Prepares transaction `id`: its records are durable from now on.
     fn prepare(&self, id: &str) -> Result<(), Self::Error>;
-    /// Commits transaction `id`.
-    fn commit(&self, id: &str) -> Result<(), Self::Error>;
+    /// Commits transaction `id`, and records `mark` with it, if any.
+    fn commit(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), Self::Error>;
+    /// The newest checkpoint whose output `writer` committed, as its marks recorded.
+    fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, Self::Error>;
     /// Aborts transaction `id`.
     fn abort(&self, id: &str) -> Result<(), Self::Error>;
     /// The ids of the open transactions starting with `prefix`.
     fn open_transactions(&self, prefix: &str) -> Result<Vec<String>, Self::Error>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), Self::Error>;
+}
+
+/// What a commit records beside the records: whose output it is and which checkpoint's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitMark<'a> {
+    /// The writer: one sink of one job (`<job>/<uid>/` for [`LogWriter`]), all its subtasks.
+    pub writer: &'a str,
+    /// The checkpoint the committed records belong to.
+    pub checkpoint: u64,
 }
 
 /// Decodes a log record into a stream value.

@@ -21,6 +21,26 @@ use crate::time::{PartitionWatermarks, WatermarkStrategy};
 
 use super::{ConnectorLog, Decode};
 
+/// A checkpoint read further into a partition than the log now holds: the log lost records
+/// (damaged, or restored from an older copy), and reading on would skip what replaces them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the log is behind the checkpoint: partition {partition} of topic '{topic}' ends at offset \
+     {end}, but the checkpoint had read it up to offset {checkpointed}. The log lost records \
+     (damaged, or restored from an older copy); start from a checkpoint that read no further \
+     than the log holds"
+)]
+pub struct LogBehind {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The offset the checkpoint reads on from.
+    pub checkpointed: u64,
+    /// The partition's end offset in the log.
+    pub end: u64,
+}
+
 struct PartitionCursor {
     partition: u32,
     next: u64,
@@ -193,6 +213,19 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), BoxError> {
         let offsets: Vec<(u32, u64)> = decode_position(position)?;
+        let ends = self.log.end_offsets(&self.topic)?;
+        for &(partition, next) in &offsets {
+            let end = ends.get(partition as usize).copied().unwrap_or(0);
+            if next > end {
+                return Err(LogBehind {
+                    topic: self.topic.clone(),
+                    partition,
+                    checkpointed: next,
+                    end,
+                }
+                .into());
+            }
+        }
         for (partition, next) in offsets {
             let Some(next) = self.restored_offset(next) else {
                 continue;
@@ -212,6 +245,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::log_connector::CommitMark;
     use crate::source::{AnySource, Polled};
     use crate::time::WatermarkStatus;
 
@@ -276,8 +310,12 @@ mod tests {
             Ok(())
         }
 
-        fn commit(&self, _id: &str) -> Result<(), Infallible> {
+        fn commit(&self, _id: &str, _mark: Option<CommitMark<'_>>) -> Result<(), Infallible> {
             Ok(())
+        }
+
+        fn committed_checkpoint(&self, _writer: &str) -> Result<Option<u64>, Infallible> {
+            Ok(None)
         }
 
         fn abort(&self, _id: &str) -> Result<(), Infallible> {
@@ -398,5 +436,24 @@ mod tests {
             (vec![4_000], Some(Timestamp(3_999)), active),
             "partition 1 is still idle"
         );
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_end_of_a_partition_is_a_log_behind_its_checkpoint() {
+        let log = Timestamps::new(&[&[1, 2, 3], &[1, 2]]);
+        let mut reader = reader(&log, false, WatermarkStrategy::monotonous());
+        let position = encode_position(&vec![(0u32, 3u64), (1, 5)]).unwrap();
+        let error = Source::restore_position(&mut reader, &position).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<LogBehind>(),
+            Some(&LogBehind {
+                topic: "events".to_owned(),
+                partition: 1,
+                checkpointed: 5,
+                end: 2,
+            })
+        );
+        let position = encode_position(&vec![(0u32, 3u64), (1, 2)]).unwrap();
+        Source::restore_position(&mut reader, &position).expect("read to the end");
     }
 }

@@ -6,26 +6,138 @@
 //! over after a rescale, left open. So readers, who see committed records only, see every
 //! record exactly once however often the job fails and restarts. At-least-once, it appends each
 //! batch at once and flushes at every barrier instead.
+//!
+//! Every commit records a [`CommitMark`]: the newest checkpoint whose output this sink (all its
+//! subtasks) committed. In a job with checkpoints, a writer that starts checks the mark against
+//! where the job starts from. From an older checkpoint, or from none, the job would write again
+//! output readers have already seen: refused (a [`SinkRestoreError::Rewind`] naming both
+//! checkpoints) unless the job allows the rewind. And its state records which checkpoint's
+//! output it had committed when it was taken: a log whose mark is older has lost committed
+//! output, and the job refuses to write on top of the hole ([`SinkRestoreError::LogBehind`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointId;
+use crate::codec::{Envelope, Kind, MAGIC};
 #[cfg(feature = "defects")]
 use crate::defects::Defect;
 use crate::element::{Data, Record};
 use crate::error::BoxError;
-use crate::operator::Sink;
-use crate::source::{decode_position, encode_position};
+use crate::operator::{OperatorInfo, Sink};
+use crate::source::decode_position;
 
-use super::{ConnectorLog, Encode};
+use super::{CommitMark, ConnectorLog, Encode};
 
-/// A writer's checkpointed state.
+/// A writer's checkpointed state (enveloped: [`Kind::LogSinkState`]).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct WriterState {
     subtask: u32,
     next_sequence: u64,
     /// (checkpoint, sequence) of the transactions prepared and not yet committed.
     prepared: Vec<(u64, u64)>,
+    /// The checkpoint the state was taken for.
+    checkpoint: u64,
+    /// The newest checkpoint whose output the writer had committed when the state was taken.
+    committed: Option<u64>,
+}
+
+/// The state of a writer of a Rill before checkpoint marks: no envelope, and neither the
+/// checkpoint nor what was committed.
+#[derive(Deserialize)]
+struct UnmarkedWriterState {
+    subtask: u32,
+    next_sequence: u64,
+    prepared: Vec<(u64, u64)>,
+}
+
+impl WriterState {
+    fn encode(&self) -> Result<Vec<u8>, BoxError> {
+        Ok(Envelope::seal(Kind::LogSinkState, self)?)
+    }
+
+    /// A state as [`WriterState::encode`] wrote it, or as a Rill before checkpoint marks did
+    /// (the checkpoint then unknown: `None`).
+    fn decode(bytes: &[u8]) -> Result<(WriterState, Option<u64>), BoxError> {
+        if bytes.starts_with(&MAGIC) {
+            let state: WriterState = Envelope::open(Kind::LogSinkState, bytes)?;
+            let checkpoint = state.checkpoint;
+            return Ok((state, Some(checkpoint)));
+        }
+        let unmarked: UnmarkedWriterState = decode_position(bytes)?;
+        let state = WriterState {
+            subtask: unmarked.subtask,
+            next_sequence: unmarked.next_sequence,
+            prepared: unmarked.prepared,
+            ..WriterState::default()
+        };
+        Ok((state, None))
+    }
+}
+
+/// Why a log sink refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkRestoreError {
+    /// The job starts behind what the sink committed: it would write that output again.
+    #[error(
+        "sink '{writer}' of topic '{topic}' has committed the output of checkpoint {committed}, \
+         but the job starts from {}: the output since then would be written again. Start from \
+         checkpoint {committed} or a newer one, or allow the rewind (`allow_rewind`, \
+         `--allow-rewind`) to accept the duplicates", describe_start(*.restoring)
+    )]
+    Rewind {
+        /// The sink's transaction prefix (`<job>/<uid>/`).
+        writer: String,
+        /// The topic it writes.
+        topic: String,
+        /// The newest checkpoint whose output the log holds.
+        committed: u64,
+        /// Where the job starts: a checkpoint, or none.
+        restoring: Option<u64>,
+    },
+    /// The log's marks of the sink could not be read.
+    #[error("cannot read what sink '{writer}' of topic '{topic}' committed: {reason}")]
+    Unreadable {
+        /// The sink's transaction prefix (`<job>/<uid>/`).
+        writer: String,
+        /// The topic it writes.
+        topic: String,
+        /// The log's error.
+        reason: String,
+    },
+    /// The log lost output the checkpoint says was committed.
+    #[error(
+        "the log is behind checkpoint {restoring}: sink '{writer}' of topic '{topic}' had \
+         committed the output of checkpoint {expected} when it was taken, but the log's newest \
+         commit of the sink is {}. The log lost committed output (damaged or restored from an \
+         older copy?); writing on would leave the hole. Start from a checkpoint no newer than \
+         the log's to write the lost output again", describe_commit(*.found)
+    )]
+    LogBehind {
+        /// The sink's transaction prefix (`<job>/<uid>/`).
+        writer: String,
+        /// The topic it writes.
+        topic: String,
+        /// The checkpoint the job starts from.
+        restoring: u64,
+        /// The newest checkpoint whose output the sink had committed, by the checkpoint.
+        expected: u64,
+        /// The newest checkpoint whose output the log holds, by its marks.
+        found: Option<u64>,
+    },
+}
+
+fn describe_start(checkpoint: Option<u64>) -> String {
+    checkpoint.map_or_else(
+        || "no checkpoint".to_owned(),
+        |checkpoint| format!("checkpoint {checkpoint}"),
+    )
+}
+
+fn describe_commit(checkpoint: Option<u64>) -> String {
+    checkpoint.map_or_else(
+        || "none".to_owned(),
+        |checkpoint| format!("checkpoint {checkpoint}'s"),
+    )
 }
 
 /// One sink subtask's writer of a topic.
@@ -34,9 +146,13 @@ pub struct LogWriter<L: ConnectorLog, T> {
     topic: String,
     encode: Encode<L, T>,
     exactly_once: bool,
-    /// `<job>/<uid>/`: what this sink's transaction ids start with.
+    /// `<job>/<uid>/`: what this sink's transaction ids start with, and its commit marks' writer.
     prefix: String,
     parallelism: u32,
+    /// Whether the job checkpoints: only then are commit marks checked at start.
+    checkpointing: bool,
+    /// Whether the job may start behind what the sink committed.
+    allow_rewind: bool,
     state: WriterState,
     /// Records were staged since the last prepare.
     open: bool,
@@ -50,12 +166,12 @@ pub struct LogWriter<L: ConnectorLog, T> {
 }
 
 impl<L: ConnectorLog, T> LogWriter<L, T> {
-    /// The writer of subtask `subtask` of `parallelism`; `prefix` (`<job>/<uid>/`) names its
-    /// transactions; `exactly_once` chooses transactions over appends.
+    /// The writer of the sink subtask `info` describes; its transactions are named
+    /// `<job>/<uid>/<subtask>/<sequence>`; `exactly_once` chooses transactions over appends.
     pub fn new(
         log: &L,
         topic: &str,
-        (prefix, subtask, parallelism): (String, u32, u32),
+        info: &OperatorInfo,
         encode: Encode<L, T>,
         exactly_once: bool,
     ) -> Self {
@@ -64,10 +180,12 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
             topic: topic.to_owned(),
             encode,
             exactly_once,
-            prefix,
-            parallelism,
+            prefix: format!("{}/{}/", info.job, info.uid),
+            parallelism: info.parallelism,
+            checkpointing: info.checkpointing,
+            allow_rewind: info.allow_rewind,
             state: WriterState {
-                subtask,
+                subtask: info.subtask,
                 ..WriterState::default()
             },
             open: false,
@@ -78,6 +196,70 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
 
     fn transaction_id(&self, subtask: u32, sequence: u64) -> String {
         format!("{}{subtask}/{sequence}", self.prefix)
+    }
+
+    /// Commits the transaction `(prepared_at, sequence)` of `subtask`, marked as output of
+    /// checkpoint `prepared_at` when the job checkpoints (without checkpoints, the one commit
+    /// at end of input is no checkpoint's).
+    fn commit_marked(
+        &mut self,
+        subtask: u32,
+        (prepared_at, sequence): (u64, u64),
+    ) -> Result<(), L::Error> {
+        let mark = self.checkpointing.then_some(CommitMark {
+            writer: &self.prefix,
+            checkpoint: prepared_at,
+        });
+        self.log
+            .commit(&self.transaction_id(subtask, sequence), mark)?;
+        if self.checkpointing {
+            self.state.committed = self.state.committed.max(Some(prepared_at));
+        }
+        Ok(())
+    }
+
+    /// Checks where the job starts (`restoring`: a checkpoint, or none) against the log's mark
+    /// of this sink, and against `expected`, the newest checkpoint whose output the restored
+    /// states say was committed.
+    fn check_start(
+        &self,
+        restoring: Option<u64>,
+        expected: Option<u64>,
+    ) -> Result<(), SinkRestoreError> {
+        if !self.checkpointing {
+            return Ok(());
+        }
+        let found = self
+            .log
+            .committed_checkpoint(&self.prefix)
+            .map_err(|error| SinkRestoreError::Unreadable {
+                writer: self.prefix.clone(),
+                topic: self.topic.clone(),
+                reason: error.to_string(),
+            })?;
+        if let Some(committed) = found
+            && restoring.is_none_or(|restoring| committed > restoring)
+            && !self.allow_rewind
+        {
+            return Err(SinkRestoreError::Rewind {
+                writer: self.prefix.clone(),
+                topic: self.topic.clone(),
+                committed,
+                restoring,
+            });
+        }
+        if let (Some(restoring), Some(expected)) = (restoring, expected)
+            && found.is_none_or(|found| found < expected)
+        {
+            return Err(SinkRestoreError::LogBehind {
+                writer: self.prefix.clone(),
+                topic: self.topic.clone(),
+                restoring,
+                expected,
+                found,
+            });
+        }
+        Ok(())
     }
 
     /// Makes everything written so far durable.
@@ -208,7 +390,8 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             self.state.next_sequence += 1;
             self.open = false;
         }
-        let state = encode_position(&self.state)?;
+        self.state.checkpoint = checkpoint.0;
+        let state = self.state.encode()?;
         if self.commits_at_pre_commit() {
             self.commit(checkpoint)?;
         }
@@ -222,9 +405,8 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             .iter()
             .take_while(|(prepared_at, _)| *prepared_at <= checkpoint.0)
             .count();
-        for (_, sequence) in self.state.prepared.drain(..due).collect::<Vec<_>>() {
-            self.log
-                .commit(&self.transaction_id(self.state.subtask, sequence))?;
+        for (prepared_at, sequence) in self.state.prepared.drain(..due).collect::<Vec<_>>() {
+            self.commit_marked(self.state.subtask, (prepared_at, sequence))?;
         }
         // The next checkpoint's state no longer lists these transactions: were the commits
         // lost in a crash of the machine, a restore from it would abort them (found by the
@@ -239,15 +421,28 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
         if !self.exactly_once {
             return Ok(());
         }
-        let restored = states
+        let decoded = states
             .iter()
-            .map(|bytes| decode_position::<WriterState>(bytes))
+            .map(|bytes| WriterState::decode(bytes))
             .collect::<Result<Vec<_>, _>>()?;
+        // After a rescale, an instance no old one maps to gets no state: another one checks.
+        if let Some(restoring) = decoded
+            .iter()
+            .filter_map(|(_, checkpoint)| *checkpoint)
+            .max()
+        {
+            let expected = decoded
+                .iter()
+                .filter_map(|(state, _)| state.committed)
+                .max();
+            self.check_start(Some(restoring), expected)?;
+        }
+        let restored: Vec<WriterState> = decoded.into_iter().map(|(state, _)| state).collect();
+        self.state.committed = restored.iter().filter_map(|state| state.committed).max();
         for state in &restored {
             let due = self.restored_to_commit(state.prepared.len());
-            for &(_, sequence) in &state.prepared[..due] {
-                self.log
-                    .commit(&self.transaction_id(state.subtask, sequence))?;
+            for &transaction in &state.prepared[..due] {
+                self.commit_marked(state.subtask, transaction)?;
             }
         }
         // Durable before the restored job's checkpoints stop listing them (see `commit`).
@@ -275,7 +470,7 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
                 continue;
             }
             if commits_leftovers {
-                self.log.commit(&leftover)?;
+                self.log.commit(&leftover, None)?;
             } else {
                 self.log.abort(&leftover)?;
             }
@@ -289,6 +484,13 @@ impl<L: ConnectorLog, T: Data> Sink for LogWriter<L, T> {
             .map_or(0, |state| state.next_sequence);
         Ok(())
     }
+
+    fn start_fresh(&mut self) -> Result<(), BoxError> {
+        if self.exactly_once {
+            self.check_start(None, None)?;
+        }
+        self.restore(Vec::new())
+    }
 }
 
 #[cfg(test)]
@@ -299,29 +501,52 @@ mod tests {
 
     use super::*;
 
-    /// A log that keeps only which transactions are open, and what became of the others.
+    /// A log that keeps only which transactions are open, what became of the others, and the
+    /// commit marks.
     #[derive(Clone, Default)]
-    struct Transactions(Arc<Mutex<BTreeMap<String, &'static str>>>);
+    struct Transactions {
+        states: Arc<Mutex<BTreeMap<String, &'static str>>>,
+        marks: Arc<Mutex<BTreeMap<String, u64>>>,
+    }
 
     impl Transactions {
         fn with_open(ids: &[&str]) -> Self {
             let log = Transactions::default();
             for id in ids {
-                log.0.lock().unwrap().insert((*id).to_owned(), "open");
+                log.states.lock().unwrap().insert((*id).to_owned(), "open");
             }
             log
         }
 
         fn state(&self) -> Vec<(String, &'static str)> {
-            let map = self.0.lock().unwrap();
+            let map = self.states.lock().unwrap();
             map.iter().map(|(id, state)| (id.clone(), *state)).collect()
         }
 
         fn resolve(&self, id: &str, to: &'static str) {
-            if let Some(state) = self.0.lock().unwrap().get_mut(id)
+            if let Some(state) = self.states.lock().unwrap().get_mut(id)
                 && *state == "open"
             {
                 *state = to;
+            }
+        }
+
+        /// The log as a copy of it taken when its newest commit mark of `writer` was `mark`.
+        fn rewound_to(&self, writer: &str, mark: Option<u64>) -> Self {
+            let log = self.clone_deep();
+            let mut marks = log.marks.lock().unwrap();
+            match mark {
+                Some(mark) => marks.insert(writer.to_owned(), mark),
+                None => marks.remove(writer),
+            };
+            drop(marks);
+            log
+        }
+
+        fn clone_deep(&self) -> Self {
+            Transactions {
+                states: Arc::new(Mutex::new(self.states.lock().unwrap().clone())),
+                marks: Arc::new(Mutex::new(self.marks.lock().unwrap().clone())),
             }
         }
     }
@@ -348,7 +573,7 @@ mod tests {
         }
 
         fn stage(&self, id: &str, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
-            self.0
+            self.states
                 .lock()
                 .unwrap()
                 .entry(id.to_owned())
@@ -360,9 +585,18 @@ mod tests {
             Ok(())
         }
 
-        fn commit(&self, id: &str) -> Result<(), Infallible> {
+        fn commit(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), Infallible> {
             self.resolve(id, "committed");
+            if let Some(mark) = mark {
+                let mut marks = self.marks.lock().unwrap();
+                let newest = marks.entry(mark.writer.to_owned()).or_default();
+                *newest = (*newest).max(mark.checkpoint);
+            }
             Ok(())
+        }
+
+        fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, Infallible> {
+            Ok(self.marks.lock().unwrap().get(writer).copied())
         }
 
         fn abort(&self, id: &str) -> Result<(), Infallible> {
@@ -371,7 +605,7 @@ mod tests {
         }
 
         fn open_transactions(&self, prefix: &str) -> Result<Vec<String>, Infallible> {
-            let map = self.0.lock().unwrap();
+            let map = self.states.lock().unwrap();
             Ok(map
                 .iter()
                 .filter(|(id, state)| id.starts_with(prefix) && **state == "open")
@@ -384,16 +618,33 @@ mod tests {
         }
     }
 
+    /// Subtask `subtask` of `parallelism` of sink `u` of job `j`.
+    fn info(subtask: u32, parallelism: u32, checkpointing: bool) -> OperatorInfo {
+        OperatorInfo {
+            job: "j".to_owned(),
+            name: "sink".to_owned(),
+            uid: "u".to_owned(),
+            subtask,
+            parallelism,
+            max_parallelism: 128,
+            key_groups: crate::key::KeyGroupRange::for_subtask(subtask, parallelism, 128),
+            checkpointing,
+            state_backend: crate::state::StateBackend::Memory,
+            allow_rewind: false,
+        }
+    }
+
+    fn writer(log: &Transactions, info: &OperatorInfo) -> LogWriter<Transactions, ()> {
+        LogWriter::new(log, "out", info, Arc::new(|_: &()| ()), true)
+    }
+
     #[test]
     fn a_fresh_sink_aborts_what_the_subtasks_it_takes_over_left_open() {
         // Subtasks 0..4 of an attempt that failed before its first checkpoint left these; the
         // job starts again, from no checkpoint, at parallelism 2 (found by the simulator's
         // `rescale-down-key-group-boundaries`: transactions 2/0 and 3/5 stayed open for good).
         let log = Transactions::with_open(&["j/u/0/0", "j/u/1/0", "j/u/2/0", "j/u/3/5", "k/u/0/0"]);
-        let place = ("j/u/".to_owned(), 0, 2);
-        let mut writer: LogWriter<Transactions, ()> =
-            LogWriter::new(&log, "out", place, Arc::new(|_: &()| ()), true);
-        writer.restore(Vec::new()).unwrap();
+        writer(&log, &info(0, 2, true)).start_fresh().unwrap();
         let expected = [
             ("j/u/0/0", "aborted"),
             ("j/u/1/0", "open"),
@@ -410,5 +661,129 @@ mod tests {
             expected,
             "subtask 1 takes over 3; another job is not ours"
         );
+    }
+
+    /// A sink that writes through checkpoints 1 to `last`, each completing; returns the state
+    /// of each checkpoint, by checkpoint.
+    fn run_through(log: &Transactions, last: u64) -> BTreeMap<u64, Vec<u8>> {
+        let mut sink = writer(log, &info(0, 1, true));
+        sink.start_fresh().unwrap();
+        let mut states = BTreeMap::new();
+        for checkpoint in 1..=last {
+            sink.write_batch(vec![Record::new(())]).unwrap();
+            let state = sink.pre_commit(CheckpointId(checkpoint)).unwrap().unwrap();
+            states.insert(checkpoint, state);
+            sink.commit(CheckpointId(checkpoint)).unwrap();
+        }
+        states
+    }
+
+    #[test]
+    fn a_start_behind_what_the_sink_committed_is_refused_unless_allowed() {
+        let log = Transactions::default();
+        let states = run_through(&log, 5);
+        assert_eq!(log.committed_checkpoint("j/u/").unwrap(), Some(5));
+
+        let older = writer(&log, &info(0, 1, true)).restore(vec![states[&3].clone()]);
+        let error = older.unwrap_err().to_string();
+        assert!(
+            error.contains("committed the output of checkpoint 5")
+                && error.contains("starts from checkpoint 3"),
+            "{error}"
+        );
+        let fresh = writer(&log, &info(0, 1, true)).start_fresh();
+        assert!(
+            fresh
+                .unwrap_err()
+                .to_string()
+                .contains("starts from no checkpoint"),
+            "a lost or deleted checkpoint store is no fresh start"
+        );
+
+        writer(&log, &info(0, 1, true))
+            .restore(vec![states[&5].clone()])
+            .expect("the newest checkpoint restores");
+        let mut allowed = info(0, 1, true);
+        allowed.allow_rewind = true;
+        writer(&log, &allowed)
+            .restore(vec![states[&3].clone()])
+            .expect("a rewind the job allows");
+        writer(&log, &info(0, 1, false))
+            .start_fresh()
+            .expect("a job without checkpoints starts afresh every run");
+    }
+
+    #[test]
+    fn a_log_that_lost_committed_output_is_behind_the_checkpoint() {
+        let log = Transactions::default();
+        let states = run_through(&log, 5);
+        // Checkpoint 5 was taken after checkpoint 4's output was committed; the log's copy
+        // knows of commits up to checkpoint 2 only.
+        let damaged = log.rewound_to("j/u/", Some(2));
+        let error = writer(&damaged, &info(0, 1, true))
+            .restore(vec![states[&5].clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("the log is behind checkpoint 5")
+                && error.contains("checkpoint 4 when it was taken")
+                && error.contains("is checkpoint 2's"),
+            "{error}"
+        );
+        let emptied = log.rewound_to("j/u/", None);
+        let restored = writer(&emptied, &info(0, 1, true)).restore(vec![states[&5].clone()]);
+        assert!(restored.unwrap_err().to_string().contains("is none"));
+    }
+
+    #[test]
+    fn after_an_upscale_an_instance_without_state_leaves_the_check_to_the_others() {
+        let log = Transactions::default();
+        run_through(&log, 3);
+        writer(&log, &info(1, 2, true))
+            .restore(Vec::new())
+            .expect("restored from checkpoint 3, with no state of its own");
+    }
+
+    #[test]
+    fn a_state_written_before_commit_marks_still_restores() {
+        #[derive(Serialize)]
+        struct Unmarked {
+            subtask: u32,
+            next_sequence: u64,
+            prepared: Vec<(u64, u64)>,
+        }
+        let log = Transactions::with_open(&["j/u/0/7"]);
+        let old = crate::source::encode_position(&Unmarked {
+            subtask: 0,
+            next_sequence: 8,
+            prepared: vec![(12, 7)],
+        })
+        .unwrap();
+        let mut sink = writer(&log, &info(0, 1, true));
+        sink.restore(vec![old]).unwrap();
+        assert_eq!(log.state(), vec![("j/u/0/7".to_owned(), "committed")]);
+        assert_eq!(sink.state.next_sequence, 8);
+    }
+
+    #[test]
+    fn the_sink_state_format_is_pinned() {
+        // Format version 1 of a log sink's state: subtask, next sequence, prepared (checkpoint,
+        // sequence) pairs, checkpoint, newest committed checkpoint. A change here needs a
+        // version bump of `Kind::LogSinkState`.
+        let state = WriterState {
+            subtask: 2,
+            next_sequence: 9,
+            prepared: vec![(7, 8)],
+            checkpoint: 7,
+            committed: Some(6),
+        };
+        let sealed = state.encode().unwrap();
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 6, 1, 0]);
+        assert_eq!(
+            &sealed[crate::codec::HEADER_BYTES..],
+            &[2, 9, 1, 7, 8, 7, 1, 6]
+        );
+        let (decoded, checkpoint) = WriterState::decode(&sealed).unwrap();
+        assert_eq!((decoded.prepared, checkpoint), (vec![(7, 8)], Some(7)));
     }
 }

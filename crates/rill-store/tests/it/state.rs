@@ -164,6 +164,7 @@ fn a_working_copy_lost_under_a_running_backend_is_an_error_not_a_panic() {
         key_groups: KeyGroupRange::for_subtask(0, 1, MAX_PARALLELISM),
         checkpointing: false,
         state_backend: backend.backend(),
+        allow_rewind: false,
     });
     assert!(matches!(store.check(), Err(StateError::Open { .. })));
     assert_eq!(

@@ -24,6 +24,10 @@ pub struct JobArgs {
     /// Take a checkpoint this often, into `<data-dir>/checkpoints`.
     #[arg(long)]
     pub checkpoint_interval_ms: Option<u64>,
+    /// Allow starting behind the output already committed (an older checkpoint, or none
+    /// after the checkpoints were lost): the output since then is written again.
+    #[arg(long)]
+    pub allow_rewind: bool,
 }
 
 impl JobArgs {
@@ -34,6 +38,9 @@ impl JobArgs {
         if let Some(interval) = self.checkpoint_interval_ms {
             env.enable_checkpointing(Duration::from_millis(interval));
             env.set_checkpoint_dir(self.data_dir.join("checkpoints"));
+        }
+        if self.allow_rewind {
+            env.allow_rewind();
         }
         env
     }

@@ -166,11 +166,7 @@ impl<T: Data> DataStream<T> {
             LogWriter::new(
                 &sink.log,
                 &sink.topic,
-                (
-                    format!("{}/{}/", info.job, info.uid),
-                    info.subtask,
-                    info.parallelism,
-                ),
+                info,
                 sink.encode.clone(),
                 sink.exactly_once,
             )

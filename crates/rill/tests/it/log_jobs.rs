@@ -404,11 +404,24 @@ fn a_job_started_from_an_older_savepoint_goes_on_from_exactly_there() {
     let error = missing.execute("replayed").unwrap_err().to_string();
     assert!(error.contains("no completed checkpoint 9999"), "{error}");
 
-    // From the first savepoint: its counts and its offsets, so the run writes exactly what
-    // came after it, again.
+    // From the first savepoint, the sink would commit again what it committed since: refused,
+    // naming both points, and nothing is written.
     let before = read_all(&log, "counts").len() as u64;
+    let refused = configured(true);
+    refused.start_from_checkpoint(first.0);
+    let error = refused.execute("replayed").unwrap_err().to_string();
+    let (second, _) = savepoints[1];
+    assert!(
+        error.contains(&format!("committed the output of checkpoint {}", second.0))
+            && error.contains(&format!("starts from checkpoint {}", first.0)),
+        "{error}"
+    );
+    assert_eq!(read_all(&log, "counts").len() as u64, before);
+
+    // Allowed: its counts and its offsets, so the run writes exactly what came after it,
+    // again.
     let replay = configured(true);
-    replay.start_from_checkpoint(first.0);
+    replay.start_from_checkpoint(first.0).allow_rewind();
     let report = replay.execute("replayed").unwrap();
     let written = read_all(&log, "counts").len() as u64 - before;
     assert_eq!(written, total - committed_at_first);

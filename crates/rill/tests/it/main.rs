@@ -7,6 +7,7 @@ mod bounded_reruns;
 mod checkpoints;
 mod kill_recovery;
 mod log_jobs;
+mod rewinds;
 mod source_watermarks;
 mod state_failures;
 mod support;
