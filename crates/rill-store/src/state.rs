@@ -8,8 +8,12 @@
 //! its own (`state-<n>`) that is deleted when the instance is dropped — after a failover the
 //! new instances start from a checkpoint, never from what the failed ones left behind.
 //!
-//! An entry's key is `table \0 key group (u32 BE) encoded key`, so a scan yields entries
-//! ordered by table, then key group: the order snapshots are cut in. A checkpoint freezes the
+//! An entry's key is `table \0 key group (u32 BE) form encoded-key`, so a scan yields entries
+//! ordered by table, then key group: the order snapshots are cut in. fjall takes keys of up to
+//! 65 535 bytes, and a state key can be longer (the memory backend takes any): the form byte is
+//! 0 for a key stored as it is, 1 for a long key stored as its 128-bit xxh3 hash, the key itself
+//! then leading the value (`length (u32 BE) key value`) so that a read checks it and a scan
+//! gives it back. A checkpoint freezes the
 //! tables as a fjall snapshot (a sequence number) at the barrier and reads them later, off the
 //! data path, while the operator writes on.
 //!
@@ -159,31 +163,89 @@ pub struct FjallStateTables {
     shared: Arc<Shared>,
 }
 
-/// The key of an entry: `table \0 key group (u32 BE) key`. A table name with a NUL in it
-/// could not be told from its key, so it is refused.
-fn entry_key(table: &str, key_group: u32, key: &[u8]) -> Result<Vec<u8>, StateError> {
-    if table.contains('\0') {
-        return Err(StateError::Backend {
-            table: table.escape_debug().to_string(),
-            key_group: Some(key_group),
-            reason: "a state name kept in fjall cannot contain a NUL character".to_owned(),
-        });
+/// The longest key fjall stores.
+const ENTRY_KEY_LEN_MAX: usize = u16::MAX as usize;
+/// The longest table name: room is left for the key group, the form and a hashed key.
+const TABLE_NAME_LEN_MAX: usize = 1024;
+/// The form byte of a key stored as it is.
+const KEY_AS_IS: u8 = 0;
+/// The form byte of a key stored as its hash, with the key leading the value.
+const KEY_HASHED: u8 = 1;
+
+/// How an entry's key is stored.
+enum EntryKey<'a> {
+    /// The key itself is in the entry key.
+    AsIs(Vec<u8>),
+    /// The entry key holds the key's hash; the key leads the value.
+    Hashed { entry: Vec<u8>, key: &'a [u8] },
+}
+
+impl EntryKey<'_> {
+    fn entry(&self) -> &[u8] {
+        match self {
+            EntryKey::AsIs(entry) | EntryKey::Hashed { entry, .. } => entry,
+        }
     }
-    let mut entry = Vec::with_capacity(table.len() + 5 + key.len());
+}
+
+/// The key of an entry: `table \0 key group (u32 BE) form key-or-hash`. A table name with a
+/// NUL in it could not be told from its key, so it is refused, as is an absurdly long one.
+fn entry_key<'a>(table: &str, key_group: u32, key: &'a [u8]) -> Result<EntryKey<'a>, StateError> {
+    let refuse = |reason: &str| StateError::Backend {
+        table: table.escape_debug().to_string(),
+        key_group: Some(key_group),
+        reason: reason.to_owned(),
+    };
+    if table.contains('\0') {
+        return Err(refuse(
+            "a state name kept in fjall cannot contain a NUL character",
+        ));
+    }
+    if table.len() > TABLE_NAME_LEN_MAX {
+        return Err(refuse(
+            "a state name kept in fjall is at most 1024 bytes long",
+        ));
+    }
+    let head = table.len() + 6;
+    let mut entry = Vec::with_capacity(head + key.len().min(ENTRY_KEY_LEN_MAX));
     entry.extend_from_slice(table.as_bytes());
     entry.push(0);
     entry.extend_from_slice(&key_group.to_be_bytes());
-    entry.extend_from_slice(key);
-    Ok(entry)
+    if head + key.len() <= ENTRY_KEY_LEN_MAX {
+        entry.push(KEY_AS_IS);
+        entry.extend_from_slice(key);
+        return Ok(EntryKey::AsIs(entry));
+    }
+    entry.push(KEY_HASHED);
+    entry.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(key).to_be_bytes());
+    Ok(EntryKey::Hashed { entry, key })
 }
 
-/// Splits an entry key into table, key group and encoded key.
-fn split_entry_key(entry: &[u8]) -> Option<(&str, u32, &[u8])> {
+/// Splits an entry key into table, key group, form and key (or hash).
+fn split_entry_key(entry: &[u8]) -> Option<(&str, u32, u8, &[u8])> {
     let end = entry.iter().position(|&byte| byte == 0)?;
     let table = std::str::from_utf8(&entry[..end]).ok()?;
     let group = entry.get(end + 1..end + 5)?;
     let group = u32::from_be_bytes(group.try_into().ok()?);
-    Some((table, group, &entry[end + 5..]))
+    let form = *entry.get(end + 5)?;
+    Some((table, group, form, &entry[end + 6..]))
+}
+
+/// A hashed entry's value: `length (u32 BE) key value`.
+fn hashed_value(key: &[u8], value: &[u8]) -> Result<Vec<u8>, String> {
+    let length = u32::try_from(key.len()).map_err(|_| format!("a key of {} bytes", key.len()))?;
+    let mut stored = Vec::with_capacity(4 + key.len() + value.len());
+    stored.extend_from_slice(&length.to_be_bytes());
+    stored.extend_from_slice(key);
+    stored.extend_from_slice(value);
+    Ok(stored)
+}
+
+/// Splits a hashed entry's value into the key and the value.
+fn split_hashed_value(stored: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (length, rest) = stored.split_first_chunk::<4>()?;
+    let length = u32::from_be_bytes(*length) as usize;
+    (rest.len() >= length).then(|| rest.split_at(length))
 }
 
 impl StateTables for FjallStateTables {
@@ -193,10 +255,33 @@ impl StateTables for FjallStateTables {
         key_group: u32,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        self.keyspace
-            .get(entry_key(table, key_group, key)?)
-            .map(|value| value.map(|value| value.to_vec()))
-            .map_err(|error| backend_error(table, Some(key_group), &error))
+        let entry = entry_key(table, key_group, key)?;
+        let Some(stored) = self
+            .keyspace
+            .get(entry.entry())
+            .map_err(|error| backend_error(table, Some(key_group), &error))?
+        else {
+            return Ok(None);
+        };
+        match entry {
+            EntryKey::AsIs(_) => Ok(Some(stored.to_vec())),
+            EntryKey::Hashed { key, .. } => match split_hashed_value(&stored) {
+                Some((stored_key, value)) if stored_key == key => Ok(Some(value.to_vec())),
+                Some(_) => Err(StateError::Backend {
+                    table: table.to_owned(),
+                    key_group: Some(key_group),
+                    reason: format!(
+                        "two keys of more than 64 KiB ({} bytes here) share a 128-bit hash",
+                        key.len()
+                    ),
+                }),
+                None => Err(StateError::Backend {
+                    table: table.to_owned(),
+                    key_group: Some(key_group),
+                    reason: "a long key's entry is cut short".to_owned(),
+                }),
+            },
+        }
     }
 
     fn put(
@@ -206,14 +291,23 @@ impl StateTables for FjallStateTables {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        self.keyspace
-            .insert(entry_key(table, key_group, key)?, value)
-            .map_err(|error| backend_error(table, Some(key_group), &error))
+        let inserted = match entry_key(table, key_group, key)? {
+            EntryKey::AsIs(entry) => self.keyspace.insert(entry, value),
+            EntryKey::Hashed { entry, key } => {
+                let stored = hashed_value(key, value).map_err(|reason| StateError::Backend {
+                    table: table.to_owned(),
+                    key_group: Some(key_group),
+                    reason,
+                })?;
+                self.keyspace.insert(entry, stored)
+            }
+        };
+        inserted.map_err(|error| backend_error(table, Some(key_group), &error))
     }
 
     fn delete(&mut self, table: &str, key_group: u32, key: &[u8]) -> Result<(), StateError> {
         self.keyspace
-            .remove(entry_key(table, key_group, key)?)
+            .remove(entry_key(table, key_group, key)?.entry())
             .map_err(|error| backend_error(table, Some(key_group), &error))
     }
 
@@ -238,12 +332,26 @@ impl FrozenTables for FrozenFjallTables {
             let (key, value) = entry
                 .into_inner()
                 .map_err(|error| backend_error("*", None, &error))?;
-            let (table, group, key) = split_entry_key(&key).ok_or_else(|| StateError::Backend {
+            let malformed = |reason: String| StateError::Backend {
                 table: "*".to_owned(),
                 key_group: None,
-                reason: format!("an entry key of {} bytes has no table name", key.len()),
+                reason,
+            };
+            let (table, group, form, key) = split_entry_key(&key).ok_or_else(|| {
+                malformed(format!(
+                    "an entry key of {} bytes has no table name",
+                    key.len()
+                ))
             })?;
-            visit(table, group, key, &value);
+            match form {
+                KEY_AS_IS => visit(table, group, key, &value),
+                KEY_HASHED => {
+                    let (key, value) = split_hashed_value(&value)
+                        .ok_or_else(|| malformed("a long key's entry is cut short".to_owned()))?;
+                    visit(table, group, key, value);
+                }
+                other => return Err(malformed(format!("an entry key of unknown form {other}"))),
+            }
         }
         Ok(())
     }
@@ -266,10 +374,18 @@ mod tests {
     fn entry_keys_split_back_into_table_group_and_key() {
         let entry = entry_key("counts", 77, b"\x00word").unwrap();
         assert_eq!(
-            split_entry_key(&entry),
-            Some(("counts", 77, &b"\x00word"[..]))
+            split_entry_key(entry.entry()),
+            Some(("counts", 77, KEY_AS_IS, &b"\x00word"[..]))
         );
         assert_eq!(split_entry_key(b"no-separator"), None);
         assert!(entry_key("a\0b", 1, b"k").is_err());
+        let long = vec![7u8; 70_000];
+        let entry = entry_key("counts", 77, &long).unwrap();
+        assert!(
+            entry.entry().len() < 100,
+            "a long key is stored as its hash"
+        );
+        let stored = hashed_value(&long, b"v").unwrap();
+        assert_eq!(split_hashed_value(&stored), Some((&long[..], &b"v"[..])));
     }
 }

@@ -173,3 +173,64 @@ fn a_working_copy_lost_under_a_running_backend_is_an_error_not_a_panic() {
         "a failed store reads nothing"
     );
 }
+
+struct TextScope<'a> {
+    key: String,
+    store: &'a mut KeyedStateStore<String>,
+}
+
+impl KeyedStateAccess<String> for TextScope<'_> {
+    fn key_and_store(&mut self) -> (&String, &mut KeyedStateStore<String>) {
+        (&self.key, self.store)
+    }
+}
+
+#[test]
+fn keys_longer_than_fjall_takes_are_kept_read_snapshotted_and_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FjallStateBackend::open(dir.path().join("state")).unwrap();
+    let mut on_disk =
+        KeyedStateStore::<String>::external(MAX_PARALLELISM, Box::new(backend.tables().unwrap()));
+    let count = count();
+    let keys: Vec<String> = [10, 65_530, 65_536, 200_000]
+        .iter()
+        .flat_map(|&len| ["a", "b"].map(|fill| fill.repeat(len)))
+        .collect();
+    for (index, key) in keys.iter().enumerate() {
+        let scope = &mut TextScope {
+            key: key.clone(),
+            store: &mut on_disk,
+        };
+        count.set(scope, index as u64);
+    }
+    on_disk.check().unwrap();
+    let read = |store: &mut KeyedStateStore<String>| -> Vec<Option<u64>> {
+        keys.iter()
+            .map(|key| {
+                count.get(&mut TextScope {
+                    key: key.clone(),
+                    store,
+                })
+            })
+            .collect()
+    };
+    let expected: Vec<Option<u64>> = (0..keys.len() as u64).map(Some).collect();
+    assert_eq!(read(&mut on_disk), expected);
+
+    let snapshot = on_disk.snapshot().unwrap();
+    let mut in_memory = KeyedStateStore::<String>::new(MAX_PARALLELISM);
+    in_memory.restore(snapshot.clone());
+    assert_eq!(read(&mut in_memory), expected, "fjall -> memory");
+    let mut again =
+        KeyedStateStore::<String>::external(MAX_PARALLELISM, Box::new(backend.tables().unwrap()));
+    again.restore(snapshot);
+    assert_eq!(read(&mut again), expected, "fjall -> fjall");
+
+    count.clear(&mut TextScope {
+        key: keys[7].clone(),
+        store: &mut on_disk,
+    });
+    assert_eq!(read(&mut on_disk)[7], None, "a long key is cleared");
+    assert_eq!(read(&mut on_disk)[6], Some(6));
+    on_disk.check().unwrap();
+}
