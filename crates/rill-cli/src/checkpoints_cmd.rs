@@ -34,14 +34,16 @@ pub(crate) enum CheckpointsCommand {
     },
 }
 
-/// Opens an existing store; a missing one is an error, not created.
+/// Opens an existing store to read it, changing nothing there; a missing one is an error, not
+/// created. What opening it for writing would repair is printed as a warning.
 fn open_store(data_dir: &Path, checkpoint_dir: Option<PathBuf>) -> anyhow::Result<CheckpointStore> {
     let dir = checkpoint_dir.unwrap_or_else(|| data_dir.join("checkpoints"));
-    if !dir.is_dir() {
-        bail!("no checkpoint store at {}", dir.display());
+    let store = CheckpointStore::open_read_only(&dir)
+        .with_context(|| format!("cannot open the checkpoint store at {}", dir.display()))?;
+    for repair in store.journal_repairs() {
+        eprintln!("warning: the checkpoint store is damaged: {repair}");
     }
-    CheckpointStore::open(&dir)
-        .with_context(|| format!("cannot open the checkpoint store at {}", dir.display()))
+    Ok(store)
 }
 
 /// Milliseconds since the Unix epoch as `seconds.millis` UTC.

@@ -14,6 +14,11 @@
 //! Any other damage is kept for inspection: the newest *intact* checkpoint is restored, and
 //! what was skipped is reported to the caller, who warns; if no checkpoint is intact, restoring
 //! fails.
+//!
+//! On disk, a store is a directory holding the fjall database and the marker file
+//! `RILL_CHECKPOINTS`: a directory without it is refused, never written into (a store written
+//! before the marker existed is recognized by fjall's own `version` file and gets one).
+//! [`CheckpointStore::open_read_only`] opens a copy, for tools that only look.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,7 +31,59 @@ use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
 use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
 
 use crate::error::StoreError;
-use crate::fjall_storage::FjallStorage;
+use crate::fjall_storage::{FjallStorage, JournalRepair};
+
+/// The file that marks a directory as a checkpoint store, and its content.
+const MARKER_FILE: &str = "RILL_CHECKPOINTS";
+const MARKER: &str = "rill-checkpoints 1\n";
+/// The file fjall keeps in a database's directory: a store from before the marker has it.
+const FJALL_VERSION_FILE: &str = "version";
+
+/// What a directory given as a checkpoint store holds.
+enum StoreDir {
+    /// Nothing (or it does not exist).
+    Empty,
+    /// A store.
+    Store,
+    /// A store written before the marker existed.
+    Unmarked,
+    /// Something else.
+    Foreign,
+}
+
+fn inspect_dir(dir: &Path) -> Result<StoreDir, StoreError> {
+    let io = |error: std::io::Error| StoreError::of_engine(dir, fjall::Error::Io(error));
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+        Err(error) => return Err(io(error)),
+    };
+    if empty {
+        return Ok(StoreDir::Empty);
+    }
+    match std::fs::read_to_string(dir.join(MARKER_FILE)) {
+        Ok(marker) if marker == MARKER => Ok(StoreDir::Store),
+        Ok(_) => Ok(StoreDir::Foreign),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let fjall = std::fs::read(dir.join(FJALL_VERSION_FILE))
+                .is_ok_and(|version| version.starts_with(b"FJL"));
+            Ok(if fjall && dir.join("keyspaces").is_dir() {
+                StoreDir::Unmarked
+            } else {
+                StoreDir::Foreign
+            })
+        }
+        Err(error) => Err(io(error)),
+    }
+}
+
+fn write_marker(dir: &Path) -> Result<(), StoreError> {
+    let io = |error: std::io::Error| StoreError::of_engine(dir, fjall::Error::Io(error));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let temporary = dir.join(format!("{MARKER_FILE}.tmp"));
+    std::fs::write(&temporary, MARKER).map_err(io)?;
+    std::fs::rename(&temporary, dir.join(MARKER_FILE)).map_err(io)
+}
 #[cfg(feature = "defects")]
 use rill_core::defects::Defect;
 
@@ -120,6 +177,8 @@ pub struct CheckpointStore {
     storage: Arc<dyn Storage>,
     /// Where the store is, for errors: its directory.
     location: String,
+    /// The journals opening the store cut short (or, read-only, would have).
+    repairs: Vec<JournalRepair>,
     /// Planted on purpose (feature `defects`, for the simulator): `StoreLatestSkipsNewest`
     /// or `StoreDiscardOverreaches`.
     #[cfg(feature = "defects")]
@@ -188,11 +247,51 @@ fn decode_metadata(
 }
 
 impl CheckpointStore {
-    /// Opens the store in the directory `dir` (fjall), creating it if needed.
+    /// Opens the store in the directory `dir` (fjall), creating it if `dir` is missing or
+    /// empty; a directory that holds anything but a store is refused
+    /// ([`StoreError::NotACheckpointStore`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let storage = FjallStorage::open(dir.as_ref(), &[SNAPSHOTS, METADATA])?;
+        let dir = dir.as_ref();
+        match inspect_dir(dir)? {
+            StoreDir::Foreign => return Err(StoreError::NotACheckpointStore(dir.to_path_buf())),
+            StoreDir::Empty | StoreDir::Unmarked => write_marker(dir)?,
+            StoreDir::Store => {}
+        }
+        Self::on_fjall(FjallStorage::open(dir, &[SNAPSHOTS, METADATA])?)
+    }
+
+    /// Opens the store in `dir` to read it, changing nothing there: a copy is opened, and
+    /// what opening would repair is reported ([`CheckpointStore::journal_repairs`]). A missing
+    /// directory is [`StoreError::NoCheckpointStore`], anything but a store
+    /// [`StoreError::NotACheckpointStore`].
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        match inspect_dir(dir)? {
+            StoreDir::Empty if !dir.exists() => {
+                Err(StoreError::NoCheckpointStore(dir.to_path_buf()))
+            }
+            StoreDir::Empty | StoreDir::Foreign => {
+                Err(StoreError::NotACheckpointStore(dir.to_path_buf()))
+            }
+            StoreDir::Store | StoreDir::Unmarked => {
+                Self::on_fjall(FjallStorage::open_read_only(dir, &[SNAPSHOTS, METADATA])?)
+            }
+        }
+    }
+
+    fn on_fjall(storage: FjallStorage) -> Result<Self, StoreError> {
         let location = storage.path().display().to_string();
-        Ok(CheckpointStore::on(Arc::new(storage), location))
+        let repairs = storage.repairs().to_vec();
+        let mut store = CheckpointStore::on(Arc::new(storage), location);
+        store.repairs = repairs;
+        Ok(store)
+    }
+
+    /// The journals opening the store cut short, dropping what they held (or, opened
+    /// read-only, would have): damage to report. Checkpoints written since the damage are
+    /// lost; the newest intact one is what [`CheckpointStore::latest`] returns.
+    pub fn journal_repairs(&self) -> &[JournalRepair] {
+        &self.repairs
     }
 
     /// The store on `storage`; `location` names it in errors.
@@ -200,6 +299,7 @@ impl CheckpointStore {
         CheckpointStore {
             storage,
             location: location.into(),
+            repairs: Vec::new(),
             #[cfg(feature = "defects")]
             defect: None,
         }

@@ -37,6 +37,14 @@ pub enum StoreError {
         "{0} is not empty and not a state working copy: give the fjall state backend a directory of its own"
     )]
     NotAWorkingCopy(PathBuf),
+    /// A directory given as a checkpoint store holds something else: nothing is written there.
+    #[error(
+        "{0} is not a Rill checkpoint store (it has no RILL_CHECKPOINTS marker); refusing to touch it"
+    )]
+    NotACheckpointStore(PathBuf),
+    /// A checkpoint store to read does not exist.
+    #[error("there is no checkpoint store at {0}")]
+    NoCheckpointStore(PathBuf),
     /// A snapshot still holds frozen state that was never encoded: storing it would lose it.
     #[error(
         "the snapshot of subtask {subtask} for checkpoint {checkpoint} of job '{job}' holds state not yet encoded"

@@ -4,14 +4,39 @@
 //!
 //! fjall writes to OS buffers unless asked to persist: durability is decided by the store above
 //! (the checkpoint store syncs with each checkpoint's metadata), as the contract says.
+//!
+//! Opening a fjall database replays its journals (`*.jnl`) and cuts a journal short where it
+//! finds a damaged or unfinished batch — for good, and silently. So opening measures the
+//! journals before and after: a journal is preallocated with zeros, so one cut short of its
+//! last non-zero byte lost data, a [`JournalRepair`], logged as a warning and kept for the
+//! caller. A read-only open ([`FjallStorage::open_read_only`], for
+//! tools that only look) opens a copy in a temporary directory (`tempfile`): the original is
+//! never touched, and what fjall would cut is reported as damage instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp, scan_start};
 
 use crate::error::StoreError;
+
+/// A journal that opening the database cut short: the end fjall found damaged or unfinished.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "journal {} was cut at byte {bytes_after} when the database opened, though it held data up \
+     to byte {bytes_before}: its last {} bytes were damaged or unfinished",
+    journal.display(), bytes_before - bytes_after
+)]
+pub struct JournalRepair {
+    /// The journal file (in the original directory, also when a copy was opened).
+    pub journal: PathBuf,
+    /// Where its data ended before the database opened (its preallocated zeros aside).
+    pub bytes_before: u64,
+    /// Its size after.
+    pub bytes_after: u64,
+}
 
 /// A fjall database holding a fixed set of key spaces.
 #[derive(Clone)]
@@ -19,14 +44,119 @@ pub struct FjallStorage {
     path: PathBuf,
     db: Database,
     spaces: BTreeMap<&'static str, Keyspace>,
+    repairs: Vec<JournalRepair>,
+    /// For a read-only open: the copy that was opened, removed when the last clone goes.
+    copy: Option<Arc<tempfile::TempDir>>,
+}
+
+/// Where the data of the file at `path` ends: after its last non-zero byte.
+fn data_end(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    let mut file = std::fs::File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut buffer = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buffer[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(last) = chunk.iter().rposition(|&byte| byte != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Where the data of every journal in `dir` ends (see [`data_end`]), by file name.
+fn journal_ends(dir: &Path) -> std::io::Result<BTreeMap<std::ffi::OsString, u64>> {
+    let mut ends = journal_sizes(dir)?;
+    for (name, end) in &mut ends {
+        *end = data_end(&dir.join(name))?;
+    }
+    Ok(ends)
+}
+
+/// The size of every journal in `dir`, by file name.
+fn journal_sizes(dir: &Path) -> std::io::Result<BTreeMap<std::ffi::OsString, u64>> {
+    let mut sizes = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(sizes),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.path().extension().is_some_and(|ext| ext == "jnl") {
+            sizes.insert(entry.file_name(), entry.metadata()?.len());
+        }
+    }
+    Ok(sizes)
+}
+
+/// Copies the files of `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 impl FjallStorage {
     /// Opens (or creates) the database in `dir` with the key spaces `spaces`.
     pub fn open(dir: &Path, spaces: &[&'static str]) -> Result<Self, StoreError> {
+        Self::open_at(dir, dir, spaces, None)
+    }
+
+    /// Opens a copy of the database in `dir`, which must exist, leaving `dir` untouched:
+    /// writes are refused, and what opening would have cut from a journal is reported in
+    /// [`FjallStorage::repairs`] without being cut.
+    pub fn open_read_only(dir: &Path, spaces: &[&'static str]) -> Result<Self, StoreError> {
+        let io = |error: std::io::Error| StoreError::of_engine(dir, fjall::Error::Io(error));
+        let copy = tempfile::Builder::new()
+            .prefix("rill-read-only-")
+            .tempdir()
+            .map_err(io)?;
+        copy_tree(dir, copy.path()).map_err(io)?;
+        let opened = copy.path().to_path_buf();
+        Self::open_at(dir, &opened, spaces, Some(Arc::new(copy)))
+    }
+
+    fn open_at(
+        dir: &Path,
+        opened: &Path,
+        spaces: &[&'static str],
+        copy: Option<Arc<tempfile::TempDir>>,
+    ) -> Result<Self, StoreError> {
         let path = dir.to_path_buf();
         let storage = |source| StoreError::of_engine(&path, source);
-        let db = Database::builder(&path).open().map_err(storage)?;
+        let io = |error: std::io::Error| StoreError::of_engine(dir, fjall::Error::Io(error));
+        let before = journal_ends(opened).map_err(io)?;
+        let db = Database::builder(opened).open().map_err(storage)?;
+        let after = journal_sizes(opened).map_err(io)?;
+        let repairs: Vec<JournalRepair> = before
+            .into_iter()
+            .filter_map(|(name, bytes_before)| {
+                let bytes_after = *after.get(&name)?;
+                (bytes_after < bytes_before).then(|| JournalRepair {
+                    journal: dir.join(name),
+                    bytes_before,
+                    bytes_after,
+                })
+            })
+            .collect();
+        for repair in &repairs {
+            tracing::warn!(%repair, read_only = copy.is_some(), "damaged storage");
+        }
         let spaces = spaces
             .iter()
             .map(|&name| {
@@ -35,12 +165,23 @@ impl FjallStorage {
                     .map_err(storage)
             })
             .collect::<Result<_, _>>()?;
-        Ok(FjallStorage { path, db, spaces })
+        Ok(FjallStorage {
+            path,
+            db,
+            spaces,
+            repairs,
+            copy,
+        })
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The journals opening cut short (or, opened read-only, would have).
+    pub fn repairs(&self) -> &[JournalRepair] {
+        &self.repairs
     }
 
     fn space(&self, name: &'static str) -> Result<&Keyspace, StorageError> {
@@ -59,6 +200,12 @@ impl FjallStorage {
 
 impl Storage for FjallStorage {
     fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), StorageError> {
+        if self.copy.is_some() {
+            return Err(StorageError::new(format!(
+                "{}: opened read-only",
+                self.path.display()
+            )));
+        }
         let mut batch = self.db.batch();
         for op in ops {
             match op {

@@ -23,5 +23,5 @@ pub mod state;
 
 pub use checkpoints::{CheckpointStore, Damage, IntactCheckpoint, Problem, StoredValue};
 pub use error::StoreError;
-pub use fjall_storage::FjallStorage;
+pub use fjall_storage::{FjallStorage, JournalRepair};
 pub use state::FjallStateBackend;

@@ -294,7 +294,30 @@ fn stored_checkpoints_can_be_listed_and_inspected() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let error = failed(rill(&data, &["checkpoints", "list", "--job", "wc"], ""));
-    assert!(error.contains("no checkpoint store at"), "{error}");
+    assert!(error.contains("there is no checkpoint store at"), "{error}");
+    assert!(!data.exists(), "a read-only command creates nothing");
+    let unrelated = dir.path().join("unrelated");
+    std::fs::create_dir_all(&unrelated).unwrap();
+    std::fs::write(unrelated.join("notes.txt"), "mine").unwrap();
+    let unrelated_dir = unrelated.display().to_string();
+    let error = failed(rill(
+        &data,
+        &[
+            "checkpoints",
+            "list",
+            "--job",
+            "wc",
+            "--checkpoint-dir",
+            &unrelated_dir,
+        ],
+        "",
+    ));
+    assert!(error.contains("is not a Rill checkpoint store"), "{error}");
+    assert_eq!(
+        std::fs::read_dir(&unrelated).unwrap().count(),
+        1,
+        "nothing written"
+    );
     {
         let store = rill_store::CheckpointStore::open(data.join("checkpoints")).unwrap();
         for subtask in 0..2 {

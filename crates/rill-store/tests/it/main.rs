@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rill_core::storage::{Durability, Storage, WriteOp};
 use rill_store::{CheckpointStore, FjallStorage, StoreError};
 
+mod directory;
 mod golden;
 mod state;
 
