@@ -1,4 +1,5 @@
-//! `rill checkpoints …`: list and inspect the checkpoints a job stored.
+//! `rill checkpoints …`: list and inspect the checkpoints a job stored (reading a copy of the
+//! store), and delete or prune them (stop the job first: one process has a store open).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,31 @@ pub(crate) enum CheckpointsCommand {
         #[arg(long)]
         checkpoint_dir: Option<PathBuf>,
     },
+    /// Deletes one checkpoint or savepoint of a job.
+    Delete {
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        /// The checkpoint's id.
+        #[arg(long)]
+        checkpoint: u64,
+        /// The checkpoint store (default: `<data-dir>/checkpoints`).
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
+    },
+    /// Deletes a job's checkpoints but the newest `--keep` (savepoints are kept: delete them
+    /// one by one).
+    Prune {
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        /// How many of the newest checkpoints to keep (at least 1).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        keep: u64,
+        /// The checkpoint store (default: `<data-dir>/checkpoints`).
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
+    },
 }
 
 /// Opens an existing store to read it, changing nothing there; a missing one is an error, not
@@ -42,6 +68,23 @@ fn open_store(data_dir: &Path, checkpoint_dir: Option<PathBuf>) -> anyhow::Resul
         .with_context(|| format!("cannot open the checkpoint store at {}", dir.display()))?;
     for repair in store.journal_repairs() {
         eprintln!("warning: the checkpoint store is damaged: {repair}");
+    }
+    Ok(store)
+}
+
+/// Opens an existing store to change it; a missing one is an error, not created.
+fn open_store_to_write(
+    data_dir: &Path,
+    checkpoint_dir: Option<PathBuf>,
+) -> anyhow::Result<CheckpointStore> {
+    let dir = checkpoint_dir.unwrap_or_else(|| data_dir.join("checkpoints"));
+    if !dir.is_dir() {
+        bail!("there is no checkpoint store at {}", dir.display());
+    }
+    let store = CheckpointStore::open(&dir)
+        .with_context(|| format!("cannot open the checkpoint store at {}", dir.display()))?;
+    for repair in store.journal_repairs() {
+        eprintln!("warning: the checkpoint store was damaged: {repair}");
     }
     Ok(store)
 }
@@ -174,6 +217,39 @@ pub(crate) fn run(data_dir: &Path, command: CheckpointsCommand) -> anyhow::Resul
                     snapshot.state_bytes()
                 )?;
             }
+        }
+        CheckpointsCommand::Delete {
+            job,
+            checkpoint,
+            checkpoint_dir,
+        } => {
+            let store = open_store_to_write(data_dir, checkpoint_dir)?;
+            if !store
+                .list(&job)?
+                .iter()
+                .any(|m| m.checkpoint.0 == checkpoint)
+            {
+                bail!("job '{job}' has no completed checkpoint {checkpoint}");
+            }
+            store.discard(&job, CheckpointId(checkpoint))?;
+            writeln!(out, "deleted checkpoint {checkpoint} of job '{job}'")?;
+        }
+        CheckpointsCommand::Prune {
+            job,
+            keep,
+            checkpoint_dir,
+        } => {
+            let store = open_store_to_write(data_dir, checkpoint_dir)?;
+            let retained = store.retained(&job)?;
+            let beyond = retained.len().saturating_sub(keep as usize);
+            for checkpoint in &retained[..beyond] {
+                store.discard(&job, *checkpoint)?;
+            }
+            writeln!(
+                out,
+                "deleted {beyond} checkpoints of job '{job}', kept {} and its savepoints",
+                retained.len() - beyond
+            )?;
         }
     }
     Ok(())

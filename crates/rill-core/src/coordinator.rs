@@ -539,6 +539,24 @@ impl CoordinatorCore {
             .push_back(CoordinatorAction::NotifyComplete { checkpoint, last });
         self.actions
             .push_back(CoordinatorAction::Completed(completed));
+        self.discard_beyond_retention();
+    }
+
+    /// Takes over the completed checkpoints stored before this coordinator started — by
+    /// earlier attempts or earlier runs of the job — that count towards retention (not
+    /// savepoints), oldest first: retention keeps the newest `retained` of them and of its own
+    /// together, and those beyond it are discarded now.
+    pub fn retain_stored(&mut self, stored: impl IntoIterator<Item = CheckpointId>) {
+        let mut earlier: VecDeque<CheckpointId> = stored
+            .into_iter()
+            .filter(|id| !self.retained.contains(id))
+            .collect();
+        earlier.append(&mut self.retained);
+        self.retained = earlier;
+        self.discard_beyond_retention();
+    }
+
+    fn discard_beyond_retention(&mut self) {
         while self.retained.len() > self.config.retained.max(1) {
             if let Some(oldest) = self.retained.pop_front() {
                 self.actions.push_back(CoordinatorAction::Discard(oldest));
@@ -905,6 +923,32 @@ mod tests {
             "a savepoint pushes no checkpoint out"
         );
         assert!(core.latest_completed().is_some_and(|m| m.savepoint));
+    }
+
+    #[test]
+    fn checkpoints_stored_before_count_towards_retention() {
+        let mut core = CoordinatorCore::new(
+            CheckpointConfig {
+                retained: 2,
+                ..config(10)
+            },
+            layout(1),
+            CheckpointId(8),
+        );
+        // Earlier runs left 2, 5 and 7 (savepoints are not listed: they are kept).
+        core.retain_stored([2, 5, 7].map(CheckpointId));
+        assert_eq!(
+            actions(&mut core),
+            vec![CoordinatorAction::Discard(CheckpointId(2))],
+            "retention holds for the store, whatever run wrote it"
+        );
+        core.handle_tick(0);
+        actions(&mut core);
+        let discarded: Vec<CoordinatorAction> = complete(&mut core, 8, 1, 1)
+            .into_iter()
+            .filter(|a| matches!(a, CoordinatorAction::Discard(_)))
+            .collect();
+        assert_eq!(discarded, vec![CoordinatorAction::Discard(CheckpointId(5))]);
     }
 
     #[test]

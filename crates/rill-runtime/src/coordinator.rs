@@ -142,9 +142,11 @@ pub(crate) struct CoordinatorActor {
 }
 
 impl CoordinatorActor {
-    /// A coordinator for attempt `attempt` whose first checkpoint is `first_id`.
+    /// A coordinator for attempt `attempt` whose first checkpoint is `first_id`, with the
+    /// checkpoints the store holds that count towards retention (see
+    /// [`CoordinatorCore::retain_stored`]).
     pub(crate) fn new(
-        (attempt, first_id): (u32, CheckpointId),
+        (attempt, first_id, stored): (u32, CheckpointId, Vec<CheckpointId>),
         (job, store): (String, Option<CheckpointStore>),
         (config, layout): (CheckpointConfig, JobLayout),
         subtasks: Vec<Addr<SubtaskActor>>,
@@ -152,11 +154,13 @@ impl CoordinatorActor {
         master: Addr<JobMaster>,
     ) -> Self {
         debug_assert_eq!(subtasks.len(), layout.subtasks.len());
+        let mut core = CoordinatorCore::new(config, layout, first_id);
+        core.retain_stored(stored);
         CoordinatorActor {
             attempt,
             job,
             store,
-            core: CoordinatorCore::new(config, layout, first_id),
+            core,
             config,
             subtasks,
             sources,

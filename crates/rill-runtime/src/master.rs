@@ -128,14 +128,16 @@ impl JobMaster {
         let flow = self.config.flow;
         let mut partitioners_of: Vec<Vec<Addr<PartitionerActor>>> = Vec::new();
         let layout = self.plan.layout(&self.graph);
-        let store_next = match &self.store {
-            Some(store) => Some(store.next_id(&self.graph.name).map_err(|error| {
-                JobError::CheckpointStore {
-                    job: self.graph.name.clone(),
-                    error,
-                }
-            })?),
-            None => None,
+        let store_error = |error| JobError::CheckpointStore {
+            job: self.graph.name.clone(),
+            error,
+        };
+        let (store_next, stored) = match &self.store {
+            Some(store) => (
+                Some(store.next_id(&self.graph.name).map_err(store_error)?),
+                store.retained(&self.graph.name).map_err(store_error)?,
+            ),
+            None => (None, Vec::new()),
         };
         let AttemptStart {
             mut restored,
@@ -194,7 +196,7 @@ impl JobMaster {
             .map(|(_, (_, addr))| addr.clone())
             .collect();
         let coordinator = CoordinatorActor::new(
-            (attempt, first_checkpoint),
+            (attempt, first_checkpoint, stored),
             (self.graph.name.clone(), self.store.clone()),
             (self.graph.checkpoint, layout),
             self.subtasks.iter().map(|(_, addr)| addr.clone()).collect(),

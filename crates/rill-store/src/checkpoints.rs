@@ -441,6 +441,21 @@ impl CheckpointStore {
             .collect()
     }
 
+    /// The job's intact completed checkpoints that count towards retention (not savepoints),
+    /// oldest first. Damaged ones are left out: they are kept for inspection.
+    pub fn retained(&self, job: &str) -> Result<Vec<CheckpointId>, StoreError> {
+        Ok(self
+            .metadata_of(job)?
+            .into_iter()
+            .filter_map(|(checkpoint, metadata)| {
+                metadata
+                    .ok()
+                    .is_some_and(|metadata| !metadata.savepoint)
+                    .then_some(checkpoint)
+            })
+            .collect())
+    }
+
     /// Every completed checkpoint of a job, oldest first; an error names the first damaged
     /// one (a metadata write cut short is an unfinished checkpoint, not listed).
     pub fn list(&self, job: &str) -> Result<Vec<CheckpointMetadata>, StoreError> {

@@ -79,8 +79,13 @@ impl World {
     /// Deploys attempt `number`, restored from `from`.
     fn deploy(&mut self, number: u32, from: Option<&CompletedCheckpoint>) {
         let from_id = from.map(CompletedCheckpoint::id);
-        let next_id = match self.store.next_id(&self.shape.graph.name) {
-            Ok(next_id) => next_id,
+        let job = &self.shape.graph.name;
+        let listed = self.store.next_id(job).and_then(|next_id| {
+            let stored = self.store.retained(job)?;
+            Ok((next_id, stored))
+        });
+        let (next_id, stored) = match listed {
+            Ok(listed) => listed,
             Err(error) => {
                 self.outcome = Some(Outcome::StorageViolated(error.to_string()));
                 return;
@@ -217,6 +222,7 @@ impl World {
         if let Some(defect) = self.defect {
             coordinator.plant_defect(defect);
         }
+        coordinator.retain_stored(stored);
         self.attempt = Some(Attempt {
             number,
             subtasks,

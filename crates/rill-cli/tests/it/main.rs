@@ -410,3 +410,64 @@ fn consume_reads_committed_records_unless_asked_for_uncommitted_ones() {
         "{described}"
     );
 }
+
+#[test]
+fn checkpoints_are_pruned_to_the_newest_and_deleted_one_by_one_savepoints_kept() {
+    use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+    use rill_core::coordinator::CheckpointMetadata;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let store = rill_store::CheckpointStore::open(data.join("checkpoints")).unwrap();
+        for checkpoint in 1..=5 {
+            let id = CheckpointId(checkpoint);
+            store
+                .write_snapshot("wc", id, 0, &SubtaskSnapshot::default())
+                .unwrap();
+            let metadata = CheckpointMetadata {
+                checkpoint: id,
+                savepoint: checkpoint == 2,
+                triggered_at_ms: checkpoint,
+                acknowledged_at_ms: checkpoint,
+                subtasks: 1,
+                state_bytes: 0,
+                layout: Default::default(),
+            };
+            store.write_metadata("wc", &metadata).unwrap();
+        }
+    }
+    let listed = |data: &Path| -> Vec<String> {
+        ok(rill(data, &["checkpoints", "list", "--job", "wc"], ""))
+            .lines()
+            .skip(1)
+            .map(|row| row.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let pruned = ok(rill(
+        &data,
+        &["checkpoints", "prune", "--job", "wc", "--keep", "2"],
+        "",
+    ));
+    assert!(pruned.contains("deleted 2 checkpoints"), "{pruned}");
+    assert_eq!(listed(&data), ["2 yes", "4 no", "5 no"]);
+    let deleted = ok(rill(
+        &data,
+        &["checkpoints", "delete", "--job", "wc", "--checkpoint", "2"],
+        "",
+    ));
+    assert!(deleted.contains("deleted checkpoint 2"), "{deleted}");
+    assert_eq!(listed(&data), ["4 no", "5 no"]);
+    let error = failed(rill(
+        &data,
+        &["checkpoints", "delete", "--job", "wc", "--checkpoint", "2"],
+        "",
+    ));
+    assert!(error.contains("has no completed checkpoint 2"), "{error}");
+    let error = failed(rill(
+        &data,
+        &["checkpoints", "prune", "--job", "wc", "--keep", "0"],
+        "",
+    ));
+    assert!(error.contains("keep"), "{error}");
+}

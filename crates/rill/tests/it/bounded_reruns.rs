@@ -39,6 +39,15 @@ fn count_views(log: &EventLog, checkpoints: &std::path::Path) {
     env.execute("views per second").unwrap();
 }
 
+/// A log with the topics `views` and `counts`, in a directory of its own.
+fn views_log() -> (tempfile::TempDir, EventLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open_or_create(dir.path().join("log")).unwrap();
+    log.create_topic("views", 1).unwrap();
+    log.create_topic("counts", 1).unwrap();
+    (dir, log)
+}
+
 fn counted(log: &EventLog) -> u64 {
     let end = log.end_offsets("counts").unwrap()[0];
     log.read("counts", 0, 0, end as usize)
@@ -54,10 +63,7 @@ fn counted(log: &EventLog) -> u64 {
 
 #[test]
 fn a_bounded_windowed_job_run_again_counts_the_records_appended_since() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open_or_create(dir.path().join("log")).unwrap();
-    log.create_topic("views", 1).unwrap();
-    log.create_topic("counts", 1).unwrap();
+    let (dir, log) = views_log();
     let checkpoints = dir.path().join("checkpoints");
 
     append_views(&log, "home", &[100, 900, 1_500, 2_200]);
@@ -73,4 +79,22 @@ fn a_bounded_windowed_job_run_again_counts_the_records_appended_since() {
     );
     count_views(&log, &checkpoints);
     assert_eq!(counted(&log), 7, "every view of both runs is counted, once");
+}
+
+#[test]
+fn retention_holds_across_runs() {
+    let (dir, log) = views_log();
+    let checkpoints = dir.path().join("checkpoints");
+    for run in 0..6 {
+        append_views(&log, "home", &[run * SECOND + 1]);
+        count_views(&log, &checkpoints);
+    }
+    let store = rill::store::CheckpointStore::open_read_only(&checkpoints).unwrap();
+    let kept = store.list("views per second").unwrap();
+    assert!(
+        (1..=3).contains(&kept.len()),
+        "the store keeps the default 3, whatever run wrote them: {} kept",
+        kept.len()
+    );
+    assert_eq!(counted(&log), 6);
 }
