@@ -10,6 +10,8 @@ use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::CompletedCheckpoint;
 use rill_store::CheckpointStore;
 
+use crate::log_cmd::quiet_if_closed;
+
 #[derive(Subcommand)]
 pub(crate) enum CheckpointsCommand {
     /// Lists a job's completed checkpoints, oldest first.
@@ -120,6 +122,10 @@ fn operator_sizes(point: &CompletedCheckpoint) -> Vec<(String, u32, u64)> {
 }
 
 pub(crate) fn run(data_dir: &Path, command: CheckpointsCommand) -> anyhow::Result<()> {
+    quiet_if_closed(run_command(data_dir, command))
+}
+
+fn run_command(data_dir: &Path, command: CheckpointsCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         CheckpointsCommand::List {

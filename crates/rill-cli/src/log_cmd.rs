@@ -14,6 +14,9 @@ use rill_log::{EventLog, ProducerRecord, TransactionInfo};
 
 /// Lines appended per batch by `produce`: one atomic append (and one write to the OS) each.
 const PRODUCE_BATCH_LINES: usize = 1000;
+/// `produce` reports its progress on stderr every this many records, so that a run stopped
+/// part-way says how far it got (rerun it with `--skip-lines` that many).
+const PRODUCE_PROGRESS_RECORDS: u64 = 100_000;
 /// Records read per call by `consume`.
 const CONSUME_BATCH_RECORDS: usize = 1000;
 
@@ -41,6 +44,10 @@ pub(crate) enum LogCommand {
         /// Appends every record to this partition (by default: by key, else round-robin).
         #[arg(long)]
         partition: Option<u32>,
+        /// Skips the first N lines of input: resume a run that was stopped after appending N
+        /// records (it reports how many as it goes) without appending them twice.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        skip_lines: u64,
     },
     /// Prints the records present at the start, one per line, partition by partition in
     /// offset order, then exits. Only committed records, unless `--read-uncommitted`.
@@ -90,6 +97,7 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
             key,
             key_field,
             partition,
+            skip_lines,
         } => {
             let keys = match (key, key_field) {
                 (Some(key), _) => Keys::Constant(key.into_bytes()),
@@ -99,8 +107,7 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
             produce(
                 &EventLog::open(data_dir)?,
                 &topic,
-                &keys,
-                partition,
+                (&keys, partition, skip_lines),
                 std::io::stdin().lock(),
             )
         }
@@ -191,13 +198,12 @@ fn key_of(line: &[u8], number: u64, keys: &Keys) -> anyhow::Result<Option<Vec<u8
     }))
 }
 
-/// Appends one record per line of `input`. On a bad line, the lines before it are appended and
-/// flushed all the same, and then the error is returned.
+/// Appends one record per line of `input` but the first `skip` lines. On a bad line, the lines
+/// before it are appended and flushed all the same, and then the error is returned.
 fn produce(
     log: &EventLog,
     topic: &str,
-    keys: &Keys,
-    partition: Option<u32>,
+    (keys, partition, skip): (&Keys, Option<u32>, u64),
     mut input: impl BufRead,
 ) -> anyhow::Result<()> {
     // Check the topic and partition before reading anything, so a typo fails at once.
@@ -226,6 +232,9 @@ fn produce(
             }
         }
         number += 1;
+        if number <= skip {
+            continue;
+        }
         if line.last() == Some(&b'\n') {
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -285,12 +294,16 @@ fn append(
     let count = records.len() as u64;
     log.append_batch(topic, records).with_context(|| {
         format!(
-            "cannot append lines {}..={} to topic '{topic}'",
+            "cannot append records {}..={} to topic '{topic}'",
             *appended + 1,
             *appended + count
         )
     })?;
+    let before = *appended;
     *appended += count;
+    if *appended / PRODUCE_PROGRESS_RECORDS > before / PRODUCE_PROGRESS_RECORDS {
+        eprintln!("appended {appended} record(s) to topic '{topic}' so far");
+    }
     Ok(())
 }
 
@@ -396,7 +409,7 @@ fn print_lines(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> any
 }
 
 /// A reader that went away (`rill log consume | head`) is not an error.
-fn quiet_if_closed(outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+pub(crate) fn quiet_if_closed(outcome: anyhow::Result<()>) -> anyhow::Result<()> {
     match outcome {
         Err(error) => match error.downcast_ref::<std::io::Error>() {
             Some(io) if io.kind() == ErrorKind::BrokenPipe => Ok(()),

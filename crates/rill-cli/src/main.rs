@@ -2,13 +2,18 @@
 //!
 //! ```text
 //! rill [--data-dir DIR] log create <topic> [--partitions N]
-//! rill [--data-dir DIR] log produce <topic> [--key K | --key-field NAME] [--partition P]
+//! rill [--data-dir DIR] log produce <topic> [--key K | --key-field NAME] [--partition P] [--skip-lines N]
 //! rill [--data-dir DIR] log consume <topic> [--from OFFSET] [--max N] [--partition P] [--with-key]
 //! rill [--data-dir DIR] log describe <topic>
 //! rill [--data-dir DIR] log list
 //! rill [--data-dir DIR] checkpoints list --job NAME [--checkpoint-dir DIR]
 //! rill [--data-dir DIR] checkpoints inspect --job NAME [--checkpoint ID] [--checkpoint-dir DIR]
+//! rill [--data-dir DIR] checkpoints prune --job NAME [--keep N] [--checkpoint-dir DIR]
+//! rill [--data-dir DIR] checkpoints delete --job NAME --checkpoint ID [--checkpoint-dir DIR]
 //! ```
+//!
+//! Errors print on one line of stderr, with control characters (from names given on the
+//! command line or found in the data) escaped, so that they cannot garble the terminal.
 
 mod checkpoints_cmd;
 mod log_cmd;
@@ -37,7 +42,7 @@ enum Command {
     /// Topics: create, produce to, consume from, describe, list.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
-    /// A job's stored checkpoints: list, inspect.
+    /// A job's stored checkpoints: list, inspect, prune, delete.
     #[command(subcommand)]
     Checkpoints(checkpoints_cmd::CheckpointsCommand),
 }
@@ -58,8 +63,21 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", escape_controls(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `text` with its control characters escaped (`\u{1b}`, `\n`, …).
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

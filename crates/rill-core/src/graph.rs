@@ -108,6 +108,16 @@ pub enum GraphError {
     /// The max parallelism is out of range.
     #[error("max parallelism {0} must be between 1 and {MAX_MAX_PARALLELISM}")]
     BadMaxParallelism(u32),
+    /// A checkpoint setting is out of range.
+    #[error("checkpoint setting {setting} = {value}: {reason}")]
+    BadCheckpointConfig {
+        /// The setting (a field of `CheckpointConfig`).
+        setting: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it must be.
+        reason: &'static str,
+    },
     /// A forward edge joins operators of different parallelism.
     #[error(
         "forward edge '{from}' -> '{to}' joins parallelism {from_parallelism} to {to_parallelism}; use rebalance"
@@ -209,12 +219,46 @@ impl JobGraph {
             .filter(move |e| self.edges[e.0].to == id)
     }
 
+    /// Checks that the checkpoint settings are in range.
+    fn validate_checkpoint_config(&self) -> Result<(), GraphError> {
+        let config = &self.checkpoint;
+        let bad = |setting, value, reason| {
+            Err(GraphError::BadCheckpointConfig {
+                setting,
+                value,
+                reason,
+            })
+        };
+        if config.interval_ms == Some(0) {
+            return bad(
+                "interval_ms",
+                0,
+                "must be at least 1 ms (leave it unset to checkpoint only on request)",
+            );
+        }
+        if config.timeout_ms == 0 {
+            return bad("timeout_ms", 0, "must be at least 1 ms");
+        }
+        if config.max_concurrent == 0 {
+            return bad("max_concurrent", 0, "at least 1 checkpoint must be allowed");
+        }
+        if config.retained == 0 {
+            return bad(
+                "retained",
+                0,
+                "at least the newest checkpoint is kept: recovery needs it",
+            );
+        }
+        Ok(())
+    }
+
     /// Checks that the graph can run.
     pub fn validate(&self) -> Result<(), GraphError> {
         let max = self.max_parallelism;
         if max == 0 || max > MAX_MAX_PARALLELISM {
             return Err(GraphError::BadMaxParallelism(max));
         }
+        self.validate_checkpoint_config()?;
         for node in &self.operators {
             if node.parallelism == 0 || node.parallelism > max {
                 return Err(GraphError::BadParallelism {

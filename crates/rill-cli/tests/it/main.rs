@@ -471,3 +471,42 @@ fn checkpoints_are_pruned_to_the_newest_and_deleted_one_by_one_savepoints_kept()
     ));
     assert!(error.contains("keep"), "{error}");
 }
+
+#[test]
+fn control_characters_in_names_are_escaped_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(&data, &["log", "create", "t"], ""));
+    let error = failed(rill(&data, &["log", "describe", "red\x1b[31mtopic"], ""));
+    assert!(!error.contains('\x1b'), "{error:?}");
+    assert!(error.contains(r"red\u{1b}[31mtopic"), "{error}");
+}
+
+#[test]
+fn produce_reports_its_progress_and_resumes_with_skip_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(&data, &["log", "create", "lines"], ""));
+    let input: String = (0..150_000).map(|i| format!("line {i}\n")).collect();
+    let output = rill(&data, &["log", "produce", "lines"], &input);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("appended 100000 record(s) to topic 'lines' so far"),
+        "{stderr}"
+    );
+    // A run stopped after 150 000 records, resumed over the whole input plus two lines.
+    let more = format!("{input}line 150000\nline 150001\n");
+    let output = rill(
+        &data,
+        &["log", "produce", "lines", "--skip-lines", "150000"],
+        &more,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("appended 2 record(s)"), "{stderr}");
+    let last = ok(rill(
+        &data,
+        &["log", "consume", "lines", "--from", "149999"],
+        "",
+    ));
+    assert_eq!(last, "line 149999\nline 150000\nline 150001\n");
+}

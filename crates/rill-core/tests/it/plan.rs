@@ -340,6 +340,25 @@ fn graphs_that_cannot_run_are_refused_with_the_reason() {
         assert_eq!(refuse(&graph), GraphError::BadMaxParallelism(max));
     }
 
+    let mut graph = JobGraph::new("checkpoints");
+    numbers(&mut graph, "src", 1);
+    graph.checkpoint.interval_ms = Some(0);
+    let refused = refuse(&graph);
+    assert!(
+        matches!(
+            refused,
+            GraphError::BadCheckpointConfig {
+                setting: "interval_ms",
+                value: 0,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    graph.checkpoint.interval_ms = Some(1);
+    graph.checkpoint.retained = 0;
+    assert!(refuse(&graph).to_string().contains("retained = 0"));
+
     let mut graph = JobGraph::new("into a source");
     let a = numbers(&mut graph, "a", 1);
     let b = numbers(&mut graph, "b", 1);
