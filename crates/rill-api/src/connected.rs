@@ -56,18 +56,8 @@ where
         ))
     });
     let edge = (ExchangeKind::KeyHash, router);
-    // Each input is wrapped where it is, with its parallelism, so that the wrapping chains
-    // behind the input's operator.
-    let left = first
-        .stream
-        .clone()
-        .map(Either::<A, B>::Left)
-        .parallelism_of(&first.stream);
-    let right = second
-        .stream
-        .clone()
-        .map(Either::<A, B>::Right)
-        .parallelism_of(&second.stream);
+    let left = first.stream.wrapped("left", Either::<A, B>::Left);
+    let right = second.stream.wrapped("right", Either::<A, B>::Right);
     let factory = make_operator(key_of);
     let joined = left.then_tagged(name, Some(edge.clone()), factory);
     right.connect_to(joined.operator_node(), Some(edge));

@@ -6,6 +6,8 @@
 //! `rill-core`'s plain-data [`RuntimeConfig`]: a user sets them where the job is described, as
 //! before, while this crate stays free of the runtime that reads them.
 
+use std::any::TypeId;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -75,7 +77,8 @@ pub(crate) struct NodeDraft {
     pub uid: Option<String>,
     pub parallelism: Option<u32>,
     /// An earlier operator whose parallelism this one takes unless its own is set: for
-    /// operators the API adds on the user's behalf, which the user has no handle on.
+    /// operators the API adds on the user's behalf, which the user has no handle on (the
+    /// wrapping of a join's inputs).
     pub parallelism_of: Option<usize>,
     /// Set for sources that cannot run in parallel.
     pub parallel: bool,
@@ -113,6 +116,9 @@ pub(crate) struct Draft {
     /// The broken component keyed operators are built with (none unless the simulator plants
     /// one).
     pub planted: Planted,
+    /// The operators wrapping a stream as one side of a two-input operator's input, by the
+    /// stream's operator, the wrapped type and the side: shared by every such operator.
+    pub wrapped: BTreeMap<(usize, TypeId, &'static str), usize>,
 }
 
 /// A described job, ready for an executor: its graph, how it runs, and where its checkpoints

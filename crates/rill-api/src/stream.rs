@@ -4,6 +4,7 @@
 //! output. Consecutive operations with the same parallelism and no exchange in between are
 //! chained into one subtask when the job runs.
 
+use std::any::TypeId;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -151,11 +152,27 @@ impl<T: Data> DataStream<T> {
         self.tagged.into_iter().chain([self.node])
     }
 
-    /// Makes the operator that produces this stream take the parallelism of the operator
-    /// producing `upstream`, unless it is set: for operators the API adds on the user's behalf.
-    pub(crate) fn parallelism_of<U>(self, upstream: &DataStream<U>) -> Self {
-        self.env.draft().nodes[self.node].parallelism_of = Some(upstream.node);
-        self
+    /// This stream's values wrapped by `wrap` for a two-input operator (`Either::Left` or
+    /// `Either::Right`, named by `side`): at this stream's parallelism, so that the wrapping
+    /// chains behind the stream's operator, and once per stream and side, so that a stream
+    /// feeding several two-input operators (a window join and an interval join, say) stays one
+    /// chain instead of fanning out into unchained wrappings.
+    pub(crate) fn wrapped<O: Data>(&self, side: &'static str, wrap: fn(T) -> O) -> DataStream<O> {
+        let key = (self.node, TypeId::of::<O>(), side);
+        // A stream with an exchange of its own feeds the wrapping through it: not shared.
+        let shared = self.exchange.is_none();
+        if shared && let Some(&node) = self.env.draft().wrapped.get(&key) {
+            return DataStream::new(self.env.clone(), node);
+        }
+        let wrapped = self.clone().map(wrap);
+        {
+            let mut draft = self.env.draft();
+            draft.nodes[wrapped.node].parallelism_of = Some(self.node);
+            if shared {
+                draft.wrapped.insert(key, wrapped.node);
+            }
+        }
+        wrapped
     }
 
     /// Adds the edge from this stream into `node`.

@@ -73,7 +73,7 @@ fn a_job_is_built_into_a_graph_without_a_runtime() {
 }
 
 #[test]
-fn the_inputs_of_a_join_are_wrapped_at_the_parallelism_of_their_streams() {
+fn the_inputs_of_joins_are_wrapped_once_at_the_parallelism_of_their_streams() {
     let env = StreamEnv::new();
     let side = |name: &str| {
         env.from_sequence(0..10)
@@ -112,8 +112,8 @@ fn the_inputs_of_a_join_are_wrapped_at_the_parallelism_of_their_streams() {
         .collect();
     assert_eq!(
         wrapped,
-        [3, 3, 3, 3],
-        "each join wraps both inputs where they are"
+        [3, 3],
+        "both joins share the wrapping of each input"
     );
 }
 
