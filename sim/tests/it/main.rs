@@ -11,6 +11,7 @@ use rill_sim::scenario::{Expect, Scenario};
 
 mod event_time;
 mod process;
+mod user_jobs;
 
 const WORDCOUNT: &str = r#"
 description = "word count with two subtask crashes"
