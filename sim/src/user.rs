@@ -58,8 +58,8 @@ use crate::scenario::{
 pub use crate::connectors::SimConnectors;
 pub use crate::jobs::{decode, encode};
 
-/// The faults a user's job runs under unless told otherwise: two subtasks crash, then the
-/// whole machine (losing what was not synced), each at a random point of the input.
+/// The faults a user's job runs under unless told otherwise: two subtask crashes and a crash
+/// of the whole machine (losing what was not synced), each at a random point of the input.
 pub const DEFAULT_SETTINGS: &str = r#"
 [[fault]]
 kind = "crash-subtask"
