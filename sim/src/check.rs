@@ -11,7 +11,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::jobs::{FinalState, JobKind, Multiset};
+use crate::jobs::{FinalState, Job, Multiset};
 use crate::log::LogRecord;
 use crate::scenario::Property;
 use crate::world::Outcome;
@@ -56,7 +56,7 @@ pub type RunLeft<'a> = (
 /// against the reference output and final state (and no transaction open, exactly-once).
 pub fn check(
     property: Property,
-    job: JobKind,
+    job: &Job,
     outcome: &Outcome,
     (expected, expected_state): (&Multiset, &FinalState),
     (committed, final_state, open): RunLeft<'_>,
@@ -165,7 +165,11 @@ pub fn check(
                 .collect();
             shown.sort();
             for ((key, value), n) in shown.into_iter().take(SHOWN_RECORDS_MAX) {
-                detail.push_str(&format!("\n    {label}: key {key}: ({key}, {value}) x{n}"));
+                if value.is_empty() {
+                    detail.push_str(&format!("\n    {label}: {key} x{n}"));
+                } else {
+                    detail.push_str(&format!("\n    {label}: key {key}: ({key}, {value}) x{n}"));
+                }
             }
         }
         Violation {
@@ -214,6 +218,7 @@ fn state_mismatch(state: Result<FinalState, String>, expected: &FinalState) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::JobKind;
 
     fn record(bytes: &[u8]) -> LogRecord {
         LogRecord {
@@ -231,7 +236,7 @@ mod tests {
         let exact = [record(&[1]), record(&[2]), record(&[2])];
         let checked = check(
             Property::ExactlyOnce,
-            JobKind::LogPipeline,
+            &JobKind::LogPipeline.into(),
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
             (&[exact.to_vec()], None, &[]),
@@ -240,7 +245,7 @@ mod tests {
         let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
         let checked = check(
             Property::ExactlyOnce,
-            JobKind::LogPipeline,
+            &JobKind::LogPipeline.into(),
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
             (&[duplicated.to_vec()], None, &[]),
@@ -254,7 +259,7 @@ mod tests {
         let duplicated = [record(&[1]), record(&[1]), record(&[2]), record(&[2])];
         let checked = check(
             Property::AtLeastOnce,
-            JobKind::LogPipeline,
+            &JobKind::LogPipeline.into(),
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
             (&[duplicated.to_vec()], None, &[]),
@@ -263,7 +268,7 @@ mod tests {
         let lost = [record(&[1]), record(&[2])];
         let checked = check(
             Property::AtLeastOnce,
-            JobKind::LogPipeline,
+            &JobKind::LogPipeline.into(),
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
             (&[lost.to_vec()], None, &[]),
@@ -278,7 +283,7 @@ mod tests {
         let wrong: FinalState = [("a".to_owned(), "3".to_owned())].into_iter().collect();
         let checked = check(
             Property::ExactlyOnce,
-            JobKind::Wordcount,
+            &JobKind::Wordcount.into(),
             &Outcome::Finished,
             (&expected(), &reference),
             (&[exact.to_vec()], Some(Ok(wrong)), &[]),
@@ -293,7 +298,7 @@ mod tests {
         );
         let checked = check(
             Property::ExactlyOnce,
-            JobKind::Wordcount,
+            &JobKind::Wordcount.into(),
             &Outcome::Finished,
             (&expected(), &reference),
             (&[exact.to_vec()], Some(Ok(reference.clone())), &[]),
@@ -307,7 +312,7 @@ mod tests {
         let open = ["job/sink/2/7".to_owned()];
         let checked = check(
             Property::ExactlyOnce,
-            JobKind::LogPipeline,
+            &JobKind::LogPipeline.into(),
             &Outcome::Finished,
             (&expected(), &FinalState::new()),
             (&[exact.to_vec()], None, &open),
@@ -325,7 +330,7 @@ mod tests {
         let stuck = Outcome::Stuck("no progress".to_owned());
         let checked = check(
             Property::ExactlyOnce,
-            JobKind::LogPipeline,
+            &JobKind::LogPipeline.into(),
             &stuck,
             (&expected(), &FinalState::new()),
             (&[], None, &[]),

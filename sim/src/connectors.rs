@@ -1,10 +1,25 @@
-//! The simulated log as the log of `rill-core`'s log source and two-phase-commit sink
+//! The simulated log as a job's sources and sinks.
+//!
+//! [`SimLog`] keeps the contract of `rill-core`'s log source and two-phase-commit sink
 //! ([`rill_core::log_connector`]), so simulated jobs run the connector code real jobs run
 //! (broken on purpose there, with `plant_defect`, when a scenario asks for it).
+//! [`SimConnectors`] hands a job those connectors the way a user writes a custom connector of
+//! their own: a reader for `StreamEnv::from_source` and a writer for `DataStream::sink_with`.
+//! The catalog's jobs and a user's own job (see [`crate::user`]) take them alike.
 
-use rill_core::log_connector::{CommitMark, ConnectorLog};
+use std::sync::Arc;
+
+use rill_api::{DataStream, SinkHandle, StreamEnv};
+use rill_core::Data;
+use rill_core::defects::Defect;
+use rill_core::log_connector::{CommitMark, ConnectorLog, LogReader, LogWriter};
+use rill_core::operator::OperatorInfo;
+use rill_core::time::WatermarkStrategy;
 
 use crate::log::{LogRecord, SimLog, SimLogError};
+
+/// The topic every simulated job writes.
+pub const OUTPUT_TOPIC: &str = "out";
 
 /// The partition the simulated sink writes: the output topic has one.
 const OUTPUT_PARTITION: u32 = 0;
@@ -64,5 +79,115 @@ impl ConnectorLog for SimLog {
 
     fn flush(&self) -> Result<(), SimLogError> {
         SimLog::flush(self)
+    }
+}
+
+/// The simulated log's sources and sinks for one run of a job: bounded readers of its input
+/// topics and the writer of [`OUTPUT_TOPIC`] (transactional in an exactly-once run, appending
+/// in an at-least-once one), each with the run's broken component planted.
+#[derive(Clone)]
+pub struct SimConnectors {
+    log: SimLog,
+    exactly_once: bool,
+    defect: Option<Defect>,
+}
+
+impl SimConnectors {
+    /// The connectors of `log`; the writer commits per checkpoint if `exactly_once`, and every
+    /// reader and writer is built with `defect` planted.
+    pub fn new(log: &SimLog, exactly_once: bool, defect: Option<Defect>) -> Self {
+        SimConnectors {
+            log: log.clone(),
+            exactly_once,
+            defect,
+        }
+    }
+
+    /// What `StreamEnv::from_source` takes to read `topic` to the end of the input, each
+    /// record decoded by `decode`: partition `p` goes to subtask `p % parallelism`.
+    pub fn reader<T: Data>(
+        &self,
+        topic: &str,
+        decode: impl Fn(&LogRecord) -> T + Send + Sync + 'static,
+    ) -> impl Fn(u32, u32) -> LogReader<SimLog, T> + Send + Sync + 'static {
+        self.reader_with(topic, decode, None)
+    }
+
+    /// Like [`SimConnectors::reader`], with the records' timestamps as event time and
+    /// watermarks by `strategy`, generated per partition.
+    pub fn timed_reader<T: Data>(
+        &self,
+        topic: &str,
+        decode: impl Fn(&LogRecord) -> T + Send + Sync + 'static,
+        strategy: WatermarkStrategy,
+    ) -> impl Fn(u32, u32) -> LogReader<SimLog, T> + Send + Sync + 'static {
+        self.reader_with(topic, decode, Some(strategy))
+    }
+
+    fn reader_with<T: Data>(
+        &self,
+        topic: &str,
+        decode: impl Fn(&LogRecord) -> T + Send + Sync + 'static,
+        watermarks: Option<WatermarkStrategy>,
+    ) -> impl Fn(u32, u32) -> LogReader<SimLog, T> + Send + Sync + 'static {
+        let (log, topic, defect) = (self.log.clone(), topic.to_owned(), self.defect);
+        let decode = Arc::new(move |record: LogRecord| decode(&record));
+        move |subtask, parallelism| {
+            let mut reader = LogReader::new(
+                &log,
+                &topic,
+                (subtask, parallelism),
+                (true, 0),
+                decode.clone(),
+            );
+            if let Some(strategy) = watermarks {
+                reader = reader.with_watermarks(strategy);
+            }
+            if let Some(defect) = defect {
+                reader.plant_defect(defect);
+            }
+            reader
+        }
+    }
+
+    /// What `DataStream::sink_with` takes to write the output topic, each value encoded by
+    /// `encode`; its transactions are named `<job>/<uid>/<subtask>/<sequence>`.
+    pub fn writer<T: Data>(
+        &self,
+        encode: impl Fn(&T) -> Vec<u8> + Send + Sync + 'static,
+    ) -> impl Fn(&OperatorInfo) -> LogWriter<SimLog, T> + Send + Sync + 'static {
+        let (log, exactly_once, defect) = (self.log.clone(), self.exactly_once, self.defect);
+        let encode = Arc::new(move |value: &T| LogRecord {
+            value: encode(value).into(),
+            timestamp: 0,
+        });
+        move |info| {
+            let mut writer = LogWriter::new(&log, OUTPUT_TOPIC, info, encode.clone(), exactly_once);
+            if let Some(defect) = defect {
+                writer.plant_defect(defect);
+            }
+            writer
+        }
+    }
+
+    /// A parallel source `name` reading `topic` with [`SimConnectors::reader`].
+    pub fn source<T: Data>(
+        &self,
+        env: &StreamEnv,
+        name: &str,
+        topic: &str,
+        decode: impl Fn(&LogRecord) -> T + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        env.from_source(name, true, self.reader(topic, decode))
+    }
+
+    /// The sink `name` writing `stream` to the output topic with [`SimConnectors::writer`].
+    pub fn sink<T: Data>(
+        &self,
+        stream: DataStream<T>,
+        name: &str,
+        encode: impl Fn(&T) -> Vec<u8> + Send + Sync + 'static,
+    ) -> SinkHandle {
+        stream.sink_with(name, self.writer(encode))
     }
 }

@@ -1,11 +1,12 @@
-//! The catalog of jobs a scenario can run, each with its input generator and its reference
-//! model: the multiset of records a correct run commits to the output topic.
+//! The jobs a scenario can run: the catalog's, each with its input generator and its
+//! reference model — the multiset of records a correct run commits to the output topic — or a
+//! user's own ([`crate::user::UserJob`]), which brings its input and reference itself.
 //!
-//! Every job reads topics of the simulated log and writes the topic `out` through the
-//! two-phase-commit `LogWriter` of `rill-core`; its operators are `rill-core`'s own (flat map, keyed
-//! reduce, map, filter, union, sink adapter), wired with the same exchanges the `rill` API
-//! builds. Operators are named by their *role*, which scenarios use to set parallelism and
-//! to aim faults.
+//! Every catalog job is described with `rill-api`, as a user describes theirs
+//! ([`JobKind::describe`]): it reads topics of the simulated log and writes the output topic
+//! through the connectors of [`SimConnectors`] (`rill-core`'s log source and two-phase-commit
+//! sink, made custom connectors of the job). Operators are named by their *role*, which
+//! scenarios use to set parallelism and to aim faults.
 //!
 //! - `wordcount`: lines → split → key by word → running count → sink. Output `(word, n)`:
 //!   every count from 1 to the word's total, once.
@@ -24,34 +25,111 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rand::Rng;
-use rill_core::checkpoint::CheckpointMode;
+use rand::{Rng, RngCore};
+use rill_api::{DataStream, StreamEnv};
 use rill_core::coordinator::CompletedCheckpoint;
-use rill_core::exchange::{
-    BroadcastRouter, ExchangeKind, ForwardRouter, KeyHashRouter, RebalanceRouter, RouterFactory,
-};
-use rill_core::graph::{Edge, JobGraph, OperatorId, OperatorKind, OperatorNode};
-use rill_core::keyed::{KeySelector, KeyedReduce};
-use rill_core::operator::{
-    Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, SinkOperator,
-};
+use rill_core::defects::Defect;
+use rill_core::operator::Map;
 use rill_core::state::{KeyedStateStore, StateValue, ValueState};
-use rill_core::time::WatermarkStrategy;
 use rill_core::{Data, Key};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use rill_core::log_connector::{LogReader, LogWriter};
-
-use crate::log::{LogRecord, SimLog};
-use rill_core::defects::Defect;
+use crate::connectors::SimConnectors;
+use crate::log::LogRecord;
+use crate::user::UserJob;
 
 mod event_time;
 mod process;
 
-/// The topic every job writes.
-pub const OUTPUT_TOPIC: &str = "out";
+/// What a scenario runs: a job of the catalog, or a user's own.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(from = "JobKind")]
+pub enum Job {
+    /// A job of the catalog, named in scenario files.
+    Catalog(JobKind),
+    /// A user's job, written with the API (see [`crate::user`]).
+    User(Arc<UserJob>),
+}
+
+impl From<JobKind> for Job {
+    fn from(kind: JobKind) -> Self {
+        Job::Catalog(kind)
+    }
+}
+
+impl Job {
+    /// The job's name: the catalog's, or the one its user gave it.
+    pub fn name(&self) -> &str {
+        match self {
+            Job::Catalog(kind) => kind.name(),
+            Job::User(job) => job.name(),
+        }
+    }
+
+    /// The operator roles a scenario may give a parallelism (a user's job sets its own).
+    pub fn roles(&self) -> &'static [&'static str] {
+        match self {
+            Job::Catalog(kind) => kind.roles(),
+            Job::User(_) => &[],
+        }
+    }
+
+    /// Whether the job has the component `defect` breaks (a user's job: as far as the
+    /// simulator knows).
+    pub fn can_break(&self, defect: Defect) -> bool {
+        match self {
+            Job::Catalog(kind) => kind.can_break(defect),
+            Job::User(_) => true,
+        }
+    }
+
+    /// The input and the reference output, for the roles at `parallelism`.
+    pub fn generate_input(
+        &self,
+        input: &InputSpec,
+        parallelism: &dyn Fn(&str) -> u32,
+        rng: &mut impl RngCore,
+    ) -> GeneratedInput {
+        match self {
+            Job::Catalog(kind) => {
+                let mut generated = kind.generate_input(input, rng);
+                generated.expected = kind.finish_reference(generated.expected, parallelism);
+                generated
+            }
+            Job::User(job) => job.generate_input(rng),
+        }
+    }
+
+    /// The state of the job's keyed operators in a checkpoint, as text (`None`: not checked).
+    pub fn final_state_in(
+        &self,
+        checkpoint: &CompletedCheckpoint,
+    ) -> Option<Result<FinalState, String>> {
+        match self {
+            Job::Catalog(kind) => kind.final_state_in(checkpoint),
+            Job::User(_) => None,
+        }
+    }
+
+    /// An output record as `(key, value)` text, for reports (a user's job shows the whole
+    /// value as the key).
+    pub fn render(&self, bytes: &[u8]) -> (String, String) {
+        match self {
+            Job::Catalog(kind) => kind.render(bytes),
+            Job::User(job) => (job.render(bytes), String::new()),
+        }
+    }
+
+    /// Describes the job on `env` over the connectors `io`, with the roles at `parallelism`.
+    pub fn describe(&self, env: &StreamEnv, io: &SimConnectors, parallelism: &dyn Fn(&str) -> u32) {
+        match self {
+            Job::Catalog(kind) => kind.describe(env, io, parallelism),
+            Job::User(job) => job.describe(env, io),
+        }
+    }
+}
 
 /// A job of the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -105,7 +183,8 @@ impl Default for InputSpec {
     }
 }
 
-/// One input topic's generated records, by partition.
+/// One input topic's records, by partition.
+#[derive(Clone, Debug)]
 pub struct TopicInput {
     /// The topic.
     pub topic: &'static str,
@@ -129,11 +208,16 @@ pub type FinalState = BTreeMap<String, String>;
 /// How often each output record should be committed.
 pub type Multiset = FxHashMap<Vec<u8>, i64>;
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// A value as the simulated jobs write it to the log: bincode (a value that does not encode
+/// is written empty, and shows as a wrong record).
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
 }
 
-fn decode<T: DeserializeOwned + Default>(record: &LogRecord) -> T {
+/// A record's value as the simulated jobs read it: bincode, or the type's default where the
+/// bytes do not decode (the log checksums what it keeps, so only a job that wrote another
+/// type reads that).
+pub fn decode<T: DeserializeOwned + Default>(record: &LogRecord) -> T {
     bincode::serde::decode_from_slice(&record.value, bincode::config::standard())
         .map(|(value, _)| value)
         .unwrap_or_default()
@@ -448,106 +532,79 @@ impl JobKind {
         }
     }
 
-    /// The job's graph.
-    pub fn graph(
-        self,
-        log: &SimLog,
-        parallelism: &dyn Fn(&str) -> u32,
-        mode: CheckpointMode,
-        defect: Option<Defect>,
-    ) -> JobGraph {
-        let mut job = GraphBuilder {
-            graph: JobGraph::new(self.name()),
-            exactly_once: mode == CheckpointMode::ExactlyOnce,
-            defect,
-        };
+    /// Describes the job on `env`, as a user describes theirs: with the API's streams and
+    /// operators, reading and writing the simulated log through `io`, each operator named by
+    /// its role (which scenarios aim faults at) and at the parallelism `parallelism` gives
+    /// the role; keyed operators' uids are the names the final state is read under.
+    pub fn describe(self, env: &StreamEnv, io: &SimConnectors, parallelism: &dyn Fn(&str) -> u32) {
+        let sources = parallelism("source");
         match self {
             JobKind::Wordcount => {
-                let source = job.source("source", parallelism("source"), log, "lines", decode_text);
-                let split = job.operator("split", parallelism("source"), |_| {
-                    FlatMap::new(Arc::new(|line: String| {
+                let counts = io
+                    .source(env, "source", "lines", decode_text)
+                    .set_parallelism(sources)
+                    .flat_map(|line: String| {
                         line.split(' ')
                             .map(|word| (word.to_owned(), 1u64))
                             .collect::<Vec<_>>()
-                    }))
-                });
-                job.forward(source, split);
-                let count = job.running_sum("count", parallelism("count"), split, word_key());
-                let sink = job.sink("sink", parallelism("count"), log, |v: &(String, u64)| {
-                    encode(v)
-                });
-                job.forward(count, sink);
+                    })
+                    .name("split")
+                    .set_parallelism(sources)
+                    .key_by(|pair: &(String, u64)| pair.0.clone())
+                    .reduce(|a, b| (a.0, a.1 + b.1));
+                let role = ("count", parallelism("count"));
+                keyed_to_sink(io, counts, role, encode::<(String, u64)>);
             }
             JobKind::RunningSum => {
-                let source = job.source(
-                    "source",
-                    parallelism("source"),
-                    log,
-                    "events",
-                    decode::<(u32, i64)>,
-                );
-                let sum = job.running_sum("sum", parallelism("sum"), source, event_key());
-                let sink = job.sink("sink", parallelism("sum"), log, |v: &(u32, i64)| encode(v));
-                job.forward(sum, sink);
+                let sums = io
+                    .source(env, "source", "events", decode::<(u32, i64)>)
+                    .set_parallelism(sources)
+                    .key_by(|event: &(u32, i64)| event.0)
+                    .reduce(|a, b| (a.0, a.1 + b.1));
+                let role = ("sum", parallelism("sum"));
+                keyed_to_sink(io, sums, role, encode::<(u32, i64)>);
             }
             JobKind::UnionBroadcast => {
-                let left = job.source("left", parallelism("source"), log, "left", decode::<u64>);
-                let right = job.source("right", parallelism("source"), log, "right", decode::<u64>);
-                let union = job.add(
-                    "union",
-                    parallelism("union"),
-                    OperatorKind::Transform(Arc::new(|_| Box::new(Passthrough))),
-                );
-                job.rebalance::<u64>(left, union);
-                job.rebalance::<u64>(right, union);
-                let tag = job.operator("tag", parallelism("tag"), |info| {
-                    let index = info.subtask;
-                    Map::new(Arc::new(move |value: u64| (index, value)))
-                });
-                job.edge(
-                    union,
-                    tag,
-                    ExchangeKind::Broadcast,
-                    Arc::new(|_| Box::new(BroadcastRouter)),
-                );
-                let sink = job.sink("sink", parallelism("tag"), log, |v: &(u32, u64)| encode(v));
-                job.forward(tag, sink);
+                let side = |topic| {
+                    io.source(env, topic, topic, decode::<u64>)
+                        .set_parallelism(sources)
+                        .rebalance()
+                };
+                let tag = parallelism("tag");
+                let tagged = side("left")
+                    .union([side("right")])
+                    .name("union")
+                    .set_parallelism(parallelism("union"))
+                    .broadcast()
+                    .transform_with("tag", |info| {
+                        let index = info.subtask;
+                        Map::new(Arc::new(move |value: u64| (index, value)))
+                    })
+                    .set_parallelism(tag);
+                io.sink(tagged, "sink", encode::<(u32, u64)>)
+                    .set_parallelism(tag);
             }
             JobKind::LogPipeline => {
-                let source = job.source(
-                    "source",
-                    parallelism("source"),
-                    log,
-                    "orders",
-                    decode::<u64>,
-                );
-                let filter = job.operator("filter", parallelism("source"), |_| {
-                    Filter::new(Arc::new(|order: &u64| pipeline_step(*order).is_some()))
-                });
-                job.forward(source, filter);
-                let map = job.operator("enrich", parallelism("source"), |_| {
-                    Map::new(Arc::new(|order: u64| {
-                        pipeline_step(order).unwrap_or_default()
-                    }))
-                });
-                job.forward(filter, map);
-                let sink = job.sink("sink", parallelism("sink"), log, |v: &u64| encode(v));
-                job.rebalance::<u64>(map, sink);
+                let enriched = io
+                    .source(env, "source", "orders", decode::<u64>)
+                    .set_parallelism(sources)
+                    .filter(|order| pipeline_step(*order).is_some())
+                    .name("filter")
+                    .set_parallelism(sources)
+                    .map(|order| pipeline_step(order).unwrap_or_default())
+                    .name("enrich")
+                    .set_parallelism(sources)
+                    .rebalance();
+                io.sink(enriched, "sink", encode::<u64>)
+                    .set_parallelism(parallelism("sink"));
             }
-            JobKind::WindowAggregate => {
-                event_time::window_aggregate_graph(&mut job, log, parallelism);
-            }
-            JobKind::EventTimers => event_time::event_timers_graph(&mut job, log, parallelism),
-            JobKind::SessionWindows => {
-                event_time::session_windows_graph(&mut job, log, parallelism);
-            }
-            JobKind::Join => event_time::join_graph(&mut job, log, parallelism),
-            JobKind::BucketSums => process::bucket_sums_graph(&mut job, log, parallelism),
-            JobKind::ProcessingTimers => {
-                process::processing_timers_graph(&mut job, log, parallelism);
-            }
+            JobKind::WindowAggregate => event_time::window_aggregate_job(env, io, parallelism),
+            JobKind::EventTimers => event_time::event_timers_job(env, io, parallelism),
+            JobKind::SessionWindows => event_time::session_windows_job(env, io, parallelism),
+            JobKind::Join => event_time::join_job(env, io, parallelism),
+            JobKind::BucketSums => process::bucket_sums_job(env, io, parallelism),
+            JobKind::ProcessingTimers => process::processing_timers_job(env, io, parallelism),
         }
-        job.graph
     }
 }
 
@@ -602,205 +659,31 @@ fn pipeline_step(order: u64) -> Option<u64> {
     (!order.is_multiple_of(5)).then(|| order * 10 + 1)
 }
 
-fn word_key() -> KeySelector<(String, u64), String> {
-    Arc::new(|pair: &(String, u64)| pair.0.clone())
+/// Writes two streams to the output topic through one sink at `parallelism`, each spread
+/// round-robin over the sink's subtasks.
+fn sink_both<T: Data>(
+    io: &SimConnectors,
+    (first, second): (DataStream<T>, DataStream<T>),
+    parallelism: u32,
+    encode: fn(&T) -> Vec<u8>,
+) {
+    let both = first
+        .rebalance()
+        .union([second.rebalance()])
+        .name("union")
+        .set_parallelism(parallelism);
+    io.sink(both, "sink", encode).set_parallelism(parallelism);
 }
 
-fn event_key() -> KeySelector<(u32, i64), u32> {
-    Arc::new(|event: &(u32, i64)| event.0)
-}
-
-/// Builds a [`JobGraph`] from `rill-core` operators, as the `rill` API does, with the
-/// scenario's defect, if any, planted in every connector and keyed operator with timers (each
-/// ignores a defect that is not its own).
-struct GraphBuilder {
-    graph: JobGraph,
-    /// Whether the sink writes through transactions (or appends).
-    exactly_once: bool,
-    defect: Option<Defect>,
-}
-
-impl GraphBuilder {
-    fn add(&mut self, name: &str, parallelism: u32, kind: OperatorKind) -> OperatorId {
-        self.graph.add_operator(OperatorNode {
-            name: name.to_owned(),
-            uid: None,
-            parallelism: parallelism.max(1),
-            kind,
-        })
-    }
-
-    fn source<T: Data>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        log: &SimLog,
-        topic: &'static str,
-        decode: fn(&LogRecord) -> T,
-    ) -> OperatorId {
-        self.source_with(name, parallelism, log, topic, decode, None)
-    }
-
-    /// A source whose records carry their log timestamps as event time, with watermarks by
-    /// `strategy`.
-    fn timed_source<T: Data>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        log: &SimLog,
-        topic: &'static str,
-        decode: fn(&LogRecord) -> T,
-        strategy: WatermarkStrategy,
-    ) -> OperatorId {
-        self.source_with(name, parallelism, log, topic, decode, Some(strategy))
-    }
-
-    fn source_with<T: Data>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        log: &SimLog,
-        topic: &'static str,
-        decode: fn(&LogRecord) -> T,
-        watermarks: Option<WatermarkStrategy>,
-    ) -> OperatorId {
-        let log = log.clone();
-        let defect = self.defect;
-        self.add(
-            name,
-            parallelism,
-            OperatorKind::Source(Arc::new(move |info: &OperatorInfo| {
-                let mut reader = LogReader::new(
-                    &log,
-                    topic,
-                    (info.subtask, info.parallelism),
-                    (true, 0),
-                    Arc::new(move |record: LogRecord| decode(&record)),
-                );
-                if let Some(strategy) = watermarks {
-                    reader = reader.with_watermarks(strategy);
-                }
-                if let Some(defect) = defect {
-                    reader.plant_defect(defect);
-                }
-                Box::new(reader)
-            })),
-        )
-    }
-
-    fn operator<O: OneInputOperator>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        make: impl Fn(&OperatorInfo) -> O + Send + Sync + 'static,
-    ) -> OperatorId {
-        self.add(
-            name,
-            parallelism,
-            OperatorKind::Transform(Arc::new(move |info| Box::new(Erased(make(info))))),
-        )
-    }
-
-    /// A keyed running sum of `(key, amount)` pairs, fed from `from` by key.
-    fn running_sum<K: Key, N>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        from: OperatorId,
-        key_of: KeySelector<(K, N), K>,
-    ) -> OperatorId
-    where
-        (K, N): Data + StateValue,
-        N: std::ops::Add<Output = N> + Send + Sync + 'static,
-    {
-        let reduce_key = key_of.clone();
-        let sum = self.operator(name, parallelism, move |info| {
-            KeyedReduce::new(
-                Arc::new(|a: (K, N), b: (K, N)| (a.0, a.1 + b.1)),
-                reduce_key.clone(),
-                KeyedStateStore::new(info.max_parallelism),
-            )
-        });
-        self.key_by(from, sum, key_of);
-        sum
-    }
-
-    fn sink<T: Data>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        log: &SimLog,
-        encode: fn(&T) -> Vec<u8>,
-    ) -> OperatorId {
-        let log = log.clone();
-        let (exactly_once, defect) = (self.exactly_once, self.defect);
-        let operator = OperatorKind::Transform(Arc::new(move |info: &OperatorInfo| {
-            let encode = Arc::new(move |value: &T| LogRecord {
-                value: encode(value).into(),
-                timestamp: 0,
-            });
-            let mut writer = LogWriter::new(&log, OUTPUT_TOPIC, info, encode, exactly_once);
-            if let Some(defect) = defect {
-                writer.plant_defect(defect);
-            }
-            Box::new(Erased(SinkOperator::new(writer, info)))
-        }));
-        self.add(name, parallelism, operator)
-    }
-
-    fn edge(
-        &mut self,
-        from: OperatorId,
-        to: OperatorId,
-        exchange: ExchangeKind,
-        router: RouterFactory,
-    ) {
-        self.graph.add_edge(Edge {
-            from,
-            to,
-            exchange,
-            router,
-        });
-    }
-
-    fn forward(&mut self, from: OperatorId, to: OperatorId) {
-        self.edge(
-            from,
-            to,
-            ExchangeKind::Forward,
-            Arc::new(|_| Box::new(ForwardRouter)),
-        );
-    }
-
-    fn rebalance<T: Data>(&mut self, from: OperatorId, to: OperatorId) {
-        self.edge(
-            from,
-            to,
-            ExchangeKind::Rebalance,
-            Arc::new(|context| {
-                Box::new(RebalanceRouter::<T>::starting_at(
-                    context.upstream_subtask as usize,
-                ))
-            }),
-        );
-    }
-
-    fn key_by<T: Data, K: Key>(
-        &mut self,
-        from: OperatorId,
-        to: OperatorId,
-        key_of: KeySelector<T, K>,
-    ) {
-        self.edge(
-            from,
-            to,
-            ExchangeKind::KeyHash,
-            Arc::new(move |context| {
-                Box::new(KeyHashRouter::<T, K>::new(
-                    key_of.clone(),
-                    context.max_parallelism,
-                ))
-            }),
-        );
-    }
+/// Names the keyed operator that produces `stream` after its role, which is its uid too (the
+/// final state is read under it), runs it at the role's parallelism, and writes its output
+/// through a sink chained behind it.
+fn keyed_to_sink<T: Data>(
+    io: &SimConnectors,
+    stream: DataStream<T>,
+    (role, parallelism): (&str, u32),
+    encode: fn(&T) -> Vec<u8>,
+) {
+    let stream = stream.name(role).uid(role).set_parallelism(parallelism);
+    io.sink(stream, "sink", encode).set_parallelism(parallelism);
 }

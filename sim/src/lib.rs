@@ -12,8 +12,11 @@
 //! - [`storage`]: that disk as `rill-core`'s storage contract, under `rill-store`'s real
 //!   checkpoint store;
 //! - [`log`]: `rill-log`'s event log on such a disk;
-//! - [`connectors`]: the log as a source and a two-phase-commit sink;
-//! - [`jobs`]: the catalog of jobs, their inputs and reference outputs;
+//! - [`connectors`]: the log as a source and a two-phase-commit sink, handed to a job as a
+//!   user's custom connectors;
+//! - [`jobs`]: the catalog of jobs (described with `rill-api`), their inputs and reference
+//!   outputs;
+//! - [`user`]: simulating a user's own job, written with `rill-api`: [`UserJob`];
 //! - [`faults`]: the faults and broken components, and a run's fault schedule;
 //! - [`scenario`]: scenario files;
 //! - [`world`]: the scheduler that drives the cores and injects the faults;
@@ -23,7 +26,8 @@
 //! - [`runner`]: running seeds, shrinking fault schedules, summarising.
 //!
 //! It depends on `rill-core`, `rill-store` and `rill-log` (whose checkpoint store and event log
-//! it runs on its disks): never on actix, threads or the wall clock.
+//! it runs on its disks) and `rill-api` (which its jobs are written with, as users write
+//! theirs): never on actix, threads or the wall clock.
 
 pub mod accounting;
 pub mod check;
@@ -36,4 +40,7 @@ pub mod runner;
 pub mod scenario;
 pub mod storage;
 pub mod trace;
+pub mod user;
 pub mod world;
+
+pub use user::{Input, SimulationReport, UserJob};

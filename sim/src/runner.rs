@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rill_core::coordinator::CompletedCheckpoint;
-use rill_core::graph::JobGraph;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::accounting;
 use crate::check::{Checked, STATE_ACCOUNTING, Violation, check};
+use crate::connectors::OUTPUT_TOPIC;
 use crate::faults::{ScheduledFault, draw_schedule};
-use crate::jobs::{OUTPUT_TOPIC, TopicInput};
+use crate::jobs::TopicInput;
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::{Expect, Property, Scenario};
 use crate::trace::Trace;
@@ -102,12 +102,11 @@ fn run_world(
     trace: bool,
 ) -> (Checked, RunStats, u64) {
     let spec = &scenario.spec;
-    let job = spec.job;
+    let job = &spec.job;
     let parallelism = |role: &str| scenario.parallelism(role);
     let log = SimLog::default();
     let mut input_rng = rng(seed, INPUT_STREAM);
-    let generated = job.generate_input(&spec.input, &mut input_rng);
-    let expected = job.finish_reference(generated.expected, &parallelism);
+    let generated = job.generate_input(&spec.input, &parallelism, &mut input_rng);
     let failed_setup = |detail: String| {
         let violation = Violation {
             property: "setup",
@@ -133,10 +132,13 @@ fn run_world(
         log.plan_ends(topic.topic, ends);
     }
     let arrivals = plan_arrivals(generated.topics, spec.input.arrival_ms, &mut input_rng);
-    let graph = job_graph(scenario, &log, &BTreeMap::new());
+    let graph = match scenario.job_graph(&log, &BTreeMap::new()) {
+        Ok(graph) => graph,
+        Err(reason) => return failed_setup(reason),
+    };
     let rebuild: RebuildGraph = {
         let (scenario, log) = (scenario.clone(), log.clone());
-        Box::new(move |rescaled| job_graph(&scenario, &log, rescaled))
+        Box::new(move |rescaled| scenario.job_graph(&log, rescaled))
     };
     let setup = WorldSetup {
         graph,
@@ -175,7 +177,7 @@ fn run_world(
                 spec.property,
                 job,
                 &result.outcome,
-                (&expected, &generated.final_state),
+                (&generated.expected, &generated.final_state),
                 (committed, final_state, &open),
             )
         })
@@ -222,25 +224,6 @@ fn with_contents(trace_hash: u64, log: &SimLog, latest: Option<&CompletedCheckpo
         }
     }
     hasher.digest()
-}
-
-/// The scenario's job graph, with the parallelism of the `rescaled` roles changed.
-fn job_graph(scenario: &Scenario, log: &SimLog, rescaled: &BTreeMap<String, u32>) -> JobGraph {
-    let parallelism = |role: &str| {
-        rescaled
-            .get(role)
-            .copied()
-            .unwrap_or_else(|| scenario.parallelism(role))
-    };
-    let checkpoint = scenario.checkpoint_config();
-    let mut graph =
-        scenario
-            .spec
-            .job
-            .graph(log, &parallelism, checkpoint.mode, scenario.spec.broken);
-    graph.checkpoint = checkpoint;
-    graph.restart = scenario.restart();
-    graph
 }
 
 /// Records a producer appends per arrival.

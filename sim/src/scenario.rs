@@ -5,18 +5,23 @@
 //! component to break on purpose (if any), the property to check, whether the run must pass
 //! or must be caught violating it, and how many seeds to run by default. Everything left out
 //! has a default; anything misspelt or out of range is refused with the file and the field.
+//! A user's own job runs as a scenario too, made in code ([`Scenario::new`], see
+//! [`crate::user`]): its settings are a scenario file's, less what the job brings.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rill_api::{ExecutionConfig, StreamEnv};
 use rill_core::checkpoint::CheckpointMode;
 use rill_core::coordinator::CheckpointConfig;
 use rill_core::flow::FlowConfig;
+use rill_core::graph::JobGraph;
 use rill_core::restart::RestartStrategy;
 use serde::Deserialize;
 
+use crate::connectors::SimConnectors;
 use crate::faults::{Defect, Fault, FaultSpec};
-use crate::jobs::{InputSpec, JobKind};
+use crate::jobs::{InputSpec, Job, JobKind};
 use crate::log::SimLog;
 
 /// What a run must show.
@@ -169,7 +174,7 @@ pub struct ScenarioFile {
     /// One line saying what it tests.
     pub description: String,
     /// The job.
-    pub job: JobKind,
+    pub job: Job,
     /// Seeds run by default.
     #[serde(default = "default_seeds")]
     pub seeds: u64,
@@ -263,6 +268,11 @@ impl Scenario {
     /// Parses and checks a scenario's TOML text; the error says what is wrong.
     pub fn parse(name: &str, text: &str) -> Result<Self, String> {
         let spec: ScenarioFile = toml::from_str(text).map_err(|error| error.to_string())?;
+        Scenario::new(name, spec)
+    }
+
+    /// Checks a scenario made in code (a user's job's, say) as a file is checked.
+    pub fn new(name: &str, spec: ScenarioFile) -> Result<Self, String> {
         let scenario = Scenario {
             name: name.to_owned(),
             spec,
@@ -367,7 +377,7 @@ impl Scenario {
         ] {
             at_most(what, value, max)?;
         }
-        let names = self.operator_names();
+        let names = self.operator_names()?;
         for fault in &spec.faults {
             at_most("fault count", u64::from(fault.count), 1_000)?;
             at_most("fault within_ms", fault.within_ms.unwrap_or(0), hour_ms)?;
@@ -426,7 +436,7 @@ impl Scenario {
     }
 
     fn check_rescale(&self, role: &str, parallelism: u32) -> Result<(), String> {
-        let job = self.spec.job;
+        let job = &self.spec.job;
         if !job.roles().contains(&role) {
             return Err(format!(
                 "fault rescale: job '{}' has no operator role '{role}' (it has {})",
@@ -434,7 +444,7 @@ impl Scenario {
                 job.roles().join(", ")
             ));
         }
-        if job == JobKind::UnionBroadcast && role == "tag" {
+        if matches!(job, Job::Catalog(JobKind::UnionBroadcast)) && role == "tag" {
             return Err(
                 "fault rescale: the reference output of union-broadcast depends on the parallelism of 'tag'"
                     .to_owned(),
@@ -449,18 +459,46 @@ impl Scenario {
     }
 
     /// The names of the job's operators, which faults may target.
-    pub fn operator_names(&self) -> Vec<String> {
-        let graph = self.spec.job.graph(
-            &SimLog::default(),
-            &|role| self.parallelism(role),
-            self.checkpoint_config().mode,
-            None,
-        );
-        graph
+    pub fn operator_names(&self) -> Result<Vec<String>, String> {
+        let graph = self.job_graph(&SimLog::default(), &BTreeMap::new())?;
+        Ok(graph
             .operators
             .iter()
             .map(|node| node.name.clone())
-            .collect()
+            .collect())
+    }
+
+    /// The scenario's job as a graph over `log`, with the parallelism of the `rescaled` roles
+    /// changed: described with the API on an environment with the scenario's checkpoint and
+    /// restart settings, with its broken component planted in the connectors and in the keyed
+    /// operators with timers.
+    pub fn job_graph(
+        &self,
+        log: &SimLog,
+        rescaled: &BTreeMap<String, u32>,
+    ) -> Result<JobGraph, String> {
+        let parallelism = |role: &str| {
+            rescaled
+                .get(role)
+                .copied()
+                .unwrap_or_else(|| self.parallelism(role))
+        };
+        let checkpoint = self.checkpoint_config();
+        let env = StreamEnv::with_config(ExecutionConfig {
+            checkpoint,
+            restart: self.restart(),
+            ..ExecutionConfig::default()
+        });
+        let broken = self.spec.broken;
+        if let Some(defect) = broken {
+            env.plant_defect(defect);
+        }
+        let exactly_once = checkpoint.mode == CheckpointMode::ExactlyOnce;
+        let io = SimConnectors::new(log, exactly_once, broken);
+        let job = &self.spec.job;
+        job.describe(&env, &io, &parallelism);
+        env.job_graph(job.name())
+            .map_err(|error| format!("job '{}' cannot be built: {error}", job.name()))
     }
 
     /// The parallelism of an operator role.

@@ -39,7 +39,7 @@ pub(crate) fn run(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot clear {}", data_dir.display()))?;
     }
     let data = data_dir.to_string_lossy().into_owned();
-    let rill = root.join("target/release/rill");
+    let rill = crate::target_dir(root).join("release/rill");
     let rill = rill.to_string_lossy();
     for topic in ["lines", "counts"] {
         run_command(

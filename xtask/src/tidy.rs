@@ -6,8 +6,9 @@
 //! 1. **Dependency direction** (`../shared/DESIGN.md`), from `cargo metadata --no-deps`: each
 //!    workspace crate's normal dependencies on workspace crates are in [`ALLOWED_EDGES`] (a
 //!    crate missing from that table fails, so that a new crate's place is decided there), and
-//!    none is in [`FORBIDDEN_EXTERNAL`] — `rill-core` never on actix, tokio or fjall, the
-//!    simulator never on actix. Dev- and build-dependencies are not checked.
+//!    none is in [`FORBIDDEN_EXTERNAL`] — `rill-core` never on actix, tokio or fjall,
+//!    `rill-api` never on actix or tokio, the simulator never on actix. Dev- and
+//!    build-dependencies are not checked.
 //! 2. **No clock, thread or file in `rill-core`, no wall clock in the simulator**, and
 //! 3. **no `.unwrap()` in `rill-log` and `rill-store`** (they never panic on I/O or bad input):
 //!    [`RULES`], a plain substring scan of production code — see [`code_lines`] for what is
@@ -38,12 +39,24 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     // rill-log on rill-store is planned.
     ("rill-log", &["rill-core", "rill-store"]),
     ("rill-runtime", &["rill-core", "rill-store", "rill-log"]),
+    // The job description: it builds graphs, and runs nothing.
+    ("rill-api", &["rill-core", "rill-store", "rill-log"]),
     (
         "rill",
-        &["rill-core", "rill-store", "rill-log", "rill-runtime"],
+        &[
+            "rill-core",
+            "rill-store",
+            "rill-log",
+            "rill-runtime",
+            "rill-api",
+        ],
     ),
-    // The simulator drives the cores itself: never the runtime (actix) nor the API on it.
-    ("rill-sim", &["rill-core", "rill-store", "rill-log"]),
+    // The simulator drives the cores itself: never the runtime (actix) nor `rill` on it; its
+    // jobs are described with the API, as users describe theirs.
+    (
+        "rill-sim",
+        &["rill-core", "rill-store", "rill-log", "rill-api"],
+    ),
     // Tools for users' operators: they drive the cores as the subtask does.
     ("rill-testing", &["rill-core"]),
     // The CLI reads logs and checkpoint stores; it runs no job.
@@ -59,6 +72,11 @@ const FORBIDDEN_EXTERNAL: &[(&str, &[&str], &str)] = &[
         "rill-core",
         &["actix", "tokio", "fjall"],
         "rill-core is the I/O-free protocol: no actor system, no async runtime, no storage",
+    ),
+    (
+        "rill-api",
+        &["actix", "tokio"],
+        "the API describes jobs for every executor, the simulator's too: no actor system, no async runtime",
     ),
     (
         "rill-sim",

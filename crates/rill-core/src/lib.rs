@@ -20,6 +20,8 @@
 //!   job of another shape (rescaling);
 //! - [`job_master`]: a job's lifecycle: attempts, fail-over, savepoint waiters, its end;
 //! - [`restart`]: restart strategies;
+//! - [`runtime_config`]: how a driver runs a job's subtasks (threads, flow control, pauses),
+//!   described with the job and read by the actor runtime;
 //! - [`time`]: watermark strategies, per-partition watermark generation and idleness;
 //! - [`timers`]: event-time and processing-time timers of keyed operators, kept in keyed state;
 //! - [`side_output`]: side outputs, typed by a tag;
@@ -47,6 +49,7 @@ pub mod operator;
 pub mod partitioner;
 pub mod plan;
 pub mod restart;
+pub mod runtime_config;
 pub mod side_output;
 pub mod source;
 pub mod state;

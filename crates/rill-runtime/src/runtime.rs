@@ -2,13 +2,12 @@
 //! each) that subtasks are spread over, and job submission.
 
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use actix::dev::ArbiterHandle;
 use actix::{Actor, Arbiter, System};
 use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::CompletedCheckpoint;
-use rill_core::flow::{FlowConfig, FlowConfigError};
+use rill_core::flow::FlowConfigError;
 use rill_core::graph::JobGraph;
 use rill_core::plan::PhysicalPlan;
 use rill_store::CheckpointStore;
@@ -17,35 +16,8 @@ use tokio::sync::oneshot;
 use crate::job::{JobError, JobHandle};
 use crate::master::JobMaster;
 
-/// How the runtime runs jobs.
-#[derive(Clone, Copy, Debug)]
-pub struct RuntimeConfig {
-    /// Worker threads (arbiters) that subtasks are spread over.
-    pub workers: usize,
-    /// Batch size and channel credits.
-    pub flow: FlowConfig,
-    /// How long a source that has nothing to emit waits before it is polled again.
-    pub source_idle_pause: Duration,
-    /// How long the actors of a failed attempt may take to stop before the job ends instead of
-    /// restarting (an actor stuck in user code would otherwise write beside the new attempt).
-    pub attempt_stop_timeout: Duration,
-    /// How often each subtask reads the wall clock and advances its processing time: the
-    /// resolution of processing-time timers. Sources also see the time at every poll, so the
-    /// idleness of a source partition does not depend on it. Must be above zero.
-    pub processing_time_interval: Duration,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            workers: std::thread::available_parallelism().map_or(1, usize::from),
-            flow: FlowConfig::default(),
-            source_idle_pause: Duration::from_millis(10),
-            attempt_stop_timeout: Duration::from_secs(10),
-            processing_time_interval: Duration::from_millis(10),
-        }
-    }
-}
+// Plain data that the job description (`rill-api`) fills in too, so it lives in `rill-core`.
+pub use rill_core::runtime_config::RuntimeConfig;
 
 /// The runtime could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,34 +1,19 @@
-//! The errors describing and running a job can end with.
+//! The errors describing and running a job can end with: the description's ([`BuildError`],
+//! from `rill-api`) and the runtime's.
 
-use rill_core::graph::GraphError;
 use rill_log::LogError;
 use rill_runtime::{JobError, RuntimeError};
 use rill_store::StoreError;
+
+pub use rill_api::error::{BuildError, DescriptionError};
 
 /// Why a job could not be built or did not run to the end.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RillError {
-    /// The job's graph cannot run.
+    /// The job could not be built from its description.
     #[error(transparent)]
-    Graph(#[from] GraphError),
-    /// A source that is not parallel was given a parallelism above 1.
-    #[error("source '{operator}' is not parallel; it cannot run with parallelism {parallelism}")]
-    NonParallelSource {
-        /// The source's name.
-        operator: String,
-        /// The parallelism asked for.
-        parallelism: u32,
-    },
-    /// The job was described wrongly.
-    #[error(transparent)]
-    Description(#[from] DescriptionError),
-    /// A checkpoint to start from was given, but no checkpoint directory to find it in.
-    #[error("cannot start from checkpoint {checkpoint}: no checkpoint directory is set")]
-    NoCheckpointDir {
-        /// The checkpoint asked for.
-        checkpoint: u64,
-    },
+    Build(#[from] BuildError),
     /// The job failed or was cancelled (boxed: a failure carries the operator's error).
     #[error(transparent)]
     Job(Box<JobError>),
@@ -43,26 +28,6 @@ pub enum RillError {
     Store(#[from] StoreError),
 }
 
-/// A mistake in describing a job, found when the job is built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DescriptionError {
-    /// A side output was asked of a stream whose operator has none.
-    #[error(
-        "side output '{tag}' was asked of the output of '{operator}', which has no side outputs; \
-         ask the stream a process function or a window returns"
-    )]
-    NoSideOutputs {
-        /// The operator the stream comes from.
-        operator: String,
-        /// The side output's id.
-        tag: String,
-    },
-    /// An interval join's bounds are the wrong way round.
-    #[error(transparent)]
-    BadInterval(#[from] rill_core::two_input::BadInterval),
-}
-
 impl From<JobError> for RillError {
     fn from(error: JobError) -> Self {
         RillError::Job(Box::new(error))
@@ -74,6 +39,14 @@ impl RillError {
     pub fn job_error(&self) -> Option<&JobError> {
         match self {
             RillError::Job(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The description's error, if the job could not be built.
+    pub fn build_error(&self) -> Option<&BuildError> {
+        match self {
+            RillError::Build(error) => Some(error),
             _ => None,
         }
     }

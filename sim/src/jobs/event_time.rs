@@ -30,39 +30,36 @@
 //! - `session-windows`: `(key, value)` readings, each key in one partition, with keys dense
 //!   enough that records bridge sessions read before them → key by key → session windows
 //!   (gap [`SESSION_GAP_MS`]) summing and counting → sink. Output per key and merged session.
-//! - `join`: two topics of `(key, id)` → each tagged as its side of an [`Either`] → key by
-//!   key → an interval join (`right` within [`INTERVAL_LOWER_MS`, `INTERVAL_UPPER_MS`] of
+//! - `join`: two topics of `(key, id)` → key by key → an interval join (`right` within [`INTERVAL_LOWER_MS`, `INTERVAL_UPPER_MS`] of
 //!   `left`) and a tumbling window join ([`JOIN_WINDOW_MS`]) → sink. Output `(kind, key, left
 //!   id, right id)` for every matching pair.
+//!
+//! No record is late, so none goes to the windows' and joins' late-data side outputs, which
+//! are never read: a late record would show as a missing result.
 //!
 //! The window and join jobs expect no keyed state at all in their final checkpoint (every
 //! window fired and was cleaned up, every waiting join record expired, no timer pending);
 //! the timer job expects each key's count and nothing else.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use rill_api::{KeyedStream, StreamEnv};
 use rill_core::BoxError;
 use rill_core::coordinator::CompletedCheckpoint;
 use rill_core::element::Timestamp;
-use rill_core::graph::OperatorId;
-use rill_core::keyed::{KeySelector, KeyedContext, KeyedProcess, KeyedProcessFunction};
-use rill_core::operator::{Map, OneInputOperator, OperatorInfo};
-use rill_core::side_output::{OutputTag, SelectMain, Tagged};
-use rill_core::state::{AggregateFunction, KeyedStateStore, MapState, ValueState};
+use rill_core::keyed::{KeyedContext, KeyedProcessFunction};
+use rill_core::state::{AggregateFunction, MapState, ValueState};
 use rill_core::time::WatermarkStrategy;
-use rill_core::two_input::{CoProcess, Either, IntervalJoin};
-use rill_core::window::{
-    AggregateProcessWindow, ProcessWindowFunction, WindowAssigner, WindowContext, WindowFunction,
-    WindowJoin, WindowOperator,
-};
+use rill_core::window::{ProcessWindowFunction, WindowAssigner, WindowContext};
 
 use super::{
-    FinalState, GeneratedInput, GraphBuilder, InputSpec, Multiset, TopicInput, decode, encode,
+    FinalState, GeneratedInput, InputSpec, Multiset, TopicInput, decode, encode, keyed_to_sink,
+    sink_both,
 };
-use crate::log::{LogRecord, SimLog};
+use crate::connectors::SimConnectors;
+use crate::log::LogRecord;
 
 /// The out-of-orderness the sources' watermark strategy allows, per partition.
 pub const OUT_OF_ORDERNESS_MS: i64 = 100;
@@ -104,10 +101,6 @@ const _: () = assert!(
 );
 const _: () = assert!(STEP_MS % 2 == 0 && START_MS % 2 == 0 && SESSION_GAP_MS % 2 == 1);
 
-/// The side output late records would go to: none do, so it is never read, and a late
-/// record would show as a missing result.
-const LATE: &str = "late";
-
 /// What each window result says: which windows, the key, `[start, end)`, sum and count.
 pub type WindowResult = (u8, u32, i64, i64, i64, u32);
 
@@ -128,8 +121,6 @@ const WINDOW_JOIN: u8 = 1;
 type Reading = (u32, i64);
 /// A record of either join input: `(key, id)`.
 type Side = (u32, u32);
-/// A join input's record, tagged with its side.
-type Joined = Either<Side, Side>;
 
 /// The watermark strategy every event-time source runs.
 pub fn strategy() -> WatermarkStrategy {
@@ -477,269 +468,116 @@ impl KeyedProcessFunction for CountAtTimer {
     }
 }
 
-/// Which windows a window operator keeps, and for how long after their end.
-#[derive(Clone, Copy)]
-struct Windowing {
-    assigner: WindowAssigner,
-    allowed_lateness_ms: i64,
+/// `(key, value)` readings with watermarks, keyed by key.
+fn readings(
+    env: &StreamEnv,
+    io: &SimConnectors,
+    parallelism: &dyn Fn(&str) -> u32,
+) -> KeyedStream<Reading, u32> {
+    env.from_source(
+        "source",
+        true,
+        io.timed_reader("readings", decode::<Reading>, strategy()),
+    )
+    .set_parallelism(parallelism("source"))
+    .key_by(|reading: &Reading| reading.0)
 }
 
-impl Windowing {
-    /// Windows dropped as soon as they fire.
-    fn on_time(assigner: WindowAssigner) -> Self {
-        Windowing {
-            assigner,
-            allowed_lateness_ms: 0,
-        }
-    }
-}
-
-fn reading_key() -> KeySelector<Reading, u32> {
-    Arc::new(|reading: &Reading| reading.0)
-}
-
-fn joined_key() -> KeySelector<Joined, u32> {
-    Arc::new(|joined: &Joined| match joined {
-        Either::Left((key, _)) | Either::Right((key, _)) => *key,
-    })
-}
-
-impl GraphBuilder {
-    /// A window operator `name`, fed from `from` by key, and the selector of its main output
-    /// chained behind it; returns the selector. The scenario's defect is planted in the window
-    /// operator.
-    fn window<W>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        from: &[OperatorId],
-        key_of: KeySelector<W::In, u32>,
-        make: impl Fn() -> W + Send + Sync + 'static,
-        windowing: Windowing,
-    ) -> OperatorId
-    where
-        W: WindowFunction<Key = u32>,
-    {
-        let (operator_key, defect) = (key_of.clone(), self.defect);
-        let build = move |info: &OperatorInfo| {
-            let mut operator = WindowOperator::new(
-                make(),
-                windowing.assigner,
-                windowing.allowed_lateness_ms,
-                OutputTag::new(LATE),
-                operator_key.clone(),
-                KeyedStateStore::new(info.max_parallelism),
-            );
-            if let Some(defect) = defect {
-                operator.plant_defect(defect);
-            }
-            operator
-        };
-        self.keyed_with_timers((name, parallelism), from, key_of, build)
-    }
-
-    /// A keyed process function `name`, fed from `from` by key, and the selector of its main
-    /// output chained behind it; returns the selector. The scenario's defect is planted in the
-    /// operator.
-    pub(super) fn keyed_process<P>(
-        &mut self,
-        name: &str,
-        parallelism: u32,
-        from: &[OperatorId],
-        key_of: KeySelector<P::In, u32>,
-        make: impl Fn() -> P + Send + Sync + 'static,
-    ) -> OperatorId
-    where
-        P: KeyedProcessFunction<Key = u32>,
-    {
-        let (operator_key, defect) = (key_of.clone(), self.defect);
-        let build = move |info: &OperatorInfo| {
-            let mut operator = KeyedProcess::new(
-                make(),
-                operator_key.clone(),
-                KeyedStateStore::new(info.max_parallelism),
-            );
-            if let Some(defect) = defect {
-                operator.plant_defect(defect);
-            }
-            operator
-        };
-        self.keyed_with_timers((name, parallelism), from, key_of, build)
-    }
-
-    /// A keyed operator with timers and side outputs `name`, fed from `from` by key, and the
-    /// selector of its main output chained behind it; returns the selector.
-    fn keyed_with_timers<O, T>(
-        &mut self,
-        (name, parallelism): (&str, u32),
-        from: &[OperatorId],
-        key_of: KeySelector<O::In, u32>,
-        build: impl Fn(&OperatorInfo) -> O + Send + Sync + 'static,
-    ) -> OperatorId
-    where
-        O: OneInputOperator<Out = Tagged<T>>,
-        T: rill_core::Data,
-    {
-        let operator = self.operator(name, parallelism, build);
-        for &from in from {
-            self.key_by(from, operator, key_of.clone());
-        }
-        self.select_main::<T>(operator, name, parallelism)
-    }
-
-    /// The main output of the tagged operator `tagged`, chained behind it.
-    fn select_main<T: rill_core::Data>(
-        &mut self,
-        tagged: OperatorId,
-        name: &str,
-        parallelism: u32,
-    ) -> OperatorId {
-        let main = self.operator(&format!("{name} (main output)"), parallelism, |_| {
-            SelectMain::<T>::default()
-        });
-        self.forward(tagged, main);
-        main
-    }
-
-    /// A source of `(key, value)` readings with watermarks.
-    fn readings(&mut self, parallelism: u32, log: &SimLog) -> OperatorId {
-        self.timed_source(
-            "source",
-            parallelism,
-            log,
-            "readings",
-            decode::<Reading>,
-            strategy(),
-        )
-    }
-}
-
-/// `window-aggregate`'s graph.
-pub(super) fn window_aggregate_graph(
-    job: &mut GraphBuilder,
-    log: &SimLog,
+/// `window-aggregate`: tumbling and sliding windows of the same readings.
+pub(super) fn window_aggregate_job(
+    env: &StreamEnv,
+    io: &SimConnectors,
     parallelism: &dyn Fn(&str) -> u32,
 ) {
-    let source = job.readings(parallelism("source"), log);
     let windows = parallelism("window");
-    let sum_count = Arc::new(SumCount);
-    let tumbling = {
-        let sum_count = sum_count.clone();
-        job.window(
-            "tumbling",
-            windows,
-            &[source],
-            reading_key(),
-            move || AggregateProcessWindow::new(sum_count.clone(), NameWindow { kind: TUMBLING }),
-            Windowing::on_time(WindowAssigner::Tumbling {
-                size: TUMBLING_MS,
-                offset: TUMBLING_OFFSET_MS,
-            }),
-        )
-    };
-    let sliding = job.window(
-        "sliding",
-        windows,
-        &[source],
-        reading_key(),
-        move || AggregateProcessWindow::new(sum_count.clone(), NameWindow { kind: SLIDING }),
-        Windowing {
-            assigner: WindowAssigner::Sliding {
-                size: SLIDING_MS,
-                slide: SLIDE_MS,
-                offset: 0,
-            },
-            allowed_lateness_ms: SLIDING_LATENESS_MS,
-        },
-    );
-    let sink = job.sink("sink", windows, log, |v: &WindowResult| encode(v));
-    job.rebalance::<WindowResult>(tumbling, sink);
-    job.rebalance::<WindowResult>(sliding, sink);
+    let readings = readings(env, io, parallelism);
+    let tumbling = readings
+        .clone()
+        .window(WindowAssigner::Tumbling {
+            size: TUMBLING_MS,
+            offset: TUMBLING_OFFSET_MS,
+        })
+        .aggregate_process(SumCount, NameWindow { kind: TUMBLING })
+        .name("tumbling")
+        .uid("tumbling")
+        .set_parallelism(windows);
+    let sliding = readings
+        .window(WindowAssigner::Sliding {
+            size: SLIDING_MS,
+            slide: SLIDE_MS,
+            offset: 0,
+        })
+        .allowed_lateness(Duration::from_millis(SLIDING_LATENESS_MS.unsigned_abs()))
+        .aggregate_process(SumCount, NameWindow { kind: SLIDING })
+        .name("sliding")
+        .uid("sliding")
+        .set_parallelism(windows);
+    sink_both(io, (tumbling, sliding), windows, encode::<WindowResult>);
 }
 
-/// `session-windows`' graph.
-pub(super) fn session_windows_graph(
-    job: &mut GraphBuilder,
-    log: &SimLog,
+/// `session-windows`: session windows of the readings.
+pub(super) fn session_windows_job(
+    env: &StreamEnv,
+    io: &SimConnectors,
     parallelism: &dyn Fn(&str) -> u32,
 ) {
-    let source = job.readings(parallelism("source"), log);
-    let sessions = parallelism("sessions");
-    let sum_count = Arc::new(SumCount);
-    let main = job.window(
-        "sessions",
-        sessions,
-        &[source],
-        reading_key(),
-        move || AggregateProcessWindow::new(sum_count.clone(), NameWindow { kind: SESSION }),
-        Windowing::on_time(WindowAssigner::Session {
+    let results = readings(env, io, parallelism)
+        .window(WindowAssigner::Session {
             gap: SESSION_GAP_MS,
-        }),
-    );
-    let sink = job.sink("sink", sessions, log, |v: &WindowResult| encode(v));
-    job.forward(main, sink);
+        })
+        .aggregate_process(SumCount, NameWindow { kind: SESSION });
+    let role = ("sessions", parallelism("sessions"));
+    keyed_to_sink(io, results, role, encode::<WindowResult>);
 }
 
-/// `event-timers`' graph.
-pub(super) fn event_timers_graph(
-    job: &mut GraphBuilder,
-    log: &SimLog,
+/// `event-timers`: a keyed process function's event-time timers over the readings.
+pub(super) fn event_timers_job(
+    env: &StreamEnv,
+    io: &SimConnectors,
     parallelism: &dyn Fn(&str) -> u32,
 ) {
-    let source = job.readings(parallelism("source"), log);
-    let timers = parallelism("timers");
-    let main = job.keyed_process("timers", timers, &[source], reading_key(), || {
-        CountAtTimer::new()
-    });
-    let sink = job.sink("sink", timers, log, |v: &TimerResult| encode(v));
-    job.forward(main, sink);
+    let results = readings(env, io, parallelism).process(CountAtTimer::new());
+    let role = ("timers", parallelism("timers"));
+    keyed_to_sink(io, results, role, encode::<TimerResult>);
 }
 
-/// `join`'s graph.
-pub(super) fn join_graph(job: &mut GraphBuilder, log: &SimLog, parallelism: &dyn Fn(&str) -> u32) {
-    let sources = parallelism("source");
-    let mut tagged = Vec::new();
-    for (topic, left) in [("left", true), ("right", false)] {
-        let source = job.timed_source(topic, sources, log, topic, decode::<Side>, strategy());
-        let tag = job.operator(&format!("{topic} as either"), sources, move |_| {
-            Map::new(Arc::new(move |side: Side| -> Joined {
-                if left {
-                    Either::Left(side)
-                } else {
-                    Either::Right(side)
-                }
-            }))
-        });
-        job.forward(source, tag);
-        tagged.push(tag);
-    }
+/// `join`: an interval join and a window join of the same two topics.
+pub(super) fn join_job(env: &StreamEnv, io: &SimConnectors, parallelism: &dyn Fn(&str) -> u32) {
+    let side = |topic: &str| {
+        env.from_source(
+            topic,
+            true,
+            io.timed_reader(topic, decode::<Side>, strategy()),
+        )
+        .set_parallelism(parallelism("source"))
+        .key_by(|side: &Side| side.0)
+    };
+    let (left, right) = (side("left"), side("right"));
     let joins = parallelism("join");
-    let interval = job.keyed_process("interval-join", joins, &tagged, joined_key(), || {
-        CoProcess(IntervalJoin::new(
+    let interval = left
+        .clone()
+        .interval_join(
+            right.clone(),
             INTERVAL_LOWER_MS,
             INTERVAL_UPPER_MS,
-            Arc::new(|a: &Side, b: &Side| -> JoinResult { (INTERVAL_JOIN, a.0, a.1, b.1) }),
-            OutputTag::new(LATE),
-        ))
-    });
-    let window = job.window(
-        "window-join",
-        joins,
-        &tagged,
-        joined_key(),
-        || {
-            WindowJoin::new(Arc::new(|a: &Side, b: &Side| -> JoinResult {
-                (WINDOW_JOIN, a.0, a.1, b.1)
-            }))
-        },
-        Windowing::on_time(WindowAssigner::Tumbling {
-            size: JOIN_WINDOW_MS,
-            offset: 0,
-        }),
-    );
-    let sink = job.sink("sink", joins, log, |v: &JoinResult| encode(v));
-    job.rebalance::<JoinResult>(interval, sink);
-    job.rebalance::<JoinResult>(window, sink);
+            |a: &Side, b: &Side| -> JoinResult { (INTERVAL_JOIN, a.0, a.1, b.1) },
+        )
+        .name("interval-join")
+        .uid("interval-join")
+        .set_parallelism(joins);
+    let window = left
+        .window_join(
+            right,
+            WindowAssigner::Tumbling {
+                size: JOIN_WINDOW_MS,
+                offset: 0,
+            },
+            |a: &Side, b: &Side| -> JoinResult { (WINDOW_JOIN, a.0, a.1, b.1) },
+        )
+        .name("window-join")
+        .uid("window-join")
+        .set_parallelism(joins);
+    sink_both(io, (interval, window), joins, encode::<JoinResult>);
 }
 
 /// The keyed state left in the operators `uids` in a checkpoint: for each state table that
@@ -852,195 +690,4 @@ pub(super) fn render(kind: super::JobKind, record: &LogRecord) -> (String, Strin
 }
 
 #[cfg(test)]
-mod tests {
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
-    use rill_core::checkpoint::CheckpointId;
-    use rill_core::operator::OperatorSnapshot;
-
-    use super::*;
-
-    fn spec(records: usize, partitions: u32, keys: u32) -> InputSpec {
-        InputSpec {
-            records,
-            partitions,
-            keys,
-            arrival_ms: 0,
-        }
-    }
-
-    fn times(input: &GeneratedInput) -> Vec<Vec<i64>> {
-        input
-            .topics
-            .iter()
-            .flat_map(|topic| &topic.partitions)
-            .map(|records| records.iter().map(|r| r.timestamp).collect())
-            .collect()
-    }
-
-    #[test]
-    fn no_record_is_late_in_its_partition_yet_many_sit_on_the_bound() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let input = window_aggregate(&spec(2_000, 3, 20), &mut rng);
-        let (mut out_of_order, mut on_the_bound) = (0, 0);
-        for partition in times(&input) {
-            let mut largest = i64::MIN;
-            for time in partition {
-                // The partition's watermark is `largest - OUT_OF_ORDERNESS_MS - 1`.
-                assert!(time > largest.saturating_sub(OUT_OF_ORDERNESS_MS + 1));
-                out_of_order += usize::from(time < largest);
-                on_the_bound += usize::from(time == largest.saturating_sub(OUT_OF_ORDERNESS_MS));
-                largest = largest.max(time);
-            }
-        }
-        assert!(out_of_order > 500, "{out_of_order} records out of order");
-        assert!(
-            on_the_bound >= 20,
-            "{on_the_bound} records exactly on the out-of-orderness bound"
-        );
-    }
-
-    #[test]
-    fn the_window_reference_counts_each_record_once_per_window_it_is_in() {
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let input = window_aggregate(&spec(500, 2, 10), &mut rng);
-        let mut counted = [0u32; 2];
-        for bytes in input.expected.keys() {
-            let record = timed(bytes.clone(), 0);
-            let (kind, _, start, end, _, count): WindowResult = decode(&record);
-            let size = [TUMBLING_MS, SLIDING_MS][usize::from(kind)];
-            let offset = [TUMBLING_OFFSET_MS, 0][usize::from(kind)];
-            assert_eq!(
-                (end - start, (start - offset).rem_euclid(SLIDE_MS)),
-                (size, 0)
-            );
-            counted[usize::from(kind)] += count;
-        }
-        let per_record = (SLIDING_MS / SLIDE_MS) as u32;
-        assert_eq!(counted, [500, 500 * per_record]);
-    }
-
-    /// Replays each key's records in log order through a model of session merging, and counts
-    /// the records that bridge two sessions or more already open.
-    fn bridging_records(input: &GeneratedInput) -> usize {
-        let mut bridging = 0;
-        for partition in &input.topics[0].partitions {
-            let mut sessions: BTreeMap<u32, Vec<(i64, i64)>> = BTreeMap::new();
-            for record in partition {
-                let (key, _): Reading = decode(record);
-                let own = (record.timestamp, record.timestamp + SESSION_GAP_MS);
-                let open = sessions.entry(key).or_default();
-                let (touched, mut kept): (Vec<_>, Vec<_>) = open
-                    .drain(..)
-                    .partition(|&(start, end)| start <= own.1 && own.0 <= end);
-                bridging += usize::from(touched.len() >= 2);
-                let merged = touched
-                    .iter()
-                    .fold(own, |(s, e), &(start, end)| (s.min(start), e.max(end)));
-                kept.push(merged);
-                *open = kept;
-            }
-        }
-        bridging
-    }
-
-    #[test]
-    fn session_input_has_records_that_bridge_sessions_read_before_them() {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let input = session_windows(&spec(1_000, 2, 12), &mut rng);
-        let bridging = bridging_records(&input);
-        assert!(bridging >= 20, "only {bridging} bridging records");
-        let sessions = input.expected.len();
-        assert!(
-            (50..900).contains(&sessions),
-            "{sessions} sessions of 1000 records: they should merge, but not all into one"
-        );
-    }
-
-    #[test]
-    fn the_timer_reference_counts_every_record_once() {
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let input = event_timers(&spec(300, 2, 7), &mut rng);
-        let total: u64 = input
-            .final_state
-            .values()
-            .map(|count| count.parse::<u64>().unwrap())
-            .sum();
-        assert_eq!(total, 300);
-        let counted: u32 = input
-            .expected
-            .keys()
-            .map(|bytes| decode::<TimerResult>(&timed(bytes.clone(), 0)).2)
-            .sum();
-        assert_eq!(counted, 300);
-    }
-
-    #[test]
-    fn state_left_in_the_final_checkpoint_is_reported_by_table() {
-        use rill_core::checkpoint::SubtaskSnapshot;
-        use rill_core::coordinator::CheckpointMetadata;
-        use rill_core::layout::{JobLayout, SubtaskLayout};
-
-        let subtask = |operators: &[&str]| SubtaskLayout {
-            index: 0,
-            parallelism: 1,
-            source: None,
-            operators: operators.iter().map(|name| (*name).to_owned()).collect(),
-        };
-        let mut window = OperatorSnapshot::default();
-        for table in ["window-contents", "__timers/event-time"] {
-            let groups = [(3, vec![1]), (7, vec![2])].into_iter().collect();
-            window.keyed.tables.insert(table.to_owned(), groups);
-        }
-        let metadata = CheckpointMetadata {
-            checkpoint: CheckpointId(9),
-            savepoint: false,
-            triggered_at_ms: 0,
-            acknowledged_at_ms: 0,
-            subtasks: 2,
-            state_bytes: 0,
-            layout: JobLayout {
-                max_parallelism: 128,
-                subtasks: vec![
-                    subtask(&["tumbling", "tumbling (main output)"]),
-                    subtask(&["sliding", "sliding (main output)"]),
-                ],
-            },
-        };
-        let snapshots = [
-            SubtaskSnapshot {
-                source_positions: Vec::new(),
-                operators: vec![window, OperatorSnapshot::default()],
-            },
-            SubtaskSnapshot {
-                source_positions: Vec::new(),
-                operators: vec![OperatorSnapshot::default(); 2],
-            },
-        ];
-        let checkpoint = CompletedCheckpoint {
-            metadata,
-            snapshots: Arc::new(snapshots.into_iter().enumerate().collect()),
-        };
-        let state = final_state(super::super::JobKind::WindowAggregate, &checkpoint);
-        let expected: FinalState = [
-            ("tumbling: __timers/event-time", "left in 2 key groups"),
-            ("tumbling: window-contents", "left in 2 key groups"),
-        ]
-        .into_iter()
-        .map(|(table, left)| (table.to_owned(), left.to_owned()))
-        .collect();
-        assert_eq!(state, Ok(expected));
-    }
-
-    #[test]
-    fn the_join_reference_has_pairs_of_both_joins() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let input = join(&spec(600, 2, 10), &mut rng);
-        let mut by_kind = [0i64; 2];
-        for (bytes, count) in &input.expected {
-            let (kind, ..): JoinResult = decode(&timed(bytes.clone(), 0));
-            by_kind[usize::from(kind)] += count;
-        }
-        assert!(by_kind.iter().all(|&pairs| pairs > 100), "{by_kind:?}");
-    }
-}
+mod tests;

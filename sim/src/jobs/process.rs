@@ -20,9 +20,9 @@
 //!   pending, no timer left.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use rand::Rng;
+use rill_api::StreamEnv;
 use rill_core::BoxError;
 use rill_core::coordinator::CompletedCheckpoint;
 use rill_core::element::Timestamp;
@@ -34,10 +34,11 @@ use rill_core::timers::TimeDomain;
 
 use super::event_time::{Timeline, leftover_state, strategy, timed};
 use super::{
-    FinalState, GeneratedInput, GraphBuilder, InputSpec, Multiset, TopicInput, decode, encode,
+    FinalState, GeneratedInput, InputSpec, Multiset, TopicInput, decode, encode, keyed_to_sink,
     record,
 };
-use crate::log::{LogRecord, SimLog};
+use crate::connectors::SimConnectors;
+use crate::log::LogRecord;
 
 /// The buckets of `bucket-sums`: a value's bucket is `value mod BUCKETS`.
 pub const BUCKETS: i64 = 3;
@@ -258,47 +259,41 @@ impl KeyedProcessFunction for EarlyOrOnTime {
     }
 }
 
-/// `bucket-sums`' graph.
-pub(super) fn bucket_sums_graph(
-    job: &mut GraphBuilder,
-    log: &SimLog,
+/// `bucket-sums`: the namespaced-state process function over events keyed by key.
+pub(super) fn bucket_sums_job(
+    env: &StreamEnv,
+    io: &SimConnectors,
     parallelism: &dyn Fn(&str) -> u32,
 ) {
-    let source = job.source(
-        "source",
-        parallelism("source"),
-        log,
-        "events",
-        decode::<Event>,
-    );
-    let buckets = parallelism("buckets");
-    let key_of = Arc::new(|event: &Event| event.0);
-    let main = job.keyed_process("buckets", buckets, &[source], key_of, BucketSums::new);
-    let sink = job.sink("sink", buckets, log, |v: &BucketResult| encode(v));
-    job.forward(main, sink);
+    let results = io
+        .source(env, "source", "events", decode::<Event>)
+        .set_parallelism(parallelism("source"))
+        .key_by(|event: &Event| event.0)
+        .process(BucketSums::new());
+    let role = ("buckets", parallelism("buckets"));
+    keyed_to_sink(io, results, role, encode::<BucketResult>);
 }
 
-/// `processing-timers`' graph.
-pub(super) fn processing_timers_graph(
-    job: &mut GraphBuilder,
-    log: &SimLog,
+/// `processing-timers`: the process function racing its two timers, over readings in event
+/// time keyed by key.
+pub(super) fn processing_timers_job(
+    env: &StreamEnv,
+    io: &SimConnectors,
     parallelism: &dyn Fn(&str) -> u32,
 ) {
-    let source = job.timed_source(
-        "source",
-        parallelism("source"),
-        log,
-        "readings",
-        decode::<Reading>,
-        strategy(),
-    );
-    let timers = parallelism("timers");
-    let key_of = Arc::new(|reading: &Reading| reading.0);
-    let main = job.keyed_process("timers", timers, &[source], key_of, || EarlyOrOnTime {
-        pending: MapState::new("pending"),
-    });
-    let sink = job.sink("sink", timers, log, |v: &Reading| encode(v));
-    job.forward(main, sink);
+    let results = env
+        .from_source(
+            "source",
+            true,
+            io.timed_reader("readings", decode::<Reading>, strategy()),
+        )
+        .set_parallelism(parallelism("source"))
+        .key_by(|reading: &Reading| reading.0)
+        .process(EarlyOrOnTime {
+            pending: MapState::new("pending"),
+        });
+    let role = ("timers", parallelism("timers"));
+    keyed_to_sink(io, results, role, encode::<Reading>);
 }
 
 /// One key's view of a restored store, to read its state through the handles.

@@ -65,8 +65,7 @@ impl World {
                     ),
                 );
                 self.rescaled.insert(role, parallelism);
-                let graph = (self.rebuild)(&self.rescaled);
-                match Shape::new(graph) {
+                match (self.rebuild)(&self.rescaled).and_then(Shape::new) {
                     Ok(shape) => self.shape = shape,
                     Err(reason) => self.outcome = Some(Outcome::Failed(reason)),
                 }

@@ -353,8 +353,9 @@ impl Shape {
     }
 }
 
-/// Builds the job's graph, given the roles whose parallelism differs from the scenario's.
-pub type RebuildGraph = Box<dyn Fn(&BTreeMap<String, u32>) -> JobGraph>;
+/// Builds the job's graph, given the roles whose parallelism differs from the scenario's (or
+/// says why it cannot).
+pub type RebuildGraph = Box<dyn Fn(&BTreeMap<String, u32>) -> Result<JobGraph, String>>;
 
 /// One simulated run.
 pub struct World {

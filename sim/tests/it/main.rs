@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use rill_sim::faults::Defect;
-use rill_sim::jobs::JobKind;
+use rill_sim::jobs::{Job, JobKind};
 use rill_sim::runner::{run_seed, schedule_of, select_faults, shrink, shrink_to_indices};
 use rill_sim::scenario::{Expect, Scenario};
 
 mod event_time;
 mod process;
+mod user_jobs;
 
 const WORDCOUNT: &str = r#"
 description = "word count with two subtask crashes"
@@ -197,7 +198,9 @@ fn every_job_and_every_broken_component_has_a_scenario() {
     let scenarios = Scenario::load_dir(&dir).expect("the scenarios load");
     for job in JobKind::ALL {
         assert!(
-            scenarios.iter().any(|s| s.spec.job == job),
+            scenarios
+                .iter()
+                .any(|s| matches!(s.spec.job, Job::Catalog(kind) if kind == job)),
             "no scenario runs the job '{}'",
             job.name()
         );

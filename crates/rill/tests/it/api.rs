@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use rill::error::BuildError;
 use rill::prelude::*;
 use rill::runtime::JobError;
 
@@ -211,7 +212,10 @@ fn a_non_parallel_source_refuses_parallelism() {
     env.from_iter(vec![1]).set_parallelism(2).collect();
     let error = env.execute("bad").unwrap_err();
     assert!(
-        matches!(error, RillError::NonParallelSource { parallelism: 2, .. }),
+        matches!(
+            error.build_error(),
+            Some(BuildError::NonParallelSource { parallelism: 2, .. })
+        ),
         "{error}"
     );
 }

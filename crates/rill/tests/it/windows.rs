@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rill::core::flow::FlowConfig;
-use rill::error::DescriptionError;
+use rill::error::{BuildError, DescriptionError};
 use rill::prelude::*;
 use rill::runtime::RuntimeConfig;
 
@@ -260,7 +260,7 @@ fn asking_a_side_output_of_a_stream_without_one_is_a_mistake_named_when_building
     assert!(
         matches!(
             &error,
-            RillError::Description(DescriptionError::NoSideOutputs { operator, tag })
+            BuildError::Description(DescriptionError::NoSideOutputs { operator, tag })
                 if operator == "double" && tag == "nothing"
         ),
         "{error}"

@@ -56,8 +56,8 @@ where
         ))
     });
     let edge = (ExchangeKind::KeyHash, router);
-    let left = first.stream.map(Either::<A, B>::Left);
-    let right = second.stream.map(Either::<A, B>::Right);
+    let left = first.stream.wrapped("left", Either::<A, B>::Left);
+    let right = second.stream.wrapped("right", Either::<A, B>::Right);
     let factory = make_operator(key_of);
     let joined = left.then_tagged(name, Some(edge.clone()), factory);
     right.connect_to(joined.operator_node(), Some(edge));
@@ -89,17 +89,17 @@ impl<A: Data, K: Key> KeyedStream<A, K> {
         O: Data,
         F: Fn(&A, &B) -> O + Send + Sync + 'static,
     {
-        let join = Arc::new(join);
+        let (join, planted) = (Arc::new(join), self.stream.env().planted());
         two_input(self, other, "window join", move |key_of| {
             operator_factory(move |info| {
-                WindowOperator::new(
+                planted.in_window(WindowOperator::new(
                     WindowJoin::new(join.clone()),
                     assigner,
                     0,
                     OutputTag::new(LATE_DATA),
                     key_of.clone(),
                     keyed_store(info),
-                )
+                ))
             })
         })
     }
@@ -154,9 +154,14 @@ impl<A: Data, B: Data, K: Key> ConnectedStreams<A, B, K> {
         F: KeyedCoProcessFunction<Key = K, In1 = A, In2 = B>,
     {
         let function = prototype(CoProcess(function));
+        let planted = self.first.stream.env().planted();
         two_input(self.first, self.second, name, move |key_of| {
             operator_factory(move |info| {
-                KeyedProcess::new(function(), key_of.clone(), keyed_store(info))
+                planted.in_process(KeyedProcess::new(
+                    function(),
+                    key_of.clone(),
+                    keyed_store(info),
+                ))
             })
         })
     }

@@ -1,5 +1,13 @@
-//! The stream environment: where a job is described, configured and executed.
+//! The stream environment: where a job is described and configured, and built into the
+//! [`JobSpec`] an executor runs (`rill`'s `Execute` runs it on the actor runtime; the
+//! simulator runs its graph under faults).
+//!
+//! Runtime settings (worker threads, flow control) are part of [`ExecutionConfig`] as
+//! `rill-core`'s plain-data [`RuntimeConfig`]: a user sets them where the job is described, as
+//! before, while this crate stays free of the runtime that reads them.
 
+use std::any::TypeId;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,11 +20,13 @@ use rill_core::restart::RestartStrategy;
 use rill_core::source::{IterSource, SequenceSource, Source, WithWatermarks};
 use rill_core::time::WatermarkStrategy;
 use rill_core::{Data, Timestamp};
-use rill_runtime::{JobCanceller, JobHandle, JobReport, PendingSavepoint, Runtime, RuntimeConfig};
-use rill_store::{CheckpointStore, FjallStateBackend};
+use rill_store::FjallStateBackend;
 
-use crate::error::{DescriptionError, RillError};
+use crate::defects::Planted;
+use crate::error::{BuildError, DescriptionError};
 use crate::stream::DataStream;
+
+pub use rill_core::runtime_config::RuntimeConfig;
 
 /// How jobs of an environment run.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +76,10 @@ pub(crate) struct NodeDraft {
     pub name: String,
     pub uid: Option<String>,
     pub parallelism: Option<u32>,
+    /// An earlier operator whose parallelism this one takes unless its own is set: for
+    /// operators the API adds on the user's behalf, which the user has no handle on (the
+    /// wrapping of a join's inputs).
+    pub parallelism_of: Option<usize>,
     /// Set for sources that cannot run in parallel.
     pub parallel: bool,
     pub kind: OperatorKind,
@@ -99,6 +113,26 @@ pub(crate) struct Draft {
     pub edges: Vec<EdgeDraft>,
     /// Mistakes made while describing the job, reported by [`StreamEnv::job_graph`].
     pub mistakes: Vec<DescriptionError>,
+    /// The broken component keyed operators are built with (none unless the simulator plants
+    /// one).
+    pub planted: Planted,
+    /// The operators wrapping a stream as one side of a two-input operator's input, by the
+    /// stream's operator, the wrapped type and the side: shared by every such operator.
+    pub wrapped: BTreeMap<(usize, TypeId, &'static str), usize>,
+}
+
+/// A described job, ready for an executor: its graph, how it runs, and where its checkpoints
+/// go.
+pub struct JobSpec {
+    /// The job's graph.
+    pub graph: JobGraph,
+    /// Threads, batch size, credits.
+    pub runtime: RuntimeConfig,
+    /// Where checkpoints go durably, if anywhere.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// The checkpoint to start from instead of the newest (set only with a checkpoint
+    /// directory).
+    pub start_from: Option<CheckpointId>,
 }
 
 /// Where a job is described: sources come from here, operations hang off the streams.
@@ -211,6 +245,7 @@ impl StreamEnv {
             name: name.to_owned(),
             uid: None,
             parallelism: (!parallel).then_some(1),
+            parallelism_of: None,
             parallel,
             kind: OperatorKind::Source(Arc::new(move |info| {
                 Box::new(make(info.subtask, info.parallelism))
@@ -301,15 +336,14 @@ impl StreamEnv {
         })
     }
 
-    /// The job as a graph ready to submit to a [`Runtime`]: parallelism resolved, and each
+    /// The job as a graph ready to submit to a runtime: parallelism resolved, and each
     /// default edge made forward (same parallelism) or rebalance (different parallelism). With
     /// the fjall state backend, this opens (and wipes) its directory: the graph holds it.
-    pub fn job_graph(&self, name: &str) -> Result<JobGraph, RillError> {
+    pub fn job_graph(&self, name: &str) -> Result<JobGraph, BuildError> {
         let draft = self.draft();
         if let Some(mistake) = draft.mistakes.first() {
             return Err(mistake.clone().into());
         }
-        let default = draft.config.parallelism;
         let mut graph = JobGraph::new(name);
         graph.max_parallelism = draft.config.max_parallelism;
         graph.checkpoint = draft.config.checkpoint;
@@ -318,10 +352,9 @@ impl StreamEnv {
         if let StateBackendConfig::Fjall { dir } = &draft.state_backend {
             graph.state_backend = FjallStateBackend::open(dir)?.backend();
         }
-        for node in &draft.nodes {
-            let parallelism = node.parallelism.unwrap_or(default);
+        for (node, parallelism) in draft.nodes.iter().zip(draft.parallelisms()) {
             if !node.parallel && parallelism != 1 {
-                return Err(RillError::NonParallelSource {
+                return Err(BuildError::NonParallelSource {
                     operator: node.name.clone(),
                     parallelism,
                 });
@@ -360,81 +393,53 @@ impl StreamEnv {
         Ok(graph)
     }
 
-    /// Runs the job on a runtime of its own and blocks until it ends.
-    ///
-    /// From inside an async runtime, use [`StreamEnv::execute_async`] and await the job instead.
-    pub fn execute(&self, name: &str) -> Result<JobReport, RillError> {
-        self.execute_async(name)?.wait()
-    }
-
-    /// Starts the job on a runtime of its own and returns at once.
-    pub fn execute_async(&self, name: &str) -> Result<RunningJob, RillError> {
+    /// The job as an executor runs it: its graph (see [`StreamEnv::job_graph`]), the runtime
+    /// settings, and the checkpoint directory and checkpoint to start from, if set.
+    pub fn job_spec(&self, name: &str) -> Result<JobSpec, BuildError> {
         let graph = self.job_graph(name)?;
-        let (checkpoint_dir, start_from) = {
-            let draft = self.draft();
-            (draft.checkpoint_dir.clone(), draft.start_from)
+        let draft = self.draft();
+        let start_from = match (&draft.checkpoint_dir, draft.start_from) {
+            (None, Some(checkpoint)) => return Err(BuildError::NoCheckpointDir { checkpoint }),
+            (_, start_from) => start_from.map(CheckpointId),
         };
-        let store = checkpoint_dir.map(CheckpointStore::open).transpose()?;
-        let runtime = Runtime::new(self.config().runtime)?;
-        let handle = match (store, start_from) {
-            (Some(store), Some(checkpoint)) => {
-                runtime.submit_from_checkpoint(graph, store, CheckpointId(checkpoint))?
-            }
-            (Some(store), None) => runtime.submit_with_store(graph, store)?,
-            (None, Some(checkpoint)) => {
-                return Err(RillError::NoCheckpointDir { checkpoint });
-            }
-            (None, None) => runtime.submit(graph)?,
-        };
-        Ok(RunningJob { handle, runtime })
+        Ok(JobSpec {
+            graph,
+            runtime: draft.config.runtime,
+            checkpoint_dir: draft.checkpoint_dir.clone(),
+            start_from,
+        })
+    }
+
+    /// Builds every keyed operator with timers described from now on (windows, process and
+    /// co-process functions, joins) with `defect` planted, for the simulator to catch (see
+    /// `rill_core::defects`).
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&self, defect: rill_core::defects::Defect) -> &Self {
+        self.draft().planted = Planted::with(defect);
+        self
+    }
+
+    /// The broken component keyed operators are built with, if any.
+    pub(crate) fn planted(&self) -> Planted {
+        self.draft().planted
     }
 }
 
-/// A job running on a runtime of its own; the runtime stops when the job's outcome is taken.
-pub struct RunningJob {
-    handle: JobHandle,
-    // Declared after the handle: dropped last, so it outlives every use of the handle.
-    runtime: Runtime,
-}
-
-impl RunningJob {
-    /// Waits for the job to end, from any async context.
-    pub async fn join(self) -> Result<JobReport, RillError> {
-        let RunningJob { handle, runtime } = self;
-        let outcome = handle.join().await;
-        drop(runtime);
-        Ok(outcome?)
-    }
-
-    /// Blocks until the job ends.
-    ///
-    /// # Panics
-    /// When called from inside an async runtime's thread: use [`RunningJob::join`] there.
-    pub fn wait(self) -> Result<JobReport, RillError> {
-        let RunningJob { handle, runtime } = self;
-        let outcome = handle.wait();
-        drop(runtime);
-        Ok(outcome?)
-    }
-
-    /// Asks the job to stop.
-    pub fn cancel(&self) {
-        self.handle.cancel();
-    }
-
-    /// A handle that cancels the job from another thread or task.
-    pub fn canceller(&self) -> JobCanceller {
-        self.handle.canceller()
-    }
-
-    /// Asks for a savepoint (see [`JobCanceller::savepoint`]).
-    pub fn savepoint(&self) -> PendingSavepoint {
-        self.handle.savepoint()
-    }
-
-    /// Asks for a savepoint and stops the job once it is complete (see
-    /// [`JobCanceller::stop_with_savepoint`]).
-    pub fn stop_with_savepoint(&self) -> PendingSavepoint {
-        self.handle.stop_with_savepoint()
+impl Draft {
+    /// Each operator's parallelism: its own, else the one it takes from an earlier operator,
+    /// else the default.
+    fn parallelisms(&self) -> Vec<u32> {
+        let mut resolved: Vec<u32> = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let inherited = node
+                .parallelism_of
+                .and_then(|earlier| resolved.get(earlier).copied());
+            resolved.push(
+                node.parallelism
+                    .or(inherited)
+                    .unwrap_or(self.config.parallelism),
+            );
+        }
+        resolved
     }
 }

@@ -4,6 +4,7 @@
 //! output. Consecutive operations with the same parallelism and no exchange in between are
 //! chained into one subtask when the job runs.
 
+use std::any::TypeId;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -59,6 +60,18 @@ pub struct KeyedStream<T, K> {
     router: RouterFactory,
 }
 
+/// A clone is another handle on the same keyed stream: one stream can feed several keyed
+/// operations (a window join and an interval join of the same inputs, say).
+impl<T, K> Clone for KeyedStream<T, K> {
+    fn clone(&self) -> Self {
+        KeyedStream {
+            stream: self.stream.clone(),
+            key_of: self.key_of.clone(),
+            router: self.router.clone(),
+        }
+    }
+}
+
 /// The keyed state store of an operator instance, in the job's state backend. If the backend
 /// cannot open it, the store starts failed, and the subtask fails with that error, naming the
 /// operator, when it opens its operators.
@@ -102,6 +115,7 @@ impl<T: Data> DataStream<T> {
             name: name.to_owned(),
             uid: None,
             parallelism: None,
+            parallelism_of: None,
             parallel: true,
             kind: OperatorKind::Transform(factory),
         });
@@ -136,6 +150,29 @@ impl<T: Data> DataStream<T> {
     /// operator with side outputs it selects from.
     fn own_nodes(&self) -> impl Iterator<Item = usize> + use<T> {
         self.tagged.into_iter().chain([self.node])
+    }
+
+    /// This stream's values wrapped by `wrap` for a two-input operator (`Either::Left` or
+    /// `Either::Right`, named by `side`): at this stream's parallelism, so that the wrapping
+    /// chains behind the stream's operator, and once per stream and side, so that a stream
+    /// feeding several two-input operators (a window join and an interval join, say) stays one
+    /// chain instead of fanning out into unchained wrappings.
+    pub(crate) fn wrapped<O: Data>(&self, side: &'static str, wrap: fn(T) -> O) -> DataStream<O> {
+        let key = (self.node, TypeId::of::<O>(), side);
+        // A stream with an exchange of its own feeds the wrapping through it: not shared.
+        let shared = self.exchange.is_none();
+        if shared && let Some(&node) = self.env.draft().wrapped.get(&key) {
+            return DataStream::new(self.env.clone(), node);
+        }
+        let wrapped = self.clone().map(wrap);
+        {
+            let mut draft = self.env.draft();
+            draft.nodes[wrapped.node].parallelism_of = Some(self.node);
+            if shared {
+                draft.wrapped.insert(key, wrapped.node);
+            }
+        }
+        wrapped
     }
 
     /// Adds the edge from this stream into `node`.
@@ -254,7 +291,17 @@ impl<T: Data> DataStream<T> {
         O: OneInputOperator<In = T>,
         F: Fn() -> O + Send + Sync + 'static,
     {
-        self.then(name, None, operator_factory(move |_| make()))
+        self.transform_with(name, move |_| make())
+    }
+
+    /// Like [`DataStream::transform`], with each instance told where it runs (its index, the
+    /// parallelism, the job's and the operator's names).
+    pub fn transform_with<O, F>(self, name: &str, make: F) -> DataStream<O::Out>
+    where
+        O: OneInputOperator<In = T>,
+        F: Fn(&OperatorInfo) -> O + Send + Sync + 'static,
+    {
+        self.then(name, None, operator_factory(make))
     }
 
     /// Partitions the stream by the key `key_of` extracts.
@@ -412,13 +459,17 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
         P: KeyedProcessFunction<Key = K, In = T>,
     {
         let edge = self.keyed_edge();
-        let key_of = self.key_of;
+        let (key_of, planted) = (self.key_of, self.stream.env.planted());
         let function = prototype(function);
         self.stream.then_tagged(
             "process",
             Some(edge),
             operator_factory(move |info| {
-                KeyedProcess::new(function(), key_of.clone(), keyed_store(info))
+                planted.in_process(KeyedProcess::new(
+                    function(),
+                    key_of.clone(),
+                    keyed_store(info),
+                ))
             }),
         )
     }

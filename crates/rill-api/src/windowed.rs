@@ -89,19 +89,19 @@ impl<T: Data, K: Key> WindowedStream<T, K> {
             allowed_lateness,
             late_data,
         } = self;
-        let key_of = keyed.key_of;
+        let (key_of, planted) = (keyed.key_of, keyed.stream.env().planted());
         keyed.stream.then_tagged(
             name,
             Some(edge),
             operator_factory(move |info| {
-                WindowOperator::new(
+                planted.in_window(WindowOperator::new(
                     make(),
                     assigner,
                     allowed_lateness,
                     late_data.clone(),
                     key_of.clone(),
                     keyed_store(info),
-                )
+                ))
             }),
         )
     }
