@@ -38,21 +38,25 @@ pub enum Kind {
     CheckpointMetadata = 1,
     /// One subtask's part of a checkpoint (`SubtaskSnapshot`).
     SubtaskSnapshot = 2,
-    /// A record of the event log.
+    /// Records of the event log: since version 2, a run of consecutive records of one
+    /// partition (version 1 held one record).
     LogRecord = 3,
     /// A transaction marker of the event log.
     LogTransaction = 4,
     /// A topic's metadata in the event log.
     LogTopic = 5,
+    /// Records staged in a transaction of the event log, with their target partitions.
+    LogStaged = 6,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::CheckpointMetadata,
         Kind::SubtaskSnapshot,
         Kind::LogRecord,
         Kind::LogTransaction,
         Kind::LogTopic,
+        Kind::LogStaged,
     ];
 
     /// The version this build writes. Change it whenever the encoding of the structure
@@ -61,15 +65,30 @@ impl Kind {
         match self {
             Kind::CheckpointMetadata
             | Kind::SubtaskSnapshot
-            | Kind::LogRecord
             | Kind::LogTransaction
-            | Kind::LogTopic => 1,
+            | Kind::LogTopic
+            | Kind::LogStaged => 1,
+            Kind::LogRecord => 2,
+        }
+    }
+
+    /// The oldest version this build reads. Only a structure whose container refuses the old
+    /// format as a whole drops a version: log records of version 1 lived in `rill-log 2`
+    /// directories, which `rill-log` refuses by their marker.
+    pub fn oldest_version(self) -> u16 {
+        match self {
+            Kind::LogRecord => 2,
+            Kind::CheckpointMetadata
+            | Kind::SubtaskSnapshot
+            | Kind::LogTransaction
+            | Kind::LogTopic
+            | Kind::LogStaged => 1,
         }
     }
 
     /// Whether this build reads `version` of the structure.
     pub fn reads(self, version: u16) -> bool {
-        (1..=self.current_version()).contains(&version)
+        (self.oldest_version()..=self.current_version()).contains(&version)
     }
 
     fn from_byte(byte: u8) -> Option<Kind> {
@@ -81,9 +100,10 @@ impl Kind {
         match self {
             Kind::CheckpointMetadata => "checkpoint metadata",
             Kind::SubtaskSnapshot => "subtask snapshot",
-            Kind::LogRecord => "log record",
+            Kind::LogRecord => "log records",
             Kind::LogTransaction => "log transaction marker",
             Kind::LogTopic => "log topic metadata",
+            Kind::LogStaged => "log staged records",
         }
     }
 }
@@ -111,15 +131,19 @@ pub enum CodecError {
         /// What the envelope says (or the unknown kind byte).
         found: String,
     },
-    /// A format this build does not read: written by a newer Rill.
+    /// A format this build does not read: written by a newer Rill, or by an older one whose
+    /// format this build no longer reads.
     #[error(
-        "{kind} in format version {found}, which this build does not read (it reads 1 to {supported}): written by a newer Rill?"
+        "{kind} in format version {found}, which this build does not read (it reads {oldest} to {supported}): written by {}",
+        written_by(*.found, *.supported)
     )]
     UnknownVersion {
         /// The structure.
         kind: &'static str,
         /// The version found.
         found: u16,
+        /// The oldest version this build reads.
+        oldest: u16,
         /// The newest version this build reads.
         supported: u16,
     },
@@ -145,6 +169,15 @@ pub enum CodecError {
     /// without a version bump.
     #[error("{0}")]
     Payload(String),
+}
+
+/// Who wrote a version this build does not read, newest first.
+fn written_by(found: u16, supported: u16) -> &'static str {
+    if found > supported {
+        "a newer Rill?"
+    } else {
+        "an older Rill, whose format this build no longer reads"
+    }
 }
 
 /// The most bytes one decoded value may claim. bincode allocates what a length prefix claims
@@ -181,10 +214,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// Decodes a value that borrows from `bytes` (byte slices, say), without copying them; every
 /// byte must belong to it.
 pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::borrow_decode_from_slice(bytes, config())
-        .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))?;
+    let (value, read) = decode_borrowed_prefix(bytes)?;
     whole(bytes, read)?;
     Ok(value)
+}
+
+/// Decodes a value that borrows from the start of `bytes`, where more may follow; returns it
+/// and how many bytes it took. For a sequence of values decoded one at a time.
+pub fn decode_borrowed_prefix<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<(T, usize), CodecError> {
+    bincode::serde::borrow_decode_from_slice(bytes, config())
+        .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))
 }
 
 fn whole(bytes: &[u8], read: usize) -> Result<(), CodecError> {
@@ -285,6 +326,7 @@ impl Envelope {
             return Err(CodecError::UnknownVersion {
                 kind: kind.name(),
                 found: version,
+                oldest: kind.oldest_version(),
                 supported: kind.current_version(),
             });
         }

@@ -27,6 +27,6 @@ pub mod record;
 pub mod transaction;
 
 pub use error::LogError;
-pub use log::{EventLog, TopicInfo};
+pub use log::{EventLog, FORMAT, TopicInfo};
 pub use record::{LogRecord, ProducerRecord, RecordPosition, partition_for_key};
 pub use transaction::{StagedRecord, TransactionInfo};

@@ -69,7 +69,8 @@ pub struct LogRecord {
     pub timestamp: i64,
 }
 
-/// The stored form of a record, for writing: what the fjall key (partition, offset) does not say.
+/// The stored form of a record, for writing: what the storage key (topic, partition, offset)
+/// does not say.
 ///
 /// The byte fields go through `serialize_bytes`, which bincode writes as a varint length and the
 /// raw bytes in one copy. That is byte-for-byte what serde's element-by-element encoding of a
@@ -91,7 +92,7 @@ impl Serialize for Bytes<'_> {
 
 /// The stored form of a record, as read: borrows from the stored bytes, so decoding copies the
 /// key and value once, into the [`LogRecord`].
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct StoredRecord<'a> {
     #[serde(borrow)]
     pub key: Option<&'a [u8]>,
@@ -103,40 +104,167 @@ pub(crate) struct StoredRecord<'a> {
 /// Room a stored record takes beyond its key and value: the varint lengths and timestamp (at
 /// most 9 bytes each) and the option tag.
 const RECORD_OVERHEAD_MAX: usize = 32;
-/// Room kept after a record's envelope, for a transaction's partition tag.
-pub(crate) const TAG_BYTES: usize = 4;
+/// Room a partition (an option tag and a varint) or a count (a varint) takes at most.
+const VARINT_ROOM_MAX: usize = 10;
 
-/// A record's stored form in its envelope (as the log keeps it), in one allocation with room
-/// for a partition tag after it.
-pub(crate) fn encode_record(
-    key: Option<&[u8]>,
-    value: &[u8],
-    timestamp: i64,
-) -> Result<Vec<u8>, CodecError> {
-    let stored = StoredRecordOut {
-        key: key.map(Bytes),
-        value: Bytes(value),
-        timestamp,
-    };
-    let capacity = key.map_or(0, <[u8]>::len) + value.len() + RECORD_OVERHEAD_MAX + TAG_BYTES;
+/// Records in their stored form, one after another, each with the partition it goes to if
+/// that is decided before offsets are assigned (`None`: round-robin, decided when they are).
+///
+/// This is what an append or a commit writes into a topic, and what a stage keeps: the log
+/// groups the records into entries (see [`crate::log`]) without encoding them again.
+#[derive(Default)]
+pub(crate) struct EncodedRecords {
+    /// The stored records, one after another.
+    bytes: Vec<u8>,
+    /// Each record's partition and where its stored form ends in `bytes`.
+    records: Vec<(Option<u32>, usize)>,
+}
+
+impl EncodedRecords {
+    /// Room for `records` records of about `bytes` bytes of keys and values.
+    pub(crate) fn with_capacity(records: usize, bytes: usize) -> Self {
+        EncodedRecords {
+            bytes: Vec::with_capacity(bytes + records * RECORD_OVERHEAD_MAX),
+            records: Vec::with_capacity(records),
+        }
+    }
+
+    /// Adds a record.
+    pub(crate) fn push(
+        &mut self,
+        partition: Option<u32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+    ) -> Result<(), CodecError> {
+        let stored = StoredRecordOut {
+            key: key.map(Bytes),
+            value: Bytes(value),
+            timestamp,
+        };
+        codec::encode_into(&stored, &mut self.bytes)?;
+        self.records.push((partition, self.bytes.len()));
+        Ok(())
+    }
+
+    /// How many records there are.
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Each record's partition (if decided) and stored form, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Option<u32>, &[u8])> {
+        let starts = std::iter::once(0).chain(self.records.iter().map(|&(_, end)| end));
+        self.records
+            .iter()
+            .zip(starts)
+            .map(|(&(partition, end), start)| (partition, &self.bytes[start..end]))
+    }
+
+    /// The records in an envelope of staged records ([`Kind::LogStaged`]): each with its
+    /// partition.
+    pub(crate) fn seal_staged(&self) -> Result<Vec<u8>, CodecError> {
+        let capacity = self.bytes.len() + (self.records.len() + 1) * VARINT_ROOM_MAX;
+        Envelope::build(
+            Kind::LogStaged,
+            Kind::LogStaged.current_version(),
+            capacity,
+            |out| {
+                // What bincode writes for a sequence of (partition, record) pairs.
+                codec::encode_into(&(self.len() as u64), out)?;
+                for (partition, stored) in self.iter() {
+                    codec::encode_into(&partition, out)?;
+                    out.extend_from_slice(stored);
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+/// Stored records in an envelope of log records ([`Kind::LogRecord`]): the records of one entry,
+/// consecutive in one partition.
+pub(crate) fn seal_records(records: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
+    let capacity = records.iter().map(|stored| stored.len()).sum::<usize>() + VARINT_ROOM_MAX;
     Envelope::build(
         Kind::LogRecord,
         Kind::LogRecord.current_version(),
         capacity,
-        |out| codec::encode_into(&stored, out),
+        |out| {
+            // What bincode writes for a sequence of records.
+            codec::encode_into(&(records.len() as u64), out)?;
+            for stored in records {
+                out.extend_from_slice(stored);
+            }
+            Ok(())
+        },
     )
 }
 
-/// Decodes a record's stored form (the envelope's payload), refusing trailing bytes.
-pub(crate) fn decode_record(bytes: &[u8]) -> Result<StoredRecord<'_>, String> {
-    codec::decode_borrowed(bytes).map_err(|error| error.to_string())
+/// The records of an entry, decoded one at a time: a read from the middle of an entry decodes
+/// what it skips and what it returns, not the rest.
+pub(crate) struct Records<'a> {
+    /// The records not decoded yet.
+    rest: &'a [u8],
+    /// How many they are.
+    left: u64,
 }
 
-/// Opens a record's envelope and decodes it.
-pub(crate) fn open_record(bytes: &[u8]) -> Result<StoredRecord<'_>, String> {
+impl<'a> Records<'a> {
+    /// How many records are left.
+    pub(crate) fn len(&self) -> u64 {
+        self.left
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<StoredRecord<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            // Every byte belongs to a record: anything after the last is an encoding bug.
+            return (!self.rest.is_empty()).then(|| {
+                let extra = std::mem::take(&mut self.rest).len();
+                Err(format!("{extra} bytes left over after the records"))
+            });
+        }
+        self.left -= 1;
+        match codec::decode_borrowed_prefix(self.rest) {
+            Ok((record, read)) => {
+                self.rest = &self.rest[read..];
+                Some(Ok(record))
+            }
+            Err(error) => {
+                (self.rest, self.left) = (&[], 0);
+                Some(Err(error.to_string()))
+            }
+        }
+    }
+}
+
+/// Opens an entry's envelope of log records (checking all of it) and its record count; the
+/// records decode as they are taken.
+pub(crate) fn open_records(bytes: &[u8]) -> Result<Records<'_>, String> {
     let (_, payload) =
         Envelope::unwrap(Kind::LogRecord, bytes).map_err(|error| error.to_string())?;
-    decode_record(payload)
+    let (left, read) =
+        codec::decode_borrowed_prefix::<u64>(payload).map_err(|error| error.to_string())?;
+    Ok(Records {
+        rest: &payload[read..],
+        left,
+    })
+}
+
+/// Opens an envelope of staged records and decodes them with their partitions.
+pub(crate) fn open_staged(bytes: &[u8]) -> Result<Vec<(Option<u32>, StoredRecord<'_>)>, String> {
+    let (_, payload) =
+        Envelope::unwrap(Kind::LogStaged, bytes).map_err(|error| error.to_string())?;
+    codec::decode_borrowed(payload).map_err(|error| error.to_string())
 }
 
 /// The partition of a keyed record: `xxh3_64(key) % partitions`, with seed 0.
@@ -180,60 +308,128 @@ mod tests {
         timestamp: i64,
     }
 
+    /// A record to encode: partition, key, value, timestamp.
+    type Plain<'a> = (Option<u32>, Option<&'a [u8]>, &'a [u8], i64);
+
+    fn encoded(records: &[Plain<'_>]) -> EncodedRecords {
+        let mut encoded = EncodedRecords::default();
+        for &(partition, key, value, timestamp) in records {
+            encoded.push(partition, key, value, timestamp).unwrap();
+        }
+        encoded
+    }
+
+    /// Every record of an entry, or the first error.
+    fn decode_all(bytes: &[u8]) -> Result<Vec<StoredRecord<'_>>, String> {
+        open_records(bytes)?.collect()
+    }
+
+    fn seal_all(encoded: &EncodedRecords) -> Vec<u8> {
+        let stored: Vec<&[u8]> = encoded.iter().map(|(_, stored)| stored).collect();
+        seal_records(&stored).unwrap()
+    }
+
     #[test]
     fn the_stored_format_is_pinned() {
-        let encoded = encode_record(Some(b"k"), b"value", 1_700_000_000_000).unwrap();
-        // In an envelope of a log record, format version 1: Some(1 byte "k"), 5 bytes
-        // "value", then the timestamp zigzagged (2 * ts) as a u64 varint: tag 253 and 8
-        // little-endian bytes.
+        let sealed = seal_all(&encoded(&[(None, Some(b"k"), b"value", 1_700_000_000_000)]));
+        // In an envelope of log records, format version 2: one record, Some(1 byte "k"), 5
+        // bytes "value", then the timestamp zigzagged (2 * ts) as a u64 varint: tag 253 and
+        // 8 little-endian bytes.
         let zigzagged = 3_400_000_000_000u64.to_le_bytes();
-        let mut expected = vec![1, 1, b'k', 5, b'v', b'a', b'l', b'u', b'e', 253];
+        let mut expected = vec![1, 1, 1, b'k', 5, b'v', b'a', b'l', b'u', b'e', 253];
         expected.extend_from_slice(&zigzagged);
-        assert_eq!(&encoded[..4], b"RILL");
-        assert_eq!(encoded[4], Kind::LogRecord as u8);
-        assert_eq!(&encoded[codec::HEADER_BYTES..], &expected[..]);
-        let decoded = open_record(&encoded).unwrap();
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 3, 2, 0]);
+        assert_eq!(&sealed[codec::HEADER_BYTES..], &expected[..]);
+        let decoded = decode_all(&sealed).unwrap();
         assert_eq!(
-            (decoded.key, decoded.value, decoded.timestamp),
+            (decoded[0].key, decoded[0].value, decoded[0].timestamp),
             (Some(&b"k"[..]), &b"value"[..], 1_700_000_000_000)
         );
     }
 
     #[test]
-    fn trailing_bytes_are_refused() {
-        let encoded = encode_record(None, b"v", 0).unwrap();
-        let mut payload = encoded[codec::HEADER_BYTES..].to_vec();
+    fn staged_records_keep_their_partitions() {
+        let encoded = encoded(&[(Some(3), None, b"a", 1), (None, Some(b"k"), b"b", 2)]);
+        let sealed = encoded.seal_staged().unwrap();
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 6, 1, 0]);
+        let staged = open_staged(&sealed).unwrap();
+        let summary: Vec<_> = staged
+            .iter()
+            .map(|(partition, record)| (*partition, record.key, record.value, record.timestamp))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some(3), None, &b"a"[..], 1),
+                (None, Some(&b"k"[..]), &b"b"[..], 2)
+            ]
+        );
+        assert!(
+            decode_all(&sealed).is_err(),
+            "staged records are not a topic's"
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_and_damage_are_refused() {
+        let sealed = seal_all(&encoded(&[(None, None, b"v", 0)]));
+        let mut payload = sealed[codec::HEADER_BYTES..].to_vec();
         payload.push(0);
-        let error = decode_record(&payload).err().unwrap();
+        let longer = Envelope::wrap(Kind::LogRecord, 2, &payload);
+        let error = decode_all(&longer).unwrap_err();
         assert!(error.contains("1 bytes left over"), "{error}");
-        let mut damaged = encoded.clone();
+        let mut damaged = sealed.clone();
         damaged[codec::HEADER_BYTES] ^= 1;
-        let error = open_record(&damaged).err().unwrap();
+        let error = decode_all(&damaged).unwrap_err();
         assert!(error.contains("checksum"), "{error}");
+        let first_format = Envelope::wrap(Kind::LogRecord, 1, &payload);
+        let error = decode_all(&first_format).unwrap_err();
+        assert!(error.contains("an older Rill"), "{error}");
     }
 
     proptest! {
         #[test]
         fn stored_records_round_trip_and_match_serde_defaults(
-            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
-            value in proptest::collection::vec(any::<u8>(), 0..300),
-            timestamp in any::<i64>(),
+            records in proptest::collection::vec(
+                (
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..100)),
+                    proptest::collection::vec(any::<u8>(), 0..100),
+                    any::<i64>(),
+                ),
+                0..8,
+            ),
         ) {
-            let encoded = encode_record(key.as_deref(), &value, timestamp).unwrap();
-            let owned = OwnedStoredRecord { key: key.clone(), value: value.clone(), timestamp };
+            let mut encoded = EncodedRecords::default();
+            for (key, value, timestamp) in &records {
+                encoded.push(None, key.as_deref(), value, *timestamp).unwrap();
+            }
+            let sealed = seal_all(&encoded);
+            let owned: Vec<OwnedStoredRecord> = records
+                .iter()
+                .map(|(key, value, timestamp)| OwnedStoredRecord {
+                    key: key.clone(),
+                    value: value.clone(),
+                    timestamp: *timestamp,
+                })
+                .collect();
             let by_serde =
                 bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
-            prop_assert_eq!(&encoded[codec::HEADER_BYTES..], &by_serde[..]);
-            let decoded = open_record(&encoded).unwrap();
-            prop_assert_eq!(decoded.key, key.as_deref());
-            prop_assert_eq!(decoded.value, &value[..]);
-            prop_assert_eq!(decoded.timestamp, timestamp);
+            prop_assert_eq!(&sealed[codec::HEADER_BYTES..], &by_serde[..]);
+            prop_assert_eq!(open_records(&sealed).unwrap().len(), records.len() as u64);
+            let decoded = decode_all(&sealed).unwrap();
+            for (decoded, (key, value, timestamp)) in decoded.iter().zip(&records) {
+                prop_assert_eq!(decoded.key, key.as_deref());
+                prop_assert_eq!(decoded.value, &value[..]);
+                prop_assert_eq!(decoded.timestamp, *timestamp);
+            }
         }
 
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode_record(&bytes);
-            let _ = open_record(&bytes);
+            let _ = decode_all(&Envelope::wrap(Kind::LogRecord, 2, &bytes));
+            let _ = open_staged(&Envelope::wrap(Kind::LogStaged, 1, &bytes));
+            let _ = decode_all(&bytes);
+            let _ = open_staged(&bytes);
         }
     }
 }
