@@ -211,23 +211,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
-/// Decodes a value that borrows from `bytes` (byte slices, say), without copying them; every
-/// byte must belong to it.
-pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (value, read) = decode_borrowed_prefix(bytes)?;
-    whole(bytes, read)?;
-    Ok(value)
-}
-
-/// Decodes a value that borrows from the start of `bytes`, where more may follow; returns it
-/// and how many bytes it took. For a sequence of values decoded one at a time.
-pub fn decode_borrowed_prefix<'a, T: serde::Deserialize<'a>>(
-    bytes: &'a [u8],
-) -> Result<(T, usize), CodecError> {
-    bincode::serde::borrow_decode_from_slice(bytes, config())
-        .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))
-}
-
 fn whole(bytes: &[u8], read: usize) -> Result<(), CodecError> {
     if read == bytes.len() {
         Ok(())

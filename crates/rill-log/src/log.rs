@@ -51,6 +51,7 @@ use crate::record::{
     seal_records,
 };
 use crate::transaction::Transactions;
+use crate::wire::RECORD_OVERHEAD_MAX;
 
 /// The format of the logs this build reads and writes, as its marker file names it. Change it
 /// whenever what the log stores changes (a key's layout, a value's encoding); the golden file
@@ -190,7 +191,7 @@ fn offset_of_key(key: &[u8], partition_prefix: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(offset))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -517,24 +518,18 @@ impl EventLog {
                 .push(stored);
             positions.push(RecordPosition { partition, offset });
         }
-        let entries = by_partition
+        let mut batch: Vec<WriteOp> = by_partition
             .iter()
-            .map(|(&partition, (first, records))| {
+            .flat_map(|(&partition, (first, records))| {
                 entries(&handle.key_prefix, partition, *first, records)
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| LogError::Encode {
-                topic: handle.info.name.clone(),
-                reason: format!("an entry of records: {error}"),
-            });
-        let written = entries.and_then(|entries| {
-            let mut batch: Vec<WriteOp> = entries.into_iter().flatten().collect();
-            also(&mut batch);
-            self.inner
-                .storage
-                .write(batch, Durability::Buffered)
-                .map_err(|error| self.storage_error(error))
-        });
+            .collect();
+        also(&mut batch);
+        let written = self
+            .inner
+            .storage
+            .write(batch, Durability::Buffered)
+            .map_err(|error| self.storage_error(error));
         if let Err(error) = written {
             // Nothing was written: give the offsets back, so that the partitions stay dense.
             for position in positions.iter().rev() {
@@ -635,7 +630,7 @@ impl EventLog {
                 let mut offset = first;
                 for record in stored {
                     // Decoded even when skipped: damage is an error, never passed over.
-                    let record = record.map_err(|reason| damaged(offset, reason))?;
+                    let (_, record, _) = record.map_err(|reason| damaged(offset, reason))?;
                     offset += 1;
                     if offset <= next {
                         continue;
@@ -685,51 +680,57 @@ impl EventLog {
     }
 }
 
-/// Chooses the partitions that need no shared state and encodes the records; an explicit
-/// partition out of range is an error. Records without a timestamp get the current time.
-pub(crate) fn encode_records(
+/// Where a record goes if that needs no shared state (`None`: round-robin, decided when
+/// offsets are assigned), and its timestamp (`now` if it has none); an explicit partition out
+/// of range is an error.
+pub(crate) fn placement(
+    topic: &TopicInfo,
+    record: &ProducerRecord,
+    now: i64,
+) -> Result<(Option<u32>, i64), LogError> {
+    let partitions = topic.partitions;
+    let partition = match (record.partition, &record.key) {
+        (Some(partition), _) if partition >= partitions => {
+            return Err(LogError::UnknownPartition {
+                topic: topic.name.clone(),
+                partition,
+                partitions,
+            });
+        }
+        (Some(partition), _) => Some(partition),
+        (None, Some(key)) => Some(partition_for_key(key, partitions)),
+        (None, None) => None,
+    };
+    Ok((partition, record.timestamp.unwrap_or(now)))
+}
+
+/// Room the stored forms of `records` take at most.
+pub(crate) fn stored_bytes_max(records: &[ProducerRecord]) -> usize {
+    records
+        .iter()
+        .map(|record| {
+            record.key.as_ref().map_or(0, Vec::len) + record.value.len() + RECORD_OVERHEAD_MAX
+        })
+        .sum()
+}
+
+/// Places and encodes the records (see [`placement`]).
+fn encode_records(
     topic: &TopicInfo,
     records: &[ProducerRecord],
 ) -> Result<EncodedRecords, LogError> {
-    let partitions = topic.partitions;
     let now = now_ms();
-    let bytes = records
-        .iter()
-        .map(|record| record.key.as_ref().map_or(0, Vec::len) + record.value.len())
-        .sum();
-    let mut encoded = EncodedRecords::with_capacity(records.len(), bytes);
+    let mut encoded = EncodedRecords::with_capacity(records.len(), stored_bytes_max(records));
     for record in records {
-        let partition = match (record.partition, &record.key) {
-            (Some(partition), _) if partition >= partitions => {
-                return Err(LogError::UnknownPartition {
-                    topic: topic.name.clone(),
-                    partition,
-                    partitions,
-                });
-            }
-            (Some(partition), _) => Some(partition),
-            (None, Some(key)) => Some(partition_for_key(key, partitions)),
-            (None, None) => None,
-        };
-        let timestamp = record.timestamp.unwrap_or(now);
-        encoded
-            .push(partition, record.key.as_deref(), &record.value, timestamp)
-            .map_err(|error| LogError::Encode {
-                topic: topic.name.clone(),
-                reason: format!("a record: {error}"),
-            })?;
+        let (partition, timestamp) = placement(topic, record, now)?;
+        encoded.push(partition, record.key.as_deref(), &record.value, timestamp);
     }
     Ok(encoded)
 }
 
 /// The entries of one partition's records, the first at offset `first`: runs of at most
 /// [`ENTRY_RECORDS_MAX`] records and [`ENTRY_BYTES_MAX`] bytes, each keyed by its last offset.
-fn entries(
-    topic_prefix: &[u8],
-    partition: u32,
-    first: u64,
-    records: &[&[u8]],
-) -> Result<Vec<WriteOp>, rill_core::codec::CodecError> {
+fn entries(topic_prefix: &[u8], partition: u32, first: u64, records: &[&[u8]]) -> Vec<WriteOp> {
     let mut ops = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (index, stored) in records.iter().enumerate() {
@@ -742,7 +743,7 @@ fn entries(
                 first,
                 start,
                 &records[start..index],
-            )?);
+            ));
             (start, bytes) = (index, 0);
         }
         bytes += stored.len();
@@ -754,9 +755,9 @@ fn entries(
             first,
             start,
             &records[start..],
-        )?);
+        ));
     }
-    Ok(ops)
+    ops
 }
 
 /// One entry: `records`, the first of which is the partition's record `first + start`.
@@ -766,13 +767,13 @@ fn entry(
     first: u64,
     start: usize,
     records: &[&[u8]],
-) -> Result<WriteOp, rill_core::codec::CodecError> {
+) -> WriteOp {
     let last = first + (start + records.len()) as u64 - 1;
-    Ok(WriteOp::Put {
+    WriteOp::Put {
         space: RECORDS,
         key: record_key(topic_prefix, partition, last),
-        value: seal_records(records)?,
-    })
+        value: seal_records(records),
+    }
 }
 
 /// The end offset of a partition as stored: one past its last record's offset.

@@ -1,8 +1,9 @@
 //! Records as producers hand them to the log and as readers get them back.
 
-use rill_core::codec::{self, CodecError, Envelope, Kind};
-use serde::{Deserialize, Serialize};
+use rill_core::codec::{Envelope, Kind};
 use xxhash_rust::xxh3::xxh3_64;
+
+use crate::wire::{self, StoredRecord};
 
 /// A record to append.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,49 +70,12 @@ pub struct LogRecord {
     pub timestamp: i64,
 }
 
-/// The stored form of a record, for writing: what the storage key (topic, partition, offset)
-/// does not say.
+/// Records in their stored form ([`crate::wire`]), one after another, each with the partition
+/// it goes to if that is decided before offsets are assigned (`None`: round-robin, decided when
+/// they are).
 ///
-/// The byte fields go through `serialize_bytes`, which bincode writes as a varint length and the
-/// raw bytes in one copy. That is byte-for-byte what serde's element-by-element encoding of a
-/// `Vec<u8>` gives (bincode writes a `u8` as one raw byte), only faster; a unit test pins it.
-#[derive(Serialize)]
-struct StoredRecordOut<'a> {
-    key: Option<Bytes<'a>>,
-    value: Bytes<'a>,
-    timestamp: i64,
-}
-
-struct Bytes<'a>(&'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
-    }
-}
-
-/// The stored form of a record, as read: borrows from the stored bytes, so decoding copies the
-/// key and value once, into the [`LogRecord`].
-#[derive(Debug, Deserialize)]
-pub(crate) struct StoredRecord<'a> {
-    #[serde(borrow)]
-    pub key: Option<&'a [u8]>,
-    #[serde(borrow)]
-    pub value: &'a [u8],
-    pub timestamp: i64,
-}
-
-/// Room a stored record takes beyond its key and value: the varint lengths and timestamp (at
-/// most 9 bytes each) and the option tag.
-const RECORD_OVERHEAD_MAX: usize = 32;
-/// Room a partition (an option tag and a varint) or a count (a varint) takes at most.
-const VARINT_ROOM_MAX: usize = 10;
-
-/// Records in their stored form, one after another, each with the partition it goes to if
-/// that is decided before offsets are assigned (`None`: round-robin, decided when they are).
-///
-/// This is what an append or a commit writes into a topic, and what a stage keeps: the log
-/// groups the records into entries (see [`crate::log`]) without encoding them again.
+/// This is what an append or a commit writes into a topic: the log groups the records into
+/// entries (see [`crate::log`]) without encoding them again.
 #[derive(Default)]
 pub(crate) struct EncodedRecords {
     /// The stored records, one after another.
@@ -121,10 +85,10 @@ pub(crate) struct EncodedRecords {
 }
 
 impl EncodedRecords {
-    /// Room for `records` records of about `bytes` bytes of keys and values.
+    /// Room for `records` records of `bytes` bytes of stored forms.
     pub(crate) fn with_capacity(records: usize, bytes: usize) -> Self {
         EncodedRecords {
-            bytes: Vec::with_capacity(bytes + records * RECORD_OVERHEAD_MAX),
+            bytes: Vec::with_capacity(bytes),
             records: Vec::with_capacity(records),
         }
     }
@@ -136,25 +100,20 @@ impl EncodedRecords {
         key: Option<&[u8]>,
         value: &[u8],
         timestamp: i64,
-    ) -> Result<(), CodecError> {
-        let stored = StoredRecordOut {
-            key: key.map(Bytes),
-            value: Bytes(value),
-            timestamp,
-        };
-        codec::encode_into(&stored, &mut self.bytes)?;
+    ) {
+        wire::put_record(&mut self.bytes, key, value, timestamp);
         self.records.push((partition, self.bytes.len()));
-        Ok(())
+    }
+
+    /// Adds a record in its stored form.
+    pub(crate) fn push_stored(&mut self, partition: Option<u32>, stored: &[u8]) {
+        self.bytes.extend_from_slice(stored);
+        self.records.push((partition, self.bytes.len()));
     }
 
     /// How many records there are.
     pub(crate) fn len(&self) -> usize {
         self.records.len()
-    }
-
-    /// Whether there are none.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 
     /// Each record's partition (if decided) and stored form, in order.
@@ -165,41 +124,55 @@ impl EncodedRecords {
             .zip(starts)
             .map(|(&(partition, end), start)| (partition, &self.bytes[start..end]))
     }
-
-    /// The records in an envelope of staged records ([`Kind::LogStaged`]): each with its
-    /// partition.
-    pub(crate) fn seal_staged(&self) -> Result<Vec<u8>, CodecError> {
-        let capacity = self.bytes.len() + (self.records.len() + 1) * VARINT_ROOM_MAX;
-        Envelope::build(
-            Kind::LogStaged,
-            Kind::LogStaged.current_version(),
-            capacity,
-            |out| {
-                // What bincode writes for a sequence of (partition, record) pairs.
-                codec::encode_into(&(self.len() as u64), out)?;
-                for (partition, stored) in self.iter() {
-                    codec::encode_into(&partition, out)?;
-                    out.extend_from_slice(stored);
-                }
-                Ok(())
-            },
-        )
-    }
 }
 
-/// Stored records in an envelope of log records ([`Kind::LogRecord`]): the records of one entry,
-/// consecutive in one partition.
-pub(crate) fn seal_records(records: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
-    let capacity = records.iter().map(|stored| stored.len()).sum::<usize>() + VARINT_ROOM_MAX;
+/// An envelope whose payload `write` appends; nothing it writes can fail.
+fn seal(kind: Kind, capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let built: Result<Vec<u8>, std::convert::Infallible> =
+        Envelope::build(kind, kind.current_version(), capacity, |out| {
+            write(out);
+            Ok(())
+        });
+    built.unwrap_or_else(|never| match never {})
+}
+
+/// Stored records in an envelope of log records ([`Kind::LogRecord`]): the records of one
+/// entry, consecutive in one partition.
+pub(crate) fn seal_records(records: &[&[u8]]) -> Vec<u8> {
+    let capacity = records.iter().map(|stored| stored.len()).sum::<usize>();
+    seal(Kind::LogRecord, capacity + wire::VARINT_BYTES_MAX, |out| {
+        wire::put_varint(out, records.len() as u64);
+        for stored in records {
+            out.extend_from_slice(stored);
+        }
+    })
+}
+
+/// Records in an envelope of staged records ([`Kind::LogStaged`]), each with the partition and
+/// timestamp `place` gives it; the first error of `place` is returned instead.
+pub(crate) fn seal_staged<E>(
+    records: &[ProducerRecord],
+    mut place: impl FnMut(&ProducerRecord) -> Result<(Option<u32>, i64), E>,
+) -> Result<Vec<u8>, E> {
+    let capacity = records
+        .iter()
+        .map(|record| {
+            record.key.as_ref().map_or(0, Vec::len)
+                + record.value.len()
+                + wire::RECORD_OVERHEAD_MAX
+                + wire::PARTITION_BYTES_MAX
+        })
+        .sum::<usize>();
     Envelope::build(
-        Kind::LogRecord,
-        Kind::LogRecord.current_version(),
-        capacity,
+        Kind::LogStaged,
+        Kind::LogStaged.current_version(),
+        capacity + wire::VARINT_BYTES_MAX,
         |out| {
-            // What bincode writes for a sequence of records.
-            codec::encode_into(&(records.len() as u64), out)?;
-            for stored in records {
-                out.extend_from_slice(stored);
+            wire::put_varint(out, records.len() as u64);
+            for record in records {
+                let (partition, timestamp) = place(record)?;
+                wire::put_partition(out, partition);
+                wire::put_record(out, record.key.as_deref(), &record.value, timestamp);
             }
             Ok(())
         },
@@ -207,64 +180,72 @@ pub(crate) fn seal_records(records: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
 }
 
 /// The records of an entry, decoded one at a time: a read from the middle of an entry decodes
-/// what it skips and what it returns, not the rest.
-pub(crate) struct Records<'a> {
+/// what it skips and what it returns, not the rest. With `STAGED`, an entry of staged records,
+/// each with its partition.
+pub(crate) struct Records<'a, const STAGED: bool> {
     /// The records not decoded yet.
-    rest: &'a [u8],
+    reader: wire::Reader<'a>,
     /// How many they are.
     left: u64,
 }
 
-impl<'a> Records<'a> {
+impl<const STAGED: bool> Records<'_, STAGED> {
     /// How many records are left.
     pub(crate) fn len(&self) -> u64 {
         self.left
     }
 }
 
-impl<'a> Iterator for Records<'a> {
-    type Item = Result<StoredRecord<'a>, String>;
+/// A record decoded from an entry: its partition (staged records only), its stored form read,
+/// and the bytes of that stored form.
+pub(crate) type Decoded<'a> = (Option<u32>, StoredRecord<'a>, &'a [u8]);
+
+impl<'a, const STAGED: bool> Iterator for Records<'a, STAGED> {
+    type Item = Result<Decoded<'a>, String>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             // Every byte belongs to a record: anything after the last is an encoding bug.
-            return (!self.rest.is_empty()).then(|| {
-                let extra = std::mem::take(&mut self.rest).len();
+            let extra = self.reader.remaining();
+            return (extra > 0).then(|| {
+                self.reader = wire::Reader::new(&[]);
                 Err(format!("{extra} bytes left over after the records"))
             });
         }
         self.left -= 1;
-        match codec::decode_borrowed_prefix(self.rest) {
-            Ok((record, read)) => {
-                self.rest = &self.rest[read..];
-                Some(Ok(record))
-            }
-            Err(error) => {
-                (self.rest, self.left) = (&[], 0);
-                Some(Err(error.to_string()))
-            }
+        let decoded = (if STAGED {
+            self.reader.partition()
+        } else {
+            Ok(None)
+        })
+        .and_then(|partition| {
+            let (record, stored) = self.reader.record()?;
+            Ok((partition, record, stored))
+        });
+        if decoded.is_err() {
+            (self.reader, self.left) = (wire::Reader::new(&[]), 0);
         }
+        Some(decoded)
     }
+}
+
+fn open<const STAGED: bool>(kind: Kind, bytes: &[u8]) -> Result<Records<'_, STAGED>, String> {
+    let (_, payload) = Envelope::unwrap(kind, bytes).map_err(|error| error.to_string())?;
+    let mut reader = wire::Reader::new(payload);
+    let left = reader.varint()?;
+    Ok(Records { reader, left })
 }
 
 /// Opens an entry's envelope of log records (checking all of it) and its record count; the
 /// records decode as they are taken.
-pub(crate) fn open_records(bytes: &[u8]) -> Result<Records<'_>, String> {
-    let (_, payload) =
-        Envelope::unwrap(Kind::LogRecord, bytes).map_err(|error| error.to_string())?;
-    let (left, read) =
-        codec::decode_borrowed_prefix::<u64>(payload).map_err(|error| error.to_string())?;
-    Ok(Records {
-        rest: &payload[read..],
-        left,
-    })
+pub(crate) fn open_records(bytes: &[u8]) -> Result<Records<'_, false>, String> {
+    open(Kind::LogRecord, bytes)
 }
 
-/// Opens an envelope of staged records and decodes them with their partitions.
-pub(crate) fn open_staged(bytes: &[u8]) -> Result<Vec<(Option<u32>, StoredRecord<'_>)>, String> {
-    let (_, payload) =
-        Envelope::unwrap(Kind::LogStaged, bytes).map_err(|error| error.to_string())?;
-    codec::decode_borrowed(payload).map_err(|error| error.to_string())
+/// Opens an envelope of staged records (checking all of it); the records decode, with their
+/// partitions, as they are taken.
+pub(crate) fn open_staged(bytes: &[u8]) -> Result<Records<'_, true>, String> {
+    open(Kind::LogStaged, bytes)
 }
 
 /// The partition of a keyed record: `xxh3_64(key) % partitions`, with seed 0.
@@ -300,9 +281,9 @@ mod tests {
         assert_eq!(partition_for_key(b"any", 1), 0);
     }
 
-    /// The stored form as first written (owned `Vec<u8>` fields, serde's default encoding).
-    #[derive(Serialize)]
-    struct OwnedStoredRecord {
+    /// What an entry's records are to bincode.
+    #[derive(Debug, PartialEq, serde::Serialize)]
+    struct SerdeRecord {
         key: Option<Vec<u8>>,
         value: Vec<u8>,
         timestamp: i64,
@@ -311,85 +292,91 @@ mod tests {
     /// A record to encode: partition, key, value, timestamp.
     type Plain<'a> = (Option<u32>, Option<&'a [u8]>, &'a [u8], i64);
 
-    fn encoded(records: &[Plain<'_>]) -> EncodedRecords {
+    fn seal_all(records: &[Plain<'_>]) -> Vec<u8> {
         let mut encoded = EncodedRecords::default();
         for &(partition, key, value, timestamp) in records {
-            encoded.push(partition, key, value, timestamp).unwrap();
+            encoded.push(partition, key, value, timestamp);
         }
-        encoded
-    }
-
-    /// Every record of an entry, or the first error.
-    fn decode_all(bytes: &[u8]) -> Result<Vec<StoredRecord<'_>>, String> {
-        open_records(bytes)?.collect()
-    }
-
-    fn seal_all(encoded: &EncodedRecords) -> Vec<u8> {
         let stored: Vec<&[u8]> = encoded.iter().map(|(_, stored)| stored).collect();
-        seal_records(&stored).unwrap()
+        seal_records(&stored)
+    }
+
+    /// Every record of an entry with its partition, or the first error.
+    fn decode_all<const STAGED: bool>(
+        records: Result<Records<'_, STAGED>, String>,
+    ) -> Result<Vec<(Option<u32>, StoredRecord<'_>)>, String> {
+        records?
+            .map(|decoded| decoded.map(|(partition, record, _)| (partition, record)))
+            .collect()
     }
 
     #[test]
-    fn the_stored_format_is_pinned() {
-        let sealed = seal_all(&encoded(&[(None, Some(b"k"), b"value", 1_700_000_000_000)]));
-        // In an envelope of log records, format version 2: one record, Some(1 byte "k"), 5
-        // bytes "value", then the timestamp zigzagged (2 * ts) as a u64 varint: tag 253 and
-        // 8 little-endian bytes.
-        let zigzagged = 3_400_000_000_000u64.to_le_bytes();
-        let mut expected = vec![1, 1, 1, b'k', 5, b'v', b'a', b'l', b'u', b'e', 253];
-        expected.extend_from_slice(&zigzagged);
+    fn the_entry_format_is_pinned() {
+        let sealed = seal_all(&[(None, Some(b"k"), b"value", 1_700_000_000_000)]);
+        // In an envelope of log records, format version 2: one record, then the record as
+        // `wire` writes it.
+        let mut expected = vec![1];
+        wire::put_record(&mut expected, Some(b"k"), b"value", 1_700_000_000_000);
         assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 3, 2, 0]);
-        assert_eq!(&sealed[codec::HEADER_BYTES..], &expected[..]);
-        let decoded = decode_all(&sealed).unwrap();
+        assert_eq!(&sealed[rill_core::codec::HEADER_BYTES..], &expected[..]);
+        let decoded = decode_all(open_records(&sealed)).unwrap();
         assert_eq!(
-            (decoded[0].key, decoded[0].value, decoded[0].timestamp),
-            (Some(&b"k"[..]), &b"value"[..], 1_700_000_000_000)
+            decoded,
+            [(
+                None,
+                StoredRecord {
+                    key: Some(b"k"),
+                    value: b"value",
+                    timestamp: 1_700_000_000_000
+                }
+            )]
         );
     }
 
     #[test]
     fn staged_records_keep_their_partitions() {
-        let encoded = encoded(&[(Some(3), None, b"a", 1), (None, Some(b"k"), b"b", 2)]);
-        let sealed = encoded.seal_staged().unwrap();
+        let records = [
+            ProducerRecord::new("a").with_partition(3),
+            ProducerRecord::new("b").with_key("k"),
+        ];
+        let place =
+            |record: &ProducerRecord| Ok::<_, ()>((record.partition, record.value.len() as i64));
+        let sealed = seal_staged(&records, place).unwrap();
         assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 6, 1, 0]);
-        let staged = open_staged(&sealed).unwrap();
-        let summary: Vec<_> = staged
+        let staged = decode_all(open_staged(&sealed)).unwrap();
+        let summary: Vec<Plain<'_>> = staged
             .iter()
             .map(|(partition, record)| (*partition, record.key, record.value, record.timestamp))
             .collect();
-        assert_eq!(
-            summary,
-            [
-                (Some(3), None, &b"a"[..], 1),
-                (None, Some(&b"k"[..]), &b"b"[..], 2)
-            ]
-        );
+        let expected: [Plain<'_>; 2] = [(Some(3), None, b"a", 1), (None, Some(b"k"), b"b", 1)];
+        assert_eq!(summary, expected);
         assert!(
-            decode_all(&sealed).is_err(),
+            decode_all(open_records(&sealed)).is_err(),
             "staged records are not a topic's"
         );
+        assert_eq!(seal_staged(&records, |_| Err("refused")), Err("refused"));
     }
 
     #[test]
-    fn trailing_bytes_and_damage_are_refused() {
-        let sealed = seal_all(&encoded(&[(None, None, b"v", 0)]));
-        let mut payload = sealed[codec::HEADER_BYTES..].to_vec();
+    fn trailing_bytes_damage_and_the_first_format_are_refused() {
+        let sealed = seal_all(&[(None, None, b"v", 0)]);
+        let mut payload = sealed[rill_core::codec::HEADER_BYTES..].to_vec();
         payload.push(0);
         let longer = Envelope::wrap(Kind::LogRecord, 2, &payload);
-        let error = decode_all(&longer).unwrap_err();
+        let error = decode_all(open_records(&longer)).unwrap_err();
         assert!(error.contains("1 bytes left over"), "{error}");
         let mut damaged = sealed.clone();
-        damaged[codec::HEADER_BYTES] ^= 1;
-        let error = decode_all(&damaged).unwrap_err();
+        damaged[rill_core::codec::HEADER_BYTES] ^= 1;
+        let error = decode_all(open_records(&damaged)).unwrap_err();
         assert!(error.contains("checksum"), "{error}");
         let first_format = Envelope::wrap(Kind::LogRecord, 1, &payload);
-        let error = decode_all(&first_format).unwrap_err();
+        let error = decode_all(open_records(&first_format)).unwrap_err();
         assert!(error.contains("an older Rill"), "{error}");
     }
 
     proptest! {
         #[test]
-        fn stored_records_round_trip_and_match_serde_defaults(
+        fn entries_are_bincodes_sequences_of_records_and_read_back(
             records in proptest::collection::vec(
                 (
                     proptest::option::of(proptest::collection::vec(any::<u8>(), 0..100)),
@@ -399,37 +386,37 @@ mod tests {
                 0..8,
             ),
         ) {
-            let mut encoded = EncodedRecords::default();
-            for (key, value, timestamp) in &records {
-                encoded.push(None, key.as_deref(), value, *timestamp).unwrap();
-            }
-            let sealed = seal_all(&encoded);
-            let owned: Vec<OwnedStoredRecord> = records
+            let plain: Vec<Plain<'_>> = records
                 .iter()
-                .map(|(key, value, timestamp)| OwnedStoredRecord {
+                .map(|(key, value, timestamp)| (None, key.as_deref(), &value[..], *timestamp))
+                .collect();
+            let sealed = seal_all(&plain);
+            let by_serde: Vec<SerdeRecord> = records
+                .iter()
+                .map(|(key, value, timestamp)| SerdeRecord {
                     key: key.clone(),
                     value: value.clone(),
                     timestamp: *timestamp,
                 })
                 .collect();
             let by_serde =
-                bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
-            prop_assert_eq!(&sealed[codec::HEADER_BYTES..], &by_serde[..]);
+                bincode::serde::encode_to_vec(&by_serde, bincode::config::standard()).unwrap();
+            prop_assert_eq!(&sealed[rill_core::codec::HEADER_BYTES..], &by_serde[..]);
             prop_assert_eq!(open_records(&sealed).unwrap().len(), records.len() as u64);
-            let decoded = decode_all(&sealed).unwrap();
-            for (decoded, (key, value, timestamp)) in decoded.iter().zip(&records) {
-                prop_assert_eq!(decoded.key, key.as_deref());
-                prop_assert_eq!(decoded.value, &value[..]);
-                prop_assert_eq!(decoded.timestamp, *timestamp);
-            }
+            let decoded = decode_all(open_records(&sealed)).unwrap();
+            let decoded: Vec<Plain<'_>> = decoded
+                .iter()
+                .map(|(partition, record)| (*partition, record.key, record.value, record.timestamp))
+                .collect();
+            prop_assert_eq!(decoded, plain);
         }
 
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode_all(&Envelope::wrap(Kind::LogRecord, 2, &bytes));
-            let _ = open_staged(&Envelope::wrap(Kind::LogStaged, 1, &bytes));
-            let _ = decode_all(&bytes);
-            let _ = open_staged(&bytes);
+            let _ = decode_all(open_records(&Envelope::wrap(Kind::LogRecord, 2, &bytes)));
+            let _ = decode_all(open_staged(&Envelope::wrap(Kind::LogStaged, 1, &bytes)));
+            let _ = decode_all(open_records(&bytes));
+            let _ = decode_all(open_staged(&bytes));
         }
     }
 }

@@ -30,8 +30,9 @@ use rill_core::storage::{Durability, Entry, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
-use crate::log::{EventLog, STAGED, TRANSACTIONS, encode_records, lock};
-use crate::record::{EncodedRecords, ProducerRecord, StoredRecord, open_staged};
+use crate::log::{EventLog, STAGED, TRANSACTIONS, lock, now_ms, placement};
+use crate::record::{EncodedRecords, ProducerRecord, open_staged, seal_staged};
+use crate::wire::StoredRecord;
 
 const TRANSACTION_ID_LEN_MAX: usize = 512;
 
@@ -138,7 +139,10 @@ impl EventLog {
     pub fn stage(&self, id: &str, topic: &str, records: &[ProducerRecord]) -> Result<(), LogError> {
         check_id(id)?;
         let handle = self.topic_handle(topic)?;
-        let encoded = encode_records(&handle.info, records)?;
+        let now = now_ms();
+        let staged = (!records.is_empty())
+            .then(|| seal_staged(records, |record| placement(&handle.info, record, now)))
+            .transpose()?;
         let transactions = &self.inner.transactions;
         let _changes = lock(&transactions.changes);
         let mut meta = match self.transaction_meta(id)? {
@@ -162,19 +166,13 @@ impl EventLog {
             },
         };
         let mut batch = Vec::with_capacity(2);
-        if !encoded.is_empty() {
-            let value = encoded
-                .seal_staged()
-                .map_err(|error| LogError::CorruptTransaction {
-                    id: id.to_owned(),
-                    reason: format!("cannot encode its records: {error}"),
-                })?;
+        if let Some(value) = staged {
             batch.push(WriteOp::Put {
                 space: STAGED,
                 key: staged_key(id, meta.records),
                 value,
             });
-            meta.records += encoded.len() as u64;
+            meta.records += records.len() as u64;
         }
         batch.push(Self::meta_write(id, &meta)?);
         self.inner
@@ -212,22 +210,26 @@ impl EventLog {
             .map_err(|e| self.storage_error(e))
     }
 
-    /// Calls `each` with every record staged in transaction `id`, in staging order, with its
-    /// partition (`None`: round-robin at commit); returns how many there were.
+    /// Calls `each` with every record staged in transaction `id`, in staging order: its
+    /// partition (`None`: round-robin at commit), the record, and its stored form. Returns how
+    /// many there were.
     fn for_each_staged(
         &self,
         id: &str,
         entries: &[Entry],
-        mut each: impl FnMut(Option<u32>, StoredRecord<'_>) -> Result<(), LogError>,
+        mut each: impl FnMut(Option<u32>, StoredRecord<'_>, &[u8]) -> Result<(), LogError>,
     ) -> Result<u64, LogError> {
         let mut count = 0;
+        let corrupt = |count: u64, reason: String| LogError::CorruptTransaction {
+            id: id.to_owned(),
+            reason: format!("staged record {count}: {reason}"),
+        };
         for (_, value) in entries {
-            let records = open_staged(value).map_err(|reason| LogError::CorruptTransaction {
-                id: id.to_owned(),
-                reason: format!("staged record {count} on: {reason}"),
-            })?;
-            for (partition, record) in records {
-                each(partition, record)?;
+            let records = open_staged(value).map_err(|reason| corrupt(count, reason))?;
+            for decoded in records {
+                let (partition, record, stored) =
+                    decoded.map_err(|reason| corrupt(count, reason))?;
+                each(partition, record, stored)?;
                 count += 1;
             }
         }
@@ -251,7 +253,7 @@ impl EventLog {
             usize::try_from(meta.records).unwrap_or(0),
             entries.iter().map(|(_, value)| value.len()).sum(),
         );
-        let count = self.for_each_staged(id, &entries, |partition, record| {
+        let count = self.for_each_staged(id, &entries, |partition, _, stored| {
             if let Some(partition) = partition.filter(|&partition| partition >= partitions) {
                 return Err(LogError::UnknownPartition {
                     topic: meta.topic.clone(),
@@ -259,12 +261,9 @@ impl EventLog {
                     partitions,
                 });
             }
-            encoded
-                .push(partition, record.key, record.value, record.timestamp)
-                .map_err(|error| LogError::CorruptTransaction {
-                    id: id.to_owned(),
-                    reason: format!("cannot encode a record again: {error}"),
-                })
+            // The stored form is the topic's: it moves as it is.
+            encoded.push_stored(partition, stored);
+            Ok(())
         })?;
         if count != meta.records {
             return Err(LogError::CorruptTransaction {
@@ -344,7 +343,7 @@ impl EventLog {
         check_id(id)?;
         let entries = self.staged_entries(id)?;
         let mut staged = Vec::new();
-        self.for_each_staged(id, &entries, |partition, record| {
+        self.for_each_staged(id, &entries, |partition, record, _| {
             staged.push(StagedRecord {
                 partition,
                 key: record.key.map(<[u8]>::to_vec),
