@@ -66,6 +66,12 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (relative to the workspace root), else
+/// `target/` in the root.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
 /// Runs a command in the workspace root, failing with the command line if it fails.
 pub(crate) fn run_command(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
@@ -95,7 +101,7 @@ fn build_release_example(root: &Path, example: &str) -> anyhow::Result<PathBuf> 
             example,
         ],
     )?;
-    Ok(root.join("target/release/examples").join(example))
+    Ok(target_dir(root).join("release/examples").join(example))
 }
 
 /// Builds the simulator with the `sim` profile and runs it with `args`.
