@@ -166,13 +166,16 @@ fn run_world(
         .latest
         .as_ref()
         .and_then(|checkpoint| job.final_state_in(checkpoint));
-    let trace_hash = with_contents(result.trace_hash, &result.log, result.latest.as_ref());
     let open = ConnectorLog::open_transactions(&result.log, "")
         .unwrap_or_else(|error| vec![format!("(the log cannot list them: {error})")]);
     // What counts is what the disk holds: the machine may go down right after the job ended.
+    // It is read once, for the check and for the run's hash.
+    let mut contents = Xxh3::new();
+    contents.update(&result.trace_hash.to_le_bytes());
     let checked = result
         .log
         .with_durable_committed(OUTPUT_TOPIC, |committed| {
+            hash_committed(&mut contents, committed);
             check(
                 spec.property,
                 job,
@@ -181,38 +184,39 @@ fn run_world(
                 (committed, final_state, &open),
             )
         })
-        .unwrap_or_else(|error| Checked {
-            violation: Some(Violation {
-                property: "storage",
-                detail: format!("the committed output cannot be read back: {error}"),
-            }),
-            duplicates: 0,
-            keys_checked: 0,
+        .unwrap_or_else(|error| {
+            contents.update(error.to_string().as_bytes());
+            Checked {
+                violation: Some(Violation {
+                    property: "storage",
+                    detail: format!("the committed output cannot be read back: {error}"),
+                }),
+                duplicates: 0,
+                keys_checked: 0,
+            }
         });
+    let trace_hash = with_contents(contents, &result.log, result.latest.as_ref());
     (checked, result.stats, trace_hash)
 }
 
-/// The trace hash extended with what the run left: the committed output, record by record
-/// (the trace itself sees how many records each batch carried, not what they say), the
-/// transactions left open, and the final checkpoint — its metadata and every snapshot, which
-/// equal state encodes to equal bytes. Two runs of a seed that agree step by step but commit
-/// other records, or end in other state, differ here.
-fn with_contents(trace_hash: u64, log: &SimLog, latest: Option<&CompletedCheckpoint>) -> u64 {
-    let mut hasher = Xxh3::new();
-    hasher.update(&trace_hash.to_le_bytes());
-    let read = log.with_durable_committed(OUTPUT_TOPIC, |partitions| {
-        for records in partitions {
-            hasher.update(&(records.len() as u64).to_le_bytes());
-            for record in records {
-                hasher.update(&(record.value.len() as u64).to_le_bytes());
-                hasher.update(&record.value);
-                hasher.update(&record.timestamp.to_le_bytes());
-            }
+/// Adds the committed output to a run's hash, record by record (the trace itself sees how many
+/// records each batch carried, not what they say).
+fn hash_committed(hasher: &mut Xxh3, partitions: &[Vec<LogRecord>]) {
+    for records in partitions {
+        hasher.update(&(records.len() as u64).to_le_bytes());
+        for record in records {
+            hasher.update(&(record.value.len() as u64).to_le_bytes());
+            hasher.update(&record.value);
+            hasher.update(&record.timestamp.to_le_bytes());
         }
-    });
-    if let Err(error) = read {
-        hasher.update(error.to_string().as_bytes());
     }
+}
+
+/// A run's hash — the trace hash and the committed output ([`hash_committed`]) — extended with
+/// the rest of what the run left: the transactions left open, and the final checkpoint — its
+/// metadata and every snapshot, which equal state encodes to equal bytes. Two runs of a seed
+/// that agree step by step but commit other records, or end in other state, differ here.
+fn with_contents(mut hasher: Xxh3, log: &SimLog, latest: Option<&CompletedCheckpoint>) -> u64 {
     for id in ConnectorLog::open_transactions(log, "").unwrap_or_default() {
         hasher.update(id.as_bytes());
     }

@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
 
-use crate::{build_release_example, run_command};
+use crate::{build_release_example, run_command, target_dir};
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
@@ -214,7 +214,7 @@ fn sim_row(root: &Path, runs: usize) -> anyhow::Result<()> {
         "cargo",
         &["build", "--quiet", "--profile", "sim", "-p", "rill-sim"],
     )?;
-    let binary = crate::target_dir(root).join("sim/rill-sim");
+    let binary = target_dir(root).join("sim/rill-sim");
     let mut rates = Vec::new();
     for _ in 0..runs.max(1) {
         let started = Instant::now();

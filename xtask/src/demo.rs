@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::{build_release_example, run_command};
+use crate::{build_release_example, run_command, target_dir};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -39,7 +39,7 @@ pub(crate) fn run(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot clear {}", data_dir.display()))?;
     }
     let data = data_dir.to_string_lossy().into_owned();
-    let rill = crate::target_dir(root).join("release/rill");
+    let rill = target_dir(root).join("release/rill");
     let rill = rill.to_string_lossy();
     for topic in ["lines", "counts"] {
         run_command(

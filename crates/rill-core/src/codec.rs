@@ -38,25 +38,29 @@ pub enum Kind {
     CheckpointMetadata = 1,
     /// One subtask's part of a checkpoint (`SubtaskSnapshot`).
     SubtaskSnapshot = 2,
-    /// A record of the event log.
+    /// Records of the event log: since version 2, a run of consecutive records of one
+    /// partition (version 1 held one record).
     LogRecord = 3,
     /// A transaction marker of the event log.
     LogTransaction = 4,
     /// A topic's metadata in the event log.
     LogTopic = 5,
+    /// Records staged in a transaction of the event log, with their target partitions.
+    LogStaged = 6,
     /// A log sink's checkpointed state (its transactions, and what it committed).
-    LogSinkState = 6,
+    LogSinkState = 7,
     /// The event log's record of the newest checkpoint a sink committed.
-    LogCommitMark = 7,
+    LogCommitMark = 8,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 8] = [
         Kind::CheckpointMetadata,
         Kind::SubtaskSnapshot,
         Kind::LogRecord,
         Kind::LogTransaction,
         Kind::LogTopic,
+        Kind::LogStaged,
         Kind::LogSinkState,
         Kind::LogCommitMark,
     ];
@@ -67,9 +71,26 @@ impl Kind {
         match self {
             Kind::CheckpointMetadata
             | Kind::SubtaskSnapshot
-            | Kind::LogRecord
             | Kind::LogTransaction
             | Kind::LogTopic
+            | Kind::LogStaged
+            | Kind::LogSinkState
+            | Kind::LogCommitMark => 1,
+            Kind::LogRecord => 2,
+        }
+    }
+
+    /// The oldest version this build reads. Only a structure whose container refuses the old
+    /// format as a whole drops a version: log records of version 1 lived in `rill-log 2`
+    /// directories, which `rill-log` refuses by their marker.
+    pub fn oldest_version(self) -> u16 {
+        match self {
+            Kind::LogRecord => 2,
+            Kind::CheckpointMetadata
+            | Kind::SubtaskSnapshot
+            | Kind::LogTransaction
+            | Kind::LogTopic
+            | Kind::LogStaged
             | Kind::LogSinkState
             | Kind::LogCommitMark => 1,
         }
@@ -77,7 +98,7 @@ impl Kind {
 
     /// Whether this build reads `version` of the structure.
     pub fn reads(self, version: u16) -> bool {
-        (1..=self.current_version()).contains(&version)
+        (self.oldest_version()..=self.current_version()).contains(&version)
     }
 
     fn from_byte(byte: u8) -> Option<Kind> {
@@ -89,9 +110,10 @@ impl Kind {
         match self {
             Kind::CheckpointMetadata => "checkpoint metadata",
             Kind::SubtaskSnapshot => "subtask snapshot",
-            Kind::LogRecord => "log record",
+            Kind::LogRecord => "log records",
             Kind::LogTransaction => "log transaction marker",
             Kind::LogTopic => "log topic metadata",
+            Kind::LogStaged => "log staged records",
             Kind::LogSinkState => "log sink state",
             Kind::LogCommitMark => "log commit mark",
         }
@@ -121,15 +143,19 @@ pub enum CodecError {
         /// What the envelope says (or the unknown kind byte).
         found: String,
     },
-    /// A format this build does not read: written by a newer Rill.
+    /// A format this build does not read: written by a newer Rill, or by an older one whose
+    /// format this build no longer reads.
     #[error(
-        "{kind} in format version {found}, which this build does not read (it reads 1 to {supported}): written by a newer Rill?"
+        "{kind} in format version {found}, which this build does not read (it reads {oldest} to {supported}): written by {}",
+        written_by(*.found, *.supported)
     )]
     UnknownVersion {
         /// The structure.
         kind: &'static str,
         /// The version found.
         found: u16,
+        /// The oldest version this build reads.
+        oldest: u16,
         /// The newest version this build reads.
         supported: u16,
     },
@@ -155,6 +181,15 @@ pub enum CodecError {
     /// without a version bump.
     #[error("{0}")]
     Payload(String),
+}
+
+/// Who wrote a version this build does not read, newest first.
+fn written_by(found: u16, supported: u16) -> &'static str {
+    if found > supported {
+        "a newer Rill?"
+    } else {
+        "an older Rill, whose format this build no longer reads"
+    }
 }
 
 /// The most bytes one decoded value may claim. bincode allocates what a length prefix claims
@@ -183,15 +218,6 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 /// Decodes a value [`encode`] wrote; every byte must belong to it.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))?;
-    whole(bytes, read)?;
-    Ok(value)
-}
-
-/// Decodes a value that borrows from `bytes` (byte slices, say), without copying them; every
-/// byte must belong to it.
-pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::borrow_decode_from_slice(bytes, config())
         .map_err(|error| CodecError::Payload(format!("cannot decode: {error}")))?;
     whole(bytes, read)?;
     Ok(value)
@@ -295,6 +321,7 @@ impl Envelope {
             return Err(CodecError::UnknownVersion {
                 kind: kind.name(),
                 found: version,
+                oldest: kind.oldest_version(),
                 supported: kind.current_version(),
             });
         }

@@ -13,7 +13,10 @@ pub enum LogError {
     #[error("{0} is not a Rill log (it has no RILL_LOG marker); refusing to touch it")]
     NotARillLog(PathBuf),
     /// The log was written by an unknown version of Rill.
-    #[error("the Rill log at {path} has format '{found}', which this version cannot read")]
+    #[error(
+        "the Rill log at {path} has format '{found}', which this version cannot read (it reads '{}')",
+        crate::log::FORMAT
+    )]
     UnsupportedFormat {
         /// The log's directory.
         path: PathBuf,

@@ -18,15 +18,18 @@
 //!   commit); readers see committed records only;
 //! - [`error`]: [`LogError`], every variant naming what was at fault;
 //! - [`connector`]: the log as `rill-core`'s `ConnectorLog`, which the log source and sink read
-//!   and write through.
+//!   and write through;
+//! - `wire`: the stored form of records (bincode's standard encoding, written and read by
+//!   hand).
 
 pub mod connector;
 pub mod error;
 pub mod log;
 pub mod record;
 pub mod transaction;
+mod wire;
 
 pub use error::LogError;
-pub use log::{EventLog, TopicInfo};
+pub use log::{EventLog, FORMAT, TopicInfo};
 pub use record::{LogRecord, ProducerRecord, RecordPosition, partition_for_key};
 pub use transaction::{StagedRecord, TransactionInfo};

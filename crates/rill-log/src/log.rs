@@ -1,14 +1,19 @@
 //! The event log: opening a log directory, topics, appending, reading, durability.
 //!
 //! # On disk
-//! A log directory holds a format marker file (`RILL_LOG`, content `rill-log 2`) and a fjall
-//! database in `db/`, reached through `rill-core`'s storage contract (so that the simulator
-//! runs this code on its simulated disk). Records live in the key space `rill.records`, keyed
-//! by the topic's name, a zero byte, the partition (u32, big-endian) and the offset (u64,
-//! big-endian), so that a range scan reads one partition in offset order. Topic metadata lives
-//! in `rill.topics`. Every value is sealed in `rill-core`'s versioned, checksummed envelope, so
-//! a damaged record is reported with its topic, partition and offset, never read as data.
-//! (Format 1 kept one fjall keyspace per topic and no envelopes; this version does not read it.)
+//! A log directory holds a format marker file (`RILL_LOG`, content [`FORMAT`]: `rill-log 3`)
+//! and a fjall database in `db/`, reached through `rill-core`'s storage contract (so that the
+//! simulator runs this code on its simulated disk). Records live in the key space
+//! `rill.records` in **entries** of up to 64 consecutive records of one partition (and 64 KiB,
+//! unless one record is larger): an append writes one entry per partition it reaches (more if
+//! it is larger), not one per record. An entry is keyed by the topic's name, a zero byte, the
+//! partition (u32, big-endian) and the offset of its *last* record (u64, big-endian), so that a
+//! range scan from an offset's key starts at the entry that holds it and reads on in offset
+//! order; its value is the records' stored forms in one envelope of log records, whose count
+//! gives the entry's first offset. Topic metadata lives in `rill.topics`. Every value is
+//! sealed in `rill-core`'s versioned, checksummed envelope, so a damaged entry is reported with
+//! its topic, partition and offsets, never read as data. (Format 1 kept one fjall keyspace per
+//! topic and no envelopes, format 2 one entry per record; this version reads neither.)
 //!
 //! # Offsets and concurrency
 //! End offsets are recovered at open from the last key of each partition, then kept in memory.
@@ -42,13 +47,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
 use crate::record::{
-    LogRecord, ProducerRecord, RecordPosition, encode_record, open_record, partition_for_key,
+    EncodedRecords, LogRecord, ProducerRecord, RecordPosition, open_records, partition_for_key,
+    seal_records,
 };
 use crate::transaction::Transactions;
+use crate::wire::RECORD_OVERHEAD_MAX;
 
-/// The file that marks a directory as a Rill log, and its content for this format.
+/// The format of the logs this build reads and writes, as its marker file names it. Change it
+/// whenever what the log stores changes (a key's layout, a value's encoding); the golden file
+/// of each format (`tests/golden/`) fails the tests until then.
+pub const FORMAT: &str = "rill-log 3";
+/// The file that marks a directory as a Rill log: the format and a newline.
 const MARKER_FILE: &str = "RILL_LOG";
-const MARKER: &str = "rill-log 2\n";
 /// The marker is written here first and renamed, so it is never seen half-written.
 const MARKER_TMP_FILE: &str = "RILL_LOG.tmp";
 /// The fjall database's folder inside the log directory.
@@ -63,6 +73,14 @@ pub(crate) const STAGED: &str = "rill.staged";
 /// The newest checkpoint each writer committed (see [`crate::transaction`]).
 pub(crate) const COMMIT_MARKS: &str = "rill.commit-marks";
 const SPACES: [&str; 5] = [TOPICS, RECORDS, TRANSACTIONS, STAGED, COMMIT_MARKS];
+/// Records per entry of `rill.records`, at most: a read decodes the whole entry its first
+/// offset is in.
+const ENTRY_RECORDS_MAX: usize = 64;
+/// Bytes of stored records per entry of `rill.records`, at most, unless one record is larger.
+const ENTRY_BYTES_MAX: usize = 64 * 1024;
+/// Entries of `rill.records` a read asks the storage for at first; it doubles that while it
+/// needs more.
+const READ_ENTRIES_FIRST: usize = 2;
 const TOPIC_NAME_LEN_MAX: usize = 128;
 const PARTITIONS_MAX: u32 = 1024;
 
@@ -161,20 +179,21 @@ fn partition_prefix(topic_prefix: &[u8], partition: u32) -> Vec<u8> {
     prefix
 }
 
+/// The key of the entry whose last record is at `offset` (and where a scan for `offset` starts).
 fn record_key(topic_prefix: &[u8], partition: u32, offset: u64) -> Vec<u8> {
     let mut key = partition_prefix(topic_prefix, partition);
     key.extend_from_slice(&offset.to_be_bytes());
     key
 }
 
-/// The offset in a record key; `None` if the key is not a record key of the partition whose
-/// keys start with `partition_prefix`.
+/// The offset in an entry's key (its last record's); `None` if the key is not an entry key of
+/// the partition whose keys start with `partition_prefix`.
 fn offset_of_key(key: &[u8], partition_prefix: &[u8]) -> Option<u64> {
     let offset: [u8; 8] = key.strip_prefix(partition_prefix)?.try_into().ok()?;
     Some(u64::from_be_bytes(offset))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -207,7 +226,7 @@ fn write_marker(dir: &Path) -> Result<(), LogError> {
     let tmp_path = dir.join(MARKER_TMP_FILE);
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp_path)?;
-        std::io::Write::write_all(&mut file, MARKER.as_bytes())?;
+        std::io::Write::write_all(&mut file, format!("{FORMAT}\n").as_bytes())?;
         file.sync_all()
     };
     write().map_err(io_error(&tmp_path))?;
@@ -263,7 +282,7 @@ impl EventLog {
             }
             Err(error) => return Err(io_error(&marker_path)(error)),
         };
-        if marker != MARKER.as_bytes() {
+        if marker.strip_suffix(b"\n") != Some(FORMAT.as_bytes()) {
             let found = String::from_utf8_lossy(&marker);
             return Err(LogError::UnsupportedFormat {
                 path,
@@ -464,26 +483,28 @@ impl EventLog {
         }
         let encoded = encode_records(&handle.info, &records)?;
         drop(records);
-        self.commit_encoded(&handle, encoded, |_| {})
+        self.commit_encoded(&handle, &encoded, |_| {})
     }
 
-    /// Assigns offsets to encoded records and writes them in one atomic batch, together with
-    /// whatever `also` adds to the batch; then publishes the new end offsets.
+    /// Assigns offsets to encoded records and writes them, as entries of consecutive records
+    /// per partition, in one atomic batch together with whatever `also` adds to it; then
+    /// publishes the new end offsets.
     ///
     /// The batch goes to the OS at commit (one write), so that a crash of the process loses
     /// nothing that returned; fsync waits for [`EventLog::flush`].
     pub(crate) fn commit_encoded(
         &self,
         handle: &Topic,
-        encoded: Vec<EncodedRecord>,
+        encoded: &EncodedRecords,
         also: impl FnOnce(&mut Vec<WriteOp>),
     ) -> Result<Vec<RecordPosition>, LogError> {
         let partitions = handle.info.partitions;
         let mut state = lock(&handle.appends);
         let round_robin_before = state.next_round_robin;
-        let mut batch = Vec::with_capacity(encoded.len() + 1);
         let mut positions = Vec::with_capacity(encoded.len());
-        for EncodedRecord { partition, bytes } in encoded {
+        // Each partition's records, in order: they get consecutive offsets from its end.
+        let mut by_partition: BTreeMap<u32, (u64, Vec<&[u8]>)> = BTreeMap::new();
+        for (partition, stored) in encoded.iter() {
             let partition = partition.unwrap_or_else(|| {
                 let partition = state.next_round_robin % partitions;
                 state.next_round_robin = state.next_round_robin.wrapping_add(1);
@@ -492,21 +513,32 @@ impl EventLog {
             let next = &mut state.next_offsets[partition as usize];
             let offset = *next;
             *next += 1;
-            batch.push(WriteOp::Put {
-                space: RECORDS,
-                key: record_key(&handle.key_prefix, partition, offset),
-                value: bytes,
-            });
+            by_partition
+                .entry(partition)
+                .or_insert_with(|| (offset, Vec::new()))
+                .1
+                .push(stored);
             positions.push(RecordPosition { partition, offset });
         }
+        let mut batch: Vec<WriteOp> = by_partition
+            .iter()
+            .flat_map(|(&partition, (first, records))| {
+                entries(&handle.key_prefix, partition, *first, records)
+            })
+            .collect();
         also(&mut batch);
-        if let Err(error) = self.inner.storage.write(batch, Durability::Buffered) {
+        let written = self
+            .inner
+            .storage
+            .write(batch, Durability::Buffered)
+            .map_err(|error| self.storage_error(error));
+        if let Err(error) = written {
             // Nothing was written: give the offsets back, so that the partitions stay dense.
             for position in positions.iter().rev() {
                 state.next_offsets[position.partition as usize] -= 1;
             }
             state.next_round_robin = round_robin_before;
-            return Err(self.storage_error(error));
+            return Err(error);
         }
         // Publish while still holding the lock, so that end offsets only ever grow.
         for position in &positions {
@@ -546,48 +578,81 @@ impl EventLog {
         let stop = end.min(from_offset.saturating_add(max_records as u64));
         let count = usize::try_from(stop - from_offset).unwrap_or(usize::MAX);
         let mut records = Vec::with_capacity(count);
-        if count == 0 {
-            return Ok(records);
-        }
         let corrupt = |reason: String| LogError::Corrupt {
             topic: topic.to_owned(),
             reason: format!("partition {partition}: {reason}"),
         };
         let prefix = partition_prefix(&handle.key_prefix, partition);
-        let entries = self
-            .inner
-            .storage
-            .scan(
-                RECORDS,
-                &prefix,
-                &record_key(&handle.key_prefix, partition, from_offset),
-                count,
-            )
-            .map_err(|e| self.storage_error(e))?;
-        for (key, value) in entries {
-            let expected = from_offset + records.len() as u64;
-            let offset = offset_of_key(&key, &prefix)
-                .ok_or_else(|| corrupt(format!("a record key of {} bytes", key.len())))?;
+        let mut next = from_offset;
+        let mut limit = READ_ENTRIES_FIRST;
+        while next < stop {
+            // Every entry holds at least one record still wanted: never more entries than that.
+            let wanted = usize::try_from(stop - next).unwrap_or(usize::MAX);
+            let entries = self
+                .inner
+                .storage
+                .scan(
+                    RECORDS,
+                    &prefix,
+                    &record_key(&handle.key_prefix, partition, next),
+                    limit.min(wanted),
+                )
+                .map_err(|e| self.storage_error(e))?;
             // Offsets below the end offset are all written: a gap means the storage lost records.
-            if offset != expected {
-                return Err(corrupt(format!("offset {expected} is missing")));
+            if entries.is_empty() {
+                return Err(corrupt(format!("offset {next} is missing")));
             }
-            let stored = open_record(&value)
-                .map_err(|reason| corrupt(format!("offset {offset}: {reason}")))?;
-            records.push(LogRecord {
-                partition,
-                offset,
-                key: stored.key.map(<[u8]>::to_vec),
-                value: stored.value.to_vec(),
-                timestamp: stored.timestamp,
-            });
+            for (key, value) in entries {
+                if next == stop {
+                    break;
+                }
+                let last = offset_of_key(&key, &prefix)
+                    .ok_or_else(|| corrupt(format!("an entry key of {} bytes", key.len())))?;
+                let damaged = |offset: u64, reason: String| {
+                    corrupt(format!(
+                        "offset {offset}, in the entry that ends at offset {last}: {reason}"
+                    ))
+                };
+                let stored = open_records(&value).map_err(|reason| damaged(next, reason))?;
+                let first = (last + 1)
+                    .checked_sub(stored.len())
+                    .filter(|_| stored.len() > 0)
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "the entry that ends at offset {last} holds {} records",
+                            stored.len()
+                        ))
+                    })?;
+                // Only the first entry read may start before the offset wanted.
+                if first > next || (first < next && next != from_offset) {
+                    return Err(corrupt(format!(
+                        "offset {next} is missing (the next entry holds offsets {first} to {last})"
+                    )));
+                }
+                let mut offset = first;
+                for record in stored {
+                    // Decoded even when skipped: damage is an error, never passed over.
+                    let (_, record, _) = record.map_err(|reason| damaged(offset, reason))?;
+                    offset += 1;
+                    if offset <= next {
+                        continue;
+                    }
+                    if next == stop {
+                        break;
+                    }
+                    records.push(LogRecord {
+                        partition,
+                        offset: next,
+                        key: record.key.map(<[u8]>::to_vec),
+                        value: record.value.to_vec(),
+                        timestamp: record.timestamp,
+                    });
+                    next += 1;
+                }
+            }
+            limit = limit.saturating_mul(2);
         }
-        if records.len() != count {
-            return Err(corrupt(format!(
-                "offset {} is missing",
-                from_offset + records.len() as u64
-            )));
-        }
+        debug_assert_eq!(records.len(), count);
         Ok(records)
     }
 
@@ -617,46 +682,100 @@ impl EventLog {
     }
 }
 
-/// A record in its stored form, with its partition if that is decided before offsets are
-/// assigned (`None`: round-robin, decided when they are).
-pub(crate) struct EncodedRecord {
-    pub(crate) partition: Option<u32>,
-    pub(crate) bytes: Vec<u8>,
+/// Where a record goes if that needs no shared state (`None`: round-robin, decided when
+/// offsets are assigned), and its timestamp (`now` if it has none); an explicit partition out
+/// of range is an error.
+pub(crate) fn placement(
+    topic: &TopicInfo,
+    record: &ProducerRecord,
+    now: i64,
+) -> Result<(Option<u32>, i64), LogError> {
+    let partitions = topic.partitions;
+    let partition = match (record.partition, &record.key) {
+        (Some(partition), _) if partition >= partitions => {
+            return Err(LogError::UnknownPartition {
+                topic: topic.name.clone(),
+                partition,
+                partitions,
+            });
+        }
+        (Some(partition), _) => Some(partition),
+        (None, Some(key)) => Some(partition_for_key(key, partitions)),
+        (None, None) => None,
+    };
+    Ok((partition, record.timestamp.unwrap_or(now)))
 }
 
-/// Chooses the partitions that need no shared state and encodes the records; an explicit
-/// partition out of range is an error. Records without a timestamp get the current time.
-pub(crate) fn encode_records(
+/// Room the stored forms of `records` take at most.
+pub(crate) fn stored_bytes_max(records: &[ProducerRecord]) -> usize {
+    records
+        .iter()
+        .map(|record| {
+            record.key.as_ref().map_or(0, Vec::len) + record.value.len() + RECORD_OVERHEAD_MAX
+        })
+        .sum()
+}
+
+/// Places and encodes the records (see [`placement`]).
+fn encode_records(
     topic: &TopicInfo,
     records: &[ProducerRecord],
-) -> Result<Vec<EncodedRecord>, LogError> {
-    let partitions = topic.partitions;
+) -> Result<EncodedRecords, LogError> {
     let now = now_ms();
-    let mut encoded = Vec::with_capacity(records.len());
+    let mut encoded = EncodedRecords::with_capacity(records.len(), stored_bytes_max(records));
     for record in records {
-        let partition = match (record.partition, &record.key) {
-            (Some(partition), _) if partition >= partitions => {
-                return Err(LogError::UnknownPartition {
-                    topic: topic.name.clone(),
-                    partition,
-                    partitions,
-                });
-            }
-            (Some(partition), _) => Some(partition),
-            (None, Some(key)) => Some(partition_for_key(key, partitions)),
-            (None, None) => None,
-        };
-        let timestamp = record.timestamp.unwrap_or(now);
-        let bytes =
-            encode_record(record.key.as_deref(), &record.value, timestamp).map_err(|error| {
-                LogError::Encode {
-                    topic: topic.name.clone(),
-                    reason: format!("a record: {error}"),
-                }
-            })?;
-        encoded.push(EncodedRecord { partition, bytes });
+        let (partition, timestamp) = placement(topic, record, now)?;
+        encoded.push(partition, record.key.as_deref(), &record.value, timestamp);
     }
     Ok(encoded)
+}
+
+/// The entries of one partition's records, the first at offset `first`: runs of at most
+/// [`ENTRY_RECORDS_MAX`] records and [`ENTRY_BYTES_MAX`] bytes, each keyed by its last offset.
+fn entries(topic_prefix: &[u8], partition: u32, first: u64, records: &[&[u8]]) -> Vec<WriteOp> {
+    let mut ops = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, stored) in records.iter().enumerate() {
+        let full = index - start == ENTRY_RECORDS_MAX
+            || (index > start && bytes + stored.len() > ENTRY_BYTES_MAX);
+        if full {
+            ops.push(entry(
+                topic_prefix,
+                partition,
+                first,
+                start,
+                &records[start..index],
+            ));
+            (start, bytes) = (index, 0);
+        }
+        bytes += stored.len();
+    }
+    if start < records.len() {
+        ops.push(entry(
+            topic_prefix,
+            partition,
+            first,
+            start,
+            &records[start..],
+        ));
+    }
+    ops
+}
+
+/// One entry: `records`, the first of which is the partition's record `first + start`.
+fn entry(
+    topic_prefix: &[u8],
+    partition: u32,
+    first: u64,
+    start: usize,
+    records: &[&[u8]],
+) -> WriteOp {
+    let last = first + (start + records.len()) as u64 - 1;
+    WriteOp::Put {
+        space: RECORDS,
+        key: record_key(topic_prefix, partition, last),
+        value: seal_records(records),
+    }
 }
 
 /// The end offset of a partition as stored: one past its last record's offset.

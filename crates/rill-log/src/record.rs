@@ -1,8 +1,9 @@
 //! Records as producers hand them to the log and as readers get them back.
 
-use rill_core::codec::{self, CodecError, Envelope, Kind};
-use serde::{Deserialize, Serialize};
+use rill_core::codec::{Envelope, Kind};
 use xxhash_rust::xxh3::xxh3_64;
+
+use crate::wire::{self, StoredRecord};
 
 /// A record to append.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,74 +70,182 @@ pub struct LogRecord {
     pub timestamp: i64,
 }
 
-/// The stored form of a record, for writing: what the fjall key (partition, offset) does not say.
+/// Records in their stored form ([`crate::wire`]), one after another, each with the partition
+/// it goes to if that is decided before offsets are assigned (`None`: round-robin, decided when
+/// they are).
 ///
-/// The byte fields go through `serialize_bytes`, which bincode writes as a varint length and the
-/// raw bytes in one copy. That is byte-for-byte what serde's element-by-element encoding of a
-/// `Vec<u8>` gives (bincode writes a `u8` as one raw byte), only faster; a unit test pins it.
-#[derive(Serialize)]
-struct StoredRecordOut<'a> {
-    key: Option<Bytes<'a>>,
-    value: Bytes<'a>,
-    timestamp: i64,
+/// This is what an append or a commit writes into a topic: the log groups the records into
+/// entries (see [`crate::log`]) without encoding them again.
+#[derive(Default)]
+pub(crate) struct EncodedRecords {
+    /// The stored records, one after another.
+    bytes: Vec<u8>,
+    /// Each record's partition and where its stored form ends in `bytes`.
+    records: Vec<(Option<u32>, usize)>,
 }
 
-struct Bytes<'a>(&'a [u8]);
+impl EncodedRecords {
+    /// Room for `records` records of `bytes` bytes of stored forms.
+    pub(crate) fn with_capacity(records: usize, bytes: usize) -> Self {
+        EncodedRecords {
+            bytes: Vec::with_capacity(bytes),
+            records: Vec::with_capacity(records),
+        }
+    }
 
-impl Serialize for Bytes<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
+    /// Adds a record.
+    pub(crate) fn push(
+        &mut self,
+        partition: Option<u32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+    ) {
+        wire::put_record(&mut self.bytes, key, value, timestamp);
+        self.records.push((partition, self.bytes.len()));
+    }
+
+    /// Adds a record in its stored form.
+    pub(crate) fn push_stored(&mut self, partition: Option<u32>, stored: &[u8]) {
+        self.bytes.extend_from_slice(stored);
+        self.records.push((partition, self.bytes.len()));
+    }
+
+    /// How many records there are.
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Each record's partition (if decided) and stored form, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Option<u32>, &[u8])> {
+        let starts = std::iter::once(0).chain(self.records.iter().map(|&(_, end)| end));
+        self.records
+            .iter()
+            .zip(starts)
+            .map(|(&(partition, end), start)| (partition, &self.bytes[start..end]))
     }
 }
 
-/// The stored form of a record, as read: borrows from the stored bytes, so decoding copies the
-/// key and value once, into the [`LogRecord`].
-#[derive(Deserialize)]
-pub(crate) struct StoredRecord<'a> {
-    #[serde(borrow)]
-    pub key: Option<&'a [u8]>,
-    #[serde(borrow)]
-    pub value: &'a [u8],
-    pub timestamp: i64,
+/// An envelope whose payload `write` appends; nothing it writes can fail.
+fn seal(kind: Kind, capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let built: Result<Vec<u8>, std::convert::Infallible> =
+        Envelope::build(kind, kind.current_version(), capacity, |out| {
+            write(out);
+            Ok(())
+        });
+    built.unwrap_or_else(|never| match never {})
 }
 
-/// Room a stored record takes beyond its key and value: the varint lengths and timestamp (at
-/// most 9 bytes each) and the option tag.
-const RECORD_OVERHEAD_MAX: usize = 32;
-/// Room kept after a record's envelope, for a transaction's partition tag.
-pub(crate) const TAG_BYTES: usize = 4;
+/// Stored records in an envelope of log records ([`Kind::LogRecord`]): the records of one
+/// entry, consecutive in one partition.
+pub(crate) fn seal_records(records: &[&[u8]]) -> Vec<u8> {
+    let capacity = records.iter().map(|stored| stored.len()).sum::<usize>();
+    seal(Kind::LogRecord, capacity + wire::VARINT_BYTES_MAX, |out| {
+        wire::put_varint(out, records.len() as u64);
+        for stored in records {
+            out.extend_from_slice(stored);
+        }
+    })
+}
 
-/// A record's stored form in its envelope (as the log keeps it), in one allocation with room
-/// for a partition tag after it.
-pub(crate) fn encode_record(
-    key: Option<&[u8]>,
-    value: &[u8],
-    timestamp: i64,
-) -> Result<Vec<u8>, CodecError> {
-    let stored = StoredRecordOut {
-        key: key.map(Bytes),
-        value: Bytes(value),
-        timestamp,
-    };
-    let capacity = key.map_or(0, <[u8]>::len) + value.len() + RECORD_OVERHEAD_MAX + TAG_BYTES;
+/// Records in an envelope of staged records ([`Kind::LogStaged`]), each with the partition and
+/// timestamp `place` gives it; the first error of `place` is returned instead.
+pub(crate) fn seal_staged<E>(
+    records: &[ProducerRecord],
+    mut place: impl FnMut(&ProducerRecord) -> Result<(Option<u32>, i64), E>,
+) -> Result<Vec<u8>, E> {
+    let capacity = records
+        .iter()
+        .map(|record| {
+            record.key.as_ref().map_or(0, Vec::len)
+                + record.value.len()
+                + wire::RECORD_OVERHEAD_MAX
+                + wire::PARTITION_BYTES_MAX
+        })
+        .sum::<usize>();
     Envelope::build(
-        Kind::LogRecord,
-        Kind::LogRecord.current_version(),
-        capacity,
-        |out| codec::encode_into(&stored, out),
+        Kind::LogStaged,
+        Kind::LogStaged.current_version(),
+        capacity + wire::VARINT_BYTES_MAX,
+        |out| {
+            wire::put_varint(out, records.len() as u64);
+            for record in records {
+                let (partition, timestamp) = place(record)?;
+                wire::put_partition(out, partition);
+                wire::put_record(out, record.key.as_deref(), &record.value, timestamp);
+            }
+            Ok(())
+        },
     )
 }
 
-/// Decodes a record's stored form (the envelope's payload), refusing trailing bytes.
-pub(crate) fn decode_record(bytes: &[u8]) -> Result<StoredRecord<'_>, String> {
-    codec::decode_borrowed(bytes).map_err(|error| error.to_string())
+/// The records of an entry, decoded one at a time: a read from the middle of an entry decodes
+/// what it skips and what it returns, not the rest. With `STAGED`, an entry of staged records,
+/// each with its partition.
+pub(crate) struct Records<'a, const STAGED: bool> {
+    /// The records not decoded yet.
+    reader: wire::Reader<'a>,
+    /// How many they are.
+    left: u64,
 }
 
-/// Opens a record's envelope and decodes it.
-pub(crate) fn open_record(bytes: &[u8]) -> Result<StoredRecord<'_>, String> {
-    let (_, payload) =
-        Envelope::unwrap(Kind::LogRecord, bytes).map_err(|error| error.to_string())?;
-    decode_record(payload)
+impl<const STAGED: bool> Records<'_, STAGED> {
+    /// How many records are left.
+    pub(crate) fn len(&self) -> u64 {
+        self.left
+    }
+}
+
+/// A record decoded from an entry: its partition (staged records only), its stored form read,
+/// and the bytes of that stored form.
+pub(crate) type Decoded<'a> = (Option<u32>, StoredRecord<'a>, &'a [u8]);
+
+impl<'a, const STAGED: bool> Iterator for Records<'a, STAGED> {
+    type Item = Result<Decoded<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            // Every byte belongs to a record: anything after the last is an encoding bug.
+            let extra = self.reader.remaining();
+            return (extra > 0).then(|| {
+                self.reader = wire::Reader::new(&[]);
+                Err(format!("{extra} bytes left over after the records"))
+            });
+        }
+        self.left -= 1;
+        let decoded = (if STAGED {
+            self.reader.partition()
+        } else {
+            Ok(None)
+        })
+        .and_then(|partition| {
+            let (record, stored) = self.reader.record()?;
+            Ok((partition, record, stored))
+        });
+        if decoded.is_err() {
+            (self.reader, self.left) = (wire::Reader::new(&[]), 0);
+        }
+        Some(decoded)
+    }
+}
+
+fn open<const STAGED: bool>(kind: Kind, bytes: &[u8]) -> Result<Records<'_, STAGED>, String> {
+    let (_, payload) = Envelope::unwrap(kind, bytes).map_err(|error| error.to_string())?;
+    let mut reader = wire::Reader::new(payload);
+    let left = reader.varint()?;
+    Ok(Records { reader, left })
+}
+
+/// Opens an entry's envelope of log records (checking all of it) and its record count; the
+/// records decode as they are taken.
+pub(crate) fn open_records(bytes: &[u8]) -> Result<Records<'_, false>, String> {
+    open(Kind::LogRecord, bytes)
+}
+
+/// Opens an envelope of staged records (checking all of it); the records decode, with their
+/// partitions, as they are taken.
+pub(crate) fn open_staged(bytes: &[u8]) -> Result<Records<'_, true>, String> {
+    open(Kind::LogStaged, bytes)
 }
 
 /// The partition of a keyed record: `xxh3_64(key) % partitions`, with seed 0.
@@ -172,68 +281,142 @@ mod tests {
         assert_eq!(partition_for_key(b"any", 1), 0);
     }
 
-    /// The stored form as first written (owned `Vec<u8>` fields, serde's default encoding).
-    #[derive(Serialize)]
-    struct OwnedStoredRecord {
+    /// What an entry's records are to bincode.
+    #[derive(Debug, PartialEq, serde::Serialize)]
+    struct SerdeRecord {
         key: Option<Vec<u8>>,
         value: Vec<u8>,
         timestamp: i64,
     }
 
+    /// A record to encode: partition, key, value, timestamp.
+    type Plain<'a> = (Option<u32>, Option<&'a [u8]>, &'a [u8], i64);
+
+    fn seal_all(records: &[Plain<'_>]) -> Vec<u8> {
+        let mut encoded = EncodedRecords::default();
+        for &(partition, key, value, timestamp) in records {
+            encoded.push(partition, key, value, timestamp);
+        }
+        let stored: Vec<&[u8]> = encoded.iter().map(|(_, stored)| stored).collect();
+        seal_records(&stored)
+    }
+
+    /// Every record of an entry with its partition, or the first error.
+    fn decode_all<const STAGED: bool>(
+        records: Result<Records<'_, STAGED>, String>,
+    ) -> Result<Vec<(Option<u32>, StoredRecord<'_>)>, String> {
+        records?
+            .map(|decoded| decoded.map(|(partition, record, _)| (partition, record)))
+            .collect()
+    }
+
     #[test]
-    fn the_stored_format_is_pinned() {
-        let encoded = encode_record(Some(b"k"), b"value", 1_700_000_000_000).unwrap();
-        // In an envelope of a log record, format version 1: Some(1 byte "k"), 5 bytes
-        // "value", then the timestamp zigzagged (2 * ts) as a u64 varint: tag 253 and 8
-        // little-endian bytes.
-        let zigzagged = 3_400_000_000_000u64.to_le_bytes();
-        let mut expected = vec![1, 1, b'k', 5, b'v', b'a', b'l', b'u', b'e', 253];
-        expected.extend_from_slice(&zigzagged);
-        assert_eq!(&encoded[..4], b"RILL");
-        assert_eq!(encoded[4], Kind::LogRecord as u8);
-        assert_eq!(&encoded[codec::HEADER_BYTES..], &expected[..]);
-        let decoded = open_record(&encoded).unwrap();
+    fn the_entry_format_is_pinned() {
+        let sealed = seal_all(&[(None, Some(b"k"), b"value", 1_700_000_000_000)]);
+        // In an envelope of log records, format version 2: one record, then the record as
+        // `wire` writes it.
+        let mut expected = vec![1];
+        wire::put_record(&mut expected, Some(b"k"), b"value", 1_700_000_000_000);
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 3, 2, 0]);
+        assert_eq!(&sealed[rill_core::codec::HEADER_BYTES..], &expected[..]);
+        let decoded = decode_all(open_records(&sealed)).unwrap();
         assert_eq!(
-            (decoded.key, decoded.value, decoded.timestamp),
-            (Some(&b"k"[..]), &b"value"[..], 1_700_000_000_000)
+            decoded,
+            [(
+                None,
+                StoredRecord {
+                    key: Some(b"k"),
+                    value: b"value",
+                    timestamp: 1_700_000_000_000
+                }
+            )]
         );
     }
 
     #[test]
-    fn trailing_bytes_are_refused() {
-        let encoded = encode_record(None, b"v", 0).unwrap();
-        let mut payload = encoded[codec::HEADER_BYTES..].to_vec();
+    fn staged_records_keep_their_partitions() {
+        let records = [
+            ProducerRecord::new("a").with_partition(3),
+            ProducerRecord::new("b").with_key("k"),
+        ];
+        let place =
+            |record: &ProducerRecord| Ok::<_, ()>((record.partition, record.value.len() as i64));
+        let sealed = seal_staged(&records, place).unwrap();
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 6, 1, 0]);
+        let staged = decode_all(open_staged(&sealed)).unwrap();
+        let summary: Vec<Plain<'_>> = staged
+            .iter()
+            .map(|(partition, record)| (*partition, record.key, record.value, record.timestamp))
+            .collect();
+        let expected: [Plain<'_>; 2] = [(Some(3), None, b"a", 1), (None, Some(b"k"), b"b", 1)];
+        assert_eq!(summary, expected);
+        assert!(
+            decode_all(open_records(&sealed)).is_err(),
+            "staged records are not a topic's"
+        );
+        assert_eq!(seal_staged(&records, |_| Err("refused")), Err("refused"));
+    }
+
+    #[test]
+    fn trailing_bytes_damage_and_the_first_format_are_refused() {
+        let sealed = seal_all(&[(None, None, b"v", 0)]);
+        let mut payload = sealed[rill_core::codec::HEADER_BYTES..].to_vec();
         payload.push(0);
-        let error = decode_record(&payload).err().unwrap();
+        let longer = Envelope::wrap(Kind::LogRecord, 2, &payload);
+        let error = decode_all(open_records(&longer)).unwrap_err();
         assert!(error.contains("1 bytes left over"), "{error}");
-        let mut damaged = encoded.clone();
-        damaged[codec::HEADER_BYTES] ^= 1;
-        let error = open_record(&damaged).err().unwrap();
+        let mut damaged = sealed.clone();
+        damaged[rill_core::codec::HEADER_BYTES] ^= 1;
+        let error = decode_all(open_records(&damaged)).unwrap_err();
         assert!(error.contains("checksum"), "{error}");
+        let first_format = Envelope::wrap(Kind::LogRecord, 1, &payload);
+        let error = decode_all(open_records(&first_format)).unwrap_err();
+        assert!(error.contains("an older Rill"), "{error}");
     }
 
     proptest! {
         #[test]
-        fn stored_records_round_trip_and_match_serde_defaults(
-            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
-            value in proptest::collection::vec(any::<u8>(), 0..300),
-            timestamp in any::<i64>(),
+        fn entries_are_bincodes_sequences_of_records_and_read_back(
+            records in proptest::collection::vec(
+                (
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..100)),
+                    proptest::collection::vec(any::<u8>(), 0..100),
+                    any::<i64>(),
+                ),
+                0..8,
+            ),
         ) {
-            let encoded = encode_record(key.as_deref(), &value, timestamp).unwrap();
-            let owned = OwnedStoredRecord { key: key.clone(), value: value.clone(), timestamp };
+            let plain: Vec<Plain<'_>> = records
+                .iter()
+                .map(|(key, value, timestamp)| (None, key.as_deref(), &value[..], *timestamp))
+                .collect();
+            let sealed = seal_all(&plain);
+            let by_serde: Vec<SerdeRecord> = records
+                .iter()
+                .map(|(key, value, timestamp)| SerdeRecord {
+                    key: key.clone(),
+                    value: value.clone(),
+                    timestamp: *timestamp,
+                })
+                .collect();
             let by_serde =
-                bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
-            prop_assert_eq!(&encoded[codec::HEADER_BYTES..], &by_serde[..]);
-            let decoded = open_record(&encoded).unwrap();
-            prop_assert_eq!(decoded.key, key.as_deref());
-            prop_assert_eq!(decoded.value, &value[..]);
-            prop_assert_eq!(decoded.timestamp, timestamp);
+                bincode::serde::encode_to_vec(&by_serde, bincode::config::standard()).unwrap();
+            prop_assert_eq!(&sealed[rill_core::codec::HEADER_BYTES..], &by_serde[..]);
+            prop_assert_eq!(open_records(&sealed).unwrap().len(), records.len() as u64);
+            let decoded = decode_all(open_records(&sealed)).unwrap();
+            let decoded: Vec<Plain<'_>> = decoded
+                .iter()
+                .map(|(partition, record)| (*partition, record.key, record.value, record.timestamp))
+                .collect();
+            prop_assert_eq!(decoded, plain);
         }
 
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode_record(&bytes);
-            let _ = open_record(&bytes);
+            let _ = decode_all(open_records(&Envelope::wrap(Kind::LogRecord, 2, &bytes)));
+            let _ = decode_all(open_staged(&Envelope::wrap(Kind::LogStaged, 1, &bytes)));
+            let _ = decode_all(open_records(&bytes));
+            let _ = decode_all(open_staged(&bytes));
         }
     }
 }

@@ -16,11 +16,12 @@
 //!
 //! # On disk
 //! Key space `rill.transactions` maps a transaction id to its metadata (topic, prepared, record
-//! count), enveloped; key space `rill.staged` holds the staged records keyed by the id, a zero
-//! byte and a big-endian sequence number (ids contain no zero byte, so one id's records never
-//! interleave with another's). A staged value is the record's stored (enveloped) form in the
-//! topic followed by its target partition (big-endian u32; `u32::MAX` for round-robin), so
-//! that a commit moves it into the topic by dropping its last four bytes.
+//! count), enveloped; key space `rill.staged` holds the records of each stage, in one entry,
+//! keyed by the id, a zero byte and the big-endian sequence number of the entry's first record
+//! in the transaction (ids contain no zero byte, so one id's entries never interleave with
+//! another's). An entry is an envelope of staged records: each record's stored form in the
+//! topic with its target partition (`None` for round-robin), so that a commit groups them into
+//! the topic's entries without encoding them again.
 //!
 //! Key space `rill.commit-marks` maps a writer (a sink of a job: `<job>/<uid>/`) to the newest
 //! checkpoint whose output it committed, enveloped. A commit given a [`CommitMark`] updates it
@@ -33,17 +34,15 @@ use std::sync::Mutex;
 
 use rill_core::codec::{Envelope, Kind};
 use rill_core::log_connector::CommitMark;
-use rill_core::storage::{Durability, WriteOp};
+use rill_core::storage::{Durability, Entry, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
-use crate::log::{
-    COMMIT_MARKS, EncodedRecord, EventLog, STAGED, TRANSACTIONS, encode_records, lock,
-};
-use crate::record::{ProducerRecord, TAG_BYTES, open_record};
+use crate::log::{COMMIT_MARKS, EventLog, STAGED, TRANSACTIONS, lock, now_ms, placement};
+use crate::record::{EncodedRecords, ProducerRecord, open_staged, seal_staged};
+use crate::wire::StoredRecord;
+
 const TRANSACTION_ID_LEN_MAX: usize = 512;
-/// The partition tag of a staged record whose partition is chosen round-robin at commit.
-const ROUND_ROBIN: u32 = u32::MAX;
 
 /// What the log knows of an open transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,7 +153,10 @@ impl EventLog {
     pub fn stage(&self, id: &str, topic: &str, records: &[ProducerRecord]) -> Result<(), LogError> {
         check_id(id)?;
         let handle = self.topic_handle(topic)?;
-        let encoded = encode_records(&handle.info, records)?;
+        let now = now_ms();
+        let staged = (!records.is_empty())
+            .then(|| seal_staged(records, |record| placement(&handle.info, record, now)))
+            .transpose()?;
         let transactions = &self.inner.transactions;
         let _changes = lock(&transactions.changes);
         let mut meta = match self.transaction_meta(id)? {
@@ -177,17 +179,14 @@ impl EventLog {
                 records: 0,
             },
         };
-        let mut batch = Vec::with_capacity(encoded.len() + 1);
-        for EncodedRecord { partition, bytes } in encoded {
-            // The encoding left room for the tag: no copy.
-            let mut value = bytes;
-            value.extend_from_slice(&partition.unwrap_or(ROUND_ROBIN).to_be_bytes());
+        let mut batch = Vec::with_capacity(2);
+        if let Some(value) = staged {
             batch.push(WriteOp::Put {
                 space: STAGED,
                 key: staged_key(id, meta.records),
                 value,
             });
-            meta.records += 1;
+            meta.records += records.len() as u64;
         }
         batch.push(Self::meta_write(id, &meta)?);
         self.inner
@@ -217,26 +216,38 @@ impl EventLog {
         self.flush()
     }
 
-    /// The staged records of transaction `id` in staging order, with their partition tags.
-    fn staged_records(&self, id: &str) -> Result<Vec<(u32, Vec<u8>)>, LogError> {
-        let corrupt = |reason: &str| LogError::CorruptTransaction {
-            id: id.to_owned(),
-            reason: reason.to_owned(),
-        };
+    /// The entries of staged records of transaction `id`, in staging order: keys and values.
+    fn staged_entries(&self, id: &str) -> Result<Vec<Entry>, LogError> {
         self.inner
             .storage
             .scan(STAGED, &staged_prefix(id), &[], usize::MAX)
-            .map_err(|e| self.storage_error(e))?
-            .into_iter()
-            .map(|(_, mut value)| {
-                let tag = value
-                    .split_last_chunk::<TAG_BYTES>()
-                    .map(|(_, tag)| u32::from_be_bytes(*tag))
-                    .ok_or_else(|| corrupt("a staged record without its partition"))?;
-                value.truncate(value.len() - TAG_BYTES);
-                Ok((tag, value))
-            })
-            .collect()
+            .map_err(|e| self.storage_error(e))
+    }
+
+    /// Calls `each` with every record staged in transaction `id`, in staging order: its
+    /// partition (`None`: round-robin at commit), the record, and its stored form. Returns how
+    /// many there were.
+    fn for_each_staged(
+        &self,
+        id: &str,
+        entries: &[Entry],
+        mut each: impl FnMut(Option<u32>, StoredRecord<'_>, &[u8]) -> Result<(), LogError>,
+    ) -> Result<u64, LogError> {
+        let mut count = 0;
+        let corrupt = |count: u64, reason: String| LogError::CorruptTransaction {
+            id: id.to_owned(),
+            reason: format!("staged record {count}: {reason}"),
+        };
+        for (_, value) in entries {
+            let records = open_staged(value).map_err(|reason| corrupt(count, reason))?;
+            for decoded in records {
+                let (partition, record, stored) =
+                    decoded.map_err(|reason| corrupt(count, reason))?;
+                each(partition, record, stored)?;
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// Commits transaction `id`: its records are appended to its topic and its staged copies
@@ -318,46 +329,43 @@ impl EventLog {
         };
         let handle = self.topic_handle(&meta.topic)?;
         let partitions = handle.info.partitions;
-        let staged = self.staged_records(id)?;
-        if staged.len() as u64 != meta.records {
+        let entries = self.staged_entries(id)?;
+        let mut encoded = EncodedRecords::with_capacity(
+            usize::try_from(meta.records).unwrap_or(0),
+            entries.iter().map(|(_, value)| value.len()).sum(),
+        );
+        let count = self.for_each_staged(id, &entries, |partition, _, stored| {
+            if let Some(partition) = partition.filter(|&partition| partition >= partitions) {
+                return Err(LogError::UnknownPartition {
+                    topic: meta.topic.clone(),
+                    partition,
+                    partitions,
+                });
+            }
+            // The stored form is the topic's: it moves as it is.
+            encoded.push_stored(partition, stored);
+            Ok(())
+        })?;
+        if count != meta.records {
             return Err(LogError::CorruptTransaction {
                 id: id.to_owned(),
                 reason: format!(
-                    "{} records are staged but its metadata counts {}",
-                    staged.len(),
+                    "{count} records are staged but its metadata counts {}",
                     meta.records
                 ),
             });
         }
-        let encoded = staged
-            .into_iter()
-            .map(|(tag, bytes)| match tag {
-                ROUND_ROBIN => Ok(EncodedRecord {
-                    partition: None,
-                    bytes,
-                }),
-                partition if partition < partitions => Ok(EncodedRecord {
-                    partition: Some(partition),
-                    bytes,
-                }),
-                partition => Err(LogError::UnknownPartition {
-                    topic: meta.topic.clone(),
-                    partition,
-                    partitions,
-                }),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let count = encoded.len() as u64;
         let mark = mark
             .map(|mark| self.mark_write(mark))
             .transpose()?
             .flatten();
-        self.commit_encoded(&handle, encoded, |batch| {
+        self.commit_encoded(&handle, &encoded, |batch| {
             batch.extend(mark);
-            batch.extend((0..count).map(|sequence| WriteOp::Delete {
-                space: STAGED,
-                key: staged_key(id, sequence),
-            }));
+            batch.extend(
+                entries
+                    .into_iter()
+                    .map(|(key, _)| WriteOp::Delete { space: STAGED, key }),
+            );
             batch.push(WriteOp::Delete {
                 space: TRANSACTIONS,
                 key: id.as_bytes().to_vec(),
@@ -375,11 +383,13 @@ impl EventLog {
         let Some(meta) = self.transaction_meta(id)? else {
             return Ok(0);
         };
-        let mut batch: Vec<WriteOp> = (0..meta.records)
-            .map(|sequence| WriteOp::Delete {
-                space: STAGED,
-                key: staged_key(id, sequence),
-            })
+        let mut batch: Vec<WriteOp> = self
+            .inner
+            .storage
+            .keys(STAGED, &staged_prefix(id), &[], usize::MAX)
+            .map_err(|e| self.storage_error(e))?
+            .into_iter()
+            .map(|key| WriteOp::Delete { space: STAGED, key })
             .collect();
         batch.push(WriteOp::Delete {
             space: TRANSACTIONS,
@@ -417,22 +427,18 @@ impl EventLog {
     /// The records staged in transaction `id`, in staging order.
     pub fn staged(&self, id: &str) -> Result<Vec<StagedRecord>, LogError> {
         check_id(id)?;
-        self.staged_records(id)?
-            .into_iter()
-            .map(|(tag, bytes)| {
-                let stored =
-                    open_record(&bytes).map_err(|reason| LogError::CorruptTransaction {
-                        id: id.to_owned(),
-                        reason,
-                    })?;
-                Ok(StagedRecord {
-                    partition: (tag != ROUND_ROBIN).then_some(tag),
-                    key: stored.key.map(<[u8]>::to_vec),
-                    value: stored.value.to_vec(),
-                    timestamp: stored.timestamp,
-                })
-            })
-            .collect()
+        let entries = self.staged_entries(id)?;
+        let mut staged = Vec::new();
+        self.for_each_staged(id, &entries, |partition, record, _| {
+            staged.push(StagedRecord {
+                partition,
+                key: record.key.map(<[u8]>::to_vec),
+                value: record.value.to_vec(),
+                timestamp: record.timestamp,
+            });
+            Ok(())
+        })?;
+        Ok(staged)
     }
 }
 
@@ -468,7 +474,7 @@ mod tests {
         // Format version 1 of a commit mark: the checkpoint. A change here needs a version
         // bump of `Kind::LogCommitMark`.
         let sealed = Envelope::seal(Kind::LogCommitMark, &StoredMark { checkpoint: 300 }).unwrap();
-        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 7, 1, 0]);
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 8, 1, 0]);
         assert_eq!(&sealed[rill_core::codec::HEADER_BYTES..], &[251, 44, 1]);
     }
 }

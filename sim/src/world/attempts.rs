@@ -227,6 +227,7 @@ impl World {
             number,
             subtasks,
             partitioners,
+            links_ready_us: vec![u64::MAX; links.len()],
             links,
             coordinator,
             next_tick_us: self.now_us,

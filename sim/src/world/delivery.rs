@@ -21,6 +21,7 @@ impl World {
         let Some((_, message)) = attempt.links[link].queue.remove(position) else {
             return;
         };
+        attempt.links_ready_us[link] = attempt.links[link].next_ready().unwrap_or(u64::MAX);
         let (kind, name) = message.kind();
         let digest = message.digest();
         if let Message::Batch { batch, .. } = &message {

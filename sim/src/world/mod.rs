@@ -294,6 +294,9 @@ struct Attempt {
     subtasks: Vec<SimSubtask>,
     partitioners: Vec<SimPartitioner>,
     links: Vec<Link>,
+    /// When each link's next message can be delivered (`u64::MAX`: none is queued), kept
+    /// beside the links so that the scheduler's scan of every link each step stays cheap.
+    links_ready_us: Vec<u64>,
     coordinator: CoordinatorCore,
     next_tick_us: u64,
     /// The virtual millisecond its subtasks were last told as processing time.
@@ -580,8 +583,11 @@ impl World {
                 let dead = attempt.dead;
                 let coordinator_stopped =
                     stopping.is_some_and(|stopping| steps >= stopping.coordinator_stops_at);
-                for (index, link) in attempt.links.iter().enumerate() {
-                    let stopped = match link.to {
+                for (index, &at) in attempt.links_ready_us.iter().enumerate() {
+                    if at == u64::MAX {
+                        continue;
+                    }
+                    let stopped = match attempt.links[index].to {
                         Endpoint::Subtask(to) => dead == Some(to),
                         Endpoint::Coordinator => coordinator_stopped,
                         Endpoint::Partitioner(_) => false,
@@ -589,12 +595,10 @@ impl World {
                     if stopped {
                         continue;
                     }
-                    if let Some(at) = link.next_ready() {
-                        if at <= self.now_us {
-                            ready.push(Action::Deliver(index));
-                        } else {
-                            next_due = next_due.min(at);
-                        }
+                    if at <= self.now_us {
+                        ready.push(Action::Deliver(index));
+                    } else {
+                        next_due = next_due.min(at);
                     }
                 }
                 for (index, subtask) in attempt.subtasks.iter().enumerate() {
@@ -676,13 +680,13 @@ impl World {
         });
     }
 
-    fn send(&mut self, link: usize, message: Message) {
+    fn send(&mut self, index: usize, message: Message) {
         let latency = self.rng.random_range(LATENCY_US);
         let now = self.now_us;
         let Some(attempt) = &mut self.attempt else {
             return;
         };
-        let link = &mut attempt.links[link];
+        let link = &mut attempt.links[index];
         let extra = if link.slow_until_us > now {
             link.slow_extra_us
         } else {
@@ -697,6 +701,7 @@ impl World {
             ready += self.rng.random_range(LATENCY_US);
         }
         link.queue.push_back((ready, message));
+        attempt.links_ready_us[index] = link.next_ready().unwrap_or(u64::MAX);
     }
 
     // ---- stepping ----

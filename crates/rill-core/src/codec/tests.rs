@@ -51,7 +51,7 @@ fn every_flipped_bit_is_refused() {
 }
 
 #[test]
-fn the_wrong_structure_and_a_newer_format_say_what_they_are() {
+fn the_wrong_structure_and_a_newer_or_dropped_format_say_what_they_are() {
     let bytes = sealed();
     let wrong = Envelope::unwrap(Kind::CheckpointMetadata, &bytes).unwrap_err();
     assert_eq!(
@@ -69,6 +69,19 @@ fn the_wrong_structure_and_a_newer_format_say_what_they_are() {
                 ..
             }
         ),
+        "{error}"
+    );
+    let dropped = Envelope::wrap(Kind::LogRecord, 1, b"one record");
+    let error = Envelope::unwrap(Kind::LogRecord, &dropped).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CodecError::UnknownVersion {
+                found: 1,
+                oldest: 2,
+                ..
+            }
+        ) && error.to_string().contains("an older Rill"),
         "{error}"
     );
     let foreign = b"{\"not\": \"rill\"} and some more bytes than a header".to_vec();

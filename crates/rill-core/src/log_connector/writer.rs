@@ -778,7 +778,7 @@ mod tests {
             committed: Some(6),
         };
         let sealed = state.encode().unwrap();
-        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 6, 1, 0]);
+        assert_eq!(&sealed[..7], &[b'R', b'I', b'L', b'L', 7, 1, 0]);
         assert_eq!(
             &sealed[crate::codec::HEADER_BYTES..],
             &[2, 9, 1, 7, 8, 7, 1, 6]

@@ -371,9 +371,10 @@ proptest! {
     #[test]
     fn any_appends_read_back_per_partition(
         batches in prop::collection::vec(
-            prop::collection::vec((0u32..3, prop::collection::vec(any::<u8>(), 0..20)), 1..20),
+            prop::collection::vec((0u32..3, prop::collection::vec(any::<u8>(), 0..20)), 1..150),
             1..6,
-        )
+        ),
+        read_size in 1usize..70,
     ) {
         let (_dir, log) = fresh();
         log.create_topic("p", 3).unwrap();
@@ -396,8 +397,48 @@ proptest! {
                 .map(|r| r.value)
                 .collect();
             prop_assert_eq!(&read, &expected[partition as usize]);
+            // From any offset, across entries' boundaries.
+            for from in 0..read.len() {
+                let records = log.read("p", partition, from as u64, read_size).unwrap();
+                let wanted = &read[from..read.len().min(from + read_size)];
+                prop_assert_eq!(records.len(), wanted.len());
+                for ((record, value), offset) in records.iter().zip(wanted).zip(from as u64..) {
+                    prop_assert_eq!((record.offset, &record.value), (offset, value));
+                }
+            }
         }
     }
+}
+
+#[test]
+fn an_append_is_stored_in_entries_of_bounded_size() {
+    use rill_core::storage::Storage;
+    let (_dir, log, storage) = damageable();
+    log.create_topic("big", 2).unwrap();
+    let small = (0..200).map(|i| ProducerRecord::new(format!("{i}")).with_partition(0));
+    let large = (0..3).map(|i| ProducerRecord::new(vec![i; 40 * 1024]).with_partition(1));
+    log.append_batch("big", small.chain(large).collect())
+        .unwrap();
+    let last_offsets = |partition: u32| -> Vec<u64> {
+        let mut prefix = b"big\0".to_vec();
+        prefix.extend_from_slice(&partition.to_be_bytes());
+        storage
+            .keys("rill.records", &prefix, &[], usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|key| u64::from_be_bytes(key[prefix.len()..].try_into().unwrap()))
+            .collect()
+    };
+    assert_eq!(last_offsets(0), [63, 127, 191, 199], "64 records at most");
+    assert_eq!(
+        last_offsets(1),
+        [0, 1, 2],
+        "64 KiB at most, unless one record is larger"
+    );
+    assert_eq!(values(&log, "big", 0).len(), 200);
+    let large = log.read("big", 1, 1, 5).unwrap();
+    assert_eq!(large.len(), 2);
+    assert!(large[1].value.iter().all(|&byte| byte == 2));
 }
 
 /// Set in the child process of [`a_crash_of_the_process_loses_nothing_appended`].
@@ -442,6 +483,7 @@ fn a_crash_of_the_process_loses_nothing_appended() {
     assert_eq!(seen, (0..1_000).collect::<Vec<_>>());
 }
 
+mod golden;
 mod transactions;
 
 /// A log on fjall with a second handle on the same storage, to damage values under it.
@@ -466,20 +508,25 @@ fn damageable() -> (tempfile::TempDir, EventLog, rill_store::FjallStorage) {
 }
 
 #[test]
-fn a_damaged_record_is_reported_with_its_topic_partition_and_offset() {
+fn a_damaged_entry_is_reported_with_its_topic_partition_and_offsets() {
     use rill_core::storage::{Durability, Storage, WriteOp};
     let (_dir, log, storage) = damageable();
     log.create_topic("events", 2).unwrap();
-    log.append_batch(
-        "events",
-        (0..3)
-            .map(|i| ProducerRecord::new(format!("e{i}")).with_partition(1))
-            .collect(),
-    )
-    .unwrap();
+    // Two appends, two entries of partition 1: offset 0, and offsets 1 and 2.
+    for values in [&["e0"][..], &["e1", "e2"]] {
+        log.append_batch(
+            "events",
+            values
+                .iter()
+                .map(|value| ProducerRecord::new(*value).with_partition(1))
+                .collect(),
+        )
+        .unwrap();
+    }
+    // The second entry, keyed by its last offset.
     let mut key = b"events\0".to_vec();
     key.extend_from_slice(&1u32.to_be_bytes());
-    key.extend_from_slice(&1u64.to_be_bytes());
+    key.extend_from_slice(&2u64.to_be_bytes());
     let mut value = storage.get("rill.records", &key).unwrap().unwrap();
     let last = value.len() - 1;
     value[last] ^= 0x40;
@@ -503,19 +550,25 @@ fn a_damaged_record_is_reported_with_its_topic_partition_and_offset() {
     assert!(
         matches!(error, LogError::Corrupt { ref topic, .. } if topic == "events")
             && message.contains("partition 1")
-            && message.contains("offset 1")
+            && message.contains("offset 1, in the entry that ends at offset 2")
             && message.contains("checksum"),
         "{message}"
     );
 }
 
 #[test]
-fn a_log_of_the_first_format_is_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("RILL_LOG"), "rill-log 1\n").unwrap();
-    let error = EventLog::open(dir.path()).unwrap_err();
-    assert!(
-        matches!(error, LogError::UnsupportedFormat { ref found, .. } if found == "rill-log 1"),
-        "{error}"
-    );
+fn logs_of_earlier_formats_are_refused_by_name() {
+    for format in ["rill-log 1", "rill-log 2"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("RILL_LOG"), format!("{format}\n")).unwrap();
+        let error = EventLog::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(error, LogError::UnsupportedFormat { ref found, .. } if found == format),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("it reads 'rill-log 3'"),
+            "{error}"
+        );
+    }
 }
