@@ -361,6 +361,7 @@ impl JobMaster {
             Ok(report) => {
                 info!(job = %report.job, elapsed_ms = report.elapsed.as_millis() as u64, "job finished")
             }
+            Err(error @ JobError::Cancelled(_)) => info!(%error, "job ended"),
             Err(error) => warn!(%error, "job ended"),
         }
         if let Some(coordinator) = self.coordinator.take() {

@@ -17,13 +17,15 @@
 //! deadline and writes `payment<TAB>deadline` to `payment-alerts`. The decision depends on the
 //! events' times only, not on when they arrive, so it is the same however the job runs, fails
 //! and recovers. Timers are checkpointed with the state: an alert due when the job fails is
-//! raised after recovery, once.
+//! raised after recovery, once. Ctrl-C or SIGTERM stops the job with a savepoint when it
+//! checkpoints (`--checkpoint-interval-ms`), and cancels it otherwise, saying so.
 
 use std::time::Duration;
 
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rill::SignalledEnd;
 use rill::log::LogError;
 use rill::prelude::*;
 use shared::{JobArgs, ensure_topic, init_tracing};
@@ -222,11 +224,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let env = args.job.env();
     alert_rule(&env, &log, args.job.bounded)?;
-    let report = env.execute("alerts")?;
-    eprintln!(
-        "alerts finished in {:.3} s; '{ALERTS}' and '{LATE_CAPTURES}' hold its results",
-        report.elapsed.as_secs_f64()
-    );
+    // Ctrl-C or SIGTERM stops the job with a savepoint when it checkpoints.
+    let end = env.execute_async("alerts")?.wait_until_signal()?;
+    eprintln!("{end}");
+    if !matches!(end, SignalledEnd::Cancelled { .. }) {
+        eprintln!("'{ALERTS}' and '{LATE_CAPTURES}' hold its results");
+    }
     Ok(())
 }
 

@@ -17,13 +17,15 @@
 //! `top-pages` gets `window end<TAB>rank<TAB>page<TAB>views` for each ten-minute window
 //! ending on a minute. With `--checkpoint-interval-ms`, output commits at each checkpoint and a
 //! restarted job resumes from the newest one: kill it at any moment and the committed counts
-//! are still each window's exact count, once.
+//! are still each window's exact count, once. Ctrl-C or SIGTERM stops it with a savepoint
+//! (without checkpoints, they cancel it, and it says its output was not committed).
 
 use std::time::Duration;
 
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rill::SignalledEnd;
 use rill::log::LogError;
 use rill::prelude::*;
 use shared::{JobArgs, ensure_topic, init_tracing};
@@ -255,11 +257,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.top,
         args.job.bounded,
     )?;
-    let report = env.execute("dashboard")?;
-    eprintln!(
-        "dashboard finished in {:.3} s; '{PAGE_COUNTS}' and '{TOP_PAGES}' hold its results",
-        report.elapsed.as_secs_f64()
-    );
+    // Ctrl-C or SIGTERM stops the job with a savepoint when it checkpoints.
+    let end = env.execute_async("dashboard")?.wait_until_signal()?;
+    eprintln!("{end}");
+    if !matches!(end, SignalledEnd::Cancelled { .. }) {
+        eprintln!("'{PAGE_COUNTS}' and '{TOP_PAGES}' hold its results");
+    }
     Ok(())
 }
 

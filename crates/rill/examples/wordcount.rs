@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Without `--bounded` the job keeps reading new lines until Ctrl-C or SIGTERM, which stop it
-//! with a savepoint when it checkpoints (and cancel it otherwise). With
+//! with a savepoint when it checkpoints (and cancel it otherwise, saying that its output of the
+//! run was not committed). With
 //! `--checkpoint-interval-ms`, it checkpoints into `<data-dir>/checkpoints` and, started again,
 //! resumes from its newest checkpoint (`rill checkpoints list --job wordcount` shows them).
 //! `--state-backend fjall` keeps the counts on disk instead of in memory; checkpoints taken
@@ -29,7 +30,6 @@ use std::io::Write;
 use clap::Parser;
 use rill::core::checkpoint::CheckpointId;
 use rill::prelude::*;
-use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
 struct Args {
@@ -177,51 +177,8 @@ fn main() -> anyhow::Result<()> {
     }
 
     let job = env.execute_async("wordcount")?;
-    if args.bounded {
-        let report = job.wait()?;
-        eprintln!(
-            "wordcount finished in {:.3} s",
-            report.elapsed.as_secs_f64()
-        );
-        return Ok(());
-    }
-    let control = job.canceller();
-    let checkpointing = args.checkpoint_interval_ms.is_some();
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    signals.block_on(async move {
-        let mut terminate = signal(SignalKind::terminate())?;
-        let outcome = job.join();
-        tokio::pin!(outcome);
-        tokio::select! {
-            outcome = &mut outcome => return outcome.map(|_| ()).map_err(Into::into),
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        if checkpointing {
-            // Stop with a savepoint: everything counted so far is committed, and the next run
-            // goes on from exactly here.
-            let savepoint = control.stop_with_savepoint().join().await?;
-            eprintln!(
-                "stopped wordcount with savepoint {} (rill checkpoints inspect --job wordcount)",
-                savepoint.checkpoint.0
-            );
-            outcome.await?;
-            return Ok(());
-        }
-        eprintln!("stopping wordcount");
-        control.cancel();
-        match outcome.await {
-            Err(error)
-                if !matches!(
-                    error.job_error(),
-                    Some(rill::runtime::JobError::Cancelled(_))
-                ) =>
-            {
-                Err(error.into())
-            }
-            _ => Ok(()),
-        }
-    })
+    // Ctrl-C or SIGTERM stops the job with a savepoint when it checkpoints: everything counted
+    // so far is committed, and the next run goes on from exactly there.
+    eprintln!("{}", job.wait_until_signal()?);
+    Ok(())
 }

@@ -26,6 +26,9 @@ pub enum RillError {
     /// The checkpoint store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Ctrl-C or `SIGTERM` could not be listened for.
+    #[error("cannot listen for Ctrl-C or SIGTERM: {0}")]
+    Signals(std::io::Error),
 }
 
 impl From<JobError> for RillError {

@@ -35,6 +35,8 @@ impl Execute for StreamEnv {
             start_from,
         } = self.job_spec(name)?;
         let store = checkpoint_dir.map(CheckpointStore::open).transpose()?;
+        let name = graph.name.clone();
+        let savepoints = store.is_some();
         let runtime = Runtime::new(runtime)?;
         let handle = match (store, start_from) {
             (Some(store), Some(checkpoint)) => {
@@ -44,13 +46,21 @@ impl Execute for StreamEnv {
             // `job_spec` refuses a checkpoint to start from without a directory.
             (None, _) => runtime.submit(graph)?,
         };
-        Ok(RunningJob { handle, runtime })
+        Ok(RunningJob {
+            handle,
+            name,
+            savepoints,
+            runtime,
+        })
     }
 }
 
 /// A job running on a runtime of its own; the runtime stops when the job's outcome is taken.
 pub struct RunningJob {
     handle: JobHandle,
+    name: String,
+    /// Whether the job has a checkpoint store, where a savepoint can go.
+    savepoints: bool,
     // Declared after the handle: dropped last, so it outlives every use of the handle.
     runtime: Runtime,
 }
@@ -58,7 +68,9 @@ pub struct RunningJob {
 impl RunningJob {
     /// Waits for the job to end, from any async context.
     pub async fn join(self) -> Result<JobReport, RillError> {
-        let RunningJob { handle, runtime } = self;
+        let RunningJob {
+            handle, runtime, ..
+        } = self;
         let outcome = handle.join().await;
         drop(runtime);
         Ok(outcome?)
@@ -69,10 +81,22 @@ impl RunningJob {
     /// # Panics
     /// When called from inside an async runtime's thread: use [`RunningJob::join`] there.
     pub fn wait(self) -> Result<JobReport, RillError> {
-        let RunningJob { handle, runtime } = self;
+        let RunningJob {
+            handle, runtime, ..
+        } = self;
         let outcome = handle.wait();
         drop(runtime);
         Ok(outcome?)
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the job can take savepoints: it has a checkpoint store.
+    pub fn takes_savepoints(&self) -> bool {
+        self.savepoints
     }
 
     /// Asks the job to stop.

@@ -37,6 +37,7 @@
 //! Execution is this crate's own:
 //! - [`execute`]: [`Execute`], which runs a described job on a runtime of its own, and the
 //!   [`RunningJob`] it starts;
+//! - [`signals`]: running a job until Ctrl-C or `SIGTERM` stops it with a savepoint;
 //! - [`error`]: [`RillError`], a description's error or the runtime's.
 
 #[doc = include_str!("../../../README.md")]
@@ -45,6 +46,7 @@ pub struct ReadmeDoctests;
 
 pub mod error;
 pub mod execute;
+pub mod signals;
 
 pub use rill_api::{
     ConnectedStreams, DataStream, ExecutionConfig, JobSpec, KeyedStream, SinkHandle,
@@ -54,6 +56,7 @@ pub use rill_api::{connected, connectors, env, stream, windowed};
 
 pub use error::RillError;
 pub use execute::{Execute, RunningJob};
+pub use signals::{SignalledEnd, StopSignal};
 
 pub use rill_api as api;
 pub use rill_core as core;

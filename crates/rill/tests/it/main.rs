@@ -8,6 +8,7 @@ mod checkpoints;
 mod kill_recovery;
 mod log_jobs;
 mod rewinds;
+mod signals;
 mod source_watermarks;
 mod state_failures;
 mod support;
