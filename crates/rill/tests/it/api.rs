@@ -207,6 +207,67 @@ fn a_failing_process_function_fails_the_job() {
 }
 
 #[test]
+fn a_failed_jobs_error_prints_its_message_and_causes_in_debug_form() {
+    /// A reading that is not a number, caused by the parse error.
+    #[derive(Debug)]
+    struct BadReading(std::num::ParseIntError);
+    impl std::fmt::Display for BadReading {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the reading is not a number")
+        }
+    }
+    impl std::error::Error for BadReading {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    #[derive(Clone)]
+    struct Parse;
+    impl KeyedProcessFunction for Parse {
+        type Key = u8;
+        type In = (u8, String);
+        type Out = u64;
+        fn process(
+            &mut self,
+            (_, text): (u8, String),
+            ctx: &mut KeyedContext<'_, u8, u64>,
+        ) -> Result<(), BoxError> {
+            ctx.emit(text.parse().map_err(BadReading)?);
+            Ok(())
+        }
+    }
+    let env = StreamEnv::new();
+    env.from_iter(vec![(1u8, "12".to_owned()), (1, "x3".to_owned())])
+        .key_by(|(sensor, _): &(u8, String)| *sensor)
+        .process(Parse)
+        .name("parse")
+        .collect();
+    let error = env.execute("readings").unwrap_err();
+    // What `main` returning `Result<(), RillError>` prints after "Error: ".
+    let printed = format!("{error:?}");
+    assert_eq!(
+        printed,
+        "job 'readings' failed in subtask 0 of 1 (parse -> parse (main output) -> collect): \
+         operator 'parse' failed: the reading is not a number\ncaused by: invalid digit found in string"
+    );
+    let Some(job_error) = error.job_error() else {
+        panic!("expected a task failure, got {error}");
+    };
+    assert_eq!(format!("{job_error:?}"), printed);
+}
+
+#[test]
+fn a_build_error_prints_its_message_in_debug_form() {
+    let env = StreamEnv::new();
+    env.from_iter(vec![1]).set_parallelism(2).collect();
+    let Err(error) = env.job_graph("bad") else {
+        panic!("a non-parallel source at parallelism 2 must not build");
+    };
+    assert_eq!(format!("{error:?}"), error.to_string());
+    assert!(format!("{error:?}").starts_with("source '"), "{error:?}");
+}
+
+#[test]
 fn a_non_parallel_source_refuses_parallelism() {
     let env = StreamEnv::new();
     env.from_iter(vec![1]).set_parallelism(2).collect();
