@@ -174,6 +174,46 @@ fn a_panicking_user_function_fails_the_job_with_its_name() {
 }
 
 #[test]
+fn a_panic_names_its_job_and_subtask_before_rusts_message() {
+    // The panic hook writes to the process's stderr, so the job runs in a child process: this
+    // test binary, asked to run this test with the variable set.
+    if std::env::var_os("RILL_TEST_PANICKING_CHILD").is_some() {
+        let env = StreamEnv::new();
+        env.from_sequence(0..10)
+            .map(|i| {
+                if i == 7 {
+                    panic!("cannot handle {i}")
+                } else {
+                    i
+                }
+            })
+            .name("fragile")
+            .collect();
+        assert!(env.execute("doomed").is_err());
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "api::a_panic_names_its_job_and_subtask_before_rusts_message",
+        ])
+        .arg("--nocapture")
+        .env("RILL_TEST_PANICKING_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let context = stderr
+        .find("rill: a panic in job 'doomed', subtask 0 of 1 (")
+        .unwrap_or_else(|| panic!("no line naming the subtask: {stderr}"));
+    let rust = stderr
+        .find("panicked at")
+        .unwrap_or_else(|| panic!("no panic message: {stderr}"));
+    assert!(context < rust, "{stderr}");
+    assert!(stderr[context..rust].contains("fragile"), "{stderr}");
+}
+
+#[test]
 fn a_failing_process_function_fails_the_job() {
     #[derive(Clone)]
     struct Picky;
