@@ -212,7 +212,7 @@ fn sim_row(root: &Path, runs: usize) -> anyhow::Result<()> {
     run_command(
         root,
         "cargo",
-        &["build", "--quiet", "--profile", "sim", "-p", "rill-sim"],
+        &["build", "--profile", "sim", "-p", "rill-sim"],
     )?;
     let binary = target_dir(root).join("sim/rill-sim");
     let mut rates = Vec::new();

@@ -27,11 +27,7 @@ a stream is a river of events and the river never stops
 ";
 
 pub(crate) fn run(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
-    run_command(
-        root,
-        "cargo",
-        &["build", "--release", "--quiet", "-p", "rill-cli"],
-    )?;
+    run_command(root, "cargo", &["build", "--release", "-p", "rill-cli"])?;
     let wordcount = build_release_example(root, "wordcount")?;
     let data_dir = root.join(&args.data_dir);
     if data_dir.exists() {

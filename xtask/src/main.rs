@@ -94,22 +94,14 @@ fn build_release_example(root: &Path, example: &str) -> anyhow::Result<PathBuf> 
     run_command(
         root,
         "cargo",
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "rill",
-            "--example",
-            example,
-        ],
+        &["build", "--release", "-p", "rill", "--example", example],
     )?;
     Ok(target_dir(root).join("release/examples").join(example))
 }
 
 /// Builds the simulator with the `sim` profile and runs it with `args`.
 fn sim(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let mut command = vec!["run", "--quiet", "--profile", "sim", "-p", "rill-sim", "--"];
+    let mut command = vec!["run", "--profile", "sim", "-p", "rill-sim", "--"];
     command.extend(args.iter().map(String::as_str));
     run_command(root, "cargo", &command)
 }

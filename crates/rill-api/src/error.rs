@@ -4,8 +4,9 @@
 use rill_core::graph::GraphError;
 use rill_store::StoreError;
 
-/// Why a described job could not be built into a graph an executor can run.
-#[derive(Debug, thiserror::Error)]
+/// Why a described job could not be built into a graph an executor can run. Its `Debug` form is
+/// its message and causes, so that `main` returning it prints something readable.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// The job's graph cannot run.
@@ -31,6 +32,12 @@ pub enum BuildError {
     /// The fjall state backend's directory could not be opened.
     #[error(transparent)]
     StateBackend(#[from] StoreError),
+}
+
+impl std::fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        rill_core::error::fmt_message_and_causes(self, f)
+    }
 }
 
 /// A mistake in describing a job, found when the job is built.

@@ -18,6 +18,7 @@
 mod checkpoints_cmd;
 mod log_cmd;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,12 +49,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // `RUST_LOG` chooses what is logged (e.g. `RUST_LOG=rill_log=debug`); warnings by default.
+    // `RUST_LOG` chooses what is logged (e.g. `RUST_LOG=rill_log=debug`); warnings by default,
+    // in colour only on a terminal (not in a file or a pipe).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {

@@ -59,7 +59,8 @@ impl MissingEventTime {
 pub struct TaskError {
     /// The name of the operator (or source) whose call failed.
     pub operator: String,
-    /// What went wrong.
+    /// What went wrong (also the error's `source`, so that its own causes can be followed).
+    #[source]
     pub error: OperatorError,
 }
 
@@ -92,6 +93,28 @@ impl OperatorError {
         };
         OperatorError::Panicked(message)
     }
+}
+
+/// Writes `error` as its message, then each of its causes (`source`) that the message does not
+/// already include, one per line. Rill's public errors use it as their `Debug` form: `main`
+/// returning an error prints it with `Debug`, and a reader wants the message and its causes
+/// there, not the enum's fields.
+pub fn fmt_message_and_causes(
+    error: &(dyn std::error::Error + 'static),
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    let mut shown = error.to_string();
+    f.write_str(&shown)?;
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !shown.contains(&text) {
+            write!(f, "\ncaused by: {text}")?;
+            shown.push_str(&text);
+        }
+        cause = current.source();
+    }
+    Ok(())
 }
 
 /// Runs one call into the user code of operator `operator`, turning a panic or an error into a

@@ -28,8 +28,9 @@ pub struct JobReport {
     pub restarts: u32,
 }
 
-/// Why a job did not run to the end.
-#[derive(Debug, thiserror::Error)]
+/// Why a job did not run to the end. Its `Debug` form is its message and causes, so that `main`
+/// returning it prints something readable.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum JobError {
     /// The job graph cannot run.
@@ -134,6 +135,12 @@ pub enum JobError {
     /// The runtime shut down before the job ended.
     #[error("the runtime stopped before job '{0}' ended")]
     RuntimeStopped(String),
+}
+
+impl std::fmt::Debug for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        rill_core::error::fmt_message_and_causes(self, f)
+    }
 }
 
 /// The handle on a running job: await its outcome or cancel it.

@@ -10,7 +10,8 @@
 //! - `subtask` and `partitioner`: one actor per subtask and per (subtask, output edge); each
 //!   handler hands the message to its core state machine and sends what comes out;
 //! - `coordinator`: the checkpoint coordinator actor, ticking the coordinator state machine,
-//!   triggering sources and collecting their snapshots.
+//!   triggering sources and collecting their snapshots;
+//! - `panic_context`: a panic hook that names the job and subtask a panic happened in.
 //!
 //! The runtime owns its threads, so it works the same whether the application calling it runs
 //! plain threads, tokio or actix: a job's outcome is awaited through a runtime-agnostic
@@ -19,6 +20,7 @@
 mod coordinator;
 mod master;
 mod messages;
+mod panic_context;
 mod partitioner;
 mod subtask;
 

@@ -158,8 +158,19 @@ impl JobMaster {
                     .map_err(|error| self.task_error(id, error))?;
             }
             let (master, config, name) = (me.clone(), self.config, self.chain_name(id));
+            let label = format!(
+                "job '{}', subtask {} of {} ({name}), attempt {attempt}",
+                self.graph.name,
+                id.index,
+                self.plan.chain(id.chain).parallelism,
+            );
             let addr = SubtaskActor::start_in_arbiter(arbiter, move |_| {
-                SubtaskActor::new((id, position, attempt), (core, &name), master, &config)
+                SubtaskActor::new(
+                    (id, position, attempt),
+                    (core, &name, label),
+                    master,
+                    &config,
+                )
             });
             self.subtasks.push((id, addr));
             let outputs = (0..wiring.outputs.len())

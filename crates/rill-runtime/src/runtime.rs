@@ -58,6 +58,7 @@ impl Runtime {
         if config.processing_time_interval.is_zero() {
             return Err(RuntimeError::NoProcessingTimeInterval);
         }
+        crate::panic_context::install_hook();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("rill-runtime".into())

@@ -8,6 +8,7 @@
 //! to the core before the core first steps, and then every
 //! [`RuntimeConfig::processing_time_interval`](crate::RuntimeConfig::processing_time_interval).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
@@ -25,6 +26,7 @@ use crate::messages::{
     PartitionBatch, Shutdown, Start, SubtaskEnded, SubtaskFinished, TargetCredit, TaskFailed,
     TriggerCheckpoint, WireSubtask,
 };
+use crate::panic_context::InSubtask;
 use crate::runtime::RuntimeConfig;
 
 /// Steps one handler may take before it yields the thread to other actors.
@@ -53,12 +55,14 @@ pub(crate) struct SubtaskActor {
     shutting_down: bool,
     /// Entered while the core runs operators: what they log names the subtask.
     span: tracing::Span,
+    /// Marks the thread while the core runs operators: a panic there names the subtask.
+    panic_label: Arc<str>,
 }
 
 impl SubtaskActor {
     pub(crate) fn new(
         (id, index, attempt): (SubtaskId, usize, u32),
-        (core, name): (SubtaskCore, &str),
+        (core, name, panic_label): (SubtaskCore, &str, String),
         master: Addr<JobMaster>,
         config: &RuntimeConfig,
     ) -> Self {
@@ -78,11 +82,15 @@ impl SubtaskActor {
             failed: false,
             shutting_down: false,
             span,
+            panic_label: Arc::from(panic_label),
         }
     }
 
     fn drive(&mut self, ctx: &mut Context<Self>) {
-        let _in_subtask = self.span.clone().entered();
+        let _in_subtask = (
+            self.span.clone().entered(),
+            InSubtask::enter(&self.panic_label),
+        );
         if !self.started || self.done {
             // A finished core still returns credits for what reaches it.
             self.send_transmits();
@@ -121,7 +129,10 @@ impl SubtaskActor {
         if self.done {
             return;
         }
-        let _in_subtask = self.span.clone().entered();
+        let _in_subtask = (
+            self.span.clone().entered(),
+            InSubtask::enter(&self.panic_label),
+        );
         match self.core.advance_processing_time(wall_clock_now()) {
             Ok(()) => self.send_transmits(),
             Err(error) => self.fail(error),
@@ -315,6 +326,7 @@ impl Handler<TriggerCheckpoint> for SubtaskActor {
         if self.failed {
             return;
         }
+        let _in_subtask = InSubtask::enter(&self.panic_label);
         let triggered = self
             .span
             .in_scope(|| self.core.trigger_checkpoint(checkpoint));
@@ -334,6 +346,7 @@ impl Handler<NotifyCheckpointComplete> for SubtaskActor {
         if self.failed {
             return;
         }
+        let _in_subtask = InSubtask::enter(&self.panic_label);
         let notified = self.span.in_scope(|| {
             self.core
                 .notify_checkpoint_complete(notice.checkpoint, notice.last)

@@ -8,7 +8,10 @@ use rill_store::StoreError;
 pub use rill_api::error::{BuildError, DescriptionError};
 
 /// Why a job could not be built or did not run to the end.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form is its message and causes, not the enum's fields: `main` returning
+/// `Result<(), RillError>` prints `Error: job 'sums' failed in subtask 1 of 2 (map): …`.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RillError {
     /// The job could not be built from its description.
@@ -29,6 +32,12 @@ pub enum RillError {
     /// Ctrl-C or `SIGTERM` could not be listened for.
     #[error("cannot listen for Ctrl-C or SIGTERM: {0}")]
     Signals(std::io::Error),
+}
+
+impl std::fmt::Debug for RillError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        rill_core::error::fmt_message_and_causes(self, f)
+    }
 }
 
 impl From<JobError> for RillError {

@@ -1,6 +1,9 @@
-//! The `rill` binary end to end: create, produce, consume, describe, list, and its errors.
+//! The `rill` binary end to end: create, produce, consume, describe, list, and its errors; and
+//! README's shell blocks, run in order (`readme`).
 
 #![allow(clippy::unwrap_used)]
+
+mod readme;
 
 use std::io::Write;
 use std::path::Path;
@@ -509,4 +512,23 @@ fn produce_reports_its_progress_and_resumes_with_skip_lines() {
         "",
     ));
     assert_eq!(last, "line 149999\nline 150000\nline 150001\n");
+}
+
+#[test]
+fn logs_written_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["log", "create", "lines"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let logged = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{logged}");
+    assert!(logged.contains("created a topic"), "{logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a pipe: {logged:?}"
+    );
 }

@@ -46,13 +46,14 @@ impl JobArgs {
     }
 }
 
-/// Logs warnings (or what `RUST_LOG` asks for) to stderr.
+/// Logs warnings (or what `RUST_LOG` asks for) to stderr, in colour only on a terminal.
 pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

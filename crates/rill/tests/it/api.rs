@@ -174,6 +174,46 @@ fn a_panicking_user_function_fails_the_job_with_its_name() {
 }
 
 #[test]
+fn a_panic_names_its_job_and_subtask_before_rusts_message() {
+    // The panic hook writes to the process's stderr, so the job runs in a child process: this
+    // test binary, asked to run this test with the variable set.
+    if std::env::var_os("RILL_TEST_PANICKING_CHILD").is_some() {
+        let env = StreamEnv::new();
+        env.from_sequence(0..10)
+            .map(|i| {
+                if i == 7 {
+                    panic!("cannot handle {i}")
+                } else {
+                    i
+                }
+            })
+            .name("fragile")
+            .collect();
+        assert!(env.execute("doomed").is_err());
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "api::a_panic_names_its_job_and_subtask_before_rusts_message",
+        ])
+        .arg("--nocapture")
+        .env("RILL_TEST_PANICKING_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let context = stderr
+        .find("rill: a panic in job 'doomed', subtask 0 of 1 (")
+        .unwrap_or_else(|| panic!("no line naming the subtask: {stderr}"));
+    let rust = stderr
+        .find("panicked at")
+        .unwrap_or_else(|| panic!("no panic message: {stderr}"));
+    assert!(context < rust, "{stderr}");
+    assert!(stderr[context..rust].contains("fragile"), "{stderr}");
+}
+
+#[test]
 fn a_failing_process_function_fails_the_job() {
     #[derive(Clone)]
     struct Picky;
@@ -204,6 +244,67 @@ fn a_failing_process_function_fails_the_job() {
         error.contains("operator 'picky' failed: value 500 is not allowed"),
         "{error}"
     );
+}
+
+#[test]
+fn a_failed_jobs_error_prints_its_message_and_causes_in_debug_form() {
+    /// A reading that is not a number, caused by the parse error.
+    #[derive(Debug)]
+    struct BadReading(std::num::ParseIntError);
+    impl std::fmt::Display for BadReading {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the reading is not a number")
+        }
+    }
+    impl std::error::Error for BadReading {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    #[derive(Clone)]
+    struct Parse;
+    impl KeyedProcessFunction for Parse {
+        type Key = u8;
+        type In = (u8, String);
+        type Out = u64;
+        fn process(
+            &mut self,
+            (_, text): (u8, String),
+            ctx: &mut KeyedContext<'_, u8, u64>,
+        ) -> Result<(), BoxError> {
+            ctx.emit(text.parse().map_err(BadReading)?);
+            Ok(())
+        }
+    }
+    let env = StreamEnv::new();
+    env.from_iter(vec![(1u8, "12".to_owned()), (1, "x3".to_owned())])
+        .key_by(|(sensor, _): &(u8, String)| *sensor)
+        .process(Parse)
+        .name("parse")
+        .collect();
+    let error = env.execute("readings").unwrap_err();
+    // What `main` returning `Result<(), RillError>` prints after "Error: ".
+    let printed = format!("{error:?}");
+    assert_eq!(
+        printed,
+        "job 'readings' failed in subtask 0 of 1 (parse -> parse (main output) -> collect): \
+         operator 'parse' failed: the reading is not a number\ncaused by: invalid digit found in string"
+    );
+    let Some(job_error) = error.job_error() else {
+        panic!("expected a task failure, got {error}");
+    };
+    assert_eq!(format!("{job_error:?}"), printed);
+}
+
+#[test]
+fn a_build_error_prints_its_message_in_debug_form() {
+    let env = StreamEnv::new();
+    env.from_iter(vec![1]).set_parallelism(2).collect();
+    let Err(error) = env.job_graph("bad") else {
+        panic!("a non-parallel source at parallelism 2 must not build");
+    };
+    assert_eq!(format!("{error:?}"), error.to_string());
+    assert!(format!("{error:?}").starts_with("source '"), "{error:?}");
 }
 
 #[test]
