@@ -8,6 +8,7 @@ use rill_core::coordinator::CheckpointMetadata;
 use rill_core::graph::GraphError;
 use tokio::sync::oneshot;
 
+use crate::checkpoint_times::CheckpointTimes;
 use crate::master::JobMaster;
 use crate::messages::{Cancel, RequestSavepoint};
 
@@ -26,6 +27,8 @@ pub struct JobReport {
     pub latest_checkpoint: Option<CheckpointMetadata>,
     /// How many times the job restarted after a failure.
     pub restarts: u32,
+    /// How long its checkpoints took, if any completed.
+    pub checkpoint_times: Option<CheckpointTimes>,
 }
 
 /// Why a job did not run to the end. Its `Debug` form is its message and causes, so that `main`

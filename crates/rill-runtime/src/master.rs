@@ -26,6 +26,7 @@ use rill_store::CheckpointStore;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::checkpoint_times::CheckpointTimer;
 use crate::coordinator::CoordinatorActor;
 use crate::job::{JobError, JobReport};
 use crate::messages::{
@@ -54,6 +55,7 @@ pub(crate) struct JobMaster {
     partitioners: Vec<Addr<PartitionerActor>>,
     coordinator: Option<Addr<CoordinatorActor>>,
     started_at: Instant,
+    checkpoint_timer: CheckpointTimer,
     store: Option<CheckpointStore>,
 }
 
@@ -66,6 +68,7 @@ impl JobMaster {
     ) -> Self {
         let topology = Topology::new(&plan, &graph);
         let core = JobMasterCore::new(graph.restart, topology.len(), resume_from);
+        let started_at = Instant::now();
         JobMaster {
             graph,
             plan,
@@ -77,7 +80,8 @@ impl JobMaster {
             subtasks: Vec::new(),
             partitioners: Vec::new(),
             coordinator: None,
-            started_at: Instant::now(),
+            started_at,
+            checkpoint_timer: CheckpointTimer::new(started_at),
             store,
         }
     }
@@ -350,6 +354,7 @@ impl JobMaster {
             checkpoints_completed: self.core.checkpoints_completed(),
             latest_checkpoint: self.core.latest().map(|latest| latest.metadata.clone()),
             restarts: self.core.restarts(),
+            checkpoint_times: self.checkpoint_timer.times(),
         }
     }
 
@@ -458,6 +463,10 @@ impl Handler<CheckpointCompleted> for JobMaster {
     type Result = ();
 
     fn handle(&mut self, completed: CheckpointCompleted, ctx: &mut Context<Self>) {
+        if completed.attempt == self.core.attempt() {
+            self.checkpoint_timer
+                .completed(completed.checkpoint.metadata.triggered_at_ms);
+        }
         self.core
             .handle_checkpoint_completed(completed.attempt, completed.checkpoint);
         self.perform_actions(ctx);

@@ -11,7 +11,8 @@
 //! event `i` is `z = splitmix64(i)`, `key = (z >> 1) % keys` (100 000 keys unless `--keys`
 //! says otherwise), `value = z >> 48`; parallel sources each produce one contiguous slice of
 //! `0..events`. With `--checkpoint-ms`, the job checkpoints on that interval and the line
-//! reports the checkpoints completed and the duration and size of the last one;
+//! reports the checkpoints completed, how long after the start the first completed, the median
+//! and longest time from a checkpoint's trigger to its completion, and the size of the last one;
 //! `--state-backend fjall` keeps the keyed state on disk (in a temporary directory). The
 //! `recovery` workload is the keyed one failing once half-way, checkpointing every second into a
 //! checkpoint store: it reports the time from the failure until the first record reaches the
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use rill::prelude::*;
+use rill::runtime::CheckpointTimes;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -234,7 +236,7 @@ impl Sink for CountingSink {
 #[derive(Default)]
 struct CheckpointFigures {
     completed: u64,
-    last_duration_ms: Option<u64>,
+    times: Option<CheckpointTimes>,
     last_bytes: Option<u64>,
     recovery_ms: Option<f64>,
 }
@@ -270,10 +272,7 @@ fn run_job<const KEYS: u64>(args: &Args) -> anyhow::Result<(u64, u64, Checkpoint
     let report = env.execute(&format!("bench-{:?}", args.workload))?;
     let checkpoints = CheckpointFigures {
         completed: report.checkpoints_completed,
-        last_duration_ms: report
-            .latest_checkpoint
-            .as_ref()
-            .map(|c| c.acknowledged_at_ms - c.triggered_at_ms),
+        times: report.checkpoint_times,
         last_bytes: report.latest_checkpoint.as_ref().map(|c| c.state_bytes),
         recovery_ms: lock(&tally.recovery.took).map(|took| took.as_secs_f64() * 1e3),
     };
@@ -433,7 +432,9 @@ fn main() -> anyhow::Result<()> {
             "peak_rss_mib": peak_rss_mib(),
             "keys": args.keys,
             "checkpoints": checkpoints.completed,
-            "last_checkpoint_ms": checkpoints.last_duration_ms,
+            "first_checkpoint_ms": checkpoints.times.map(|t| t.first_completed_after.as_millis() as u64),
+            "median_checkpoint_ms": checkpoints.times.map(|t| t.median.as_millis() as u64),
+            "max_checkpoint_ms": checkpoints.times.map(|t| t.max.as_millis() as u64),
             "last_checkpoint_bytes": checkpoints.last_bytes,
             "recovery_ms": checkpoints.recovery_ms,
             "state_backend": format!("{:?}", args.state_backend),

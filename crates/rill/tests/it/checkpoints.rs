@@ -184,6 +184,17 @@ fn checkpoints_complete_while_a_keyed_job_runs_and_change_no_result() {
         report.checkpoints_completed >= 2,
         "one while the sources waited half-way, and the final one: {report:?}"
     );
+    let times = report.checkpoint_times.unwrap();
+    assert_eq!(
+        times.completed, report.checkpoints_completed,
+        "every completed checkpoint timed: {times:?}"
+    );
+    assert!(
+        times.median <= times.p99
+            && times.p99 <= times.max
+            && times.first_completed_after > Duration::ZERO,
+        "{times:?}"
+    );
     let latest = report.latest_checkpoint.unwrap();
     assert_eq!(
         latest.subtasks, report.subtasks,
