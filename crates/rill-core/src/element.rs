@@ -104,6 +104,7 @@ impl<T> Record<T> {
 /// Object-safe view of a `Vec<Record<T>>` for any `T: Data`.
 trait AnyRecords: Send {
     fn len(&self) -> usize;
+    fn split_off(&mut self, at: usize) -> Box<dyn AnyRecords>;
     fn clone_boxed(&self) -> Box<dyn AnyRecords>;
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
     fn type_name(&self) -> &'static str;
@@ -112,6 +113,10 @@ trait AnyRecords: Send {
 impl<T: Data> AnyRecords for Vec<Record<T>> {
     fn len(&self) -> usize {
         Vec::len(self)
+    }
+
+    fn split_off(&mut self, at: usize) -> Box<dyn AnyRecords> {
+        Box::new(Vec::split_off(self, at))
     }
 
     fn clone_boxed(&self) -> Box<dyn AnyRecords> {
@@ -154,6 +159,22 @@ impl Records {
     /// Whether the batch holds no record.
     pub fn is_empty(&self) -> bool {
         self.0.len() == 0
+    }
+
+    /// The records in order, in runs of at most `max` (at least one record each; none for an
+    /// empty batch). Each record moves once: the runs are cut from the end.
+    pub fn into_runs(mut self, max: usize) -> Vec<Records> {
+        let max = max.max(1);
+        let mut runs = Vec::with_capacity(self.len().div_ceil(max));
+        while self.len() > max {
+            let last_start = (self.len() - 1) / max * max;
+            runs.push(Records(self.0.split_off(last_start)));
+        }
+        if !self.is_empty() {
+            runs.push(self);
+        }
+        runs.reverse();
+        runs
     }
 
     /// Recovers the typed records.
@@ -241,6 +262,30 @@ mod tests {
         let err = copy.downcast::<String>().unwrap_err();
         assert_eq!(err.expected, "alloc::string::String");
         assert_eq!(err.found, "u32");
+    }
+
+    #[test]
+    fn records_cut_into_runs_keep_their_order() {
+        let values = |runs: Vec<Records>| -> Vec<Vec<u32>> {
+            runs.into_iter()
+                .map(|run| {
+                    let run = run.downcast::<u32>().unwrap();
+                    run.into_iter().map(|record| record.value).collect()
+                })
+                .collect()
+        };
+        let numbers = |n: u32| Records::new((0..n).map(Record::new).collect());
+        assert_eq!(
+            values(numbers(7).into_runs(3)),
+            vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]
+        );
+        assert_eq!(
+            values(numbers(6).into_runs(3)),
+            vec![vec![0, 1, 2], vec![3, 4, 5]]
+        );
+        assert_eq!(values(numbers(2).into_runs(3)), vec![vec![0, 1]]);
+        assert_eq!(values(numbers(2).into_runs(0)), vec![vec![0], vec![1]]);
+        assert!(numbers(0).into_runs(3).is_empty());
     }
 
     #[test]

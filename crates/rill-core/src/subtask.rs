@@ -851,8 +851,23 @@ impl SubtaskCore {
                 None => return Ok(()),
             }
         }
-        self.emit(Event::Records(records));
+        self.emit_records(records);
         Ok(())
+    }
+
+    /// Appends records to every output's batch under construction. More records than a batch
+    /// holds (one input record that became many: a flat-map of a huge line) leave in batches
+    /// of at most `batch_size` records, each sent as credits allow, so a downstream subtask
+    /// never takes more than a batch at once and what it makes of them stays bounded too.
+    fn emit_records(&mut self, records: Records) {
+        if records.len() <= self.batch_size {
+            self.emit(Event::Records(records));
+            return;
+        }
+        for run in records.into_runs(self.batch_size) {
+            self.emit(Event::Records(run));
+            self.close_batches();
+        }
     }
 
     /// Appends an event to every output's batch under construction.
@@ -867,13 +882,19 @@ impl SubtaskCore {
 
     /// Closes the batches under construction and sends what credits allow.
     fn flush_outputs(&mut self) {
+        self.close_batches();
         for index in 0..self.outputs.len() {
-            let output = &mut self.outputs[index];
+            self.send_ready(index);
+        }
+    }
+
+    /// Queues the batches under construction to wait for credit.
+    fn close_batches(&mut self) {
+        for output in &mut self.outputs {
             if !output.building.is_empty() {
                 let events = std::mem::take(&mut output.building);
                 output.queue.push(Batch { events });
             }
-            self.send_ready(index);
         }
     }
 
@@ -1461,6 +1482,56 @@ mod tests {
             })
             .sum();
         assert_eq!(records, 100 - 30, "the rest arrives once credit does");
+    }
+
+    #[test]
+    fn one_record_that_becomes_many_leaves_in_batches_of_the_batch_size() {
+        let explode = crate::operator::FlatMap::new(Arc::new(|n: u32| 0..n));
+        let mut core = SubtaskCore::new(SubtaskSpec {
+            head: Head::Source {
+                name: "one".into(),
+                source: Box::new(IterSource::new([25u32])),
+            },
+            chain: vec![ChainedOperator {
+                name: "explode".into(),
+                operator: Box::new(Erased(explode)),
+            }],
+            outputs: 1,
+            flow: flow(10, 1),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+            final_checkpoint: false,
+        });
+        let batches = |core: &mut SubtaskCore| -> Vec<Vec<u32>> {
+            drain(core)
+                .into_iter()
+                .filter_map(|transmit| match transmit {
+                    SubtaskTransmit::Batch { batch, .. } => Some(
+                        batch
+                            .events
+                            .into_iter()
+                            .filter_map(|event| match event {
+                                Event::Records(records) => Some(records.downcast::<u32>().unwrap()),
+                                _ => None,
+                            })
+                            .flatten()
+                            .map(|record| record.value)
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        assert_eq!(
+            batches(&mut core),
+            vec![(0..10).collect::<Vec<_>>()],
+            "one credit, one batch"
+        );
+        core.handle_credit(0, 1);
+        assert_eq!(batches(&mut core), vec![(10..20).collect::<Vec<_>>()]);
+        core.handle_credit(0, 1);
+        assert_eq!(step_until_stuck(&mut core), Step::Blocked);
+        assert_eq!(batches(&mut core), vec![(20..25).collect::<Vec<_>>()]);
     }
 
     #[test]
