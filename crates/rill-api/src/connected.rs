@@ -107,8 +107,8 @@ impl<A: Data, K: Key> KeyedStream<A, K> {
     /// Joins this stream with another on time intervals: emits `join(a, b)` for every `a` of
     /// this stream and `b` of the other with the same key whose time lies in
     /// `[a's time + lower_ms, a's time + upper_ms]` (either bound may be negative), with the
-    /// later of the two timestamps. Records behind the watermark when they arrive go to the
-    /// side output [`LATE_DATA`] (as `Either<A, B>`).
+    /// later of the two timestamps. Records below the watermark when they arrive go to the
+    /// side output [`LATE_DATA`] (as `Either<A, B>`); as in Flink, one exactly at it is joined.
     pub fn interval_join<B, O, F>(
         self,
         other: KeyedStream<B, K>,

@@ -102,10 +102,11 @@ impl<F: KeyedCoProcessFunction> KeyedProcessFunction for CoProcess<F> {
 /// `[a's time + lower, a's time + upper]`; each pair is emitted once, with the later of the
 /// two timestamps.
 ///
-/// Each side's records wait in keyed state until the watermark passes the last time a partner
-/// could have (then an event-time timer drops them). A record at or behind the watermark when
-/// it arrives (the watermark said no such record would come) could miss partners already
-/// dropped: it goes to the `late` side output instead.
+/// Each side's records wait in keyed state until the watermark is past the last time a partner
+/// could have (then an event-time timer drops them). As in Flink, a record is late when its
+/// time is below the watermark when it arrives: it could miss partners already dropped, and
+/// goes to the `late` side output instead. A record exactly at the watermark is joined, and
+/// the partners at the bounds of its interval are still held for it.
 pub struct IntervalJoin<K, A, B, O, F> {
     lower: i64,
     upper: i64,
@@ -168,14 +169,15 @@ where
         }
     }
 
-    /// When a first-input record at `time` can have no more partners.
+    /// When a first-input record at `time` can have no more partners: once the watermark is
+    /// past its last partner's time (a partner exactly at the watermark is not late).
     fn left_expiry(&self, time: i64) -> i64 {
-        time.wrapping_add(self.upper.max(0))
+        time.wrapping_add(self.upper.max(0)).wrapping_add(1)
     }
 
     /// When a second-input record at `time` can have no more partners.
     fn right_expiry(&self, time: i64) -> i64 {
-        time.wrapping_sub(self.lower.min(0))
+        time.wrapping_sub(self.lower.min(0)).wrapping_add(1)
     }
 }
 
@@ -199,7 +201,7 @@ where
 
     fn process1(&mut self, a: A, ctx: &mut KeyedContext<'_, K, O>) -> Result<(), BoxError> {
         let time = event_time(ctx.timestamp())?;
-        if Timestamp(time) <= ctx.current_watermark() {
+        if Timestamp(time) < ctx.current_watermark() {
             ctx.output(&self.late, Either::Left(a));
             return Ok(());
         }
@@ -223,7 +225,7 @@ where
 
     fn process2(&mut self, b: B, ctx: &mut KeyedContext<'_, K, O>) -> Result<(), BoxError> {
         let time = event_time(ctx.timestamp())?;
-        if Timestamp(time) <= ctx.current_watermark() {
+        if Timestamp(time) < ctx.current_watermark() {
             ctx.output(&self.late, Either::Right(b));
             return Ok(());
         }
@@ -252,8 +254,9 @@ where
     ) -> Result<(), BoxError> {
         // The timer is the expiry of the records of one time on either side: drop them.
         // (Wrapping, as the expiries are: the inverse is exact.)
-        let left_time = timestamp.0.wrapping_sub(self.upper.max(0));
-        let right_time = timestamp.0.wrapping_add(self.lower.min(0));
+        let expired = timestamp.0.wrapping_sub(1);
+        let left_time = expired.wrapping_sub(self.upper.max(0));
+        let right_time = expired.wrapping_add(self.lower.min(0));
         self.left.remove(ctx, &left_time);
         self.right.remove(ctx, &right_time);
         Ok(())
@@ -446,14 +449,19 @@ mod tests {
     }
 
     #[test]
-    fn a_record_exactly_at_the_watermark_is_late_not_silently_unmatched() {
+    fn a_record_exactly_at_the_watermark_joins_its_partner_at_the_bound_as_in_flink() {
+        // Flink's IntervalJoinOperator: late means strictly below the watermark.
         let mut op = interval_join(0, 10);
         run(&mut op, vec![(Either::Left((1, 'a')), 100)], 110);
         let (pairs, late) = run(&mut op, vec![(Either::Right((1, 'b')), 110)], 110);
+        assert_eq!(late, 0, "at the watermark is not late");
+        assert_eq!(pairs.len(), 1, "a@100 is still held for b@110: {pairs:?}");
+        run(&mut op, vec![], 111);
+        let (pairs, late) = run(&mut op, vec![(Either::Right((1, 'c')), 110)], 111);
         assert_eq!(
-            (pairs, late),
-            (vec![], 1),
-            "its partner expired at 110: it must show as late"
+            (pairs.len(), late),
+            (0, 1),
+            "below the watermark is late, and a@100 is gone"
         );
     }
 

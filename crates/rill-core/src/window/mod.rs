@@ -58,8 +58,12 @@ impl TimeWindow {
         }
     }
 
-    /// The last timestamp in the window: when it fires, and the timestamp of its results.
+    /// The last timestamp in the window: when it fires, and the timestamp of its results. As
+    /// in Flink, the global window's is the end of time itself.
     pub fn max_timestamp(&self) -> Timestamp {
+        if *self == TimeWindow::GLOBAL {
+            return Timestamp::MAX;
+        }
         Timestamp(self.end.0.saturating_sub(1))
     }
 

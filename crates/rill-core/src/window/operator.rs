@@ -14,7 +14,8 @@
 //!
 //! Merging windows (sessions): a record's session window `[t, t + gap)` merges with every open
 //! session of its key that it overlaps or touches; their accumulators are merged into the new,
-//! covering session and their timers replaced by its own.
+//! covering session and their timers replaced by its own. As in Flink, the record is late only
+//! when that merged session is gone, not whenever its own window would be.
 
 use crate::checkpoint::CheckpointId;
 #[cfg(feature = "defects")]
@@ -245,6 +246,8 @@ impl<W: WindowFunction> WindowOperator<W> {
     }
 
     /// A record for session windows: merge its session with the key's sessions it touches.
+    /// As in Flink, lateness is judged on the merged session, not on the record's own: a
+    /// record behind the watermark that touches a session still open joins it.
     fn add_to_session(
         &mut self,
         key: W::Key,
@@ -257,21 +260,27 @@ impl<W: WindowFunction> WindowOperator<W> {
         let own = windows[0];
         self.assigned = windows;
         let watermark = self.timers.current_watermark();
-        if self.cleanup_time(&own) <= watermark {
-            self.emit_late(record, timestamp, out);
-            return Ok(());
-        }
+        let lateness = self.allowed_lateness;
+        let mut value = Some(record.value);
         let mut touched = std::mem::take(&mut self.opened);
         touched.clear();
         let merged = self.modify_windows(&key, |sessions, function, results| {
-            let mut merged = own;
+            let merged = sessions
+                .iter()
+                .filter(|(session, _)| session.intersects(&own))
+                .fold(own, |merged, (session, _)| merged.cover(session));
+            if cleanup_time(&merged, lateness) <= watermark {
+                return Ok::<_, BoxError>(None);
+            }
+            let Some(value) = value.take() else {
+                return Ok(None);
+            };
             let mut contents: Option<W::Acc> = None;
             let mut index = 0;
             while index < sessions.len() {
                 if sessions[index].0.intersects(&own) {
                     let (session, other) = sessions.remove(index);
                     touched.push(session);
-                    merged = merged.cover(&session);
                     match &mut contents {
                         Some(into) => function.merge(into, other),
                         None => contents = Some(other),
@@ -281,22 +290,26 @@ impl<W: WindowFunction> WindowOperator<W> {
                 }
             }
             let mut contents = contents.unwrap_or_else(|| function.create());
-            function.add(&mut contents, record.value);
+            function.add(&mut contents, value);
             if merged.max_timestamp() <= watermark {
                 let ctx = WindowContext::new(&key, merged, watermark);
                 emit(function, &ctx, &contents, results, out)?;
             }
             let position = sessions.partition_point(|(session, _)| session.start < merged.start);
             sessions.insert(position, (merged, contents));
-            Ok::<_, BoxError>(merged)
+            Ok(Some(merged))
         })?;
-        for session in &touched {
-            if *session != merged {
-                self.unschedule(&key, session);
+        if let Some(merged) = merged {
+            for session in &touched {
+                if *session != merged {
+                    self.unschedule(&key, session);
+                }
             }
+            self.schedule(&key, &merged);
+        } else if let Some(value) = value {
+            self.emit_late(Record::with_timestamp(value, timestamp), timestamp, out);
         }
         self.opened = touched;
-        self.schedule(&key, &merged);
         Ok(())
     }
 

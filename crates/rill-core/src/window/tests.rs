@@ -279,6 +279,43 @@ fn sessions_merge_when_a_record_fills_the_gap_also_across_a_snapshot() {
 }
 
 #[test]
+fn a_record_behind_the_watermark_joins_a_session_it_touches_as_in_flink() {
+    // Flink's WindowOperator merges a record's own session window into the sessions it
+    // touches first, and judges lateness on the merged window.
+    let mut op = counting(
+        WindowAssigner::session(Duration::from_millis(3_000)).unwrap(),
+        0,
+    );
+    push(&mut op, &[('s', 10_000), ('s', 11_000)]);
+    assert_eq!(watermark(&mut op, 12_000), vec![]);
+    let pushed = push(&mut op, &[('s', 7_000)]);
+    assert_eq!(
+        pushed.late,
+        vec![],
+        "[7000, 10000) touches the open session"
+    );
+    assert_eq!(
+        watermark(&mut op, 13_999),
+        vec![(('s', 7_000, 14_000, 3), 13_999)]
+    );
+    let pushed = push(&mut op, &[('s', 9_000), ('t', 9_000)]);
+    assert_eq!(
+        pushed.late,
+        vec![('s', 9_000), ('t', 9_000)],
+        "behind the watermark and touching no open session: late"
+    );
+    assert_eq!(op.late_records(), 2);
+}
+
+#[test]
+fn count_window_results_carry_the_end_of_time_as_in_flink() {
+    // Flink's GlobalWindow.maxTimestamp() is Long.MAX_VALUE.
+    let mut op = counting(WindowAssigner::global_count(2).unwrap(), 0);
+    let fired = push(&mut op, &[('a', 1), ('a', 2)]).results;
+    assert_eq!(fired, vec![(('a', i64::MIN, i64::MAX, 2), i64::MAX)]);
+}
+
+#[test]
 fn a_global_window_fires_and_empties_every_count_records() {
     let mut op = counting(WindowAssigner::global_count(3).unwrap(), 0);
     let events: Vec<Event> = (0..7)
