@@ -545,7 +545,9 @@ impl CoordinatorCore {
     /// Takes over the completed checkpoints stored before this coordinator started — by
     /// earlier attempts or earlier runs of the job — that count towards retention (not
     /// savepoints), oldest first: retention keeps the newest `retained` of them and of its own
-    /// together, and those beyond it are discarded now.
+    /// together. Those beyond it are discarded when this coordinator completes a checkpoint,
+    /// as in Flink, not before: until then the job may still need the one it restored from
+    /// (a crash before the first completion restores it again).
     pub fn retain_stored(&mut self, stored: impl IntoIterator<Item = CheckpointId>) {
         let mut earlier: VecDeque<CheckpointId> = stored
             .into_iter()
@@ -553,7 +555,6 @@ impl CoordinatorCore {
             .collect();
         earlier.append(&mut self.retained);
         self.retained = earlier;
-        self.discard_beyond_retention();
     }
 
     fn discard_beyond_retention(&mut self) {
@@ -939,8 +940,9 @@ mod tests {
         core.retain_stored([2, 5, 7].map(CheckpointId));
         assert_eq!(
             actions(&mut core),
-            vec![CoordinatorAction::Discard(CheckpointId(2))],
-            "retention holds for the store, whatever run wrote it"
+            vec![],
+            "nothing is discarded before a checkpoint of this run completes: the job may still \
+             restore the one it started from"
         );
         core.handle_tick(0);
         actions(&mut core);
@@ -948,7 +950,14 @@ mod tests {
             .into_iter()
             .filter(|a| matches!(a, CoordinatorAction::Discard(_)))
             .collect();
-        assert_eq!(discarded, vec![CoordinatorAction::Discard(CheckpointId(5))]);
+        assert_eq!(
+            discarded,
+            vec![
+                CoordinatorAction::Discard(CheckpointId(2)),
+                CoordinatorAction::Discard(CheckpointId(5))
+            ],
+            "retention holds for the store, whatever run wrote it"
+        );
     }
 
     #[test]

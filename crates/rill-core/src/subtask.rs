@@ -864,6 +864,7 @@ impl SubtaskCore {
             self.emit(Event::Records(records));
             return;
         }
+        self.close_batches();
         for run in records.into_runs(self.batch_size) {
             self.emit(Event::Records(run));
             self.close_batches();
