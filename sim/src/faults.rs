@@ -6,7 +6,7 @@
 //! `within_ms` ms (to hit the quiet moments between records too). Some faults fire at once (a crash of a subtask
 //! or of the job, a slow channel); the others wait, armed, for the protocol to reach their
 //! point (the coordinator after some acknowledgements, a sink between pre-commit and commit,
-//! a snapshot or metadata write to tear).
+//! a snapshot or metadata write to tear, a checkpoint just completed to damage).
 
 use std::fmt;
 
@@ -27,10 +27,10 @@ pub enum CoordinatorPoint {
     MidNotify,
 }
 
-/// Which write a crash tears.
+/// Which value of a checkpoint a fault tears or damages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TornWrite {
+pub enum CheckpointValue {
     /// A subtask's snapshot.
     Snapshot,
     /// A checkpoint's metadata.
@@ -101,7 +101,19 @@ pub enum Fault {
     /// The machine crashes in the middle of a write, tearing it.
     TearWrite {
         /// Which write.
-        what: TornWrite,
+        what: CheckpointValue,
+    },
+    /// The process crashes, and a value of a completed checkpoint is found damaged on disk
+    /// (bits of one byte flipped): the job, submitted again, must fall back to the newest
+    /// intact checkpoint — or refuse to start, if its sinks committed the damaged one's output.
+    CorruptCheckpoint {
+        /// Which value: the metadata, or a random subtask's snapshot.
+        what: CheckpointValue,
+        /// Whether it waits for the next checkpoint to complete and damages it before any
+        /// sink commits it (before its completion notices); else it damages the newest
+        /// completed checkpoint when it is due (or, if none has completed, the first to).
+        #[serde(default)]
+        before_commit: bool,
     },
     /// One channel into a subtask with several inputs delivers late for a while.
     SlowChannel {
@@ -149,6 +161,10 @@ impl Fault {
                 | Fault::SlowSubtask { .. }
                 | Fault::Rescale { .. }
                 | Fault::CrashDuringRecovery { .. }
+                | Fault::CorruptCheckpoint {
+                    before_commit: false,
+                    ..
+                }
         )
     }
 }
@@ -164,6 +180,17 @@ impl fmt::Display for Fault {
             Fault::CrashCoordinator { point } => write!(f, "crash-coordinator {point:?}"),
             Fault::CrashSinkBeforeCommit => write!(f, "crash-sink-before-commit"),
             Fault::TearWrite { what } => write!(f, "tear-write of a {what:?}"),
+            Fault::CorruptCheckpoint {
+                what,
+                before_commit,
+            } => {
+                let when = if *before_commit {
+                    ", before its commit"
+                } else {
+                    ""
+                };
+                write!(f, "corrupt-checkpoint of a {what:?}{when}")
+            }
             Fault::SlowChannel {
                 delay_ms,
                 duration_ms,

@@ -310,6 +310,7 @@ impl JobKind {
             | Defect::SinkAbortsCommittedOnRestore
             | Defect::SinkCommitsLeftoversOnRestore
             | Defect::SinkLeavesTakenOverOpen
+            | Defect::SinkIgnoresCommitMark
             | Defect::CoordinatorCompletesEarly
             | Defect::StoreLatestSkipsNewest
             | Defect::StoreDiscardOverreaches

@@ -253,7 +253,7 @@ impl World {
 
     /// If an armed fault says so, the machine crashes in the middle of the next write to the
     /// checkpoint store, a write of `torn`.
-    fn arm_store_crash(&mut self, torn: TornWrite) {
+    fn arm_store_crash(&mut self, torn: CheckpointValue) {
         if self
             .take_armed(|f| matches!(f, Fault::TearWrite { what } if *what == torn))
             .is_some()
@@ -319,7 +319,7 @@ impl World {
             );
             return;
         }
-        self.arm_store_crash(TornWrite::Snapshot);
+        self.arm_store_crash(CheckpointValue::Snapshot);
         let Some(snapshot) = self
             .attempt
             .as_ref()
@@ -370,7 +370,7 @@ impl World {
                 } => self.persist_snapshot(checkpoint, subtask),
                 CoordinatorAction::PersistMetadata(metadata) => {
                     let checkpoint = metadata.checkpoint;
-                    self.arm_store_crash(TornWrite::Metadata);
+                    self.arm_store_crash(CheckpointValue::Metadata);
                     let written = self.store.write_metadata(&self.shape.graph.name, &metadata);
                     let what = || format!("the metadata of {checkpoint}");
                     if self.store_written(written, what).is_none() {
@@ -402,6 +402,12 @@ impl World {
                             UnsyncedFate::Kept,
                             &format!("crash of the coordinator after the metadata of {checkpoint}, before its completion notices"),
                         );
+                        return;
+                    }
+                    if let Some(Fault::CorruptCheckpoint { what, .. }) =
+                        self.take_armed(|f| matches!(f, Fault::CorruptCheckpoint { .. }))
+                    {
+                        self.corrupt_checkpoint(checkpoint, metadata.subtasks, what);
                         return;
                     }
                 }

@@ -50,11 +50,11 @@ use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::PhysicalPlan;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 use rill_core::topology::Topology;
-use rill_store::CheckpointStore;
+use rill_store::{CheckpointStore, StoredValue};
 
 use crate::accounting::Restores;
 use crate::disk::UnsyncedFate;
-use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
+use crate::faults::{CheckpointValue, CoordinatorPoint, Defect, Fault, ScheduledFault};
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::Limits;
 use crate::storage::SimDisk;
@@ -90,6 +90,10 @@ pub enum Outcome {
     StorageViolated(String),
     /// A restore lost, doubled or misplaced state (see [`crate::accounting`]).
     Misrestored(String),
+    /// The job refused to go on, as it must once a fault damaged the checkpoints it needed:
+    /// none is intact, or the newest intact one is older than what a sink committed (a
+    /// rewind, which would write that output again).
+    Refused(String),
 }
 
 /// What a run did.
@@ -103,6 +107,10 @@ pub struct RunStats {
     pub checkpoints_completed: u64,
     /// Times the job was deployed again (fail-overs and resubmissions).
     pub recoveries: u64,
+    /// Submissions that fell back past checkpoints a fault had damaged.
+    pub fallbacks: u64,
+    /// Whether the job ended refusing to go on (1) or not (0).
+    pub refusals: u64,
 }
 
 /// What a run left.
@@ -377,6 +385,15 @@ pub struct World {
     store: CheckpointStore,
     /// The restores so far, accounted for.
     restores: Restores,
+    /// The values of checkpoints that faults damaged on the store's disk.
+    damaged: Vec<(CheckpointId, StoredValue)>,
+    /// Where the running process's job started: a checkpoint, or none.
+    starts_from: Option<CheckpointId>,
+    /// Whether it started there falling back past checkpoints a fault damaged: its sinks may
+    /// have committed more, and must then refuse to start.
+    fell_back: bool,
+    /// The refusal a sink owed, once one refused: the job's failure is its right end.
+    refusal: Option<String>,
     /// The job master of the running process; gone with a crash of the process.
     master: Option<JobMasterCore<String, ()>>,
     attempt: Option<Attempt>,
@@ -435,6 +452,10 @@ impl World {
             store,
             disk,
             restores: Restores::default(),
+            damaged: Vec::new(),
+            starts_from: None,
+            fell_back: false,
+            refusal: None,
             master: None,
             attempt: None,
             deployments: 0,
@@ -499,8 +520,10 @@ impl World {
             self.now_us += self.rng.random_range(SCHEDULER_QUANTUM_US);
             self.advance_processing_time();
         }
+        let outcome = self.outcome.take().unwrap_or(Outcome::Finished);
+        self.stats.refusals = u64::from(matches!(outcome, Outcome::Refused(_)));
         RunResult {
-            outcome: self.outcome.take().unwrap_or(Outcome::Finished),
+            outcome,
             stats: self.stats,
             trace_hash: self.trace.hash(),
             log: self.log,
@@ -729,6 +752,7 @@ impl World {
                 self.trace(31, [index as u64, 0, 0], || {
                     format!("{name} failed: {error}")
                 });
+                self.note_refusal(&error);
                 self.fail_over(format!("{name} failed: {error}"), Some(index));
                 return;
             }
