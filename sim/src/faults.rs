@@ -61,6 +61,10 @@ impl Unsynced {
     }
 }
 
+fn process_crash() -> Unsynced {
+    Unsynced::Kept
+}
+
 fn default_slow_delay_ms() -> u64 {
     5
 }
@@ -95,6 +99,10 @@ pub enum Fault {
     CrashCoordinator {
         /// Where.
         point: CoordinatorPoint,
+        /// What happens to unsynced writes: kept by default (the process crashed, not the
+        /// machine).
+        #[serde(default = "process_crash")]
+        unsynced: Unsynced,
     },
     /// A sink's subtask crashes after pre-committing a checkpoint and before committing it.
     CrashSinkBeforeCommit,
@@ -177,7 +185,14 @@ impl fmt::Display for Fault {
             } => write!(f, "crash-subtask of '{target}'"),
             Fault::CrashSubtask { target: None } => write!(f, "crash-subtask"),
             Fault::CrashJob { unsynced } => write!(f, "crash-job (unsynced writes: {unsynced:?})"),
-            Fault::CrashCoordinator { point } => write!(f, "crash-coordinator {point:?}"),
+            Fault::CrashCoordinator {
+                point,
+                unsynced: Unsynced::Kept,
+            } => write!(f, "crash-coordinator {point:?}"),
+            Fault::CrashCoordinator { point, unsynced } => write!(
+                f,
+                "crash-coordinator {point:?} with the machine (unsynced writes: {unsynced:?})"
+            ),
             Fault::CrashSinkBeforeCommit => write!(f, "crash-sink-before-commit"),
             Fault::TearWrite { what } => write!(f, "tear-write of a {what:?}"),
             Fault::CorruptCheckpoint {

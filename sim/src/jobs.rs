@@ -311,6 +311,7 @@ impl JobKind {
             | Defect::SinkCommitsLeftoversOnRestore
             | Defect::SinkLeavesTakenOverOpen
             | Defect::SinkIgnoresCommitMark
+            | Defect::LogPrepareSkipsSync
             | Defect::CoordinatorCompletesEarly
             | Defect::StoreLatestSkipsNewest
             | Defect::StoreDiscardOverreaches

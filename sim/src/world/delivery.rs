@@ -107,19 +107,20 @@ impl World {
                     matches!(message, Message::Notify { checkpoint: other, .. } if *other == checkpoint)
                 })
             })
-            && self
+            && let Some(fate) = self
                 .take_armed(|f| {
                     matches!(
                         f,
                         Fault::CrashCoordinator {
-                            point: CoordinatorPoint::MidNotify
+                            point: CoordinatorPoint::MidNotify,
+                            ..
                         }
                     )
                 })
-                .is_some()
+                .and_then(|f| coordinator_crash_fate(&f))
         {
             self.crash_process(
-                UnsyncedFate::Kept,
+                fate,
                 &format!(
                     "crash of the coordinator after some completion notices of {checkpoint} were delivered"
                 ),
@@ -306,15 +307,23 @@ impl World {
     fn persist_snapshot(&mut self, checkpoint: CheckpointId, subtask: usize) {
         // Past a coin toss per snapshot, so that the crash comes after any number of them,
         // not always before the first.
-        let crash_point = Fault::CrashCoordinator {
-            point: CoordinatorPoint::AfterAcks,
+        let is_crash_point = |f: &Fault| {
+            matches!(
+                f,
+                Fault::CrashCoordinator {
+                    point: CoordinatorPoint::AfterAcks,
+                    ..
+                }
+            )
         };
-        if self.armed.contains(&crash_point)
+        if self.armed.iter().any(is_crash_point)
             && self.rng.random_bool(0.5)
-            && self.take_armed(|f| *f == crash_point).is_some()
+            && let Some(fate) = self
+                .take_armed(is_crash_point)
+                .and_then(|f| coordinator_crash_fate(&f))
         {
             self.crash_process(
-                UnsyncedFate::Kept,
+                fate,
                 &format!("crash of the coordinator before storing the snapshot of {checkpoint} by subtask {subtask}"),
             );
             return;
@@ -387,19 +396,20 @@ impl World {
                     self.trace(21, [checkpoint.0, 0, 0], || {
                         format!("{checkpoint} is complete (metadata synced)")
                     });
-                    if self
+                    if let Some(fate) = self
                         .take_armed(|f| {
                             matches!(
                                 f,
                                 Fault::CrashCoordinator {
-                                    point: CoordinatorPoint::AfterMetadata
+                                    point: CoordinatorPoint::AfterMetadata,
+                                    ..
                                 }
                             )
                         })
-                        .is_some()
+                        .and_then(|f| coordinator_crash_fate(&f))
                     {
                         self.crash_process(
-                            UnsyncedFate::Kept,
+                            fate,
                             &format!("crash of the coordinator after the metadata of {checkpoint}, before its completion notices"),
                         );
                         return;
@@ -440,6 +450,14 @@ impl World {
                 }
             }
         }
+    }
+}
+
+/// What a crash of the coordinator leaves of the unsynced writes (`None` for other faults).
+fn coordinator_crash_fate(fault: &Fault) -> Option<UnsyncedFate> {
+    match fault {
+        Fault::CrashCoordinator { unsynced, .. } => Some(unsynced.fate()),
+        _ => None,
     }
 }
 

@@ -440,6 +440,7 @@ impl World {
         let mut store = CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk");
         if let Some(defect) = setup.defect {
             store.plant_defect(defect);
+            setup.log.plant_defect(defect);
         }
         Ok(World {
             rng,
