@@ -330,6 +330,8 @@ impl World {
             dead: None,
             crash_at_step,
             stopping: None,
+            writes: VecDeque::new(),
+            write_done_us: 0,
         });
     }
 
@@ -383,7 +385,8 @@ impl World {
         let Some(stopping) = self.attempt.as_ref().and_then(|a| a.stopping) else {
             return;
         };
-        if self.stats.steps < stopping.stopped_at {
+        let writing = self.attempt.as_ref().is_some_and(|a| !a.writes.is_empty());
+        if self.stats.steps < stopping.stopped_at || writing {
             return;
         }
         let latest = self

@@ -21,7 +21,8 @@
 //! It hands each message to its core and carries what the core emits, exactly as the actors
 //! do: a subtask's snapshot is completed inline and acknowledged, the coordinator writes each
 //! acknowledged snapshot to the store and the metadata last (synced), then sends the completion
-//! notices. On a task failure the job fails over (every subtask restarts from the latest
+//! notices. Its writes go through a queue, one at a time, as the actor's do; they return at
+//! once, or after a random virtual time if the scenario says writes take time. On a task failure the job fails over (every subtask restarts from the latest
 //! completed checkpoint, under the restart strategy); after a crash of the process it is
 //! submitted again, restoring from what the checkpoint store holds. Every decision — barriers,
 //! alignment, credits, when checkpoints start and complete, which state goes where — is the
@@ -40,7 +41,9 @@ use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use rill_core::Timestamp;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
-use rill_core::coordinator::{CompletedCheckpoint, CoordinatorAction, CoordinatorCore};
+use rill_core::coordinator::{
+    CheckpointMetadata, CompletedCheckpoint, CoordinatorAction, CoordinatorCore,
+};
 use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
 use rill_core::graph::JobGraph;
@@ -148,6 +151,8 @@ pub struct WorldSetup {
     pub schedule: Vec<ScheduledFault>,
     /// Limits.
     pub limits: Limits,
+    /// Virtual µs each write to the checkpoint store takes (0: at once).
+    pub store_write_us: u64,
 }
 
 /// Records a producer appends to an input partition at a virtual time (durably: a producer
@@ -315,6 +320,21 @@ struct Attempt {
     crash_at_step: Option<u64>,
     /// The attempt failed and is stopping.
     stopping: Option<Stopping>,
+    /// The coordinator's writes to the checkpoint store, queued in the order it asked for
+    /// them; the head is being written (with `store_write_us` > 0).
+    writes: VecDeque<StoreWrite>,
+    /// When the head of `writes` returns.
+    write_done_us: u64,
+}
+
+/// A write the coordinator asked of the checkpoint store.
+enum StoreWrite {
+    Snapshot {
+        checkpoint: CheckpointId,
+        subtask: usize,
+    },
+    Metadata(CheckpointMetadata),
+    Discard(CheckpointId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,6 +347,8 @@ enum Redeploy {
 
 #[derive(Clone, Copy)]
 enum Action {
+    /// The checkpoint store's write at the head of the queue returns.
+    Write,
     Deliver(usize),
     Step(usize),
     Tick,
@@ -379,6 +401,8 @@ pub struct World {
     rescaled: BTreeMap<String, u32>,
     flow: FlowConfig,
     log: SimLog,
+    /// Virtual µs each write to the checkpoint store takes (0: at once).
+    store_write_us: u64,
     /// The disk under the checkpoint store, which faults crash and tear.
     disk: SimDisk,
     /// `rill-store`'s checkpoint store, on the simulated disk.
@@ -471,6 +495,7 @@ impl World {
             arrivals: setup.arrivals.into(),
             progress: 0.0,
             limits: setup.limits,
+            store_write_us: setup.store_write_us,
             ready: Vec::new(),
             trace,
             stats: RunStats::default(),
@@ -641,7 +666,15 @@ impl World {
                         next_due = next_due.min(attempt.next_tick_us);
                     }
                 }
-                if stopping.is_some() && ready.is_empty() {
+                if let Some(write) = attempt.writes.front().map(|_| attempt.write_done_us) {
+                    if write <= self.now_us {
+                        ready.push(Action::Write);
+                    } else {
+                        next_due = next_due.min(write);
+                    }
+                }
+                // A stopping coordinator lets its queued writes finish first.
+                if stopping.is_some() && ready.is_empty() && attempt.writes.is_empty() {
                     // Nothing more the stopping attempt can do now: it has stopped.
                     return Some(Action::Stopped);
                 }
@@ -673,6 +706,7 @@ impl World {
             Action::Step(subtask) => self.step_subtask(subtask),
             Action::Tick => self.tick(),
             Action::Produce => self.produce(),
+            Action::Write => self.complete_write(),
             Action::Stopped => {
                 let steps = self.stats.steps;
                 if let Some(stopping) = self.attempt.as_mut().and_then(|a| a.stopping.as_mut()) {
