@@ -16,7 +16,8 @@
 //!   layout, with the same bytes, and nothing else arrives; each partition's position reaches
 //!   the subtask that reads it;
 //! - **restores in order**: a restore never goes back to a checkpoint older than one restored
-//!   before, nor any partition's position behind where a restore put it before.
+//!   before, nor any partition's position behind where a restore put it before — unless the
+//!   job fell back past checkpoints a fault damaged.
 
 use std::collections::BTreeMap;
 
@@ -203,6 +204,18 @@ impl Restores {
         }
         self.last = Some((id, ledger.positions));
         Ok(())
+    }
+
+    /// The job falls back to `checkpoint` (or to none), past newer ones a fault damaged: a
+    /// restore of one of those no longer binds where the next restore may go.
+    pub fn fall_back_to(&mut self, checkpoint: Option<CheckpointId>) {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(last, _)| checkpoint.is_none_or(|checkpoint| *last > checkpoint))
+        {
+            self.last = None;
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //!   the reference's final state, key by key (for the event-time jobs: every window fired and
 //!   was cleaned up, every timer fired; see `jobs::event_time`);
 //! - **at-least-once**: nothing of the reference output is missing; duplicates are counted;
-//! - **liveness**: the job finished after the last fault (checked with every property).
+//! - **liveness**: the job finished after the last fault (checked with every property) — or
+//!   it was refused as it had to be after a fault damaged its checkpoints (`Outcome::Refused`),
+//!   and then what it committed holds nothing twice.
 //!
 //! A violation names the property, the counts, and the first records involved by key.
 
@@ -61,8 +63,9 @@ pub fn check(
     (expected, expected_state): (&Multiset, &FinalState),
     (committed, final_state, open): RunLeft<'_>,
 ) -> Checked {
-    match outcome {
-        Outcome::Finished => {}
+    let refused = match outcome {
+        Outcome::Finished => None,
+        Outcome::Refused(reason) => Some(reason),
         Outcome::Failed(reason) | Outcome::Stuck(reason) => {
             return Checked {
                 violation: Some(Violation {
@@ -93,7 +96,7 @@ pub fn check(
                 keys_checked: 0,
             };
         }
-    }
+    };
     let mut counts: FxHashMap<&[u8], i64> =
         FxHashMap::with_capacity_and_hasher(expected.len(), Default::default());
     for record in committed.iter().flatten() {
@@ -112,6 +115,25 @@ pub fn check(
     extra.extend(counts);
     let duplicates: u64 = extra.iter().map(|(_, n)| *n as u64).sum();
     let lost: u64 = missing.iter().map(|(_, n)| *n as u64).sum();
+    if let Some(reason) = refused {
+        // A refusal ends the job loudly with its output unfinished: what it did commit must
+        // hold nothing twice.
+        let violation = (property == Property::ExactlyOnce && duplicates > 0).then(|| {
+            let mut detail = format!(
+                "the job refused to go on ({reason}), but {duplicates} output records were committed more often than the reference says"
+            );
+            push_records(&mut detail, job, "extra", &extra);
+            Violation {
+                property: property.name(),
+                detail,
+            }
+        });
+        return Checked {
+            violation,
+            duplicates,
+            keys_checked: 0,
+        };
+    }
     if lost == 0 && duplicates == 0 && property == Property::ExactlyOnce && !open.is_empty() {
         // A transaction left open holds records no reader will see, and (in a log that keeps
         // readers behind open transactions) holds every reader back: every restore must have
@@ -158,20 +180,8 @@ pub fn check(
             "expected {expected_total} output records, {} committed: {lost} missing, {duplicates} extra",
             committed.iter().map(Vec::len).sum::<usize>()
         );
-        for (label, records) in [("missing", &missing), ("extra", &extra)] {
-            let mut shown: Vec<((String, String), i64)> = records
-                .iter()
-                .map(|(bytes, n)| (job.render(bytes), *n))
-                .collect();
-            shown.sort();
-            for ((key, value), n) in shown.into_iter().take(SHOWN_RECORDS_MAX) {
-                if value.is_empty() {
-                    detail.push_str(&format!("\n    {label}: {key} x{n}"));
-                } else {
-                    detail.push_str(&format!("\n    {label}: key {key}: ({key}, {value}) x{n}"));
-                }
-            }
-        }
+        push_records(&mut detail, job, "missing", &missing);
+        push_records(&mut detail, job, "extra", &extra);
         Violation {
             property: property.name(),
             detail,
@@ -181,6 +191,22 @@ pub fn check(
         violation,
         duplicates,
         keys_checked: 0,
+    }
+}
+
+/// Adds the first few of `records` (with how many are missing or extra) to `detail`, by key.
+fn push_records(detail: &mut String, job: &Job, label: &str, records: &[(&[u8], i64)]) {
+    let mut shown: Vec<((String, String), i64)> = records
+        .iter()
+        .map(|(bytes, n)| (job.render(bytes), *n))
+        .collect();
+    shown.sort();
+    for ((key, value), n) in shown.into_iter().take(SHOWN_RECORDS_MAX) {
+        if value.is_empty() {
+            detail.push_str(&format!("\n    {label}: {key} x{n}"));
+        } else {
+            detail.push_str(&format!("\n    {label}: key {key}: ({key}, {value}) x{n}"));
+        }
     }
 }
 
@@ -304,6 +330,30 @@ mod tests {
             (&[exact.to_vec()], Some(Ok(reference.clone())), &[]),
         );
         assert_eq!((checked.violation, checked.keys_checked), (None, 1));
+    }
+
+    #[test]
+    fn a_refusal_may_leave_output_missing_but_never_twice() {
+        let refused = Outcome::Refused("sink 'job/sink/' refused the rewind".to_owned());
+        let check_refused = |committed: &[LogRecord]| {
+            check(
+                Property::ExactlyOnce,
+                &JobKind::LogPipeline.into(),
+                &refused,
+                (&expected(), &FinalState::new()),
+                (&[committed.to_vec()], None, &[]),
+            )
+        };
+        assert_eq!(check_refused(&[record(&[2])]).violation, None);
+        let twice = check_refused(&[record(&[1]), record(&[1])]);
+        let violation = twice.violation.expect("a violation");
+        assert_eq!(violation.property, "exactly-once");
+        assert!(
+            violation.detail.contains("refused the rewind"),
+            "{}",
+            violation.detail
+        );
+        assert_eq!(twice.duplicates, 1);
     }
 
     #[test]

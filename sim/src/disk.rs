@@ -82,6 +82,11 @@ impl<S: Durable> Journaled<S> {
         durable
     }
 
+    /// Whether every write is durable (none since the last sync or crash).
+    pub fn is_synced(&self) -> bool {
+        self.unsynced.is_empty()
+    }
+
     /// Writes a change (not yet durable).
     pub fn write(&mut self, op: S::Op) {
         let undo = self.live.apply(op.clone());

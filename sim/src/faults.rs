@@ -6,7 +6,7 @@
 //! `within_ms` ms (to hit the quiet moments between records too). Some faults fire at once (a crash of a subtask
 //! or of the job, a slow channel); the others wait, armed, for the protocol to reach their
 //! point (the coordinator after some acknowledgements, a sink between pre-commit and commit,
-//! a snapshot or metadata write to tear).
+//! a snapshot or metadata write to tear, a checkpoint just completed to damage).
 
 use std::fmt;
 
@@ -27,10 +27,10 @@ pub enum CoordinatorPoint {
     MidNotify,
 }
 
-/// Which write a crash tears.
+/// Which value of a checkpoint a fault tears or damages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TornWrite {
+pub enum CheckpointValue {
     /// A subtask's snapshot.
     Snapshot,
     /// A checkpoint's metadata.
@@ -59,6 +59,10 @@ impl Unsynced {
             Unsynced::Kept => UnsyncedFate::Kept,
         }
     }
+}
+
+fn process_crash() -> Unsynced {
+    Unsynced::Kept
 }
 
 fn default_slow_delay_ms() -> u64 {
@@ -95,13 +99,29 @@ pub enum Fault {
     CrashCoordinator {
         /// Where.
         point: CoordinatorPoint,
+        /// What happens to unsynced writes: kept by default (the process crashed, not the
+        /// machine).
+        #[serde(default = "process_crash")]
+        unsynced: Unsynced,
     },
     /// A sink's subtask crashes after pre-committing a checkpoint and before committing it.
     CrashSinkBeforeCommit,
     /// The machine crashes in the middle of a write, tearing it.
     TearWrite {
         /// Which write.
-        what: TornWrite,
+        what: CheckpointValue,
+    },
+    /// The process crashes, and a value of a completed checkpoint is found damaged on disk
+    /// (bits of one byte flipped): the job, submitted again, must fall back to the newest
+    /// intact checkpoint — or refuse to start, if its sinks committed the damaged one's output.
+    CorruptCheckpoint {
+        /// Which value: the metadata, or a random subtask's snapshot.
+        what: CheckpointValue,
+        /// Whether it waits for the next checkpoint to complete and damages it before any
+        /// sink commits it (before its completion notices); else it damages the newest
+        /// completed checkpoint when it is due (or, if none has completed, the first to).
+        #[serde(default)]
+        before_commit: bool,
     },
     /// One channel into a subtask with several inputs delivers late for a while.
     SlowChannel {
@@ -149,6 +169,10 @@ impl Fault {
                 | Fault::SlowSubtask { .. }
                 | Fault::Rescale { .. }
                 | Fault::CrashDuringRecovery { .. }
+                | Fault::CorruptCheckpoint {
+                    before_commit: false,
+                    ..
+                }
         )
     }
 }
@@ -161,9 +185,27 @@ impl fmt::Display for Fault {
             } => write!(f, "crash-subtask of '{target}'"),
             Fault::CrashSubtask { target: None } => write!(f, "crash-subtask"),
             Fault::CrashJob { unsynced } => write!(f, "crash-job (unsynced writes: {unsynced:?})"),
-            Fault::CrashCoordinator { point } => write!(f, "crash-coordinator {point:?}"),
+            Fault::CrashCoordinator {
+                point,
+                unsynced: Unsynced::Kept,
+            } => write!(f, "crash-coordinator {point:?}"),
+            Fault::CrashCoordinator { point, unsynced } => write!(
+                f,
+                "crash-coordinator {point:?} with the machine (unsynced writes: {unsynced:?})"
+            ),
             Fault::CrashSinkBeforeCommit => write!(f, "crash-sink-before-commit"),
             Fault::TearWrite { what } => write!(f, "tear-write of a {what:?}"),
+            Fault::CorruptCheckpoint {
+                what,
+                before_commit,
+            } => {
+                let when = if *before_commit {
+                    ", before its commit"
+                } else {
+                    ""
+                };
+                write!(f, "corrupt-checkpoint of a {what:?}{when}")
+            }
             Fault::SlowChannel {
                 delay_ms,
                 duration_ms,

@@ -310,6 +310,8 @@ impl JobKind {
             | Defect::SinkAbortsCommittedOnRestore
             | Defect::SinkCommitsLeftoversOnRestore
             | Defect::SinkLeavesTakenOverOpen
+            | Defect::SinkIgnoresCommitMark
+            | Defect::LogPrepareSkipsSync
             | Defect::CoordinatorCompletesEarly
             | Defect::StoreLatestSkipsNewest
             | Defect::StoreDiscardOverreaches

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
+use rill_core::defects::Defect;
 use rill_core::log_connector::CommitMark;
 use rill_log::{EventLog, LogError, ProducerRecord};
 
@@ -49,6 +50,8 @@ struct Inner {
     read_high_water: BTreeMap<(String, u32), u64>,
     /// Where each input partition will end once the producer is done: where sources stop.
     planned_ends: BTreeMap<String, Vec<u64>>,
+    /// The broken component planted in the log, kept to plant it again when it reopens.
+    defect: Option<Defect>,
 }
 
 /// A handle on the simulated log; clones share it.
@@ -74,6 +77,7 @@ impl Default for SimLog {
                 disk,
                 read_high_water: BTreeMap::new(),
                 planned_ends: BTreeMap::new(),
+                defect: None,
             })),
         }
     }
@@ -266,7 +270,20 @@ impl SimLog {
         let mut inner = self.lock();
         let damage = inner.disk.crash(fate, rng);
         inner.log = open(&inner.disk);
+        if let (Ok(log), Some(defect)) = (&inner.log, inner.defect) {
+            log.plant_defect(defect);
+        }
         damage
+    }
+
+    /// Breaks `rill-log`'s log on purpose (if `defect` is one of its own), now and each time
+    /// it is opened again.
+    pub fn plant_defect(&self, defect: Defect) {
+        let mut inner = self.lock();
+        inner.defect = Some(defect);
+        if let Ok(log) = &inner.log {
+            log.plant_defect(defect);
+        }
     }
 }
 

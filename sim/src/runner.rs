@@ -150,6 +150,7 @@ fn run_world(
         defect: spec.broken,
         schedule,
         limits: spec.limits,
+        store_write_us: spec.checkpoint.write_ms.saturating_mul(1_000),
     };
     let world = match World::new(setup, rng(seed, WORLD_STREAM), Trace::new(trace)) {
         Ok(world) => world,

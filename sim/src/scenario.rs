@@ -83,6 +83,10 @@ pub struct CheckpointSpec {
     pub mode: Mode,
     /// Completed checkpoints kept.
     pub retained: usize,
+    /// Virtual ms each write to the checkpoint store takes (a snapshot, the metadata, a
+    /// discard), one at a time in the order the coordinator asked, as the runtime's
+    /// coordinator writes them; 0: at once.
+    pub write_ms: u64,
 }
 
 impl Default for CheckpointSpec {
@@ -93,6 +97,7 @@ impl Default for CheckpointSpec {
             max_concurrent: 1,
             mode: Mode::ExactlyOnce,
             retained: 2,
+            write_ms: 0,
         }
     }
 }

@@ -197,6 +197,29 @@ impl SimDisk {
         self.disk().crashed
     }
 
+    /// Bit rot: flips bits of one random byte of the value stored under `key` in `space`,
+    /// where it lies on disk — what the process reads and what survives a crash alike.
+    /// Returns the byte's index; `None` (changing nothing) if there is no such value, or if
+    /// writes are waiting for a sync (right after a crash there are none), which making the
+    /// damage durable would make durable too.
+    pub fn flip_bits(&self, space: &'static str, key: &[u8], rng: &mut impl Rng) -> Option<usize> {
+        let mut disk = self.disk();
+        if !disk.journal.is_synced() {
+            return None;
+        }
+        let stored = disk.journal.live().space(space)?.get(key)?;
+        if stored.is_empty() {
+            return None;
+        }
+        let mut damaged = stored.to_vec();
+        let at = rng.random_range(0..damaged.len());
+        damaged[at] ^= rng.random_range(1..=u8::MAX);
+        disk.journal
+            .write(vec![SimOp::Put(space, key.to_vec().into(), damaged.into())]);
+        disk.journal.sync();
+        Some(at)
+    }
+
     /// A crash of the machine or the process: the disk keeps what `fate` says.
     pub fn crash(&self, fate: UnsyncedFate, rng: &mut impl Rng) -> CrashDamage {
         let mut disk = self.disk();
@@ -325,7 +348,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
     use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
     use rill_core::coordinator::CheckpointMetadata;
-    use rill_store::CheckpointStore;
+    use rill_store::{CheckpointStore, StoredValue};
 
     use super::*;
 
@@ -355,12 +378,64 @@ mod tests {
             .expect("metadata");
     }
 
+    fn store_on_a_tearing_disk() -> (SimDisk, CheckpointStore) {
+        let disk = SimDisk::tearing();
+        let store = CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk");
+        (disk, store)
+    }
+
+    #[test]
+    fn flipped_bits_are_durable_and_the_store_falls_back_past_them() {
+        for seed in 0..20 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let (disk, store) = store_on_a_tearing_disk();
+            complete(&store, 1);
+            complete(&store, 2);
+            let value = if seed % 2 == 0 {
+                StoredValue::Metadata
+            } else {
+                StoredValue::Snapshot(0)
+            };
+            let (space, key) = CheckpointStore::stored_at("job", CheckpointId(2), value);
+            assert!(disk.flip_bits(space, &key, &mut rng).is_some());
+            disk.crash(UnsyncedFate::Lost, &mut rng);
+            let latest = store.latest("job").expect("readable").expect("one intact");
+            assert_eq!(latest.checkpoint.id(), CheckpointId(1));
+            let skipped: Vec<_> = latest
+                .skipped
+                .iter()
+                .map(|d| (d.checkpoint, d.value))
+                .collect();
+            assert_eq!(skipped, vec![(CheckpointId(2), value)]);
+        }
+    }
+
+    #[test]
+    fn bits_are_not_flipped_under_writes_waiting_for_a_sync() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (disk, store) = store_on_a_tearing_disk();
+        complete(&store, 1);
+        store
+            .write_snapshot("job", CheckpointId(2), 0, &SubtaskSnapshot::default())
+            .expect("snapshot");
+        let (space, key) =
+            CheckpointStore::stored_at("job", CheckpointId(1), StoredValue::Metadata);
+        assert_eq!(disk.flip_bits(space, &key, &mut rng), None);
+        assert!(
+            store
+                .latest("job")
+                .expect("readable")
+                .expect("intact")
+                .skipped
+                .is_empty()
+        );
+    }
+
     #[test]
     fn a_crash_during_the_metadata_write_leaves_the_previous_checkpoint_latest() {
         for seed in 0..20 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let disk = SimDisk::tearing();
-            let store = CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk");
+            let (disk, store) = store_on_a_tearing_disk();
             complete(&store, 1);
             store
                 .write_snapshot("job", CheckpointId(2), 0, &SubtaskSnapshot::default())

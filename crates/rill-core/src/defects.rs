@@ -32,6 +32,13 @@ pub enum Defect {
     /// Restored after a rescale, the sink aborts what its own subtask left open but not what
     /// the subtasks it takes over left: their transactions stay open.
     SinkLeavesTakenOverOpen,
+    /// Starting, the sink does not compare its commit mark with where the job starts: a job
+    /// that falls back behind what the sink committed writes that output again.
+    SinkIgnoresCommitMark,
+    /// The event log's `prepare` does not sync: a prepared transaction, with its staged
+    /// records, is lost in a crash of the machine unless something else synced the log first —
+    /// though the checkpoint that lists it completed.
+    LogPrepareSkipsSync,
     /// The coordinator completes a checkpoint once the first snapshot is persisted.
     CoordinatorCompletesEarly,
     /// The checkpoint store's `latest` passes over the newest checkpoint when there are two or
@@ -68,7 +75,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 19] = [
+    pub const ALL: [Defect; 21] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -77,6 +84,8 @@ impl Defect {
         Defect::SinkAbortsCommittedOnRestore,
         Defect::SinkCommitsLeftoversOnRestore,
         Defect::SinkLeavesTakenOverOpen,
+        Defect::SinkIgnoresCommitMark,
+        Defect::LogPrepareSkipsSync,
         Defect::CoordinatorCompletesEarly,
         Defect::StoreLatestSkipsNewest,
         Defect::StoreDiscardOverreaches,
@@ -101,6 +110,8 @@ impl Defect {
             Defect::SinkAbortsCommittedOnRestore => "sink-aborts-committed-on-restore",
             Defect::SinkCommitsLeftoversOnRestore => "sink-commits-leftovers-on-restore",
             Defect::SinkLeavesTakenOverOpen => "sink-leaves-taken-over-open",
+            Defect::SinkIgnoresCommitMark => "sink-ignores-commit-mark",
+            Defect::LogPrepareSkipsSync => "log-prepare-skips-sync",
             Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
             Defect::StoreLatestSkipsNewest => "store-latest-skips-newest",
             Defect::StoreDiscardOverreaches => "store-discard-overreaches",

@@ -148,6 +148,9 @@ pub(crate) struct Inner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Open transactions and their staged records (see [`crate::transaction`]).
     pub(crate) transactions: Transactions,
+    /// Planted on purpose (feature `defects`, for the simulator): `LogPrepareSkipsSync`.
+    #[cfg(feature = "defects")]
+    pub(crate) defect: std::sync::OnceLock<rill_core::defects::Defect>,
 }
 
 /// An open event log. Cheap to clone; clones share the log and may be used from any thread.
@@ -364,6 +367,8 @@ impl EventLog {
                 storage,
                 topics: RwLock::new(topics),
                 transactions: Transactions::default(),
+                #[cfg(feature = "defects")]
+                defect: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -213,7 +213,30 @@ impl EventLog {
                     .map_err(|e| self.storage_error(e))?;
             }
         }
+        if self.prepare_skips_sync() {
+            return Ok(());
+        }
         self.flush()
+    }
+
+    /// Breaks the log on purpose, for the simulator to catch (once per log: the first
+    /// defect planted stays).
+    #[cfg(feature = "defects")]
+    pub fn plant_defect(&self, defect: rill_core::defects::Defect) {
+        if defect == rill_core::defects::Defect::LogPrepareSkipsSync {
+            let _planted = self.inner.defect.set(defect);
+        }
+    }
+
+    /// Whether a planted defect leaves prepares unsynced.
+    #[cfg(feature = "defects")]
+    fn prepare_skips_sync(&self) -> bool {
+        self.inner.defect.get() == Some(&rill_core::defects::Defect::LogPrepareSkipsSync)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn prepare_skips_sync(&self) -> bool {
+        false
     }
 
     /// The entries of staged records of transaction `id`, in staging order: keys and values.

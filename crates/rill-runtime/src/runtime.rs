@@ -120,12 +120,18 @@ impl Runtime {
             job: graph.name.clone(),
             error,
         };
-        store.discard_leftovers(&graph.name).map_err(store_error)?;
+        // The newest intact checkpoint is found before the leftovers go, so that the warning
+        // names a checkpoint whose metadata reads as cut short too: a crash while it was
+        // written, or damage to its length that no reader can tell from one.
         let start_from = match checkpoint {
             None => match store.latest(&graph.name).map_err(store_error)? {
                 Some(intact) => {
                     for damage in &intact.skipped {
-                        tracing::warn!(%damage, restoring = %intact.checkpoint.id(), "a newer checkpoint is damaged and skipped");
+                        if damage.is_unfinished_metadata() {
+                            tracing::warn!(%damage, restoring = %intact.checkpoint.id(), "a newer checkpoint never completed (its metadata is cut short) and is deleted");
+                        } else {
+                            tracing::warn!(%damage, restoring = %intact.checkpoint.id(), "a newer checkpoint is damaged and skipped");
+                        }
                     }
                     Some(intact.checkpoint)
                 }
@@ -141,6 +147,7 @@ impl Runtime {
                 }
             },
         };
+        store.discard_leftovers(&graph.name).map_err(store_error)?;
         self.deploy(graph, Some(store), start_from)
     }
 

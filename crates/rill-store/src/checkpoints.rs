@@ -131,15 +131,17 @@ pub enum StoredValue {
 }
 
 impl Damage {
-    /// Whether it is a metadata write cut short: the checkpoint never completed.
+    /// Whether it is a metadata write cut short: the checkpoint never completed. A value
+    /// longer than its header says is no write cut short but damage (a flipped length).
     pub fn is_unfinished_metadata(&self) -> bool {
         self.value == StoredValue::Metadata
-            && matches!(
-                self.problem,
-                Problem::Unreadable(
-                    CodecError::TooShort { .. } | CodecError::LengthMismatch { .. }
-                )
-            )
+            && match &self.problem {
+                Problem::Unreadable(CodecError::TooShort { .. }) => true,
+                Problem::Unreadable(CodecError::LengthMismatch { declared, actual }) => {
+                    actual < declared
+                }
+                Problem::Unreadable(_) | Problem::Missing => false,
+            }
     }
 }
 
@@ -423,6 +425,20 @@ impl CheckpointStore {
         self.storage
             .write(vec![put], Durability::Synced)
             .map_err(|e| self.storage_error(e))
+    }
+
+    /// Where a value of a checkpoint is kept in the storage beneath the store: its key space
+    /// and key. For tools that look beneath the store, and for the simulator, which damages
+    /// stored values to see that a restore notices.
+    pub fn stored_at(
+        job: &str,
+        checkpoint: CheckpointId,
+        value: StoredValue,
+    ) -> (&'static str, Vec<u8>) {
+        match value {
+            StoredValue::Metadata => (METADATA, checkpoint_key(job, checkpoint)),
+            StoredValue::Snapshot(subtask) => (SNAPSHOTS, snapshot_key(job, checkpoint, subtask)),
+        }
     }
 
     /// Every metadata value of a job, oldest first, decoded or damaged.

@@ -3,8 +3,12 @@
 //! the job again after a crash of its process, as `Runtime::submit_with_store` does.
 
 use rill_core::coordinator::CompletedCheckpoint;
+use rill_core::error::{OperatorError, TaskError};
 use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
 use rill_core::layout::StateAssigner;
+use rill_core::log_connector::SinkRestoreError;
+use rill_core::storage::Storage;
+use rill_store::{Damage, StoreError};
 
 use super::*;
 
@@ -12,31 +16,43 @@ impl World {
     /// Submits the job (again) with a new job master: it deletes what unfinished checkpoints
     /// left, and resumes from the newest completed checkpoint in the store.
     pub(super) fn submit(&mut self) {
-        let job = &self.shape.graph.name;
-        // Only checkpoints that never completed may be damaged: a crash cuts their unsynced
-        // metadata short. Anything else means the store broke its contract.
-        let resume_from = match self.store.latest(job) {
+        let resume_from = match self.store.latest(&self.shape.graph.name) {
             Ok(None) => None,
-            Ok(Some(intact)) => match intact.skipped.iter().find(|d| !d.is_unfinished_metadata()) {
-                Some(damage) => Err(damage.to_string()),
-                None => Ok(Some(intact.checkpoint)),
+            Ok(Some(intact)) => match self.passed_over(&intact.skipped, intact.checkpoint.id()) {
+                Ok(()) => Some(intact.checkpoint),
+                Err(violation) => {
+                    self.outcome = Some(Outcome::StorageViolated(violation));
+                    return;
+                }
+            },
+            Err(StoreError::NoIntactCheckpoint { damaged, .. })
+                if damaged.iter().all(|damage| self.expects_damage(damage)) =>
+            {
+                let listed: Vec<String> = damaged.iter().map(ToString::to_string).collect();
+                self.outcome = Some(Outcome::Refused(format!(
+                    "no checkpoint is intact: {}",
+                    listed.join("; ")
+                )));
+                return;
             }
-            .unwrap_or_else(|violation| {
-                self.outcome = Some(Outcome::StorageViolated(violation));
-                None
-            }),
             Err(error) => {
                 self.outcome = Some(Outcome::StorageViolated(error.to_string()));
-                None
+                return;
             }
         };
-        if self.outcome.is_some() {
-            return;
-        }
+        let starts_from = resume_from.as_ref().map(CompletedCheckpoint::id);
+        self.fall_back(starts_from);
         if let Err(error) = self.store.discard_leftovers(&self.shape.graph.name) {
             self.outcome = Some(Outcome::StorageViolated(error.to_string()));
             return;
         }
+        // A damaged value the store deleted as a leftover is gone, and its checkpoint's id
+        // free for the next one.
+        let (job, disk) = (&self.shape.graph.name, &self.disk);
+        self.damaged.retain(|&(checkpoint, value)| {
+            let (space, key) = CheckpointStore::stored_at(job, checkpoint, value);
+            disk.contains(space, &key).unwrap_or(true)
+        });
         let mut master =
             JobMasterCore::new(self.shape.graph.restart, self.shape.subtasks(), resume_from);
         if let Some(defect) = self.defect {
@@ -45,6 +61,81 @@ impl World {
         master.start();
         self.master = Some(master);
         self.perform_master_actions();
+    }
+
+    /// Whether the store may find `damage`: a metadata write cut short (a crash while its
+    /// checkpoint completed), or a value a fault damaged.
+    fn expects_damage(&self, damage: &Damage) -> bool {
+        damage.is_unfinished_metadata() || self.damaged.contains(&(damage.checkpoint, damage.value))
+    }
+
+    /// Checks what the store passed over to restore `restoring`, warning of it as the runtime
+    /// does: only damage it may find, and none in the checkpoint it restores.
+    fn passed_over(&mut self, skipped: &[Damage], restoring: CheckpointId) -> Result<(), String> {
+        if let Some(damage) = skipped.iter().find(|damage| !self.expects_damage(damage)) {
+            return Err(damage.to_string());
+        }
+        if let Some((_, value)) = self.damaged.iter().find(|(c, _)| *c == restoring) {
+            return Err(format!(
+                "the store restores {restoring}, though a fault damaged its {value:?}"
+            ));
+        }
+        for damage in skipped {
+            self.trace(13, [damage.checkpoint.0, restoring.0, 0], || {
+                format!("warning: {damage}; restoring {restoring}")
+            });
+        }
+        Ok(())
+    }
+
+    /// The job submitted starts from `starts_from` (a checkpoint, or none). Past a checkpoint
+    /// a fault damaged, it falls back: the store may take such a checkpoint for one that never
+    /// completed (a metadata value whose length was damaged reads as a write cut short), so
+    /// any damaged checkpoint newer than where the job starts counts. Restores of them then no
+    /// longer bind the accounting, and a sink that committed more must refuse to start
+    /// ([`World::note_refusal`]).
+    fn fall_back(&mut self, starts_from: Option<CheckpointId>) {
+        self.starts_from = starts_from;
+        self.fell_back = self
+            .damaged
+            .iter()
+            .any(|(damaged, _)| starts_from.is_none_or(|start| *damaged > start));
+        if self.fell_back {
+            self.restores.fall_back_to(starts_from);
+            self.stats.fallbacks += 1;
+        }
+    }
+
+    /// Notes a subtask's failure to start (to restore, or to open) if it is the refusal a
+    /// sink owes after a fall-back: a [`SinkRestoreError::Rewind`] naming where the job
+    /// started and the sink's commit mark in the log, which is newer. The job then ends
+    /// refused, not failed.
+    pub(super) fn note_refusal(&mut self, error: &TaskError) {
+        let OperatorError::Failed(failed) = &error.error else {
+            return;
+        };
+        let Some(SinkRestoreError::Rewind {
+            writer,
+            committed,
+            restoring: refused,
+            ..
+        }) = failed.downcast_ref::<SinkRestoreError>()
+        else {
+            return;
+        };
+        let marked = self.log.committed_checkpoint(writer).ok().flatten();
+        let starts_from = self.starts_from.map(|start| start.0);
+        if self.fell_back
+            && *refused == starts_from
+            && marked == Some(*committed)
+            && starts_from.is_none_or(|start| *committed > start)
+        {
+            let refusal = error.to_string();
+            self.trace(14, [*committed, starts_from.unwrap_or(0), 0], || {
+                format!("refused, as it must be: {refusal}")
+            });
+            self.refusal = Some(refusal);
+        }
     }
 
     /// Carries out what the job master asks, in order.
@@ -65,7 +156,10 @@ impl World {
                     self.attempt = None;
                     self.outcome = Some(match end {
                         JobEnd::Finished | JobEnd::StoppedWithSavepoint(_) => Outcome::Finished,
-                        JobEnd::Failed(error) => Outcome::Failed(error),
+                        JobEnd::Failed(error) => match self.refusal.take() {
+                            Some(refusal) => Outcome::Refused(refusal),
+                            None => Outcome::Failed(error),
+                        },
                         JobEnd::AttemptDidNotStop(error) => {
                             Outcome::Failed(format!("the failed attempt did not stop: {error}"))
                         }
@@ -147,6 +241,7 @@ impl World {
                 && let Err(error) = core.restore(snapshot)
             {
                 let reason = format!("cannot restore {}: {error}", self.subtask_name(position));
+                self.note_refusal(&error);
                 self.deploy_failed(reason);
                 return;
             }
@@ -235,6 +330,8 @@ impl World {
             dead: None,
             crash_at_step,
             stopping: None,
+            writes: VecDeque::new(),
+            write_done_us: 0,
         });
     }
 
@@ -288,7 +385,8 @@ impl World {
         let Some(stopping) = self.attempt.as_ref().and_then(|a| a.stopping) else {
             return;
         };
-        if self.stats.steps < stopping.stopped_at {
+        let writing = self.attempt.as_ref().is_some_and(|a| !a.writes.is_empty());
+        if self.stats.steps < stopping.stopped_at || writing {
             return;
         }
         let latest = self

@@ -107,19 +107,20 @@ impl World {
                     matches!(message, Message::Notify { checkpoint: other, .. } if *other == checkpoint)
                 })
             })
-            && self
+            && let Some(fate) = self
                 .take_armed(|f| {
                     matches!(
                         f,
                         Fault::CrashCoordinator {
-                            point: CoordinatorPoint::MidNotify
+                            point: CoordinatorPoint::MidNotify,
+                            ..
                         }
                     )
                 })
-                .is_some()
+                .and_then(|f| coordinator_crash_fate(&f))
         {
             self.crash_process(
-                UnsyncedFate::Kept,
+                fate,
                 &format!(
                     "crash of the coordinator after some completion notices of {checkpoint} were delivered"
                 ),
@@ -253,7 +254,7 @@ impl World {
 
     /// If an armed fault says so, the machine crashes in the middle of the next write to the
     /// checkpoint store, a write of `torn`.
-    fn arm_store_crash(&mut self, torn: TornWrite) {
+    fn arm_store_crash(&mut self, torn: CheckpointValue) {
         if self
             .take_armed(|f| matches!(f, Fault::TearWrite { what } if *what == torn))
             .is_some()
@@ -306,20 +307,28 @@ impl World {
     fn persist_snapshot(&mut self, checkpoint: CheckpointId, subtask: usize) {
         // Past a coin toss per snapshot, so that the crash comes after any number of them,
         // not always before the first.
-        let crash_point = Fault::CrashCoordinator {
-            point: CoordinatorPoint::AfterAcks,
+        let is_crash_point = |f: &Fault| {
+            matches!(
+                f,
+                Fault::CrashCoordinator {
+                    point: CoordinatorPoint::AfterAcks,
+                    ..
+                }
+            )
         };
-        if self.armed.contains(&crash_point)
+        if self.armed.iter().any(is_crash_point)
             && self.rng.random_bool(0.5)
-            && self.take_armed(|f| *f == crash_point).is_some()
+            && let Some(fate) = self
+                .take_armed(is_crash_point)
+                .and_then(|f| coordinator_crash_fate(&f))
         {
             self.crash_process(
-                UnsyncedFate::Kept,
+                fate,
                 &format!("crash of the coordinator before storing the snapshot of {checkpoint} by subtask {subtask}"),
             );
             return;
         }
-        self.arm_store_crash(TornWrite::Snapshot);
+        self.arm_store_crash(CheckpointValue::Snapshot);
         let Some(snapshot) = self
             .attempt
             .as_ref()
@@ -340,6 +349,121 @@ impl World {
                 .coordinator
                 .handle_snapshot_persisted(checkpoint, subtask, bytes, now_ms);
         }
+    }
+
+    /// The coordinator asks for a write to the checkpoint store: written now if writes take
+    /// no time and none is queued, else queued behind the others, one written at a time as
+    /// the runtime's coordinator does. Returns whether the coordinator's actions go on (no
+    /// crash, no broken contract).
+    fn store_write(&mut self, write: StoreWrite) -> bool {
+        let queue_empty = match &self.attempt {
+            Some(attempt) => attempt.writes.is_empty(),
+            None => return false,
+        };
+        if self.store_write_us == 0 && queue_empty {
+            return self.perform_write(write);
+        }
+        let done_us = self.now_us + self.write_duration_us();
+        if let Some(attempt) = &mut self.attempt {
+            if queue_empty {
+                attempt.write_done_us = done_us;
+            }
+            attempt.writes.push_back(write);
+        }
+        true
+    }
+
+    /// How long the next write takes: up to twice `store_write_us`, as the seed says, so
+    /// that writes race timeouts in every order.
+    fn write_duration_us(&mut self) -> u64 {
+        self.rng
+            .random_range(0..=self.store_write_us.saturating_mul(2))
+    }
+
+    /// The write at the head of the queue returns: the core hears of it, and the next starts.
+    pub(super) fn complete_write(&mut self) {
+        let done_us = self.now_us + self.write_duration_us();
+        let Some(write) = self.attempt.as_mut().and_then(|a| {
+            a.write_done_us = done_us;
+            a.writes.pop_front()
+        }) else {
+            return;
+        };
+        if self.perform_write(write) {
+            self.perform_coordinator_actions();
+        }
+    }
+
+    /// Writes to the checkpoint store and tells the coordinator; returns whether its actions
+    /// go on.
+    fn perform_write(&mut self, write: StoreWrite) -> bool {
+        match write {
+            StoreWrite::Snapshot {
+                checkpoint,
+                subtask,
+            } => {
+                self.persist_snapshot(checkpoint, subtask);
+                self.attempt.is_some() && self.outcome.is_none()
+            }
+            StoreWrite::Metadata(metadata) => self.persist_metadata(&metadata),
+            StoreWrite::Discard(checkpoint) => {
+                if let Err(error) = self.store.discard(&self.shape.graph.name, checkpoint) {
+                    self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+                    return false;
+                }
+                self.trace(22, [checkpoint.0, 0, 0], || format!("discard {checkpoint}"));
+                true
+            }
+        }
+    }
+
+    /// Writes a checkpoint's metadata, synced, and tells the coordinator — unless the machine
+    /// crashes during the write, or a fault waits for this point. Returns whether the
+    /// coordinator's actions go on.
+    fn persist_metadata(&mut self, metadata: &CheckpointMetadata) -> bool {
+        let checkpoint = metadata.checkpoint;
+        self.arm_store_crash(CheckpointValue::Metadata);
+        let written = self.store.write_metadata(&self.shape.graph.name, metadata);
+        let what = || format!("the metadata of {checkpoint}");
+        if self.store_written(written, what).is_none() {
+            return false;
+        }
+        let now_ms = self.now_us / 1_000;
+        let Some(attempt) = &mut self.attempt else {
+            return false;
+        };
+        attempt
+            .coordinator
+            .handle_metadata_persisted(checkpoint, now_ms);
+        self.stats.checkpoints_completed += 1;
+        self.trace(21, [checkpoint.0, 0, 0], || {
+            format!("{checkpoint} is complete (metadata synced)")
+        });
+        if let Some(fate) = self
+            .take_armed(|f| {
+                matches!(
+                    f,
+                    Fault::CrashCoordinator {
+                        point: CoordinatorPoint::AfterMetadata,
+                        ..
+                    }
+                )
+            })
+            .and_then(|f| coordinator_crash_fate(&f))
+        {
+            self.crash_process(
+                fate,
+                &format!("crash of the coordinator after the metadata of {checkpoint}, before its completion notices"),
+            );
+            return false;
+        }
+        if let Some(Fault::CorruptCheckpoint { what, .. }) =
+            self.take_armed(|f| matches!(f, Fault::CorruptCheckpoint { .. }))
+        {
+            self.corrupt_checkpoint(checkpoint, metadata.subtasks, what);
+            return false;
+        }
+        true
     }
 
     pub(super) fn perform_coordinator_actions(&mut self) {
@@ -367,41 +491,16 @@ impl World {
                 CoordinatorAction::PersistSnapshot {
                     checkpoint,
                     subtask,
-                } => self.persist_snapshot(checkpoint, subtask),
-                CoordinatorAction::PersistMetadata(metadata) => {
-                    let checkpoint = metadata.checkpoint;
-                    self.arm_store_crash(TornWrite::Metadata);
-                    let written = self.store.write_metadata(&self.shape.graph.name, &metadata);
-                    let what = || format!("the metadata of {checkpoint}");
-                    if self.store_written(written, what).is_none() {
+                } => {
+                    if !self.store_write(StoreWrite::Snapshot {
+                        checkpoint,
+                        subtask,
+                    }) {
                         return;
                     }
-                    let now_ms = self.now_us / 1_000;
-                    let Some(attempt) = &mut self.attempt else {
-                        return;
-                    };
-                    attempt
-                        .coordinator
-                        .handle_metadata_persisted(checkpoint, now_ms);
-                    self.stats.checkpoints_completed += 1;
-                    self.trace(21, [checkpoint.0, 0, 0], || {
-                        format!("{checkpoint} is complete (metadata synced)")
-                    });
-                    if self
-                        .take_armed(|f| {
-                            matches!(
-                                f,
-                                Fault::CrashCoordinator {
-                                    point: CoordinatorPoint::AfterMetadata
-                                }
-                            )
-                        })
-                        .is_some()
-                    {
-                        self.crash_process(
-                            UnsyncedFate::Kept,
-                            &format!("crash of the coordinator after the metadata of {checkpoint}, before its completion notices"),
-                        );
+                }
+                CoordinatorAction::PersistMetadata(metadata) => {
+                    if !self.store_write(StoreWrite::Metadata(metadata)) {
                         return;
                     }
                 }
@@ -421,11 +520,9 @@ impl World {
                     self.perform_master_actions();
                 }
                 CoordinatorAction::Discard(checkpoint) => {
-                    if let Err(error) = self.store.discard(&self.shape.graph.name, checkpoint) {
-                        self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+                    if !self.store_write(StoreWrite::Discard(checkpoint)) {
                         return;
                     }
-                    self.trace(22, [checkpoint.0, 0, 0], || format!("discard {checkpoint}"));
                 }
                 CoordinatorAction::SavepointFailed(_) => {}
                 CoordinatorAction::FailJob(reason) => {
@@ -434,6 +531,14 @@ impl World {
                 }
             }
         }
+    }
+}
+
+/// What a crash of the coordinator leaves of the unsynced writes (`None` for other faults).
+fn coordinator_crash_fate(fault: &Fault) -> Option<UnsyncedFate> {
+    match fault {
+        Fault::CrashCoordinator { unsynced, .. } => Some(unsynced.fate()),
+        _ => None,
     }
 }
 

@@ -98,11 +98,50 @@ impl World {
                     "subtask {name} runs {factor}x slower for {duration_ms} ms"
                 ));
             }
+            Fault::CorruptCheckpoint { what, .. } => {
+                match self.store.latest(&self.shape.graph.name) {
+                    Ok(Some(newest)) => self.corrupt_checkpoint(
+                        newest.checkpoint.id(),
+                        newest.checkpoint.metadata.subtasks,
+                        what,
+                    ),
+                    // Nothing to damage yet: the first checkpoint to complete is.
+                    Ok(None) | Err(_) => self.armed.push(fault),
+                }
+            }
             Fault::CrashCoordinator { .. }
             | Fault::CrashSinkBeforeCommit
             | Fault::TearWrite { .. } => {
                 self.armed.push(fault);
             }
+        }
+    }
+
+    /// The process crashes (the disks keep every write), and a value of the completed
+    /// `checkpoint` (of `subtasks` snapshots) is found damaged on the store's disk.
+    pub(super) fn corrupt_checkpoint(
+        &mut self,
+        checkpoint: CheckpointId,
+        subtasks: usize,
+        what: CheckpointValue,
+    ) {
+        let value = match what {
+            CheckpointValue::Metadata => StoredValue::Metadata,
+            CheckpointValue::Snapshot => {
+                StoredValue::Snapshot(self.rng.random_range(0..subtasks.max(1)))
+            }
+        };
+        let named = match value {
+            StoredValue::Metadata => "the metadata".to_owned(),
+            StoredValue::Snapshot(subtask) => format!("the snapshot of subtask {subtask}"),
+        };
+        self.crash_process(
+            UnsyncedFate::Kept,
+            &format!("crash of the process, and bits of {named} of {checkpoint} flipped on disk"),
+        );
+        let (space, key) = CheckpointStore::stored_at(&self.shape.graph.name, checkpoint, value);
+        if self.disk.flip_bits(space, &key, &mut self.rng).is_some() {
+            self.damaged.push((checkpoint, value));
         }
     }
 

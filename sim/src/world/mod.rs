@@ -21,7 +21,8 @@
 //! It hands each message to its core and carries what the core emits, exactly as the actors
 //! do: a subtask's snapshot is completed inline and acknowledged, the coordinator writes each
 //! acknowledged snapshot to the store and the metadata last (synced), then sends the completion
-//! notices. On a task failure the job fails over (every subtask restarts from the latest
+//! notices. Its writes go through a queue, one at a time, as the actor's do; they return at
+//! once, or after a random virtual time if the scenario says writes take time. On a task failure the job fails over (every subtask restarts from the latest
 //! completed checkpoint, under the restart strategy); after a crash of the process it is
 //! submitted again, restoring from what the checkpoint store holds. Every decision — barriers,
 //! alignment, credits, when checkpoints start and complete, which state goes where — is the
@@ -40,7 +41,9 @@ use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use rill_core::Timestamp;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
-use rill_core::coordinator::{CompletedCheckpoint, CoordinatorAction, CoordinatorCore};
+use rill_core::coordinator::{
+    CheckpointMetadata, CompletedCheckpoint, CoordinatorAction, CoordinatorCore,
+};
 use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
 use rill_core::graph::JobGraph;
@@ -50,11 +53,11 @@ use rill_core::partitioner::{PartitionerCore, PartitionerTransmit};
 use rill_core::plan::PhysicalPlan;
 use rill_core::subtask::{Step, SubtaskCore, SubtaskTransmit};
 use rill_core::topology::Topology;
-use rill_store::CheckpointStore;
+use rill_store::{CheckpointStore, StoredValue};
 
 use crate::accounting::Restores;
 use crate::disk::UnsyncedFate;
-use crate::faults::{CoordinatorPoint, Defect, Fault, ScheduledFault, TornWrite};
+use crate::faults::{CheckpointValue, CoordinatorPoint, Defect, Fault, ScheduledFault};
 use crate::log::{LogRecord, SimLog};
 use crate::scenario::Limits;
 use crate::storage::SimDisk;
@@ -90,6 +93,10 @@ pub enum Outcome {
     StorageViolated(String),
     /// A restore lost, doubled or misplaced state (see [`crate::accounting`]).
     Misrestored(String),
+    /// The job refused to go on, as it must once a fault damaged the checkpoints it needed:
+    /// none is intact, or the newest intact one is older than what a sink committed (a
+    /// rewind, which would write that output again).
+    Refused(String),
 }
 
 /// What a run did.
@@ -103,6 +110,10 @@ pub struct RunStats {
     pub checkpoints_completed: u64,
     /// Times the job was deployed again (fail-overs and resubmissions).
     pub recoveries: u64,
+    /// Submissions that fell back past checkpoints a fault had damaged.
+    pub fallbacks: u64,
+    /// Whether the job ended refusing to go on (1) or not (0).
+    pub refusals: u64,
 }
 
 /// What a run left.
@@ -140,6 +151,8 @@ pub struct WorldSetup {
     pub schedule: Vec<ScheduledFault>,
     /// Limits.
     pub limits: Limits,
+    /// Virtual µs each write to the checkpoint store takes (0: at once).
+    pub store_write_us: u64,
 }
 
 /// Records a producer appends to an input partition at a virtual time (durably: a producer
@@ -307,6 +320,21 @@ struct Attempt {
     crash_at_step: Option<u64>,
     /// The attempt failed and is stopping.
     stopping: Option<Stopping>,
+    /// The coordinator's writes to the checkpoint store, queued in the order it asked for
+    /// them; the head is being written (with `store_write_us` > 0).
+    writes: VecDeque<StoreWrite>,
+    /// When the head of `writes` returns.
+    write_done_us: u64,
+}
+
+/// A write the coordinator asked of the checkpoint store.
+enum StoreWrite {
+    Snapshot {
+        checkpoint: CheckpointId,
+        subtask: usize,
+    },
+    Metadata(CheckpointMetadata),
+    Discard(CheckpointId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,6 +347,8 @@ enum Redeploy {
 
 #[derive(Clone, Copy)]
 enum Action {
+    /// The checkpoint store's write at the head of the queue returns.
+    Write,
     Deliver(usize),
     Step(usize),
     Tick,
@@ -371,12 +401,23 @@ pub struct World {
     rescaled: BTreeMap<String, u32>,
     flow: FlowConfig,
     log: SimLog,
+    /// Virtual µs each write to the checkpoint store takes (0: at once).
+    store_write_us: u64,
     /// The disk under the checkpoint store, which faults crash and tear.
     disk: SimDisk,
     /// `rill-store`'s checkpoint store, on the simulated disk.
     store: CheckpointStore,
     /// The restores so far, accounted for.
     restores: Restores,
+    /// The values of checkpoints that faults damaged on the store's disk.
+    damaged: Vec<(CheckpointId, StoredValue)>,
+    /// Where the running process's job started: a checkpoint, or none.
+    starts_from: Option<CheckpointId>,
+    /// Whether it started there falling back past checkpoints a fault damaged: its sinks may
+    /// have committed more, and must then refuse to start.
+    fell_back: bool,
+    /// The refusal a sink owed, once one refused: the job's failure is its right end.
+    refusal: Option<String>,
     /// The job master of the running process; gone with a crash of the process.
     master: Option<JobMasterCore<String, ()>>,
     attempt: Option<Attempt>,
@@ -423,6 +464,7 @@ impl World {
         let mut store = CheckpointStore::on(Arc::new(disk.clone()), "the simulated disk");
         if let Some(defect) = setup.defect {
             store.plant_defect(defect);
+            setup.log.plant_defect(defect);
         }
         Ok(World {
             rng,
@@ -435,6 +477,10 @@ impl World {
             store,
             disk,
             restores: Restores::default(),
+            damaged: Vec::new(),
+            starts_from: None,
+            fell_back: false,
+            refusal: None,
             master: None,
             attempt: None,
             deployments: 0,
@@ -449,6 +495,7 @@ impl World {
             arrivals: setup.arrivals.into(),
             progress: 0.0,
             limits: setup.limits,
+            store_write_us: setup.store_write_us,
             ready: Vec::new(),
             trace,
             stats: RunStats::default(),
@@ -499,8 +546,10 @@ impl World {
             self.now_us += self.rng.random_range(SCHEDULER_QUANTUM_US);
             self.advance_processing_time();
         }
+        let outcome = self.outcome.take().unwrap_or(Outcome::Finished);
+        self.stats.refusals = u64::from(matches!(outcome, Outcome::Refused(_)));
         RunResult {
-            outcome: self.outcome.take().unwrap_or(Outcome::Finished),
+            outcome,
             stats: self.stats,
             trace_hash: self.trace.hash(),
             log: self.log,
@@ -617,7 +666,15 @@ impl World {
                         next_due = next_due.min(attempt.next_tick_us);
                     }
                 }
-                if stopping.is_some() && ready.is_empty() {
+                if let Some(write) = attempt.writes.front().map(|_| attempt.write_done_us) {
+                    if write <= self.now_us {
+                        ready.push(Action::Write);
+                    } else {
+                        next_due = next_due.min(write);
+                    }
+                }
+                // A stopping coordinator lets its queued writes finish first.
+                if stopping.is_some() && ready.is_empty() && attempt.writes.is_empty() {
                     // Nothing more the stopping attempt can do now: it has stopped.
                     return Some(Action::Stopped);
                 }
@@ -649,6 +706,7 @@ impl World {
             Action::Step(subtask) => self.step_subtask(subtask),
             Action::Tick => self.tick(),
             Action::Produce => self.produce(),
+            Action::Write => self.complete_write(),
             Action::Stopped => {
                 let steps = self.stats.steps;
                 if let Some(stopping) = self.attempt.as_mut().and_then(|a| a.stopping.as_mut()) {
@@ -729,6 +787,7 @@ impl World {
                 self.trace(31, [index as u64, 0, 0], || {
                     format!("{name} failed: {error}")
                 });
+                self.note_refusal(&error);
                 self.fail_over(format!("{name} failed: {error}"), Some(index));
                 return;
             }

@@ -156,6 +156,34 @@ fn a_shrunk_schedule_replays_by_the_indices_it_kept() {
     assert_eq!(again.trace_hash, once_more.trace_hash);
 }
 
+fn scenario_file(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/{name}.toml"));
+    let text = std::fs::read_to_string(path).expect("the scenario file");
+    Scenario::parse(name, &text).expect("a valid scenario")
+}
+
+#[test]
+fn a_checkpoint_damaged_before_its_commit_is_a_clean_fall_back() {
+    let corrupt = scenario_file("corrupt-checkpoint-before-commit");
+    for seed in 0..5 {
+        let report = run_seed(&corrupt, seed, None, false);
+        assert_eq!(report.checked.violation, None, "seed {seed}");
+        assert_eq!(report.stats.fallbacks, 2, "seed {seed}");
+        assert_eq!(report.stats.refusals, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_committed_checkpoint_damaged_is_a_refused_rewind() {
+    let corrupt = scenario_file("corrupt-newest-checkpoint");
+    let refused = (0..10)
+        .map(|seed| run_seed(&corrupt, seed, None, false))
+        .inspect(|report| assert_eq!(report.checked.violation, None, "seed {}", report.seed))
+        .filter(|report| report.stats.refusals > 0)
+        .count();
+    assert!(refused > 0, "no seed refused");
+}
+
 #[test]
 fn every_scenario_file_is_valid_and_each_fault_kind_is_covered() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -184,6 +212,7 @@ fn every_scenario_file_is_valid_and_each_fault_kind_is_covered() {
         "slow-subtask",
         "crash-during-recovery",
         "rescale",
+        "corrupt-checkpoint",
     ] {
         assert!(
             kinds.contains(kind),

@@ -160,7 +160,7 @@ pub struct LogWriter<L: ConnectorLog, T> {
     /// pre-commit, before its checkpoint completes), `SinkSkipsFlush` (its flushes do
     /// nothing, so what it appends or commits is lost in a crash of the machine), or one of
     /// the restore's: `SinkAbortsCommittedOnRestore`, `SinkCommitsLeftoversOnRestore`,
-    /// `SinkLeavesTakenOverOpen`.
+    /// `SinkLeavesTakenOverOpen`, `SinkIgnoresCommitMark` (it never refuses a rewind).
     #[cfg(feature = "defects")]
     defect: Option<Defect>,
 }
@@ -240,6 +240,7 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
         if let Some(committed) = found
             && restoring.is_none_or(|restoring| committed > restoring)
             && !self.allow_rewind
+            && !self.ignores_commit_mark()
         {
             return Err(SinkRestoreError::Rewind {
                 writer: self.prefix.clone(),
@@ -280,6 +281,7 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
                 | Defect::SinkAbortsCommittedOnRestore
                 | Defect::SinkCommitsLeftoversOnRestore
                 | Defect::SinkLeavesTakenOverOpen
+                | Defect::SinkIgnoresCommitMark
         ) {
             self.defect = Some(defect);
         }
@@ -299,6 +301,17 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
 
     #[cfg(not(feature = "defects"))]
     fn commits_at_pre_commit(&self) -> bool {
+        false
+    }
+
+    /// Whether a planted defect starts behind the commit mark without refusing.
+    #[cfg(feature = "defects")]
+    fn ignores_commit_mark(&self) -> bool {
+        self.planted(Defect::SinkIgnoresCommitMark)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn ignores_commit_mark(&self) -> bool {
         false
     }
 

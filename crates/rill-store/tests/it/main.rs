@@ -8,7 +8,7 @@ use rill_core::coordinator::CheckpointMetadata;
 use std::sync::Arc;
 
 use rill_core::storage::{Durability, Storage, WriteOp};
-use rill_store::{CheckpointStore, FjallStorage, StoreError};
+use rill_store::{CheckpointStore, FjallStorage, StoreError, StoredValue};
 
 mod directory;
 mod golden;
@@ -196,6 +196,33 @@ fn metadata_cut_short_is_an_unfinished_checkpoint_and_a_leftover() {
     assert_eq!(store.list("job").unwrap().len(), 1);
     assert_eq!(store.discard_leftovers("job").unwrap(), 1);
     assert!(store.latest("job").unwrap().unwrap().skipped.is_empty());
+}
+
+#[test]
+fn metadata_longer_than_its_header_says_is_damage_not_a_write_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, raw) = damageable(dir.path());
+    write_checkpoint(&store, "job", 1, true);
+    write_checkpoint(&store, "job", 2, true);
+    let (space, key) = CheckpointStore::stored_at("job", CheckpointId(2), StoredValue::Metadata);
+    assert_eq!((space, &key), ("metadata", &self::key("job", 2, None)));
+    // The length field (bytes 7..15, little-endian) says one byte fewer than there are.
+    damage(&raw, space, key, |v| {
+        let declared = u64::from_le_bytes(v[7..15].try_into().unwrap());
+        v[7..15].copy_from_slice(&(declared - 1).to_le_bytes());
+    });
+    let intact = store.latest("job").unwrap().unwrap();
+    assert_eq!(intact.checkpoint.id(), CheckpointId(1));
+    assert!(
+        !intact.skipped[0].is_unfinished_metadata(),
+        "{}",
+        intact.skipped[0]
+    );
+    assert_eq!(
+        store.discard_leftovers("job").unwrap(),
+        0,
+        "kept for inspection"
+    );
 }
 
 #[test]
