@@ -16,19 +16,25 @@
 //! - [`record`]: the records going in ([`ProducerRecord`]) and coming out ([`LogRecord`]);
 //! - [`transaction`]: records staged, then committed atomically or aborted (two-phase
 //!   commit); readers see committed records only;
+//! - [`check`]: reading everything a log holds, past damage, to report what is intact and
+//!   what is not ([`LogCheck`]);
+//! - [`salvage`]: copying the intact records of a damaged log into a new one;
 //! - [`error`]: [`LogError`], every variant naming what was at fault;
 //! - [`connector`]: the log as `rill-core`'s `ConnectorLog`, which the log source and sink read
 //!   and write through;
 //! - `wire`: the stored form of records (bincode's standard encoding, written and read by
 //!   hand).
 
+pub mod check;
 pub mod connector;
 pub mod error;
 pub mod log;
 pub mod record;
+pub mod salvage;
 pub mod transaction;
 mod wire;
 
+pub use check::{LogCheck, PartitionCheck};
 pub use error::LogError;
 pub use log::{EventLog, FORMAT, TopicInfo};
 pub use record::{LogRecord, ProducerRecord, RecordPosition, partition_for_key};

@@ -1,0 +1,267 @@
+//! Damage on disk: a flipped byte in a journal, a journal cut short, a failing storage. Errors
+//! name the topic, partition, offsets and file; a read-only open reads around the damage
+//! without changing anything; a check reports what is intact and what is not; a salvage copies
+//! what is intact.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp};
+use rill_log::{EventLog, LogError, ProducerRecord};
+use rill_store::FjallStorage;
+
+/// Every file under `dir` with its content.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else {
+            found.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    found
+}
+
+fn append(log: &EventLog, topic: &str, partition: u32, values: std::ops::Range<u32>) {
+    let records = values
+        .map(|i| {
+            ProducerRecord::new(format!("{topic}-value-{i}"))
+                .with_key(format!("k{i}"))
+                .with_timestamp(i64::from(i))
+                .with_partition(partition)
+        })
+        .collect();
+    log.append_batch(topic, records).unwrap();
+}
+
+/// A log whose journal holds, one append each: `a` offsets 0..5, `b` 0..5, `b` 5..10 (the
+/// batch to damage: its values read `b-value-5` to `b-value-9`), `b` 10..15, `a` 5..10.
+fn log_with_journal() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    {
+        let log = EventLog::open_or_create(&path).unwrap();
+        log.create_topic("a", 1).unwrap();
+        log.create_topic("b", 1).unwrap();
+        append(&log, "a", 0, 0..5);
+        append(&log, "b", 0, 0..5);
+        append(&log, "b", 0, 5..10);
+        append(&log, "b", 0, 10..15);
+        append(&log, "a", 0, 5..10);
+        log.flush().unwrap();
+    }
+    let journal = files(&path)
+        .into_iter()
+        .find(|(path, bytes)| {
+            path.extension().is_some_and(|ext| ext == "jnl")
+                && bytes.windows(9).any(|window| window == b"b-value-7")
+        })
+        .unwrap()
+        .0;
+    (dir, path, journal)
+}
+
+/// Flips a byte of the value `b-value-7` in the journal.
+fn flip_a_byte(journal: &Path) {
+    let mut bytes = std::fs::read(journal).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|window| window == b"b-value-7")
+        .unwrap();
+    bytes[at + 8] ^= 0x01;
+    std::fs::write(journal, &bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_byte_in_a_journal_is_refused_by_name_then_checked_and_salvaged_around() {
+    let (dir, path, journal) = log_with_journal();
+    flip_a_byte(&journal);
+    let refused = EventLog::open(&path).unwrap_err().to_string();
+    assert!(
+        refused.contains(&journal.display().to_string()) && refused.contains("damaged batch"),
+        "{refused}"
+    );
+    let before = files(&path);
+
+    let log = EventLog::open_read_only(&path).unwrap();
+    assert_eq!(
+        log.skipped_batches().len(),
+        1,
+        "{:?}",
+        log.skipped_batches()
+    );
+    assert_eq!(log.skipped_batches()[0].journal, journal);
+    assert!(log.is_damaged());
+    let check = log.check();
+    assert!(check.found_damage());
+    let by_topic: BTreeMap<&str, _> = check
+        .partitions
+        .iter()
+        .map(|partition| (partition.topic.as_str(), partition))
+        .collect();
+    assert_eq!(
+        by_topic["a"].intact,
+        vec![0..10],
+        "the other topic is intact"
+    );
+    assert!(by_topic["a"].damaged.is_empty());
+    let b = by_topic["b"];
+    assert_eq!(
+        b.intact,
+        vec![0..5, 10..15],
+        "the batches after it are read"
+    );
+    assert_eq!(b.damaged.len(), 1);
+    assert_eq!(b.damaged[0].0, 5..10);
+    let missing = b.damaged[0].1.to_string();
+    assert!(
+        missing.contains("'b'") && missing.contains("partition 0") && missing.contains("5 to 9"),
+        "{missing}"
+    );
+
+    let salvaged = EventLog::open_or_create(dir.path().join("salvaged")).unwrap();
+    let report = log.salvage_into(&salvaged).unwrap();
+    assert_eq!(report.partitions.len(), 2);
+    assert_eq!(salvaged.end_offsets("a").unwrap(), vec![10]);
+    assert_eq!(salvaged.end_offsets("b").unwrap(), vec![10]);
+    let b_records = salvaged.read("b", 0, 0, 10).unwrap();
+    let values: Vec<String> = b_records
+        .iter()
+        .map(|record| String::from_utf8(record.value.clone()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..5)
+        .chain(10..15)
+        .map(|i| format!("b-value-{i}"))
+        .collect();
+    assert_eq!(values, expected, "offsets after the damage move down");
+    assert_eq!(b_records[5].key.as_deref(), Some(&b"k10"[..]), "keys kept");
+    assert_eq!(b_records[5].timestamp, 10, "timestamps kept");
+    drop(log);
+    assert!(files(&path) == before, "read-only means read-only");
+}
+
+#[test]
+fn a_journal_cut_short_is_reported_read_only_without_being_cut() {
+    let (_dir, path, journal) = log_with_journal();
+    let bytes = std::fs::read(&journal).unwrap();
+    let data_end = bytes.iter().rposition(|&byte| byte != 0).unwrap() + 1;
+    std::fs::write(&journal, &bytes[..data_end - 5]).unwrap();
+    let before = files(&path);
+
+    let log = EventLog::open_read_only(&path).unwrap();
+    assert_eq!(
+        log.journal_repairs().len(),
+        1,
+        "{:?}",
+        log.journal_repairs()
+    );
+    assert_eq!(log.journal_repairs()[0].journal, journal);
+    assert!(log.is_damaged());
+    assert_eq!(
+        log.end_offsets("a").unwrap(),
+        vec![5],
+        "the last append was cut"
+    );
+    assert!(
+        !log.check().found_damage(),
+        "what is left reads back intact"
+    );
+    drop(log);
+    assert!(
+        files(&path) == before,
+        "the damage is reported, not repaired"
+    );
+
+    let opened = EventLog::open(&path).unwrap();
+    assert_eq!(
+        opened.journal_repairs().len(),
+        1,
+        "opening for writing cuts it, and says so"
+    );
+}
+
+/// Storage whose scans of one key space fail, as an engine that cannot read a file does.
+struct FailingScans {
+    inner: FjallStorage,
+    space: &'static str,
+}
+
+impl Storage for FailingScans {
+    fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), StorageError> {
+        self.inner.write(ops, durability)
+    }
+
+    fn get(&self, space: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(space, key)
+    }
+
+    fn contains(&self, space: &'static str, key: &[u8]) -> Result<bool, StorageError> {
+        self.inner.contains(space, key)
+    }
+
+    fn scan(
+        &self,
+        space: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if space == self.space {
+            return Err(StorageError::new("block checksum mismatch"));
+        }
+        self.inner.scan(space, prefix, from, limit)
+    }
+
+    fn keys(
+        &self,
+        space: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.inner.keys(space, prefix, from, limit)
+    }
+
+    fn last_key(
+        &self,
+        space: &'static str,
+        prefix: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.last_key(space, prefix)
+    }
+}
+
+#[test]
+fn a_storage_error_names_the_topic_partition_and_offset_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let spaces = [
+        "rill.topics",
+        "rill.records",
+        "rill.transactions",
+        "rill.staged",
+        "rill.commit-marks",
+    ];
+    let inner = FjallStorage::open(&dir.path().join("db"), &spaces).unwrap();
+    let storage = Arc::new(FailingScans {
+        inner,
+        space: "rill.records",
+    });
+    let log = EventLog::on(storage, dir.path().to_path_buf()).unwrap();
+    log.create_topic("events", 3).unwrap();
+    append(&log, "events", 2, 0..4);
+    let error = log.read("events", 2, 1, 2).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, LogError::Storage { .. })
+            && message.contains("reading topic 'events' partition 2 from offset 1")
+            && message.contains("block checksum mismatch"),
+        "{message}"
+    );
+    let check = log.check();
+    let partition = &check.partitions[2];
+    assert_eq!(partition.damaged.len(), 1);
+    assert_eq!(partition.damaged[0].0, 0..4, "the unreadable offsets");
+}
