@@ -265,3 +265,99 @@ fn a_storage_error_names_the_topic_partition_and_offset_being_read() {
     assert_eq!(partition.damaged.len(), 1);
     assert_eq!(partition.damaged[0].0, 0..4, "the unreadable offsets");
 }
+
+/// Flips a bit of the last byte of the value of `key` in `space`, through the storage.
+fn flip_value(storage: &FjallStorage, space: &'static str, key: Vec<u8>) {
+    let mut value = storage.get(space, &key).unwrap().unwrap();
+    let last = value.len() - 1;
+    value[last] ^= 0x40;
+    let put = WriteOp::Put { space, key, value };
+    storage.write(vec![put], Durability::Synced).unwrap();
+}
+
+#[test]
+fn damaged_values_are_named_by_check_and_passed_over_by_salvage() {
+    let (dir, log, storage) = super::damageable();
+    log.create_topic("events", 2).unwrap();
+    log.create_topic("other", 1).unwrap();
+    // Three entries of partition 1: offset 0, offsets 1 and 2 (to damage), offset 3.
+    append(&log, "events", 1, 0..1);
+    append(&log, "events", 1, 1..3);
+    append(&log, "events", 1, 3..4);
+    append(&log, "other", 0, 0..2);
+    let staged = [ProducerRecord::new("staged").with_partition(1)];
+    log.stage("job/sink/0/1", "events", &staged).unwrap();
+    let mark = rill_core::log_connector::CommitMark {
+        writer: "job/sink/",
+        checkpoint: 7,
+    };
+    log.commit_marked("job/sink/0/1", Some(mark)).unwrap();
+    log.stage("job/sink/0/2", "events", &staged).unwrap();
+    let mut entry_key = b"events\0".to_vec();
+    entry_key.extend_from_slice(&1u32.to_be_bytes());
+    entry_key.extend_from_slice(&2u64.to_be_bytes());
+    flip_value(&storage, "rill.records", entry_key);
+    flip_value(&storage, "rill.topics", b"other".to_vec());
+    flip_value(&storage, "rill.transactions", b"job/sink/0/2".to_vec());
+    flip_value(&storage, "rill.commit-marks", b"job/sink/".to_vec());
+    drop((log, storage));
+    std::fs::write(
+        dir.path().join("RILL_LOG"),
+        format!("{}\n", rill_log::FORMAT),
+    )
+    .unwrap();
+
+    let refused = EventLog::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        refused.contains("'other'") && refused.contains("rill.topics"),
+        "{refused}"
+    );
+    let log = EventLog::open_read_only(dir.path()).unwrap();
+    let unreadable: Vec<&str> = log
+        .unreadable_topics()
+        .iter()
+        .map(|(topic, _)| topic.as_str())
+        .collect();
+    assert_eq!(unreadable, ["other"]);
+    let check = log.check();
+    let partition = &check.partitions[1];
+    assert_eq!(
+        (partition.topic.as_str(), partition.partition),
+        ("events", 1)
+    );
+    assert_eq!(partition.intact, vec![0..1, 3..5], "offset 4: the commit");
+    assert_eq!(partition.damaged.len(), 1);
+    assert_eq!(partition.damaged[0].0, 1..3);
+    let entry = partition.damaged[0].1.to_string();
+    assert!(
+        entry.contains("'events'")
+            && entry.contains("partition 1")
+            && entry.contains("offsets 1 to 2"),
+        "{entry}"
+    );
+    let damaged: Vec<String> = check.damaged.iter().map(ToString::to_string).collect();
+    assert_eq!(damaged.len(), 2, "{damaged:?}");
+    assert!(damaged[0].contains("'job/sink/0/2'"), "{damaged:?}");
+    assert!(
+        damaged[1].contains("'job/sink/'") && damaged[1].contains("rill.commit-marks"),
+        "{damaged:?}"
+    );
+
+    let salvaged = EventLog::open_or_create(dir.path().join("salvaged")).unwrap();
+    log.salvage_into(&salvaged).unwrap();
+    assert_eq!(
+        salvaged.topics().len(),
+        1,
+        "the unreadable topic is not copied"
+    );
+    let values: Vec<Vec<u8>> = salvaged
+        .read("events", 1, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|record| record.value)
+        .collect();
+    assert_eq!(
+        values,
+        [&b"events-value-0"[..], b"events-value-3", b"staged"]
+    );
+}

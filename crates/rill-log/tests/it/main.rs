@@ -497,6 +497,7 @@ fn damageable() -> (tempfile::TempDir, EventLog, rill_store::FjallStorage) {
             "rill.records",
             "rill.transactions",
             "rill.staged",
+            "rill.commit-marks",
         ],
     )
     .unwrap();
