@@ -185,6 +185,8 @@ pub(crate) fn damaged_in(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// A batch as fjall frames it, of puts of `items` (key, value) into key space 7.
@@ -224,5 +226,37 @@ mod tests {
         assert_eq!(damaged_batches(&journal).len(), 1);
         let unfinished = [good.clone(), good[..good.len() - 3].to_vec()].concat();
         assert_eq!(damaged_batches(&unfinished), Vec::<Range<usize>>::new());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_ordered_ranges_inside_them(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let damaged = damaged_batches(&bytes);
+            prop_assert!(damaged.iter().all(|range| range.start < range.end && range.end <= bytes.len()));
+            prop_assert!(damaged.windows(2).all(|pair| pair[0].end <= pair[1].start));
+        }
+
+        #[test]
+        fn a_flipped_byte_in_a_value_damages_exactly_its_batch(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 1..6),
+            which in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let batches: Vec<Vec<u8>> = values.iter().map(|value| batch(&[(b"key", value)], 0)).collect();
+            let target = which.index(batches.len());
+            let start: usize = batches[..target].iter().map(Vec::len).sum();
+            let value = &values[target];
+            // The value ends where the end marker starts.
+            let value_start = start + batches[target].len() - END_BYTES - value.len();
+            let mut journal = batches.concat();
+            journal[value_start + at.index(value.len())] ^= 1 << bit;
+            prop_assert_eq!(
+                damaged_batches(&journal),
+                vec![start..start + batches[target].len()]
+            );
+        }
     }
 }
