@@ -8,7 +8,9 @@
 //! value — makes the whole database refuse to open. This module reads that framing to find such
 //! batches, so that an open that fails can name the file and bytes at fault, and a read-only
 //! open can leave the batch out of its copy and report it ([`SkippedBatch`]), reading all the
-//! rest. It reads what fjall 3 writes (its trailer says `FJL` 3); a test in
+//! rest. Where the framing itself breaks (a flipped length) but intact batches follow, fjall
+//! would cut them off with it; a read-only open leaves out only the broken stretch, up to the
+//! next intact batch. It reads what fjall 3 writes (its trailer says `FJL` 3); a test in
 //! `tests/it/directory.rs` pins it against journals fjall writes.
 
 use std::ops::Range;
@@ -16,18 +18,35 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::Xxh3;
 
-/// A batch of a journal whose checksum fails: fjall refuses it, and with it the database.
+/// A damaged stretch of a journal, which a read-only open leaves out of its copy.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "journal {} holds a damaged batch at bytes {}..{} (its checksum fails): the writes in it \
-     are lost",
+    "journal {} holds a damaged batch at bytes {}..{} ({cause}): the writes in it are lost",
     journal.display(), bytes.start, bytes.end
 )]
 pub struct SkippedBatch {
     /// The journal file (in the original directory, also when a copy was opened).
     pub journal: PathBuf,
-    /// Where the batch lies in the journal, from its start marker to the end of its end marker.
+    /// Where the damage lies in the journal: from a batch's start marker to the end of its end
+    /// marker, or to the start of the next intact batch.
     pub bytes: Range<u64>,
+    /// What is wrong there.
+    pub cause: JournalDamage,
+}
+
+/// What is wrong with a damaged stretch of a journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JournalDamage {
+    /// A complete batch whose checksum or item count fails: fjall refuses the database.
+    #[error("its checksum fails; fjall refuses to open the database")]
+    Checksum,
+    /// The framing breaks, and an intact batch follows: opening for writing cuts the journal
+    /// here, dropping the intact batches after it too.
+    #[error(
+        "its framing breaks; opening for writing cuts the journal here, dropping the intact \
+         batches after it"
+    )]
+    Framing,
 }
 
 /// The end marker's trailer: fjall's magic bytes, format 3.
@@ -45,14 +64,6 @@ const ITEM_HEADER_BYTES: usize = 1 + 1 + 1 + 8 + 2 + 4 + 4;
 const END_BYTES: usize = 1 + 8 + TRAILER.len();
 /// A clear marker: tag, key space (u64).
 const CLEAR_BYTES: usize = 1 + 8;
-
-/// A batch being read: where it starts, the items it still announces, their checksum so far.
-struct OpenBatch {
-    start: usize,
-    items_left: u32,
-    too_many_items: bool,
-    checksum: Xxh3,
-}
 
 /// Reads a little-endian unsigned integer of `N` bytes at `at`, if the journal holds it.
 fn le_bytes<const N: usize>(journal: &[u8], at: usize) -> Option<[u8; N]> {
@@ -81,43 +92,61 @@ fn entry_at(journal: &[u8], at: usize) -> Option<(u8, usize)> {
     (at.checked_add(len)? <= journal.len()).then_some((tag, len))
 }
 
-/// The complete batches of `journal` (a journal file's bytes) whose checksum or item count
-/// fails, in file order, up to where fjall's replay would stop reading.
-pub(crate) fn damaged_batches(journal: &[u8]) -> Vec<Range<usize>> {
-    let mut damaged = Vec::new();
-    let mut batch: Option<OpenBatch> = None;
-    let mut at = 0;
-    while let Some((tag, len)) = entry_at(journal, at) {
-        let entry = &journal[at..at + len];
-        match (tag, batch.as_mut()) {
-            (TAG_START, None) => {
-                let items = le_bytes::<4>(journal, at + 1).map_or(0, u32::from_le_bytes);
-                batch = Some(OpenBatch {
-                    start: at,
-                    items_left: items,
-                    too_many_items: false,
-                    checksum: Xxh3::new(),
-                });
+/// Whether the batch at `at` is intact, and where it ends; `None` where its framing breaks (an
+/// unknown tag, a length past the end, a start marker inside it, no end marker), where fjall's
+/// replay stops reading and cuts the journal.
+fn batch_at(journal: &[u8], at: usize) -> Option<(usize, bool)> {
+    let (TAG_START, start_len) = entry_at(journal, at)? else {
+        return None;
+    };
+    let announced = u32::from_le_bytes(le_bytes(journal, at + 1)?);
+    let mut items = 0u32;
+    let mut checksum = Xxh3::new();
+    let mut next = at + start_len;
+    loop {
+        let (tag, len) = entry_at(journal, next)?;
+        match tag {
+            TAG_ITEM | TAG_CLEAR => {
+                checksum.update(&journal[next..next + len]);
+                items = items.saturating_add(1);
             }
-            (TAG_ITEM | TAG_CLEAR, Some(open)) => {
-                open.checksum.update(entry);
-                match open.items_left.checked_sub(1) {
-                    Some(left) => open.items_left = left,
-                    None => open.too_many_items = true,
-                }
+            TAG_END => {
+                let expected = u64::from_le_bytes(le_bytes(journal, next + 1)?);
+                let intact = checksum.digest() == expected && items == announced;
+                return Some((next + len, intact));
             }
-            (TAG_END, Some(open)) => {
-                let expected = le_bytes::<8>(journal, at + 1).map_or(0, u64::from_le_bytes);
-                if open.checksum.digest() != expected || open.items_left > 0 || open.too_many_items
-                {
-                    damaged.push(open.start..at + len);
-                }
-                batch = None;
-            }
-            // A start inside a batch, an item or end outside one: fjall stops reading here.
-            _ => break,
+            _ => return None,
         }
-        at += len;
+        next += len;
+    }
+}
+
+/// The damaged stretches of `journal` (a journal file's bytes), in file order: complete
+/// batches whose checksum or item count fails, which make fjall refuse the database; and
+/// stretches where the framing breaks but an intact batch follows, where fjall would cut the
+/// journal and drop that batch and all after it. A break that no intact batch follows (an
+/// unfinished last write, the preallocated zeros) is where fjall's replay ends: not listed.
+pub(crate) fn damaged_batches(journal: &[u8]) -> Vec<(Range<usize>, JournalDamage)> {
+    let mut damaged = Vec::new();
+    let mut at = 0;
+    while at < journal.len() {
+        match batch_at(journal, at) {
+            Some((end, true)) => at = end,
+            Some((end, false)) => {
+                damaged.push((at..end, JournalDamage::Checksum));
+                at = end;
+            }
+            None => {
+                let next_intact = (at + 1..journal.len()).find(|&next| {
+                    journal[next] == TAG_START && matches!(batch_at(journal, next), Some((_, true)))
+                });
+                let Some(next) = next_intact else {
+                    break;
+                };
+                damaged.push((at..next, JournalDamage::Framing));
+                at = next;
+            }
+        }
     }
     damaged
 }
@@ -165,7 +194,7 @@ pub(crate) fn damaged_in(
         if on_damage == OnDamage::LeaveOut {
             let mut kept = Vec::with_capacity(bytes.len());
             let mut from = 0;
-            for range in &damaged {
+            for (range, _) in &damaged {
                 kept.extend_from_slice(&bytes[from..range.start]);
                 from = range.end;
             }
@@ -175,9 +204,10 @@ pub(crate) fn damaged_in(
         let name = journal
             .file_name()
             .map_or_else(|| journal.clone(), |name| named_in.join(name));
-        found.extend(damaged.into_iter().map(|range| SkippedBatch {
+        found.extend(damaged.into_iter().map(|(range, cause)| SkippedBatch {
             journal: name.clone(),
             bytes: range.start as u64..range.end as u64,
+            cause,
         }));
     }
     Ok(found)
@@ -213,19 +243,30 @@ mod tests {
     }
 
     #[test]
-    fn only_complete_batches_whose_checksum_fails_are_damaged() {
+    fn complete_batches_whose_checksum_fails_are_damaged_and_an_unfinished_end_is_not() {
         let good = batch(&[(b"k", b"value"), (b"k2", b"")], 0);
         let bad = batch(&[(b"k", b"value")], 1);
         let mut journal = [good.clone(), bad.clone(), good.clone()].concat();
-        assert_eq!(
-            damaged_batches(&journal),
-            vec![good.len()..good.len() + bad.len()]
-        );
+        let expected = vec![(good.len()..good.len() + bad.len(), JournalDamage::Checksum)];
+        assert_eq!(damaged_batches(&journal), expected);
         // Preallocated zeros, then an unfinished batch: where fjall stops, nothing damaged.
         journal.extend_from_slice(&[0; 64]);
-        assert_eq!(damaged_batches(&journal).len(), 1);
+        assert_eq!(damaged_batches(&journal), expected);
         let unfinished = [good.clone(), good[..good.len() - 3].to_vec()].concat();
-        assert_eq!(damaged_batches(&unfinished), Vec::<Range<usize>>::new());
+        assert_eq!(damaged_batches(&unfinished), vec![]);
+    }
+
+    #[test]
+    fn a_broken_frame_followed_by_an_intact_batch_is_damaged_up_to_it() {
+        let good = batch(&[(b"k", b"value"), (b"k2", b"")], 0);
+        let mut broken = good.clone();
+        // The first item's key length.
+        broken[START_BYTES + 11] = 0xff;
+        let journal = [good.clone(), broken, good.clone(), vec![0; 64]].concat();
+        assert_eq!(
+            damaged_batches(&journal),
+            vec![(good.len()..2 * good.len(), JournalDamage::Framing)]
+        );
     }
 
     proptest! {
@@ -233,7 +274,8 @@ mod tests {
         fn any_bytes_give_ordered_ranges_inside_them(
             bytes in proptest::collection::vec(any::<u8>(), 0..512),
         ) {
-            let damaged = damaged_batches(&bytes);
+            let damaged: Vec<Range<usize>> =
+                damaged_batches(&bytes).into_iter().map(|(range, _)| range).collect();
             prop_assert!(damaged.iter().all(|range| range.start < range.end && range.end <= bytes.len()));
             prop_assert!(damaged.windows(2).all(|pair| pair[0].end <= pair[1].start));
         }
@@ -255,7 +297,7 @@ mod tests {
             journal[value_start + at.index(value.len())] ^= 1 << bit;
             prop_assert_eq!(
                 damaged_batches(&journal),
-                vec![start..start + batches[target].len()]
+                vec![(start..start + batches[target].len(), JournalDamage::Checksum)]
             );
         }
     }

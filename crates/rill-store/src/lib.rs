@@ -26,5 +26,5 @@ pub mod state;
 pub use checkpoints::{CheckpointStore, Damage, IntactCheckpoint, Problem, StoredValue};
 pub use error::StoreError;
 pub use fjall_storage::{FjallStorage, JournalRepair};
-pub use journal::SkippedBatch;
+pub use journal::{JournalDamage, SkippedBatch};
 pub use state::FjallStateBackend;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp};
 use rill_log::{EventLog, LogError, ProducerRecord};
-use rill_store::FjallStorage;
+use rill_store::{FjallStorage, JournalDamage};
 
 /// Every file under `dir` with its content.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -84,9 +84,46 @@ fn a_flipped_byte_in_a_journal_is_refused_by_name_then_checked_and_salvaged_arou
         refused.contains(&journal.display().to_string()) && refused.contains("damaged batch"),
         "{refused}"
     );
-    let before = files(&path);
+    check_and_salvage_around_the_batch_of_b_5_to_9(&dir, &path, &journal, JournalDamage::Checksum);
+}
 
-    let log = EventLog::open_read_only(&path).unwrap();
+#[test]
+fn a_broken_journal_frame_is_checked_and_salvaged_around_not_cut_with_what_follows() {
+    let (dir, path, journal) = log_with_journal();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let value = bytes
+        .windows(9)
+        .position(|window| window == b"b-value-7")
+        .unwrap();
+    // The record entry's envelope starts with RILL; before it, its key (14 bytes for topic
+    // `b`) and the end of fjall's item header: the key's length (2 bytes) and the value's two
+    // lengths (4 bytes each).
+    let envelope = bytes[..value]
+        .windows(4)
+        .rposition(|window| window == b"RILL")
+        .unwrap();
+    let key_length = envelope - 14 - 8 - 2;
+    assert_eq!(bytes[key_length..key_length + 2], [14, 0]);
+    bytes[key_length] = 0xff;
+    std::fs::write(&journal, &bytes).unwrap();
+    check_and_salvage_around_the_batch_of_b_5_to_9(&dir, &path, &journal, JournalDamage::Framing);
+    // Opened for writing, fjall cuts the journal at the break, dropping what followed: said.
+    let opened = EventLog::open(&path).unwrap();
+    assert_eq!(opened.journal_repairs().len(), 1);
+    assert_eq!(opened.end_offsets("a").unwrap(), vec![5]);
+}
+
+/// Opens the log of [`log_with_journal`] read-only, with the batch of `b`'s offsets 5 to 9
+/// damaged in `journal`; checks that it is read around, reported, and salvaged around, and that
+/// nothing in the log changes.
+fn check_and_salvage_around_the_batch_of_b_5_to_9(
+    dir: &tempfile::TempDir,
+    path: &Path,
+    journal: &Path,
+    cause: JournalDamage,
+) {
+    let before = files(path);
+    let log = EventLog::open_read_only(path).unwrap();
     assert_eq!(
         log.skipped_batches().len(),
         1,
@@ -94,6 +131,7 @@ fn a_flipped_byte_in_a_journal_is_refused_by_name_then_checked_and_salvaged_arou
         log.skipped_batches()
     );
     assert_eq!(log.skipped_batches()[0].journal, journal);
+    assert_eq!(log.skipped_batches()[0].cause, cause);
     assert!(log.is_damaged());
     let check = log.check();
     assert!(check.found_damage());
@@ -140,7 +178,7 @@ fn a_flipped_byte_in_a_journal_is_refused_by_name_then_checked_and_salvaged_arou
     assert_eq!(b_records[5].key.as_deref(), Some(&b"k10"[..]), "keys kept");
     assert_eq!(b_records[5].timestamp, 10, "timestamps kept");
     drop(log);
-    assert!(files(&path) == before, "read-only means read-only");
+    assert!(files(path) == before, "read-only means read-only");
 }
 
 #[test]
