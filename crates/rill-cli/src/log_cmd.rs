@@ -82,15 +82,21 @@ pub(crate) enum LogCommand {
     },
     /// Lists the topics and their partition counts.
     List,
-    /// Reads every record, transaction and commit mark of the log and reports, per topic and
-    /// partition, the offsets that are intact and those that are damaged or missing, and any
-    /// journal that opening the log would cut short. Changes nothing (it reads a copy); exits
-    /// with status 1 if anything is damaged.
+    /// Reports what of the log is intact and what is damaged (exit status 1 if anything is).
+    ///
+    /// Reads every record, transaction and commit mark and prints, per topic and partition, the
+    /// offsets that are intact and those that are damaged or missing, each with the error
+    /// naming it; and journals that opening the log would cut short, or that hold damage it
+    /// reads around. Changes nothing: it reads a copy of the log (in the temporary directory).
     Check,
-    /// Copies every intact record of a damaged log into a new log: same topics, partitions,
-    /// keys and timestamps; a record after damaged or missing offsets in its partition gets an
-    /// offset that many lower. Open transactions and commit marks are not copied. Changes
-    /// nothing in the damaged log (it reads a copy); prints what it copied and what it skipped.
+    /// Copies every intact record of a damaged log into a new log.
+    ///
+    /// Topics, partitions, keys and timestamps are kept; a record that comes after damaged or
+    /// missing offsets in its partition gets an offset lower by as many. Open transactions and
+    /// commit marks are not copied, so a job restored from a checkpoint taken before the damage
+    /// refuses the new log as behind what it committed: run it on the new log without its old
+    /// checkpoints. Changes nothing in the damaged log (it reads a copy); prints what it copied
+    /// and what it skipped.
     Salvage {
         /// The new log's directory: it must not exist, or be empty.
         #[arg(long, value_name = "NEW_DIR")]
