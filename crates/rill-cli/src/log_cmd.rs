@@ -107,17 +107,25 @@ pub(crate) enum LogCommand {
 /// Opens an existing log for writing, with a warning for each journal that opening cut short
 /// (what it held after the cut is lost: `rill log check` would have reported it untouched).
 fn open(data_dir: &Path) -> anyhow::Result<EventLog> {
-    let log = match EventLog::open(data_dir) {
-        Err(error @ LogError::Open { .. }) => bail!(
-            "{error} (`rill log check` reports what is intact, `rill log salvage` copies it to \
-             a new log)"
-        ),
-        opened => opened?,
-    };
+    let log = EventLog::open(data_dir).map_err(with_damage_hint)?;
     for repair in log.journal_repairs() {
         eprintln!("warning: the log was damaged: {repair}");
     }
     Ok(log)
+}
+
+/// `error`, with a pointer to `rill log check` and `rill log salvage` if it says the log is
+/// damaged.
+fn with_damage_hint(error: LogError) -> anyhow::Error {
+    match error {
+        LogError::Open { .. } | LogError::Storage { .. } | LogError::Corrupt { .. } => {
+            anyhow::anyhow!(
+                "{error} (`rill log check` reports what is intact, `rill log salvage` copies it \
+                 to a new log)"
+            )
+        }
+        error => error.into(),
+    }
 }
 
 pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
@@ -401,7 +409,9 @@ fn consume(log: &EventLog, topic: &str, options: &ConsumeOptions) -> anyhow::Res
             let want = (end - next)
                 .min(remaining)
                 .min(CONSUME_BATCH_RECORDS as u64) as usize;
-            let records = log.read(topic, partition, next, want)?;
+            let records = log
+                .read(topic, partition, next, want)
+                .map_err(with_damage_hint)?;
             if records.is_empty() {
                 break;
             }
