@@ -9,7 +9,9 @@
 //! is given, or chosen by a stable hash of its key ([`partition_for_key`]), or round-robin.
 //! An append is in the OS's buffers when it returns, so it survives a crash of the process;
 //! [`EventLog::flush`] fsyncs, so that everything appended so far survives a crash of the
-//! machine. One process at a time has a log open (fjall locks the directory).
+//! machine. One process at a time has a log open (fjall locks the directory); a read-only open
+//! ([`EventLog::open_read_only`]) reads a copy, changing nothing, and reports damage instead of
+//! failing on it.
 //!
 //! # Layout
 //! - [`log`]: [`EventLog`], opening, topics, append, read, end offsets, flush;

@@ -32,6 +32,14 @@
 //! fjall locks its database directory: while one [`EventLog`] (and its clones) has a log open,
 //! opening it again, from this process or another, fails with [`LogError::Locked`] (after
 //! fjall's retries, about 200 ms).
+//!
+//! # Damage
+//! [`EventLog::open`] refuses a log fjall cannot open (a journal batch whose checksum fails:
+//! the error names the journal and its bytes) and a topic whose metadata does not decode, and
+//! reports a journal fjall cut short ([`EventLog::journal_repairs`]: what followed the cut is
+//! lost). [`EventLog::open_read_only`] opens a copy and takes no lock: it changes nothing,
+//! reads around what it can (damaged journal stretches, unreadable topics) and reports it, so
+//! that [`crate::check`] can say what is intact and [`crate::salvage`] copy it.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
