@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::ops::Range;
 
 use crate::error::LogError;
-use crate::log::{EntryDamage, EventLog, RECORDS, Topic, open_entry, partition_prefix};
+use crate::log::{EntryDamage, EventLog, RECORDS, Topic, open_entry, partition_prefix, record_key};
 use crate::record::LogRecord;
 use crate::transaction::TransactionInfo;
 
@@ -171,27 +171,34 @@ impl EventLog {
         // The first offset not accounted for yet.
         let mut next = 0u64;
         loop {
-            let entries = match self
-                .inner
-                .storage
-                .scan(RECORDS, &prefix, &from, WALK_ENTRIES)
-            {
-                Ok(entries) => entries,
-                Err(error) => {
-                    let doing =
-                        format!("reading topic '{topic}' partition {partition} from offset {next}");
-                    return each(Piece::Damaged(
-                        next..end.max(next),
-                        self.storage_error(error, doing),
-                    ));
-                }
+            let scan = |limit| self.inner.storage.scan(RECORDS, &prefix, &from, limit);
+            // Where the storage cannot read a run of entries, one at a time up to the damage.
+            let (entries, limit) = match scan(WALK_ENTRIES) {
+                Ok(entries) => (entries, WALK_ENTRIES),
+                Err(error) => match scan(1) {
+                    Ok(entries) => (entries, 1),
+                    Err(_) => {
+                        let doing = format!(
+                            "reading topic '{topic}' partition {partition} from offset {next}"
+                        );
+                        let error = self.storage_error(error, doing);
+                        match self.readable_after(handle, partition, next, end) {
+                            Some((first, key)) if key > from => {
+                                each(Piece::Damaged(next..first, error))?;
+                                (next, from) = (first, key);
+                                continue;
+                            }
+                            _ => return each(Piece::Damaged(next..end.max(next), error)),
+                        }
+                    }
+                },
             };
             let Some((last_key, _)) = entries.last() else {
                 return Ok(());
             };
             // The smallest key after the last one read.
             from = [last_key.as_slice(), &[0]].concat();
-            let more = entries.len() == WALK_ENTRIES;
+            let more = entries.len() == limit;
             for (key, value) in &entries {
                 let (first, last, records) = match open_entry(key, value, &prefix) {
                     Ok(entry) => entry,
@@ -256,5 +263,46 @@ impl EventLog {
                 return Ok(());
             }
         }
+    }
+
+    /// Where a walk of `partition` goes on past entries the storage cannot read from offset
+    /// `next`: the first offset it can read after them and the key of the entry holding it;
+    /// `None` if it reads nothing more before `end`. Probes offsets past `next` at doubling
+    /// steps until a read succeeds, then halves back to the first that does.
+    fn readable_after(
+        &self,
+        handle: &Topic,
+        partition: u32,
+        next: u64,
+        end: u64,
+    ) -> Option<(u64, Vec<u8>)> {
+        let prefix = partition_prefix(&handle.key_prefix, partition);
+        let probe = |offset: u64| -> Option<(u64, Vec<u8>)> {
+            let key = record_key(&handle.key_prefix, partition, offset);
+            let entries = self.inner.storage.scan(RECORDS, &prefix, &key, 1).ok()?;
+            let (key, value) = entries.into_iter().next()?;
+            let first = open_entry(&key, &value, &prefix).map_or(offset, |(first, ..)| first);
+            Some((first.max(next), key))
+        };
+        let last = end.checked_sub(1).filter(|&last| last > next)?;
+        let (mut unreadable, mut step) = (next, 1u64);
+        let (mut readable, mut found) = loop {
+            let offset = next.saturating_add(step).min(last);
+            if let Some(found) = probe(offset) {
+                break (offset, found);
+            }
+            if offset == last {
+                return None;
+            }
+            (unreadable, step) = (offset, step.saturating_mul(2));
+        };
+        while readable - unreadable > 1 {
+            let middle = unreadable + (readable - unreadable) / 2;
+            match probe(middle) {
+                Some(earlier) => (readable, found) = (middle, earlier),
+                None => unreadable = middle,
+            }
+        }
+        Some(found)
     }
 }

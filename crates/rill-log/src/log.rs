@@ -198,7 +198,7 @@ pub(crate) fn partition_prefix(topic_prefix: &[u8], partition: u32) -> Vec<u8> {
 }
 
 /// The key of the entry whose last record is at `offset` (and where a scan for `offset` starts).
-fn record_key(topic_prefix: &[u8], partition: u32, offset: u64) -> Vec<u8> {
+pub(crate) fn record_key(topic_prefix: &[u8], partition: u32, offset: u64) -> Vec<u8> {
     let mut key = partition_prefix(topic_prefix, partition);
     key.extend_from_slice(&offset.to_be_bytes());
     key

@@ -399,3 +399,71 @@ fn damaged_values_are_named_by_check_and_passed_over_by_salvage() {
         [&b"events-value-0"[..], b"events-value-3", b"staged"]
     );
 }
+
+#[test]
+fn a_damaged_table_block_loses_only_the_entries_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    {
+        let log = EventLog::open_or_create(&path).unwrap();
+        log.create_topic("a", 1).unwrap();
+        log.create_topic("b", 1).unwrap();
+        for round in 0..20 {
+            append(&log, "a", 0, round * 50..round * 50 + 50);
+            append(&log, "b", 0, round * 50..round * 50 + 50);
+        }
+        log.flush().unwrap();
+    }
+    {
+        // Flush the records from the journal into a table (fjall's sorted file of blocks).
+        let db = fjall::Database::builder(path.join("db")).open().unwrap();
+        let records = db
+            .keyspace("rill.records", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        records.rotate_memtable_and_wait().unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let (table, mut bytes) = files(&path)
+        .into_iter()
+        .find(|(file, bytes)| {
+            file.parent().is_some_and(|dir| dir.ends_with("tables"))
+                && bytes.windows(11).any(|window| window == b"b-value-500")
+        })
+        .unwrap();
+    let at = bytes
+        .windows(11)
+        .position(|window| window == b"b-value-500")
+        .unwrap();
+    bytes[at + 5] ^= 0x01;
+    std::fs::write(&table, &bytes).unwrap();
+
+    let log = EventLog::open(&path).unwrap();
+    let error = log.read("b", 0, 0, 1000).unwrap_err().to_string();
+    assert!(
+        error.contains("reading topic 'b' partition 0 from offset"),
+        "{error}"
+    );
+    drop(log);
+
+    let log = EventLog::open_read_only(&path).unwrap();
+    let check = log.check();
+    let (a, b) = (&check.partitions[0], &check.partitions[1]);
+    assert!(a.damaged.is_empty(), "the other topic is intact");
+    assert_eq!(a.intact_records(), 1000);
+    assert_eq!(b.damaged.len(), 1, "{:?}", b.damaged);
+    let lost = b.damaged[0].0.clone();
+    assert!(
+        lost.contains(&500) && lost.end - lost.start < 500,
+        "only the block's entries are lost: {lost:?}"
+    );
+    assert_eq!(
+        b.intact,
+        vec![0..lost.start, lost.end..1000],
+        "the entries before and after the block are read"
+    );
+    assert!(
+        matches!(b.damaged[0].1, LogError::Storage { .. }),
+        "{}",
+        b.damaged[0].1
+    );
+}
