@@ -3,7 +3,10 @@
 //! A read ([`EventLog::read`]) stops at the first damage: it never passes over a record.
 //! [`EventLog::check`] reads on: every entry of every partition of every topic, every open
 //! transaction and every commit mark, and reports per partition the offset ranges whose records
-//! read back intact and those damaged or missing, each with the error naming it. `rill log
+//! read back intact and those damaged or missing, each with the error naming it. Where the
+//! storage cannot read some entries (a damaged block of a table file), it reads the entries
+//! before them one at a time and finds the first it can read after them, so that one damaged
+//! block costs only the entries in it. `rill log
 //! check` prints it; [`crate::salvage`] copies the intact records into a new log. Both mean a
 //! log opened with [`EventLog::open_read_only`], which also reads around damaged journals and
 //! topics and reports them ([`EventLog::journal_repairs`], [`EventLog::skipped_batches`],
