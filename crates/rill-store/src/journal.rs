@@ -10,8 +10,10 @@
 //! open can leave the batch out of its copy and report it ([`SkippedBatch`]), reading all the
 //! rest. Where the framing itself breaks (a flipped length) but intact batches follow, fjall
 //! would cut them off with it; a read-only open leaves out only the broken stretch, up to the
-//! next intact batch. It reads what fjall 3 writes (its trailer says `FJL` 3); a test in
-//! `tests/it/directory.rs` pins it against journals fjall writes.
+//! next intact batch. It reads what fjall 3 writes (its trailer says `FJL` 3); tests in
+//! `tests/it/directory.rs` (and `rill-log`'s `tests/it/damage.rs`) pin it against journals
+//! fjall writes. A journal is read whole into memory: fjall keeps at most 512 MiB of journals
+//! by default before it flushes them into tables.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
