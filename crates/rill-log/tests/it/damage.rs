@@ -1,13 +1,13 @@
-//! Damage on disk: a flipped byte in a journal, a journal cut short, a failing storage. Errors
-//! name the topic, partition, offsets and file; a read-only open reads around the damage
+//! Damage on disk: a flipped byte in a journal (in a value, in its framing), a journal cut
+//! short, a damaged block of a table file, damaged values. Errors name the topic, partition,
+//! offsets and file; a read-only open reads around the damage
 //! without changing anything; a check reports what is intact and what is not; a salvage copies
 //! what is intact.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp};
+use rill_core::storage::{Durability, Storage, WriteOp};
 use rill_log::{EventLog, LogError, ProducerRecord};
 use rill_store::{FjallStorage, JournalDamage};
 
@@ -219,89 +219,6 @@ fn a_journal_cut_short_is_reported_read_only_without_being_cut() {
         1,
         "opening for writing cuts it, and says so"
     );
-}
-
-/// Storage whose scans of one key space fail, as an engine that cannot read a file does.
-struct FailingScans {
-    inner: FjallStorage,
-    space: &'static str,
-}
-
-impl Storage for FailingScans {
-    fn write(&self, ops: Vec<WriteOp>, durability: Durability) -> Result<(), StorageError> {
-        self.inner.write(ops, durability)
-    }
-
-    fn get(&self, space: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.get(space, key)
-    }
-
-    fn contains(&self, space: &'static str, key: &[u8]) -> Result<bool, StorageError> {
-        self.inner.contains(space, key)
-    }
-
-    fn scan(
-        &self,
-        space: &'static str,
-        prefix: &[u8],
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Entry>, StorageError> {
-        if space == self.space {
-            return Err(StorageError::new("block checksum mismatch"));
-        }
-        self.inner.scan(space, prefix, from, limit)
-    }
-
-    fn keys(
-        &self,
-        space: &'static str,
-        prefix: &[u8],
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>, StorageError> {
-        self.inner.keys(space, prefix, from, limit)
-    }
-
-    fn last_key(
-        &self,
-        space: &'static str,
-        prefix: &[u8],
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.last_key(space, prefix)
-    }
-}
-
-#[test]
-fn a_storage_error_names_the_topic_partition_and_offset_being_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let spaces = [
-        "rill.topics",
-        "rill.records",
-        "rill.transactions",
-        "rill.staged",
-        "rill.commit-marks",
-    ];
-    let inner = FjallStorage::open(&dir.path().join("db"), &spaces).unwrap();
-    let storage = Arc::new(FailingScans {
-        inner,
-        space: "rill.records",
-    });
-    let log = EventLog::on(storage, dir.path().to_path_buf()).unwrap();
-    log.create_topic("events", 3).unwrap();
-    append(&log, "events", 2, 0..4);
-    let error = log.read("events", 2, 1, 2).unwrap_err();
-    let message = error.to_string();
-    assert!(
-        matches!(error, LogError::Storage { .. })
-            && message.contains("reading topic 'events' partition 2 from offset 1")
-            && message.contains("block checksum mismatch"),
-        "{message}"
-    );
-    let check = log.check();
-    let partition = &check.partitions[2];
-    assert_eq!(partition.damaged.len(), 1);
-    assert_eq!(partition.damaged[0].0, 0..4, "the unreadable offsets");
 }
 
 /// Flips a bit of the last byte of the value of `key` in `space`, through the storage.
