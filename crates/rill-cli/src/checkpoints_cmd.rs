@@ -71,6 +71,9 @@ fn open_store(data_dir: &Path, checkpoint_dir: Option<PathBuf>) -> anyhow::Resul
     for repair in store.journal_repairs() {
         eprintln!("warning: the checkpoint store is damaged: {repair}");
     }
+    for batch in store.skipped_journal_batches() {
+        eprintln!("warning: the checkpoint store is damaged: {batch}");
+    }
     Ok(store)
 }
 

@@ -1,16 +1,19 @@
-//! `rill log …`: create, produce to, consume from, describe and list topics.
+//! `rill log …`: create, produce to, consume from, describe and list topics; check a log for
+//! damage and salvage what is intact.
 //!
 //! Every command but `create` opens an existing log and never creates one, so a mistyped
 //! `--data-dir` is an error rather than a new empty log. Output goes to stdout for piping;
 //! summaries and errors go to stderr. A reader that closes the pipe early (`| head`) ends the
-//! command quietly and successfully.
+//! command quietly and successfully. `check` and `salvage` read a copy of the log
+//! (`EventLog::open_read_only`): they change nothing in it, not even what opening it for
+//! writing would repair (see [`crate::log_check`]).
 
 use std::io::{BufRead, BufWriter, ErrorKind, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use rill_log::{EventLog, ProducerRecord, TransactionInfo};
+use rill_log::{EventLog, LogError, ProducerRecord, TransactionInfo};
 
 /// Lines appended per batch by `produce`: one atomic append (and one write to the OS) each.
 const PRODUCE_BATCH_LINES: usize = 1000;
@@ -79,6 +82,50 @@ pub(crate) enum LogCommand {
     },
     /// Lists the topics and their partition counts.
     List,
+    /// Reports what of the log is intact and what is damaged (exit status 1 if anything is).
+    ///
+    /// Reads every record, transaction and commit mark and prints, per topic and partition, the
+    /// offsets that are intact and those that are damaged or missing, each with the error
+    /// naming it; and journals that opening the log would cut short, or that hold damage it
+    /// reads around. Changes nothing: it reads a copy of the log (in the temporary directory).
+    Check,
+    /// Copies every intact record of a damaged log into a new log.
+    ///
+    /// Topics, partitions, keys and timestamps are kept; a record that comes after damaged or
+    /// missing offsets in its partition gets an offset lower by as many. Open transactions and
+    /// commit marks are not copied, so a job restored from a checkpoint taken before the damage
+    /// refuses the new log as behind what it committed: run it on the new log without its old
+    /// checkpoints. Changes nothing in the damaged log (it reads a copy); prints what it copied
+    /// and what it skipped.
+    Salvage {
+        /// The new log's directory: it must not exist, or be empty.
+        #[arg(long, value_name = "NEW_DIR")]
+        to: std::path::PathBuf,
+    },
+}
+
+/// Opens an existing log for writing, with a warning for each journal that opening cut short
+/// (what it held after the cut is lost: `rill log check` would have reported it untouched).
+fn open(data_dir: &Path) -> anyhow::Result<EventLog> {
+    let log = EventLog::open(data_dir).map_err(with_damage_hint)?;
+    for repair in log.journal_repairs() {
+        eprintln!("warning: the log was damaged: {repair}");
+    }
+    Ok(log)
+}
+
+/// `error`, with a pointer to `rill log check` and `rill log salvage` if it says the log is
+/// damaged.
+fn with_damage_hint(error: LogError) -> anyhow::Error {
+    match error {
+        LogError::Open { .. } | LogError::Storage { .. } | LogError::Corrupt { .. } => {
+            anyhow::anyhow!(
+                "{error} (`rill log check` reports what is intact, `rill log salvage` copies it \
+                 to a new log)"
+            )
+        }
+        error => error.into(),
+    }
 }
 
 pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
@@ -105,7 +152,7 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
                 (None, None) => Keys::None,
             };
             produce(
-                &EventLog::open(data_dir)?,
+                &open(data_dir)?,
                 &topic,
                 (&keys, partition, skip_lines),
                 std::io::stdin().lock(),
@@ -126,11 +173,11 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
                 with_key,
                 read_uncommitted,
             };
-            let log = EventLog::open(data_dir)?;
+            let log = open(data_dir)?;
             quiet_if_closed(consume(&log, &topic, &options))
         }
         LogCommand::Describe { topic } => {
-            let log = EventLog::open(data_dir)?;
+            let log = open(data_dir)?;
             let ends = log.end_offsets(&topic)?;
             let open = open_transactions(&log, &topic)?;
             quiet_if_closed(print_lines(|out| {
@@ -156,8 +203,10 @@ pub(crate) fn run(data_dir: &Path, command: LogCommand) -> anyhow::Result<()> {
                 Ok(())
             }))
         }
+        LogCommand::Check => crate::log_check::check(data_dir),
+        LogCommand::Salvage { to } => crate::log_check::salvage(data_dir, &to),
         LogCommand::List => {
-            let log = EventLog::open(data_dir)?;
+            let log = open(data_dir)?;
             let topics = log.topics();
             quiet_if_closed(print_lines(|out| {
                 for topic in &topics {
@@ -360,7 +409,9 @@ fn consume(log: &EventLog, topic: &str, options: &ConsumeOptions) -> anyhow::Res
             let want = (end - next)
                 .min(remaining)
                 .min(CONSUME_BATCH_RECORDS as u64) as usize;
-            let records = log.read(topic, partition, next, want)?;
+            let records = log
+                .read(topic, partition, next, want)
+                .map_err(with_damage_hint)?;
             if records.is_empty() {
                 break;
             }
@@ -401,7 +452,9 @@ fn consume(log: &EventLog, topic: &str, options: &ConsumeOptions) -> anyhow::Res
 }
 
 /// Writes to stdout through a buffer.
-fn print_lines(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+pub(crate) fn print_lines(
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     write(&mut out)?;
     out.flush()?;

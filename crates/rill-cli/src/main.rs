@@ -6,6 +6,8 @@
 //! rill [--data-dir DIR] log consume <topic> [--from OFFSET] [--max N] [--partition P] [--with-key]
 //! rill [--data-dir DIR] log describe <topic>
 //! rill [--data-dir DIR] log list
+//! rill [--data-dir DIR] log check
+//! rill [--data-dir DIR] log salvage --to NEW_DIR
 //! rill [--data-dir DIR] checkpoints list --job NAME [--checkpoint-dir DIR]
 //! rill [--data-dir DIR] checkpoints inspect --job NAME [--checkpoint ID] [--checkpoint-dir DIR]
 //! rill [--data-dir DIR] checkpoints prune --job NAME [--keep N] [--checkpoint-dir DIR]
@@ -16,6 +18,7 @@
 //! command line or found in the data) escaped, so that they cannot garble the terminal.
 
 mod checkpoints_cmd;
+mod log_check;
 mod log_cmd;
 
 use std::io::IsTerminal;
@@ -40,7 +43,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Topics: create, produce to, consume from, describe, list.
+    /// Topics: create, produce to, consume from, describe, list; check for damage, salvage.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
     /// A job's stored checkpoints: list, inspect, prune, delete.

@@ -63,10 +63,13 @@ pub enum LogError {
         end: u64,
     },
     /// The storage engine failed.
-    #[error("storage error in the Rill log at {path}: {source}")]
+    #[error("storage error in the Rill log at {path} while {doing}: {source}")]
     Storage {
         /// The log's directory.
         path: PathBuf,
+        /// What the log was doing: the topic, partition and offsets it was reading, the
+        /// transaction or writer, or the key space.
+        doing: String,
         /// The engine's error.
         source: rill_core::storage::StorageError,
     },
@@ -117,7 +120,7 @@ pub enum LogError {
         reason: String,
     },
     /// A transaction's stored data could not be decoded.
-    #[error("corrupt transaction '{id}': {reason}")]
+    #[error("corrupt transaction '{id}' (key spaces rill.transactions, rill.staged): {reason}")]
     CorruptTransaction {
         /// The transaction.
         id: String,
@@ -125,7 +128,7 @@ pub enum LogError {
         reason: String,
     },
     /// A writer's commit mark could not be decoded.
-    #[error("corrupt commit mark of writer '{writer}': {reason}")]
+    #[error("corrupt commit mark of writer '{writer}' (key space rill.commit-marks): {reason}")]
     CorruptCommitMark {
         /// The writer.
         writer: String,

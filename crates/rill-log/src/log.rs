@@ -32,6 +32,14 @@
 //! fjall locks its database directory: while one [`EventLog`] (and its clones) has a log open,
 //! opening it again, from this process or another, fails with [`LogError::Locked`] (after
 //! fjall's retries, about 200 ms).
+//!
+//! # Damage
+//! [`EventLog::open`] refuses a log fjall cannot open (a journal batch whose checksum fails:
+//! the error names the journal and its bytes) and a topic whose metadata does not decode, and
+//! reports a journal fjall cut short ([`EventLog::journal_repairs`]: what followed the cut is
+//! lost). [`EventLog::open_read_only`] opens a copy and takes no lock: it changes nothing,
+//! reads around what it can (damaged journal stretches, unreadable topics) and reports it, so
+//! that [`crate::check`] can say what is intact and [`crate::salvage`] copy it.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -42,13 +50,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rill_core::codec::{Envelope, Kind};
 use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
-use rill_store::{FjallStorage, StoreError};
+use rill_store::{FjallStorage, JournalRepair, SkippedBatch, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;
 use crate::record::{
-    EncodedRecords, LogRecord, ProducerRecord, RecordPosition, open_records, partition_for_key,
-    seal_records,
+    EncodedRecords, LogRecord, ProducerRecord, RecordPosition, Records, open_records,
+    partition_for_key, seal_records,
 };
 use crate::transaction::Transactions;
 use crate::wire::RECORD_OVERHEAD_MAX;
@@ -66,7 +74,7 @@ const DATABASE_DIR: &str = "db";
 /// Topic metadata, by the topic's name.
 const TOPICS: &str = "rill.topics";
 /// Records, by topic, partition and offset.
-const RECORDS: &str = "rill.records";
+pub(crate) const RECORDS: &str = "rill.records";
 /// Transactions' metadata and their staged records (see [`crate::transaction`]).
 pub(crate) const TRANSACTIONS: &str = "rill.transactions";
 pub(crate) const STAGED: &str = "rill.staged";
@@ -102,7 +110,7 @@ struct TopicMeta {
 pub(crate) struct Topic {
     pub(crate) info: TopicInfo,
     /// The topic's name and a zero byte: what its record keys start with.
-    key_prefix: Vec<u8>,
+    pub(crate) key_prefix: Vec<u8>,
     /// Offset assignment; held from assigning offsets until the end offsets are published.
     appends: Mutex<AppendState>,
     /// The end offset of each partition as committed: what readers see.
@@ -130,7 +138,7 @@ impl Topic {
         }
     }
 
-    fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
+    pub(crate) fn end_offset(&self, partition: u32) -> Result<u64, LogError> {
         self.committed_ends
             .get(partition as usize)
             .map(|end| end.load(Ordering::Acquire))
@@ -151,6 +159,16 @@ pub(crate) struct Inner {
     /// Planted on purpose (feature `defects`, for the simulator): `LogPrepareSkipsSync`.
     #[cfg(feature = "defects")]
     pub(crate) defect: std::sync::OnceLock<rill_core::defects::Defect>,
+    /// What opening found damaged.
+    damage: StorageDamage,
+}
+
+/// What opening a log found damaged in its storage.
+#[derive(Default)]
+struct StorageDamage {
+    repairs: Vec<JournalRepair>,
+    skipped: Vec<SkippedBatch>,
+    unreadable_topics: Vec<(String, LogError)>,
 }
 
 /// An open event log. Cheap to clone; clones share the log and may be used from any thread.
@@ -175,7 +193,7 @@ fn topic_prefix(topic: &str) -> Vec<u8> {
 }
 
 /// What the keys of one partition's records start with.
-fn partition_prefix(topic_prefix: &[u8], partition: u32) -> Vec<u8> {
+pub(crate) fn partition_prefix(topic_prefix: &[u8], partition: u32) -> Vec<u8> {
     let mut prefix = Vec::with_capacity(topic_prefix.len() + 12);
     prefix.extend_from_slice(topic_prefix);
     prefix.extend_from_slice(&partition.to_be_bytes());
@@ -183,7 +201,7 @@ fn partition_prefix(topic_prefix: &[u8], partition: u32) -> Vec<u8> {
 }
 
 /// The key of the entry whose last record is at `offset` (and where a scan for `offset` starts).
-fn record_key(topic_prefix: &[u8], partition: u32, offset: u64) -> Vec<u8> {
+pub(crate) fn record_key(topic_prefix: &[u8], partition: u32, offset: u64) -> Vec<u8> {
     let mut key = partition_prefix(topic_prefix, partition);
     key.extend_from_slice(&offset.to_be_bytes());
     key
@@ -260,39 +278,154 @@ fn is_missing_or_empty(dir: &Path) -> Result<bool, LogError> {
     Ok(true)
 }
 
+/// `dir` if it is a Rill log directory of this format (see [`EventLog::open`]).
+fn checked_log_dir(dir: &Path) -> Result<PathBuf, LogError> {
+    let path = dir.to_path_buf();
+    match std::fs::metadata(&path) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => return Err(LogError::NotARillLog(path)),
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            return Err(LogError::NotFound(path));
+        }
+        Err(error) => return Err(io_error(&path)(error)),
+    }
+    let marker_path = path.join(MARKER_FILE);
+    let marker = match std::fs::read(&marker_path) {
+        Ok(marker) => marker,
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            return Err(LogError::NotARillLog(path));
+        }
+        Err(error) => return Err(io_error(&marker_path)(error)),
+    };
+    if marker.strip_suffix(b"\n") != Some(FORMAT.as_bytes()) {
+        let found = String::from_utf8_lossy(&marker);
+        return Err(LogError::UnsupportedFormat {
+            path,
+            found: found.trim().chars().take(64).collect(),
+        });
+    }
+    Ok(path)
+}
+
+/// The error of opening the database of the log at `path`.
+fn open_error(path: &Path) -> impl FnOnce(StoreError) -> LogError + '_ {
+    move |error| match error {
+        StoreError::Locked(_) => LogError::Locked(path.to_path_buf()),
+        source => LogError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        },
+    }
+}
+
+/// Topics recovered by name, and those that could not be, by name, with why.
+type RecoveredTopics = (BTreeMap<String, Arc<Topic>>, Vec<(String, LogError)>);
+
+/// The topics `storage` holds, with their end offsets; and those that cannot be recovered, by
+/// name, with why. Fails only if the topics cannot be listed at all.
+fn recover_topics(storage: &dyn Storage, path: &Path) -> Result<RecoveredTopics, LogError> {
+    let stored = storage
+        .scan(TOPICS, &[], &[], usize::MAX)
+        .map_err(|source| LogError::Storage {
+            path: path.to_path_buf(),
+            doing: format!("listing the topics ({TOPICS})"),
+            source,
+        })?;
+    let mut topics = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for (name, value) in stored {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        match recover_topic(storage, path, &name, &value) {
+            Ok(topic) => {
+                topics.insert(name, Arc::new(topic));
+            }
+            Err(error) => unreadable.push((name, error)),
+        }
+    }
+    Ok((topics, unreadable))
+}
+
+/// The topic `name` whose metadata is `value`, with its end offsets.
+fn recover_topic(
+    storage: &dyn Storage,
+    path: &Path,
+    name: &str,
+    value: &[u8],
+) -> Result<Topic, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        topic: name.to_owned(),
+        reason: format!("its metadata ({TOPICS}): {reason}"),
+    };
+    if !valid_topic_name(name) {
+        return Err(corrupt("the topic's name is invalid".to_owned()));
+    }
+    let topic_meta: TopicMeta =
+        Envelope::open(Kind::LogTopic, value).map_err(|error| corrupt(error.to_string()))?;
+    if topic_meta.partitions == 0 || topic_meta.partitions > PARTITIONS_MAX {
+        return Err(corrupt(format!("{} partitions", topic_meta.partitions)));
+    }
+    let prefix = topic_prefix(name);
+    let end_offsets = (0..topic_meta.partitions)
+        .map(|partition| recover_end_offset(storage, path, &prefix, (name, partition)))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::debug!(topic = %name, ?end_offsets, "recovered a topic");
+    let info = TopicInfo {
+        name: name.to_owned(),
+        partitions: topic_meta.partitions,
+    };
+    Ok(Topic::new(info, end_offsets))
+}
+
 impl EventLog {
     /// Opens an existing Rill log directory.
     ///
     /// Fails with [`LogError::NotFound`] if `dir` does not exist, [`LogError::NotARillLog`] if
     /// it is not a Rill log (no format marker: an unrelated directory, a file, another fjall
     /// database), [`LogError::UnsupportedFormat`] if its marker names a format this version
-    /// does not know, and [`LogError::Locked`] if it is open elsewhere.
+    /// does not know, and [`LogError::Locked`] if it is open elsewhere. Damage fails it too:
+    /// a journal batch whose checksum fails ([`LogError::Open`], naming the journal), a topic's
+    /// metadata that does not decode. A journal that fjall cut short on opening (an unfinished
+    /// write, or damage that broke its framing: everything after it is lost) is logged and
+    /// reported by [`EventLog::journal_repairs`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
-        let path = dir.as_ref().to_path_buf();
-        match std::fs::metadata(&path) {
-            Ok(metadata) if metadata.is_dir() => {}
-            Ok(_) => return Err(LogError::NotARillLog(path)),
-            Err(error) if error.kind() == ErrorKind::NotFound => {
-                return Err(LogError::NotFound(path));
-            }
-            Err(error) => return Err(io_error(&path)(error)),
-        }
-        let marker_path = path.join(MARKER_FILE);
-        let marker = match std::fs::read(&marker_path) {
-            Ok(marker) => marker,
-            Err(error) if error.kind() == ErrorKind::NotFound => {
-                return Err(LogError::NotARillLog(path));
-            }
-            Err(error) => return Err(io_error(&marker_path)(error)),
+        let path = checked_log_dir(dir.as_ref())?;
+        let storage =
+            FjallStorage::open(&path.join(DATABASE_DIR), &SPACES).map_err(open_error(&path))?;
+        let damage = StorageDamage {
+            repairs: storage.repairs().to_vec(),
+            ..StorageDamage::default()
         };
-        if marker.strip_suffix(b"\n") != Some(FORMAT.as_bytes()) {
-            let found = String::from_utf8_lossy(&marker);
-            return Err(LogError::UnsupportedFormat {
-                path,
-                found: found.trim().chars().take(64).collect(),
-            });
-        }
-        Self::open_database(path)
+        Self::recover(Arc::new(storage), path, damage)
+    }
+
+    /// Opens an existing Rill log directory to read it, changing nothing there: a copy of its
+    /// database is opened (in a temporary directory, removed when the log is dropped), and
+    /// writes fail. Damage is read around and reported instead of failing the open: what
+    /// opening would cut from a journal ([`EventLog::journal_repairs`]), journal batches whose
+    /// checksum fails, left out of the copy ([`EventLog::skipped_batches`]), topics whose
+    /// metadata does not decode ([`EventLog::unreadable_topics`]). This is what
+    /// `rill log check` and `rill log salvage` read a damaged log with. Refuses what
+    /// [`EventLog::open`] refuses but a lock: another process may have the log open.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self, LogError> {
+        let path = checked_log_dir(dir.as_ref())?;
+        let storage = FjallStorage::open_read_only(&path.join(DATABASE_DIR), &SPACES)
+            .map_err(open_error(&path))?;
+        let damage = StorageDamage {
+            repairs: storage.repairs().to_vec(),
+            skipped: storage.skipped_batches().to_vec(),
+            ..StorageDamage::default()
+        };
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let (topics, unreadable) = recover_topics(storage.as_ref(), &path)?;
+        Ok(Self::assemble(
+            storage,
+            path,
+            topics,
+            StorageDamage {
+                unreadable_topics: unreadable,
+                ..damage
+            },
+        ))
     }
 
     /// Opens a Rill log directory, creating it (and writing the format marker) if it does not
@@ -307,61 +440,33 @@ impl EventLog {
         Self::open(path)
     }
 
-    fn open_database(path: PathBuf) -> Result<Self, LogError> {
-        let storage =
-            FjallStorage::open(&path.join(DATABASE_DIR), &SPACES).map_err(|error| match error {
-                StoreError::Locked(_) => LogError::Locked(path.clone()),
-                source => LogError::Open {
-                    path: path.clone(),
-                    source: Box::new(source),
-                },
-            })?;
-        Self::on(Arc::new(storage), path)
-    }
-
     /// The log kept in `storage` (any implementation of the storage contract: the simulator's
     /// disk, say); `path` names it in errors. Topics and their end offsets are recovered from
     /// what the storage holds.
     pub fn on(storage: Arc<dyn Storage>, path: PathBuf) -> Result<Self, LogError> {
-        let storage_error = |source| LogError::Storage {
-            path: path.clone(),
-            source,
-        };
-        let mut topics = BTreeMap::new();
-        for (name, value) in storage
-            .scan(TOPICS, &[], &[], usize::MAX)
-            .map_err(storage_error)?
-        {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            let corrupt = |reason: String| LogError::Corrupt {
-                topic: name.clone(),
-                reason,
-            };
-            if !valid_topic_name(&name) {
-                return Err(corrupt("the topic's name is invalid".to_owned()));
-            }
-            let topic_meta: TopicMeta = Envelope::open(Kind::LogTopic, &value)
-                .map_err(|error| corrupt(format!("topic metadata: {error}")))?;
-            if topic_meta.partitions == 0 || topic_meta.partitions > PARTITIONS_MAX {
-                return Err(corrupt(format!(
-                    "topic metadata: {} partitions",
-                    topic_meta.partitions
-                )));
-            }
-            let prefix = topic_prefix(&name);
-            let end_offsets = (0..topic_meta.partitions)
-                .map(|partition| {
-                    recover_end_offset(storage.as_ref(), &path, &prefix, (&name, partition))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            tracing::debug!(topic = %name, ?end_offsets, "recovered a topic");
-            let info = TopicInfo {
-                name: name.clone(),
-                partitions: topic_meta.partitions,
-            };
-            topics.insert(name, Arc::new(Topic::new(info, end_offsets)));
+        Self::recover(storage, path, StorageDamage::default())
+    }
+
+    /// The log in `storage`, which fails if a topic cannot be recovered.
+    fn recover(
+        storage: Arc<dyn Storage>,
+        path: PathBuf,
+        damage: StorageDamage,
+    ) -> Result<Self, LogError> {
+        let (topics, unreadable) = recover_topics(storage.as_ref(), &path)?;
+        if let Some((_, error)) = unreadable.into_iter().next() {
+            return Err(error);
         }
-        Ok(EventLog {
+        Ok(Self::assemble(storage, path, topics, damage))
+    }
+
+    fn assemble(
+        storage: Arc<dyn Storage>,
+        path: PathBuf,
+        topics: BTreeMap<String, Arc<Topic>>,
+        damage: StorageDamage,
+    ) -> Self {
+        EventLog {
             inner: Arc::new(Inner {
                 path,
                 storage,
@@ -369,8 +474,28 @@ impl EventLog {
                 transactions: Transactions::default(),
                 #[cfg(feature = "defects")]
                 defect: std::sync::OnceLock::new(),
+                damage,
             }),
-        })
+        }
+    }
+
+    /// The journals that opening the log cut short (or, opened read-only, would have): fjall
+    /// found an unfinished write or damage there, and whatever the journal held after it is
+    /// lost — appends, topics, commits. Logged as a warning when the log opens.
+    pub fn journal_repairs(&self) -> &[JournalRepair] {
+        &self.inner.damage.repairs
+    }
+
+    /// The damaged journal batches a read-only open left out (see
+    /// [`EventLog::open_read_only`]): the writes in them are lost, the rest is read.
+    pub fn skipped_batches(&self) -> &[SkippedBatch] {
+        &self.inner.damage.skipped
+    }
+
+    /// The topics a read-only open could not recover (their metadata or keys are damaged), by
+    /// name, with what is wrong; they are not among [`EventLog::topics`].
+    pub fn unreadable_topics(&self) -> &[(String, LogError)] {
+        &self.inner.damage.unreadable_topics
     }
 
     /// The log's directory.
@@ -378,9 +503,12 @@ impl EventLog {
         &self.inner.path
     }
 
-    pub(crate) fn storage_error(&self, source: StorageError) -> LogError {
+    /// The error of a storage failure while the log was `doing` something (the topic,
+    /// partition and offsets, transaction or key space it was at).
+    pub(crate) fn storage_error(&self, source: StorageError, doing: String) -> LogError {
         LogError::Storage {
             path: self.inner.path.clone(),
+            doing,
             source,
         }
     }
@@ -434,7 +562,7 @@ impl EventLog {
         self.inner
             .storage
             .write(vec![put], Durability::Synced)
-            .map_err(|e| self.storage_error(e))?;
+            .map_err(|e| self.storage_error(e, format!("creating topic '{topic}'")))?;
         tracing::info!(topic, partitions, "created a topic");
         let info = TopicInfo {
             name: topic.to_owned(),
@@ -536,7 +664,15 @@ impl EventLog {
             .inner
             .storage
             .write(batch, Durability::Buffered)
-            .map_err(|error| self.storage_error(error));
+            .map_err(|error| {
+                let doing = format!(
+                    "appending {} record(s) to topic '{}' partition(s) {:?}",
+                    positions.len(),
+                    handle.info.name,
+                    by_partition.keys().collect::<Vec<_>>()
+                );
+                self.storage_error(error, doing)
+            });
         if let Err(error) = written {
             // Nothing was written: give the offsets back, so that the partitions stay dense.
             for position in positions.iter().rev() {
@@ -602,32 +738,37 @@ impl EventLog {
                     &record_key(&handle.key_prefix, partition, next),
                     limit.min(wanted),
                 )
-                .map_err(|e| self.storage_error(e))?;
+                .map_err(|e| {
+                    let doing =
+                        format!("reading topic '{topic}' partition {partition} from offset {next}");
+                    self.storage_error(e, doing)
+                })?;
             // Offsets below the end offset are all written: a gap means the storage lost records.
             if entries.is_empty() {
-                return Err(corrupt(format!("offset {next} is missing")));
+                return Err(corrupt(format!(
+                    "offset {next} is missing (the partition ends at offset {end})"
+                )));
             }
             for (key, value) in entries {
                 if next == stop {
                     break;
                 }
-                let last = offset_of_key(&key, &prefix)
-                    .ok_or_else(|| corrupt(format!("an entry key of {} bytes", key.len())))?;
+                let (first, last, stored) =
+                    open_entry(&key, &value, &prefix).map_err(|damage| {
+                        corrupt(match damage {
+                            EntryDamage::Key { len } => {
+                                format!("an entry key of {len} bytes after offset {next}")
+                            }
+                            EntryDamage::Value { last, reason } => format!(
+                                "offset {next}, in the entry that ends at offset {last}: {reason}"
+                            ),
+                        })
+                    })?;
                 let damaged = |offset: u64, reason: String| {
                     corrupt(format!(
                         "offset {offset}, in the entry that ends at offset {last}: {reason}"
                     ))
                 };
-                let stored = open_records(&value).map_err(|reason| damaged(next, reason))?;
-                let first = (last + 1)
-                    .checked_sub(stored.len())
-                    .filter(|_| stored.len() > 0)
-                    .ok_or_else(|| {
-                        corrupt(format!(
-                            "the entry that ends at offset {last} holds {} records",
-                            stored.len()
-                        ))
-                    })?;
                 // Only the first entry read may start before the offset wanted.
                 if first > next || (first < next && next != from_offset) {
                     return Err(corrupt(format!(
@@ -683,7 +824,7 @@ impl EventLog {
         self.inner
             .storage
             .write(Vec::new(), Durability::Synced)
-            .map_err(|e| self.storage_error(e))
+            .map_err(|e| self.storage_error(e, "making appends durable (fsync)".to_owned()))
     }
 }
 
@@ -783,6 +924,42 @@ fn entry(
     }
 }
 
+/// Why an entry of a partition's records cannot be read.
+pub(crate) enum EntryDamage {
+    /// Its key is not an entry key of the partition.
+    Key {
+        /// The key's length.
+        len: usize,
+    },
+    /// Its value (an envelope of records) does not open, or holds a count of records that
+    /// cannot end at the key's offset.
+    Value {
+        /// The offset its key names: its last record's.
+        last: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Opens the entry stored under `key`, of the partition whose keys start with
+/// `partition_prefix`: its first and last offsets and its records, decoded as they are taken.
+pub(crate) fn open_entry<'a>(
+    key: &[u8],
+    value: &'a [u8],
+    partition_prefix: &[u8],
+) -> Result<(u64, u64, Records<'a, false>), EntryDamage> {
+    let last = offset_of_key(key, partition_prefix).ok_or(EntryDamage::Key { len: key.len() })?;
+    let stored = open_records(value).map_err(|reason| EntryDamage::Value { last, reason })?;
+    let first = (last + 1)
+        .checked_sub(stored.len())
+        .filter(|_| stored.len() > 0)
+        .ok_or_else(|| EntryDamage::Value {
+            last,
+            reason: format!("it holds {} records", stored.len()),
+        })?;
+    Ok((first, last, stored))
+}
+
 /// The end offset of a partition as stored: one past its last record's offset.
 fn recover_end_offset(
     storage: &dyn Storage,
@@ -795,6 +972,7 @@ fn recover_end_offset(
         .last_key(RECORDS, &prefix)
         .map_err(|source| LogError::Storage {
             path: path.to_path_buf(),
+            doing: format!("finding the end offset of topic '{topic}' partition {partition}"),
             source,
         })?;
     let Some(key) = last else {

@@ -78,6 +78,10 @@ struct TransactionMeta {
     records: u64,
 }
 
+/// Values listed from storage, each as read or what is wrong with it; or why they could not be
+/// listed.
+type Listed<T> = Result<Vec<Result<T, LogError>>, LogError>;
+
 /// A writer's newest committed checkpoint as stored (enveloped), keyed by the writer.
 #[derive(Serialize, Deserialize)]
 struct StoredMark {
@@ -117,7 +121,7 @@ impl EventLog {
             .inner
             .storage
             .get(TRANSACTIONS, id.as_bytes())
-            .map_err(|e| self.storage_error(e))?
+            .map_err(|e| self.storage_error(e, format!("reading transaction '{id}'")))?
         else {
             return Ok(None);
         };
@@ -192,7 +196,10 @@ impl EventLog {
         self.inner
             .storage
             .write(batch, Durability::Buffered)
-            .map_err(|e| self.storage_error(e))
+            .map_err(|e| {
+                let doing = format!("staging records of transaction '{id}' for topic '{topic}'");
+                self.storage_error(e, doing)
+            })
     }
 
     /// Prepares transaction `id`: it takes no more records, and what it holds is durable (it
@@ -210,7 +217,7 @@ impl EventLog {
                 self.inner
                     .storage
                     .write(vec![Self::meta_write(id, &meta)?], Durability::Buffered)
-                    .map_err(|e| self.storage_error(e))?;
+                    .map_err(|e| self.storage_error(e, format!("preparing transaction '{id}'")))?;
             }
         }
         if self.prepare_skips_sync() {
@@ -244,7 +251,12 @@ impl EventLog {
         self.inner
             .storage
             .scan(STAGED, &staged_prefix(id), &[], usize::MAX)
-            .map_err(|e| self.storage_error(e))
+            .map_err(|e| {
+                self.storage_error(
+                    e,
+                    format!("reading the staged records of transaction '{id}'"),
+                )
+            })
     }
 
     /// Calls `each` with every record staged in transaction `id`, in staging order: its
@@ -286,7 +298,7 @@ impl EventLog {
             .inner
             .storage
             .get(COMMIT_MARKS, writer.as_bytes())
-            .map_err(|e| self.storage_error(e))?
+            .map_err(|e| self.storage_error(e, format!("reading the commit mark of '{writer}'")))?
         else {
             return Ok(None);
         };
@@ -301,19 +313,33 @@ impl EventLog {
 
     /// Every writer's newest committed checkpoint, by writer.
     pub fn commit_marks(&self) -> Result<Vec<(String, u64)>, LogError> {
+        self.each_commit_mark()?.into_iter().collect()
+    }
+
+    /// Every writer's commit mark, by writer, or what is wrong with it.
+    fn each_commit_mark(&self) -> Listed<(String, u64)> {
         let keys = self
             .inner
             .storage
             .keys(COMMIT_MARKS, &[], &[], usize::MAX)
-            .map_err(|e| self.storage_error(e))?;
+            .map_err(|e| {
+                self.storage_error(e, format!("listing the commit marks ({COMMIT_MARKS})"))
+            })?;
         let mut marks = Vec::with_capacity(keys.len());
         for key in keys {
             let writer = String::from_utf8_lossy(&key).into_owned();
-            if let Some(checkpoint) = self.committed_checkpoint(&writer)? {
-                marks.push((writer, checkpoint));
+            match self.committed_checkpoint(&writer) {
+                Ok(Some(checkpoint)) => marks.push(Ok((writer, checkpoint))),
+                Ok(None) => {}
+                Err(error) => marks.push(Err(error)),
             }
         }
         Ok(marks)
+    }
+
+    /// The commit marks that read back intact; what is damaged goes to `damaged`.
+    pub(crate) fn check_commit_marks(&self, damaged: &mut Vec<LogError>) -> Vec<(String, u64)> {
+        split_damage(self.each_commit_mark(), damaged)
     }
 
     /// The write that moves `mark`'s writer to its checkpoint, unless it is there already.
@@ -369,15 +395,7 @@ impl EventLog {
             encoded.push_stored(partition, stored);
             Ok(())
         })?;
-        if count != meta.records {
-            return Err(LogError::CorruptTransaction {
-                id: id.to_owned(),
-                reason: format!(
-                    "{count} records are staged but its metadata counts {}",
-                    meta.records
-                ),
-            });
-        }
+        check_count(id, count, &meta)?;
         let mark = mark
             .map(|mark| self.mark_write(mark))
             .transpose()?
@@ -410,7 +428,7 @@ impl EventLog {
             .inner
             .storage
             .keys(STAGED, &staged_prefix(id), &[], usize::MAX)
-            .map_err(|e| self.storage_error(e))?
+            .map_err(|e| self.storage_error(e, format!("aborting transaction '{id}'")))?
             .into_iter()
             .map(|key| WriteOp::Delete { space: STAGED, key })
             .collect();
@@ -421,30 +439,56 @@ impl EventLog {
         self.inner
             .storage
             .write(batch, Durability::Buffered)
-            .map_err(|e| self.storage_error(e))?;
+            .map_err(|e| self.storage_error(e, format!("aborting transaction '{id}'")))?;
         Ok(meta.records)
     }
 
     /// The open transactions whose id starts with `prefix`, by id.
     pub fn transactions(&self, prefix: &str) -> Result<Vec<TransactionInfo>, LogError> {
-        let mut infos = Vec::new();
+        self.each_transaction(prefix, |_, _| Ok(()))?
+            .into_iter()
+            .collect()
+    }
+
+    /// The open transactions whose id starts with `prefix`, by id, or what is wrong with them;
+    /// `also` checks more of each.
+    fn each_transaction(
+        &self,
+        prefix: &str,
+        also: impl Fn(&str, &TransactionMeta) -> Result<(), LogError>,
+    ) -> Listed<TransactionInfo> {
         let keys = self
             .inner
             .storage
             .keys(TRANSACTIONS, prefix.as_bytes(), &[], usize::MAX)
-            .map_err(|e| self.storage_error(e))?;
+            .map_err(|e| self.storage_error(e, format!("listing transactions ({TRANSACTIONS})")))?;
+        let mut infos = Vec::with_capacity(keys.len());
         for key in keys {
             let id = String::from_utf8_lossy(&key).into_owned();
-            if let Some(meta) = self.transaction_meta(&id)? {
-                infos.push(TransactionInfo {
+            let info = self.transaction_meta(&id).and_then(|meta| {
+                let Some(meta) = meta else { return Ok(None) };
+                also(&id, &meta)?;
+                Ok(Some(TransactionInfo {
                     id,
                     topic: meta.topic,
                     prepared: meta.prepared,
                     records: meta.records,
-                });
-            }
+                }))
+            });
+            infos.extend(info.transpose());
         }
         Ok(infos)
+    }
+
+    /// The open transactions whose metadata and staged records read back intact, by id; what
+    /// is damaged goes to `damaged`.
+    pub(crate) fn check_transactions(&self, damaged: &mut Vec<LogError>) -> Vec<TransactionInfo> {
+        let staged_intact = |id: &str, meta: &TransactionMeta| {
+            let entries = self.staged_entries(id)?;
+            let count = self.for_each_staged(id, &entries, |_, _, _| Ok(()))?;
+            check_count(id, count, meta)
+        };
+        split_damage(self.each_transaction("", staged_intact), damaged)
     }
 
     /// The records staged in transaction `id`, in staging order.
@@ -462,6 +506,35 @@ impl EventLog {
             Ok(())
         })?;
         Ok(staged)
+    }
+}
+
+/// Whether `count` records staged in transaction `id` are what its metadata counts.
+fn check_count(id: &str, count: u64, meta: &TransactionMeta) -> Result<(), LogError> {
+    if count != meta.records {
+        return Err(LogError::CorruptTransaction {
+            id: id.to_owned(),
+            reason: format!(
+                "{count} records are staged but its metadata counts {}",
+                meta.records
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The intact values of `listed`; the damaged ones, or the error listing them, go to
+/// `damaged`.
+fn split_damage<T>(listed: Listed<T>, damaged: &mut Vec<LogError>) -> Vec<T> {
+    match listed {
+        Ok(values) => values
+            .into_iter()
+            .filter_map(|value| value.map_err(|error| damaged.push(error)).ok())
+            .collect(),
+        Err(error) => {
+            damaged.push(error);
+            Vec::new()
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
 
 use crate::error::StoreError;
 use crate::fjall_storage::{FjallStorage, JournalRepair};
+use crate::journal::SkippedBatch;
 
 /// The file that marks a directory as a checkpoint store, and its content.
 const MARKER_FILE: &str = "RILL_CHECKPOINTS";
@@ -181,6 +182,8 @@ pub struct CheckpointStore {
     location: String,
     /// The journals opening the store cut short (or, read-only, would have).
     repairs: Vec<JournalRepair>,
+    /// The damaged journal batches a read-only open read around.
+    skipped: Vec<SkippedBatch>,
     /// Planted on purpose (feature `defects`, for the simulator): `StoreLatestSkipsNewest`
     /// or `StoreDiscardOverreaches`.
     #[cfg(feature = "defects")]
@@ -284,8 +287,10 @@ impl CheckpointStore {
     fn on_fjall(storage: FjallStorage) -> Result<Self, StoreError> {
         let location = storage.path().display().to_string();
         let repairs = storage.repairs().to_vec();
+        let skipped = storage.skipped_batches().to_vec();
         let mut store = CheckpointStore::on(Arc::new(storage), location);
         store.repairs = repairs;
+        store.skipped = skipped;
         Ok(store)
     }
 
@@ -296,12 +301,19 @@ impl CheckpointStore {
         &self.repairs
     }
 
+    /// The damaged journal batches a read-only open left out, reading the rest: damage to
+    /// report (opening the store for writing refuses it).
+    pub fn skipped_journal_batches(&self) -> &[SkippedBatch] {
+        &self.skipped
+    }
+
     /// The store on `storage`; `location` names it in errors.
     pub fn on(storage: Arc<dyn Storage>, location: impl Into<String>) -> Self {
         CheckpointStore {
             storage,
             location: location.into(),
             repairs: Vec::new(),
+            skipped: Vec::new(),
             #[cfg(feature = "defects")]
             defect: None,
         }

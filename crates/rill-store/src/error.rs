@@ -29,6 +29,20 @@ pub enum StoreError {
         /// fjall's error.
         source: fjall::Error,
     },
+    /// fjall refuses to open the database: a journal holds a complete batch that is damaged.
+    #[error(
+        "storage at {path} cannot be opened: fjall's journal replay fails ({recovery}){}; a \
+         read-only open reads around the damage",
+        batches.iter().map(|batch| format!("; {batch}")).collect::<String>()
+    )]
+    DamagedJournal {
+        /// The directory.
+        path: PathBuf,
+        /// The damaged batches found (empty if fjall's complaint was about something else).
+        batches: Vec<crate::journal::SkippedBatch>,
+        /// fjall's complaint.
+        recovery: String,
+    },
     /// Another handle (likely another process) has the directory open.
     #[error("{0} is already open, likely by another process")]
     Locked(PathBuf),

@@ -12,6 +12,11 @@
 //! caller. A read-only open ([`FjallStorage::open_read_only`], for
 //! tools that only look) opens a copy in a temporary directory (`tempfile`): the original is
 //! never touched, and what fjall would cut is reported as damage instead.
+//!
+//! A complete batch whose checksum fails (a flipped byte) makes fjall refuse the whole
+//! database: opening it fails with [`StoreError::DamagedJournal`], naming the journal and the
+//! batch's bytes. A read-only open leaves such batches out of its copy ([`crate::journal`])
+//! and reports them ([`FjallStorage::skipped_batches`]), so that everything else can be read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rill_core::storage::{Durability, Entry, Storage, StorageError, WriteOp, scan_start};
 
 use crate::error::StoreError;
+use crate::journal::{self, OnDamage, SkippedBatch};
 
 /// A journal that opening the database cut short: the end fjall found damaged or unfinished.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +51,8 @@ pub struct FjallStorage {
     db: Database,
     spaces: BTreeMap<&'static str, Keyspace>,
     repairs: Vec<JournalRepair>,
+    /// For a read-only open: the damaged batches left out of the copy.
+    skipped: Vec<SkippedBatch>,
     /// For a read-only open: the copy that was opened, removed when the last clone goes.
     copy: Option<Arc<tempfile::TempDir>>,
 }
@@ -81,15 +89,9 @@ fn journal_ends(dir: &Path) -> std::io::Result<BTreeMap<std::ffi::OsString, u64>
 /// The size of every journal in `dir`, by file name.
 fn journal_sizes(dir: &Path) -> std::io::Result<BTreeMap<std::ffi::OsString, u64>> {
     let mut sizes = BTreeMap::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(sizes),
-        Err(error) => return Err(error),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.path().extension().is_some_and(|ext| ext == "jnl") {
-            sizes.insert(entry.file_name(), entry.metadata()?.len());
+    for path in journal::journals(dir)? {
+        if let Some(name) = path.file_name() {
+            sizes.insert(name.to_owned(), std::fs::metadata(&path)?.len());
         }
     }
     Ok(sizes)
@@ -118,8 +120,10 @@ impl FjallStorage {
     }
 
     /// Opens a copy of the database in `dir`, which must exist, leaving `dir` untouched:
-    /// writes are refused, and what opening would have cut from a journal is reported in
-    /// [`FjallStorage::repairs`] without being cut.
+    /// writes are refused, what opening would have cut from a journal is reported in
+    /// [`FjallStorage::repairs`] without being cut, and a damaged batch that would make fjall
+    /// refuse the database is left out of the copy and reported in
+    /// [`FjallStorage::skipped_batches`].
     pub fn open_read_only(dir: &Path, spaces: &[&'static str]) -> Result<Self, StoreError> {
         let io = |error: std::io::Error| StoreError::of_engine(dir, fjall::Error::Io(error));
         let copy = tempfile::Builder::new()
@@ -127,8 +131,14 @@ impl FjallStorage {
             .tempdir()
             .map_err(io)?;
         copy_tree(dir, copy.path()).map_err(io)?;
+        let skipped = journal::damaged_in(copy.path(), dir, OnDamage::LeaveOut).map_err(io)?;
         let opened = copy.path().to_path_buf();
-        Self::open_at(dir, &opened, spaces, Some(Arc::new(copy)))
+        let mut storage = Self::open_at(dir, &opened, spaces, Some(Arc::new(copy)))?;
+        for batch in &skipped {
+            tracing::warn!(%batch, "damaged storage, read around");
+        }
+        storage.skipped = skipped;
+        Ok(storage)
     }
 
     fn open_at(
@@ -141,7 +151,18 @@ impl FjallStorage {
         let storage = |source| StoreError::of_engine(&path, source);
         let io = |error: std::io::Error| StoreError::of_engine(dir, fjall::Error::Io(error));
         let before = journal_ends(opened).map_err(io)?;
-        let db = Database::builder(opened).open().map_err(storage)?;
+        let db = match Database::builder(opened).open() {
+            Ok(db) => db,
+            Err(fjall::Error::JournalRecovery(recovery)) => {
+                let batches = journal::damaged_in(opened, dir, OnDamage::Report).map_err(io)?;
+                return Err(StoreError::DamagedJournal {
+                    path: dir.to_path_buf(),
+                    batches,
+                    recovery: format!("{recovery:?}"),
+                });
+            }
+            Err(error) => return Err(storage(error)),
+        };
         let after = journal_sizes(opened).map_err(io)?;
         let repairs: Vec<JournalRepair> = before
             .into_iter()
@@ -170,6 +191,7 @@ impl FjallStorage {
             db,
             spaces,
             repairs,
+            skipped: Vec::new(),
             copy,
         })
     }
@@ -182,6 +204,12 @@ impl FjallStorage {
     /// The journals opening cut short (or, opened read-only, would have).
     pub fn repairs(&self) -> &[JournalRepair] {
         &self.repairs
+    }
+
+    /// The damaged batches a read-only open left out of its copy (see
+    /// [`FjallStorage::open_read_only`]); always empty for a writable open, which refuses them.
+    pub fn skipped_batches(&self) -> &[SkippedBatch] {
+        &self.skipped
     }
 
     fn space(&self, name: &'static str) -> Result<&Keyspace, StorageError> {

@@ -13,15 +13,18 @@
 //! # Layout
 //! - [`checkpoints`]: the checkpoint store;
 //! - [`fjall_storage`]: fjall as the storage contract;
+//! - [`journal`]: fjall's journal files, read to find the damaged batches fjall refuses;
 //! - [`state`]: the fjall keyed-state backend;
 //! - [`error`]: the store's error type, [`StoreError`].
 
 pub mod checkpoints;
 pub mod error;
 pub mod fjall_storage;
+pub mod journal;
 pub mod state;
 
 pub use checkpoints::{CheckpointStore, Damage, IntactCheckpoint, Problem, StoredValue};
 pub use error::StoreError;
 pub use fjall_storage::{FjallStorage, JournalRepair};
+pub use journal::{JournalDamage, SkippedBatch};
 pub use state::FjallStateBackend;

@@ -483,6 +483,7 @@ fn a_crash_of_the_process_loses_nothing_appended() {
     assert_eq!(seen, (0..1_000).collect::<Vec<_>>());
 }
 
+mod damage;
 mod golden;
 mod transactions;
 
@@ -496,6 +497,7 @@ fn damageable() -> (tempfile::TempDir, EventLog, rill_store::FjallStorage) {
             "rill.records",
             "rill.transactions",
             "rill.staged",
+            "rill.commit-marks",
         ],
     )
     .unwrap();

@@ -120,16 +120,38 @@ fn a_journal_cut_mid_write_is_reported_read_only_without_being_repaired_then_whe
 }
 
 #[test]
-fn a_flipped_byte_in_a_journal_is_an_error_naming_the_store() {
+fn a_flipped_byte_in_a_journal_is_read_around_read_only_and_refused_naming_the_journal() {
     let (dir, journal, data_end) = store_with_journal();
     let mut bytes = std::fs::read(&journal).unwrap();
     bytes[data_end - 20] ^= 0xff;
     std::fs::write(&journal, &bytes).unwrap();
     let before = files(dir.path());
-    let error = CheckpointStore::open_read_only(dir.path())
-        .err()
-        .expect("damaged")
-        .to_string();
-    assert!(error.contains(&dir.path().display().to_string()), "{error}");
-    assert_eq!(files(dir.path()), before);
+
+    let reader = CheckpointStore::open_read_only(dir.path()).unwrap();
+    let skipped = reader.skipped_journal_batches().to_vec();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].journal, journal);
+    assert_eq!(
+        skipped[0].bytes.end, data_end as u64,
+        "the last batch is damaged"
+    );
+    assert_eq!(
+        reader.list("job").unwrap().len(),
+        2,
+        "the checkpoints before the damaged batch are read"
+    );
+    drop(reader);
+    assert_eq!(files(dir.path()), before, "read-only means read-only");
+
+    let error = CheckpointStore::open(dir.path()).err().expect("damaged");
+    let message = error.to_string();
+    assert!(
+        matches!(&error, StoreError::DamagedJournal { batches, .. } if batches == &skipped),
+        "{message}"
+    );
+    assert!(
+        message.contains(&dir.path().display().to_string())
+            && message.contains(&journal.display().to_string()),
+        "{message}"
+    );
 }
