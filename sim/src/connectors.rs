@@ -65,6 +65,10 @@ impl ConnectorLog for SimLog {
         SimLog::commit(self, id, mark)
     }
 
+    fn rewind_commit_mark(&self, writer: &str, to: Option<u64>) -> Result<(), SimLogError> {
+        SimLog::rewind_commit_mark(self, writer, to)
+    }
+
     fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, SimLogError> {
         SimLog::committed_checkpoint(self, writer)
     }

@@ -233,6 +233,11 @@ impl SimLog {
         Ok(())
     }
 
+    /// Moves `writer`'s mark back to `to` (removes it for none), synced.
+    pub fn rewind_commit_mark(&self, writer: &str, to: Option<u64>) -> Result<(), SimLogError> {
+        Ok(self.log()?.rewind_commit_mark(writer, to)?)
+    }
+
     /// The newest checkpoint whose output `writer` committed.
     pub fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, SimLogError> {
         Ok(self.log()?.committed_checkpoint(writer)?)

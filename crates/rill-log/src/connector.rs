@@ -44,6 +44,10 @@ impl ConnectorLog for EventLog {
         EventLog::commit_marked(self, id, mark).map(drop)
     }
 
+    fn rewind_commit_mark(&self, writer: &str, to: Option<u64>) -> Result<(), LogError> {
+        EventLog::rewind_commit_mark(self, writer, to)
+    }
+
     fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, LogError> {
         EventLog::committed_checkpoint(self, writer)
     }

@@ -342,6 +342,35 @@ impl EventLog {
         split_damage(self.each_commit_mark(), damaged)
     }
 
+    /// Moves `writer`'s mark back to checkpoint `to` (removes it for none), durably: the job
+    /// was allowed to start behind what the writer committed, and from there on its marks
+    /// count from its new start — a new checkpoint store numbers its checkpoints from 1 again.
+    pub fn rewind_commit_mark(&self, writer: &str, to: Option<u64>) -> Result<(), LogError> {
+        let key = writer.as_bytes().to_vec();
+        let write = match to {
+            Some(checkpoint) => WriteOp::Put {
+                space: COMMIT_MARKS,
+                key,
+                value: Envelope::seal(Kind::LogCommitMark, &StoredMark { checkpoint }).map_err(
+                    |error| LogError::CorruptCommitMark {
+                        writer: writer.to_owned(),
+                        reason: format!("cannot encode it: {error}"),
+                    },
+                )?,
+            },
+            None => WriteOp::Delete {
+                space: COMMIT_MARKS,
+                key,
+            },
+        };
+        self.inner
+            .storage
+            .write(vec![write], Durability::Synced)
+            .map_err(|e| {
+                self.storage_error(e, format!("moving back the commit mark of '{writer}'"))
+            })
+    }
+
     /// The write that moves `mark`'s writer to its checkpoint, unless it is there already.
     fn mark_write(&self, mark: CommitMark<'_>) -> Result<Option<WriteOp>, LogError> {
         if self

@@ -318,6 +318,10 @@ mod tests {
             Ok(None)
         }
 
+        fn rewind_commit_mark(&self, _writer: &str, _to: Option<u64>) -> Result<(), Infallible> {
+            Ok(())
+        }
+
         fn abort(&self, _id: &str) -> Result<(), Infallible> {
             Ok(())
         }

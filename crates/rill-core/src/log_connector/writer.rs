@@ -239,15 +239,26 @@ impl<L: ConnectorLog, T> LogWriter<L, T> {
             })?;
         if let Some(committed) = found
             && restoring.is_none_or(|restoring| committed > restoring)
-            && !self.allow_rewind
             && !self.ignores_commit_mark()
         {
-            return Err(SinkRestoreError::Rewind {
-                writer: self.prefix.clone(),
-                topic: self.topic.clone(),
-                committed,
-                restoring,
-            });
+            if !self.allow_rewind {
+                return Err(SinkRestoreError::Rewind {
+                    writer: self.prefix.clone(),
+                    topic: self.topic.clone(),
+                    committed,
+                    restoring,
+                });
+            }
+            // Allowed: the mark goes back with the job, so that its next runs, which count
+            // from here (a new store from checkpoint 1), are neither refused nor unchecked.
+            return self
+                .log
+                .rewind_commit_mark(&self.prefix, restoring)
+                .map_err(|error| SinkRestoreError::Unreadable {
+                    writer: self.prefix.clone(),
+                    topic: self.topic.clone(),
+                    reason: format!("cannot move its commit mark back: {error}"),
+                });
         }
         if let (Some(restoring), Some(expected)) = (restoring, expected)
             && found.is_none_or(|found| found < expected)
@@ -605,6 +616,15 @@ mod tests {
                 let newest = marks.entry(mark.writer.to_owned()).or_default();
                 *newest = (*newest).max(mark.checkpoint);
             }
+            Ok(())
+        }
+
+        fn rewind_commit_mark(&self, writer: &str, to: Option<u64>) -> Result<(), Infallible> {
+            let mut marks = self.marks.lock().unwrap();
+            match to {
+                Some(checkpoint) => marks.insert(writer.to_owned(), checkpoint),
+                None => marks.remove(writer),
+            };
             Ok(())
         }
 

@@ -42,6 +42,16 @@ fn a_job_whose_checkpoints_were_deleted_does_not_commit_its_output_again() {
 
     upper_case(&log, &checkpoints, false).unwrap();
     assert_eq!(committed(&log), 100);
+    // Two more runs over a few more lines each: the sink's mark is at the third run's final
+    // checkpoint at least, past where a new store's numbering starts.
+    for run in 0..2 {
+        let more = (0..10)
+            .map(|i| ProducerRecord::new(format!("more {run} {i}")))
+            .collect();
+        log.append_batch("lines", more).unwrap();
+        upper_case(&log, &checkpoints, false).unwrap();
+    }
+    assert_eq!(committed(&log), 120);
 
     std::fs::remove_dir_all(&checkpoints).unwrap();
     let error = upper_case(&log, &checkpoints, false)
@@ -51,13 +61,25 @@ fn a_job_whose_checkpoints_were_deleted_does_not_commit_its_output_again() {
         error.contains("sink 'upper case/") && error.contains("starts from no checkpoint"),
         "{error}"
     );
-    assert_eq!(committed(&log), 100, "nothing written twice");
+    assert_eq!(committed(&log), 120, "nothing written twice");
 
     std::fs::remove_dir_all(&checkpoints).unwrap();
     upper_case(&log, &checkpoints, true).unwrap();
     assert_eq!(
         committed(&log),
-        200,
+        240,
         "allowed, the rewind writes the output again"
+    );
+
+    let more = (100..150)
+        .map(|i| ProducerRecord::new(format!("line {i}")))
+        .collect();
+    log.append_batch("lines", more).unwrap();
+    upper_case(&log, &checkpoints, false).unwrap();
+    assert_eq!(
+        committed(&log),
+        290,
+        "the next run resumes from the rewound run's checkpoints (numbered from 1 again in \
+         the new store) without being refused, and writes the new lines once"
     );
 }
