@@ -67,7 +67,8 @@ use crate::wire::RECORD_OVERHEAD_MAX;
 pub const FORMAT: &str = "rill-log 3";
 /// The file that marks a directory as a Rill log: the format and a newline.
 const MARKER_FILE: &str = "RILL_LOG";
-/// The marker is written here first and renamed, so it is never seen half-written.
+/// The marker is written here first and renamed (`rill_store::durable_file`), so it is never
+/// seen half-written.
 const MARKER_TMP_FILE: &str = "RILL_LOG.tmp";
 /// The fjall database's folder inside the log directory.
 const DATABASE_DIR: &str = "db";
@@ -244,19 +245,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
 
 /// Writes the format marker so that it is either absent or complete, even across a crash.
 fn write_marker(dir: &Path) -> Result<(), LogError> {
-    let tmp_path = dir.join(MARKER_TMP_FILE);
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp_path)?;
-        std::io::Write::write_all(&mut file, format!("{FORMAT}\n").as_bytes())?;
-        file.sync_all()
-    };
-    write().map_err(io_error(&tmp_path))?;
-    let marker_path = dir.join(MARKER_FILE);
-    std::fs::rename(&tmp_path, &marker_path).map_err(io_error(&marker_path))?;
-    // The rename is durable once the directory is.
-    std::fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error(dir))
+    rill_store::durable_file::write_durably(dir, MARKER_FILE, format!("{FORMAT}\n").as_bytes())
+        .map_err(io_error(&dir.join(MARKER_FILE)))
 }
 
 /// Whether `dir` is missing or holds nothing but a marker that was never finished.

@@ -81,9 +81,7 @@ fn inspect_dir(dir: &Path) -> Result<StoreDir, StoreError> {
 fn write_marker(dir: &Path) -> Result<(), StoreError> {
     let io = |error: std::io::Error| StoreError::of_engine(dir, fjall::Error::Io(error));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let temporary = dir.join(format!("{MARKER_FILE}.tmp"));
-    std::fs::write(&temporary, MARKER).map_err(io)?;
-    std::fs::rename(&temporary, dir.join(MARKER_FILE)).map_err(io)
+    crate::durable_file::write_durably(dir, MARKER_FILE, MARKER.as_bytes()).map_err(io)
 }
 #[cfg(feature = "defects")]
 use rill_core::defects::Defect;

@@ -13,11 +13,13 @@
 //! # Layout
 //! - [`checkpoints`]: the checkpoint store;
 //! - [`fjall_storage`]: fjall as the storage contract;
+//! - [`durable_file`]: a small file written whole or not at all (directory markers);
 //! - [`journal`]: fjall's journal files, read to find the damaged batches fjall refuses;
 //! - [`state`]: the fjall keyed-state backend;
 //! - [`error`]: the store's error type, [`StoreError`].
 
 pub mod checkpoints;
+pub mod durable_file;
 pub mod error;
 pub mod fjall_storage;
 pub mod journal;

@@ -8,6 +8,7 @@
 //! from an application that listens too.
 
 use std::fmt;
+use std::future::Future;
 
 use rill_core::coordinator::CheckpointMetadata;
 use rill_runtime::{JobError, JobReport};
@@ -22,6 +23,8 @@ pub enum StopSignal {
     Interrupt,
     /// `SIGTERM`: a service manager, `kill`, or a container runtime stopping the process.
     Terminate,
+    /// The application asked ([`RunningJob::join_until`]).
+    Requested,
 }
 
 impl fmt::Display for StopSignal {
@@ -29,6 +32,7 @@ impl fmt::Display for StopSignal {
         f.write_str(match self {
             StopSignal::Interrupt => "Ctrl-C",
             StopSignal::Terminate => "SIGTERM",
+            StopSignal::Requested => "request",
         })
     }
 }
@@ -88,34 +92,10 @@ impl fmt::Display for SignalledEnd {
 
 impl RunningJob {
     /// Waits for the job to end, or for Ctrl-C or `SIGTERM`; on a signal, stops the job with a
-    /// savepoint if it has a checkpoint store and cancels it otherwise, then waits for it to end.
+    /// savepoint if it has a checkpoint store and cancels it otherwise, then waits for it to
+    /// end. A second signal while the savepoint is taken cancels the job instead.
     pub async fn join_until_signal(self) -> Result<SignalledEnd, RillError> {
-        let control = self.canceller();
-        let checkpointing = self.takes_savepoints();
-        let job = self.name().to_owned();
-        let outcome = self.join();
-        tokio::pin!(outcome);
-        let signal = tokio::select! {
-            outcome = &mut outcome => return outcome.map(SignalledEnd::Finished),
-            signal = stop_signal() => signal?,
-        };
-        if checkpointing {
-            let savepoint = control.stop_with_savepoint().join().await?;
-            let report = outcome.await?;
-            return Ok(SignalledEnd::Savepoint {
-                signal,
-                savepoint,
-                report,
-            });
-        }
-        control.cancel();
-        match outcome.await {
-            Ok(report) => Ok(SignalledEnd::Finished(report)),
-            Err(error) if matches!(error.job_error(), Some(JobError::Cancelled(_))) => {
-                Ok(SignalledEnd::Cancelled { signal, job })
-            }
-            Err(error) => Err(error),
-        }
+        self.stop_when(stop_signal(), stop_signal).await
     }
 
     /// [`RunningJob::join_until_signal`], blocking the calling thread.
@@ -128,6 +108,78 @@ impl RunningJob {
             .build()
             .map_err(RillError::Signals)?;
         signals.block_on(self.join_until_signal())
+    }
+
+    /// Like [`RunningJob::join_until_signal`], with the application's own stop instead of a
+    /// signal (a shutdown request, a test): once `stop` completes, the job stops with a
+    /// savepoint if it has a checkpoint store and is cancelled otherwise.
+    pub async fn join_until(
+        self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<SignalledEnd, RillError> {
+        let requested = async {
+            stop.await;
+            Ok(StopSignal::Requested)
+        };
+        self.stop_when(requested, std::future::pending).await
+    }
+
+    /// Waits for the job's end or `first`; after `first`, stops the job (a savepoint, or a
+    /// cancel) unless `second` comes first, which cancels it.
+    async fn stop_when<S>(
+        self,
+        first: impl Future<Output = Result<StopSignal, RillError>>,
+        second: impl FnOnce() -> S,
+    ) -> Result<SignalledEnd, RillError>
+    where
+        S: Future<Output = Result<StopSignal, RillError>>,
+    {
+        let control = self.canceller();
+        let savepoints = self.takes_savepoints();
+        let job = self.name().to_owned();
+        let outcome = self.join();
+        tokio::pin!(outcome);
+        let signal = tokio::select! {
+            outcome = &mut outcome => return outcome.map(SignalledEnd::Finished),
+            signal = first => signal?,
+        };
+        let cancelled = |outcome: Result<JobReport, RillError>| match outcome {
+            Ok(report) => Ok(SignalledEnd::Finished(report)),
+            Err(error) if matches!(error.job_error(), Some(JobError::Cancelled(_))) => {
+                Ok(SignalledEnd::Cancelled {
+                    signal,
+                    job: job.clone(),
+                })
+            }
+            Err(error) => Err(error),
+        };
+        if !savepoints {
+            control.cancel();
+            return cancelled(outcome.await);
+        }
+        let savepoint = tokio::select! {
+            savepoint = control.stop_with_savepoint().join() => savepoint,
+            _ = second() => {
+                control.cancel();
+                return cancelled(outcome.await);
+            }
+        };
+        match savepoint {
+            Ok(savepoint) => Ok(SignalledEnd::Savepoint {
+                signal,
+                savepoint,
+                report: outcome.await?,
+            }),
+            // The job ended before the savepoint (its outcome says how), or the savepoint
+            // failed: the job is cancelled, and the savepoint's failure is the error.
+            Err(failed) => {
+                control.cancel();
+                match cancelled(outcome.await)? {
+                    SignalledEnd::Cancelled { .. } => Err(failed.into()),
+                    ended => Ok(ended),
+                }
+            }
+        }
     }
 }
 

@@ -54,10 +54,10 @@ pub trait ConnectorLog: Clone + Send + Sync + 'static {
     /// Commits transaction `id`, and records `mark` with it, if any.
     fn commit(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), Self::Error>;
     /// The newest checkpoint whose output `writer` committed, as its marks recorded.
+    fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, Self::Error>;
     /// Moves `writer`'s mark back to `to` (removes it for none), durably: a rewind the job
     /// was allowed.
     fn rewind_commit_mark(&self, writer: &str, to: Option<u64>) -> Result<(), Self::Error>;
-    fn committed_checkpoint(&self, writer: &str) -> Result<Option<u64>, Self::Error>;
     /// Aborts transaction `id`.
     fn abort(&self, id: &str) -> Result<(), Self::Error>;
     /// The ids of the open transactions starting with `prefix`.

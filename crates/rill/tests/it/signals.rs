@@ -1,9 +1,9 @@
-//! A job run until a signal: Ctrl-C stops one with a checkpoint store with a savepoint that the
-//! next run goes on from (every record committed once over both runs), and cancels one without,
-//! saying that its output was not committed (and none was).
-//!
-//! The signals are sent to this test process itself, with tokio's handler installed first, so
-//! that no signal can reach the process before anything listens for it.
+//! A job run until it is asked to stop: a stop request (as an application's shutdown would)
+//! stops a job with a checkpoint store with a savepoint that the next run goes on from (every
+//! record committed once over both runs), and cancels one without, saying that its output was
+//! not committed (and none was). One test sends Ctrl-C itself: to this test process, with
+//! tokio's handler installed first, so that no signal can reach the process before something
+//! listens for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +50,8 @@ fn upper_case(log: &EventLog, checkpoints: Option<&std::path::Path>, bounded: bo
     env
 }
 
-/// Runs the job until it ends, sending this process SIGINT until it has.
+/// Runs the job until it ends, sending this process SIGINT until it has (again and again: the
+/// job may start listening after one has arrived).
 fn interrupted(job: RunningJob) -> SignalledEnd {
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -63,7 +64,6 @@ fn interrupted(job: RunningJob) -> SignalledEnd {
     let sender = std::thread::spawn({
         let ended = ended.clone();
         move || {
-            // Sent again and again: the job may start listening after one has arrived.
             while !ended.load(Ordering::Acquire) {
                 let status = std::process::Command::new("kill")
                     .args(["-INT", &std::process::id().to_string()])
@@ -80,8 +80,17 @@ fn interrupted(job: RunningJob) -> SignalledEnd {
     end.unwrap()
 }
 
+/// Runs the job until it ends, asking it to stop at once.
+fn stopped(job: RunningJob) -> SignalledEnd {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(job.join_until(async {})).unwrap()
+}
+
 #[test]
-fn ctrl_c_stops_a_checkpointing_job_with_a_savepoint_the_next_run_goes_on_from() {
+fn a_stop_request_takes_a_savepoint_the_next_run_goes_on_from() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with_lines(dir.path());
     let checkpoints = dir.path().join("checkpoints");
@@ -89,14 +98,14 @@ fn ctrl_c_stops_a_checkpointing_job_with_a_savepoint_the_next_run_goes_on_from()
     let job = upper_case(&log, Some(&checkpoints), false)
         .execute_async("upper case")
         .unwrap();
-    let end = interrupted(job);
+    let end = stopped(job);
     let SignalledEnd::Savepoint {
         signal, savepoint, ..
     } = &end
     else {
         panic!("not stopped with a savepoint: {end}");
     };
-    assert_eq!(*signal, StopSignal::Interrupt);
+    assert_eq!(*signal, StopSignal::Requested);
     assert!(
         end.to_string()
             .contains(&format!("with savepoint {}", savepoint.checkpoint.0)),
@@ -113,10 +122,32 @@ fn ctrl_c_stops_a_checkpointing_job_with_a_savepoint_the_next_run_goes_on_from()
 }
 
 #[test]
-fn ctrl_c_cancels_a_job_without_checkpoints_and_says_its_output_was_not_committed() {
+fn a_stop_request_cancels_a_job_without_checkpoints_and_says_its_output_was_not_committed() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with_lines(dir.path());
 
+    let job = upper_case(&log, None, false)
+        .execute_async("upper case")
+        .unwrap();
+    let end = stopped(job);
+    assert!(
+        matches!(
+            end,
+            SignalledEnd::Cancelled {
+                signal: StopSignal::Requested,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert!(end.to_string().contains("was not committed"), "{end}");
+    assert_eq!(committed(&log), 0);
+}
+
+#[test]
+fn ctrl_c_stops_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with_lines(dir.path());
     let job = upper_case(&log, None, false)
         .execute_async("upper case")
         .unwrap();
@@ -131,6 +162,5 @@ fn ctrl_c_cancels_a_job_without_checkpoints_and_says_its_output_was_not_committe
         ),
         "{end:?}"
     );
-    assert!(end.to_string().contains("was not committed"), "{end}");
-    assert_eq!(committed(&log), 0);
+    assert!(end.to_string().contains("on Ctrl-C"), "{end}");
 }
