@@ -306,6 +306,9 @@ fn produce(
                 Ok(()) => {}
                 Err(error) => break Some(error),
             }
+            if let Err(error) = report_progress(log, topic, skip.min(number), appended) {
+                break Some(error);
+            }
         }
     };
     // Lines accepted before a bad one are appended and made durable all the same.
@@ -329,8 +332,30 @@ fn produce(
         }
         (outcome, flushed) => outcome.and(flushed),
     };
+    let through = skip.min(number) + appended;
     eprintln!("appended {appended} record(s) to topic '{topic}'");
-    outcome.with_context(|| format!("stopped after {appended} record(s)"))
+    outcome.with_context(|| {
+        format!(
+            "stopped after {appended} record(s): input lines 1..={through} are in the log; \
+             resume with --skip-lines {through}"
+        )
+    })
+}
+
+/// Every `PRODUCE_PROGRESS_RECORDS` records, makes what was appended durable and says how far
+/// into the input that is: what `--skip-lines` resumes from.
+fn report_progress(log: &EventLog, topic: &str, skipped: u64, appended: u64) -> anyhow::Result<()> {
+    if appended % PRODUCE_PROGRESS_RECORDS != 0 {
+        return Ok(());
+    }
+    log.flush()
+        .context("cannot make the appended records durable")?;
+    eprintln!(
+        "appended {appended} record(s) to topic '{topic}' so far, durably: input lines \
+         1..={} are in the log",
+        skipped + appended
+    );
+    Ok(())
 }
 
 /// Appends a batch, counting what was appended.
@@ -348,11 +373,7 @@ fn append(
             *appended + count
         )
     })?;
-    let before = *appended;
     *appended += count;
-    if *appended / PRODUCE_PROGRESS_RECORDS > before / PRODUCE_PROGRESS_RECORDS {
-        eprintln!("appended {appended} record(s) to topic '{topic}' so far");
-    }
     Ok(())
 }
 

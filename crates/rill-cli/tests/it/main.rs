@@ -495,7 +495,10 @@ fn produce_reports_its_progress_and_resumes_with_skip_lines() {
     let output = rill(&data, &["log", "produce", "lines"], &input);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("appended 100000 record(s) to topic 'lines' so far"),
+        stderr.contains(
+            "appended 100000 record(s) to topic 'lines' so far, durably: input lines \
+             1..=100000 are in the log"
+        ),
         "{stderr}"
     );
     // A run stopped after 150 000 records, resumed over the whole input plus two lines.
@@ -507,6 +510,31 @@ fn produce_reports_its_progress_and_resumes_with_skip_lines() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("appended 2 record(s)"), "{stderr}");
+    // Skipped lines count in how far into the input the log is; a bad line stops the run
+    // and says where to resume.
+    let bad = format!(
+        "{more}line 150002
+{{\n"
+    );
+    let output = rill(
+        &data,
+        &[
+            "log",
+            "produce",
+            "lines",
+            "--skip-lines",
+            "150002",
+            "--key-field",
+            "user",
+        ],
+        &bad,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("resume with --skip-lines 150002"),
+        "{stderr}"
+    );
     let last = ok(rill(
         &data,
         &["log", "consume", "lines", "--from", "149999"],
