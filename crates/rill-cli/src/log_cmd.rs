@@ -345,7 +345,7 @@ fn produce(
 /// Every `PRODUCE_PROGRESS_RECORDS` records, makes what was appended durable and says how far
 /// into the input that is: what `--skip-lines` resumes from.
 fn report_progress(log: &EventLog, topic: &str, skipped: u64, appended: u64) -> anyhow::Result<()> {
-    if appended % PRODUCE_PROGRESS_RECORDS != 0 {
+    if !appended.is_multiple_of(PRODUCE_PROGRESS_RECORDS) {
         return Ok(());
     }
     log.flush()
