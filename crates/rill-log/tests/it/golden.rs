@@ -11,15 +11,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rill_core::log_connector::CommitMark;
 use rill_core::storage::{Durability, Storage, WriteOp};
 use rill_log::{EventLog, ProducerRecord, StagedRecord};
 use rill_store::FjallStorage;
 
-const SPACES: [&str; 4] = [
+const SPACES: [&str; 5] = [
     "rill.topics",
     "rill.records",
     "rill.transactions",
     "rill.staged",
+    "rill.commit-marks",
 ];
 
 fn golden_path() -> PathBuf {
@@ -33,7 +35,7 @@ fn record(value: &str, timestamp: i64) -> ProducerRecord {
 }
 
 /// A log with a record of every shape, entries of several records, a committed transaction
-/// and an open one.
+/// with its writer's commit mark, and an open one.
 fn build(log: &EventLog) {
     log.create_topic("events", 2).unwrap();
     log.append_batch(
@@ -64,7 +66,11 @@ fn build(log: &EventLog) {
     log.stage("job/sink/0/1", "events", &[record("staged later", 3_002)])
         .unwrap();
     log.prepare("job/sink/0/1").unwrap();
-    log.commit("job/sink/0/1").unwrap();
+    let mark = CommitMark {
+        writer: "job/sink/",
+        checkpoint: 7,
+    };
+    log.commit_marked("job/sink/0/1", Some(mark)).unwrap();
     log.stage(
         "job/sink/0/2",
         "events",
@@ -172,6 +178,7 @@ fn the_stored_form_of_this_format_is_pinned_and_reads_back() {
     expected[keyed].push(("staged keyed".to_owned(), 3_001));
     expected[0].push(("staged later".to_owned(), 3_002));
     assert_eq!([values(&log, 0), values(&log, 1)], expected);
+    assert_eq!(log.committed_checkpoint("job/sink/").unwrap(), Some(7));
     let open = log.transactions("").unwrap();
     assert_eq!(open.len(), 1);
     assert!(open[0].id == "job/sink/0/2" && open[0].prepared && open[0].records == 1);
