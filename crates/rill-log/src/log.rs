@@ -940,8 +940,9 @@ pub(crate) fn open_entry<'a>(
 ) -> Result<(u64, u64, Records<'a, false>), EntryDamage> {
     let last = offset_of_key(key, partition_prefix).ok_or(EntryDamage::Key { len: key.len() })?;
     let stored = open_records(value).map_err(|reason| EntryDamage::Value { last, reason })?;
-    let first = (last + 1)
-        .checked_sub(stored.len())
+    let first = last
+        .checked_add(1)
+        .and_then(|end| end.checked_sub(stored.len()))
         .filter(|_| stored.len() > 0)
         .ok_or_else(|| EntryDamage::Value {
             last,
@@ -972,7 +973,10 @@ fn recover_end_offset(
         topic: topic.to_owned(),
         reason: format!("partition {partition}: a record key of {} bytes", key.len()),
     })?;
-    Ok(offset + 1)
+    offset.checked_add(1).ok_or_else(|| LogError::Corrupt {
+        topic: topic.to_owned(),
+        reason: format!("partition {partition}: a record key holds the offset {offset}"),
+    })
 }
 
 #[cfg(test)]

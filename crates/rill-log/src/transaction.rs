@@ -408,9 +408,11 @@ impl EventLog {
         let handle = self.topic_handle(&meta.topic)?;
         let partitions = handle.info.partitions;
         let entries = self.staged_entries(id)?;
+        let stored_bytes = entries.iter().map(|(_, value)| value.len()).sum();
+        // The count is the metadata's: never more records than stored bytes.
         let mut encoded = EncodedRecords::with_capacity(
-            usize::try_from(meta.records).unwrap_or(0),
-            entries.iter().map(|(_, value)| value.len()).sum(),
+            usize::try_from(meta.records).unwrap_or(0).min(stored_bytes),
+            stored_bytes,
         );
         let count = self.for_each_staged(id, &entries, |partition, _, stored| {
             if let Some(partition) = partition.filter(|&partition| partition >= partitions) {
