@@ -40,13 +40,17 @@ impl ConnectorLog for SimLog {
         topic: &str,
         partition: u32,
         from: u64,
-        max: usize,
+        max: (usize, usize),
     ) -> Result<Vec<LogRecord>, SimLogError> {
         SimLog::read(self, topic, partition, from, max)
     }
 
     fn timestamp(record: &LogRecord) -> i64 {
         record.timestamp
+    }
+
+    fn bytes(record: &LogRecord) -> usize {
+        record.value.len()
     }
 
     fn append(&self, topic: &str, records: Vec<LogRecord>) -> Result<(), SimLogError> {

@@ -156,11 +156,11 @@ impl SimLog {
         topic: &str,
         partition: u32,
         from: u64,
-        max: usize,
+        max: (usize, usize),
     ) -> Result<Vec<LogRecord>, SimLogError> {
         let records: Vec<LogRecord> = self
             .log()?
-            .read(topic, partition, from, max)?
+            .read_bounded(topic, partition, from, max)?
             .into_iter()
             .map(|record| LogRecord {
                 value: record.value.into(),
@@ -349,11 +349,17 @@ mod tests {
         log.create_topic("in", 2).expect("created");
         log.append("in", 1, vec![record(1), record(2), record(3)])
             .expect("appended");
-        assert_eq!(log.read("in", 1, 0, 2).expect("read").len(), 2);
-        assert_eq!(log.read("in", 1, 0, 1).expect("read").len(), 1);
+        assert_eq!(
+            log.read("in", 1, 0, (2, usize::MAX)).expect("read").len(),
+            2
+        );
+        assert_eq!(
+            log.read("in", 1, 0, (1, usize::MAX)).expect("read").len(),
+            1
+        );
         assert_eq!(log.records_read("in"), 2);
         assert!(matches!(
-            log.read("in", 5, 0, 1),
+            log.read("in", 5, 0, (1, usize::MAX)),
             Err(SimLogError::Log(LogError::UnknownPartition { .. }))
         ));
     }

@@ -19,13 +19,17 @@ impl ConnectorLog for EventLog {
         topic: &str,
         partition: u32,
         from: u64,
-        max: usize,
+        max: (usize, usize),
     ) -> Result<Vec<LogRecord>, LogError> {
-        EventLog::read(self, topic, partition, from, max)
+        EventLog::read_bounded(self, topic, partition, from, max)
     }
 
     fn timestamp(record: &LogRecord) -> i64 {
         record.timestamp
+    }
+
+    fn bytes(record: &LogRecord) -> usize {
+        record.value.len() + record.key.as_ref().map_or(0, Vec::len)
     }
 
     fn append(&self, topic: &str, records: Vec<ProducerRecord>) -> Result<(), LogError> {

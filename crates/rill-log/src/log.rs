@@ -696,6 +696,18 @@ impl EventLog {
         from_offset: u64,
         max_records: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
+        self.read_bounded(topic, partition, from_offset, (max_records, usize::MAX))
+    }
+
+    /// Like [`EventLog::read`], and stops once the records read hold `max_bytes` of keys and
+    /// values (the record that reaches it included: at least one record, when there is one).
+    pub fn read_bounded(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        (max_records, max_bytes): (usize, usize),
+    ) -> Result<Vec<LogRecord>, LogError> {
         let handle = self.topic_handle(topic)?;
         let end = handle.end_offset(partition)?;
         if from_offset > end {
@@ -716,7 +728,8 @@ impl EventLog {
         let prefix = partition_prefix(&handle.key_prefix, partition);
         let mut next = from_offset;
         let mut limit = READ_ENTRIES_FIRST;
-        while next < stop {
+        let mut bytes = 0usize;
+        while next < stop && (bytes < max_bytes || records.is_empty()) {
             // Every entry holds at least one record still wanted: never more entries than that.
             let wanted = usize::try_from(stop - next).unwrap_or(usize::MAX);
             let entries = self
@@ -740,7 +753,7 @@ impl EventLog {
                 )));
             }
             for (key, value) in entries {
-                if next == stop {
+                if next == stop || (bytes >= max_bytes && !records.is_empty()) {
                     break;
                 }
                 let (first, last, stored) =
@@ -773,9 +786,12 @@ impl EventLog {
                     if offset <= next {
                         continue;
                     }
-                    if next == stop {
+                    if next == stop || (bytes >= max_bytes && !records.is_empty()) {
                         break;
                     }
+                    bytes = bytes
+                        .saturating_add(record.value.len())
+                        .saturating_add(record.key.map_or(0, <[u8]>::len));
                     records.push(LogRecord {
                         partition,
                         offset: next,
@@ -788,7 +804,7 @@ impl EventLog {
             }
             limit = limit.saturating_mul(2);
         }
-        debug_assert_eq!(records.len(), count);
+        debug_assert!(records.len() == count || bytes >= max_bytes);
         Ok(records)
     }
 

@@ -34,16 +34,19 @@ pub trait ConnectorLog: Clone + Send + Sync + 'static {
 
     /// The end offset of each partition of `topic`, by partition.
     fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, Self::Error>;
-    /// Up to `max` committed records of a partition from offset `from`.
+    /// Committed records of a partition from offset `from`: at most `max.0` of them, and no
+    /// more once they hold `max.1` bytes (at least one, when there is one).
     fn read(
         &self,
         topic: &str,
         partition: u32,
         from: u64,
-        max: usize,
+        max: (usize, usize),
     ) -> Result<Vec<Self::Record>, Self::Error>;
     /// A read record's timestamp, in ms.
     fn timestamp(record: &Self::Record) -> i64;
+    /// The bytes a read record holds (what `read`'s byte limit counts).
+    fn bytes(record: &Self::Record) -> usize;
     /// Appends records to `topic`.
     fn append(&self, topic: &str, records: Vec<Self::Produced>) -> Result<(), Self::Error>;
     /// Stages records for `topic` under transaction `id`, opening it if needed.

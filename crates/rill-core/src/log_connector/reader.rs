@@ -11,6 +11,10 @@
 //! no longer counts; with idleness, neither does one that has been quiet for the timeout. The
 //! generators are not checkpointed: a restored job starts every subtask's watermark afresh,
 //! and the records read again from the checkpointed offsets bring the generators back.
+//!
+//! A poll reads up to the batch's count of records and stops early once they hold
+//! [`READ_BYTES_PER_POLL`] bytes (at least one record), so large records do not make a batch
+//! of a thousand of them.
 
 #[cfg(feature = "defects")]
 use crate::defects::Defect;
@@ -20,6 +24,9 @@ use crate::source::{Source, SourceOutput, SourcePoll, decode_position, encode_po
 use crate::time::{PartitionWatermarks, WatermarkStrategy};
 
 use super::{ConnectorLog, Decode};
+
+/// The bytes of keys and values a poll reads at most (the record that reaches it included).
+pub const READ_BYTES_PER_POLL: usize = 4 << 20;
 
 /// A checkpoint read further into a partition than the log now holds: the log lost records
 /// (damaged, or restored from an older copy), and reading on would skip what replaces them.
@@ -161,8 +168,9 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
             return Err(error);
         }
         let count = self.cursors.len();
+        let mut bytes_left = READ_BYTES_PER_POLL;
         for offset in 0..count {
-            if out.remaining() == 0 {
+            if out.remaining() == 0 || bytes_left == 0 {
                 break;
             }
             let index = (self.turn + offset) % count;
@@ -176,10 +184,13 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
             if want == 0 {
                 continue;
             }
-            for record in self
-                .log
-                .read(&self.topic, cursor.partition, cursor.next, want)?
-            {
+            for record in self.log.read(
+                &self.topic,
+                cursor.partition,
+                cursor.next,
+                (want, bytes_left),
+            )? {
+                bytes_left = bytes_left.saturating_sub(L::bytes(&record));
                 cursor.next += 1;
                 let timestamp = Timestamp(L::timestamp(&record));
                 if let Some(watermarks) = &mut self.watermarks {
@@ -249,8 +260,11 @@ mod tests {
     use crate::source::{AnySource, Polled};
     use crate::time::WatermarkStatus;
 
-    /// A log of partitions whose records are bare timestamps: all a reader needs. It writes
-    /// nothing.
+    /// What each record of [`Timestamps`] weighs: a poll takes four of them.
+    const RECORD_BYTES: usize = READ_BYTES_PER_POLL / 4;
+
+    /// A log of partitions whose records are bare timestamps, each [`RECORD_BYTES`] large: all
+    /// a reader needs. It writes nothing.
     #[derive(Clone, Default)]
     struct Timestamps(Arc<Mutex<Vec<Vec<i64>>>>);
 
@@ -286,16 +300,21 @@ mod tests {
             _topic: &str,
             partition: u32,
             from: u64,
-            max: usize,
+            (max, max_bytes): (usize, usize),
         ) -> Result<Vec<i64>, Infallible> {
             let partitions = self.0.lock().unwrap();
             let records = &partitions[partition as usize];
             let from = (from as usize).min(records.len());
-            Ok(records[from..records.len().min(from + max)].to_vec())
+            let fit = max_bytes.div_ceil(RECORD_BYTES).max(1);
+            Ok(records[from..records.len().min(from + max.min(fit))].to_vec())
         }
 
         fn timestamp(record: &i64) -> i64 {
             *record
+        }
+
+        fn bytes(_record: &i64) -> usize {
+            RECORD_BYTES
         }
 
         fn append(&self, _topic: &str, _records: Vec<()>) -> Result<(), Infallible> {
@@ -357,6 +376,25 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_poll_stops_once_its_records_hold_the_bytes_of_a_poll() {
+        let log = Timestamps::new(&[&[1, 2, 3], &[4, 5, 6]]);
+        let mut reader = reader(&log, true, WatermarkStrategy::monotonous());
+        let mut polls = Vec::new();
+        loop {
+            let mut polled = reader.poll(1_024, Timestamp(0)).unwrap();
+            polls.push(record_timestamps(&mut polled));
+            if polled.status == SourcePoll::Finished {
+                break;
+            }
+        }
+        assert_eq!(
+            polls,
+            [vec![1, 2, 3, 4], vec![5, 6]],
+            "four records' bytes per poll, across partitions, however many a batch may hold"
+        );
     }
 
     #[test]

@@ -584,8 +584,12 @@ mod tests {
             Ok(Vec::new())
         }
 
-        fn read(&self, _: &str, _: u32, _: u64, _: usize) -> Result<Vec<()>, Infallible> {
+        fn read(&self, _: &str, _: u32, _: u64, _: (usize, usize)) -> Result<Vec<()>, Infallible> {
             Ok(Vec::new())
+        }
+
+        fn bytes(_record: &()) -> usize {
+            0
         }
 
         fn timestamp(_record: &()) -> i64 {

@@ -66,6 +66,30 @@ fn appends_read_back_with_dense_offsets() {
 }
 
 #[test]
+fn a_bounded_read_stops_at_the_record_that_reaches_its_bytes() {
+    let (_dir, log) = fresh();
+    log.create_topic("t", 1).unwrap();
+    let records = (0..10)
+        .map(|i| ProducerRecord::new(vec![i as u8; 100]).with_key("k"))
+        .collect();
+    log.append_batch("t", records).unwrap();
+    let read = |from: u64, max_bytes: usize| {
+        log.read_bounded("t", 0, from, (100, max_bytes))
+            .unwrap()
+            .iter()
+            .map(|record| record.offset)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        read(0, 250),
+        [0, 1, 2],
+        "101 bytes each: the third reaches 250"
+    );
+    assert_eq!(read(3, 0), [3], "at least one record");
+    assert_eq!(read(8, usize::MAX), [8, 9]);
+}
+
+#[test]
 fn keys_choose_partitions_stably_and_explicit_partitions_win() {
     let (_dir, log) = fresh();
     log.create_topic("users", 4).unwrap();
