@@ -52,12 +52,16 @@ pub enum SignalledEnd {
         /// The job's report.
         report: JobReport,
     },
-    /// A signal cancelled the job, which takes no checkpoints.
+    /// A signal cancelled the job: it takes no checkpoints, or a second signal came before its
+    /// savepoint completed.
     Cancelled {
         /// The signal.
         signal: StopSignal,
         /// The job's name.
         job: String,
+        /// Whether the job checkpoints: its output is then committed up to its newest
+        /// completed checkpoint, where its next run goes on.
+        checkpoints: bool,
     },
 }
 
@@ -80,11 +84,25 @@ impl fmt::Display for SignalledEnd {
                  it, and the next run goes on from there",
                 report.job, savepoint.checkpoint.0
             ),
-            SignalledEnd::Cancelled { signal, job } => write!(
+            SignalledEnd::Cancelled {
+                signal,
+                job,
+                checkpoints: false,
+            } => write!(
                 f,
                 "cancelled job '{job}' on {signal}: it takes no checkpoints, so what its \
                  exactly-once sinks wrote in this run was not committed (they commit at \
                  checkpoints, or at the end of a bounded input)"
+            ),
+            SignalledEnd::Cancelled {
+                signal,
+                job,
+                checkpoints: true,
+            } => write!(
+                f,
+                "cancelled job '{job}' on {signal} before its savepoint completed: its output \
+                 is committed up to its newest completed checkpoint, and the next run goes on \
+                 from there"
             ),
         }
     }
@@ -149,6 +167,7 @@ impl RunningJob {
                 Ok(SignalledEnd::Cancelled {
                     signal,
                     job: job.clone(),
+                    checkpoints: savepoints,
                 })
             }
             Err(error) => Err(error),
@@ -159,7 +178,8 @@ impl RunningJob {
         }
         let savepoint = tokio::select! {
             savepoint = control.stop_with_savepoint().join() => savepoint,
-            _ = second() => {
+            // A second signal; a failure to listen for one leaves the savepoint to finish.
+            Ok(_) = second() => {
                 control.cancel();
                 return cancelled(outcome.await);
             }
