@@ -65,40 +65,37 @@ impl Kind {
         Kind::LogCommitMark,
     ];
 
-    /// The version this build writes. Change it whenever the encoding of the structure
-    /// changes, keep reading the old one, and add a golden file for the new one.
-    pub fn current_version(self) -> u16 {
+    /// The versions this build reads, oldest first, and writes (the last). Change the written
+    /// one whenever the encoding of the structure changes, keep reading the old one, and add a
+    /// golden file for the new one. Only a structure whose container refuses the old format as
+    /// a whole drops a version: log records of version 1 lived in `rill-log 2` directories,
+    /// which `rill-log` refuses by their marker.
+    fn versions(self) -> std::ops::RangeInclusive<u16> {
         match self {
+            Kind::LogRecord => 2..=2,
             Kind::CheckpointMetadata
             | Kind::SubtaskSnapshot
             | Kind::LogTransaction
             | Kind::LogTopic
             | Kind::LogStaged
             | Kind::LogSinkState
-            | Kind::LogCommitMark => 1,
-            Kind::LogRecord => 2,
+            | Kind::LogCommitMark => 1..=1,
         }
     }
 
-    /// The oldest version this build reads. Only a structure whose container refuses the old
-    /// format as a whole drops a version: log records of version 1 lived in `rill-log 2`
-    /// directories, which `rill-log` refuses by their marker.
+    /// The version this build writes.
+    pub fn current_version(self) -> u16 {
+        *self.versions().end()
+    }
+
+    /// The oldest version this build reads.
     pub fn oldest_version(self) -> u16 {
-        match self {
-            Kind::LogRecord => 2,
-            Kind::CheckpointMetadata
-            | Kind::SubtaskSnapshot
-            | Kind::LogTransaction
-            | Kind::LogTopic
-            | Kind::LogStaged
-            | Kind::LogSinkState
-            | Kind::LogCommitMark => 1,
-        }
+        *self.versions().start()
     }
 
     /// Whether this build reads `version` of the structure.
     pub fn reads(self, version: u16) -> bool {
-        (self.oldest_version()..=self.current_version()).contains(&version)
+        self.versions().contains(&version)
     }
 
     fn from_byte(byte: u8) -> Option<Kind> {
