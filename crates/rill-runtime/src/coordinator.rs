@@ -9,45 +9,31 @@
 //! # Storage off the shared thread
 //! The coordinator lives on the runtime's system arbiter, beside every job's master and every
 //! other job's coordinator, so it never writes to the store itself: a synced metadata write,
-//! or a slow disk, would stall all of them. Its storage actions (persist a snapshot, persist
-//! the metadata, discard) go to a FIFO queue, and the queue's head is written on tokio's
-//! blocking pool, **one write at a time**; when a write returns, the actor hands the result to
-//! the core (`handle_snapshot_persisted`, `handle_metadata_persisted`, or their `_failed`),
-//! carries out what that brings, and starts the next write. Meanwhile it goes on taking
-//! acknowledgements, ticks and savepoint requests.
+//! or a slow disk, would stall all of them. Each [`CoordinatorAction::Write`] runs on tokio's
+//! blocking pool; when it returns, the actor reports it to the core
+//! ([`CoordinatorCore::handle_written`]) and carries out what that brings. The core hands out
+//! one write at a time, in the order the store needs (see [`rill_core::coordinator`]), so the
+//! actor keeps no queue of its own; meanwhile it goes on taking acknowledgements, ticks and
+//! savepoint requests.
 //!
-//! The order the core requires still holds:
-//! - every snapshot of a checkpoint is written before its metadata: the core asks for the
-//!   metadata only once `handle_snapshot_persisted` has been called for every subtask, which
-//!   happens only after each write returned;
-//! - the metadata is synced before the completion notices: the core emits them from
-//!   `handle_metadata_persisted`, called once the synced write returned;
-//! - a discard comes after the writes of its checkpoint: the queue is FIFO and one write runs
-//!   at a time, so a discard never overtakes a write queued before it, and the core asks for
-//!   no write of a checkpoint after discarding it (it drops late acknowledgements). A metadata
-//!   write that returns for a checkpoint a newer one subsumed meanwhile is ignored by the core;
-//!   its discard, queued behind it, deletes it.
-//!
-//! Stopping waits for the queue: asked to stop by the master after a failure
-//! ([`StopCoordinator`]) the actor takes no new acknowledgement, tick or request, lets every
-//! queued write finish (and what they bring: a checkpoint may complete), and only then hands
-//! the master the newest completed checkpoint — so no metadata reaches the store after the
-//! master chose the checkpoint to restore from. [`Shutdown`] drains the queue the same way, for
-//! the retention discards that follow a job's final checkpoint.
+//! Stopping waits for the writes: asked to stop by the master after a failure
+//! ([`StopCoordinator`]) or at the job's end ([`Shutdown`]), the actor stops the core, carries
+//! out what comes out until [`CoordinatorCore::has_stopped`] (a checkpoint may still
+//! complete), and only then hands the master the newest completed checkpoint — so no metadata
+//! reaches the store after the master chose the checkpoint to restore from.
 //!
 //! Snapshots are shared with the core, not copied: a write holds the core's `Arc` only until it
 //! returns, so the completed checkpoint takes the snapshots back without a copy.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
 };
-use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
+use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::{
-    CheckpointConfig, CheckpointMetadata, CompletedCheckpoint, CoordinatorAction, CoordinatorCore,
+    CheckpointConfig, CompletedCheckpoint, CoordinatorAction, CoordinatorCore, StoreWrite,
+    WriteTarget,
 };
 use rill_core::layout::JobLayout;
 use rill_store::CheckpointStore;
@@ -61,60 +47,7 @@ use crate::messages::{
 };
 use crate::subtask::SubtaskActor;
 
-/// A storage action of the core, queued to be written off the actor's thread.
-enum StoreWrite {
-    Snapshot {
-        checkpoint: CheckpointId,
-        subtask: usize,
-        snapshot: Arc<SubtaskSnapshot>,
-    },
-    Metadata(CheckpointMetadata),
-    Discard(CheckpointId),
-}
-
-/// Which write returned, without what it wrote.
-#[derive(Clone, Copy, Debug)]
-enum Written {
-    Snapshot {
-        checkpoint: CheckpointId,
-        subtask: usize,
-    },
-    Metadata(CheckpointId),
-    Discard(CheckpointId),
-}
-
-impl StoreWrite {
-    fn written(&self) -> Written {
-        match self {
-            StoreWrite::Snapshot {
-                checkpoint,
-                subtask,
-                ..
-            } => Written::Snapshot {
-                checkpoint: *checkpoint,
-                subtask: *subtask,
-            },
-            StoreWrite::Metadata(metadata) => Written::Metadata(metadata.checkpoint),
-            StoreWrite::Discard(checkpoint) => Written::Discard(*checkpoint),
-        }
-    }
-
-    /// Writes it (blocking): the bytes of a snapshot, or why it failed.
-    fn run(self, store: &CheckpointStore, job: &str) -> Result<u64, String> {
-        let written = match self {
-            StoreWrite::Snapshot {
-                checkpoint,
-                subtask,
-                snapshot,
-            } => store.write_snapshot(job, checkpoint, subtask, &snapshot),
-            StoreWrite::Metadata(metadata) => store.write_metadata(job, &metadata).map(|()| 0),
-            StoreWrite::Discard(checkpoint) => store.discard(job, checkpoint).map(|()| 0),
-        };
-        written.map_err(|error| error.to_string())
-    }
-}
-
-/// Why the actor is stopping, once its queued writes are done.
+/// Who waits for the actor to stop.
 enum Stopping {
     /// The master stops a failed attempt and waits for the newest completed checkpoint.
     Reply(oneshot::Sender<Option<CompletedCheckpoint>>),
@@ -133,11 +66,7 @@ pub(crate) struct CoordinatorActor {
     subtasks: Vec<Addr<SubtaskActor>>,
     sources: Vec<Addr<SubtaskActor>>,
     master: Addr<JobMaster>,
-    /// Storage actions not yet started, in the order the core emitted them.
-    queue: VecDeque<StoreWrite>,
-    /// A write is running on the blocking pool.
-    writing: bool,
-    /// Set once asked to stop: nothing new is taken, the queue drains, then the actor stops.
+    /// Set once asked to stop: the core's writes finish, then the actor stops.
     stopping: Option<Stopping>,
 }
 
@@ -165,8 +94,6 @@ impl CoordinatorActor {
             subtasks,
             sources,
             master,
-            queue: VecDeque::new(),
-            writing: false,
             stopping: None,
         }
     }
@@ -178,8 +105,8 @@ impl CoordinatorActor {
             .map_or(0, |since| since.as_millis() as u64)
     }
 
-    /// Carries out what the core asks, in order; storage actions are queued (or, without a
-    /// store, done at once), then the next queued write starts if none runs.
+    /// Carries out what the core asks, in order: a write starts on the blocking pool (or,
+    /// without a store, is reported at once). Once the core has stopped, so does the actor.
     fn perform_actions(&mut self, ctx: &mut Context<Self>) {
         while let Some(action) = self.core.poll_action() {
             match action {
@@ -189,37 +116,14 @@ impl CoordinatorActor {
                         source.do_send(TriggerCheckpoint(checkpoint));
                     }
                 }
-                CoordinatorAction::PersistSnapshot {
-                    checkpoint,
-                    subtask,
-                } => {
-                    let Some(snapshot) = self.core.pending_snapshot_shared(checkpoint, subtask)
-                    else {
-                        continue;
-                    };
-                    if self.store.is_some() {
-                        let snapshot = Arc::clone(snapshot);
-                        self.queue.push_back(StoreWrite::Snapshot {
-                            checkpoint,
-                            subtask,
-                            snapshot,
-                        });
-                    } else {
-                        let bytes = snapshot.state_bytes();
+                CoordinatorAction::Write(write) => match self.store.clone() {
+                    Some(store) => self.start_write(store, write, ctx),
+                    None => {
                         let now = self.now_ms();
-                        self.core
-                            .handle_snapshot_persisted(checkpoint, subtask, bytes, now);
+                        let bytes = write.bytes_in_memory();
+                        self.core.handle_written(write.target(), Ok(bytes), now);
                     }
-                }
-                CoordinatorAction::PersistMetadata(metadata) => {
-                    if self.store.is_some() {
-                        self.queue.push_back(StoreWrite::Metadata(metadata));
-                    } else {
-                        let now = self.now_ms();
-                        self.core
-                            .handle_metadata_persisted(metadata.checkpoint, now);
-                    }
-                }
+                },
                 CoordinatorAction::NotifyComplete { checkpoint, last } => {
                     debug!(%checkpoint, last, "complete");
                     for subtask in &self.subtasks {
@@ -242,11 +146,6 @@ impl CoordinatorActor {
                         reason,
                     });
                 }
-                CoordinatorAction::Discard(checkpoint) => {
-                    if self.store.is_some() {
-                        self.queue.push_back(StoreWrite::Discard(checkpoint));
-                    }
-                }
                 CoordinatorAction::FailJob(reason) => {
                     warn!(%reason, "checkpointing failed");
                     self.master.do_send(CheckpointingFailed {
@@ -256,81 +155,42 @@ impl CoordinatorActor {
                 }
             }
         }
-        self.write_next(ctx);
+        if self.core.has_stopped()
+            && let Some(stopping) = self.stopping.take()
+        {
+            self.stop(stopping, ctx);
+        }
     }
 
-    /// Starts the queue's head on the blocking pool, unless a write runs; once the queue is
-    /// empty and nothing runs, a stopping actor stops.
-    fn write_next(&mut self, ctx: &mut Context<Self>) {
-        if self.writing {
-            return;
-        }
-        let (Some(store), Some(write)) = (self.store.clone(), self.queue.pop_front()) else {
-            if let Some(stopping) = self.stopping.take() {
-                self.stop(stopping, ctx);
-            }
-            return;
-        };
-        self.writing = true;
-        let written = write.written();
+    /// Runs `write` on the blocking pool and reports it to the core when it returns.
+    fn start_write(&mut self, store: CheckpointStore, write: StoreWrite, ctx: &mut Context<Self>) {
+        let target = write.target();
         let job = self.job.clone();
-        let running = tokio::task::spawn_blocking(move || write.run(&store, &job));
+        let running = tokio::task::spawn_blocking(move || {
+            store.write(&job, &write).map_err(|error| error.to_string())
+        });
         ctx.spawn(running.into_actor(self).map(move |outcome, actor, ctx| {
-            actor.writing = false;
             // A store that panicked failed the write.
             let outcome = outcome
                 .unwrap_or_else(|panic| Err(format!("the checkpoint store panicked: {panic}")));
-            actor.handle_written(written, outcome);
+            if let Err(reason) = &outcome {
+                warn_failed(target, reason);
+            }
+            let now = actor.now_ms();
+            actor.core.handle_written(target, outcome, now);
             actor.perform_actions(ctx);
         }));
     }
 
-    /// Tells the core that a write returned.
-    fn handle_written(&mut self, written: Written, outcome: Result<u64, String>) {
-        let now = self.now_ms();
-        match (written, outcome) {
-            (
-                Written::Snapshot {
-                    checkpoint,
-                    subtask,
-                },
-                Ok(bytes),
-            ) => self
-                .core
-                .handle_snapshot_persisted(checkpoint, subtask, bytes, now),
-            (
-                Written::Snapshot {
-                    checkpoint,
-                    subtask,
-                },
-                Err(reason),
-            ) => {
-                warn!(%reason, %checkpoint, subtask, "cannot store a snapshot");
-                self.core.handle_snapshot_failed(checkpoint, &reason);
-            }
-            (Written::Metadata(checkpoint), Ok(_)) => {
-                self.core.handle_metadata_persisted(checkpoint, now);
-            }
-            (Written::Metadata(checkpoint), Err(reason)) => {
-                warn!(%reason, %checkpoint, "cannot store checkpoint metadata");
-                self.core.handle_metadata_failed(checkpoint, &reason);
-            }
-            (Written::Discard(_), Ok(_)) => {}
-            (Written::Discard(checkpoint), Err(reason)) => {
-                // Left-over data of a discarded checkpoint is garbage, never restored: only
-                // checkpoints with metadata are, and the metadata goes first.
-                warn!(%reason, %checkpoint, "cannot discard a checkpoint");
-            }
-        }
-    }
-
-    /// Asked to stop: takes nothing new from now on, and stops once the queue has drained.
+    /// Asked to stop: the core takes nothing new from now on, and the actor stops once the
+    /// core's writes are done.
     fn begin_stop(&mut self, stopping: Stopping, ctx: &mut Context<Self>) {
         // A waiting master is answered, whatever came first.
         if !matches!(self.stopping, Some(Stopping::Reply(_))) {
             self.stopping = Some(stopping);
         }
-        self.write_next(ctx);
+        self.core.stop();
+        self.perform_actions(ctx);
     }
 
     fn stop(&mut self, stopping: Stopping, ctx: &mut Context<Self>) {
@@ -342,15 +202,26 @@ impl CoordinatorActor {
     }
 }
 
+/// Logs a write to the checkpoint store that failed. Left-over data of a discard that failed
+/// is garbage, never restored: only checkpoints with metadata are, and the metadata goes
+/// first.
+fn warn_failed(target: WriteTarget, reason: &str) {
+    match target {
+        WriteTarget::Snapshot { .. } | WriteTarget::Metadata(_) => {
+            warn!(%reason, "cannot store {target}; the checkpoint fails");
+        }
+        WriteTarget::Discard(checkpoint) => {
+            warn!(%reason, %checkpoint, "cannot discard a checkpoint; its data stays as garbage");
+        }
+    }
+}
+
 impl Actor for CoordinatorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let tick_ms = self.config.tick_interval_ms();
         ctx.run_interval(Duration::from_millis(tick_ms), |actor, ctx| {
-            if actor.stopping.is_some() {
-                return;
-            }
             let now = actor.now_ms();
             actor.core.handle_tick(now);
             actor.perform_actions(ctx);
@@ -362,9 +233,6 @@ impl Handler<Acknowledge> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, ack: Acknowledge, ctx: &mut Context<Self>) {
-        if self.stopping.is_some() {
-            return;
-        }
         self.core
             .handle_ack(ack.checkpoint, ack.subtask, ack.snapshot);
         self.perform_actions(ctx);
@@ -375,9 +243,6 @@ impl Handler<Decline> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, decline: Decline, ctx: &mut Context<Self>) {
-        if self.stopping.is_some() {
-            return;
-        }
         self.core.handle_decline(decline.checkpoint, decline.reason);
         self.perform_actions(ctx);
     }
@@ -387,9 +252,6 @@ impl Handler<SubtaskEnded> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, ended: SubtaskEnded, ctx: &mut Context<Self>) {
-        if self.stopping.is_some() {
-            return;
-        }
         let now = self.now_ms();
         self.core.handle_subtask_ended(ended.subtask, now);
         self.perform_actions(ctx);
@@ -400,9 +262,6 @@ impl Handler<TriggerSavepoint> for CoordinatorActor {
     type Result = ();
 
     fn handle(&mut self, _: TriggerSavepoint, ctx: &mut Context<Self>) {
-        if self.stopping.is_some() {
-            return;
-        }
         let now = self.now_ms();
         self.core.request_savepoint(now);
         self.perform_actions(ctx);

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::codec::{CodecError, Envelope, Kind};
-use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
+use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint, StoreWrite};
 use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
 
 use crate::error::StoreError;
@@ -360,6 +360,20 @@ impl CheckpointStore {
         StoreError::Storage {
             location: self.location.clone(),
             source,
+        }
+    }
+
+    /// Carries out a write the checkpoint coordinator asked for; returns the bytes a snapshot
+    /// took (0 for the rest).
+    pub fn write(&self, job: &str, write: &StoreWrite) -> Result<u64, StoreError> {
+        match write {
+            StoreWrite::Snapshot {
+                checkpoint,
+                subtask,
+                snapshot,
+            } => self.write_snapshot(job, *checkpoint, *subtask, snapshot),
+            StoreWrite::Metadata(metadata) => self.write_metadata(job, metadata).map(|()| 0),
+            StoreWrite::Discard(checkpoint) => self.discard(job, *checkpoint).map(|()| 0),
         }
     }
 

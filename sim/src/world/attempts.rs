@@ -330,8 +330,7 @@ impl World {
             dead: None,
             crash_at_step,
             stopping: None,
-            writes: VecDeque::new(),
-            write_done_us: 0,
+            write: None,
         });
     }
 
@@ -385,8 +384,19 @@ impl World {
         let Some(stopping) = self.attempt.as_ref().and_then(|a| a.stopping) else {
             return;
         };
-        let writing = self.attempt.as_ref().is_some_and(|a| !a.writes.is_empty());
-        if self.stats.steps < stopping.stopped_at || writing {
+        let steps = self.stats.steps;
+        if steps >= stopping.coordinator_stops_at
+            && let Some(attempt) = &mut self.attempt
+            && !attempt.coordinator.is_stopping()
+        {
+            attempt.coordinator.stop();
+            self.perform_coordinator_actions();
+        }
+        let stopped = self
+            .attempt
+            .as_ref()
+            .is_some_and(|a| a.coordinator.has_stopped());
+        if steps < stopping.stopped_at || !stopped {
             return;
         }
         let latest = self

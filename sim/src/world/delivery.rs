@@ -301,10 +301,10 @@ impl World {
         }
     }
 
-    /// Writes an acknowledged snapshot to the store, as the coordinator asks — unless the
-    /// coordinator crashes first (after some of the checkpoint's snapshots, before all), or a
-    /// crash tears the write.
-    fn persist_snapshot(&mut self, checkpoint: CheckpointId, subtask: usize) {
+    /// Before a snapshot's write: the coordinator may crash (after some of the checkpoint's
+    /// snapshots, before all), or an armed fault tears the write. Returns whether the write
+    /// goes ahead.
+    fn before_snapshot_write(&mut self, checkpoint: CheckpointId, subtask: usize) -> bool {
         // Past a coin toss per snapshot, so that the crash comes after any number of them,
         // not always before the first.
         let is_crash_point = |f: &Fault| {
@@ -326,115 +326,16 @@ impl World {
                 fate,
                 &format!("crash of the coordinator before storing the snapshot of {checkpoint} by subtask {subtask}"),
             );
-            return;
+            return false;
         }
         self.arm_store_crash(CheckpointValue::Snapshot);
-        let Some(snapshot) = self
-            .attempt
-            .as_ref()
-            .and_then(|attempt| attempt.coordinator.pending_snapshot(checkpoint, subtask))
-        else {
-            return;
-        };
-        let written =
-            self.store
-                .write_snapshot(&self.shape.graph.name, checkpoint, subtask, snapshot);
-        let what = || format!("the snapshot of {checkpoint} by subtask {subtask}");
-        let Some(bytes) = self.store_written(written, what) else {
-            return;
-        };
-        let now_ms = self.now_us / 1_000;
-        if let Some(attempt) = &mut self.attempt {
-            attempt
-                .coordinator
-                .handle_snapshot_persisted(checkpoint, subtask, bytes, now_ms);
-        }
-    }
-
-    /// The coordinator asks for a write to the checkpoint store: written now if writes take
-    /// no time and none is queued, else queued behind the others, one written at a time as
-    /// the runtime's coordinator does. Returns whether the coordinator's actions go on (no
-    /// crash, no broken contract).
-    fn store_write(&mut self, write: StoreWrite) -> bool {
-        let queue_empty = match &self.attempt {
-            Some(attempt) => attempt.writes.is_empty(),
-            None => return false,
-        };
-        if self.store_write_us == 0 && queue_empty {
-            return self.perform_write(write);
-        }
-        let done_us = self.now_us + self.write_duration_us();
-        if let Some(attempt) = &mut self.attempt {
-            if queue_empty {
-                attempt.write_done_us = done_us;
-            }
-            attempt.writes.push_back(write);
-        }
         true
     }
 
-    /// How long the next write takes: up to twice `store_write_us`, as the seed says, so
-    /// that writes race timeouts in every order.
-    fn write_duration_us(&mut self) -> u64 {
-        self.rng
-            .random_range(0..=self.store_write_us.saturating_mul(2))
-    }
-
-    /// The write at the head of the queue returns: the core hears of it, and the next starts.
-    pub(super) fn complete_write(&mut self) {
-        let done_us = self.now_us + self.write_duration_us();
-        let Some(write) = self.attempt.as_mut().and_then(|a| {
-            a.write_done_us = done_us;
-            a.writes.pop_front()
-        }) else {
-            return;
-        };
-        if self.perform_write(write) {
-            self.perform_coordinator_actions();
-        }
-    }
-
-    /// Writes to the checkpoint store and tells the coordinator; returns whether its actions
-    /// go on.
-    fn perform_write(&mut self, write: StoreWrite) -> bool {
-        match write {
-            StoreWrite::Snapshot {
-                checkpoint,
-                subtask,
-            } => {
-                self.persist_snapshot(checkpoint, subtask);
-                self.attempt.is_some() && self.outcome.is_none()
-            }
-            StoreWrite::Metadata(metadata) => self.persist_metadata(&metadata),
-            StoreWrite::Discard(checkpoint) => {
-                if let Err(error) = self.store.discard(&self.shape.graph.name, checkpoint) {
-                    self.outcome = Some(Outcome::StorageViolated(error.to_string()));
-                    return false;
-                }
-                self.trace(22, [checkpoint.0, 0, 0], || format!("discard {checkpoint}"));
-                true
-            }
-        }
-    }
-
-    /// Writes a checkpoint's metadata, synced, and tells the coordinator — unless the machine
-    /// crashes during the write, or a fault waits for this point. Returns whether the
-    /// coordinator's actions go on.
-    fn persist_metadata(&mut self, metadata: &CheckpointMetadata) -> bool {
-        let checkpoint = metadata.checkpoint;
-        self.arm_store_crash(CheckpointValue::Metadata);
-        let written = self.store.write_metadata(&self.shape.graph.name, metadata);
-        let what = || format!("the metadata of {checkpoint}");
-        if self.store_written(written, what).is_none() {
-            return false;
-        }
-        let now_ms = self.now_us / 1_000;
-        let Some(attempt) = &mut self.attempt else {
-            return false;
-        };
-        attempt
-            .coordinator
-            .handle_metadata_persisted(checkpoint, now_ms);
+    /// After a checkpoint's metadata is durable: the coordinator may crash before its
+    /// completion notices, or an armed fault corrupts what the checkpoint stored. Returns
+    /// whether the coordinator goes on.
+    fn after_metadata_write(&mut self, checkpoint: CheckpointId, subtasks: usize) -> bool {
         self.stats.checkpoints_completed += 1;
         self.trace(21, [checkpoint.0, 0, 0], || {
             format!("{checkpoint} is complete (metadata synced)")
@@ -460,10 +361,73 @@ impl World {
         if let Some(Fault::CorruptCheckpoint { what, .. }) =
             self.take_armed(|f| matches!(f, Fault::CorruptCheckpoint { .. }))
         {
-            self.corrupt_checkpoint(checkpoint, metadata.subtasks, what);
+            self.corrupt_checkpoint(checkpoint, subtasks, what);
             return false;
         }
         true
+    }
+
+    /// How long the next write takes: up to twice `store_write_us`, as the seed says, so
+    /// that writes race timeouts in every order.
+    fn write_duration_us(&mut self) -> u64 {
+        self.rng
+            .random_range(0..=self.store_write_us.saturating_mul(2))
+    }
+
+    /// The coordinator's write under way returns: it is carried out, and the coordinator goes
+    /// on.
+    pub(super) fn complete_write(&mut self) {
+        let Some((write, _)) = self.attempt.as_mut().and_then(|a| a.write.take()) else {
+            return;
+        };
+        if self.perform_write(write) {
+            self.perform_coordinator_actions();
+        }
+    }
+
+    /// Writes to the checkpoint store, with the faults armed for this point, and reports it to
+    /// the coordinator; returns whether its actions go on (no crash, no broken contract).
+    fn perform_write(&mut self, write: StoreWrite) -> bool {
+        let target = write.target();
+        let proceeds = match target {
+            WriteTarget::Snapshot {
+                checkpoint,
+                subtask,
+            } => self.before_snapshot_write(checkpoint, subtask),
+            WriteTarget::Metadata(_) => {
+                self.arm_store_crash(CheckpointValue::Metadata);
+                true
+            }
+            WriteTarget::Discard(_) => true,
+        };
+        if !proceeds {
+            return false;
+        }
+        let subtasks = match &write {
+            StoreWrite::Metadata(metadata) => metadata.subtasks,
+            StoreWrite::Snapshot { .. } | StoreWrite::Discard(_) => 0,
+        };
+        let written = self.store.write(&self.shape.graph.name, &write);
+        // The core takes its snapshots back without a copy once no write holds them.
+        drop(write);
+        let Some(bytes) = self.store_written(written, || target.to_string()) else {
+            return false;
+        };
+        let now_ms = self.now_us / 1_000;
+        let Some(attempt) = &mut self.attempt else {
+            return false;
+        };
+        attempt
+            .coordinator
+            .handle_written(target, Ok(bytes), now_ms);
+        match target {
+            WriteTarget::Metadata(checkpoint) => self.after_metadata_write(checkpoint, subtasks),
+            WriteTarget::Discard(checkpoint) => {
+                self.trace(22, [checkpoint.0, 0, 0], || format!("discard {checkpoint}"));
+                true
+            }
+            WriteTarget::Snapshot { .. } => true,
+        }
     }
 
     pub(super) fn perform_coordinator_actions(&mut self) {
@@ -488,20 +452,16 @@ impl World {
                         }
                     }
                 }
-                CoordinatorAction::PersistSnapshot {
-                    checkpoint,
-                    subtask,
-                } => {
-                    if !self.store_write(StoreWrite::Snapshot {
-                        checkpoint,
-                        subtask,
-                    }) {
-                        return;
-                    }
-                }
-                CoordinatorAction::PersistMetadata(metadata) => {
-                    if !self.store_write(StoreWrite::Metadata(metadata)) {
-                        return;
+                CoordinatorAction::Write(write) => {
+                    if self.store_write_us == 0 {
+                        if !self.perform_write(write) {
+                            return;
+                        }
+                    } else {
+                        let done_us = self.now_us + self.write_duration_us();
+                        if let Some(attempt) = &mut self.attempt {
+                            attempt.write = Some((write, done_us));
+                        }
                     }
                 }
                 CoordinatorAction::NotifyComplete { checkpoint, last } => {
@@ -518,11 +478,6 @@ impl World {
                         master.handle_checkpoint_completed(number, completed);
                     }
                     self.perform_master_actions();
-                }
-                CoordinatorAction::Discard(checkpoint) => {
-                    if !self.store_write(StoreWrite::Discard(checkpoint)) {
-                        return;
-                    }
                 }
                 CoordinatorAction::SavepointFailed(_) => {}
                 CoordinatorAction::FailJob(reason) => {

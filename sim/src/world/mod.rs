@@ -21,8 +21,9 @@
 //! It hands each message to its core and carries what the core emits, exactly as the actors
 //! do: a subtask's snapshot is completed inline and acknowledged, the coordinator writes each
 //! acknowledged snapshot to the store and the metadata last (synced), then sends the completion
-//! notices. Its writes go through a queue, one at a time, as the actor's do; they return at
-//! once, or after a random virtual time if the scenario says writes take time. On a task failure the job fails over (every subtask restarts from the latest
+//! notices. The core hands out its writes one at a time; they return at once, or after a
+//! random virtual time if the scenario says writes take time. On a task failure the job fails
+//! over (every subtask restarts from the latest
 //! completed checkpoint, under the restart strategy); after a crash of the process it is
 //! submitted again, restoring from what the checkpoint store holds. Every decision — barriers,
 //! alignment, credits, when checkpoints start and complete, which state goes where — is the
@@ -42,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use rill_core::Timestamp;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
 use rill_core::coordinator::{
-    CheckpointMetadata, CompletedCheckpoint, CoordinatorAction, CoordinatorCore,
+    CompletedCheckpoint, CoordinatorAction, CoordinatorCore, StoreWrite, WriteTarget,
 };
 use rill_core::element::Batch;
 use rill_core::flow::FlowConfig;
@@ -320,21 +321,9 @@ struct Attempt {
     crash_at_step: Option<u64>,
     /// The attempt failed and is stopping.
     stopping: Option<Stopping>,
-    /// The coordinator's writes to the checkpoint store, queued in the order it asked for
-    /// them; the head is being written (with `store_write_us` > 0).
-    writes: VecDeque<StoreWrite>,
-    /// When the head of `writes` returns.
-    write_done_us: u64,
-}
-
-/// A write the coordinator asked of the checkpoint store.
-enum StoreWrite {
-    Snapshot {
-        checkpoint: CheckpointId,
-        subtask: usize,
-    },
-    Metadata(CheckpointMetadata),
-    Discard(CheckpointId),
+    /// The coordinator's write to the checkpoint store under way (when writes take time), and
+    /// when it returns.
+    write: Option<(StoreWrite, u64)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,7 +336,7 @@ enum Redeploy {
 
 #[derive(Clone, Copy)]
 enum Action {
-    /// The checkpoint store's write at the head of the queue returns.
+    /// The coordinator's write to the checkpoint store returns.
     Write,
     Deliver(usize),
     Step(usize),
@@ -666,15 +655,15 @@ impl World {
                         next_due = next_due.min(attempt.next_tick_us);
                     }
                 }
-                if let Some(write) = attempt.writes.front().map(|_| attempt.write_done_us) {
-                    if write <= self.now_us {
+                if let Some((_, done_us)) = attempt.write {
+                    if done_us <= self.now_us {
                         ready.push(Action::Write);
                     } else {
-                        next_due = next_due.min(write);
+                        next_due = next_due.min(done_us);
                     }
                 }
-                // A stopping coordinator lets its queued writes finish first.
-                if stopping.is_some() && ready.is_empty() && attempt.writes.is_empty() {
+                // A stopping coordinator lets its write under way finish first.
+                if stopping.is_some() && ready.is_empty() && attempt.write.is_none() {
                     // Nothing more the stopping attempt can do now: it has stopped.
                     return Some(Action::Stopped);
                 }
@@ -711,6 +700,7 @@ impl World {
                 let steps = self.stats.steps;
                 if let Some(stopping) = self.attempt.as_mut().and_then(|a| a.stopping.as_mut()) {
                     stopping.stopped_at = steps;
+                    stopping.coordinator_stops_at = stopping.coordinator_stops_at.min(steps);
                 }
             }
         }
