@@ -317,6 +317,7 @@ impl JobKind {
             | Defect::StoreDiscardOverreaches
             | Defect::SubtaskSkipsAlignment
             | Defect::DriftHoldsAligningChannels
+            | Defect::WatermarkSkipsSilentChannels
             | Defect::PartitionerLeaksCredits
             | Defect::MasterIgnoresLateCompletions
             | Defect::KeyGroupRangeOffByOne => true,

@@ -53,6 +53,10 @@ pub enum Defect {
     /// A subtask's watermark-drift limit holds input channels back while barriers align, so
     /// that a channel that has not delivered its barrier can wait for one that has.
     DriftHoldsAligningChannels,
+    /// A subtask's minimum rule passes over input channels that have sent no watermark since
+    /// it started or was restored: a slow channel no longer holds the watermark back, and its
+    /// records arrive late.
+    WatermarkSkipsSilentChannels,
     /// Partitioners lose some of the credits they owe upstream.
     PartitionerLeaksCredits,
     /// The job master restores a failed attempt from the newest checkpoint it had heard of,
@@ -75,7 +79,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 21] = [
+    pub const ALL: [Defect; 22] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -94,6 +98,7 @@ impl Defect {
         Defect::PartitionerLeaksCredits,
         Defect::MasterIgnoresLateCompletions,
         Defect::KeyGroupRangeOffByOne,
+        Defect::WatermarkSkipsSilentChannels,
         Defect::WindowDropsTimers,
         Defect::ProcessDropsTimers,
         Defect::EventTimersFireEarly,
@@ -118,6 +123,7 @@ impl Defect {
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",
             Defect::DriftHoldsAligningChannels => "drift-holds-aligning-channels",
             Defect::PartitionerLeaksCredits => "partitioner-leaks-credits",
+            Defect::WatermarkSkipsSilentChannels => "watermark-skips-silent-channels",
             Defect::MasterIgnoresLateCompletions => "master-ignores-late-completions",
             Defect::KeyGroupRangeOffByOne => "key-group-range-off-by-one",
             Defect::WindowDropsTimers => "window-drops-timers",

@@ -247,6 +247,10 @@ pub struct SubtaskCore {
     /// while barriers align, too).
     #[cfg(feature = "defects")]
     drift_holds_aligning: bool,
+    /// Planted on purpose: `WatermarkSkipsSilentChannels` (the minimum rule passes over
+    /// channels that have sent no watermark).
+    #[cfg(feature = "defects")]
+    skips_silent_channels: bool,
 }
 
 enum HeadState {
@@ -303,6 +307,8 @@ impl SubtaskCore {
             opened: false,
             #[cfg(feature = "defects")]
             drift_holds_aligning: false,
+            #[cfg(feature = "defects")]
+            skips_silent_channels: false,
         }
     }
 
@@ -323,7 +329,9 @@ impl SubtaskCore {
     /// Breaks the subtask on purpose, for the simulator to catch: with
     /// `SubtaskSkipsAlignment`, a subtask with inputs snapshots at the first barrier of a
     /// checkpoint without holding the channels that delivered it (as at-least-once mode does);
-    /// with `DriftHoldsAligningChannels`, the drift limit holds channels while barriers align.
+    /// with `DriftHoldsAligningChannels`, the drift limit holds channels while barriers align;
+    /// with `WatermarkSkipsSilentChannels`, the minimum rule passes over channels that have
+    /// sent no watermark.
     #[cfg(feature = "defects")]
     pub fn plant_defect(&mut self, defect: Defect) {
         match defect {
@@ -333,6 +341,7 @@ impl SubtaskCore {
                 }
             }
             Defect::DriftHoldsAligningChannels => self.drift_holds_aligning = true,
+            Defect::WatermarkSkipsSilentChannels => self.skips_silent_channels = true,
             _ => {}
         }
     }
@@ -346,6 +355,19 @@ impl SubtaskCore {
     #[cfg(not(feature = "defects"))]
     fn drift_holds_aligning(&self) -> bool {
         false
+    }
+
+    /// Whether a channel's watermark counts in the minimum rule: it does unless the channel
+    /// ended or is idle — or, with a planted defect, has sent no watermark yet.
+    #[cfg(feature = "defects")]
+    fn counts_for_watermark(&self, channel: &InputChannelState) -> bool {
+        let passed_over = self.skips_silent_channels && channel.watermark == Timestamp::MIN;
+        !(channel.ended || channel.idle || passed_over)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn counts_for_watermark(&self, channel: &InputChannelState) -> bool {
+        !channel.ended && !channel.idle
     }
 
     /// A batch arrived on input channel `channel`.
@@ -783,7 +805,7 @@ impl SubtaskCore {
         };
         let minimum = channels
             .iter()
-            .filter(|c| !c.ended && !c.idle)
+            .filter(|c| self.counts_for_watermark(c))
             .map(|c| c.watermark)
             .min();
         let all_ended = channels.iter().all(|c| c.ended);
