@@ -141,6 +141,32 @@ impl CompletedCheckpoint {
     }
 }
 
+/// A completed checkpoint as the coordinator hands it on and the job master keeps it, to
+/// restore from after a failure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RetainedCheckpoint {
+    /// With every snapshot: a job without a checkpoint store keeps them in memory.
+    InMemory(CompletedCheckpoint),
+    /// Its metadata only: each snapshot was let go of once written to the checkpoint store
+    /// (see [`CoordinatorCore::release_written_snapshots`]), and a restore reads them back.
+    Stored(CheckpointMetadata),
+}
+
+impl RetainedCheckpoint {
+    /// The checkpoint's id.
+    pub fn id(&self) -> CheckpointId {
+        self.metadata().checkpoint
+    }
+
+    /// The checkpoint's metadata.
+    pub fn metadata(&self) -> &CheckpointMetadata {
+        match self {
+            RetainedCheckpoint::InMemory(completed) => &completed.metadata,
+            RetainedCheckpoint::Stored(metadata) => metadata,
+        }
+    }
+}
+
 /// What the coordinator wants done.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CoordinatorAction {
@@ -164,7 +190,7 @@ pub enum CoordinatorAction {
     },
     /// The checkpoint is complete and every subtask has been told: the job master restores
     /// from it after a failure, and who waits for a savepoint hears of it.
-    Completed(CompletedCheckpoint),
+    Completed(RetainedCheckpoint),
     /// A savepoint was aborted: tell whoever asked for it.
     SavepointFailed(String),
     /// Too many checkpoints failed in a row.
@@ -177,14 +203,31 @@ struct Pending {
     /// Every subtask had ended when it was triggered.
     last: bool,
     triggered_at_ms: u64,
-    /// The snapshots acknowledged so far, by subtask, persisted or being persisted: shared
-    /// with a driver that writes them elsewhere than where it drives the core.
+    /// The snapshots acknowledged so far, by subtask, until written — and after, unless
+    /// written snapshots are released: shared with a driver that writes them elsewhere than
+    /// where it drives the core.
     snapshots: BTreeMap<usize, Arc<SubtaskSnapshot>>,
     /// The subtasks whose snapshot is persisted.
     persisted: BTreeSet<usize>,
     state_bytes: u64,
     /// All persisted; the metadata is being written.
     persisting: Option<CheckpointMetadata>,
+}
+
+impl Pending {
+    /// Whether `subtask` has acknowledged (its snapshot may be written and released since).
+    fn acknowledged_by(&self, subtask: usize) -> bool {
+        self.snapshots.contains_key(&subtask) || self.persisted.contains(&subtask)
+    }
+
+    /// How many subtasks have acknowledged.
+    fn acknowledgements(&self) -> usize {
+        let unwritten = self
+            .snapshots
+            .keys()
+            .filter(|s| !self.persisted.contains(s));
+        self.persisted.len() + unwritten.count()
+    }
 }
 
 /// The checkpoint coordinator of one job.
@@ -197,7 +240,9 @@ pub struct CoordinatorCore {
     pending: BTreeMap<CheckpointId, Pending>,
     /// Completed checkpoints that count towards `retained` (not savepoints), oldest first.
     retained: VecDeque<CheckpointId>,
-    latest: Option<CompletedCheckpoint>,
+    latest: Option<RetainedCheckpoint>,
+    /// Snapshots are let go of once written: the store holds them.
+    release_written: bool,
     last_trigger_ms: Option<u64>,
     last_completion_ms: Option<u64>,
     consecutive_failures: u32,
@@ -229,6 +274,7 @@ impl CoordinatorCore {
             pending: BTreeMap::new(),
             retained: VecDeque::new(),
             latest: None,
+            release_written: false,
             last_trigger_ms: None,
             last_completion_ms: None,
             consecutive_failures: 0,
@@ -251,15 +297,23 @@ impl CoordinatorCore {
         self.defect = Some(defect);
     }
 
-    /// The newest completed checkpoint.
-    pub fn latest_completed(&self) -> Option<&CheckpointMetadata> {
-        self.latest.as_ref().map(|latest| &latest.metadata)
+    /// The driver writes to a checkpoint store: each snapshot is let go of once its write was
+    /// reported, so that a job's state is not held a second time in memory; completed
+    /// checkpoints come out as [`RetainedCheckpoint::Stored`], and a restore reads their
+    /// snapshots back from the store. Without it they are [`RetainedCheckpoint::InMemory`].
+    pub fn release_written_snapshots(&mut self) {
+        self.release_written = true;
     }
 
-    /// The newest completed checkpoint with its snapshots: what a coordinator that stops hands
-    /// back to the job master, which may not have heard of it yet (the notice travels after the
-    /// subtasks' completion notices) although sinks may have committed it.
-    pub fn take_latest_completed(&mut self) -> Option<CompletedCheckpoint> {
+    /// The newest completed checkpoint.
+    pub fn latest_completed(&self) -> Option<&CheckpointMetadata> {
+        self.latest.as_ref().map(RetainedCheckpoint::metadata)
+    }
+
+    /// The newest completed checkpoint: what a coordinator that stops hands back to the job
+    /// master, which may not have heard of it yet (the notice travels after the subtasks'
+    /// completion notices) although sinks may have committed it.
+    pub fn take_latest_completed(&mut self) -> Option<RetainedCheckpoint> {
         self.latest.take()
     }
 
@@ -345,7 +399,7 @@ impl CoordinatorCore {
         let waiting: Vec<CheckpointId> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.snapshots.len() < subtasks)
+            .filter(|(_, p)| p.acknowledgements() < subtasks)
             .map(|(&id, _)| id)
             .collect();
         for checkpoint in waiting {
@@ -475,7 +529,7 @@ impl CoordinatorCore {
         let Some(pending) = self.pending.get_mut(&checkpoint).filter(|_| !self.stopping) else {
             return;
         };
-        if pending.persisting.is_some() || pending.snapshots.contains_key(&subtask) {
+        if pending.persisting.is_some() || pending.acknowledged_by(subtask) {
             return;
         }
         pending.snapshots.insert(subtask, Arc::new(snapshot));
@@ -502,6 +556,9 @@ impl CoordinatorCore {
             || !pending.persisted.insert(subtask)
         {
             return;
+        }
+        if self.release_written {
+            pending.snapshots.remove(&subtask);
         }
         pending.state_bytes += state_bytes;
         #[cfg(feature = "defects")]
@@ -587,15 +644,20 @@ impl CoordinatorCore {
         else {
             return;
         };
-        let completed = CompletedCheckpoint {
-            metadata: metadata.clone(),
-            // Unshared by now: every write of them returned before the metadata was written.
-            snapshots: Arc::new(
-                snapshots
-                    .into_iter()
-                    .map(|(subtask, snapshot)| (subtask, Arc::unwrap_or_clone(snapshot)))
-                    .collect(),
-            ),
+        let completed = if self.release_written {
+            RetainedCheckpoint::Stored(metadata.clone())
+        } else {
+            RetainedCheckpoint::InMemory(CompletedCheckpoint {
+                metadata: metadata.clone(),
+                // Unshared by now: every write of them returned before the metadata was
+                // written.
+                snapshots: Arc::new(
+                    snapshots
+                        .into_iter()
+                        .map(|(subtask, snapshot)| (subtask, Arc::unwrap_or_clone(snapshot)))
+                        .collect(),
+                ),
+            })
         };
         // Older checkpoints still in progress are subsumed by this one.
         let older: Vec<CheckpointId> = self

@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 
-use crate::coordinator::{CheckpointMetadata, CompletedCheckpoint};
+use crate::coordinator::{CheckpointMetadata, RetainedCheckpoint};
 #[cfg(feature = "defects")]
 use crate::defects::Defect;
 use crate::restart::RestartStrategy;
@@ -47,8 +47,9 @@ pub enum MasterAction<E, W> {
     Deploy {
         /// The attempt: 0 for the first deployment, one more per restart.
         attempt: u32,
-        /// The newest completed checkpoint.
-        from: Option<CompletedCheckpoint>,
+        /// The newest completed checkpoint; if [`RetainedCheckpoint::Stored`], its snapshots
+        /// are read back from the checkpoint store.
+        from: Option<RetainedCheckpoint>,
     },
     /// Ask the running attempt's coordinator for a savepoint.
     TriggerSavepoint,
@@ -118,7 +119,7 @@ pub struct JobMasterCore<E, W> {
     phase: Phase<E>,
     finished: Vec<bool>,
     unfinished: usize,
-    latest: Option<CompletedCheckpoint>,
+    latest: Option<RetainedCheckpoint>,
     checkpoints_completed: u64,
     savepoint_waiters: Vec<SavepointWaiter<W>>,
     actions: VecDeque<MasterAction<E, W>>,
@@ -133,7 +134,7 @@ impl<E, W> JobMasterCore<E, W> {
     pub fn new(
         restart: RestartStrategy,
         subtasks: usize,
-        resume_from: Option<CompletedCheckpoint>,
+        resume_from: Option<RetainedCheckpoint>,
     ) -> Self {
         JobMasterCore {
             restart,
@@ -168,7 +169,7 @@ impl<E, W> JobMasterCore<E, W> {
     }
 
     /// The newest completed checkpoint the master knows.
-    pub fn latest(&self) -> Option<&CompletedCheckpoint> {
+    pub fn latest(&self) -> Option<&RetainedCheckpoint> {
         self.latest.as_ref()
     }
 
@@ -254,7 +255,7 @@ impl<E, W> JobMasterCore<E, W> {
     /// the newest checkpoint its coordinator completed.
     pub fn handle_attempt_stopped(
         &mut self,
-        latest: Option<CompletedCheckpoint>,
+        latest: Option<RetainedCheckpoint>,
         all_stopped: bool,
     ) {
         if !matches!(self.phase, Phase::Stopping { .. }) {
@@ -288,7 +289,7 @@ impl<E, W> JobMasterCore<E, W> {
     }
 
     /// `attempt`'s coordinator completed `completed` (after telling every subtask).
-    pub fn handle_checkpoint_completed(&mut self, attempt: u32, completed: CompletedCheckpoint) {
+    pub fn handle_checkpoint_completed(&mut self, attempt: u32, completed: RetainedCheckpoint) {
         // A failed attempt's coordinator hands its newest back when it stops.
         if attempt == self.attempt && matches!(self.phase, Phase::Running) {
             self.adopt(completed);
@@ -297,7 +298,7 @@ impl<E, W> JobMasterCore<E, W> {
 
     /// The next attempt restores from `completed` (unless it knows a newer one), and who waits
     /// for a savepoint hears of it.
-    fn adopt(&mut self, completed: CompletedCheckpoint) {
+    fn adopt(&mut self, completed: RetainedCheckpoint) {
         if self
             .latest
             .as_ref()
@@ -306,7 +307,7 @@ impl<E, W> JobMasterCore<E, W> {
             return;
         }
         self.checkpoints_completed += 1;
-        let metadata = completed.metadata.clone();
+        let metadata = completed.metadata().clone();
         self.latest = Some(completed);
         if !metadata.savepoint {
             return;

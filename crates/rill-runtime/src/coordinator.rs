@@ -22,8 +22,11 @@
 //! complete), and only then hands the master the newest completed checkpoint — so no metadata
 //! reaches the store after the master chose the checkpoint to restore from.
 //!
-//! Snapshots are shared with the core, not copied: a write holds the core's `Arc` only until it
-//! returns, so the completed checkpoint takes the snapshots back without a copy.
+//! Snapshots are shared with the core, not copied, and with a store the core lets go of each
+//! once written: the job's state is not held a second time in memory, and the master reads a
+//! checkpoint's snapshots back from the store when an attempt restores from it. Without a
+//! store, a write holds the core's `Arc` only until it returns, so the completed checkpoint
+//! takes the snapshots back without a copy.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +35,7 @@ use actix::{
 };
 use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::{
-    CheckpointConfig, CompletedCheckpoint, CoordinatorAction, CoordinatorCore, StoreWrite,
+    CheckpointConfig, CoordinatorAction, CoordinatorCore, RetainedCheckpoint, StoreWrite,
     WriteTarget,
 };
 use rill_core::layout::JobLayout;
@@ -50,7 +53,7 @@ use crate::subtask::SubtaskActor;
 /// Who waits for the actor to stop.
 enum Stopping {
     /// The master stops a failed attempt and waits for the newest completed checkpoint.
-    Reply(oneshot::Sender<Option<CompletedCheckpoint>>),
+    Reply(oneshot::Sender<Option<RetainedCheckpoint>>),
     /// The job ended.
     Quietly,
 }
@@ -85,6 +88,9 @@ impl CoordinatorActor {
         debug_assert_eq!(subtasks.len(), layout.subtasks.len());
         let mut core = CoordinatorCore::new(config, layout, first_id);
         core.retain_stored(stored);
+        if store.is_some() {
+            core.release_written_snapshots();
+        }
         CoordinatorActor {
             attempt,
             job,

@@ -16,7 +16,7 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
 };
 use rill_core::checkpoint::CheckpointId;
-use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
+use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint, RetainedCheckpoint};
 use rill_core::graph::JobGraph;
 use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
 use rill_core::layout::{AttemptStart, start_attempt};
@@ -67,6 +67,7 @@ impl JobMaster {
         outcome: oneshot::Sender<Result<JobReport, JobError>>,
     ) -> Self {
         let topology = Topology::new(&plan, &graph);
+        let resume_from = resume_from.map(RetainedCheckpoint::InMemory);
         let core = JobMasterCore::new(graph.restart, topology.len(), resume_from);
         let started_at = Instant::now();
         JobMaster {
@@ -98,7 +99,7 @@ impl JobMaster {
                 }
                 MasterAction::StopAttempt { attempt } => self.stop_and_wait(attempt, ctx),
                 MasterAction::ScheduleRestart { delay_ms } => {
-                    info!(job = %self.graph.name, delay_ms, from = ?self.core.latest().map(CompletedCheckpoint::id), "the failed attempt stopped; restarting");
+                    info!(job = %self.graph.name, delay_ms, from = ?self.core.latest().map(RetainedCheckpoint::id), "the failed attempt stopped; restarting");
                     ctx.run_later(Duration::from_millis(delay_ms), |master, ctx| {
                         master.core.handle_restart_due();
                         master.perform_actions(ctx);
@@ -249,11 +250,12 @@ impl JobMaster {
     fn deploy_or_fail(
         &mut self,
         attempt: u32,
-        from: Option<CompletedCheckpoint>,
+        from: Option<RetainedCheckpoint>,
         ctx: &mut Context<Self>,
     ) {
         let me = ctx.address();
         let deployed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let from = from.map(|retained| self.read_back(retained)).transpose()?;
             self.deploy(attempt, from.as_ref(), me)
         }))
         .unwrap_or_else(|payload| {
@@ -264,6 +266,25 @@ impl JobMaster {
         });
         if let Err(error) = deployed {
             self.core.handle_deploy_failed(error);
+        }
+    }
+
+    /// The checkpoint to restore from, with its snapshots: read back from the checkpoint
+    /// store unless the coordinator kept them in memory (a job without a store).
+    fn read_back(&self, retained: RetainedCheckpoint) -> Result<CompletedCheckpoint, JobError> {
+        let job = self.graph.name.clone();
+        match (&self.store, retained) {
+            (Some(store), retained) => store
+                .read_back(&job, retained)
+                .map_err(|error| JobError::CheckpointStore { job, error }),
+            (None, RetainedCheckpoint::InMemory(completed)) => Ok(completed),
+            (None, RetainedCheckpoint::Stored(metadata)) => Err(JobError::Deploy {
+                job,
+                reason: format!(
+                    "{} has its snapshots in a checkpoint store, and the job has none",
+                    metadata.checkpoint
+                ),
+            }),
         }
     }
 
@@ -352,7 +373,7 @@ impl JobMaster {
             subtasks: self.subtasks.len(),
             elapsed: self.started_at.elapsed(),
             checkpoints_completed: self.core.checkpoints_completed(),
-            latest_checkpoint: self.core.latest().map(|latest| latest.metadata.clone()),
+            latest_checkpoint: self.core.latest().map(|latest| latest.metadata().clone()),
             restarts: self.core.restarts(),
             checkpoint_times: self.checkpoint_timer.times(),
         }
@@ -465,7 +486,7 @@ impl Handler<CheckpointCompleted> for JobMaster {
     fn handle(&mut self, completed: CheckpointCompleted, ctx: &mut Context<Self>) {
         if completed.attempt == self.core.attempt() {
             self.checkpoint_timer
-                .completed(completed.checkpoint.metadata.triggered_at_ms);
+                .completed(completed.checkpoint.metadata().triggered_at_ms);
         }
         self.core
             .handle_checkpoint_completed(completed.attempt, completed.checkpoint);

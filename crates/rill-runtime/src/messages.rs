@@ -7,7 +7,7 @@ use actix::{Addr, Message};
 use rill_core::Batch;
 use rill_core::TaskError;
 use rill_core::checkpoint::{CheckpointId, DeclineReason, SubtaskSnapshot};
-use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint};
+use rill_core::coordinator::{CheckpointMetadata, RetainedCheckpoint};
 use rill_core::plan::SubtaskId;
 use tokio::sync::oneshot;
 
@@ -172,7 +172,7 @@ pub(crate) struct Decline {
 #[rtype(result = "()")]
 pub(crate) struct CheckpointCompleted {
     pub attempt: u32,
-    pub checkpoint: CompletedCheckpoint,
+    pub checkpoint: RetainedCheckpoint,
 }
 
 /// Stops the checkpoint coordinator of an attempt the job master replaces. It answers on
@@ -182,7 +182,7 @@ pub(crate) struct CheckpointCompleted {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopCoordinator {
-    pub reply: oneshot::Sender<Option<CompletedCheckpoint>>,
+    pub reply: oneshot::Sender<Option<RetainedCheckpoint>>,
 }
 
 /// Too many checkpoints failed: the job must fail.

@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use rill_core::checkpoint::{CheckpointId, SubtaskSnapshot};
 use rill_core::codec::{CodecError, Envelope, Kind};
-use rill_core::coordinator::{CheckpointMetadata, CompletedCheckpoint, StoreWrite};
+use rill_core::coordinator::{
+    CheckpointMetadata, CompletedCheckpoint, RetainedCheckpoint, StoreWrite,
+};
 use rill_core::storage::{Durability, Storage, StorageError, WriteOp};
 
 use crate::error::StoreError;
@@ -569,6 +571,28 @@ impl CheckpointStore {
             metadata,
             snapshots: Arc::new(snapshots),
         }))
+    }
+
+    /// A checkpoint the job master kept, with its snapshots: read back from the store if it
+    /// kept the metadata only ([`RetainedCheckpoint::Stored`]) — an error if one is damaged or
+    /// missing —, as it is if it kept them in memory.
+    pub fn read_back(
+        &self,
+        job: &str,
+        retained: RetainedCheckpoint,
+    ) -> Result<CompletedCheckpoint, StoreError> {
+        match retained {
+            RetainedCheckpoint::InMemory(completed) => Ok(completed),
+            RetainedCheckpoint::Stored(metadata) => {
+                let snapshots = self
+                    .snapshots_of(job, &metadata)?
+                    .map_err(StoreError::Damaged)?;
+                Ok(CompletedCheckpoint {
+                    metadata,
+                    snapshots: Arc::new(snapshots),
+                })
+            }
+        }
     }
 
     /// Every snapshot a checkpoint's metadata counts, decoded: the outer error is the

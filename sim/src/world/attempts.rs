@@ -2,7 +2,7 @@
 //! the attempts it asks for, stopping a failed one, scheduling its restart — and submitting
 //! the job again after a crash of its process, as `Runtime::submit_with_store` does.
 
-use rill_core::coordinator::CompletedCheckpoint;
+use rill_core::coordinator::{CompletedCheckpoint, RetainedCheckpoint};
 use rill_core::error::{OperatorError, TaskError};
 use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
 use rill_core::layout::StateAssigner;
@@ -53,6 +53,7 @@ impl World {
             let (space, key) = CheckpointStore::stored_at(job, checkpoint, value);
             disk.contains(space, &key).unwrap_or(true)
         });
+        let resume_from = resume_from.map(RetainedCheckpoint::InMemory);
         let mut master =
             JobMasterCore::new(self.shape.graph.restart, self.shape.subtasks(), resume_from);
         if let Some(defect) = self.defect {
@@ -142,7 +143,7 @@ impl World {
     pub(super) fn perform_master_actions(&mut self) {
         while let Some(action) = self.master.as_mut().and_then(JobMasterCore::poll_action) {
             match action {
-                MasterAction::Deploy { attempt, from } => self.deploy(attempt, from.as_ref()),
+                MasterAction::Deploy { attempt, from } => self.read_back_and_deploy(attempt, from),
                 MasterAction::StopAttempt { attempt } => self.stop_attempt(attempt),
                 MasterAction::ScheduleRestart { delay_ms } => {
                     self.redeploy = Some((
@@ -167,6 +168,22 @@ impl World {
                     });
                 }
             }
+        }
+    }
+
+    /// Deploys attempt `number`, restored from `from`, whose snapshots are read back from the
+    /// checkpoint store (the coordinator let go of them once written), as the runtime's master
+    /// does; a checkpoint that cannot be read back fails the deployment.
+    fn read_back_and_deploy(&mut self, number: u32, from: Option<RetainedCheckpoint>) {
+        let read_back = from.map(|retained| {
+            let id = retained.id();
+            self.store
+                .read_back(&self.shape.graph.name, retained)
+                .map_err(|error| format!("cannot read {id} back from the store: {error}"))
+        });
+        match read_back.transpose() {
+            Ok(from) => self.deploy(number, from.as_ref()),
+            Err(reason) => self.deploy_failed(reason),
         }
     }
 
@@ -318,6 +335,7 @@ impl World {
             coordinator.plant_defect(defect);
         }
         coordinator.retain_stored(stored);
+        coordinator.release_written_snapshots();
         self.attempt = Some(Attempt {
             number,
             subtasks,
@@ -403,7 +421,7 @@ impl World {
             .attempt
             .take()
             .and_then(|mut attempt| attempt.coordinator.take_latest_completed());
-        let handed_back = latest.as_ref().map(CompletedCheckpoint::id);
+        let handed_back = latest.as_ref().map(RetainedCheckpoint::id);
         self.trace(12, [handed_back.map_or(0, |c| c.0), 0, 0], || {
             format!("the failed attempt has stopped; its coordinator hands back {handed_back:?}")
         });

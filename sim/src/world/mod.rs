@@ -535,17 +535,29 @@ impl World {
             self.now_us += self.rng.random_range(SCHEDULER_QUANTUM_US);
             self.advance_processing_time();
         }
-        let outcome = self.outcome.take().unwrap_or(Outcome::Finished);
+        let mut outcome = self.outcome.take().unwrap_or(Outcome::Finished);
         self.stats.refusals = u64::from(matches!(outcome, Outcome::Refused(_)));
+        // The job master kept the newest checkpoint's metadata; its snapshots are in the store.
+        let latest = match self.master.as_ref().and_then(|m| m.latest().cloned()) {
+            Some(retained) => match self.store.read_back(&self.shape.graph.name, retained) {
+                Ok(latest) => Some(latest),
+                Err(error) => {
+                    if outcome == Outcome::Finished {
+                        outcome = Outcome::StorageViolated(format!(
+                            "the final checkpoint cannot be read back: {error}"
+                        ));
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         RunResult {
             outcome,
             stats: self.stats,
             trace_hash: self.trace.hash(),
             log: self.log,
-            latest: self
-                .master
-                .as_ref()
-                .and_then(|master| master.latest().cloned()),
+            latest,
         }
     }
 

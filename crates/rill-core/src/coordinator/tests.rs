@@ -200,13 +200,48 @@ fn writes_come_out_one_at_a_time_in_the_order_decided() {
             [
                 CoordinatorAction::NotifyComplete { last: false, .. },
                 CoordinatorAction::Completed(completed)
-            ] if completed.snapshots.len() == 2
+            ] if matches!(completed, RetainedCheckpoint::InMemory(c) if c.snapshots.len() == 2)
         ),
         "the master hears of it after the notice: {seen:?}"
     );
     assert_eq!(
         core.take_latest_completed().map(|c| c.id()),
         Some(CheckpointId(1))
+    );
+}
+
+#[test]
+fn with_a_store_written_snapshots_are_let_go_of_and_the_checkpoint_completes_as_stored() {
+    let mut core = CoordinatorCore::new(config(10), layout(2), CheckpointId(1));
+    core.release_written_snapshots();
+    core.handle_tick(0);
+    actions(&mut core);
+    core.handle_ack(CheckpointId(1), 0, SubtaskSnapshot::default());
+    let Some(CoordinatorAction::Write(write)) = core.poll_action() else {
+        panic!("the snapshot's write comes out");
+    };
+    let StoreWrite::Snapshot { snapshot, .. } = &write else {
+        panic!("{write:?}");
+    };
+    let written = Arc::clone(snapshot);
+    core.handle_written(write.target(), Ok(3), 1);
+    drop(write);
+    assert_eq!(
+        Arc::strong_count(&written),
+        1,
+        "the core no longer holds the written snapshot"
+    );
+    assert!(
+        ack(&mut core, 1, 0, 2).is_empty(),
+        "a duplicate ack of a released snapshot still does not count"
+    );
+    let seen = ack(&mut core, 1, 1, 3);
+    assert!(
+        seen.iter().any(|action| matches!(
+            action,
+            CoordinatorAction::Completed(RetainedCheckpoint::Stored(m)) if m.checkpoint == CheckpointId(1) && m.state_bytes == 13
+        )),
+        "{seen:?}"
     );
 }
 

@@ -1,8 +1,5 @@
 //! The job master's lifecycle: deploy, fail over, adopt late completions, savepoints, end.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use super::*;
 use crate::checkpoint::CheckpointId;
 use crate::layout::JobLayout;
@@ -10,19 +7,16 @@ use crate::layout::JobLayout;
 type Master = JobMasterCore<&'static str, u32>;
 type Action = MasterAction<&'static str, u32>;
 
-fn completed(id: u64, savepoint: bool) -> CompletedCheckpoint {
-    CompletedCheckpoint {
-        metadata: CheckpointMetadata {
-            checkpoint: CheckpointId(id),
-            savepoint,
-            triggered_at_ms: 0,
-            acknowledged_at_ms: 0,
-            subtasks: 2,
-            state_bytes: 0,
-            layout: JobLayout::default(),
-        },
-        snapshots: Arc::new(BTreeMap::new()),
-    }
+fn completed(id: u64, savepoint: bool) -> RetainedCheckpoint {
+    RetainedCheckpoint::Stored(CheckpointMetadata {
+        checkpoint: CheckpointId(id),
+        savepoint,
+        triggered_at_ms: 0,
+        acknowledged_at_ms: 0,
+        subtasks: 2,
+        state_bytes: 0,
+        layout: JobLayout::default(),
+    })
 }
 
 fn actions(master: &mut Master) -> Vec<Action> {

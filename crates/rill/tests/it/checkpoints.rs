@@ -215,7 +215,22 @@ fn checkpoints_complete_while_a_keyed_job_runs_and_change_no_result() {
 
 #[test]
 fn a_failed_job_restarts_from_its_latest_checkpoint_with_its_state() {
+    restarts_from_its_latest_checkpoint(StreamEnv::new());
+}
+
+#[test]
+fn a_failed_job_with_a_store_reads_its_latest_checkpoint_back_to_restart() {
+    // The coordinator lets go of each snapshot once the store has it: the restart reads them
+    // back from there.
+    let dir = tempfile::tempdir().unwrap();
     let env = StreamEnv::new();
+    env.set_checkpoint_dir(dir.path());
+    restarts_from_its_latest_checkpoint(env);
+}
+
+/// Runs a summing job on `env` whose map fails once, half-way through the input, and checks
+/// that it restarted from its latest checkpoint, with its state.
+fn restarts_from_its_latest_checkpoint(env: StreamEnv) {
     env.set_parallelism(2);
     env.enable_checkpointing(Duration::from_millis(10));
     env.set_restart_strategy(RestartStrategy::FixedDelay {
