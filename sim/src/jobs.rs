@@ -313,6 +313,7 @@ impl JobKind {
             | Defect::SinkIgnoresCommitMark
             | Defect::LogPrepareSkipsSync
             | Defect::CoordinatorCompletesEarly
+            | Defect::CoordinatorStopsBeforeWrites
             | Defect::StoreLatestSkipsNewest
             | Defect::StoreDiscardOverreaches
             | Defect::SubtaskSkipsAlignment

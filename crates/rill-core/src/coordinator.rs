@@ -416,6 +416,11 @@ impl CoordinatorCore {
     /// Asked to stop, every write it decided has been reported and every action taken:
     /// nothing more will come out, and [`CoordinatorCore::take_latest_completed`] is final.
     pub fn has_stopped(&self) -> bool {
+        #[cfg(feature = "defects")]
+        if self.defect == Some(Defect::CoordinatorStopsBeforeWrites) {
+            // Broken on purpose: a write still running does not hold the stop back.
+            return self.stopping && self.actions.is_empty();
+        }
         self.stopping && self.writes.is_idle() && self.actions.is_empty()
     }
 

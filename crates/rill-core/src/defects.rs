@@ -41,6 +41,10 @@ pub enum Defect {
     LogPrepareSkipsSync,
     /// The coordinator completes a checkpoint once the first snapshot is persisted.
     CoordinatorCompletesEarly,
+    /// A stopping coordinator reports that it has stopped while a write to the checkpoint
+    /// store is still running: the master picks the checkpoint to restore from, and the write
+    /// lands after.
+    CoordinatorStopsBeforeWrites,
     /// The checkpoint store's `latest` passes over the newest checkpoint when there are two or
     /// more: a resubmitted job restores from the one before.
     StoreLatestSkipsNewest,
@@ -79,7 +83,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 22] = [
+    pub const ALL: [Defect; 23] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -91,6 +95,7 @@ impl Defect {
         Defect::SinkIgnoresCommitMark,
         Defect::LogPrepareSkipsSync,
         Defect::CoordinatorCompletesEarly,
+        Defect::CoordinatorStopsBeforeWrites,
         Defect::StoreLatestSkipsNewest,
         Defect::StoreDiscardOverreaches,
         Defect::SubtaskSkipsAlignment,
@@ -118,6 +123,7 @@ impl Defect {
             Defect::SinkIgnoresCommitMark => "sink-ignores-commit-mark",
             Defect::LogPrepareSkipsSync => "log-prepare-skips-sync",
             Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
+            Defect::CoordinatorStopsBeforeWrites => "coordinator-stops-before-writes",
             Defect::StoreLatestSkipsNewest => "store-latest-skips-newest",
             Defect::StoreDiscardOverreaches => "store-discard-overreaches",
             Defect::SubtaskSkipsAlignment => "subtask-skips-alignment",

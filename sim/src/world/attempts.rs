@@ -417,10 +417,9 @@ impl World {
         if steps < stopping.stopped_at || !stopped {
             return;
         }
-        let latest = self
-            .attempt
-            .take()
-            .and_then(|mut attempt| attempt.coordinator.take_latest_completed());
+        let mut stopped_attempt = self.attempt.take();
+        let still_writing = stopped_attempt.as_mut().and_then(|a| a.write.take());
+        let latest = stopped_attempt.and_then(|mut a| a.coordinator.take_latest_completed());
         let handed_back = latest.as_ref().map(RetainedCheckpoint::id);
         self.trace(12, [handed_back.map_or(0, |c| c.0), 0, 0], || {
             format!("the failed attempt has stopped; its coordinator hands back {handed_back:?}")
@@ -429,6 +428,13 @@ impl World {
             master.handle_attempt_stopped(latest, true);
         }
         self.perform_master_actions();
+        // A write under way runs on to the end, whatever its coordinator does: it lands after
+        // the master chose where to restore from (only a broken coordinator stops before it).
+        if let Some((write, _)) = still_writing
+            && let Err(error) = self.store.write(&self.shape.graph.name, &write)
+        {
+            self.outcome = Some(Outcome::StorageViolated(error.to_string()));
+        }
     }
 
     /// The job's process crashed (and, unless `fate` keeps them, its unsynced writes): all
