@@ -148,7 +148,7 @@ impl SimConnectors {
                 (true, 0),
                 decode.clone(),
             );
-            if let Some(strategy) = watermarks {
+            if let Some(strategy) = watermarks.clone() {
                 reader = reader.with_watermarks(strategy);
             }
             if let Some(defect) = defect {

@@ -10,6 +10,7 @@ use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rill_core::checkpoint::CheckpointId;
 use rill_core::coordinator::CheckpointConfig;
@@ -18,7 +19,7 @@ use rill_core::graph::{Edge, JobGraph, OperatorKind, OperatorNode};
 use rill_core::key::DEFAULT_MAX_PARALLELISM;
 use rill_core::restart::RestartStrategy;
 use rill_core::source::{IterSource, SequenceSource, Source, WithWatermarks};
-use rill_core::time::WatermarkStrategy;
+use rill_core::time::{DEFAULT_WATERMARK_INTERVAL_MS, WatermarkStrategy};
 use rill_core::{Data, Timestamp};
 use rill_store::FjallStateBackend;
 
@@ -41,6 +42,11 @@ pub struct ExecutionConfig {
     pub checkpoint: CheckpointConfig,
     /// Whether and when a failed job restarts from its latest completed checkpoint.
     pub restart: RestartStrategy,
+    /// How often sources emit the watermarks of periodic generators, in processing time
+    /// (Flink's auto-watermark interval; 200 ms by default). Zero turns periodic emission off:
+    /// only punctuated watermarks and the end of the input move event time. See
+    /// [`StreamEnv::set_auto_watermark_interval`].
+    pub auto_watermark_interval: Duration,
 }
 
 impl Default for ExecutionConfig {
@@ -51,6 +57,7 @@ impl Default for ExecutionConfig {
             runtime: RuntimeConfig::default(),
             checkpoint: CheckpointConfig::default(),
             restart: RestartStrategy::None,
+            auto_watermark_interval: Duration::from_millis(DEFAULT_WATERMARK_INTERVAL_MS),
         }
     }
 }
@@ -69,6 +76,15 @@ pub enum StateBackendConfig {
         /// The working copy's directory.
         dir: PathBuf,
     },
+}
+
+/// A watermark interval in whole milliseconds: a nonzero one below a millisecond is 1 ms, so
+/// that only zero turns periodic emission off.
+fn interval_ms(interval: Duration) -> u64 {
+    if interval.is_zero() {
+        return 0;
+    }
+    u64::try_from(interval.as_millis()).map_or(u64::MAX, |ms| ms.max(1))
 }
 
 /// An operator as described, before parallelism is resolved.
@@ -210,6 +226,18 @@ impl StreamEnv {
         self
     }
 
+    /// Sets how often sources emit the watermarks of periodic generators (such as
+    /// [`WatermarkStrategy::bounded_out_of_orderness`]'s), in processing time, at millisecond
+    /// resolution: Flink's `setAutoWatermarkInterval`, 200 ms unless set. A source emits its
+    /// watermark after the first poll at or past each due time, so a watermark covers whole
+    /// polls (up to a batch of records each). `Duration::ZERO` turns periodic emission off, as
+    /// in Flink: periodic generators then move no watermark before the end of the input, and
+    /// only punctuated ones (emitting from `on_event`) do.
+    pub fn set_auto_watermark_interval(&self, interval: Duration) -> &Self {
+        self.draft().config.auto_watermark_interval = interval;
+        self
+    }
+
     /// Sets the number of worker threads the job's subtasks are spread over.
     pub fn set_workers(&self, workers: usize) -> &Self {
         self.draft().config.runtime.workers = workers;
@@ -273,7 +301,7 @@ impl StreamEnv {
         F: Fn(u32, u32) -> S + Send + Sync + 'static,
     {
         self.from_source(name, parallel, move |subtask, parallelism| {
-            WithWatermarks::new(make(subtask, parallelism), strategy)
+            WithWatermarks::new(make(subtask, parallelism), strategy.clone())
         })
     }
 
@@ -324,7 +352,7 @@ impl StreamEnv {
             WithWatermarks::with_timestamps(
                 IterSource::new(items.clone()),
                 move |item: &I::Item| timestamp_of(item),
-                strategy,
+                strategy.clone(),
             )
         })
     }
@@ -349,6 +377,7 @@ impl StreamEnv {
         graph.checkpoint = draft.config.checkpoint;
         graph.restart = draft.config.restart;
         graph.allow_rewind = draft.allow_rewind;
+        graph.watermark_interval_ms = interval_ms(draft.config.auto_watermark_interval);
         if let StateBackendConfig::Fjall { dir } = &draft.state_backend {
             graph.state_backend = FjallStateBackend::open(dir)?.backend();
         }

@@ -70,7 +70,9 @@ pub mod prelude {
         AggregateFunction, AggregatingState, InNamespace, ListState, MapState, ReducingState,
         ValueState,
     };
-    pub use rill_core::time::WatermarkStrategy;
+    pub use rill_core::time::{
+        TimestampAssigner, WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
+    };
     pub use rill_core::timers::TimeDomain;
     pub use rill_core::two_input::{Either, KeyedCoProcessFunction};
     pub use rill_core::window::{ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext};

@@ -82,6 +82,12 @@ impl<T> Record<T> {
         (self.timestamp != Timestamp::MIN).then_some(self.timestamp)
     }
 
+    /// Stamps the record with an event timestamp (`Timestamp::MIN` means none).
+    #[inline]
+    pub fn set_timestamp(&mut self, timestamp: Timestamp) {
+        self.timestamp = timestamp;
+    }
+
     /// The same timestamp on another value: what a one-to-one transformation emits.
     #[inline]
     pub fn replace<U>(&self, value: U) -> Record<U> {

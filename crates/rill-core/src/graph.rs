@@ -10,6 +10,7 @@ use crate::operator::{Operator, OperatorInfo};
 use crate::restart::RestartStrategy;
 use crate::source::AnySource;
 use crate::state::StateBackend;
+use crate::time::DEFAULT_WATERMARK_INTERVAL_MS;
 
 /// Identifies an operator within its graph (its index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,6 +81,9 @@ pub struct JobGraph {
     /// older checkpoint, or none): output since that point is then written again. Off, such a
     /// start is refused by the sinks that know what they committed.
     pub allow_rewind: bool,
+    /// How often, in milliseconds of processing time, sources emit the watermarks of periodic
+    /// generators ([`crate::time`]); 0 turns periodic emission off.
+    pub watermark_interval_ms: u64,
     /// The operators, indexed by [`OperatorId`].
     pub operators: Vec<OperatorNode>,
     /// The edges, indexed by [`EdgeId`].
@@ -163,6 +167,7 @@ impl JobGraph {
             restart: RestartStrategy::None,
             state_backend: StateBackend::Memory,
             allow_rewind: false,
+            watermark_interval_ms: DEFAULT_WATERMARK_INTERVAL_MS,
             operators: Vec::new(),
             edges: Vec::new(),
         }

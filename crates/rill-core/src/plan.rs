@@ -346,6 +346,7 @@ impl PhysicalPlan {
             flow,
             checkpoint_mode: graph.checkpoint.mode,
             final_checkpoint: graph.checkpoint.interval_ms.is_some(),
+            watermark_interval_ms: graph.watermark_interval_ms,
         })
     }
 

@@ -3,9 +3,11 @@
 //! source event time.
 //!
 //! A subtask polls its source with the processing time of the poll
-//! ([`SourceOutput::processing_time`]); a source may emit records, a watermark after them, and
-//! say that it is idle ([`SourceOutput::mark_idle`]: it should not hold back the watermarks
-//! downstream until it emits again). Watermark generation itself lives in [`crate::time`].
+//! ([`SourceOutput::processing_time`]) and the job's watermark interval; a source may emit
+//! records, watermarks between and after them (each placed after the records emitted before
+//! it), and say that it is idle ([`SourceOutput::mark_idle`]: it should not hold back the
+//! watermarks downstream until it emits again). Watermark generation itself lives in
+//! [`crate::time`].
 
 use std::ops::Range;
 
@@ -14,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::element::{Data, Record, Records, Timestamp};
 use crate::error::{BoxError, OperatorError};
-use crate::time::{PartitionWatermarks, WatermarkStatus, WatermarkStrategy};
+use crate::time::{PartitionWatermarks, TimestampAssigner, WatermarkStatus, WatermarkStrategy};
 
 /// What a source says after a poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,22 +33,33 @@ pub enum SourcePoll {
 pub struct SourceOutput<T> {
     records: Vec<Record<T>>,
     max_records: usize,
-    watermark: Option<Timestamp>,
+    /// The watermarks emitted, each with the number of records emitted before it; in order,
+    /// at most one per position.
+    watermarks: Vec<(usize, Timestamp)>,
     processing_time: Timestamp,
+    watermark_interval_ms: u64,
     idle: bool,
 }
 
 impl<T> SourceOutput<T> {
     /// An empty output that accepts `max_records` records, for a poll at processing time
-    /// `processing_time`.
-    pub fn new(max_records: usize, processing_time: Timestamp) -> Self {
+    /// `processing_time` of a job whose sources emit periodic watermarks every
+    /// `watermark_interval_ms` (0: never).
+    pub fn new(max_records: usize, processing_time: Timestamp, watermark_interval_ms: u64) -> Self {
         SourceOutput {
             records: Vec::with_capacity(max_records),
             max_records,
-            watermark: None,
+            watermarks: Vec::new(),
             processing_time,
+            watermark_interval_ms,
             idle: false,
         }
+    }
+
+    /// How often, in milliseconds of processing time, the job's sources emit the watermarks of
+    /// periodic generators (0: never); see [`crate::time`].
+    pub fn watermark_interval_ms(&self) -> u64 {
+        self.watermark_interval_ms
     }
 
     /// The processing time of this poll, in milliseconds since the Unix epoch: the driver's
@@ -72,9 +85,10 @@ impl<T> SourceOutput<T> {
         self.records.push(Record::with_timestamp(value, timestamp));
     }
 
-    /// Emits a watermark after this poll's records.
+    /// Emits a watermark after the records emitted so far: downstream sees it after them and
+    /// before the records emitted next.
     pub fn emit_watermark(&mut self, watermark: Timestamp) {
-        self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        place_watermark(&mut self.watermarks, self.records.len(), watermark);
     }
 
     /// How many more records this poll may emit; a source should stop at zero.
@@ -109,6 +123,15 @@ pub trait Source: Send + 'static {
     }
 }
 
+/// Places a watermark after the first `position` records, keeping one watermark (the largest)
+/// per position.
+fn place_watermark(placed: &mut Vec<(usize, Timestamp)>, position: usize, watermark: Timestamp) {
+    match placed.last_mut() {
+        Some((at, last)) if *at == position => *last = (*last).max(watermark),
+        _ => placed.push((position, watermark)),
+    }
+}
+
 /// Encodes a source position with the snapshot encoding (bincode).
 pub fn encode_position<P: Serialize>(position: &P) -> Result<Vec<u8>, BoxError> {
     Ok(bincode::serde::encode_to_vec(
@@ -131,12 +154,19 @@ pub fn decode_position<P: DeserializeOwned>(bytes: &[u8]) -> Result<P, BoxError>
     Ok(position)
 }
 
+/// Something a poll emitted, type-erased.
+#[derive(Debug)]
+pub enum Emitted {
+    /// Records, in order.
+    Records(Records),
+    /// A watermark, after the records before it.
+    Watermark(Timestamp),
+}
+
 /// One poll's result, type-erased.
 pub struct Polled {
-    /// The records emitted, if any.
-    pub records: Option<Records>,
-    /// The watermark to emit after the records, if any.
-    pub watermark: Option<Timestamp>,
+    /// The records and watermarks emitted, in order.
+    pub emitted: Vec<Emitted>,
     /// Whether the source is idle (see [`SourceOutput::mark_idle`]); always active when the
     /// poll emitted records.
     pub watermark_status: WatermarkStatus,
@@ -144,10 +174,49 @@ pub struct Polled {
     pub status: SourcePoll,
 }
 
+#[cfg(test)]
+impl Polled {
+    /// The values of the records emitted, in order.
+    pub(crate) fn values<T: Data>(&self) -> Vec<T> {
+        self.records()
+            .into_iter()
+            .map(|record| record.value)
+            .collect()
+    }
+
+    /// The records emitted, in order.
+    pub(crate) fn records<T: Data>(&self) -> Vec<Record<T>> {
+        let mut all = Vec::new();
+        for event in &self.emitted {
+            if let Emitted::Records(records) = event {
+                all.extend(records.clone().downcast::<T>().expect("records of type T"));
+            }
+        }
+        all
+    }
+
+    /// The watermarks emitted, in order.
+    pub(crate) fn watermarks(&self) -> Vec<Timestamp> {
+        self.emitted
+            .iter()
+            .filter_map(|event| match event {
+                Emitted::Watermark(watermark) => Some(*watermark),
+                Emitted::Records(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// The type-erased source a subtask drives.
 pub trait AnySource: Send {
-    /// Polls the source for up to `max_records` records, at processing time `now`.
-    fn poll(&mut self, max_records: usize, now: Timestamp) -> Result<Polled, OperatorError>;
+    /// Polls the source for up to `max_records` records, at processing time `now`, in a job
+    /// whose periodic watermarks are due every `watermark_interval_ms` (0: never).
+    fn poll(
+        &mut self,
+        max_records: usize,
+        now: Timestamp,
+        watermark_interval_ms: u64,
+    ) -> Result<Polled, OperatorError>;
     /// See [`Source::snapshot_position`].
     fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, OperatorError>;
     /// See [`Source::restore_position`].
@@ -155,8 +224,13 @@ pub trait AnySource: Send {
 }
 
 impl<S: Source> AnySource for S {
-    fn poll(&mut self, max_records: usize, now: Timestamp) -> Result<Polled, OperatorError> {
-        let mut out = SourceOutput::new(max_records, now);
+    fn poll(
+        &mut self,
+        max_records: usize,
+        now: Timestamp,
+        watermark_interval_ms: u64,
+    ) -> Result<Polled, OperatorError> {
+        let mut out = SourceOutput::new(max_records, now, watermark_interval_ms);
         let status = self.poll_next(&mut out).map_err(OperatorError::from_user)?;
         let watermark_status = if out.idle && out.records.is_empty() {
             WatermarkStatus::Idle
@@ -164,8 +238,7 @@ impl<S: Source> AnySource for S {
             WatermarkStatus::Active
         };
         Ok(Polled {
-            records: (!out.records.is_empty()).then(|| Records::new(out.records)),
-            watermark: out.watermark,
+            emitted: in_order(out.records, out.watermarks),
             watermark_status,
             status,
         })
@@ -180,19 +253,48 @@ impl<S: Source> AnySource for S {
     }
 }
 
+/// A poll's records cut where its watermarks go, with the watermarks between them. Most polls
+/// have one watermark or none, after every record: the records then stay in one vector.
+fn in_order<T: Data>(
+    mut records: Vec<Record<T>>,
+    watermarks: Vec<(usize, Timestamp)>,
+) -> Vec<Emitted> {
+    let mut emitted = Vec::with_capacity(2 * watermarks.len() + 1);
+    let mut cut = 0;
+    for (position, watermark) in watermarks {
+        let rest = records.split_off(position - cut);
+        cut = position;
+        if !records.is_empty() {
+            emitted.push(Emitted::Records(Records::new(std::mem::replace(
+                &mut records,
+                rest,
+            ))));
+        } else {
+            records = rest;
+        }
+        emitted.push(Emitted::Watermark(watermark));
+    }
+    if !records.is_empty() {
+        emitted.push(Emitted::Records(Records::new(records)));
+    }
+    emitted
+}
+
 /// The timestamp assigner of a [`WithWatermarks`] that keeps the timestamps its source gives.
 pub type KeepTimestamps<T> = fn(&T) -> Timestamp;
 
-/// Gives any source event time: applies a [`WatermarkStrategy`] to its records, treating the
-/// subtask's whole input as one partition, and optionally assigns their timestamps first.
+/// Gives any source event time: runs a [`WatermarkStrategy`] over its records, treating the
+/// subtask's whole input as one partition, and optionally stamps them with a
+/// [`TimestampAssigner`] first.
 ///
-/// The strategy's watermarks replace any the source emits itself. Records without a timestamp
-/// keep the source active but move no watermark. A source that reads several partitions with
-/// their own pace of event time should rather keep a [`PartitionWatermarks`] per partition
-/// itself, as the log source does, so that one slow partition holds the watermark back.
-pub struct WithWatermarks<S, F> {
+/// The strategy's watermarks replace any the source emits itself; a punctuated one follows the
+/// record it was emitted for. Records without a timestamp keep the source active but move no
+/// watermark. A source that reads several partitions with their own pace of event time should
+/// rather keep a [`PartitionWatermarks`] per partition itself, as the log source does, so that
+/// one slow partition holds the watermark back.
+pub struct WithWatermarks<S, A> {
     source: S,
-    timestamp_of: Option<F>,
+    assigner: Option<A>,
     watermarks: PartitionWatermarks,
 }
 
@@ -201,53 +303,39 @@ impl<S: Source> WithWatermarks<S, KeepTimestamps<S::Out>> {
     pub fn new(source: S, strategy: WatermarkStrategy) -> Self {
         WithWatermarks {
             source,
-            timestamp_of: None,
-            watermarks: PartitionWatermarks::new(strategy, 1),
+            assigner: None,
+            watermarks: PartitionWatermarks::new(&strategy, 1),
         }
     }
 }
 
-impl<S: Source, F> WithWatermarks<S, F>
-where
-    F: Fn(&S::Out) -> Timestamp + Send + 'static,
-{
-    /// Stamps each record with `timestamp_of(&value)` (replacing the source's timestamp), and
-    /// derives watermarks from those timestamps.
-    pub fn with_timestamps(source: S, timestamp_of: F, strategy: WatermarkStrategy) -> Self {
+impl<S: Source, A: TimestampAssigner<S::Out>> WithWatermarks<S, A> {
+    /// Stamps each record with the time `assigner` reads from it (replacing the source's
+    /// timestamp), and derives watermarks from those timestamps.
+    pub fn with_timestamps(source: S, assigner: A, strategy: WatermarkStrategy) -> Self {
         WithWatermarks {
             source,
-            timestamp_of: Some(timestamp_of),
-            watermarks: PartitionWatermarks::new(strategy, 1),
+            assigner: Some(assigner),
+            watermarks: PartitionWatermarks::new(&strategy, 1),
         }
     }
 }
 
-impl<S: Source, F> Source for WithWatermarks<S, F>
-where
-    F: Fn(&S::Out) -> Timestamp + Send + 'static,
-{
+impl<S: Source, A: TimestampAssigner<S::Out>> Source for WithWatermarks<S, A> {
     type Out = S::Out;
 
     fn poll_next(&mut self, out: &mut SourceOutput<S::Out>) -> Result<SourcePoll, BoxError> {
         let status = self.source.poll_next(out)?;
-        out.watermark = None;
+        out.watermarks.clear();
         let watermarks = &mut self.watermarks;
-        match &self.timestamp_of {
-            Some(timestamp_of) => {
-                // Rebuilt in place: the vector's allocation is reused.
-                out.records = std::mem::take(&mut out.records)
-                    .into_iter()
-                    .map(|record| {
-                        let timestamp = timestamp_of(&record.value);
-                        watermarks.on_record(0, timestamp);
-                        Record::with_timestamp(record.value, timestamp)
-                    })
-                    .collect();
+        for (index, record) in out.records.iter_mut().enumerate() {
+            if let Some(assigner) = &self.assigner {
+                let timestamp = assigner.extract_timestamp(&record.value, record.timestamp());
+                record.set_timestamp(timestamp);
             }
-            None => {
-                for record in &out.records {
-                    watermarks.on_record(0, record.timestamp().unwrap_or(Timestamp::MIN));
-                }
+            let timestamp = record.timestamp().unwrap_or(Timestamp::MIN);
+            if let Some(watermark) = watermarks.on_record(0, timestamp) {
+                place_watermark(&mut out.watermarks, index + 1, watermark);
             }
         }
         watermarks.emit_to(out);
@@ -375,16 +463,8 @@ mod tests {
     fn drain(source: &mut dyn AnySource, max: usize) -> Vec<u64> {
         let mut all = Vec::new();
         loop {
-            let polled = source.poll(max, Timestamp(0)).unwrap();
-            if let Some(records) = polled.records {
-                all.extend(
-                    records
-                        .downcast::<u64>()
-                        .unwrap()
-                        .into_iter()
-                        .map(|r| r.value),
-                );
-            }
+            let polled = source.poll(max, Timestamp(0), 0).unwrap();
+            all.extend(polled.values::<u64>());
             if polled.status == SourcePoll::Finished {
                 return all;
             }
@@ -403,7 +483,7 @@ mod tests {
     #[test]
     fn sources_resume_from_their_position() {
         let mut sequence = SequenceSource::slice(0..100, 1, 2);
-        sequence.poll(7, Timestamp(0)).unwrap();
+        sequence.poll(7, Timestamp(0), 0).unwrap();
         let position = AnySource::snapshot_position(&mut sequence)
             .unwrap()
             .unwrap();
@@ -412,7 +492,7 @@ mod tests {
         assert_eq!(drain(&mut resumed, 10), (57..100).collect::<Vec<_>>());
 
         let mut items = IterSource::new(0u64..10);
-        items.poll(3, Timestamp(0)).unwrap();
+        items.poll(3, Timestamp(0), 0).unwrap();
         let position = AnySource::snapshot_position(&mut items).unwrap().unwrap();
         let mut resumed = IterSource::new(0u64..10);
         AnySource::restore_position(&mut resumed, &position).unwrap();
@@ -425,8 +505,8 @@ mod tests {
     #[test]
     fn iterator_source_respects_the_batch_limit() {
         let mut source = IterSource::new(0u64..5);
-        let first = source.poll(2, Timestamp(0)).unwrap();
-        assert_eq!(first.records.unwrap().len(), 2);
+        let first = source.poll(2, Timestamp(0), 0).unwrap();
+        assert_eq!(first.values::<u64>(), [0, 1]);
         assert_eq!(first.status, SourcePoll::Ready);
         assert_eq!(drain(&mut source, 2), vec![2, 3, 4]);
     }
@@ -453,19 +533,38 @@ mod tests {
         }
     }
 
-    fn timestamps(polled: &mut Polled) -> Vec<Option<Timestamp>> {
+    fn timestamps(polled: &Polled) -> Vec<Option<Timestamp>> {
         polled
-            .records
-            .take()
-            .map(|records| {
-                records
-                    .downcast::<u64>()
-                    .unwrap()
-                    .iter()
-                    .map(Record::timestamp)
-                    .collect()
+            .records::<u64>()
+            .iter()
+            .map(Record::timestamp)
+            .collect()
+    }
+
+    /// What a poll emitted, in order: record values and watermarks.
+    #[derive(Debug, PartialEq)]
+    enum Out {
+        Values(Vec<u64>),
+        Watermark(i64),
+    }
+
+    fn emitted(polled: &Polled) -> Vec<Out> {
+        polled
+            .emitted
+            .iter()
+            .map(|event| match event {
+                Emitted::Records(records) => Out::Values(
+                    records
+                        .clone()
+                        .downcast::<u64>()
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| r.value)
+                        .collect(),
+                ),
+                Emitted::Watermark(watermark) => Out::Watermark(watermark.0),
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     #[test]
@@ -473,21 +572,100 @@ mod tests {
         let script = vec![
             vec![(1, Some(100)), (2, Some(300)), (3, None)],
             vec![(4, Some(200))],
+            vec![(5, Some(280))],
         ];
         let mut source = WithWatermarks::new(
             Scripted(script.into()),
             WatermarkStrategy::bounded_out_of_orderness(std::time::Duration::from_millis(50)),
         );
-        let mut first = source.poll(10, Timestamp(0)).unwrap();
+        let first = source.poll(10, Timestamp(0), 200).unwrap();
         assert_eq!(
-            timestamps(&mut first),
+            timestamps(&first),
             [Some(Timestamp(100)), Some(Timestamp(300)), None],
             "records keep the timestamps the source gave them"
         );
-        assert_eq!(first.watermark, Some(Timestamp(249)));
+        assert_eq!(
+            first.watermarks(),
+            [],
+            "not the source's own, and the first periodic one is due an interval later"
+        );
         assert_eq!(first.watermark_status, WatermarkStatus::Active);
-        let second = source.poll(10, Timestamp(1)).unwrap();
-        assert_eq!(second.watermark, None, "an older record moves nothing");
+        let second = source.poll(10, Timestamp(200), 200).unwrap();
+        assert_eq!(
+            emitted(&second),
+            [Out::Values(vec![4]), Out::Watermark(249)],
+            "the periodic watermark follows the poll's records"
+        );
+        let third = source.poll(10, Timestamp(400), 200).unwrap();
+        assert_eq!(third.watermarks(), [], "an older record moves nothing");
+    }
+
+    #[test]
+    fn a_periodic_watermark_makes_the_records_read_after_it_late_not_those_before() {
+        // One poll per ms, a watermark due every 3 ms: a record is late if it is read after a
+        // watermark that passed it, whatever the polls between (per poll, 1 500 would be late
+        // too: 2 999 would follow the poll of 3 000).
+        let times = [1_000, 2_000, 3_000, 1_500, 4_000, 5_000, 2_500, 6_000];
+        let late_records = |batch: usize| {
+            let mut source = WithWatermarks::with_timestamps(
+                IterSource::new(times),
+                |t: &i64| Timestamp(*t),
+                WatermarkStrategy::monotonous(),
+            );
+            let (mut late, mut watermark, mut read) = (Vec::new(), Timestamp::MIN, 0);
+            for now in 0.. {
+                let polled = source.poll(batch, Timestamp(now), 3).unwrap();
+                for event in &polled.emitted {
+                    match event {
+                        Emitted::Records(records) => {
+                            for record in records.clone().downcast::<i64>().unwrap() {
+                                read += 1;
+                                if record.timestamp().is_some_and(|t| t <= watermark) {
+                                    late.push(record.value);
+                                }
+                            }
+                        }
+                        Emitted::Watermark(at) => watermark = *at,
+                    }
+                }
+                if polled.status == SourcePoll::Finished {
+                    return (late, read);
+                }
+            }
+            unreachable!("the source finishes")
+        };
+        assert_eq!(
+            late_records(8),
+            (vec![], 8),
+            "one poll reads everything: no watermark comes before the end"
+        );
+        assert_eq!(
+            late_records(1),
+            (vec![2_500], 8),
+            "1 500 is read before the watermark due at 3 ms (2 999), 2 500 after it"
+        );
+    }
+
+    #[test]
+    fn a_punctuated_watermark_follows_its_record_within_the_poll() {
+        let mut source = WithWatermarks::with_timestamps(
+            IterSource::new(1u64..=7),
+            |value: &u64| Timestamp(*value as i64 * 1_000),
+            WatermarkStrategy::punctuated(|t: Timestamp| {
+                (t.0 % 3_000 == 0).then(|| Timestamp(t.0 - 1))
+            }),
+        );
+        let polled = source.poll(10, Timestamp(0), 200).unwrap();
+        assert_eq!(
+            emitted(&polled),
+            [
+                Out::Values(vec![1, 2, 3]),
+                Out::Watermark(2_999),
+                Out::Values(vec![4, 5, 6]),
+                Out::Watermark(5_999),
+                Out::Values(vec![7]),
+            ]
+        );
     }
 
     #[test]
@@ -497,16 +675,17 @@ mod tests {
             |value: &u64| Timestamp(*value as i64 * 1_000),
             WatermarkStrategy::monotonous(),
         );
-        let mut polled = source.poll(3, Timestamp(0)).unwrap();
+        source.poll(0, Timestamp(0), 1).unwrap();
+        let polled = source.poll(3, Timestamp(1), 1).unwrap();
         assert_eq!(
-            timestamps(&mut polled),
+            timestamps(&polled),
             [
                 Some(Timestamp(1_000)),
                 Some(Timestamp(2_000)),
                 Some(Timestamp(3_000))
             ]
         );
-        assert_eq!(polled.watermark, Some(Timestamp(2_999)));
+        assert_eq!(polled.watermarks(), [Timestamp(2_999)]);
         let position = AnySource::snapshot_position(&mut source).unwrap().unwrap();
         let mut resumed = WithWatermarks::with_timestamps(
             IterSource::new(1u64..=5),
@@ -514,9 +693,9 @@ mod tests {
             WatermarkStrategy::monotonous(),
         );
         AnySource::restore_position(&mut resumed, &position).unwrap();
-        let mut rest = resumed.poll(3, Timestamp(0)).unwrap();
+        let rest = resumed.poll(3, Timestamp(0), 1).unwrap();
         assert_eq!(
-            timestamps(&mut rest),
+            timestamps(&rest),
             [Some(Timestamp(4_000)), Some(Timestamp(5_000))],
             "the position is the wrapped source's"
         );
@@ -530,14 +709,14 @@ mod tests {
             WatermarkStrategy::monotonous().with_idleness(std::time::Duration::from_millis(100));
         let mut source = WithWatermarks::new(Scripted(script.into()), strategy);
         let status_at = |source: &mut WithWatermarks<_, _>, now: i64| {
-            let polled: Polled = AnySource::poll(source, 10, Timestamp(now)).unwrap();
-            (polled.watermark_status, polled.watermark)
+            let polled: Polled = AnySource::poll(source, 10, Timestamp(now), 1).unwrap();
+            (polled.watermark_status, polled.watermarks().last().copied())
         };
+        assert_eq!(status_at(&mut source, 0), (WatermarkStatus::Active, None));
         assert_eq!(
-            status_at(&mut source, 0),
+            status_at(&mut source, 99),
             (WatermarkStatus::Active, Some(Timestamp(99)))
         );
-        assert_eq!(status_at(&mut source, 99), (WatermarkStatus::Active, None));
         assert_eq!(status_at(&mut source, 100), (WatermarkStatus::Idle, None));
         assert_eq!(
             status_at(&mut source, 150),
@@ -559,10 +738,10 @@ mod tests {
                 Ok(SourcePoll::Ready)
             }
         }
-        let polled = Contrary.poll(1, Timestamp(42)).unwrap();
+        let polled = Contrary.poll(1, Timestamp(42), 0).unwrap();
         assert_eq!(polled.watermark_status, WatermarkStatus::Active);
         assert_eq!(
-            polled.records.unwrap().downcast::<u64>().unwrap(),
+            polled.records::<u64>(),
             [Record::new(42)],
             "the source sees the poll's processing time"
         );

@@ -61,7 +61,7 @@ use crate::element::{Batch, Event, Records, Timestamp};
 use crate::error::{OperatorError, TaskError, guarded};
 use crate::flow::{CreditedQueue, FlowConfig};
 use crate::operator::Operator;
-use crate::source::{AnySource, SourcePoll};
+use crate::source::{AnySource, Emitted, SourcePoll};
 use crate::time::WatermarkStatus;
 
 /// What a subtask's chain starts with.
@@ -102,6 +102,8 @@ pub struct SubtaskSpec {
     pub checkpoint_mode: CheckpointMode,
     /// Whether the subtask waits for a final checkpoint after its input ended.
     pub final_checkpoint: bool,
+    /// How often (ms of processing time) its source emits periodic watermarks; 0: never.
+    pub watermark_interval_ms: u64,
 }
 
 /// What a step did.
@@ -233,6 +235,8 @@ pub struct SubtaskCore {
     operators_processing_time: Timestamp,
     phase: Phase,
     batch_size: usize,
+    /// How often (ms of processing time) a source emits periodic watermarks; 0: never.
+    watermark_interval_ms: u64,
     /// The credits each input channel granted: the most batches it can hold.
     channel_credits: u32,
     /// How far an input channel may run ahead of the slowest in event time.
@@ -300,6 +304,7 @@ impl SubtaskCore {
             operators_processing_time: Timestamp::MIN,
             phase: Phase::Running,
             batch_size: spec.flow.batch_size.max(1),
+            watermark_interval_ms: spec.watermark_interval_ms,
             channel_credits: spec.flow.channel_credits,
             watermark_drift_ms: spec.flow.watermark_drift_ms,
             final_checkpoint: spec.final_checkpoint,
@@ -632,19 +637,26 @@ impl SubtaskCore {
         let HeadState::Source { name, source } = &mut self.head else {
             unreachable!("step_source runs for source heads only")
         };
-        let (batch_size, now) = (self.batch_size, self.processing_time);
-        let polled = guarded(name, || source.poll(batch_size, now))?;
+        let (batch_size, now, interval) = (
+            self.batch_size,
+            self.processing_time,
+            self.watermark_interval_ms,
+        );
+        let polled = guarded(name, || source.poll(batch_size, now, interval))?;
         // Active before the records, idle after them: downstream never sees a record from a
         // source it believes idle.
         if polled.watermark_status == WatermarkStatus::Active {
             self.set_watermark_status(WatermarkStatus::Active);
         }
-        let emitted = polled.records.is_some();
-        if let Some(records) = polled.records {
-            self.run_chain(0, records)?;
-        }
-        if let Some(watermark) = polled.watermark {
-            self.advance_watermark(watermark)?;
+        let mut emitted = false;
+        for event in polled.emitted {
+            match event {
+                Emitted::Records(records) => {
+                    emitted = true;
+                    self.run_chain(0, records)?;
+                }
+                Emitted::Watermark(watermark) => self.advance_watermark(watermark)?,
+            }
         }
         if polled.watermark_status == WatermarkStatus::Idle && polled.status != SourcePoll::Finished
         {
@@ -1002,6 +1014,7 @@ mod tests {
             flow: flow(8, 2),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         core.handle_batch(0, batch(vec![Event::EndOfInput]));
         core.handle_batch(1, batch(vec![Event::EndOfInput]));
@@ -1034,6 +1047,7 @@ mod tests {
             },
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         })
     }
 
@@ -1126,6 +1140,7 @@ mod tests {
             flow: flow(8, 8),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         let mut feed = |channel: usize, event: Event| {
             core.handle_batch(channel, batch(vec![event]));
@@ -1219,6 +1234,7 @@ mod tests {
             flow: flow(8, 8),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         let mut feed = |channel: usize, event: Event| {
             core.handle_batch(channel, batch(vec![event]));
@@ -1337,6 +1353,7 @@ mod tests {
             flow: flow(8, 8),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         let mut poll_at = |now: i64| {
             core.advance_processing_time(Timestamp(now)).unwrap();
@@ -1345,14 +1362,12 @@ mod tests {
         };
         assert_eq!(
             poll_at(0),
-            (
-                Step::Progress,
-                vec!["records [5, 7]".to_owned(), "watermark 6ms".to_owned()]
-            )
+            (Step::Progress, vec!["records [5, 7]".to_owned()]),
+            "the first periodic watermark is due an interval after the first poll"
         );
         assert_eq!(
             poll_at(99),
-            (Step::Idle, vec![]),
+            (Step::Idle, vec!["watermark 6ms".to_owned()]),
             "quiet, not for long enough"
         );
         assert_eq!(poll_at(100), (Step::Idle, vec!["Idle".to_owned()]));
@@ -1415,6 +1430,7 @@ mod tests {
             flow: flow(8, 1),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         assert_eq!(core.processing_time(), Timestamp::MIN);
         core.advance_processing_time(Timestamp(5)).unwrap();
@@ -1483,6 +1499,7 @@ mod tests {
             flow: flow(10, 2),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         assert_eq!(step_until_stuck(&mut core), Step::Blocked);
         let sent = drain(&mut core).len();
@@ -1523,6 +1540,7 @@ mod tests {
             flow: flow(10, 1),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         let batches = |core: &mut SubtaskCore| -> Vec<Vec<u32>> {
             drain(core)
@@ -1566,6 +1584,7 @@ mod tests {
             flow: flow(8, 2),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         core.handle_batch(
             2,
@@ -1604,6 +1623,7 @@ mod tests {
             flow: flow(16, 2),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         });
         let error = core.step().unwrap_err();
         assert_eq!(error.operator, "picky");
@@ -1629,6 +1649,7 @@ mod tests {
             flow: flow(8, 4),
             checkpoint_mode: mode,
             final_checkpoint: false,
+            watermark_interval_ms: 1,
         })
     }
 
@@ -1764,6 +1785,7 @@ mod tests {
                 flow: flow(10, 100),
                 checkpoint_mode: CheckpointMode::ExactlyOnce,
                 final_checkpoint: false,
+                watermark_interval_ms: 1,
             })
         };
         let mut core = source_subtask();
@@ -1902,6 +1924,7 @@ mod tests {
             flow: flow(100, 4),
             checkpoint_mode: CheckpointMode::ExactlyOnce,
             final_checkpoint,
+            watermark_interval_ms: 1,
         })
     }
 

@@ -107,8 +107,8 @@ impl StreamEnv {
                 (source.bounded, source.start_offset),
                 source.decode.clone(),
             );
-            match source.watermarks {
-                Some(strategy) => reader.with_watermarks(strategy),
+            match &source.watermarks {
+                Some(strategy) => reader.with_watermarks(strategy.clone()),
                 None => reader,
             }
         })

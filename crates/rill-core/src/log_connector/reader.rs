@@ -5,9 +5,10 @@
 //! is the next offset of each of its partitions, so a restored job reads on from there.
 //!
 //! Given a watermark strategy ([`LogReader::with_watermarks`]), the reader keeps one watermark
-//! generator per partition it reads ([`PartitionWatermarks`]) and emits the minimum after each
-//! poll, so that a partition lagging behind in event time holds the watermark back rather than
-//! seeing its records arrive late. A bounded partition read to its stop offset has ended and
+//! generator per partition it reads ([`PartitionWatermarks`]) and emits the minimum — after a
+//! poll once the job's watermark interval has passed, and right after a record whose punctuated
+//! watermark advanced it — so that a partition lagging behind in event time holds the
+//! watermark back rather than seeing its records arrive late. A bounded partition read to its stop offset has ended and
 //! no longer counts; with idleness, neither does one that has been quiet for the timeout. The
 //! generators are not checkpointed: a restored job starts every subtask's watermark afresh,
 //! and the records read again from the checkpointed offsets bring the generators back.
@@ -115,7 +116,7 @@ impl<L: ConnectorLog, T> LogReader<L, T> {
 
     /// Emits watermarks by `strategy`, one generator per partition the reader reads.
     pub fn with_watermarks(mut self, strategy: WatermarkStrategy) -> Self {
-        self.watermarks = Some(PartitionWatermarks::new(strategy, self.cursors.len()));
+        self.watermarks = Some(PartitionWatermarks::new(&strategy, self.cursors.len()));
         self
     }
 
@@ -193,10 +194,14 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
                 bytes_left = bytes_left.saturating_sub(L::bytes(&record));
                 cursor.next += 1;
                 let timestamp = Timestamp(L::timestamp(&record));
-                if let Some(watermarks) = &mut self.watermarks {
-                    watermarks.on_record(index, timestamp);
-                }
                 out.collect_with_timestamp((self.decode)(record), timestamp);
+                if let Some(watermark) = self
+                    .watermarks
+                    .as_mut()
+                    .and_then(|watermarks| watermarks.on_record(index, timestamp))
+                {
+                    out.emit_watermark(watermark);
+                }
             }
         }
         self.turn = (self.turn + 1) % count.max(1);
@@ -363,19 +368,8 @@ mod tests {
             .with_watermarks(strategy)
     }
 
-    fn record_timestamps(polled: &mut Polled) -> Vec<i64> {
-        polled
-            .records
-            .take()
-            .map(|records| {
-                records
-                    .downcast::<i64>()
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.value)
-                    .collect()
-            })
-            .unwrap_or_default()
+    fn record_timestamps(polled: &Polled) -> Vec<i64> {
+        polled.values()
     }
 
     #[test]
@@ -384,8 +378,8 @@ mod tests {
         let mut reader = reader(&log, true, WatermarkStrategy::monotonous());
         let mut polls = Vec::new();
         loop {
-            let mut polled = reader.poll(1_024, Timestamp(0)).unwrap();
-            polls.push(record_timestamps(&mut polled));
+            let polled = reader.poll(1_024, Timestamp(0), 0).unwrap();
+            polls.push(record_timestamps(&polled));
             if polled.status == SourcePoll::Finished {
                 break;
             }
@@ -404,15 +398,15 @@ mod tests {
         let mut reader = reader(&log, true, WatermarkStrategy::monotonous());
         let mut watermarks = Vec::new();
         let mut latest = Timestamp::MIN;
-        loop {
-            let mut polled = reader.poll(2, Timestamp(0)).unwrap();
-            for timestamp in record_timestamps(&mut polled) {
+        for now in 0.. {
+            let polled = reader.poll(2, Timestamp(now), 1).unwrap();
+            for timestamp in record_timestamps(&polled) {
                 assert!(
                     Timestamp(timestamp) > latest,
                     "the record at {timestamp} ms came behind the watermark {latest}"
                 );
             }
-            if let Some(watermark) = polled.watermark {
+            if let Some(&watermark) = polled.watermarks().last() {
                 watermarks.push(watermark);
                 latest = watermark;
             }
@@ -433,17 +427,21 @@ mod tests {
         let log = Timestamps::new(&[&[1_000, 2_000], &[]]);
         let mut patient = reader(&log, false, WatermarkStrategy::monotonous());
         for now in [0, 1_000, 1_000_000] {
-            let polled = patient.poll(10, Timestamp(now)).unwrap();
-            assert_eq!(polled.watermark, None, "at {now} ms");
+            let polled = patient.poll(10, Timestamp(now), 1).unwrap();
+            assert_eq!(polled.watermarks(), [], "at {now} ms");
             assert_eq!(polled.watermark_status, WatermarkStatus::Active);
         }
 
         let idleness = WatermarkStrategy::monotonous().with_idleness(Duration::from_millis(100));
         let mut reader = reader(&log, false, idleness);
         let mut poll_at = |now: i64| {
-            let mut polled = reader.poll(10, Timestamp(now)).unwrap();
-            let read = record_timestamps(&mut polled);
-            (read, polled.watermark, polled.watermark_status)
+            let polled = reader.poll(10, Timestamp(now), 1).unwrap();
+            let read = record_timestamps(&polled);
+            (
+                read,
+                polled.watermarks().last().copied(),
+                polled.watermark_status,
+            )
         };
         let (active, idle) = (WatermarkStatus::Active, WatermarkStatus::Idle);
         assert_eq!(poll_at(0), (vec![1_000, 2_000], None, active));

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rill::core::flow::FlowConfig;
 use rill::error::{BuildError, DescriptionError};
 use rill::prelude::*;
-use rill::runtime::RuntimeConfig;
 
 /// (key, event time in ms)
 type Event = (u32, i64);
@@ -113,25 +111,15 @@ fn sliding_windows_over_out_of_order_input_equal_a_reference_at_parallelism_two(
     );
 }
 
-/// An environment whose sources emit one record per poll, so each record is followed by the
-/// watermark it moves.
-fn one_record_per_poll() -> StreamEnv {
-    StreamEnv::with_config(ExecutionConfig {
-        parallelism: 1,
-        runtime: RuntimeConfig {
-            flow: FlowConfig {
-                batch_size: 1,
-                ..FlowConfig::default()
-            },
-            ..RuntimeConfig::default()
-        },
-        ..ExecutionConfig::default()
-    })
+/// Monotonous watermarks emitted at every record (punctuated): each record is followed by the
+/// watermark it moves, however the source batches its records and however fast it reads them.
+fn watermark_at_every_record() -> WatermarkStrategy {
+    WatermarkStrategy::punctuated(|t: Timestamp| Some(Timestamp(t.0 - 1)))
 }
 
 #[test]
 fn lateness_updates_fired_windows_and_later_records_go_to_the_late_data_output() {
-    let env = one_record_per_poll();
+    let env = StreamEnv::new();
     let late_tag = OutputTag::<Event>::new("too-late");
     // Watermarks trail the largest time by 1 ms (monotonous): 12 000 fires [0, 10 000).
     let events: Vec<Event> = vec![
@@ -146,7 +134,7 @@ fn lateness_updates_fired_windows_and_later_records_go_to_the_late_data_output()
         .from_iter_with_timestamps(
             events,
             |e: &Event| Timestamp(e.1),
-            WatermarkStrategy::monotonous(),
+            watermark_at_every_record(),
         )
         .key_by(|e: &Event| e.0)
         .window(WindowAssigner::tumbling(Duration::from_secs(10)).unwrap())
@@ -216,7 +204,7 @@ impl KeyedProcessFunction for Deadline {
 
 #[test]
 fn process_function_timers_fire_alerts_and_side_outputs_carry_the_rest() {
-    let env = one_record_per_poll();
+    let env = StreamEnv::new();
     let events = vec![
         (1, true, 0),
         (2, true, 10),
@@ -227,7 +215,7 @@ fn process_function_timers_fire_alerts_and_side_outputs_carry_the_rest() {
         (4, false, 210), // a close without open: late too
     ];
     let alerts = env
-        .from_iter_with_timestamps(events, |e| Timestamp(e.2), WatermarkStrategy::monotonous())
+        .from_iter_with_timestamps(events, |e| Timestamp(e.2), watermark_at_every_record())
         .key_by(|e: &(u32, bool, i64)| e.0)
         .process(Deadline {
             deadline: ValueState::new("deadline"),
