@@ -106,6 +106,10 @@ pub enum Fault {
     },
     /// A sink's subtask crashes after pre-committing a checkpoint and before committing it.
     CrashSinkBeforeCommit,
+    /// The machine crashes in the middle of the next commit of a sink's transaction, after a
+    /// random number of its writes (one per piece of the commit): of the writes not yet
+    /// synced, a random prefix survives.
+    CrashDuringCommit,
     /// The machine crashes in the middle of a write, tearing it.
     TearWrite {
         /// Which write.
@@ -169,6 +173,7 @@ impl Fault {
                 | Fault::SlowSubtask { .. }
                 | Fault::Rescale { .. }
                 | Fault::CrashDuringRecovery { .. }
+                | Fault::CrashDuringCommit
                 | Fault::CorruptCheckpoint {
                     before_commit: false,
                     ..
@@ -194,6 +199,7 @@ impl fmt::Display for Fault {
                 "crash-coordinator {point:?} with the machine (unsynced writes: {unsynced:?})"
             ),
             Fault::CrashSinkBeforeCommit => write!(f, "crash-sink-before-commit"),
+            Fault::CrashDuringCommit => write!(f, "crash-during-commit"),
             Fault::TearWrite { what } => write!(f, "tear-write of a {what:?}"),
             Fault::CorruptCheckpoint {
                 what,

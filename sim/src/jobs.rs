@@ -312,6 +312,7 @@ impl JobKind {
             | Defect::SinkLeavesTakenOverOpen
             | Defect::SinkIgnoresCommitMark
             | Defect::LogPrepareSkipsSync
+            | Defect::LogCommitMovesInTwoWrites
             | Defect::CoordinatorCompletesEarly
             | Defect::CoordinatorStopsBeforeWrites
             | Defect::StoreLatestSkipsNewest

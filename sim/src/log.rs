@@ -10,6 +10,7 @@
 //! is opened again, recovering its topics and end offsets from what the disk kept.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -52,6 +53,8 @@ struct Inner {
     planned_ends: BTreeMap<String, Vec<u64>>,
     /// The broken component planted in the log, kept to plant it again when it reopens.
     defect: Option<Defect>,
+    /// The machine dies during the next commit, after this many of its writes.
+    crash_during_next_commit: Option<u32>,
 }
 
 /// A handle on the simulated log; clones share it.
@@ -65,7 +68,10 @@ fn location() -> PathBuf {
 }
 
 fn open(disk: &SimDisk) -> Result<EventLog, String> {
-    EventLog::on(Arc::new(disk.clone()), location()).map_err(|error| error.to_string())
+    let log = EventLog::on(Arc::new(disk.clone()), location()).map_err(|e| e.to_string())?;
+    // Pieces of one staged entry: crashes fall between the pieces of every larger commit.
+    log.set_commit_piece_entries(NonZeroUsize::MIN);
+    Ok(log)
 }
 
 impl Default for SimLog {
@@ -78,6 +84,7 @@ impl Default for SimLog {
                 read_high_water: BTreeMap::new(),
                 planned_ends: BTreeMap::new(),
                 defect: None,
+                crash_during_next_commit: None,
             })),
         }
     }
@@ -227,10 +234,31 @@ impl SimLog {
         Ok(self.log()?.prepare(id)?)
     }
 
-    /// Commits transaction `id` (buffered); commits nothing if it is not open.
+    /// Commits transaction `id` (buffered); commits nothing if it is not open. If a fault
+    /// armed it, the machine dies during one of the commit's writes.
     pub fn commit(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), SimLogError> {
-        self.log()?.commit_marked(id, mark)?;
-        Ok(())
+        let (crash, disk) = {
+            let mut inner = self.lock();
+            (inner.crash_during_next_commit.take(), inner.disk.clone())
+        };
+        if let Some(writes_before) = crash {
+            disk.crash_during_write(writes_before);
+        }
+        let committed = self.log().and_then(|log| Ok(log.commit_marked(id, mark)?));
+        // A commit of fewer writes leaves the machine alive.
+        disk.disarm_crash();
+        committed.map(|_| ())
+    }
+
+    /// The machine dies during the next commit of a transaction that stages anything, after
+    /// `writes_before` of its writes.
+    pub fn crash_during_next_commit(&self, writes_before: u32) {
+        self.lock().crash_during_next_commit = Some(writes_before);
+    }
+
+    /// Whether the machine died during a write to the log.
+    pub fn machine_crashed(&self) -> bool {
+        self.lock().disk.crashed_during_write()
     }
 
     /// Moves `writer`'s mark back to `to` (removes it for none), synced.

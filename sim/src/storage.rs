@@ -136,8 +136,8 @@ struct Disk {
     journal: Journaled<KeySpaces>,
     /// A torn write leaves a value cut short (else nothing).
     tears_values: bool,
-    /// The machine dies during the next write.
-    crash_during_next_write: bool,
+    /// The machine dies during the write after this many more.
+    crash_in_writes: Option<u32>,
     /// It did: the process is gone until the simulator restarts it.
     crashed: bool,
 }
@@ -189,7 +189,17 @@ impl SimDisk {
 
     /// The machine dies during the next write.
     pub fn crash_during_next_write(&self) {
-        self.disk().crash_during_next_write = true;
+        self.crash_during_write(0);
+    }
+
+    /// The machine dies during the write after `writes_before` more.
+    pub fn crash_during_write(&self, writes_before: u32) {
+        self.disk().crash_in_writes = Some(writes_before);
+    }
+
+    /// The machine no longer dies during a coming write.
+    pub fn disarm_crash(&self) {
+        self.disk().crash_in_writes = None;
     }
 
     /// Whether the machine died during a write since the last crash.
@@ -224,7 +234,7 @@ impl SimDisk {
     pub fn crash(&self, fate: UnsyncedFate, rng: &mut impl Rng) -> CrashDamage {
         let mut disk = self.disk();
         disk.crashed = false;
-        disk.crash_during_next_write = false;
+        disk.crash_in_writes = None;
         let fate = match fate {
             UnsyncedFate::Torn if !disk.tears_values => UnsyncedFate::RandomPrefix,
             fate => fate,
@@ -247,9 +257,14 @@ impl Storage for SimDisk {
             return Err(StorageError::new("the machine is down"));
         }
         disk.journal.write(batch);
-        if std::mem::take(&mut disk.crash_during_next_write) {
-            disk.crashed = true;
-            return Err(StorageError::new("the machine crashed during this write"));
+        match disk.crash_in_writes {
+            Some(0) => {
+                disk.crash_in_writes = None;
+                disk.crashed = true;
+                return Err(StorageError::new("the machine crashed during this write"));
+            }
+            Some(more) => disk.crash_in_writes = Some(more - 1),
+            None => {}
         }
         if durability == Durability::Synced {
             disk.journal.sync();

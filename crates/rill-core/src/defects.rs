@@ -39,6 +39,10 @@ pub enum Defect {
     /// records, is lost in a crash of the machine unless something else synced the log first —
     /// though the checkpoint that lists it completed.
     LogPrepareSkipsSync,
+    /// The event log's commit moves each piece in two writes: the records into the topic,
+    /// then the deletion of their staged copies — so that a crash between the two leaves
+    /// records both in the topic and staged, and committing again appends them twice.
+    LogCommitMovesInTwoWrites,
     /// The coordinator completes a checkpoint once the first snapshot is persisted.
     CoordinatorCompletesEarly,
     /// A stopping coordinator reports that it has stopped while a write to the checkpoint
@@ -83,7 +87,7 @@ pub enum Defect {
 
 impl Defect {
     /// Every broken component, for listings and for the check that each is caught.
-    pub const ALL: [Defect; 23] = [
+    pub const ALL: [Defect; 24] = [
         Defect::SourceForgetsOffsets,
         Defect::SourceRestoresOneAhead,
         Defect::SourceRestoresOneBehind,
@@ -94,6 +98,7 @@ impl Defect {
         Defect::SinkLeavesTakenOverOpen,
         Defect::SinkIgnoresCommitMark,
         Defect::LogPrepareSkipsSync,
+        Defect::LogCommitMovesInTwoWrites,
         Defect::CoordinatorCompletesEarly,
         Defect::CoordinatorStopsBeforeWrites,
         Defect::StoreLatestSkipsNewest,
@@ -122,6 +127,7 @@ impl Defect {
             Defect::SinkLeavesTakenOverOpen => "sink-leaves-taken-over-open",
             Defect::SinkIgnoresCommitMark => "sink-ignores-commit-mark",
             Defect::LogPrepareSkipsSync => "log-prepare-skips-sync",
+            Defect::LogCommitMovesInTwoWrites => "log-commit-moves-in-two-writes",
             Defect::CoordinatorCompletesEarly => "coordinator-completes-early",
             Defect::CoordinatorStopsBeforeWrites => "coordinator-stops-before-writes",
             Defect::StoreLatestSkipsNewest => "store-latest-skips-newest",

@@ -16,7 +16,7 @@
 //! # Layout
 //! - [`log`]: [`EventLog`], opening, topics, append, read, end offsets, flush;
 //! - [`record`]: the records going in ([`ProducerRecord`]) and coming out ([`LogRecord`]);
-//! - [`transaction`]: records staged, then committed atomically or aborted (two-phase
+//! - [`transaction`]: records staged, then committed (in atomic pieces) or aborted (two-phase
 //!   commit); readers see committed records only;
 //! - [`check`]: reading everything a log holds, past damage, to report what is intact and
 //!   what is not ([`LogCheck`]);

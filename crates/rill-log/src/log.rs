@@ -157,7 +157,8 @@ pub(crate) struct Inner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Open transactions and their staged records (see [`crate::transaction`]).
     pub(crate) transactions: Transactions,
-    /// Planted on purpose (feature `defects`, for the simulator): `LogPrepareSkipsSync`.
+    /// Planted on purpose (feature `defects`, for the simulator): `LogPrepareSkipsSync` or
+    /// `LogCommitMovesInTwoWrites`.
     #[cfg(feature = "defects")]
     pub(crate) defect: std::sync::OnceLock<rill_core::defects::Defect>,
     /// What opening found damaged.

@@ -1,18 +1,30 @@
-//! Transactions: records staged outside a topic, then committed into it atomically or aborted.
+//! Transactions: records staged outside a topic, then committed into it or aborted.
 //!
 //! This is what a two-phase-commit sink needs from the log. A writer **stages** records under
 //! a transaction id of its choosing; **prepares** the transaction (the staged records become
 //! durable: fsync) when its checkpoint's barrier passes; and **commits** it once the checkpoint
 //! is complete, or **aborts** it. Readers of a topic see committed records only (read
-//! committed): a committed transaction's records get their offsets when it commits, all in one
-//! atomic batch that also deletes the staged copies, so a transaction is never half visible
-//! and no reader waits for an open one. [`EventLog::staged`] shows what is staged, for tools
-//! that want to read uncommitted data.
+//! committed): a committed transaction's records get their offsets when it commits, and no
+//! reader waits for an open one. [`EventLog::staged`] shows what is staged, for tools that want
+//! to read uncommitted data.
+//!
+//! # Commits in pieces
+//! A commit moves the staged entries into the topic in **pieces** of up to
+//! [`EventLog::set_commit_piece_entries`] entries (64 by default: at most 4 MiB, unless a single
+//! record is larger), each in one atomic batch that appends the piece's records and deletes
+//! their staged copies — so the memory a commit takes is bounded by a piece, not by the
+//! transaction. Before the first piece it reads every staged entry once, checking it, so
+//! a damaged transaction is refused with nothing moved. The first piece carries the commit
+//! mark: from there on the commit is **decided**. A crash between pieces leaves the
+//! transaction partly committed (its remaining entries keep their sequence numbers, so the
+//! log knows how many moved); committing it again moves the rest, and aborting it is refused.
+//! A reader may meanwhile see the first pieces of a transaction before the rest, but never a
+//! record of a transaction that is aborted.
 //!
 //! Committing is idempotent: a transaction that is not staged (never was, or was committed or
 //! aborted already) commits nothing. A writer that restarts from a checkpoint commits the
 //! transactions that checkpoint prepared again — whichever of those committed before the
-//! crash commit nothing the second time — and aborts the rest.
+//! crash commit nothing the second time, or only the rest — and aborts the others.
 //!
 //! # On disk
 //! Key space `rill.transactions` maps a transaction id to its metadata (topic, prepared, record
@@ -25,12 +37,15 @@
 //!
 //! Key space `rill.commit-marks` maps a writer (a sink of a job: `<job>/<uid>/`) to the newest
 //! checkpoint whose output it committed, enveloped. A commit given a [`CommitMark`] updates it
-//! in the same atomic batch as the records, so the mark and the output it speaks of are lost or
-//! kept together, and it never goes back. A sink restored from an older checkpoint — or from
+//! in the atomic batch of its first piece, so the mark and the commit it speaks of are lost or
+//! kept together (the rest of a transaction cut short stays staged until committed), and it
+//! never goes back. A sink restored from an older checkpoint — or from
 //! none — compares it with where it starts, and a sink that finds it older than its checkpoint
 //! knows the log lost committed output.
 
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rill_core::codec::{Envelope, Kind};
 use rill_core::log_connector::CommitMark;
@@ -53,7 +68,8 @@ pub struct TransactionInfo {
     pub topic: String,
     /// Whether it was prepared (its records are durable and wait for commit or abort).
     pub prepared: bool,
-    /// How many records it holds.
+    /// How many records it was given (one whose commit was cut short by a crash holds only
+    /// the rest).
     pub records: u64,
 }
 
@@ -88,11 +104,24 @@ struct StoredMark {
     checkpoint: u64,
 }
 
-/// The lock that orders changes to transactions.
-#[derive(Default)]
+/// How many staged entries a commit moves in one atomic write by default.
+const COMMIT_PIECE_ENTRIES: usize = 64;
+
+/// The lock that orders changes to transactions, and how commits cut them.
 pub(crate) struct Transactions {
     /// Held while a transaction's metadata is read and changed.
     changes: Mutex<()>,
+    /// How many staged entries a commit moves in one atomic write.
+    piece_entries: AtomicUsize,
+}
+
+impl Default for Transactions {
+    fn default() -> Self {
+        Transactions {
+            changes: Mutex::new(()),
+            piece_entries: AtomicUsize::new(COMMIT_PIECE_ENTRIES),
+        }
+    }
 }
 
 fn staged_prefix(id: &str) -> Vec<u8> {
@@ -106,6 +135,12 @@ fn staged_key(id: &str, sequence: u64) -> Vec<u8> {
     let mut key = staged_prefix(id);
     key.extend_from_slice(&sequence.to_be_bytes());
     key
+}
+
+/// The sequence number of a staged entry's first record, from its key.
+fn staged_sequence(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
 }
 
 fn check_id(id: &str) -> Result<(), LogError> {
@@ -230,9 +265,24 @@ impl EventLog {
     /// defect planted stays).
     #[cfg(feature = "defects")]
     pub fn plant_defect(&self, defect: rill_core::defects::Defect) {
-        if defect == rill_core::defects::Defect::LogPrepareSkipsSync {
+        use rill_core::defects::Defect;
+        if matches!(
+            defect,
+            Defect::LogPrepareSkipsSync | Defect::LogCommitMovesInTwoWrites
+        ) {
             let _planted = self.inner.defect.set(defect);
         }
+    }
+
+    /// Whether a planted defect moves each piece of a commit in two writes.
+    #[cfg(feature = "defects")]
+    fn commit_moves_in_two_writes(&self) -> bool {
+        self.inner.defect.get() == Some(&rill_core::defects::Defect::LogCommitMovesInTwoWrites)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn commit_moves_in_two_writes(&self) -> bool {
+        false
     }
 
     /// Whether a planted defect leaves prepares unsynced.
@@ -246,11 +296,23 @@ impl EventLog {
         false
     }
 
-    /// The entries of staged records of transaction `id`, in staging order: keys and values.
-    fn staged_entries(&self, id: &str) -> Result<Vec<Entry>, LogError> {
+    /// Sets how many staged entries a commit moves in one atomic write (64 by default: at most
+    /// 4 MiB, unless a single record is larger). Fewer bound a commit's memory further, at the
+    /// cost of more writes; the simulator takes 1, so that its crashes fall between the pieces
+    /// of a transaction.
+    pub fn set_commit_piece_entries(&self, entries: NonZeroUsize) {
+        self.inner
+            .transactions
+            .piece_entries
+            .store(entries.get(), Ordering::Relaxed);
+    }
+
+    /// Up to `limit` entries of staged records of transaction `id` from key `from` on, in
+    /// staging order: keys and values.
+    fn staged_entries(&self, id: &str, from: &[u8], limit: usize) -> Result<Vec<Entry>, LogError> {
         self.inner
             .storage
-            .scan(STAGED, &staged_prefix(id), &[], usize::MAX)
+            .scan(STAGED, &staged_prefix(id), from, limit)
             .map_err(|e| {
                 self.storage_error(
                     e,
@@ -259,9 +321,24 @@ impl EventLog {
             })
     }
 
-    /// Calls `each` with every record staged in transaction `id`, in staging order: its
-    /// partition (`None`: round-robin at commit), the record, and its stored form. Returns how
-    /// many there were.
+    /// Where transaction `id`'s staged entries start: the sequence number of the first record
+    /// left (more than 0 once a commit moved pieces of it), `None` if none is left.
+    fn first_staged(&self, id: &str) -> Result<Option<u64>, LogError> {
+        let first = self.staged_entries(id, &[], 1)?;
+        first
+            .first()
+            .map(|(key, _)| {
+                staged_sequence(key).ok_or_else(|| LogError::CorruptTransaction {
+                    id: id.to_owned(),
+                    reason: format!("a staged entry has a key of {} bytes", key.len()),
+                })
+            })
+            .transpose()
+    }
+
+    /// Calls `each` with every record staged in transaction `id` that `entries` hold, in
+    /// staging order: its partition (`None`: round-robin at commit), the record, and its
+    /// stored form. Returns how many there were.
     fn for_each_staged(
         &self,
         id: &str,
@@ -269,15 +346,18 @@ impl EventLog {
         mut each: impl FnMut(Option<u32>, StoredRecord<'_>, &[u8]) -> Result<(), LogError>,
     ) -> Result<u64, LogError> {
         let mut count = 0;
-        let corrupt = |count: u64, reason: String| LogError::CorruptTransaction {
-            id: id.to_owned(),
-            reason: format!("staged record {count}: {reason}"),
-        };
-        for (_, value) in entries {
-            let records = open_staged(value).map_err(|reason| corrupt(count, reason))?;
-            for decoded in records {
+        for (key, value) in entries {
+            let corrupt = |count: u64, reason: String| LogError::CorruptTransaction {
+                id: id.to_owned(),
+                reason: format!(
+                    "staged record {}: {reason}",
+                    staged_sequence(key).unwrap_or(0) + count
+                ),
+            };
+            let records = open_staged(value).map_err(|reason| corrupt(0, reason))?;
+            for (index, decoded) in (0..).zip(records) {
                 let (partition, record, stored) =
-                    decoded.map_err(|reason| corrupt(count, reason))?;
+                    decoded.map_err(|reason| corrupt(index, reason))?;
                 each(partition, record, stored)?;
                 count += 1;
             }
@@ -285,9 +365,63 @@ impl EventLog {
         Ok(count)
     }
 
+    /// Calls `each` with every record staged in transaction `id`, piece by piece (so that the
+    /// whole transaction is never in memory at once); returns how many there were.
+    fn walk_staged(
+        &self,
+        id: &str,
+        mut each: impl FnMut(Option<u32>, StoredRecord<'_>, &[u8]) -> Result<(), LogError>,
+    ) -> Result<u64, LogError> {
+        let piece = self.piece_entries();
+        let mut from = Vec::new();
+        let mut count = 0;
+        loop {
+            let mut entries = self.staged_entries(id, &from, piece + 1)?;
+            let next = (entries.len() > piece).then(|| entries.pop());
+            count += self.for_each_staged(id, &entries, &mut each)?;
+            match next.flatten() {
+                Some((key, _)) => from = key,
+                None => return Ok(count),
+            }
+        }
+    }
+
+    fn piece_entries(&self) -> usize {
+        self.inner
+            .transactions
+            .piece_entries
+            .load(Ordering::Relaxed)
+            .max(1)
+    }
+
+    /// Checks that the records staged in transaction `id` (those left, after `first`) read
+    /// back and are as many as its metadata counts; returns how many are left.
+    fn check_staged(
+        &self,
+        id: &str,
+        meta: &TransactionMeta,
+        first: Option<u64>,
+        mut each: impl FnMut(Option<u32>, StoredRecord<'_>, &[u8]) -> Result<(), LogError>,
+    ) -> Result<u64, LogError> {
+        let left = self.walk_staged(id, &mut each)?;
+        let moved = first.unwrap_or(meta.records);
+        if moved.checked_add(left) != Some(meta.records) {
+            return Err(LogError::CorruptTransaction {
+                id: id.to_owned(),
+                reason: format!(
+                    "{left} records are staged from record {moved} on, but its metadata counts {}",
+                    meta.records
+                ),
+            });
+        }
+        Ok(left)
+    }
+
     /// Commits transaction `id`: its records are appended to its topic and its staged copies
-    /// deleted, atomically. Returns how many records were appended: 0 if the transaction is not
-    /// staged (never was, or was committed or aborted before), which makes commits idempotent.
+    /// deleted, piece by piece (see the module doc); nothing moves unless every staged record
+    /// reads back. Returns how many records were appended: 0 if the transaction is not staged
+    /// (never was, or was committed or aborted before), which makes commits idempotent; the
+    /// rest only, if a crash cut an earlier commit short.
     pub fn commit(&self, id: &str) -> Result<u64, LogError> {
         self.commit_marked(id, None)
     }
@@ -396,8 +530,8 @@ impl EventLog {
         }))
     }
 
-    /// Like [`EventLog::commit`], and records `mark` in the same atomic write: the newest
-    /// checkpoint whose output its writer committed.
+    /// Like [`EventLog::commit`], and records `mark` in the atomic write of the first piece:
+    /// the newest checkpoint whose output its writer committed.
     pub fn commit_marked(&self, id: &str, mark: Option<CommitMark<'_>>) -> Result<u64, LogError> {
         check_id(id)?;
         let transactions = &self.inner.transactions;
@@ -407,43 +541,63 @@ impl EventLog {
         };
         let handle = self.topic_handle(&meta.topic)?;
         let partitions = handle.info.partitions;
-        let entries = self.staged_entries(id)?;
-        let stored_bytes = entries.iter().map(|(_, value)| value.len()).sum();
-        // The count is the metadata's: never more records than stored bytes.
-        let mut encoded = EncodedRecords::with_capacity(
-            usize::try_from(meta.records).unwrap_or(0).min(stored_bytes),
-            stored_bytes,
-        );
-        let count = self.for_each_staged(id, &entries, |partition, _, stored| {
-            if let Some(partition) = partition.filter(|&partition| partition >= partitions) {
-                return Err(LogError::UnknownPartition {
+        // Everything left is checked before anything moves.
+        let first = self.first_staged(id)?;
+        let left = self.check_staged(id, &meta, first, |partition, _, _| {
+            match partition.filter(|&partition| partition >= partitions) {
+                Some(partition) => Err(LogError::UnknownPartition {
                     topic: meta.topic.clone(),
                     partition,
                     partitions,
-                });
+                }),
+                None => Ok(()),
             }
-            // The stored form is the topic's: it moves as it is.
-            encoded.push_stored(partition, stored);
-            Ok(())
         })?;
-        check_count(id, count, &meta)?;
-        let mark = mark
+        let mut mark = mark
             .map(|mark| self.mark_write(mark))
             .transpose()?
             .flatten();
-        self.commit_encoded(&handle, &encoded, |batch| {
-            batch.extend(mark);
-            batch.extend(
-                entries
-                    .into_iter()
-                    .map(|(key, _)| WriteOp::Delete { space: STAGED, key }),
-            );
-            batch.push(WriteOp::Delete {
-                space: TRANSACTIONS,
-                key: id.as_bytes().to_vec(),
-            });
-        })?;
-        Ok(count)
+        let piece = self.piece_entries();
+        let mut from = Vec::new();
+        loop {
+            let mut entries = self.staged_entries(id, &from, piece + 1)?;
+            let next = (entries.len() > piece).then(|| entries.pop()).flatten();
+            let stored_bytes = entries.iter().map(|(_, value)| value.len()).sum();
+            let mut encoded = EncodedRecords::with_capacity(stored_bytes / 8, stored_bytes);
+            self.for_each_staged(id, &entries, |partition, _, stored| {
+                // The stored form is the topic's: it moves as it is.
+                encoded.push_stored(partition, stored);
+                Ok(())
+            })?;
+            let mut done: Vec<WriteOp> = entries
+                .into_iter()
+                .map(|(key, _)| WriteOp::Delete { space: STAGED, key })
+                .collect();
+            if next.is_none() {
+                done.push(WriteOp::Delete {
+                    space: TRANSACTIONS,
+                    key: id.as_bytes().to_vec(),
+                });
+            }
+            if self.commit_moves_in_two_writes() {
+                // Broken on purpose: the staged copies go in a write of their own, after the
+                // records, so that a crash between the two moves them again.
+                self.commit_encoded(&handle, &encoded, |batch| batch.extend(mark.take()))?;
+                self.inner
+                    .storage
+                    .write(done, Durability::Buffered)
+                    .map_err(|e| self.storage_error(e, format!("committing '{id}'")))?;
+            } else {
+                self.commit_encoded(&handle, &encoded, |batch| {
+                    batch.extend(mark.take());
+                    batch.append(&mut done);
+                })?;
+            }
+            match next {
+                Some((key, _)) => from = key,
+                None => return Ok(left),
+            }
+        }
     }
 
     /// Aborts transaction `id`: its staged records are deleted. Returns how many there were (0
@@ -455,6 +609,16 @@ impl EventLog {
         let Some(meta) = self.transaction_meta(id)? else {
             return Ok(0);
         };
+        if let Some(moved) = self.first_staged(id)?.filter(|&moved| moved > 0) {
+            return Err(LogError::TransactionConflict {
+                id: id.to_owned(),
+                reason: format!(
+                    "its commit was cut short with {moved} of its {} records in the topic; \
+                     commit it again to move the rest",
+                    meta.records
+                ),
+            });
+        }
         let mut batch: Vec<WriteOp> = self
             .inner
             .storage
@@ -515,9 +679,9 @@ impl EventLog {
     /// is damaged goes to `damaged`.
     pub(crate) fn check_transactions(&self, damaged: &mut Vec<LogError>) -> Vec<TransactionInfo> {
         let staged_intact = |id: &str, meta: &TransactionMeta| {
-            let entries = self.staged_entries(id)?;
-            let count = self.for_each_staged(id, &entries, |_, _, _| Ok(()))?;
-            check_count(id, count, meta)
+            let first = self.first_staged(id)?;
+            self.check_staged(id, meta, first, |_, _, _| Ok(()))
+                .map(|_| ())
         };
         split_damage(self.each_transaction("", staged_intact), damaged)
     }
@@ -525,9 +689,8 @@ impl EventLog {
     /// The records staged in transaction `id`, in staging order.
     pub fn staged(&self, id: &str) -> Result<Vec<StagedRecord>, LogError> {
         check_id(id)?;
-        let entries = self.staged_entries(id)?;
         let mut staged = Vec::new();
-        self.for_each_staged(id, &entries, |partition, record, _| {
+        self.walk_staged(id, |partition, record, _| {
             staged.push(StagedRecord {
                 partition,
                 key: record.key.map(<[u8]>::to_vec),
@@ -538,20 +701,6 @@ impl EventLog {
         })?;
         Ok(staged)
     }
-}
-
-/// Whether `count` records staged in transaction `id` are what its metadata counts.
-fn check_count(id: &str, count: u64, meta: &TransactionMeta) -> Result<(), LogError> {
-    if count != meta.records {
-        return Err(LogError::CorruptTransaction {
-            id: id.to_owned(),
-            reason: format!(
-                "{count} records are staged but its metadata counts {}",
-                meta.records
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// The intact values of `listed`; the damaged ones, or the error listing them, go to

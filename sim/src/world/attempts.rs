@@ -354,15 +354,34 @@ impl World {
 
     /// The attempt could not be deployed: the master ends the job.
     fn deploy_failed(&mut self, reason: String) {
+        if self.crashed_under_a_commit(&reason) {
+            return;
+        }
         if let Some(master) = &mut self.master {
             master.handle_deploy_failed(reason);
         }
         self.perform_master_actions();
     }
 
+    /// Whether the failure (`reason`) came from the machine dying under a commit's write (a
+    /// `crash-during-commit` fault): then the job crashed with it, and is submitted again.
+    fn crashed_under_a_commit(&mut self, reason: &str) -> bool {
+        if !self.log.machine_crashed() {
+            return false;
+        }
+        self.crash_process(
+            UnsyncedFate::RandomPrefix,
+            &format!("crash of the machine during a commit ({reason})"),
+        );
+        true
+    }
+
     /// A task of the running attempt failed (`dead`, if a subtask crashed or failed: it does
     /// nothing more): the job master decides whether the job fails over.
     pub(super) fn fail_over(&mut self, reason: String, dead: Option<usize>) {
+        if self.crashed_under_a_commit(&reason) {
+            return;
+        }
         let Some(attempt) = &mut self.attempt else {
             return;
         };

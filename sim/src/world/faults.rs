@@ -57,6 +57,13 @@ impl World {
             Fault::CrashJob { unsynced } => {
                 self.crash_process(unsynced.fate(), "crash of the whole job");
             }
+            Fault::CrashDuringCommit => {
+                let writes_before = self.rng.random_range(0..COMMIT_CRASH_WITHIN_WRITES);
+                self.trace_fault(&format!(
+                    "the machine is to crash during the next commit, after {writes_before} of its writes"
+                ));
+                self.log.crash_during_next_commit(writes_before);
+            }
             Fault::Rescale { role, parallelism } => {
                 self.crash_process(
                     UnsyncedFate::Kept,

@@ -80,6 +80,8 @@ const SOURCE_IDLE_PAUSE_US: u64 = 1_000;
 const RECOVERY_CRASH_WITHIN_STEPS: u64 = 60;
 /// A failed attempt's actors go on for at most this many scheduler steps before they stop.
 const STOP_STEPS_MAX: u64 = 40;
+/// A crash during a commit comes after fewer than this many of its writes (one per piece).
+const COMMIT_CRASH_WITHIN_WRITES: u32 = 4;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,11 +16,13 @@ pub use writer::{LogWriter, SinkRestoreError};
 ///   gap;
 /// - `append` and `stage` hand their records to the OS (a crash of the process loses nothing,
 ///   a crash of the machine may); `prepare` and `flush` make everything written so far durable;
-/// - `commit` appends a staged transaction's records atomically, and commits nothing for a
-///   transaction that is not staged (never was, or was committed or aborted), so it is
-///   idempotent; like `append`, it is durable only after a `flush`;
+/// - `commit` appends a staged transaction's records, and commits nothing for a transaction
+///   that is not staged (never was, or was committed or aborted), so it is idempotent; it may
+///   move them in pieces, each atomic, in order: a crash between them leaves the rest staged,
+///   and committing again moves it (aborting it is refused); like `append`, it is durable only
+///   after a `flush`;
 /// - `open_transactions` lists staged transactions (prepared or not) by id prefix;
-/// - `commit` records its [`CommitMark`] in the same atomic write as the records, keeping the
+/// - `commit` records its [`CommitMark`] in the same atomic write as its first records, keeping the
 ///   newest checkpoint per writer (a mark never goes back), and `committed_checkpoint` reads it:
 ///   what the log holds of a writer's output is what its mark says, so a writer restored from
 ///   an older point, or finding the log behind its checkpoint, can tell.

@@ -16,13 +16,7 @@ use rill_core::storage::{Durability, Storage, WriteOp};
 use rill_log::{EventLog, ProducerRecord, StagedRecord};
 use rill_store::FjallStorage;
 
-const SPACES: [&str; 5] = [
-    "rill.topics",
-    "rill.records",
-    "rill.transactions",
-    "rill.staged",
-    "rill.commit-marks",
-];
+use super::SPACES;
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -120,7 +114,7 @@ fn undump(mut bytes: &[u8]) -> Vec<WriteOp> {
 }
 
 fn storage(dir: &tempfile::TempDir) -> FjallStorage {
-    FjallStorage::open(&dir.path().join("db"), &SPACES).unwrap()
+    super::fjall_in(dir.path())
 }
 
 fn open(storage: &FjallStorage, dir: &tempfile::TempDir) -> EventLog {

@@ -511,20 +511,24 @@ mod damage;
 mod golden;
 mod transactions;
 
+/// The key spaces of a log.
+const SPACES: [&str; 5] = [
+    "rill.topics",
+    "rill.records",
+    "rill.transactions",
+    "rill.staged",
+    "rill.commit-marks",
+];
+
+/// The fjall storage of a log kept under `dir`.
+fn fjall_in(dir: &std::path::Path) -> rill_store::FjallStorage {
+    rill_store::FjallStorage::open(&dir.join("db"), &SPACES).unwrap()
+}
+
 /// A log on fjall with a second handle on the same storage, to damage values under it.
 fn damageable() -> (tempfile::TempDir, EventLog, rill_store::FjallStorage) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = rill_store::FjallStorage::open(
-        &dir.path().join("db"),
-        &[
-            "rill.topics",
-            "rill.records",
-            "rill.transactions",
-            "rill.staged",
-            "rill.commit-marks",
-        ],
-    )
-    .unwrap();
+    let storage = fjall_in(dir.path());
     let log = EventLog::on(
         std::sync::Arc::new(storage.clone()),
         dir.path().to_path_buf(),

@@ -1,5 +1,6 @@
-//! Transactions: staged records are invisible until commit, commits are atomic and
-//! idempotent, aborts discard, and prepared transactions survive reopening.
+//! Transactions: staged records are invisible until commit, commits are idempotent and
+//! atomic piece by piece (a commit cut short is finished by the next, never aborted), aborts
+//! discard, and prepared transactions survive reopening.
 
 use rill_log::{LogError, ProducerRecord};
 
@@ -129,4 +130,173 @@ fn bad_transaction_requests_are_refused_with_the_reason() {
         1,
         "refused requests staged nothing"
     );
+}
+
+/// The storage of a log whose writes fail from the `fail_at`-th on (counting from 0), as if
+/// the process died there: a commit is cut short between two of its pieces.
+struct FailingWrites {
+    inner: rill_store::FjallStorage,
+    writes: std::sync::atomic::AtomicUsize,
+    fail_at: usize,
+}
+
+impl rill_core::storage::Storage for FailingWrites {
+    fn write(
+        &self,
+        ops: Vec<rill_core::storage::WriteOp>,
+        durability: rill_core::storage::Durability,
+    ) -> Result<(), rill_core::storage::StorageError> {
+        let count = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if count >= self.fail_at {
+            return Err(rill_core::storage::StorageError::new("the process died"));
+        }
+        self.inner.write(ops, durability)
+    }
+
+    fn get(
+        &self,
+        space: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, rill_core::storage::StorageError> {
+        self.inner.get(space, key)
+    }
+
+    fn contains(
+        &self,
+        space: &'static str,
+        key: &[u8],
+    ) -> Result<bool, rill_core::storage::StorageError> {
+        self.inner.contains(space, key)
+    }
+
+    fn scan(
+        &self,
+        space: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<rill_core::storage::Entry>, rill_core::storage::StorageError> {
+        self.inner.scan(space, prefix, from, limit)
+    }
+
+    fn keys(
+        &self,
+        space: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, rill_core::storage::StorageError> {
+        self.inner.keys(space, prefix, from, limit)
+    }
+
+    fn last_key(
+        &self,
+        space: &'static str,
+        prefix: &[u8],
+    ) -> Result<Option<Vec<u8>>, rill_core::storage::StorageError> {
+        self.inner.last_key(space, prefix)
+    }
+}
+
+/// A transaction of ten stages (ten staged entries) for topic `out`, committed in pieces of
+/// three entries.
+fn ten_stages(log: &rill_log::EventLog) {
+    log.set_commit_piece_entries(std::num::NonZeroUsize::new(3).unwrap());
+    log.create_topic("out", 1).unwrap();
+    for stage in 0..10 {
+        let records: Vec<String> = (0..5).map(|i| format!("{stage}.{i}")).collect();
+        let refs: Vec<&str> = records.iter().map(String::as_str).collect();
+        log.stage("job/sink/0/7", "out", &texts(&refs)).unwrap();
+    }
+    log.prepare("job/sink/0/7").unwrap();
+}
+
+fn all_fifty() -> Vec<String> {
+    (0..10)
+        .flat_map(|stage| (0..5).map(move |i| format!("{stage}.{i}")))
+        .collect()
+}
+
+#[test]
+fn a_large_transaction_commits_in_pieces_every_record_once_in_order() {
+    let (_dir, log) = fresh();
+    ten_stages(&log);
+    assert_eq!(log.commit("job/sink/0/7").unwrap(), 50);
+    assert_eq!(values(&log, "out", 0), all_fifty());
+    assert!(log.transactions("").unwrap().is_empty());
+    assert_eq!(log.commit("job/sink/0/7").unwrap(), 0);
+}
+
+#[test]
+fn a_commit_cut_short_between_pieces_cannot_be_aborted_and_committing_again_moves_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |fail_at| {
+        let failing = FailingWrites {
+            inner: super::fjall_in(dir.path()),
+            writes: std::sync::atomic::AtomicUsize::new(0),
+            fail_at,
+        };
+        let log =
+            rill_log::EventLog::on(std::sync::Arc::new(failing), dir.path().to_path_buf()).unwrap();
+        log.set_commit_piece_entries(std::num::NonZeroUsize::new(3).unwrap());
+        log
+    };
+    {
+        let log = open(usize::MAX);
+        ten_stages(&log);
+    }
+    {
+        // Two pieces (six stages, 30 records) go in; the third write fails.
+        let log = open(2);
+        let error = log.commit("job/sink/0/7").unwrap_err();
+        assert!(error.to_string().contains("the process died"), "{error}");
+    }
+    let log = open(usize::MAX);
+    let moved: Vec<String> = all_fifty().into_iter().take(30).collect();
+    assert_eq!(values(&log, "out", 0), moved, "the first pieces are in");
+    let refused = log.abort("job/sink/0/7").unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("cut short with 30 of its 50 records"),
+        "{refused}"
+    );
+    assert_eq!(
+        log.staged("job/sink/0/7").unwrap().len(),
+        20,
+        "the rest is staged, as it was"
+    );
+    assert_eq!(log.commit("job/sink/0/7").unwrap(), 20);
+    assert_eq!(values(&log, "out", 0), all_fifty());
+    assert!(log.transactions("").unwrap().is_empty());
+}
+
+#[test]
+fn a_damaged_staged_entry_anywhere_refuses_the_commit_before_anything_moves() {
+    use rill_core::storage::{Durability, Storage, WriteOp};
+    let (_dir, log, storage) = super::damageable();
+    ten_stages(&log);
+    // Flip a byte of the last staged entry: the ninth piece's, past the first pieces.
+    let (key, mut value) = storage
+        .scan("rill.staged", b"job/sink/0/7\0", &[], usize::MAX)
+        .unwrap()
+        .pop()
+        .unwrap();
+    let last = value.len() - 1;
+    value[last] ^= 0x40;
+    storage
+        .write(
+            vec![WriteOp::Put {
+                space: "rill.staged",
+                key,
+                value,
+            }],
+            Durability::Synced,
+        )
+        .unwrap();
+    let error = log.commit("job/sink/0/7").unwrap_err();
+    assert!(error.to_string().contains("job/sink/0/7"), "{error}");
+    assert!(values(&log, "out", 0).is_empty(), "nothing moved");
 }
