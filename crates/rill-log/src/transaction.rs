@@ -10,8 +10,8 @@
 //!
 //! # Commits in pieces
 //! A commit moves the staged entries into the topic in **pieces** of up to
-//! [`EventLog::set_commit_piece_entries`] entries (64 by default: at most 4 MiB, unless a single
-//! record is larger), each in one atomic batch that appends the piece's records and deletes
+//! [`EventLog::set_commit_piece_entries`] entries (64 by default; an entry holds what one
+//! `stage` call staged: a sink stages a batch at a time), each in one atomic batch that appends the piece's records and deletes
 //! their staged copies — so the memory a commit takes is bounded by a piece, not by the
 //! transaction. Before the first piece it reads every staged entry once, checking it, so
 //! a damaged transaction is refused with nothing moved. The first piece carries the commit
@@ -296,9 +296,8 @@ impl EventLog {
         false
     }
 
-    /// Sets how many staged entries a commit moves in one atomic write (64 by default: at most
-    /// 4 MiB, unless a single record is larger). Fewer bound a commit's memory further, at the
-    /// cost of more writes; the simulator takes 1, so that its crashes fall between the pieces
+    /// Sets how many staged entries (one per `stage` call) a commit moves in one atomic write
+    /// (64 by default). Fewer bound a commit's memory further, at the cost of more writes; the simulator takes 1, so that its crashes fall between the pieces
     /// of a transaction.
     pub fn set_commit_piece_entries(&self, entries: NonZeroUsize) {
         self.inner
@@ -351,7 +350,7 @@ impl EventLog {
                 id: id.to_owned(),
                 reason: format!(
                     "staged record {}: {reason}",
-                    staged_sequence(key).unwrap_or(0) + count
+                    staged_sequence(key).unwrap_or(0).saturating_add(count)
                 ),
             };
             let records = open_staged(value).map_err(|reason| corrupt(0, reason))?;
@@ -563,7 +562,8 @@ impl EventLog {
             let mut entries = self.staged_entries(id, &from, piece + 1)?;
             let next = (entries.len() > piece).then(|| entries.pop()).flatten();
             let stored_bytes = entries.iter().map(|(_, value)| value.len()).sum();
-            let mut encoded = EncodedRecords::with_capacity(stored_bytes / 8, stored_bytes);
+            // At least a record per entry; the bytes are known.
+            let mut encoded = EncodedRecords::with_capacity(entries.len(), stored_bytes);
             self.for_each_staged(id, &entries, |partition, _, stored| {
                 // The stored form is the topic's: it moves as it is.
                 encoded.push_stored(partition, stored);
