@@ -55,6 +55,8 @@ struct Inner {
     defect: Option<Defect>,
     /// The machine dies during the next commit, after this many of its writes.
     crash_during_next_commit: Option<u32>,
+    /// How many staged entries a commit moves in one atomic write.
+    piece_entries: NonZeroUsize,
 }
 
 /// A handle on the simulated log; clones share it.
@@ -67,19 +69,30 @@ fn location() -> PathBuf {
     PathBuf::from("<simulated log>")
 }
 
-fn open(disk: &SimDisk) -> Result<EventLog, String> {
+/// How many staged entries `rill-log` commits in one atomic write by default.
+pub const COMMIT_PIECE_ENTRIES: NonZeroUsize = NonZeroUsize::new(64).expect("64 is not 0");
+
+fn open(disk: &SimDisk, piece_entries: NonZeroUsize) -> Result<EventLog, String> {
     let log = EventLog::on(Arc::new(disk.clone()), location()).map_err(|e| e.to_string())?;
-    // Pieces of one staged entry: crashes fall between the pieces of every larger commit.
-    log.set_commit_piece_entries(NonZeroUsize::MIN);
+    log.set_commit_piece_entries(piece_entries);
     Ok(log)
 }
 
 impl Default for SimLog {
     fn default() -> Self {
+        SimLog::new(COMMIT_PIECE_ENTRIES)
+    }
+}
+
+impl SimLog {
+    /// An empty log on a new disk, whose commits move `piece_entries` staged entries per
+    /// atomic write.
+    pub fn new(piece_entries: NonZeroUsize) -> Self {
         let disk = SimDisk::atomic();
         SimLog {
             inner: Arc::new(Mutex::new(Inner {
-                log: open(&disk),
+                log: open(&disk, piece_entries),
+                piece_entries,
                 disk,
                 read_high_water: BTreeMap::new(),
                 planned_ends: BTreeMap::new(),
@@ -192,8 +205,11 @@ impl SimLog {
         topic: &str,
         read: impl FnOnce(&[Vec<LogRecord>]) -> R,
     ) -> Result<R, SimLogError> {
-        let durable = self.lock().disk.durable_copy();
-        let log = open(&durable).map_err(SimLogError::NotReopened)?;
+        let (durable, piece_entries) = {
+            let inner = self.lock();
+            (inner.disk.durable_copy(), inner.piece_entries)
+        };
+        let log = open(&durable, piece_entries).map_err(SimLogError::NotReopened)?;
         let ends = match log.end_offsets(topic) {
             Ok(ends) => ends,
             Err(LogError::UnknownTopic(_)) => return Ok(read(&[])),
@@ -302,7 +318,7 @@ impl SimLog {
     pub fn crash(&self, fate: UnsyncedFate, rng: &mut impl Rng) -> CrashDamage {
         let mut inner = self.lock();
         let damage = inner.disk.crash(fate, rng);
-        inner.log = open(&inner.disk);
+        inner.log = open(&inner.disk, inner.piece_entries);
         if let (Ok(log), Some(defect)) = (&inner.log, inner.defect) {
             log.plant_defect(defect);
         }

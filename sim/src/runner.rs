@@ -104,7 +104,7 @@ fn run_world(
     let spec = &scenario.spec;
     let job = &spec.job;
     let parallelism = |role: &str| scenario.parallelism(role);
-    let log = SimLog::default();
+    let log = SimLog::new(spec.log.commit_piece_entries);
     let mut input_rng = rng(seed, INPUT_STREAM);
     let generated = job.generate_input(&spec.input, &parallelism, &mut input_rng);
     let failed_setup = |detail: String| {

@@ -9,6 +9,7 @@
 //! [`crate::user`]): its settings are a scenario file's, less what the job brings.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -131,6 +132,24 @@ impl Default for FlowSpec {
     }
 }
 
+/// The event log's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSpec {
+    /// How many staged entries a commit moves in one atomic write (`rill-log`'s
+    /// `set_commit_piece_entries`); a few make commits of several pieces, so that a crash
+    /// during a commit falls between them.
+    pub commit_piece_entries: NonZeroUsize,
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec {
+            commit_piece_entries: crate::log::COMMIT_PIECE_ENTRIES,
+        }
+    }
+}
+
 /// The restart strategy: a fixed delay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -212,6 +231,9 @@ pub struct ScenarioFile {
     /// Restarts.
     #[serde(default)]
     pub restart: RestartSpec,
+    /// The event log.
+    #[serde(default)]
+    pub log: LogSpec,
     /// Faults.
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultSpec>,
@@ -362,6 +384,11 @@ impl Scenario {
             ),
             ("checkpoint.retained", spec.checkpoint.retained as u64, 100),
             ("flow.batch_size", spec.flow.batch_size as u64, 10_000),
+            (
+                "log.commit_piece_entries",
+                spec.log.commit_piece_entries.get() as u64,
+                10_000,
+            ),
             (
                 "flow.channel_credits",
                 u64::from(spec.flow.channel_credits),

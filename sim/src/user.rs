@@ -52,7 +52,8 @@ use crate::jobs::{FinalState, GeneratedInput, InputSpec, Job, Multiset, TopicInp
 use crate::log::LogRecord;
 use crate::runner::{ScenarioSummary, run_scenario};
 use crate::scenario::{
-    CheckpointSpec, Expect, FlowSpec, Limits, Property, RestartSpec, Scenario, ScenarioFile,
+    CheckpointSpec, Expect, FlowSpec, Limits, LogSpec, Property, RestartSpec, Scenario,
+    ScenarioFile,
 };
 
 pub use crate::connectors::SimConnectors;
@@ -211,6 +212,8 @@ struct Settings {
     flow: FlowSpec,
     #[serde(default)]
     restart: RestartSpec,
+    #[serde(default)]
+    log: LogSpec,
     #[serde(default, rename = "fault")]
     faults: Vec<FaultSpec>,
     #[serde(default)]
@@ -238,6 +241,7 @@ fn scenario(job: UserJob, settings: &str) -> Result<Scenario, String> {
         checkpoint: settings.checkpoint,
         flow: settings.flow,
         restart: settings.restart,
+        log: settings.log,
         faults: settings.faults,
         limits: settings.limits,
     };

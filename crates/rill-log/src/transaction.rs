@@ -13,8 +13,9 @@
 //! [`EventLog::set_commit_piece_entries`] entries (64 by default; an entry holds what one
 //! `stage` call staged: a sink stages a batch at a time), each in one atomic batch that appends the piece's records and deletes
 //! their staged copies — so the memory a commit takes is bounded by a piece, not by the
-//! transaction. Before the first piece it reads every staged entry once, checking it, so
-//! a damaged transaction is refused with nothing moved. The first piece carries the commit
+//! transaction. A commit of several pieces reads every staged entry once before the first,
+//! checking it, so a damaged transaction is refused with nothing moved (one of a single piece
+//! checks it as it encodes it, before its one write). The first piece carries the commit
 //! mark: from there on the commit is **decided**. A crash between pieces leaves the
 //! transaction partly committed (its remaining entries keep their sequence numbers, so the
 //! log knows how many moved); committing it again moves the rest, and aborting it is refused.
@@ -297,8 +298,9 @@ impl EventLog {
     }
 
     /// Sets how many staged entries (one per `stage` call) a commit moves in one atomic write
-    /// (64 by default). Fewer bound a commit's memory further, at the cost of more writes; the simulator takes 1, so that its crashes fall between the pieces
-    /// of a transaction.
+    /// (64 by default). Fewer bound a commit's memory further, at the cost of more writes; the
+    /// simulator's `crash-during-commit` scenarios take a few, so that their crashes fall
+    /// between the pieces of a transaction.
     pub fn set_commit_piece_entries(&self, entries: NonZeroUsize) {
         self.inner
             .transactions
@@ -323,10 +325,16 @@ impl EventLog {
     /// Where transaction `id`'s staged entries start: the sequence number of the first record
     /// left (more than 0 once a commit moved pieces of it), `None` if none is left.
     fn first_staged(&self, id: &str) -> Result<Option<u64>, LogError> {
-        let first = self.staged_entries(id, &[], 1)?;
+        let first = self
+            .inner
+            .storage
+            .keys(STAGED, &staged_prefix(id), &[], 1)
+            .map_err(|e| {
+                self.storage_error(e, format!("reading where transaction '{id}' starts"))
+            })?;
         first
             .first()
-            .map(|(key, _)| {
+            .map(|key| {
                 staged_sequence(key).ok_or_else(|| LogError::CorruptTransaction {
                     id: id.to_owned(),
                     reason: format!("a staged entry has a key of {} bytes", key.len()),
@@ -403,16 +411,7 @@ impl EventLog {
         mut each: impl FnMut(Option<u32>, StoredRecord<'_>, &[u8]) -> Result<(), LogError>,
     ) -> Result<u64, LogError> {
         let left = self.walk_staged(id, &mut each)?;
-        let moved = first.unwrap_or(meta.records);
-        if moved.checked_add(left) != Some(meta.records) {
-            return Err(LogError::CorruptTransaction {
-                id: id.to_owned(),
-                reason: format!(
-                    "{left} records are staged from record {moved} on, but its metadata counts {}",
-                    meta.records
-                ),
-            });
-        }
+        check_left(id, meta, first, left)?;
         Ok(left)
     }
 
@@ -540,35 +539,46 @@ impl EventLog {
         };
         let handle = self.topic_handle(&meta.topic)?;
         let partitions = handle.info.partitions;
-        // Everything left is checked before anything moves.
-        let first = self.first_staged(id)?;
-        let left = self.check_staged(id, &meta, first, |partition, _, _| {
-            match partition.filter(|&partition| partition >= partitions) {
+        let known_partition =
+            |partition: Option<u32>| match partition.filter(|&partition| partition >= partitions) {
                 Some(partition) => Err(LogError::UnknownPartition {
                     topic: meta.topic.clone(),
                     partition,
                     partitions,
                 }),
                 None => Ok(()),
-            }
-        })?;
+            };
+        let first = self.first_staged(id)?;
+        let piece = self.piece_entries();
+        let mut entries = self.staged_entries(id, &[], piece + 1)?;
+        let mut next = (entries.len() > piece).then(|| entries.pop()).flatten();
+        // Nothing moves unless everything left reads back: a commit of several pieces checks
+        // it all first; one of a single piece, as it encodes it, before its one write.
+        let several = next.is_some();
+        if several {
+            self.check_staged(id, &meta, first, |partition, _, _| {
+                known_partition(partition)
+            })?;
+        }
         let mut mark = mark
             .map(|mark| self.mark_write(mark))
             .transpose()?
             .flatten();
-        let piece = self.piece_entries();
-        let mut from = Vec::new();
+        let mut moved = 0;
         loop {
-            let mut entries = self.staged_entries(id, &from, piece + 1)?;
-            let next = (entries.len() > piece).then(|| entries.pop()).flatten();
             let stored_bytes = entries.iter().map(|(_, value)| value.len()).sum();
             // At least a record per entry; the bytes are known.
             let mut encoded = EncodedRecords::with_capacity(entries.len(), stored_bytes);
-            self.for_each_staged(id, &entries, |partition, _, stored| {
+            let count = self.for_each_staged(id, &entries, |partition, _, stored| {
+                known_partition(partition)?;
                 // The stored form is the topic's: it moves as it is.
                 encoded.push_stored(partition, stored);
                 Ok(())
             })?;
+            if !several {
+                check_left(id, &meta, first, count)?;
+            }
+            moved += count;
             let mut done: Vec<WriteOp> = entries
                 .into_iter()
                 .map(|(key, _)| WriteOp::Delete { space: STAGED, key })
@@ -593,10 +603,11 @@ impl EventLog {
                     batch.append(&mut done);
                 })?;
             }
-            match next {
-                Some((key, _)) => from = key,
-                None => return Ok(left),
-            }
+            let Some((from, _)) = next else {
+                return Ok(moved);
+            };
+            entries = self.staged_entries(id, &from, piece + 1)?;
+            next = (entries.len() > piece).then(|| entries.pop()).flatten();
         }
     }
 
@@ -701,6 +712,27 @@ impl EventLog {
         })?;
         Ok(staged)
     }
+}
+
+/// Whether the `left` records staged in transaction `id` from sequence number `first` on (none
+/// left: `None`) are what its metadata counts.
+fn check_left(
+    id: &str,
+    meta: &TransactionMeta,
+    first: Option<u64>,
+    left: u64,
+) -> Result<(), LogError> {
+    let moved = first.unwrap_or(meta.records);
+    if moved.checked_add(left) != Some(meta.records) {
+        return Err(LogError::CorruptTransaction {
+            id: id.to_owned(),
+            reason: format!(
+                "{left} records are staged from record {moved} on, but its metadata counts {}",
+                meta.records
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The intact values of `listed`; the damaged ones, or the error listing them, go to
