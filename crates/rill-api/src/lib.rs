@@ -63,6 +63,7 @@ pub mod prelude {
     pub use crate::windowed::{LATE_DATA, WindowedStream};
     pub use rill_core::keyed::{KeyedContext, KeyedProcessFunction};
     pub use rill_core::operator::Sink;
+    pub use rill_core::process::{ProcessContext, ProcessFunction};
     pub use rill_core::restart::RestartStrategy;
     pub use rill_core::side_output::OutputTag;
     pub use rill_core::source::{Source, SourceOutput, SourcePoll};

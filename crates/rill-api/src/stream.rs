@@ -16,6 +16,7 @@ use rill_core::keyed::{KeySelector, KeyedProcess, KeyedProcessFunction, KeyedRed
 use rill_core::operator::{
     Erased, Filter, FlatMap, Map, OneInputOperator, OperatorInfo, Passthrough, Sink, SinkOperator,
 };
+use rill_core::process::{ProcessFunction, ProcessOperator};
 use rill_core::side_output::{OutputTag, SelectMain, SelectSide, Tagged};
 use rill_core::state::{KeyedStateStore, StateValue};
 use rill_core::{Data, Key};
@@ -302,6 +303,22 @@ impl<T: Data> DataStream<T> {
         F: Fn(&OperatorInfo) -> O + Send + Sync + 'static,
     {
         self.then(name, None, operator_factory(make))
+    }
+
+    /// Runs a process function on every record, with its timestamp, the current watermark and
+    /// side outputs (Flink's `ProcessFunction`); each subtask gets a clone of `function`. What
+    /// it sends to side outputs is read with [`DataStream::side_output`] on the returned
+    /// stream. Keyed state and timers need a keyed stream ([`KeyedStream::process`]).
+    pub fn process<P>(self, function: P) -> DataStream<P::Out>
+    where
+        P: ProcessFunction<In = T>,
+    {
+        let function = prototype(function);
+        self.then_tagged(
+            "process",
+            None,
+            operator_factory(move |_| ProcessOperator::new(function())),
+        )
     }
 
     /// Partitions the stream by the key `key_of` extracts.

@@ -19,7 +19,7 @@ use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::key::Key;
 use crate::operator::{OneInputOperator, OperatorSnapshot};
-use crate::side_output::{OutputTag, Tagged};
+use crate::side_output::{Emitter, OutputTag, Tagged};
 use crate::state::{KeyedStateAccess, KeyedStateStore, StateValue, ValueState};
 use crate::timers::{TimeDomain, TimerService};
 
@@ -29,50 +29,42 @@ pub type KeySelector<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
 /// What a keyed process function sees while it processes one record or one timer.
 pub struct KeyedContext<'a, K, O> {
     key: &'a K,
-    timestamp: Option<Timestamp>,
     store: &'a mut KeyedStateStore<K>,
     timers: &'a mut TimerService<K, ()>,
-    out: &'a mut Vec<Record<Tagged<O>>>,
+    emitter: Emitter<'a, O>,
     fired: Option<TimeDomain>,
 }
 
 impl<K: Key, O: Data> KeyedContext<'_, K, O> {
+    /// The record's event timestamp, if it has one; in an event-time timer, the timer's time.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        self.emitter.timestamp()
+    }
+
+    /// Emits a value with the input record's timestamp (an event-time timer's time).
+    pub fn emit(&mut self, value: O) {
+        self.emitter.emit(value);
+    }
+
+    /// Emits a value with the given timestamp.
+    pub fn emit_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
+        self.emitter.emit_with_timestamp(value, timestamp);
+    }
+
+    /// Emits a value to the side output `tag` names, with the input record's timestamp.
+    pub fn output<S: Data>(&mut self, tag: &OutputTag<S>, value: S) {
+        self.emitter.output(tag, value);
+    }
+
     /// The key of the record (or timer) being processed.
     pub fn key(&self) -> &K {
         self.key
-    }
-
-    /// The record's event timestamp, if it has one; in an event-time timer, the timer's time.
-    pub fn timestamp(&self) -> Option<Timestamp> {
-        self.timestamp
     }
 
     /// In [`KeyedProcessFunction::on_timer`], which clock fired the timer; `None` while a
     /// record is processed.
     pub fn timer_domain(&self) -> Option<TimeDomain> {
         self.fired
-    }
-
-    /// Emits a value with the input record's timestamp (an event-time timer's time).
-    pub fn emit(&mut self, value: O) {
-        self.out.push(Record::with_optional_timestamp(
-            Tagged::Main(value),
-            self.timestamp,
-        ));
-    }
-
-    /// Emits a value with the given timestamp.
-    pub fn emit_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
-        self.out
-            .push(Record::with_timestamp(Tagged::Main(value), timestamp));
-    }
-
-    /// Emits a value to the side output `tag` names, with the input record's timestamp.
-    pub fn output<S: Data>(&mut self, tag: &OutputTag<S>, value: S) {
-        self.out.push(Record::with_optional_timestamp(
-            Tagged::side(tag, value),
-            self.timestamp,
-        ));
     }
 
     /// The operator's input watermark: no record with an earlier timestamp is expected.
@@ -235,12 +227,12 @@ impl<P: KeyedProcessFunction> KeyedProcess<P> {
         out: &mut Vec<Record<Tagged<P::Out>>>,
     ) -> Result<(), BoxError> {
         while let Some((time, key, ())) = self.timers.pop_due(domain) {
+            let timestamp = (domain == TimeDomain::EventTime).then_some(time);
             let mut ctx = KeyedContext {
                 key: &key,
-                timestamp: (domain == TimeDomain::EventTime).then_some(time),
                 store: &mut self.store,
                 timers: &mut self.timers,
-                out,
+                emitter: Emitter::new(out, timestamp),
                 fired: Some(domain),
             };
             let outcome = catch_unwind(AssertUnwindSafe(|| self.function.on_timer(time, &mut ctx)));
@@ -279,10 +271,9 @@ impl<P: KeyedProcessFunction> OneInputOperator for KeyedProcess<P> {
             let key = (self.key_of)(&record.value);
             let mut ctx = KeyedContext {
                 key: &key,
-                timestamp: record.timestamp(),
                 store: &mut self.store,
                 timers: &mut self.timers,
-                out,
+                emitter: Emitter::new(out, record.timestamp()),
                 fired: None,
             };
             let outcome = catch_unwind(AssertUnwindSafe(|| {

@@ -24,6 +24,8 @@
 //!   described with the job and read by the actor runtime;
 //! - [`time`]: watermark strategies, per-partition watermark generation and idleness;
 //! - [`timers`]: event-time and processing-time timers of keyed operators, kept in keyed state;
+//! - [`process`]: process functions on streams that are not keyed (timestamp, watermark,
+//!   side outputs);
 //! - [`side_output`]: side outputs, typed by a tag;
 //! - [`window`]: windows on keyed streams (tumbling, sliding, session, global with a count
 //!   trigger), their functions, allowed lateness and late data, and the window join;
@@ -48,6 +50,7 @@ pub mod log_connector;
 pub mod operator;
 pub mod partitioner;
 pub mod plan;
+pub mod process;
 pub mod restart;
 pub mod runtime_config;
 pub mod side_output;

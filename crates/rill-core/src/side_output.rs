@@ -13,7 +13,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::element::{Data, Record};
+use crate::element::{Data, Record, Timestamp};
 use crate::error::BoxError;
 use crate::operator::OneInputOperator;
 
@@ -148,6 +148,49 @@ impl<T> Tagged<T> {
     /// A value for the side output `tag` names.
     pub fn side<S: Data>(tag: &OutputTag<S>, value: S) -> Self {
         Tagged::Side(Box::new(SideValue::new(tag, value)))
+    }
+}
+
+/// Where a process function's values go — the main output and side outputs — each stamped
+/// with the timestamp of the record (or event-time timer) being processed unless given one:
+/// what the contexts of process functions emit through.
+pub(crate) struct Emitter<'a, O> {
+    timestamp: Option<Timestamp>,
+    out: &'a mut Vec<Record<Tagged<O>>>,
+}
+
+impl<'a, O: Data> Emitter<'a, O> {
+    /// Emits onto `out`, stamping with `timestamp`.
+    pub(crate) fn new(out: &'a mut Vec<Record<Tagged<O>>>, timestamp: Option<Timestamp>) -> Self {
+        Emitter { timestamp, out }
+    }
+
+    /// The event timestamp of the record being processed, if it has one; in an event-time
+    /// timer, the timer's time.
+    pub(crate) fn timestamp(&self) -> Option<Timestamp> {
+        self.timestamp
+    }
+
+    /// Emits a value with the input record's timestamp (an event-time timer's time).
+    pub(crate) fn emit(&mut self, value: O) {
+        self.out.push(Record::with_optional_timestamp(
+            Tagged::Main(value),
+            self.timestamp,
+        ));
+    }
+
+    /// Emits a value with the given timestamp.
+    pub(crate) fn emit_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
+        self.out
+            .push(Record::with_timestamp(Tagged::Main(value), timestamp));
+    }
+
+    /// Emits a value to the side output `tag` names, with the input record's timestamp.
+    pub(crate) fn output<S: Data>(&mut self, tag: &OutputTag<S>, value: S) {
+        self.out.push(Record::with_optional_timestamp(
+            Tagged::side(tag, value),
+            self.timestamp,
+        ));
     }
 }
 

@@ -10,9 +10,11 @@ use rill_core::error::BoxError;
 use rill_core::key::KeyGroupRange;
 use rill_core::keyed::{KeyedContext, KeyedProcess, KeyedProcessFunction, KeyedReduce};
 use rill_core::operator::OneInputOperator;
+use rill_core::process::{ProcessContext, ProcessFunction, ProcessOperator};
 use rill_core::side_output::OutputTag;
 use rill_core::state::{AggregateFunction, ValueState};
 use rill_core::window::{AggregateWindow, WindowAssigner, WindowOperator};
+use rill_testing::harness::OperatorHarness;
 use rill_testing::properties::{
     assert_checkpoint_transparent, assert_key_order_independent, assert_rescale_invariant,
 };
@@ -213,4 +215,62 @@ fn key_order_independence_catches_output_that_depends_on_other_keys() {
         message.contains("key-order independence does not hold"),
         "{message}"
     );
+}
+
+/// Passes records on time through, with the watermark they met; those behind it go to a side
+/// output.
+#[derive(Clone)]
+struct Triage(OutputTag<u32>);
+
+impl ProcessFunction for Triage {
+    type In = u32;
+    type Out = (u32, Timestamp);
+
+    fn process(
+        &mut self,
+        value: u32,
+        ctx: &mut ProcessContext<'_, Self::Out>,
+    ) -> Result<(), BoxError> {
+        match ctx.timestamp() {
+            Some(time) if time < ctx.current_watermark() => ctx.output(&self.0, value),
+            _ => {
+                let watermark = ctx.current_watermark();
+                ctx.emit((value, watermark));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_process_function_on_a_stream_that_is_not_keyed_sees_timestamps_and_the_watermark() {
+    let behind = OutputTag::<u32>::new("behind");
+    let mut harness = OperatorHarness::new(ProcessOperator::new(Triage(behind.clone())));
+    harness.push_at(1, Timestamp(100)).unwrap();
+    harness.advance_watermark(Timestamp(200)).unwrap();
+    harness.push_at(2, Timestamp(150)).unwrap();
+    harness.push_at(3, Timestamp(200)).unwrap();
+    let main: Vec<((u32, Timestamp), Option<Timestamp>)> = harness
+        .take_main()
+        .into_iter()
+        .map(|record| {
+            let timestamp = record.timestamp();
+            (record.value, timestamp)
+        })
+        .collect();
+    assert_eq!(
+        main,
+        vec![
+            ((1, Timestamp::MIN), Some(Timestamp(100))),
+            ((3, Timestamp(200)), Some(Timestamp(200))),
+        ],
+        "a record at the watermark is not behind it"
+    );
+    let side: Vec<u32> = harness
+        .take_side(&behind)
+        .unwrap()
+        .into_iter()
+        .map(|record| record.value)
+        .collect();
+    assert_eq!(side, vec![2]);
 }
