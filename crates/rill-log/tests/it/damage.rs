@@ -7,9 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rill_core::storage::{Durability, Storage, WriteOp};
 use rill_log::{EventLog, LogError, ProducerRecord};
-use rill_store::{FjallStorage, JournalDamage};
+use rill_store::JournalDamage;
 
 /// Every file under `dir` with its content.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -221,15 +220,6 @@ fn a_journal_cut_short_is_reported_read_only_without_being_cut() {
     );
 }
 
-/// Flips a bit of the last byte of the value of `key` in `space`, through the storage.
-fn flip_value(storage: &FjallStorage, space: &'static str, key: Vec<u8>) {
-    let mut value = storage.get(space, &key).unwrap().unwrap();
-    let last = value.len() - 1;
-    value[last] ^= 0x40;
-    let put = WriteOp::Put { space, key, value };
-    storage.write(vec![put], Durability::Synced).unwrap();
-}
-
 #[test]
 fn damaged_values_are_named_by_check_and_passed_over_by_salvage() {
     let (dir, log, storage) = super::damageable();
@@ -251,10 +241,10 @@ fn damaged_values_are_named_by_check_and_passed_over_by_salvage() {
     let mut entry_key = b"events\0".to_vec();
     entry_key.extend_from_slice(&1u32.to_be_bytes());
     entry_key.extend_from_slice(&2u64.to_be_bytes());
-    flip_value(&storage, "rill.records", entry_key);
-    flip_value(&storage, "rill.topics", b"other".to_vec());
-    flip_value(&storage, "rill.transactions", b"job/sink/0/2".to_vec());
-    flip_value(&storage, "rill.commit-marks", b"job/sink/".to_vec());
+    super::flip_value(&storage, "rill.records", entry_key);
+    super::flip_value(&storage, "rill.topics", b"other".to_vec());
+    super::flip_value(&storage, "rill.transactions", b"job/sink/0/2".to_vec());
+    super::flip_value(&storage, "rill.commit-marks", b"job/sink/".to_vec());
     drop((log, storage));
     std::fs::write(
         dir.path().join("RILL_LOG"),

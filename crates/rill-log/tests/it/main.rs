@@ -525,6 +525,16 @@ fn fjall_in(dir: &std::path::Path) -> rill_store::FjallStorage {
     rill_store::FjallStorage::open(&dir.join("db"), &SPACES).unwrap()
 }
 
+/// Flips a bit of the last byte of the value of `key` in `space`, through the storage.
+fn flip_value(storage: &rill_store::FjallStorage, space: &'static str, key: Vec<u8>) {
+    use rill_core::storage::{Durability, Storage, WriteOp};
+    let mut value = storage.get(space, &key).unwrap().unwrap();
+    let last = value.len() - 1;
+    value[last] ^= 0x40;
+    let put = WriteOp::Put { space, key, value };
+    storage.write(vec![put], Durability::Synced).unwrap();
+}
+
 /// A log on fjall with a second handle on the same storage, to damage values under it.
 fn damageable() -> (tempfile::TempDir, EventLog, rill_store::FjallStorage) {
     let dir = tempfile::tempdir().unwrap();
@@ -539,7 +549,6 @@ fn damageable() -> (tempfile::TempDir, EventLog, rill_store::FjallStorage) {
 
 #[test]
 fn a_damaged_entry_is_reported_with_its_topic_partition_and_offsets() {
-    use rill_core::storage::{Durability, Storage, WriteOp};
     let (_dir, log, storage) = damageable();
     log.create_topic("events", 2).unwrap();
     // Two appends, two entries of partition 1: offset 0, and offsets 1 and 2.
@@ -557,19 +566,7 @@ fn a_damaged_entry_is_reported_with_its_topic_partition_and_offsets() {
     let mut key = b"events\0".to_vec();
     key.extend_from_slice(&1u32.to_be_bytes());
     key.extend_from_slice(&2u64.to_be_bytes());
-    let mut value = storage.get("rill.records", &key).unwrap().unwrap();
-    let last = value.len() - 1;
-    value[last] ^= 0x40;
-    storage
-        .write(
-            vec![WriteOp::Put {
-                space: "rill.records",
-                key,
-                value,
-            }],
-            Durability::Synced,
-        )
-        .unwrap();
+    flip_value(&storage, "rill.records", key);
     assert_eq!(
         log.read("events", 1, 0, 1).unwrap().len(),
         1,

@@ -275,27 +275,16 @@ fn a_commit_cut_short_between_pieces_cannot_be_aborted_and_committing_again_move
 
 #[test]
 fn a_damaged_staged_entry_anywhere_refuses_the_commit_before_anything_moves() {
-    use rill_core::storage::{Durability, Storage, WriteOp};
+    use rill_core::storage::Storage;
     let (_dir, log, storage) = super::damageable();
     ten_stages(&log);
-    // Flip a byte of the last staged entry: the ninth piece's, past the first pieces.
-    let (key, mut value) = storage
-        .scan("rill.staged", b"job/sink/0/7\0", &[], usize::MAX)
+    // Damage the last staged entry: the fourth piece's, past the first pieces.
+    let last = storage
+        .keys("rill.staged", b"job/sink/0/7\0", &[], usize::MAX)
         .unwrap()
         .pop()
         .unwrap();
-    let last = value.len() - 1;
-    value[last] ^= 0x40;
-    storage
-        .write(
-            vec![WriteOp::Put {
-                space: "rill.staged",
-                key,
-                value,
-            }],
-            Durability::Synced,
-        )
-        .unwrap();
+    super::flip_value(&storage, "rill.staged", last);
     let error = log.commit("job/sink/0/7").unwrap_err();
     assert!(error.to_string().contains("job/sink/0/7"), "{error}");
     assert!(values(&log, "out", 0).is_empty(), "nothing moved");
