@@ -12,9 +12,10 @@ use std::sync::Arc;
 use rill_api::{DataStream, SinkHandle, StreamEnv};
 use rill_core::Data;
 use rill_core::defects::Defect;
-use rill_core::log_connector::{CommitMark, ConnectorLog, LogReader, LogWriter};
+use rill_core::log_connector::{ConnectorLog, LogReader, LogTarget, LogWriter};
 use rill_core::operator::OperatorInfo;
 use rill_core::time::WatermarkStrategy;
+use rill_core::transactional::CommitMark;
 
 use crate::log::{LogRecord, SimLog, SimLogError};
 
@@ -170,7 +171,8 @@ impl SimConnectors {
             timestamp: 0,
         });
         move |info| {
-            let mut writer = LogWriter::new(&log, OUTPUT_TOPIC, info, encode.clone(), exactly_once);
+            let target = LogTarget::new(&log, OUTPUT_TOPIC);
+            let mut writer = LogWriter::new(target, info, encode.clone(), exactly_once);
             if let Some(defect) = defect {
                 writer.plant_defect(defect);
             }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
 use rill_core::defects::Defect;
-use rill_core::log_connector::CommitMark;
+use rill_core::transactional::CommitMark;
 use rill_log::{EventLog, LogError, ProducerRecord};
 
 use crate::disk::{CrashDamage, UnsyncedFate};

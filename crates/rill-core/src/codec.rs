@@ -48,7 +48,7 @@ pub enum Kind {
     /// Records staged in a transaction of the event log, with their target partitions.
     LogStaged = 6,
     /// A log sink's checkpointed state (its transactions, and what it committed).
-    LogSinkState = 7,
+    TransactionalSinkState = 7,
     /// The event log's record of the newest checkpoint a sink committed.
     LogCommitMark = 8,
 }
@@ -61,7 +61,7 @@ impl Kind {
         Kind::LogTransaction,
         Kind::LogTopic,
         Kind::LogStaged,
-        Kind::LogSinkState,
+        Kind::TransactionalSinkState,
         Kind::LogCommitMark,
     ];
 
@@ -78,7 +78,7 @@ impl Kind {
             | Kind::LogTransaction
             | Kind::LogTopic
             | Kind::LogStaged
-            | Kind::LogSinkState
+            | Kind::TransactionalSinkState
             | Kind::LogCommitMark => 1..=1,
         }
     }
@@ -111,7 +111,7 @@ impl Kind {
             Kind::LogTransaction => "log transaction marker",
             Kind::LogTopic => "log topic metadata",
             Kind::LogStaged => "log staged records",
-            Kind::LogSinkState => "log sink state",
+            Kind::TransactionalSinkState => "two-phase-commit sink state",
             Kind::LogCommitMark => "log commit mark",
         }
     }

@@ -9,6 +9,8 @@
 //!   channels; [`topology`]: that expansion as every driver wires it;
 //! - [`exchange`]: forward, rebalance, key-hash and broadcast routing;
 //! - [`operator`], [`source`], [`keyed`], [`state`]: what runs inside a subtask;
+//! - [`transactional`]: exactly-once output by two-phase commit, written once over a small
+//!   contract that the log, PostgreSQL and the simulator's models keep;
 //! - [`log_connector`]: an event log as a source and a two-phase-commit sink, over any log that
 //!   keeps its contract (the embedded log, or the simulator's);
 //! - [`flow`]: credit-based flow control;
@@ -61,6 +63,7 @@ pub mod subtask;
 pub mod time;
 pub mod timers;
 pub mod topology;
+pub mod transactional;
 pub mod two_input;
 pub mod window;
 

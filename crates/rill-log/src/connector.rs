@@ -1,7 +1,8 @@
 //! The embedded log as the log of `rill-core`'s log source and two-phase-commit sink
 //! ([`rill_core::log_connector`]).
 
-use rill_core::log_connector::{CommitMark, ConnectorLog};
+use rill_core::log_connector::ConnectorLog;
+use rill_core::transactional::CommitMark;
 
 use crate::{EventLog, LogError, LogRecord, ProducerRecord};
 

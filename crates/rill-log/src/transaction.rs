@@ -49,8 +49,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rill_core::codec::{Envelope, Kind};
-use rill_core::log_connector::CommitMark;
 use rill_core::storage::{Durability, Entry, WriteOp};
+use rill_core::transactional::CommitMark;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LogError;

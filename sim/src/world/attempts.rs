@@ -6,8 +6,8 @@ use rill_core::coordinator::{CompletedCheckpoint, RetainedCheckpoint};
 use rill_core::error::{OperatorError, TaskError};
 use rill_core::job_master::{JobEnd, JobMasterCore, MasterAction};
 use rill_core::layout::StateAssigner;
-use rill_core::log_connector::SinkRestoreError;
 use rill_core::storage::Storage;
+use rill_core::transactional::SinkRestoreError;
 use rill_store::{Damage, StoreError};
 
 use super::*;

@@ -17,8 +17,9 @@
 use std::sync::Arc;
 
 use rill_core::Data;
-use rill_core::log_connector::{Decode, Encode, LogReader, LogWriter};
+use rill_core::log_connector::{Decode, LogReader, LogTarget, LogWriter};
 use rill_core::time::WatermarkStrategy;
+use rill_core::transactional::Encode;
 use rill_log::{EventLog, LogError, LogRecord, ProducerRecord};
 
 use crate::env::StreamEnv;
@@ -119,7 +120,7 @@ impl StreamEnv {
 pub struct LogSink<T> {
     log: EventLog,
     topic: String,
-    encode: Encode<EventLog, T>,
+    encode: Encode<LogTarget<EventLog>, T>,
     exactly_once: bool,
 }
 
@@ -164,8 +165,7 @@ impl<T: Data> DataStream<T> {
         let name = format!("log sink '{}'", sink.topic);
         self.sink_with(&name, move |info| {
             LogWriter::new(
-                &sink.log,
-                &sink.topic,
+                LogTarget::new(&sink.log, &sink.topic),
                 info,
                 sink.encode.clone(),
                 sink.exactly_once,

@@ -1,7 +1,8 @@
 //! An event log as a source and as a two-phase-commit sink, over any log that keeps the
 //! [`ConnectorLog`] contract: `rill-log`'s embedded log in real jobs, the simulator's model of it
 //! in simulated ones — so the simulator checks the very code real jobs run. [`LogReader`] (in
-//! `reader`) is the source, [`LogWriter`] (in `writer`) the sink.
+//! `reader`) is the source; [`LogWriter`] (in `writer`) the sink, the two-phase-commit writer of
+//! [`crate::transactional`] over a [`LogTarget`].
 
 use std::sync::Arc;
 
@@ -9,7 +10,9 @@ mod reader;
 mod writer;
 
 pub use reader::{LogBehind, LogReader};
-pub use writer::{LogWriter, SinkRestoreError};
+pub use writer::{LogTarget, LogWriter};
+
+use crate::transactional::CommitMark;
 
 /// What the log connectors need of a log. Implementations keep this contract:
 /// - `read` returns committed records of one partition from an offset, in offset order, with no
@@ -71,17 +74,5 @@ pub trait ConnectorLog: Clone + Send + Sync + 'static {
     fn flush(&self) -> Result<(), Self::Error>;
 }
 
-/// What a commit records beside the records: whose output it is and which checkpoint's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommitMark<'a> {
-    /// The writer: one sink of one job (`<job>/<uid>/` for [`LogWriter`]), all its subtasks.
-    pub writer: &'a str,
-    /// The checkpoint the committed records belong to.
-    pub checkpoint: u64,
-}
-
 /// Decodes a log record into a stream value.
 pub type Decode<L, T> = Arc<dyn Fn(<L as ConnectorLog>::Record) -> T + Send + Sync>;
-
-/// Encodes a stream value into a record to write.
-pub type Encode<L, T> = Arc<dyn Fn(&T) -> <L as ConnectorLog>::Produced + Send + Sync>;

@@ -261,9 +261,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::log_connector::CommitMark;
     use crate::source::{AnySource, Polled};
     use crate::time::WatermarkStatus;
+    use crate::transactional::CommitMark;
 
     /// What each record of [`Timestamps`] weighs: a poll takes four of them.
     const RECORD_BYTES: usize = READ_BYTES_PER_POLL / 4;

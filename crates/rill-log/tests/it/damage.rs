@@ -232,7 +232,7 @@ fn damaged_values_are_named_by_check_and_passed_over_by_salvage() {
     append(&log, "other", 0, 0..2);
     let staged = [ProducerRecord::new("staged").with_partition(1)];
     log.stage("job/sink/0/1", "events", &staged).unwrap();
-    let mark = rill_core::log_connector::CommitMark {
+    let mark = rill_core::transactional::CommitMark {
         writer: "job/sink/",
         checkpoint: 7,
     };

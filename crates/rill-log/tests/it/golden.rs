@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rill_core::log_connector::CommitMark;
 use rill_core::storage::{Durability, Storage, WriteOp};
+use rill_core::transactional::CommitMark;
 use rill_log::{EventLog, ProducerRecord, StagedRecord};
 use rill_store::FjallStorage;
 
