@@ -9,11 +9,14 @@
 //!   the checksums that show the engine computed the right thing;
 //! - `demo`: a fresh user's first real job — writes sample text to the event log, runs the
 //!   `wordcount` example over it, and prints the counts;
+//! - `services`: starts the servers the connectors' tests run against (NATS with JetStream,
+//!   Redis, PostgreSQL) on loopback, from the machine's packages; `ci` starts them first;
 //! - `sim`: the failure scenarios of `scenarios/` in the deterministic simulator (optimized
 //!   build, assertions on); every argument goes to `rill-sim` (`cargo xtask sim --help`).
 
 mod bench;
 mod demo;
+mod services;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Writes sample text to a log, runs wordcount over it and prints the counts.
     Demo(demo::DemoArgs),
+    /// Starts NATS (JetStream), Redis and PostgreSQL on loopback for the connectors' tests.
+    Services,
     /// Runs the failure scenarios in the deterministic simulator (`--help` for its options).
     Sim {
         /// Passed to `rill-sim`.
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Task::Tidy => tidy::run(&root),
         Task::Bench(args) => bench::run(&root, &args),
         Task::Demo(args) => demo::run(&root, &args),
+        Task::Services => services::start(),
         Task::Sim { args } => sim(&root, &args),
     }
 }
@@ -111,6 +117,9 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     eprintln!("$ cargo xtask tidy");
     tidy::run(root)?;
     run_command(root, "cargo", &["fmt", "--all", "--", "--check"])?;
+    // The connectors' tests run against real servers, and never skip one that is missing.
+    eprintln!("$ cargo xtask services");
+    services::start()?;
     run_command(
         root,
         "cargo",

@@ -41,6 +41,8 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("rill-runtime", &["rill-core", "rill-store", "rill-log"]),
     // The job description: it builds graphs, and runs nothing.
     ("rill-api", &["rill-core", "rill-store", "rill-log"]),
+    // A connector: its commit protocol is rill-core's, its builders extend rill-api's streams.
+    ("rill-postgres", &["rill-core", "rill-api"]),
     (
         "rill",
         &[

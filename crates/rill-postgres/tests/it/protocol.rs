@@ -1,0 +1,140 @@
+//! The sink's two-phase commit across a crash, driven step by step as the runtime drives it:
+//! what a checkpoint prepared is committed once on restore, what was staged but not prepared
+//! dies with the process, a prepared transaction no completed checkpoint owns is rolled back,
+//! and a restore from behind what the table holds is refused.
+
+use rill::core::Record;
+use rill::core::checkpoint::CheckpointId;
+use rill::core::operator::{OperatorInfo, Sink};
+use rill_postgres::{PostgresSink, row};
+
+use crate::{config, fresh_table, prepared, rows};
+
+/// Subtask 0 of 1 of sink `sink` of job `job`, in a job that checkpoints.
+fn info(job: &str) -> OperatorInfo {
+    OperatorInfo {
+        job: job.to_owned(),
+        name: "sink".to_owned(),
+        uid: "sink".to_owned(),
+        subtask: 0,
+        parallelism: 1,
+        max_parallelism: 128,
+        key_groups: rill::core::key::KeyGroupRange::for_subtask(0, 1, 128),
+        checkpointing: true,
+        state_backend: Default::default(),
+        allow_rewind: false,
+    }
+}
+
+fn batch(words: &[&str]) -> Vec<Record<(String, i64)>> {
+    words
+        .iter()
+        .map(|word| Record::new(((*word).to_owned(), 1)))
+        .collect()
+}
+
+fn expected(words: &[&str]) -> Vec<(String, i64)> {
+    let mut rows: Vec<(String, i64)> = words.iter().map(|word| ((*word).to_owned(), 1)).collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_crash_between_prepare_and_commit_commits_once_on_restore() {
+    let table = fresh_table("protocol", "word text NOT NULL, n bigint NOT NULL");
+    let job = format!("protocol-{table}");
+    let sink = PostgresSink::new(
+        &config(),
+        &table,
+        &["word", "n"],
+        |(word, n): &(String, i64)| row![word.clone(), *n],
+    )
+    .unwrap();
+
+    let mut first = sink.writer(&info(&job));
+    first.start_fresh().unwrap();
+    first.write_batch(batch(&["a", "b"])).unwrap();
+    first.pre_commit(CheckpointId(1)).unwrap();
+    first.commit(CheckpointId(1)).unwrap();
+    first.write_batch(batch(&["c"])).unwrap();
+    let second_state = first.pre_commit(CheckpointId(2)).unwrap().unwrap();
+    first.write_batch(batch(&["d"])).unwrap();
+    assert_eq!(
+        rows(&table),
+        expected(&["a", "b"]),
+        "checkpoint 2 is not complete"
+    );
+    // The process dies: checkpoint 2's transaction stays prepared, "d" was only staged.
+    drop(first);
+    assert_eq!(
+        prepared(&format!("{job}/")),
+        vec![format!("{job}/sink/0/1")]
+    );
+
+    let mut restored = sink.writer(&info(&job));
+    restored.restore(vec![second_state.clone()]).unwrap();
+    assert_eq!(rows(&table), expected(&["a", "b", "c"]));
+
+    // It fails again after preparing checkpoint 3, which never completes: a restore from
+    // checkpoint 2 rolls that transaction back, and commits nothing twice.
+    restored.write_batch(batch(&["e"])).unwrap();
+    restored.pre_commit(CheckpointId(3)).unwrap();
+    drop(restored);
+    let mut again = sink.writer(&info(&job));
+    again.restore(vec![second_state]).unwrap();
+    assert_eq!(rows(&table), expected(&["a", "b", "c"]));
+    assert_eq!(prepared(&format!("{job}/")), Vec::<String>::new());
+}
+
+#[test]
+fn a_restore_from_behind_the_table_is_refused_with_both_checkpoints() {
+    let table = fresh_table("protocol", "word text NOT NULL, n bigint NOT NULL");
+    let job = format!("protocol-{table}");
+    let sink = PostgresSink::new(
+        &config(),
+        &table,
+        &["word", "n"],
+        |(word, n): &(String, i64)| row![word.clone(), *n],
+    )
+    .unwrap();
+    let mut writer = sink.writer(&info(&job));
+    writer.start_fresh().unwrap();
+    let mut states = Vec::new();
+    for checkpoint in 1..=3 {
+        writer.write_batch(batch(&["x"])).unwrap();
+        states.push(
+            writer
+                .pre_commit(CheckpointId(checkpoint))
+                .unwrap()
+                .unwrap(),
+        );
+        writer.commit(CheckpointId(checkpoint)).unwrap();
+    }
+    drop(writer);
+    let error = sink
+        .writer(&info(&job))
+        .restore(vec![states[0].clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("PostgreSQL table '{table}'"))
+            && error.contains("committed the output of checkpoint 3")
+            && error.contains("starts from checkpoint 1"),
+        "{error}"
+    );
+    let fresh = sink
+        .writer(&info(&job))
+        .start_fresh()
+        .unwrap_err()
+        .to_string();
+    assert!(fresh.contains("starts from no checkpoint"), "{fresh}");
+
+    let mut allowed = info(&job);
+    allowed.allow_rewind = true;
+    sink.writer(&allowed)
+        .restore(vec![states[0].clone()])
+        .expect("a rewind the job allows");
+    sink.writer(&info(&job))
+        .restore(vec![states[0].clone()])
+        .expect("after the rewind, checkpoint 1 is where the table stands");
+}
