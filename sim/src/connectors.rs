@@ -5,6 +5,9 @@
 //! (broken on purpose there, with `plant_defect`, when a scenario asks for it).
 //! [`SimConnectors`] hands a job those connectors the way a user writes a custom connector of
 //! their own: a reader for `StreamEnv::from_source` and a writer for `DataStream::sink_with`.
+//! The writer is `rill-core`'s two-phase-commit writer, whose target is the log's output topic
+//! or, when a scenario asks for it, the model of a database with prepared transactions
+//! ([`SimDatabase`]) that stands for PostgreSQL.
 //! The catalog's jobs and a user's own job (see [`crate::user`]) take them alike.
 
 use std::sync::Arc;
@@ -12,11 +15,12 @@ use std::sync::Arc;
 use rill_api::{DataStream, SinkHandle, StreamEnv};
 use rill_core::Data;
 use rill_core::defects::Defect;
-use rill_core::log_connector::{ConnectorLog, LogReader, LogTarget, LogWriter};
+use rill_core::log_connector::{ConnectorLog, LogReader, LogTarget};
 use rill_core::operator::OperatorInfo;
 use rill_core::time::WatermarkStrategy;
-use rill_core::transactional::CommitMark;
+use rill_core::transactional::{CommitMark, TransactionalTarget, TransactionalWriter};
 
+use crate::database::{DatabaseError, DatabaseSession, SimDatabase};
 use crate::log::{LogRecord, SimLog, SimLogError};
 
 /// The topic every simulated job writes.
@@ -97,16 +101,25 @@ impl ConnectorLog for SimLog {
 #[derive(Clone)]
 pub struct SimConnectors {
     log: SimLog,
+    /// Where the sinks write instead of the output topic.
+    database: Option<SimDatabase>,
     exactly_once: bool,
     defect: Option<Defect>,
 }
 
 impl SimConnectors {
-    /// The connectors of `log`; the writer commits per checkpoint if `exactly_once`, and every
-    /// reader and writer is built with `defect` planted.
-    pub fn new(log: &SimLog, exactly_once: bool, defect: Option<Defect>) -> Self {
+    /// The connectors of `log`, whose sinks write `database` if there is one (the output topic
+    /// otherwise); the writer commits per checkpoint if `exactly_once`, and every reader and
+    /// writer is built with `defect` planted.
+    pub fn new(
+        log: &SimLog,
+        database: Option<&SimDatabase>,
+        exactly_once: bool,
+        defect: Option<Defect>,
+    ) -> Self {
         SimConnectors {
             log: log.clone(),
+            database: database.cloned(),
             exactly_once,
             defect,
         }
@@ -159,20 +172,24 @@ impl SimConnectors {
         }
     }
 
-    /// What `DataStream::sink_with` takes to write the output topic, each value encoded by
-    /// `encode`; its transactions are named `<job>/<uid>/<subtask>/<sequence>`.
+    /// What `DataStream::sink_with` takes to write the output topic (or the database), each
+    /// value encoded by `encode`; its transactions are named `<job>/<uid>/<subtask>/<sequence>`.
     pub fn writer<T: Data>(
         &self,
         encode: impl Fn(&T) -> Vec<u8> + Send + Sync + 'static,
-    ) -> impl Fn(&OperatorInfo) -> LogWriter<SimLog, T> + Send + Sync + 'static {
-        let (log, exactly_once, defect) = (self.log.clone(), self.exactly_once, self.defect);
+    ) -> impl Fn(&OperatorInfo) -> TransactionalWriter<SimTarget, T> + Send + Sync + 'static {
+        let (log, database) = (self.log.clone(), self.database.clone());
+        let (exactly_once, defect) = (self.exactly_once, self.defect);
         let encode = Arc::new(move |value: &T| LogRecord {
             value: encode(value).into(),
             timestamp: 0,
         });
         move |info| {
-            let target = LogTarget::new(&log, OUTPUT_TOPIC);
-            let mut writer = LogWriter::new(target, info, encode.clone(), exactly_once);
+            let target = match &database {
+                Some(database) => SimTarget::Database(database.session()),
+                None => SimTarget::Log(LogTarget::new(&log, OUTPUT_TOPIC)),
+            };
+            let mut writer = TransactionalWriter::new(target, info, encode.clone(), exactly_once);
             if let Some(defect) = defect {
                 writer.plant_defect(defect);
             }
@@ -199,5 +216,82 @@ impl SimConnectors {
         encode: impl Fn(&T) -> Vec<u8> + Send + Sync + 'static,
     ) -> SinkHandle {
         stream.sink_with(name, self.writer(encode))
+    }
+}
+
+/// What a simulated sink writes: the output topic of the log, or the database.
+pub enum SimTarget {
+    /// The log's output topic.
+    Log(LogTarget<SimLog>),
+    /// The database's table.
+    Database(DatabaseSession),
+}
+
+/// What a simulated sink's target cannot do.
+#[derive(Debug, thiserror::Error)]
+pub enum SimTargetError {
+    /// The log's.
+    #[error(transparent)]
+    Log(#[from] SimLogError),
+    /// The database's.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+/// Calls `$call` on whichever target `$target` is, converting its error.
+macro_rules! dispatch {
+    ($target:expr, $call:ident($($arg:expr),*)) => {
+        match $target {
+            SimTarget::Log(log) => log.$call($($arg),*).map_err(SimTargetError::from),
+            SimTarget::Database(database) => database.$call($($arg),*).map_err(SimTargetError::from),
+        }
+    };
+}
+
+impl TransactionalTarget for SimTarget {
+    type Produced = LogRecord;
+    type Error = SimTargetError;
+
+    fn describe(&self) -> String {
+        match self {
+            SimTarget::Log(log) => log.describe(),
+            SimTarget::Database(database) => database.describe(),
+        }
+    }
+
+    fn append(&mut self, records: Vec<LogRecord>) -> Result<(), SimTargetError> {
+        dispatch!(self, append(records))
+    }
+
+    fn stage(&mut self, id: &str, records: Vec<LogRecord>) -> Result<(), SimTargetError> {
+        dispatch!(self, stage(id, records))
+    }
+
+    fn prepare(&mut self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), SimTargetError> {
+        dispatch!(self, prepare(id, mark))
+    }
+
+    fn commit(&mut self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), SimTargetError> {
+        dispatch!(self, commit(id, mark))
+    }
+
+    fn abort(&mut self, id: &str) -> Result<(), SimTargetError> {
+        dispatch!(self, abort(id))
+    }
+
+    fn open_transactions(&mut self, prefix: &str) -> Result<Vec<String>, SimTargetError> {
+        dispatch!(self, open_transactions(prefix))
+    }
+
+    fn committed_checkpoint(&mut self, writer: &str) -> Result<Option<u64>, SimTargetError> {
+        dispatch!(self, committed_checkpoint(writer))
+    }
+
+    fn rewind_commit_mark(&mut self, writer: &str, to: Option<u64>) -> Result<(), SimTargetError> {
+        dispatch!(self, rewind_commit_mark(writer, to))
+    }
+
+    fn flush(&mut self) -> Result<(), SimTargetError> {
+        dispatch!(self, flush())
     }
 }

@@ -32,6 +32,7 @@
 pub mod accounting;
 pub mod check;
 pub mod connectors;
+pub mod database;
 pub mod disk;
 pub mod faults;
 pub mod jobs;

@@ -18,6 +18,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::accounting;
 use crate::check::{Checked, STATE_ACCOUNTING, Violation, check};
 use crate::connectors::OUTPUT_TOPIC;
+use crate::database::SimDatabase;
 use crate::faults::{ScheduledFault, draw_schedule};
 use crate::jobs::TopicInput;
 use crate::log::{LogRecord, SimLog};
@@ -132,13 +133,14 @@ fn run_world(
         log.plan_ends(topic.topic, ends);
     }
     let arrivals = plan_arrivals(generated.topics, spec.input.arrival_ms, &mut input_rng);
-    let graph = match scenario.job_graph(&log, &BTreeMap::new()) {
+    let database = scenario.database();
+    let graph = match scenario.job_graph(&log, database.as_ref(), &BTreeMap::new()) {
         Ok(graph) => graph,
         Err(reason) => return failed_setup(reason),
     };
     let rebuild: RebuildGraph = {
-        let (scenario, log) = (scenario.clone(), log.clone());
-        Box::new(move |rescaled| scenario.job_graph(&log, rescaled))
+        let (scenario, log, database) = (scenario.clone(), log.clone(), database.clone());
+        Box::new(move |rescaled| scenario.job_graph(&log, database.as_ref(), rescaled))
     };
     let setup = WorldSetup {
         graph,
@@ -167,37 +169,50 @@ fn run_world(
         .latest
         .as_ref()
         .and_then(|checkpoint| job.final_state_in(checkpoint));
-    let open = ConnectorLog::open_transactions(&result.log, "")
-        .unwrap_or_else(|error| vec![format!("(the log cannot list them: {error})")]);
+    let open = open_transactions(&result.log, database.as_ref());
     // What counts is what the disk holds: the machine may go down right after the job ended.
     // It is read once, for the check and for the run's hash.
     let mut contents = Xxh3::new();
     contents.update(&result.trace_hash.to_le_bytes());
-    let checked = result
-        .log
-        .with_durable_committed(OUTPUT_TOPIC, |committed| {
-            hash_committed(&mut contents, committed);
-            check(
-                spec.property,
-                job,
-                &result.outcome,
-                (&generated.expected, &generated.final_state),
-                (committed, final_state, &open),
-            )
-        })
-        .unwrap_or_else(|error| {
-            contents.update(error.to_string().as_bytes());
-            Checked {
-                violation: Some(Violation {
-                    property: "storage",
-                    detail: format!("the committed output cannot be read back: {error}"),
-                }),
-                duplicates: 0,
-                keys_checked: 0,
-            }
-        });
-    let trace_hash = with_contents(contents, &result.log, result.latest.as_ref());
+    let check_committed = |committed: &[Vec<LogRecord>]| {
+        hash_committed(&mut contents, committed);
+        check(
+            spec.property,
+            job,
+            &result.outcome,
+            (&generated.expected, &generated.final_state),
+            (committed, final_state, &open),
+        )
+    };
+    let checked = match &database {
+        Some(database) => Ok(database.with_committed(|rows| check_committed(&[rows.to_vec()]))),
+        None => result
+            .log
+            .with_durable_committed(OUTPUT_TOPIC, check_committed),
+    };
+    let checked = checked.unwrap_or_else(|error| {
+        contents.update(error.to_string().as_bytes());
+        Checked {
+            violation: Some(Violation {
+                property: "storage",
+                detail: format!("the committed output cannot be read back: {error}"),
+            }),
+            duplicates: 0,
+            keys_checked: 0,
+        }
+    });
+    let trace_hash = with_contents(contents, &open, result.latest.as_ref());
     (checked, result.stats, trace_hash)
+}
+
+/// The transactions a run left open: in the database its sink wrote, if any, and in the log.
+fn open_transactions(log: &SimLog, database: Option<&SimDatabase>) -> Vec<String> {
+    let mut open = ConnectorLog::open_transactions(log, "")
+        .unwrap_or_else(|error| vec![format!("(the log cannot list them: {error})")]);
+    if let Some(database) = database {
+        open.extend(database.prepared());
+    }
+    open
 }
 
 /// Adds the committed output to a run's hash, record by record (the trace itself sees how many
@@ -217,8 +232,8 @@ fn hash_committed(hasher: &mut Xxh3, partitions: &[Vec<LogRecord>]) {
 /// the rest of what the run left: the transactions left open, and the final checkpoint — its
 /// metadata and every snapshot, which equal state encodes to equal bytes. Two runs of a seed
 /// that agree step by step but commit other records, or end in other state, differ here.
-fn with_contents(mut hasher: Xxh3, log: &SimLog, latest: Option<&CompletedCheckpoint>) -> u64 {
-    for id in ConnectorLog::open_transactions(log, "").unwrap_or_default() {
+fn with_contents(mut hasher: Xxh3, open: &[String], latest: Option<&CompletedCheckpoint>) -> u64 {
+    for id in open {
         hasher.update(id.as_bytes());
     }
     if let Some(latest) = latest {

@@ -22,6 +22,7 @@ use rill_core::restart::RestartStrategy;
 use serde::Deserialize;
 
 use crate::connectors::SimConnectors;
+use crate::database::SimDatabase;
 use crate::faults::{Defect, Fault, FaultSpec};
 use crate::jobs::{InputSpec, Job, JobKind};
 use crate::log::SimLog;
@@ -150,6 +151,25 @@ impl Default for LogSpec {
     }
 }
 
+/// What the job's sink writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkTarget {
+    /// The log's output topic, through the log's transactions.
+    #[default]
+    Log,
+    /// The model of a database with prepared transactions (PostgreSQL's two-phase commit).
+    Database,
+}
+
+/// The job's sink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkSpec {
+    /// What it writes.
+    pub target: SinkTarget,
+}
+
 /// The restart strategy: a fixed delay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -234,6 +254,9 @@ pub struct ScenarioFile {
     /// The event log.
     #[serde(default)]
     pub log: LogSpec,
+    /// The job's sink.
+    #[serde(default)]
+    pub sink: SinkSpec,
     /// Faults.
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultSpec>,
@@ -503,7 +526,7 @@ impl Scenario {
 
     /// The names of the job's operators, which faults may target.
     pub fn operator_names(&self) -> Result<Vec<String>, String> {
-        let graph = self.job_graph(&SimLog::default(), &BTreeMap::new())?;
+        let graph = self.job_graph(&SimLog::default(), None, &BTreeMap::new())?;
         Ok(graph
             .operators
             .iter()
@@ -511,13 +534,19 @@ impl Scenario {
             .collect())
     }
 
-    /// The scenario's job as a graph over `log`, with the parallelism of the `rescaled` roles
-    /// changed: described with the API on an environment with the scenario's checkpoint and
-    /// restart settings, with its broken component planted in the connectors and in the keyed
-    /// operators with timers.
+    /// The database a run's sink writes, if the scenario's sink writes one.
+    pub fn database(&self) -> Option<SimDatabase> {
+        (self.spec.sink.target == SinkTarget::Database).then(SimDatabase::default)
+    }
+
+    /// The scenario's job as a graph over `log` (its sink writing `database` if there is
+    /// one), with the parallelism of the `rescaled` roles changed: described with the API on an
+    /// environment with the scenario's checkpoint and restart settings, with its broken
+    /// component planted in the connectors and in the keyed operators with timers.
     pub fn job_graph(
         &self,
         log: &SimLog,
+        database: Option<&SimDatabase>,
         rescaled: &BTreeMap<String, u32>,
     ) -> Result<JobGraph, String> {
         let parallelism = |role: &str| {
@@ -538,7 +567,7 @@ impl Scenario {
             env.plant_defect(defect);
         }
         let exactly_once = checkpoint.mode == CheckpointMode::ExactlyOnce;
-        let io = SimConnectors::new(log, exactly_once, broken);
+        let io = SimConnectors::new(log, database, exactly_once, broken);
         let job = &self.spec.job;
         job.describe(&env, &io, &parallelism);
         env.job_graph(job.name())

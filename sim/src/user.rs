@@ -53,7 +53,7 @@ use crate::log::LogRecord;
 use crate::runner::{ScenarioSummary, run_scenario};
 use crate::scenario::{
     CheckpointSpec, Expect, FlowSpec, Limits, LogSpec, Property, RestartSpec, Scenario,
-    ScenarioFile,
+    ScenarioFile, SinkSpec,
 };
 
 pub use crate::connectors::SimConnectors;
@@ -214,6 +214,8 @@ struct Settings {
     restart: RestartSpec,
     #[serde(default)]
     log: LogSpec,
+    #[serde(default)]
+    sink: SinkSpec,
     #[serde(default, rename = "fault")]
     faults: Vec<FaultSpec>,
     #[serde(default)]
@@ -242,6 +244,7 @@ fn scenario(job: UserJob, settings: &str) -> Result<Scenario, String> {
         flow: settings.flow,
         restart: settings.restart,
         log: settings.log,
+        sink: settings.sink,
         faults: settings.faults,
         limits: settings.limits,
     };
