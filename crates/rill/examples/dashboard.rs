@@ -19,6 +19,10 @@
 //! restarted job resumes from the newest one: kill it at any moment and the committed counts
 //! are still each window's exact count, once. Ctrl-C or SIGTERM stops it with a savepoint
 //! (without checkpoints, they cancel it, and it says its output was not committed).
+//!
+//! With `--postgres CONFIG` the per-minute counts also go, exactly-once, into a PostgreSQL
+//! table (`--postgres-table`, `page_counts` by default) that a dashboard can query; create it
+//! first: `CREATE TABLE page_counts (page text, minute_start bigint, views bigint)`.
 
 use std::time::Duration;
 
@@ -28,6 +32,7 @@ use rand::{Rng, SeedableRng};
 use rill::SignalledEnd;
 use rill::log::LogError;
 use rill::prelude::*;
+use rill_postgres::{PostgresSink, PostgresSinkExt, row};
 use shared::{JobArgs, ensure_topic, init_tracing};
 
 mod shared;
@@ -42,7 +47,19 @@ struct Args {
     /// How many pages each top-N ranks.
     #[arg(long, default_value_t = 3)]
     top: usize,
+    /// Also write the per-minute counts into PostgreSQL, connecting with these parameters
+    /// (`host=127.0.0.1 port=15432 user=rill dbname=rill`).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// The table the per-minute counts go to, with `--postgres`: (page text, minute_start
+    /// bigint, views bigint).
+    #[arg(long, default_value = "page_counts")]
+    postgres_table: String,
 }
+
+/// Where the per-minute counts go besides the log: a PostgreSQL table, by its connection
+/// parameters and name.
+type PostgresOutput<'a> = Option<(&'a str, &'a str)>;
 
 /// The dashboard's topics.
 const VIEWS: &str = "views";
@@ -129,14 +146,14 @@ impl ProcessWindowFunction for TopN {
     }
 }
 
-/// Describes the dashboard job: views from `VIEWS`, counts to `PAGE_COUNTS`, rankings to
-/// `TOP_PAGES`.
+/// Describes the dashboard job: views from `VIEWS`, counts to `PAGE_COUNTS` (and to
+/// `postgres`'s table, if given), rankings to `TOP_PAGES`.
 fn dashboard(
     env: &StreamEnv,
     log: &EventLog,
-    max_delay: Duration,
-    top: usize,
+    (max_delay, top): (Duration, usize),
     bounded: bool,
+    postgres: PostgresOutput<'_>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut source = LogSource::with_decoder(log, VIEWS, |record| {
         String::from_utf8_lossy(&record.value).into_owned()
@@ -162,15 +179,29 @@ fn dashboard(
     )?;
 
     let views = env.from_log(source).name("views");
-    views
+    let per_minute = views
         .clone()
         .key_by(|page: &String| page.clone())
         .window(WindowAssigner::tumbling(Duration::from_secs(60))?)
         .aggregate_process(CountViews, LabelCount)
         .name("views per minute")
-        .uid("views-per-minute")
-        .sink_to_log(counts_sink)
-        .name("page counts");
+        .uid("views-per-minute");
+    if let Some((config, table)) = postgres {
+        let table_sink = PostgresSink::new(
+            config,
+            table,
+            &["page", "minute_start", "views"],
+            |(page, start, _, views): &(String, i64, i64, u64)| {
+                row![page.clone(), *start, *views as i64]
+            },
+        )?;
+        per_minute
+            .clone()
+            .sink_to_postgres(table_sink)
+            .name("page counts table")
+            .uid("page-counts-table");
+    }
+    per_minute.sink_to_log(counts_sink).name("page counts");
     views
         .key_by(|page: &String| page.clone())
         .window(WindowAssigner::sliding(
@@ -250,18 +281,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let env = args.job.env();
+    let postgres = args
+        .postgres
+        .as_deref()
+        .map(|config| (config, args.postgres_table.as_str()));
     dashboard(
         &env,
         &log,
-        Duration::from_millis(args.max_delay_ms),
-        args.top,
+        (Duration::from_millis(args.max_delay_ms), args.top),
         args.job.bounded,
+        postgres,
     )?;
     // Ctrl-C or SIGTERM stops the job with a savepoint when it checkpoints.
     let end = env.execute_async("dashboard")?.wait_until_signal()?;
     eprintln!("{end}");
     if !matches!(end, SignalledEnd::Cancelled { .. }) {
         eprintln!("'{PAGE_COUNTS}' and '{TOP_PAGES}' hold its results");
+        if args.postgres.is_some() {
+            eprintln!("so does the PostgreSQL table '{}'", args.postgres_table);
+        }
     }
     Ok(())
 }
@@ -299,7 +337,7 @@ mod tests {
         let env = StreamEnv::new();
         env.set_parallelism(2);
         env.enable_checkpointing(Duration::from_millis(20));
-        dashboard(&env, &log, Duration::from_millis(2_000), 3, true).unwrap();
+        dashboard(&env, &log, (Duration::from_millis(2_000), 3), true, None).unwrap();
         env.execute("dashboard").unwrap();
 
         let mut expected_counts: Vec<String> = window_counts(&views, MINUTE, MINUTE)

@@ -7,6 +7,7 @@ mod bounded_reruns;
 mod checkpoints;
 mod kill_recovery;
 mod log_jobs;
+mod postgres_kill_recovery;
 mod rewinds;
 mod signals;
 mod source_watermarks;
