@@ -99,7 +99,11 @@ impl fmt::Display for DecodeError {
         {
             write!(f, " at {unit} {offset} of {split}")?;
         }
-        write!(f, ": {}; the record ({} bytes): \"", self.reason, self.length)?;
+        write!(
+            f,
+            ": {}; the record ({} bytes): \"",
+            self.reason, self.length
+        )?;
         // Escaped, so that a record's line breaks and control bytes do not break the message.
         for c in String::from_utf8_lossy(&self.preview).chars() {
             write!(f, "{}", c.escape_debug())?;

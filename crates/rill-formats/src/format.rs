@@ -154,12 +154,14 @@ impl<T: DeserializeOwned> Format<T> {
                         return Err(self.error(bytes, "the CSV header has not been read"));
                     }
                 };
-                record.deserialize(header).map_err(|error| match error.kind() {
-                    // Its own position would be in this one record, which misleads: the
-                    // connector gives the record's place.
-                    csv::ErrorKind::Deserialize { err, .. } => self.error(bytes, err),
-                    _ => self.error(bytes, error),
-                })
+                record
+                    .deserialize(header)
+                    .map_err(|error| match error.kind() {
+                        // Its own position would be in this one record, which misleads: the
+                        // connector gives the record's place.
+                        csv::ErrorKind::Deserialize { err, .. } => self.error(bytes, err),
+                        _ => self.error(bytes, error),
+                    })
             }
         }
     }
@@ -205,10 +207,7 @@ fn csv_record(bytes: &[u8]) -> Result<csv::StringRecord, String> {
         .flexible(true)
         .from_reader(bytes);
     let mut record = csv::StringRecord::new();
-    if !reader
-        .read_record(&mut record)
-        .map_err(|e| e.to_string())?
-    {
+    if !reader.read_record(&mut record).map_err(|e| e.to_string())? {
         return Err("it holds no CSV record".to_owned());
     }
     let mut next = csv::StringRecord::new();
@@ -287,7 +286,9 @@ mod tests {
         );
         let error = read.decode(b"2.5,three,tea").unwrap_err();
         assert!(
-            error.to_string().starts_with("a CSV record does not decode: field 1: invalid"),
+            error
+                .to_string()
+                .starts_with("a CSV record does not decode: field 1: invalid"),
             "{error}"
         );
     }
