@@ -42,11 +42,13 @@ use rill_core::Data;
 use rill_core::element::Timestamp;
 use rill_core::source::WithWatermarks;
 use rill_core::time::WatermarkStrategy;
-use rill_formats::{DecodeError, Format, OnDecodeError};
+use rill_formats::Format;
 use serde::de::DeserializeOwned;
 
 pub use error::FileSourceError;
 pub use reader::FileReader;
+/// The decode policy and its error, so that a user of files needs no other crate for them.
+pub use rill_formats::{DecodeError, OnDecodeError};
 
 /// The longest record a file source reads by default (its line break not counted).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
