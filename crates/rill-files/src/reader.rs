@@ -131,7 +131,8 @@ impl<T: Data> FileReader<T> {
     }
 
     /// How many records that did not decode were skipped.
-    pub fn skipped(&self) -> u64 {
+    #[cfg(test)]
+    fn skipped(&self) -> u64 {
         self.errors.skipped()
     }
 
@@ -285,6 +286,7 @@ impl<T: Data> FileReader<T> {
             Framed::Record { consumed } | Framed::TooLong { consumed } => consumed,
         };
         progress.offset += consumed;
+        let header = open.format.as_ref().is_some_and(Format::awaits_header);
         let decoded = match (framed, &self.settings.records, &mut open.format) {
             (Framed::TooLong { .. }, records, _) => Err(DecodeError::new(
                 records.format_name(),
@@ -314,6 +316,8 @@ impl<T: Data> FileReader<T> {
         match decoded {
             Ok(Some(value)) => out.collect(value),
             Ok(None) => {}
+            // Without its header, no record of the file decodes: never skipped.
+            Err(error) if header => return Err(self.locate(error, &name, at).into()),
             Err(error) => {
                 let error = self.locate(error, &name, at);
                 self.errors.handle(error)?;

@@ -353,3 +353,22 @@ fn a_position_that_is_not_a_file_sources_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn a_csv_header_that_does_not_decode_fails_whatever_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.csv"), b"\nvalue,\xff\n1,a\n").unwrap();
+    let source = FileSource::<Reading>::csv_with_header(dir.path())
+        .unwrap()
+        .on_decode_error(OnDecodeError::Skip);
+    let mut reader = reader(source, 0, 1);
+    let error = AnySource::poll(&mut reader, 10, Timestamp(0), 0)
+        .err()
+        .unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("a CSV record does not decode at byte 1 of file"),
+        "a blank line before the header is skipped, and the header is not: {error}"
+    );
+}
