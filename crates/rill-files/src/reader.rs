@@ -10,7 +10,7 @@
 //! each to its end, with one file open at a time.
 //!
 //! **Position.** A checkpoint holds, for every file the subtask knows, its name, the byte
-//! offset of the next record and whether it was read to its end ([`FilesPosition`], a
+//! offset of the next record and whether it was read to its end (`FilesPosition`, a
 //! versioned enum in the snapshot encoding). A poll emits whole records, so the offset is
 //! always at a record's start: a restored subtask opens each file at its offset and reads on,
 //! no line twice and none skipped. Before it does, it checks every file it had not read to its
@@ -219,7 +219,7 @@ impl<T: Data> FileReader<T> {
         }))
     }
 
-    /// Reads the first record of a file as a CSV header.
+    /// Reads the first record of a file that is not blank as a CSV header.
     fn read_header(
         &self,
         format: &Format<T>,
@@ -227,23 +227,27 @@ impl<T: Data> FileReader<T> {
         mut reader: BufReader<File>,
     ) -> Result<Format<T>, BoxError> {
         let mut record = Vec::new();
-        let framed = read_record(&mut reader, self.framing(), &mut record).map_err(|source| {
-            FileSourceError::Read {
-                file: self.path(name),
-                source,
+        let mut at = 0;
+        loop {
+            let framed =
+                read_record(&mut reader, self.framing(), &mut record).map_err(|source| {
+                    FileSourceError::Read {
+                        file: self.path(name),
+                        source,
+                    }
+                })?;
+            match framed {
+                Framed::Record { consumed } if record.trim_ascii().is_empty() => at += consumed,
+                Framed::Record { .. } => {
+                    return Ok(format
+                        .read_header(&record)
+                        .map_err(|error| self.locate(error, name, at))?);
+                }
+                Framed::TooLong { .. } | Framed::End => {
+                    let error = DecodeError::new(FormatKind::Csv.name(), &record, "no CSV header");
+                    return Err(self.locate(error, name, at).into());
+                }
             }
-        })?;
-        match framed {
-            Framed::Record { .. } => Ok(format
-                .read_header(&record)
-                .map_err(|error| self.locate(error, name, 0))?),
-            Framed::TooLong { .. } | Framed::End => Err(self
-                .locate(
-                    DecodeError::new(FormatKind::Csv.name(), &record, "no CSV header"),
-                    name,
-                    0,
-                )
-                .into()),
         }
     }
 

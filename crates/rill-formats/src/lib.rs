@@ -14,7 +14,7 @@
 //!   checkpoints and source positions with (`bincode::config::standard()`, through serde).
 //!
 //! # Layout
-//! - [`format`]: [`Format`] and [`FormatKind`]: decode and encode one record;
+//! - [`format`](mod@format): [`Format`] and [`FormatKind`]: decode and encode one record;
 //! - [`error`]: [`DecodeError`] and [`EncodeError`];
 //! - [`policy`]: [`OnDecodeError`] and [`DecodeErrors`], which applies it and counts.
 

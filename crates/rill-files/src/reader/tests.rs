@@ -252,7 +252,7 @@ fn csv_with_a_header_is_read_by_name_and_a_restored_reader_reads_the_header_agai
     write(
         dir.path(),
         "r.csv",
-        "value,sensor\n1.5,\"a\nb\"\n\n2,c\r\n3,d",
+        "\nvalue,sensor\n1.5,\"a\nb\"\n\n2,c\r\n3,d",
     );
     let source = || FileSource::<Reading>::csv_with_header(dir.path()).unwrap();
     let mut first = reader(source(), 0, 1);
@@ -263,7 +263,8 @@ fn csv_with_a_header_is_read_by_name_and_a_restored_reader_reads_the_header_agai
     assert_eq!(
         read_all(&mut restored, 10),
         [reading("c", 2.0), reading("d", 3.0)],
-        "a blank line is no record, and the last may lack its line break"
+        "blank lines are no records (before the header either), and the last may lack its line \
+         break"
     );
 }
 
