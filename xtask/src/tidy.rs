@@ -10,7 +10,8 @@
 //!    `rill-api` never on actix or tokio, the simulator never on actix. Dev- and
 //!    build-dependencies are not checked.
 //! 2. **No clock, thread or file in `rill-core`, no wall clock in the simulator**, and
-//! 3. **no `.unwrap()` in `rill-log` and `rill-store`** (they never panic on I/O or bad input):
+//! 3. **no `.unwrap()` in `rill-log`, `rill-store`, `rill-formats` and `rill-files`** (they
+//!    never panic on I/O or bad input):
 //!    [`RULES`], a plain substring scan of production code — see [`code_lines`] for what is
 //!    skipped (comments, `#[cfg(test)]` items, `tests.rs` files and `tests/` directories).
 //!    Each exception is an [`ALLOWED`] entry with its reason; an entry that no longer matches
@@ -63,6 +64,11 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("rill-testing", &["rill-core"]),
     // The CLI reads logs and checkpoint stores; it runs no job.
     ("rill-cli", &["rill-core", "rill-store", "rill-log"]),
+    // Records to and from bytes: plain serde, no engine, so that any connector can use it.
+    ("rill-formats", &[]),
+    // Connectors to files: sources over the core's contract, added to the API's environment
+    // by an extension trait; never a dependency of the core or the API.
+    ("rill-files", &["rill-core", "rill-api", "rill-formats"]),
     // Automation runs cargo; it links none of the engine.
     ("xtask", &[]),
 ];
@@ -79,6 +85,11 @@ const FORBIDDEN_EXTERNAL: &[(&str, &[&str], &str)] = &[
         "rill-api",
         &["actix", "tokio"],
         "the API describes jobs for every executor, the simulator's too: no actor system, no async runtime",
+    ),
+    (
+        "rill-files",
+        &["actix", "tokio"],
+        "a file source reads in its poll, as the log source does: it runs on any driver, the simulator's too",
     ),
     (
         "rill-sim",
@@ -118,9 +129,14 @@ const RULES: &[Rule] = &[
     },
     Rule {
         name: "no-unwrap",
-        dirs: &["crates/rill-log/src", "crates/rill-store/src"],
+        dirs: &[
+            "crates/rill-log/src",
+            "crates/rill-store/src",
+            "crates/rill-formats/src",
+            "crates/rill-files/src",
+        ],
         patterns: &[".unwrap()"],
-        why: "rill-log and rill-store never panic on I/O or bad input: return an error naming what is at fault",
+        why: "the log, the store, the formats and the file connectors never panic on I/O or bad input: return an error naming what is at fault",
     },
 ];
 
