@@ -104,14 +104,7 @@ fn start_postgres(dir: &Path) -> anyhow::Result<()> {
     if !data.join("PG_VERSION").exists() {
         std::fs::create_dir_all(&data)?;
         if as_root {
-            // PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
-            run_quietly(
-                Command::new("chown")
-                    .arg("-R")
-                    .arg("postgres:postgres")
-                    .arg(dir),
-                "chown",
-            )?;
+            give_to_postgres(dir)?;
         }
         run_quietly(
             as_postgres(as_root, &bin.join("initdb"))
@@ -124,13 +117,7 @@ fn start_postgres(dir: &Path) -> anyhow::Result<()> {
     }
     if as_root {
         // The log file, too, is written by the server.
-        run_quietly(
-            Command::new("chown")
-                .arg("-R")
-                .arg("postgres:postgres")
-                .arg(dir),
-            "chown",
-        )?;
+        give_to_postgres(dir)?;
     }
     let options = format!(
         "-c listen_addresses=127.0.0.1 -c port={POSTGRES_PORT} -c unix_socket_directories={} \
@@ -171,6 +158,14 @@ fn start_postgres(dir: &Path) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Makes `dir` the `postgres` user's: PostgreSQL refuses to run as root, so its cluster and
+/// log belong to that user.
+fn give_to_postgres(dir: &Path) -> anyhow::Result<()> {
+    let mut chown = Command::new("chown");
+    chown.arg("-R").arg("postgres:postgres").arg(dir);
+    run_quietly(&mut chown, "chown")
 }
 
 /// The newest installed PostgreSQL's programs (Debian keeps them out of `PATH`).

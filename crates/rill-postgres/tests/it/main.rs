@@ -71,7 +71,8 @@ pub fn prepared(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-fn word_sink(table: &str) -> PostgresSink<(String, i64)> {
+/// An exactly-once sink of `(word, n)` into `table`'s columns `word` and `n`.
+pub fn word_sink(table: &str) -> PostgresSink<(String, i64)> {
     PostgresSink::new(
         &config(),
         table,

@@ -3,12 +3,10 @@
 //! dies with the process, a prepared transaction no completed checkpoint owns is rolled back,
 //! and a restore from behind what the table holds is refused.
 
+use crate::{fresh_table, prepared, rows, word_sink};
 use rill::core::Record;
 use rill::core::checkpoint::CheckpointId;
 use rill::core::operator::{OperatorInfo, Sink};
-use rill_postgres::{PostgresSink, row};
-
-use crate::{config, fresh_table, prepared, rows};
 
 /// Subtask 0 of 1 of sink `sink` of job `job`, in a job that checkpoints.
 fn info(job: &str) -> OperatorInfo {
@@ -43,13 +41,7 @@ fn expected(words: &[&str]) -> Vec<(String, i64)> {
 fn a_crash_between_prepare_and_commit_commits_once_on_restore() {
     let table = fresh_table("protocol", "word text NOT NULL, n bigint NOT NULL");
     let job = format!("protocol-{table}");
-    let sink = PostgresSink::new(
-        &config(),
-        &table,
-        &["word", "n"],
-        |(word, n): &(String, i64)| row![word.clone(), *n],
-    )
-    .unwrap();
+    let sink = word_sink(&table);
 
     let mut first = sink.writer(&info(&job));
     first.start_fresh().unwrap();
@@ -90,13 +82,7 @@ fn a_crash_between_prepare_and_commit_commits_once_on_restore() {
 fn a_restore_from_behind_the_table_is_refused_with_both_checkpoints() {
     let table = fresh_table("protocol", "word text NOT NULL, n bigint NOT NULL");
     let job = format!("protocol-{table}");
-    let sink = PostgresSink::new(
-        &config(),
-        &table,
-        &["word", "n"],
-        |(word, n): &(String, i64)| row![word.clone(), *n],
-    )
-    .unwrap();
+    let sink = word_sink(&table);
     let mut writer = sink.writer(&info(&job));
     writer.start_fresh().unwrap();
     let mut states = Vec::new();

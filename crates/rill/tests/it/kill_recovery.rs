@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -14,23 +14,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::prelude::*;
 
+use crate::support::example_binary;
+
 const WORDS: usize = 300_000;
 const WORDS_PER_LINE: usize = 10;
 const VOCABULARY: usize = 2_000;
 const KILLS: usize = 6;
-
-/// The example binary, built beside the test binaries (`target/<profile>/examples/`).
-fn wordcount_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let binary = profile_dir.join("examples").join("wordcount");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the examples (`cargo build --examples`, which `cargo test` and `cargo nextest run` do)",
-        binary.display()
-    );
-    binary
-}
 
 /// Starts a run with its counts in `state_backend`; the receiver gets each checkpoint the run
 /// completes, from the `checkpoint <n> complete` lines it prints for that on stdout
@@ -96,7 +85,7 @@ fn committed_records(data: &Path) -> u64 {
 
 #[test]
 fn wordcount_killed_with_sigkill_again_and_again_commits_every_count_exactly_once() {
-    let binary = wordcount_binary();
+    let binary = example_binary("wordcount");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut rng = StdRng::seed_from_u64(0x5eed);

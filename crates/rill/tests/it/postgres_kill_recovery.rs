@@ -4,7 +4,7 @@
 //! exactly once — no row missing, doubled or wrong — and no prepared transaction may be left.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,8 @@ use postgres::{Client, NoTls};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::prelude::*;
+
+use crate::support::example_binary;
 
 const VIEWS: usize = 600_000;
 const PAGES: u32 = 30;
@@ -31,19 +33,6 @@ fn client() -> Client {
              `cargo xtask services`, or point RILL_POSTGRES_URL at one"
         )
     })
-}
-
-/// The example binary, built beside the test binaries.
-fn dashboard_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let binary = profile_dir.join("examples").join("dashboard");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the examples (`cargo build --examples`)",
-        binary.display()
-    );
-    binary
 }
 
 /// Fills topic `views` with views a few seconds out of order; returns each (page, minute
@@ -119,7 +108,7 @@ fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_once() {
     ))
     .unwrap();
 
-    let binary = dashboard_binary();
+    let binary = example_binary("dashboard");
     let mut kills = 0;
     loop {
         let mut child = start(&binary, dir.path(), &table);

@@ -1,6 +1,21 @@
 //! Pieces the tests share.
 
+use std::path::{Path, PathBuf};
+
 use rill::prelude::*;
+
+/// The example binary `name`, built beside the test binaries (`target/<profile>/examples/`).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let binary = profile_dir.join("examples").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build the examples (`cargo build --examples`, which `cargo test` and `cargo nextest run` do)",
+        binary.display()
+    );
+    binary
+}
 
 /// Counts each word and emits `(word, count so far)`; the count lives in keyed state.
 #[derive(Clone)]
