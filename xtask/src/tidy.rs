@@ -44,6 +44,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("rill-api", &["rill-core", "rill-store", "rill-log"]),
     // A connector: its commit protocol is rill-core's, its builders extend rill-api's streams.
     ("rill-postgres", &["rill-core", "rill-api"]),
+    ("rill-redis", &["rill-core", "rill-api"]),
     (
         "rill",
         &[

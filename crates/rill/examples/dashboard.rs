@@ -22,7 +22,9 @@
 //!
 //! With `--postgres CONFIG` the per-minute counts also go, exactly-once, into a PostgreSQL
 //! table (`--postgres-table`, `page_counts` by default) that a dashboard can query; create it
-//! first: `CREATE TABLE page_counts (page text, minute_start bigint, views bigint)`.
+//! first: `CREATE TABLE page_counts (page text, minute_start bigint, views bigint)`. With
+//! `--redis URL` they go, exactly-once, into a Redis hash too (`--redis-hash`, `page-counts` by
+//! default): field `page<TAB>minute start`, value the views.
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ use rill::SignalledEnd;
 use rill::log::LogError;
 use rill::prelude::*;
 use rill_postgres::{PostgresSink, PostgresSinkExt, row};
+use rill_redis::{RedisSink, RedisSinkExt, RedisWrite};
 use shared::{JobArgs, ensure_topic, init_tracing};
 
 mod shared;
@@ -55,11 +58,21 @@ struct Args {
     /// bigint, views bigint).
     #[arg(long, default_value = "page_counts")]
     postgres_table: String,
+    /// Also write the per-minute counts into Redis at this URL (`redis://127.0.0.1:16379`).
+    #[arg(long)]
+    redis: Option<String>,
+    /// The hash the per-minute counts go to, with `--redis`.
+    #[arg(long, default_value = "page-counts")]
+    redis_hash: String,
 }
 
-/// Where the per-minute counts go besides the log: a PostgreSQL table, by its connection
-/// parameters and name.
-type PostgresOutput<'a> = Option<(&'a str, &'a str)>;
+/// Where the per-minute counts go besides the log: a PostgreSQL table (connection parameters
+/// and name) and a Redis hash (URL and key), each if given.
+#[derive(Default)]
+struct Outputs<'a> {
+    postgres: Option<(&'a str, &'a str)>,
+    redis: Option<(&'a str, &'a str)>,
+}
 
 /// The dashboard's topics.
 const VIEWS: &str = "views";
@@ -146,14 +159,14 @@ impl ProcessWindowFunction for TopN {
     }
 }
 
-/// Describes the dashboard job: views from `VIEWS`, counts to `PAGE_COUNTS` (and to
-/// `postgres`'s table, if given), rankings to `TOP_PAGES`.
+/// Describes the dashboard job: views from `VIEWS`, counts to `PAGE_COUNTS` (and to the
+/// other `outputs`), rankings to `TOP_PAGES`.
 fn dashboard(
     env: &StreamEnv,
     log: &EventLog,
     (max_delay, top): (Duration, usize),
     bounded: bool,
-    postgres: PostgresOutput<'_>,
+    outputs: Outputs<'_>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut source = LogSource::with_decoder(log, VIEWS, |record| {
         String::from_utf8_lossy(&record.value).into_owned()
@@ -186,7 +199,7 @@ fn dashboard(
         .aggregate_process(CountViews, LabelCount)
         .name("views per minute")
         .uid("views-per-minute");
-    if let Some((config, table)) = postgres {
+    if let Some((config, table)) = outputs.postgres {
         let table_sink = PostgresSink::new(
             config,
             table,
@@ -200,6 +213,20 @@ fn dashboard(
             .sink_to_postgres(table_sink)
             .name("page counts table")
             .uid("page-counts-table");
+    }
+    if let Some((url, hash)) = outputs.redis {
+        let hash = hash.to_owned();
+        let hash_sink = RedisSink::new(
+            url,
+            move |(page, start, _, views): &(String, i64, i64, u64)| {
+                RedisWrite::hash_set(hash.as_str(), format!("{page}\t{start}"), views.to_string())
+            },
+        )?;
+        per_minute
+            .clone()
+            .sink_to_redis(hash_sink)
+            .name("page counts hash")
+            .uid("page-counts-hash");
     }
     per_minute.sink_to_log(counts_sink).name("page counts");
     views
@@ -281,16 +308,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let env = args.job.env();
-    let postgres = args
-        .postgres
-        .as_deref()
-        .map(|config| (config, args.postgres_table.as_str()));
+    let outputs = Outputs {
+        postgres: args
+            .postgres
+            .as_deref()
+            .map(|config| (config, args.postgres_table.as_str())),
+        redis: args
+            .redis
+            .as_deref()
+            .map(|url| (url, args.redis_hash.as_str())),
+    };
     dashboard(
         &env,
         &log,
         (Duration::from_millis(args.max_delay_ms), args.top),
         args.job.bounded,
-        postgres,
+        outputs,
     )?;
     // Ctrl-C or SIGTERM stops the job with a savepoint when it checkpoints.
     let end = env.execute_async("dashboard")?.wait_until_signal()?;
@@ -299,6 +332,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("'{PAGE_COUNTS}' and '{TOP_PAGES}' hold its results");
         if args.postgres.is_some() {
             eprintln!("so does the PostgreSQL table '{}'", args.postgres_table);
+        }
+        if args.redis.is_some() {
+            eprintln!("so does the Redis hash '{}'", args.redis_hash);
         }
     }
     Ok(())
@@ -337,7 +373,8 @@ mod tests {
         let env = StreamEnv::new();
         env.set_parallelism(2);
         env.enable_checkpointing(Duration::from_millis(20));
-        dashboard(&env, &log, (Duration::from_millis(2_000), 3), true, None).unwrap();
+        let outputs = Outputs::default();
+        dashboard(&env, &log, (Duration::from_millis(2_000), 3), true, outputs).unwrap();
         env.execute("dashboard").unwrap();
 
         let mut expected_counts: Vec<String> = window_counts(&views, MINUTE, MINUTE)

@@ -5,9 +5,9 @@
 mod api;
 mod bounded_reruns;
 mod checkpoints;
+mod connector_kill_recovery;
 mod kill_recovery;
 mod log_jobs;
-mod postgres_kill_recovery;
 mod rewinds;
 mod signals;
 mod source_watermarks;

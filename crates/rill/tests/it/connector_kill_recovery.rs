@@ -1,7 +1,8 @@
-//! The `dashboard` example writing its per-minute counts into PostgreSQL (a real server:
-//! `cargo xtask services`, or `RILL_POSTGRES_URL`), killed with SIGKILL at random moments and
-//! started again each time: the table must end up holding each page's count per minute
-//! exactly once — no row missing, doubled or wrong — and no prepared transaction may be left.
+//! The `dashboard` example writing its per-minute counts into PostgreSQL and Redis (real
+//! servers: `cargo xtask services`, or `RILL_POSTGRES_URL` and `RILL_REDIS_URL`), killed with
+//! SIGKILL at random moments and started again each time: the table must end up holding each
+//! page's count per minute exactly once — no row missing, doubled or wrong — the Redis hash
+//! each count, and neither may have a transaction left open.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, NoTls};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use redis::Commands;
 use rill::prelude::*;
 
 use crate::support::example_binary;
@@ -23,6 +25,22 @@ const MINUTE: i64 = 60_000;
 fn postgres_config() -> String {
     std::env::var("RILL_POSTGRES_URL")
         .unwrap_or_else(|_| "host=127.0.0.1 port=15432 user=rill dbname=rill".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("RILL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
+}
+
+fn redis_connection() -> redis::Connection {
+    let url = redis_url();
+    redis::Client::open(url.as_str())
+        .and_then(|client| client.get_connection())
+        .unwrap_or_else(|error| {
+            panic!(
+                "no Redis at '{url}' ({error}): start the test servers with `cargo xtask \
+                 services`, or point RILL_REDIS_URL at one"
+            )
+        })
 }
 
 fn client() -> Client {
@@ -60,7 +78,7 @@ fn fill_views(data: &Path, rng: &mut StdRng) -> BTreeMap<(String, i64), i64> {
     expected
 }
 
-fn start(binary: &Path, data: &Path, table: &str) -> Child {
+fn start(binary: &Path, data: &Path, table: &str, hash: &str) -> Child {
     Command::new(binary)
         .arg("--data-dir")
         .arg(data)
@@ -68,6 +86,7 @@ fn start(binary: &Path, data: &Path, table: &str) -> Child {
         .args(["--checkpoint-interval-ms", "30"])
         .args(["--postgres", &postgres_config()])
         .args(["--postgres-table", table])
+        .args(["--redis", &redis_url(), "--redis-hash", hash])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -76,7 +95,7 @@ fn start(binary: &Path, data: &Path, table: &str) -> Child {
 }
 
 #[test]
-fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_once() {
+fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_and_redis_once() {
     let mut rng = StdRng::seed_from_u64(17);
     let dir = tempfile::tempdir().unwrap();
     let expected = fill_views(dir.path(), &mut rng);
@@ -107,11 +126,27 @@ fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_once() {
          CREATE TABLE {table} (page text, minute_start bigint, views bigint)"
     ))
     .unwrap();
+    let hash = format!("page-counts-kill-{}", std::process::id());
+    let mut redis = redis_connection();
+    let stale: Vec<String> = redis.smembers("rill:v1:open").unwrap();
+    for id in stale.iter().filter(|id| id.starts_with("dashboard/")) {
+        let _: () = redis.srem("rill:v1:open", id).unwrap();
+        let _: () = redis.del(format!("rill:v1:staged:{id}")).unwrap();
+    }
+    let marks: Vec<String> = redis.hkeys("rill:v1:marks").unwrap();
+    for writer in marks
+        .iter()
+        .filter(|writer| writer.starts_with("dashboard/"))
+    {
+        let _: () = redis.hdel("rill:v1:marks", writer).unwrap();
+        let _: () = redis.del(format!("rill:v1:versions:{writer}")).unwrap();
+    }
+    let _: () = redis.del(&hash).unwrap();
 
     let binary = example_binary("dashboard");
     let mut kills = 0;
     loop {
-        let mut child = start(&binary, dir.path(), &table);
+        let mut child = start(&binary, dir.path(), &table, &hash);
         if kills < KILLS {
             // Killed at a random moment: while it reads, counts, or commits.
             std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
@@ -159,6 +194,17 @@ fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_once() {
         "{kills} kills: rows in the table vs windows"
     );
     assert_eq!(committed, expected, "after {kills} kills");
+    let in_redis: BTreeMap<String, String> = redis.hgetall(&hash).unwrap();
+    let expected_in_redis: BTreeMap<String, String> = expected
+        .iter()
+        .map(|(page, minute, views)| (format!("{page}\t{minute}"), views.to_string()))
+        .collect();
+    assert_eq!(in_redis, expected_in_redis, "Redis, after {kills} kills");
+    let open: Vec<String> = redis.smembers("rill:v1:open").unwrap();
+    assert!(
+        !open.iter().any(|id| id.starts_with("dashboard/")),
+        "transactions left open in Redis: {open:?}"
+    );
     let prepared = db
         .query(
             "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, 'dashboard/')",
