@@ -45,6 +45,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     // A connector: its commit protocol is rill-core's, its builders extend rill-api's streams.
     ("rill-postgres", &["rill-core", "rill-api"]),
     ("rill-redis", &["rill-core", "rill-api"]),
+    ("rill-nats", &["rill-core", "rill-api"]),
     (
         "rill",
         &[
