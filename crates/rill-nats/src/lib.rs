@@ -29,20 +29,28 @@
 //! # }
 //! ```
 //!
+//! [`NatsSource`] reads a stream's subjects as partitions, by stream sequence, with each
+//! partition's next sequence in checkpoints, bounded or not, with watermarks per partition
+//! ([`source`]).
+//!
 //! The client is `async-nats`, the NATS maintainers' own, run on a small runtime per
 //! connection ([`client`]) since sources and sinks are synchronous. No TLS.
 
 pub mod client;
+pub mod source;
 pub mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rill_api::{DataStream, SinkHandle};
+use rill_api::{DataStream, SinkHandle, StreamEnv};
 use rill_core::Data;
 use rill_core::operator::OperatorInfo;
+use rill_core::time::WatermarkStrategy;
 use rill_core::transactional::{Encode, TransactionalWriter};
 
+use client::NatsClient;
+use source::{DecodeMessage, NatsReader, NatsRecord};
 use target::NatsTarget;
 
 /// A message to publish: its subject and payload.
@@ -169,5 +177,104 @@ impl<T: Data> NatsSinkExt<T> for DataStream<T> {
     fn sink_to_nats(self, sink: NatsSink<T>) -> SinkHandle {
         let name = format!("nats sink '{}'", sink.stream);
         self.sink_with(&name, move |info| sink.writer(info))
+    }
+}
+
+/// A JetStream stream, read as a stream of Rill.
+pub struct NatsSource<T> {
+    url: String,
+    stream: String,
+    partitions: Vec<String>,
+    bounded: bool,
+    decode: DecodeMessage<T>,
+    watermarks: Option<WatermarkStrategy>,
+}
+
+impl NatsSource<NatsRecord> {
+    /// Reads whole messages (subject, sequence, timestamp, payload).
+    pub fn records(url: &str, stream: &str) -> Result<Self, NatsError> {
+        Self::with_decoder(url, stream, |record| record)
+    }
+}
+
+impl<T: Data> NatsSource<T> {
+    /// Reads `stream` at `url`, decoding each message with `decode`: one partition per
+    /// subject that holds messages now, in name order (see [`NatsSource::partitions`] for
+    /// another mapping). Fails if the stream does not exist.
+    pub fn with_decoder(
+        url: &str,
+        stream: &str,
+        decode: impl Fn(NatsRecord) -> T + Send + Sync + 'static,
+    ) -> Result<Self, NatsError> {
+        let client = NatsClient::connect(url)?;
+        let name = stream.to_owned();
+        let mut subjects: Vec<String> = client.call(
+            &format!("listing the subjects of stream '{name}'"),
+            |jetstream| async move {
+                let stream = jetstream.get_stream(name).await?;
+                let mut listed = stream.info_with_subjects(">").await?;
+                let mut subjects = Vec::new();
+                while let Some(subject) = futures_util::StreamExt::next(&mut listed).await {
+                    subjects.push(subject?.0);
+                }
+                Ok::<_, async_nats::Error>(subjects)
+            },
+        )?;
+        subjects.sort();
+        Ok(NatsSource {
+            url: url.to_owned(),
+            stream: stream.to_owned(),
+            partitions: subjects,
+            bounded: false,
+            decode: Arc::new(decode),
+            watermarks: None,
+        })
+    }
+
+    /// Reads these partitions instead, each a subject or a wildcard filter
+    /// (`payments.eu.>`) that maps a group of subjects to one partition. Partition `p` is read
+    /// by source subtask `p % parallelism`; a checkpoint keeps each one's position by its
+    /// filter.
+    pub fn partitions(mut self, filters: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.partitions = filters.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Stops at the stream's last sequence when the job starts, so the job ends.
+    pub fn bounded(mut self) -> Self {
+        self.bounded = true;
+        self
+    }
+
+    /// Emits watermarks by `strategy` from the messages' timestamps (when JetStream stored
+    /// them), one generator per partition.
+    pub fn with_watermarks(mut self, strategy: WatermarkStrategy) -> Self {
+        self.watermarks = Some(strategy);
+        self
+    }
+}
+
+/// Reads JetStream streams.
+pub trait NatsSourceExt {
+    /// A stream read from a JetStream stream.
+    fn from_nats<T: Data>(&self, source: NatsSource<T>) -> DataStream<T>;
+}
+
+impl NatsSourceExt for StreamEnv {
+    fn from_nats<T: Data>(&self, source: NatsSource<T>) -> DataStream<T> {
+        let name = format!("nats source '{}'", source.stream);
+        self.from_source(&name, true, move |subtask, parallelism| {
+            let reader = NatsReader::new(
+                (&source.url, &source.stream),
+                &source.partitions,
+                (subtask, parallelism),
+                source.bounded,
+                source.decode.clone(),
+            );
+            match &source.watermarks {
+                Some(strategy) => reader.with_watermarks(strategy),
+                None => reader,
+            }
+        })
     }
 }

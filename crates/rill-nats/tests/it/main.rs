@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod source;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -39,10 +41,18 @@ fn client() -> NatsClient {
 fn fresh_stream(window: Duration) -> (String, String) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let name = format!("T{}_{n}", std::process::id());
-    let subject = format!("t{}n{n}", std::process::id());
+    let (name, subject) = (
+        format!("T{}_{n}", std::process::id()),
+        format!("t{}n{n}", std::process::id()),
+    );
+    create_stream(&name, &subject, window);
+    (name, subject)
+}
+
+/// Creates stream `name` capturing `<subject>.>` anew (deleting one of that name).
+fn create_stream(name: &str, subject: &str, window: Duration) {
     let config = stream::Config {
-        name: name.clone(),
+        name: name.to_owned(),
         subjects: vec![format!("{subject}.>")],
         duplicate_window: window,
         ..Default::default()
@@ -53,7 +63,6 @@ fn fresh_stream(window: Duration) -> (String, String) {
             jetstream.create_stream(config).await.map(drop)
         })
         .unwrap();
-    (name, subject)
 }
 
 /// Every message of `stream`, in order, as text.
