@@ -256,6 +256,9 @@ impl<T: Data> NatsSource<T> {
 
 /// Reads JetStream streams.
 pub trait NatsSourceExt {
+    // Named as `StreamEnv::from_log` and `from_source` are: it adds a source to the job's
+    // graph, it converts nothing.
+    #[allow(clippy::wrong_self_convention)]
     /// A stream read from a JetStream stream.
     fn from_nats<T: Data>(&self, source: NatsSource<T>) -> DataStream<T>;
 }
