@@ -6,14 +6,17 @@
 //! and [`NatsClient::call`] runs a future there and waits for it on a channel. The runtime is
 //! shut down in the background when the client is dropped, which is allowed in async code.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream;
+use async_nats::jetstream::stream;
 use tokio::runtime::Runtime;
 
-use crate::NatsError;
+use crate::{NatsError, NatsMessage};
 
 /// How long a request to the server may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,6 +85,69 @@ impl NatsClient {
             reason: error.to_string(),
         })
     }
+}
+
+impl NatsClient {
+    /// Creates stream `name` capturing `subjects`, with the given duplicate window, unless a
+    /// stream of that name exists.
+    pub fn ensure_stream(
+        &self,
+        name: &str,
+        subjects: &[&str],
+        duplicate_window: Duration,
+    ) -> Result<(), NatsError> {
+        let config = stream::Config {
+            name: name.to_owned(),
+            subjects: subjects
+                .iter()
+                .map(|subject| (*subject).to_owned())
+                .collect(),
+            duplicate_window,
+            ..Default::default()
+        };
+        self.call(
+            &format!("creating stream '{name}'"),
+            |jetstream| async move { jetstream.get_or_create_stream(config).await.map(drop) },
+        )
+    }
+
+    /// Publishes `messages` in order and waits until JetStream has stored them all.
+    pub fn publish(&self, messages: Vec<NatsMessage>) -> Result<(), NatsError> {
+        let messages = messages
+            .into_iter()
+            .map(|message| (message.subject, HeaderMap::new(), message.payload))
+            .collect();
+        self.call("publishing", |jetstream| publish_all(jetstream, messages))
+    }
+}
+
+/// The most publications awaiting JetStream's acknowledgement at once: the context admits only
+/// so many, and a publication beyond them waits for an acknowledgement to be awaited.
+const ACKS_IN_FLIGHT: usize = 256;
+
+/// Publishes (subject, headers, payload) messages in order, keeping at most
+/// [`ACKS_IN_FLIGHT`] unacknowledged, and waits until JetStream has stored them all.
+pub(crate) async fn publish_all(
+    jetstream: jetstream::Context,
+    messages: Vec<(String, HeaderMap, Vec<u8>)>,
+) -> Result<(), async_nats::Error> {
+    let mut in_flight = VecDeque::with_capacity(ACKS_IN_FLIGHT);
+    for (subject, headers, payload) in messages {
+        if in_flight.len() == ACKS_IN_FLIGHT
+            && let Some(ack) = in_flight.pop_front()
+        {
+            ack.await?;
+        }
+        in_flight.push_back(
+            jetstream
+                .publish_with_headers(subject, headers, payload.into())
+                .await?,
+        );
+    }
+    for ack in in_flight {
+        ack.await?;
+    }
+    Ok(())
 }
 
 impl Drop for NatsClient {

@@ -50,7 +50,7 @@ use rill_core::time::WatermarkStrategy;
 use rill_core::transactional::{Encode, TransactionalWriter};
 
 use client::NatsClient;
-use source::{DecodeMessage, NatsReader, NatsRecord};
+use source::{DecodeMessage, NatsReader, NatsRecord, TimestampOf};
 use target::NatsTarget;
 
 /// A message to publish: its subject and payload.
@@ -187,6 +187,7 @@ pub struct NatsSource<T> {
     partitions: Vec<String>,
     bounded: bool,
     decode: DecodeMessage<T>,
+    timestamp_of: Option<TimestampOf<T>>,
     watermarks: Option<WatermarkStrategy>,
 }
 
@@ -227,6 +228,7 @@ impl<T: Data> NatsSource<T> {
             partitions: subjects,
             bounded: false,
             decode: Arc::new(decode),
+            timestamp_of: None,
             watermarks: None,
         })
     }
@@ -246,8 +248,19 @@ impl<T: Data> NatsSource<T> {
         self
     }
 
-    /// Emits watermarks by `strategy` from the messages' timestamps (when JetStream stored
-    /// them), one generator per partition.
+    /// Takes each value's event time from the value, by `timestamp_of`, instead of when
+    /// JetStream stored the message.
+    pub fn with_timestamps(
+        mut self,
+        timestamp_of: impl Fn(&T) -> rill_core::Timestamp + Send + Sync + 'static,
+    ) -> Self {
+        self.timestamp_of = Some(Arc::new(timestamp_of));
+        self
+    }
+
+    /// Emits watermarks by `strategy` from the values' event times (when JetStream stored
+    /// them, unless [`NatsSource::with_timestamps`] says otherwise), one generator per
+    /// partition.
     pub fn with_watermarks(mut self, strategy: WatermarkStrategy) -> Self {
         self.watermarks = Some(strategy);
         self
@@ -274,6 +287,10 @@ impl NatsSourceExt for StreamEnv {
                 source.bounded,
                 source.decode.clone(),
             );
+            let reader = match &source.timestamp_of {
+                Some(timestamp_of) => reader.with_timestamps(timestamp_of.clone()),
+                None => reader,
+            };
             match &source.watermarks {
                 Some(strategy) => reader.with_watermarks(strategy),
                 None => reader,

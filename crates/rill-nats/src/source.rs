@@ -9,8 +9,8 @@
 //! A checkpoint holds each partition's next sequence, and a restored job reads on from there.
 //! Bounded, the reader stops at the stream's last sequence when the subtask starts; a
 //! partition is finished once its consumer has nothing pending below that. A message's
-//! timestamp is when JetStream stored it; watermarks, if asked for, are generated per
-//! partition, as the log source does.
+//! timestamp is when JetStream stored it, or what the value says ([`NatsReader::with_timestamps`]);
+//! watermarks, if asked for, are generated per partition, as the log source does.
 
 use std::time::Duration;
 
@@ -48,6 +48,9 @@ pub struct NatsRecord {
 /// Turns a message into a stream value.
 pub type DecodeMessage<T> = std::sync::Arc<dyn Fn(NatsRecord) -> T + Send + Sync>;
 
+/// Reads a value's event time.
+pub type TimestampOf<T> = std::sync::Arc<dyn Fn(&T) -> Timestamp + Send + Sync>;
+
 /// A checkpointed position: each partition's filter and next sequence.
 #[derive(Debug, Serialize, Deserialize)]
 enum Position {
@@ -70,6 +73,8 @@ pub struct NatsReader<T> {
     partitions: Vec<Partition>,
     turn: usize,
     decode: DecodeMessage<T>,
+    /// Where a value's event time comes from, if not from when JetStream stored it.
+    timestamp_of: Option<TimestampOf<T>>,
     watermarks: Option<PartitionWatermarks>,
     client: Option<NatsClient>,
     /// Bounded: the stream's last sequence when the reader started.
@@ -104,10 +109,17 @@ impl<T> NatsReader<T> {
             partitions,
             turn: 0,
             decode,
+            timestamp_of: None,
             watermarks: None,
             client: None,
             stop: None,
         }
+    }
+
+    /// Takes each value's event time from the value, by `timestamp_of`.
+    pub fn with_timestamps(mut self, timestamp_of: TimestampOf<T>) -> Self {
+        self.timestamp_of = Some(timestamp_of);
+        self
     }
 
     /// Emits watermarks by `strategy`, one generator per partition the reader reads.
@@ -234,8 +246,13 @@ impl<T: Data> Source for NatsReader<T> {
                 }
                 partition.next = record.sequence + 1;
                 bytes_left = bytes_left.saturating_sub(record.payload.len());
-                let timestamp = Timestamp(record.timestamp);
-                out.collect_with_timestamp((self.decode)(record), timestamp);
+                let stored = Timestamp(record.timestamp);
+                let value = (self.decode)(record);
+                let timestamp = self
+                    .timestamp_of
+                    .as_ref()
+                    .map_or(stored, |timestamp_of| timestamp_of(&value));
+                out.collect_with_timestamp(value, timestamp);
                 if let Some(watermark) = self
                     .watermarks
                     .as_mut()

@@ -26,7 +26,7 @@ use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
 use futures_util::StreamExt;
 use rill_core::transactional::{CommitMark, TransactionalTarget};
 
-use crate::client::NatsClient;
+use crate::client::{NatsClient, publish_all};
 use crate::{NatsError, NatsMessage};
 
 /// The stream transactions are staged in.
@@ -137,20 +137,8 @@ impl NatsTarget {
         doing: &str,
         messages: Vec<(String, HeaderMap, Vec<u8>)>,
     ) -> Result<(), NatsError> {
-        self.client()?.call(doing, |jetstream| async move {
-            let mut acks = Vec::with_capacity(messages.len());
-            for (subject, headers, payload) in messages {
-                acks.push(
-                    jetstream
-                        .publish_with_headers(subject, headers, payload.into())
-                        .await?,
-                );
-            }
-            for ack in acks {
-                ack.await?;
-            }
-            Ok::<(), async_nats::Error>(())
-        })
+        self.client()?
+            .call(doing, |jetstream| publish_all(jetstream, messages))
     }
 
     /// The messages staged under `id`, in order: (destination, payload).

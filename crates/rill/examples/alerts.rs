@@ -19,6 +19,21 @@
 //! and recovers. Timers are checkpointed with the state: an alert due when the job fails is
 //! raised after recovery, once. Ctrl-C or SIGTERM stops the job with a savepoint when it
 //! checkpoints (`--checkpoint-interval-ms`), and cancels it otherwise, saying so.
+//!
+//! With `--nats URL` the payments come from NATS JetStream instead — the stream `PAYMENTS`
+//! (subjects `payments.<partition>`, payload `payment<TAB>authorized|captured<TAB>time in
+//! ms`), where `--generate` publishes them — and the alerts are published, exactly-once, to the
+//! stream `ALERTS` (subject `alerts.payments`, payload `payment<TAB>deadline`); both streams are
+//! created if missing. With `--postgres CONFIG` each alert is also recorded, exactly-once, in
+//! the table `payment_alerts (payment text, deadline bigint)`, which must exist:
+//!
+//! ```text
+//! cargo xtask services
+//! psql -h 127.0.0.1 -p 15432 -U rill -d rill -c 'CREATE TABLE payment_alerts (payment text, deadline bigint)'
+//! cargo run --release -p rill --example alerts -- --generate 50000 --bounded \
+//!   --checkpoint-interval-ms 1000 --nats nats://127.0.0.1:14222 \
+//!   --postgres 'host=127.0.0.1 port=15432 user=rill dbname=rill'
+//! ```
 
 use std::time::Duration;
 
@@ -28,6 +43,9 @@ use rand::{Rng, SeedableRng};
 use rill::SignalledEnd;
 use rill::log::LogError;
 use rill::prelude::*;
+use rill_nats::client::NatsClient;
+use rill_nats::{NatsMessage, NatsSink, NatsSinkExt, NatsSource, NatsSourceExt};
+use rill_postgres::{PostgresSink, PostgresSinkExt, row};
 use shared::{JobArgs, ensure_topic, init_tracing};
 
 mod shared;
@@ -36,7 +54,25 @@ mod shared;
 struct Args {
     #[command(flatten)]
     job: JobArgs,
+    /// Read payments from, and publish alerts to, NATS JetStream at this URL.
+    #[arg(long)]
+    nats: Option<String>,
+    /// Also record each alert in PostgreSQL, connecting with these parameters.
+    #[arg(long)]
+    postgres: Option<String>,
 }
+
+/// The JetStream streams of payments and alerts, and the subject alerts go to.
+const PAYMENTS_STREAM: &str = "PAYMENTS";
+const ALERTS_STREAM: &str = "ALERTS";
+const ALERTS_SUBJECT: &str = "alerts.payments";
+/// JetStream's partitions of payments: subjects `payments.0` to `payments.3`.
+const PAYMENT_SUBJECTS: u32 = 4;
+/// How long a recovery may take to publish again what a crash cut short; the alerts stream's
+/// duplicate window is twice that.
+const RECOVERY_BOUND: Duration = Duration::from_secs(60);
+/// The table alerts are recorded in.
+const ALERTS_TABLE: &str = "payment_alerts";
 
 const PAYMENTS: &str = "payments";
 const ALERTS: &str = "payment-alerts";
@@ -102,40 +138,76 @@ impl KeyedProcessFunction for CaptureDeadline {
     }
 }
 
-/// Describes the alert job: payments from `PAYMENTS`, alerts to `ALERTS`, late captures to
-/// `LATE_CAPTURES`.
-fn alert_rule(
+/// Where payments come from and alerts go: the event log, or NATS JetStream (by URL), and
+/// PostgreSQL too, if given.
+struct Io<'a> {
+    log: &'a EventLog,
+    nats: Option<&'a str>,
+    postgres: Option<&'a str>,
+}
+
+fn parse_kind(kind: &[u8]) -> Kind {
+    match kind {
+        b"captured" => Kind::Captured,
+        _ => Kind::Authorized,
+    }
+}
+
+/// The payments, with their event times: from `PAYMENTS` of the log or of NATS.
+fn payments(
     env: &StreamEnv,
-    log: &EventLog,
+    io: &Io<'_>,
     bounded: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut source = LogSource::with_decoder(log, PAYMENTS, |record| {
+) -> Result<DataStream<Payment>, Box<dyn std::error::Error>> {
+    let strategy =
+        WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(MAX_DELAY_MS as u64));
+    if let Some(url) = io.nats {
+        // payment<TAB>kind<TAB>time: the time travels with the event.
+        let mut source = NatsSource::with_decoder(url, PAYMENTS_STREAM, |record| {
+            let text = String::from_utf8_lossy(&record.payload).into_owned();
+            let mut fields = text.split('\t');
+            let payment = fields.next().unwrap_or_default().to_owned();
+            let kind = parse_kind(fields.next().unwrap_or_default().as_bytes());
+            let time = fields
+                .next()
+                .and_then(|time| time.parse().ok())
+                .unwrap_or(0);
+            (payment, kind, time)
+        })?
+        .partitions((0..PAYMENT_SUBJECTS).map(|p| format!("payments.{p}")))
+        .with_timestamps(|(_, _, time): &(String, Kind, i64)| Timestamp(*time))
+        .with_watermarks(strategy);
+        if bounded {
+            source = source.bounded();
+        }
+        let events = env.from_nats(source).name("payments");
+        return Ok(events.map(|(payment, kind, _): (String, Kind, i64)| (payment, kind)));
+    }
+    let mut source = LogSource::with_decoder(io.log, PAYMENTS, |record| {
         let payment =
             String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
-        let kind = match record.value.as_slice() {
-            b"captured" => Kind::Captured,
-            _ => Kind::Authorized,
-        };
-        (payment, kind)
+        (payment, parse_kind(&record.value))
     })?
-    .with_watermarks(WatermarkStrategy::bounded_out_of_orderness(
-        Duration::from_millis(MAX_DELAY_MS as u64),
-    ));
+    .with_watermarks(strategy);
     if bounded {
         source = source.bounded();
     }
-    let alerts_sink = LogSink::with_encoder(log, ALERTS, |(payment, deadline): &(String, i64)| {
-        ProducerRecord::new(format!("{payment}\t{deadline}").into_bytes())
-            .with_key(payment.clone().into_bytes())
-    })?;
-    let late_sink = LogSink::with_encoder(log, LATE_CAPTURES, |payment: &String| {
+    Ok(env.from_log(source).name("payments"))
+}
+
+/// Describes the alert job: payments from `PAYMENTS`, alerts to `ALERTS` (of the log or of
+/// NATS, and to PostgreSQL's `ALERTS_TABLE` if asked), late captures to `LATE_CAPTURES`.
+fn alert_rule(
+    env: &StreamEnv,
+    io: &Io<'_>,
+    bounded: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let late_sink = LogSink::with_encoder(io.log, LATE_CAPTURES, |payment: &String| {
         ProducerRecord::new(payment.clone().into_bytes()).with_key(payment.clone().into_bytes())
     })?;
 
     let late_captures = OutputTag::new("late-captures");
-    let alerts = env
-        .from_log(source)
-        .name("payments")
+    let alerts = payments(env, io, bounded)?
         .key_by(|(payment, _): &Payment| payment.clone())
         .process(CaptureDeadline {
             deadline: ValueState::new("deadline"),
@@ -147,7 +219,36 @@ fn alert_rule(
         .side_output(&late_captures)
         .sink_to_log(late_sink)
         .name("late captures");
-    alerts.sink_to_log(alerts_sink).name("alerts");
+    if let Some(config) = io.postgres {
+        let table_sink = PostgresSink::new(
+            config,
+            ALERTS_TABLE,
+            &["payment", "deadline"],
+            |(payment, deadline): &(String, i64)| row![payment.clone(), *deadline],
+        )?;
+        alerts
+            .clone()
+            .sink_to_postgres(table_sink)
+            .name("alerts table")
+            .uid("alerts-table");
+    }
+    let text = |(payment, deadline): &(String, i64)| format!("{payment}\t{deadline}");
+    match io.nats {
+        Some(url) => {
+            let nats_sink = NatsSink::new(url, ALERTS_STREAM, RECOVERY_BOUND, move |alert| {
+                NatsMessage::new(ALERTS_SUBJECT, text(alert).into_bytes())
+            })?;
+            alerts.sink_to_nats(nats_sink).name("alerts").uid("alerts");
+        }
+        None => {
+            let alerts_sink =
+                LogSink::with_encoder(io.log, ALERTS, move |alert: &(String, i64)| {
+                    ProducerRecord::new(text(alert).into_bytes())
+                        .with_key(alert.0.clone().into_bytes())
+                })?;
+            alerts.sink_to_log(alerts_sink).name("alerts");
+        }
+    }
     Ok(())
 }
 
@@ -210,6 +311,27 @@ fn append_payments(log: &EventLog, payments: &[Generated], seed: u64) -> Result<
     log.flush()
 }
 
+/// Publishes the payments' events to JetStream in the order [`append_payments`] appends them
+/// to the log, each on its payment's subject, creating the streams if missing.
+fn publish_payments(url: &str, log: &EventLog) -> Result<(), Box<dyn std::error::Error>> {
+    let client = NatsClient::connect(url)?;
+    client.ensure_stream(PAYMENTS_STREAM, &["payments.>"], Duration::from_secs(120))?;
+    client.ensure_stream(ALERTS_STREAM, &["alerts.>"], RECOVERY_BOUND * 2)?;
+    let mut messages = Vec::new();
+    for partition in 0..log.topic(PAYMENTS)?.partitions {
+        let end = log.end_offsets(PAYMENTS)?[partition as usize];
+        for record in log.read(PAYMENTS, partition, 0, end as usize)? {
+            let payment = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default());
+            let kind = String::from_utf8_lossy(&record.value);
+            let subject = format!("payments.{}", partition % PAYMENT_SUBJECTS);
+            let payload = format!("{payment}\t{kind}\t{}", record.timestamp);
+            messages.push(NatsMessage::new(subject, payload.into_bytes()));
+        }
+    }
+    client.publish(messages)?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing();
     let args = Args::parse();
@@ -220,15 +342,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(count) = args.job.generate {
         append_payments(&log, &generate_payments(count, 3), 4)?;
         eprintln!("appended {count} payments to '{PAYMENTS}'");
+        if let Some(url) = &args.nats {
+            publish_payments(url, &log)?;
+            eprintln!("published them to the stream '{PAYMENTS_STREAM}'");
+        }
     }
 
     let env = args.job.env();
-    alert_rule(&env, &log, args.job.bounded)?;
+    let io = Io {
+        log: &log,
+        nats: args.nats.as_deref(),
+        postgres: args.postgres.as_deref(),
+    };
+    alert_rule(&env, &io, args.job.bounded)?;
     // Ctrl-C or SIGTERM stops the job with a savepoint when it checkpoints.
     let end = env.execute_async("alerts")?.wait_until_signal()?;
     eprintln!("{end}");
     if !matches!(end, SignalledEnd::Cancelled { .. }) {
-        eprintln!("'{ALERTS}' and '{LATE_CAPTURES}' hold its results");
+        match &args.nats {
+            Some(_) => eprintln!("'{ALERTS_STREAM}' and '{LATE_CAPTURES}' hold its results"),
+            None => eprintln!("'{ALERTS}' and '{LATE_CAPTURES}' hold its results"),
+        }
     }
     Ok(())
 }
@@ -281,7 +415,12 @@ mod tests {
             attempts: 1,
             delay_ms: 10,
         });
-        alert_rule(&env, &log, true).unwrap();
+        let io = Io {
+            log: &log,
+            nats: None,
+            postgres: None,
+        };
+        alert_rule(&env, &io, true).unwrap();
         // A failure once a checkpoint has committed alerts, so that the job restarts from a
         // checkpoint: timers pending in it come back from it.
         let armed = Arc::new(AtomicBool::new(true));

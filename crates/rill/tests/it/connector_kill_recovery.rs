@@ -1,10 +1,17 @@
-//! The `dashboard` example writing its per-minute counts into PostgreSQL and Redis (real
-//! servers: `cargo xtask services`, or `RILL_POSTGRES_URL` and `RILL_REDIS_URL`), killed with
-//! SIGKILL at random moments and started again each time: the table must end up holding each
-//! page's count per minute exactly once — no row missing, doubled or wrong — the Redis hash
-//! each count, and neither may have a transaction left open.
+//! The examples writing to real servers (`cargo xtask services`, or `RILL_POSTGRES_URL`,
+//! `RILL_REDIS_URL` and `RILL_NATS_URL`), killed with SIGKILL at random moments and started
+//! again each time, until they finish:
+//! - `dashboard`, its per-minute counts into PostgreSQL and Redis: the table must end up
+//!   holding each page's count per minute exactly once — no row missing, doubled or wrong —
+//!   and the Redis hash each count;
+//! - `alerts`, reading payments from NATS JetStream: each alert published once to the stream
+//!   `ALERTS` and recorded once in PostgreSQL.
+//!
+//! Neither may leave a transaction open. Each job's name is fixed by its example, so a test
+//! first forgets what an earlier run of it left in the servers (commit marks, transactions),
+//! which a job starting afresh would rightly refuse to write behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,13 +20,19 @@ use postgres::{Client, NoTls};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::Commands;
+use rill::core::transactional::TransactionalTarget;
 use rill::prelude::*;
+use rill_nats::NatsMessage;
+use rill_nats::client::NatsClient;
+use rill_nats::target::NatsTarget;
 
 use crate::support::example_binary;
 
 const VIEWS: usize = 600_000;
 const PAGES: u32 = 30;
 const KILLS: usize = 4;
+/// Payments the alerts example gets.
+const PAYMENTS: usize = 40_000;
 const MINUTE: i64 = 60_000;
 
 fn postgres_config() -> String {
@@ -101,76 +114,19 @@ fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_and_redis
     let expected = fill_views(dir.path(), &mut rng);
     let table = format!("page_counts_kill_{}", std::process::id());
     let mut db = client();
-    // The job is called "dashboard" wherever it runs: a previous run of this test left its
-    // commit marks and perhaps prepared transactions, which a job starting afresh would
-    // rightly refuse to write behind.
-    let leftovers: Vec<String> = db
-        .query(
-            "SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, 'dashboard/')",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    for gid in leftovers {
-        db.batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
-            .unwrap();
-    }
+    forget_postgres_job(&mut db, "dashboard");
     db.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS rill_commit_marks (writer text NOT NULL, \
-         transaction_id text NOT NULL, checkpoint bigint NOT NULL, \
-         PRIMARY KEY (writer, transaction_id));
-         DELETE FROM rill_commit_marks WHERE starts_with(writer, 'dashboard/');
-         DROP TABLE IF EXISTS {table};
+        "DROP TABLE IF EXISTS {table};
          CREATE TABLE {table} (page text, minute_start bigint, views bigint)"
     ))
     .unwrap();
     let hash = format!("page-counts-kill-{}", std::process::id());
     let mut redis = redis_connection();
-    let stale: Vec<String> = redis.smembers("rill:v1:open").unwrap();
-    for id in stale.iter().filter(|id| id.starts_with("dashboard/")) {
-        let _: () = redis.srem("rill:v1:open", id).unwrap();
-        let _: () = redis.del(format!("rill:v1:staged:{id}")).unwrap();
-    }
-    let marks: Vec<String> = redis.hkeys("rill:v1:marks").unwrap();
-    for writer in marks
-        .iter()
-        .filter(|writer| writer.starts_with("dashboard/"))
-    {
-        let _: () = redis.hdel("rill:v1:marks", writer).unwrap();
-        let _: () = redis.del(format!("rill:v1:versions:{writer}")).unwrap();
-    }
+    forget_redis_job(&mut redis, "dashboard");
     let _: () = redis.del(&hash).unwrap();
 
     let binary = example_binary("dashboard");
-    let mut kills = 0;
-    loop {
-        let mut child = start(&binary, dir.path(), &table, &hash);
-        if kills < KILLS {
-            // Killed at a random moment: while it reads, counts, or commits.
-            std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                continue;
-            }
-        }
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(300) {
-                child.kill().unwrap();
-                panic!("the dashboard did not finish within 300 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "the dashboard failed: {status}");
-        break;
-    }
+    let kills = run_until_done(&mut rng, || start(&binary, dir.path(), &table, &hash));
     // A fast machine may finish the job before the last kills; two mid-run kills at least.
     assert!(kills >= 2, "the dashboard finished after {kills} kills");
 
@@ -205,15 +161,222 @@ fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_and_redis
         !open.iter().any(|id| id.starts_with("dashboard/")),
         "transactions left open in Redis: {open:?}"
     );
-    let prepared = db
-        .query(
-            "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, 'dashboard/')",
-            &[],
-        )
+    assert_eq!(prepared(&mut db, "dashboard"), Vec::<String>::new());
+}
+
+/// The prepared transactions of `job` in PostgreSQL.
+fn prepared(db: &mut Client, job: &str) -> Vec<String> {
+    db.query(
+        "SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)",
+        &[&format!("{job}/")],
+    )
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect()
+}
+
+/// Rolls back `job`'s prepared transactions in PostgreSQL and deletes its commit marks.
+fn forget_postgres_job(db: &mut Client, job: &str) {
+    for gid in prepared(db, job) {
+        db.batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+            .unwrap();
+    }
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS rill_commit_marks (writer text NOT NULL, \
+         transaction_id text NOT NULL, checkpoint bigint NOT NULL, \
+         PRIMARY KEY (writer, transaction_id))",
+    )
+    .unwrap();
+    db.execute(
+        "DELETE FROM rill_commit_marks WHERE starts_with(writer, $1)",
+        &[&format!("{job}/")],
+    )
+    .unwrap();
+}
+
+/// Drops `job`'s open transactions in Redis and its commit marks and versions.
+fn forget_redis_job(redis: &mut redis::Connection, job: &str) {
+    let prefix = format!("{job}/");
+    let stale: Vec<String> = redis.smembers("rill:v1:open").unwrap();
+    for id in stale.iter().filter(|id| id.starts_with(&prefix)) {
+        let _: () = redis.srem("rill:v1:open", id).unwrap();
+        let _: () = redis.del(format!("rill:v1:staged:{id}")).unwrap();
+    }
+    let marks: Vec<String> = redis.hkeys("rill:v1:marks").unwrap();
+    for writer in marks.iter().filter(|writer| writer.starts_with(&prefix)) {
+        let _: () = redis.hdel("rill:v1:marks", writer).unwrap();
+        let _: () = redis.del(format!("rill:v1:versions:{writer}")).unwrap();
+    }
+}
+
+/// Starts a run with `start`, kills it with SIGKILL at a random moment, up to `KILLS` times
+/// (fewer if a run finishes first), then lets a run finish; returns how often it killed.
+fn run_until_done(rng: &mut StdRng, mut start: impl FnMut() -> Child) -> usize {
+    let mut kills = 0;
+    loop {
+        let mut child = start();
+        if kills < KILLS {
+            // Killed at a random moment: while it reads, computes, or commits.
+            std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+        }
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                child.kill().unwrap();
+                panic!("the job did not finish within 300 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "the job failed: {status}");
+        return kills;
+    }
+}
+
+fn nats_url() -> String {
+    std::env::var("RILL_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:14222".to_owned())
+}
+
+/// Publishes payments to a new stream `PAYMENTS` as the `alerts` example reads them — per
+/// partition subject, in arrival order, each event up to 2 s after it happened — and returns
+/// the alerts due: each payment not captured within 30 s, with its deadline.
+fn publish_payments(nats: &NatsClient, rng: &mut StdRng) -> BTreeSet<(String, i64)> {
+    let mut events: Vec<(i64, u32, String)> = Vec::new();
+    let mut due = BTreeSet::new();
+    for i in 0..PAYMENTS {
+        let payment = format!("pay-{i:06}");
+        let subject = rng.random_range(0..4_u32);
+        let authorized = i as i64 * 700;
+        let captured = match rng.random_range(0..100) {
+            0..5 => None,
+            5..10 => Some(authorized + rng.random_range(30_001..120_000)),
+            _ => Some(authorized + rng.random_range(1_000..=30_000)),
+        };
+        if captured.is_none_or(|captured| captured > authorized + 30_000) {
+            due.insert((payment.clone(), authorized + 30_000));
+        }
+        let arrives = authorized + rng.random_range(0..=2_000);
+        events.push((
+            arrives,
+            subject,
+            format!("{payment}\tauthorized\t{authorized}"),
+        ));
+        if let Some(captured) = captured {
+            let arrives_after = (captured + rng.random_range(0..=2_000)).max(arrives + 1);
+            events.push((
+                arrives_after,
+                subject,
+                format!("{payment}\tcaptured\t{captured}"),
+            ));
+        }
+    }
+    events.sort_by_key(|(arrives, _, _)| *arrives);
+    let messages = events
+        .into_iter()
+        .map(|(_, subject, payload)| NatsMessage::new(format!("payments.{subject}"), payload))
+        .collect();
+    nats.publish(messages).unwrap();
+    due
+}
+
+/// Every message of stream `name`, as text.
+fn stream_texts(nats: &NatsClient, name: &str) -> Vec<String> {
+    let name = name.to_owned();
+    nats.call("reading a stream", |jetstream| async move {
+        let stream = jetstream.get_stream(name).await?;
+        let mut consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await?;
+        let pending = consumer.info().await?.num_pending as usize;
+        let mut texts = Vec::new();
+        let mut messages = futures_util::StreamExt::take(consumer.messages().await?, pending);
+        while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+            texts.push(String::from_utf8_lossy(&message?.payload).into_owned());
+        }
+        Ok::<_, async_nats::Error>(texts)
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_alerts_killed_again_and_again_publish_and_record_every_alert_once() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let nats = NatsClient::connect(&nats_url()).unwrap_or_else(|error| {
+        panic!("no NATS ({error}): start the test servers with `cargo xtask services`")
+    });
+    nats.call("deleting the example's streams", |jetstream| async move {
+        for stream in ["PAYMENTS", "ALERTS"] {
+            let _ = jetstream.delete_stream(stream).await;
+        }
+        Ok::<(), async_nats::Error>(())
+    })
+    .unwrap();
+    let mut target = NatsTarget::new(&nats_url(), "ALERTS");
+    for id in target.open_transactions("alerts/").unwrap() {
+        target.abort(&id).unwrap();
+    }
+    target.rewind_commit_mark("alerts/alerts/", None).unwrap();
+    nats.ensure_stream("PAYMENTS", &["payments.>"], Duration::from_secs(120))
         .unwrap();
+    nats.ensure_stream("ALERTS", &["alerts.>"], Duration::from_secs(120))
+        .unwrap();
+    let due = publish_payments(&nats, &mut rng);
+    let mut db = client();
+    forget_postgres_job(&mut db, "alerts");
+    db.batch_execute(
+        "DROP TABLE IF EXISTS payment_alerts;
+         CREATE TABLE payment_alerts (payment text, deadline bigint)",
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let binary = example_binary("alerts");
+    let kills = run_until_done(&mut rng, || {
+        Command::new(&binary)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--parallelism", "2", "--bounded"])
+            .args(["--checkpoint-interval-ms", "30"])
+            .args(["--nats", &nats_url(), "--postgres", &postgres_config()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    });
+    assert!(kills >= 2, "the alerts finished after {kills} kills");
+
+    let mut published = stream_texts(&nats, "ALERTS");
+    published.sort();
+    let expected: Vec<String> = due
+        .iter()
+        .map(|(payment, deadline)| format!("{payment}\t{deadline}"))
+        .collect();
+    assert_eq!(published, expected, "ALERTS after {kills} kills");
+    let mut recorded: Vec<(String, i64)> = db
+        .query("SELECT payment, deadline FROM payment_alerts", &[])
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    recorded.sort();
     assert_eq!(
-        prepared[0].get::<_, i64>(0),
-        0,
-        "prepared transactions left"
+        recorded,
+        due.into_iter().collect::<Vec<_>>(),
+        "payment_alerts after {kills} kills"
+    );
+    assert_eq!(prepared(&mut db, "alerts"), Vec::<String>::new());
+    assert_eq!(
+        target.open_transactions("alerts/").unwrap(),
+        Vec::<String>::new()
     );
 }
