@@ -24,8 +24,19 @@ pub enum LogError {
         found: String,
     },
     /// Another handle (likely another process) has the log open.
-    #[error("the Rill log at {0} is in use by another process")]
-    Locked(PathBuf),
+    #[error(
+        "the Rill log at {} is open in {}, and one process at a time may open it: stop that \
+         process first (a job started again resumes from its checkpoint), or share the data \
+         through a broker both can reach (NATS JetStream: rill-nats)",
+        .path.display(),
+        .holder.as_deref().unwrap_or("another process")
+    )]
+    Locked {
+        /// The log's directory.
+        path: PathBuf,
+        /// Who holds it, as it recorded itself (`process 1234 (wordcount)`), if it did.
+        holder: Option<String>,
+    },
     /// The topic does not exist.
     #[error("unknown topic '{0}'")]
     UnknownTopic(String),

@@ -22,6 +22,7 @@
 //!   what is not ([`LogCheck`]);
 //! - [`salvage`]: copying the intact records of a damaged log into a new one;
 //! - [`error`]: [`LogError`], every variant naming what was at fault;
+//! - `holder`: which process holds a log open, recorded for the error that refuses another;
 //! - [`connector`]: the log as `rill-core`'s `ConnectorLog`, which the log source and sink read
 //!   and write through;
 //! - `wire`: the stored form of records (bincode's standard encoding, written and read by
@@ -30,6 +31,7 @@
 pub mod check;
 pub mod connector;
 pub mod error;
+mod holder;
 pub mod log;
 pub mod record;
 pub mod salvage;

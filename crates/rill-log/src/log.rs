@@ -301,7 +301,10 @@ fn checked_log_dir(dir: &Path) -> Result<PathBuf, LogError> {
 /// The error of opening the database of the log at `path`.
 fn open_error(path: &Path) -> impl FnOnce(StoreError) -> LogError + '_ {
     move |error| match error {
-        StoreError::Locked(_) => LogError::Locked(path.to_path_buf()),
+        StoreError::Locked(_) => LogError::Locked {
+            path: path.to_path_buf(),
+            holder: crate::holder::describe(path),
+        },
         source => LogError::Open {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -382,6 +385,7 @@ impl EventLog {
         let path = checked_log_dir(dir.as_ref())?;
         let storage =
             FjallStorage::open(&path.join(DATABASE_DIR), &SPACES).map_err(open_error(&path))?;
+        crate::holder::record(&path);
         let damage = StorageDamage {
             repairs: storage.repairs().to_vec(),
             ..StorageDamage::default()

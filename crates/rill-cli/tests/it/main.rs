@@ -261,6 +261,24 @@ fn errors_are_one_line() {
 }
 
 #[test]
+fn a_log_another_process_holds_is_refused_naming_the_process_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(rill(&data, &["log", "create", "lines"], ""));
+    // This test's process holds the log, as a running job would.
+    let held = rill_log::EventLog::open(&data).unwrap();
+    let error = failed(rill(&data, &["log", "produce", "lines"], "one line\n"));
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(
+        error.contains(&format!("is open in process {} (", std::process::id()))
+            && error.contains("stop that process first"),
+        "{error}"
+    );
+    drop(held);
+    ok(rill(&data, &["log", "produce", "lines"], "one line\n"));
+}
+
+#[test]
 fn a_reader_closing_the_pipe_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

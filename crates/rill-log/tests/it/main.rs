@@ -321,7 +321,13 @@ fn a_failed_batch_appends_nothing() {
 fn a_second_handle_on_an_open_log_is_refused() {
     let (dir, _log) = fresh();
     let error = EventLog::open(dir.path().join("log")).err().unwrap();
-    assert!(matches!(error, LogError::Locked(_)), "{error}");
+    assert!(matches!(error, LogError::Locked { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("is open in process {} (", std::process::id())),
+        "the holder is named: {error}"
+    );
 }
 
 #[test]
