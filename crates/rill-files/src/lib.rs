@@ -32,6 +32,7 @@
 pub mod error;
 mod framing;
 pub mod reader;
+pub mod sink;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,10 +46,12 @@ use rill_core::time::WatermarkStrategy;
 use rill_formats::Format;
 use serde::de::DeserializeOwned;
 
-pub use error::FileSourceError;
+pub use error::{FileSinkError, FileSourceError};
 pub use reader::FileReader;
 /// The decode policy and its error, so that a user of files needs no other crate for them.
 pub use rill_formats::{DecodeError, OnDecodeError};
+pub use sink::target::FileTarget;
+pub use sink::{DEFAULT_ROLL_AT_BYTES, FileSink, FilesSinkExt};
 
 /// The longest record a file source reads by default (its line break not counted).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
