@@ -11,7 +11,8 @@
 //! - `.part-<id>-<n>-cp<c>.pending` once prepared (synced, still hidden);
 //! - `part-<id>-<n>-cp<c>.<ext>` once committed (visible).
 //!
-//! Without checkpoints (a job that commits once, at its end) the `-cp<c>` is left out. An
+//! Without checkpoints (a job that commits once, at its end) the `-cp<c>` is left out. A
+//! committed name taken by an earlier run gets `-r<k>` before its extension. An
 //! at-least-once sink writes visible files `part-<job>-<uid>-<subtask>-a<k>.<ext>` directly.
 //! The commit marks of a writer's subtask live in `.rill-mark-<job>-<uid>-<subtask>`.
 
@@ -96,6 +97,12 @@ impl Part {
     /// Its visible name, committed.
     pub(crate) fn committed_name(&self, extension: &str) -> String {
         format!("part-{}.{extension}", self.stem())
+    }
+
+    /// Its visible name, committed by the `rerun`th run that wrote it (see
+    /// [`FileTarget`](super::FileTarget)'s commit).
+    pub(crate) fn rerun_name(&self, rerun: u32, extension: &str) -> String {
+        format!("part-{}-r{rerun}.{extension}", self.stem())
     }
 
     /// The part file a hidden name names, and its stage; `None` for any other name.

@@ -258,15 +258,38 @@ impl FileTarget {
         Ok(())
     }
 
-    /// The committed name of `part`, marked `checkpoint` if it was not at prepare.
-    fn committed_path(&self, part: &Part, checkpoint: Option<u64>) -> PathBuf {
+    /// The committed name of `part`, marked `checkpoint` if it was not at prepare: its own, or,
+    /// if an earlier run holds that (a job without checkpoints run again, or a rewind the job
+    /// was allowed, numbers its transactions and checkpoints from the start again), the first
+    /// free one with `-r<k>` added, so that no commit ever replaces committed output.
+    fn committed_path(
+        &self,
+        part: &Part,
+        checkpoint: Option<u64>,
+    ) -> Result<PathBuf, FileSinkError> {
         let part = Part {
             checkpoint: part.checkpoint.or(checkpoint),
             ..part.clone()
         };
-        self.path(&part.committed_name(&self.settings.extension))
+        let extension = &self.settings.extension;
+        let own = self.path(&part.committed_name(extension));
+        if !own.exists() {
+            return Ok(own);
+        }
+        (1..=RERUNS_MAX)
+            .map(|rerun| self.path(&part.rerun_name(rerun, extension)))
+            .find(|path| !path.exists())
+            .ok_or_else(|| {
+                self.protocol(format!(
+                    "'{}' and {RERUNS_MAX} names after it exist: no name to commit it under",
+                    own.display()
+                ))
+            })
     }
 }
+
+/// How many runs' outputs may share one part's name (each after the first with `-r<k>`).
+const RERUNS_MAX: u32 = 10_000;
 
 /// Syncs directory `dir`, so that the names created, renamed or deleted in it last.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), FileSinkError> {
@@ -413,12 +436,13 @@ impl TransactionalTarget for FileTarget {
         let mark_checkpoint = mark.map(|mark| mark.checkpoint);
         for part in &pending {
             let from = self.path(&part.hidden_name(Stage::Pending));
-            let to = self.committed_path(part, mark_checkpoint);
+            let to = self.committed_path(part, mark_checkpoint)?;
             match fs::rename(&from, &to) {
-                Ok(()) => {}
-                // Committed by an earlier call whose directory sync did not return.
-                Err(error) if error.kind() == ErrorKind::NotFound && to.exists() => {}
-                Err(error) => return Err(FileSinkError::io("commit the part file", &from)(error)),
+                // Gone since it was listed: someone else committed or deleted it.
+                Err(error) if error.kind() != ErrorKind::NotFound => {
+                    return Err(FileSinkError::io("commit the part file", &from)(error));
+                }
+                _ => {}
             }
         }
         if !pending.is_empty() {

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::prelude::*;
 
-use crate::support::example_binary;
+use crate::example_binary::example_binary;
 
 const VIEWS: usize = 600_000;
 const PAGES: u32 = 30;

@@ -310,3 +310,24 @@ fn at_least_once_files_are_visible_at_once_and_end_at_each_flush() {
     assert!(again.open_transactions(WRITER).unwrap().is_empty());
     assert_eq!(again.committed_checkpoint(WRITER).unwrap(), None);
 }
+
+#[test]
+fn a_commit_never_replaces_the_committed_output_of_an_earlier_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // A job without checkpoints, run three times: the same transaction ids each run.
+    for run in ["first", "second", "third"] {
+        let mut files = target(dir.path(), 0, DEFAULT_ROLL);
+        files.stage("job/sink/0/0", records(&[run])).unwrap();
+        files.prepare("job/sink/0/0", None).unwrap();
+        files.commit("job/sink/0/0", None).unwrap();
+    }
+    assert_eq!(
+        listing(dir.path()),
+        [
+            "part-job-sink-0-0-0-r1.txt",
+            "part-job-sink-0-0-0-r2.txt",
+            "part-job-sink-0-0-0.txt"
+        ]
+    );
+    assert_eq!(visible_lines(dir.path()), ["first", "second", "third"]);
+}
