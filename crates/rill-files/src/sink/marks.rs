@@ -87,12 +87,7 @@ pub(crate) fn write(path: &Path, temporary: &Path, checkpoint: u64) -> Result<()
 
 /// Deletes the mark file `path`, if it exists. The directory is the caller's to sync.
 pub(crate) fn remove(path: &Path) -> Result<(), FileSinkError> {
-    match fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            Err(FileSinkError::io("delete the commit mark", path)(error))
-        }
-        _ => Ok(()),
-    }
+    super::target::unless_gone(fs::remove_file(path), "delete the commit mark", path)
 }
 
 #[cfg(test)]

@@ -112,31 +112,39 @@ struct Rolling {
 }
 
 impl Rolling {
-    /// Writes `record` as a line, into a new file named by `path_of(index)` if there is none
-    /// or the current one would grow past `roll_at_bytes`.
-    fn write_line(
+    /// Writes each of `records` as a line, into a new file of `settings`' directory named
+    /// `name_of(index)` if there is none or the current one would grow past the size to roll
+    /// at.
+    fn write_lines(
         &mut self,
-        record: &[u8],
-        roll_at_bytes: u64,
-        path_of: impl FnOnce(u32) -> PathBuf,
+        records: Vec<Encoded>,
+        settings: &Settings,
+        name_of: impl Fn(u32) -> String,
     ) -> Result<(), FileSinkError> {
-        let line_bytes = record.len() as u64 + 1;
-        if let Some(current) = &self.current
-            && current.bytes > 0
-            && current.bytes + line_bytes > roll_at_bytes
-            && let Some(full) = self.current.take()
-        {
-            full.finish()?;
-        }
-        let current = match &mut self.current {
-            Some(current) => current,
-            None => {
-                let path = path_of(self.created);
-                self.created += 1;
-                self.current.insert(PartWriter::create(path)?)
+        for record in records {
+            let record = record.map_err(|source| FileSinkError::Encode {
+                dir: settings.dir.clone(),
+                source,
+            })?;
+            let line_bytes = record.len() as u64 + 1;
+            if let Some(current) = &self.current
+                && current.bytes > 0
+                && current.bytes + line_bytes > settings.roll_at_bytes
+                && let Some(full) = self.current.take()
+            {
+                full.finish()?;
             }
-        };
-        current.write_line(record)
+            let current = match &mut self.current {
+                Some(current) => current,
+                None => {
+                    let path = settings.dir.join(name_of(self.created));
+                    self.created += 1;
+                    self.current.insert(PartWriter::create(path)?)
+                }
+            };
+            current.write_line(&record)?;
+        }
+        Ok(())
     }
 
     /// Syncs and closes the current file; returns how many files were created in all.
@@ -291,7 +299,23 @@ impl FileTarget {
 /// How many runs' outputs may share one part's name (each after the first with `-r<k>`).
 const RERUNS_MAX: u32 = 10_000;
 
-/// Syncs directory `dir`, so that the names created, renamed or deleted in it last.
+/// The result of `doing` something with `path`, where the file being gone already is no
+/// error: what was to be done to it was done before.
+pub(crate) fn unless_gone(
+    result: std::io::Result<()>,
+    doing: &'static str,
+    path: &Path,
+) -> Result<(), FileSinkError> {
+    match result {
+        Err(error) if error.kind() != ErrorKind::NotFound => {
+            Err(FileSinkError::io(doing, path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Syncs directory `dir`, so that what was created, renamed or deleted in it survives a crash
+/// of the machine.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), FileSinkError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
@@ -320,30 +344,15 @@ impl TransactionalTarget for FileTarget {
                 first,
             });
         }
-        let dir = self.dir().to_owned();
         let (settings, writer, subtask) = (&self.settings, &self.writer, self.subtask);
         let Some(appending) = &mut self.appending else {
             return Ok(());
         };
-        for record in records {
-            let record = record.map_err(|source| FileSinkError::Encode {
-                dir: dir.clone(),
-                source,
-            })?;
-            let first = appending.first;
-            appending
-                .files
-                .write_line(&record, settings.roll_at_bytes, |index| {
-                    let number = first + u64::from(index);
-                    dir.join(names::appended_name(
-                        writer,
-                        subtask,
-                        number,
-                        &settings.extension,
-                    ))
-                })?;
-        }
-        Ok(())
+        let first = appending.first;
+        appending.files.write_lines(records, settings, |index| {
+            let number = first + u64::from(index);
+            names::appended_name(writer, subtask, number, &settings.extension)
+        })
     }
 
     fn stage(&mut self, id: &str, records: Vec<Encoded>) -> Result<(), FileSinkError> {
@@ -363,26 +372,18 @@ impl TransactionalTarget for FileTarget {
                 });
             }
         }
-        let (dir, roll_at_bytes) = (self.settings.dir.clone(), self.settings.roll_at_bytes);
         let Some(staged) = &mut self.staged else {
             return Ok(());
         };
-        for record in records {
-            let record = record.map_err(|source| FileSinkError::Encode {
-                dir: dir.clone(),
-                source,
-            })?;
-            let escaped_id = &staged.escaped_id;
-            staged.parts.write_line(&record, roll_at_bytes, |number| {
-                let part = Part {
-                    escaped_id: escaped_id.clone(),
-                    number,
-                    checkpoint: None,
-                };
-                dir.join(part.hidden_name(Stage::InProgress))
-            })?;
-        }
-        Ok(())
+        let escaped_id = &staged.escaped_id;
+        staged.parts.write_lines(records, &self.settings, |number| {
+            let part = Part {
+                escaped_id: escaped_id.clone(),
+                number,
+                checkpoint: None,
+            };
+            part.hidden_name(Stage::InProgress)
+        })
     }
 
     fn prepare(&mut self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), FileSinkError> {
@@ -437,13 +438,8 @@ impl TransactionalTarget for FileTarget {
         for part in &pending {
             let from = self.path(&part.hidden_name(Stage::Pending));
             let to = self.committed_path(part, mark_checkpoint)?;
-            match fs::rename(&from, &to) {
-                // Gone since it was listed: someone else committed or deleted it.
-                Err(error) if error.kind() != ErrorKind::NotFound => {
-                    return Err(FileSinkError::io("commit the part file", &from)(error));
-                }
-                _ => {}
-            }
+            // Gone since it was listed: someone else committed or deleted it.
+            unless_gone(fs::rename(&from, &to), "commit the part file", &from)?;
         }
         if !pending.is_empty() {
             self.sync_dir()?;
@@ -458,12 +454,7 @@ impl TransactionalTarget for FileTarget {
         let parts = self.parts_of(&names::escape(id), None)?;
         for (part, stage) in &parts {
             let path = self.path(&part.hidden_name(*stage));
-            match fs::remove_file(&path) {
-                Err(error) if error.kind() != ErrorKind::NotFound => {
-                    return Err(FileSinkError::io("delete the part file", &path)(error));
-                }
-                _ => {}
-            }
+            unless_gone(fs::remove_file(&path), "delete the part file", &path)?;
         }
         if !parts.is_empty() {
             self.sync_dir()?;

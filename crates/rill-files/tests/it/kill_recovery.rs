@@ -5,13 +5,12 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::example_binary::example_binary;
+use crate::example_process::{example_binary, kill_and_restart, spawn};
 use crate::sink::{hidden_parts, visible_lines};
 
 const ORDERS: u64 = 200_000;
@@ -49,20 +48,17 @@ fn write_orders(dir: &Path, rng: &mut StdRng) -> Vec<u64> {
 }
 
 fn start(binary: &Path, dir: &Path) -> Child {
-    Command::new(binary)
-        .arg("--input")
-        .arg(dir.join("orders"))
-        .arg("--output")
-        .arg(dir.join("invoices"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--parallelism", "2", "--bounded"])
-        .args(["--checkpoint-interval-ms", "30"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn(
+        Command::new(binary)
+            .arg("--input")
+            .arg(dir.join("orders"))
+            .arg("--output")
+            .arg(dir.join("invoices"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--parallelism", "2", "--bounded"])
+            .args(["--checkpoint-interval-ms", "30"]),
+    )
 }
 
 #[test]
@@ -71,33 +67,8 @@ fn the_json_pipeline_killed_again_and_again_writes_every_invoice_once() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_orders(&dir.path().join("orders"), &mut rng);
     let binary = example_binary("json_pipeline");
-    let mut kills = 0;
-    loop {
-        let mut child = start(&binary, dir.path());
-        if kills < KILLS {
-            // Killed at a random moment: while it reads, writes parts, prepares or commits.
-            std::thread::sleep(Duration::from_millis(rng.random_range(100..500)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                continue;
-            }
-        }
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(300) {
-                child.kill().unwrap();
-                panic!("the pipeline did not finish within 300 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "the pipeline failed: {status}");
-        break;
-    }
+    let start = || start(&binary, dir.path());
+    let kills = kill_and_restart("the pipeline", start, KILLS, 100..500, &mut rng);
     // A fast machine may finish the job before the last kills; two mid-run kills at least.
     assert!(kills >= 2, "the pipeline finished after {kills} kills");
 

@@ -5,14 +5,13 @@
 //! at-least-once files; text lines and CSV.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rill::prelude::*;
 use rill_files::{FileSink, FileSource, FilesExt, FilesSinkExt};
 
-use crate::{Event, write_parts};
+use crate::{Event, fails_once_at, small_batches, write_parts};
 
 /// The visible files of `dir` (names not starting with `.`), sorted.
 pub fn visible_files(dir: &Path) -> Vec<String> {
@@ -55,15 +54,6 @@ fn committed_ids(dir: &Path) -> Vec<u64> {
     ids
 }
 
-/// An environment with small batches (many per checkpoint), at parallelism 2.
-fn small_batches() -> StreamEnv {
-    let mut config = ExecutionConfig::default();
-    config.runtime.flow.batch_size = 16;
-    let env = StreamEnv::with_config(config);
-    env.set_parallelism(2);
-    env
-}
-
 /// Copies the events of `input` into `sink`, passing each to `inspect`.
 fn copy_job(
     env: &StreamEnv,
@@ -87,7 +77,7 @@ fn a_checkpointed_job_writes_every_record_once_across_part_files_that_the_source
     let (input, output) = (dir.path().join("input"), dir.path().join("out/events"));
     std::fs::create_dir(&input).unwrap();
     let total = write_parts(&input, 4, 1_000);
-    let env = small_batches();
+    let env = small_batches(2);
     env.enable_checkpointing(Duration::from_millis(5));
     let sink = FileSink::json_lines(&output)
         .expect("the missing output directory is created")
@@ -129,22 +119,11 @@ fn a_job_that_fails_mid_run_restores_and_leaves_no_record_twice_and_no_hidden_fi
     let (input, output) = (dir.path().join("input"), dir.path().join("output"));
     std::fs::create_dir(&input).unwrap();
     let total = write_parts(&input, 5, 1_200);
-    let env = small_batches();
-    env.enable_checkpointing(Duration::from_millis(5));
-    env.set_restart_strategy(RestartStrategy::FixedDelay {
-        attempts: 3,
-        delay_ms: 10,
-    });
-    let seen = Arc::new(AtomicU64::new(0));
-    let counted = seen.clone();
+    // The 4000th event, counted over every attempt, fails its subtask once: the sinks have
+    // pending and in-progress parts then.
+    let (env, seen, inspect) = fails_once_at(4_000);
     let sink = FileSink::json_lines(&output).unwrap().roll_at_bytes(2_048);
-    copy_job(&env, &input, sink, move |_| {
-        std::thread::sleep(Duration::from_micros(50));
-        // The 4000th event, counted over every attempt, fails its subtask once: the sinks
-        // have prepared and in-progress parts then.
-        let n = counted.fetch_add(1, Ordering::Relaxed);
-        assert!(n != 4_000, "injected failure");
-    });
+    copy_job(&env, &input, sink, inspect);
     let report = env.execute("copy").unwrap();
     assert_eq!(report.restarts, 1);
     assert!(report.checkpoints_completed > 0);
@@ -166,7 +145,7 @@ fn a_job_without_checkpoints_commits_its_output_at_its_end() {
     let (input, output) = (dir.path().join("input"), dir.path().join("output"));
     std::fs::create_dir(&input).unwrap();
     let total = write_parts(&input, 3, 500);
-    let env = small_batches();
+    let env = small_batches(2);
     copy_job(&env, &input, FileSink::json_lines(&output).unwrap(), |_| {});
     env.execute("copy").unwrap();
     assert_eq!(committed_ids(&output), (0..total).collect::<Vec<_>>());
@@ -186,7 +165,7 @@ fn a_fresh_start_behind_the_committed_output_is_refused_unless_allowed() {
     std::fs::create_dir(&input).unwrap();
     let total = write_parts(&input, 2, 300);
     let run = |allow_rewind: bool| {
-        let env = small_batches();
+        let env = small_batches(2);
         env.enable_checkpointing(Duration::from_millis(5));
         env.set_checkpoint_dir(dir.path().join("checkpoints"));
         if allow_rewind {
@@ -227,7 +206,7 @@ fn an_at_least_once_sink_writes_visible_files_directly() {
     let (input, output) = (dir.path().join("input"), dir.path().join("output"));
     std::fs::create_dir(&input).unwrap();
     let total = write_parts(&input, 3, 500);
-    let env = small_batches();
+    let env = small_batches(2);
     env.enable_checkpointing(Duration::from_millis(5));
     let sink = FileSink::json_lines(&output).unwrap().at_least_once();
     copy_job(&env, &input, sink, |_| {});

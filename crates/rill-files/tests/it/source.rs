@@ -4,14 +4,13 @@
 //! added while a watching job runs.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rill::prelude::*;
 use rill_files::{FileSource, FilesExt};
 
-use crate::{Event, wait_until, write_events, write_parts};
+use crate::{Event, fails_once_at, small_batches, wait_until, write_events, write_parts};
 
 /// A log with the topic `ids`, in a directory of its own.
 fn ids_log(dir: &Path) -> EventLog {
@@ -80,24 +79,10 @@ fn a_job_that_fails_mid_run_restores_its_checkpoint_and_reads_every_line_once() 
     std::fs::create_dir(&input).unwrap();
     let total = write_parts(&input, 5, 1_200);
     let log = ids_log(dir.path());
-    let mut config = ExecutionConfig::default();
-    config.runtime.flow.batch_size = 16;
-    let env = StreamEnv::with_config(config);
-    env.set_parallelism(2);
-    env.enable_checkpointing(Duration::from_millis(5));
-    env.set_restart_strategy(RestartStrategy::FixedDelay {
-        attempts: 3,
-        delay_ms: 10,
-    });
-    let seen = Arc::new(AtomicU64::new(0));
-    let counted = seen.clone();
+    // The 4000th event read, counted over every attempt, fails its subtask once.
+    let (env, seen, inspect) = fails_once_at(4_000);
     let source = FileSource::json_lines(&input).unwrap();
-    ids_job(&env, &log, source, move |_| {
-        std::thread::sleep(Duration::from_micros(50));
-        // The 4000th event read, counted over every attempt, fails its subtask once.
-        let n = counted.fetch_add(1, Ordering::Relaxed);
-        assert!(n != 4_000, "injected failure");
-    });
+    ids_job(&env, &log, source, inspect);
     let report = env.execute("ids").unwrap();
     assert_eq!(report.restarts, 1);
     assert!(report.checkpoints_completed > 0);
@@ -118,10 +103,7 @@ fn a_watching_job_stopped_with_a_savepoint_and_rescaled_reads_every_line_once() 
     let total = write_parts(&input, 7, 1_000);
     let log = ids_log(dir.path());
     let configured = |parallelism: u32, source: FileSource<Event>| {
-        let mut config = ExecutionConfig::default();
-        config.runtime.flow.batch_size = 16;
-        let env = StreamEnv::with_config(config);
-        env.set_parallelism(parallelism);
+        let env = small_batches(parallelism);
         env.enable_checkpointing(Duration::from_millis(20));
         env.set_checkpoint_dir(dir.path().join("checkpoints"));
         ids_job(&env, &log, source, |_| {

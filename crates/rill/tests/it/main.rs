@@ -5,7 +5,7 @@
 mod api;
 mod bounded_reruns;
 mod checkpoints;
-mod example_binary;
+mod example_process;
 mod kill_recovery;
 mod log_jobs;
 mod postgres_kill_recovery;

@@ -5,15 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use postgres::{Client, NoTls};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::prelude::*;
 
-use crate::example_binary::example_binary;
+use crate::example_process::{example_binary, kill_and_restart, spawn};
 
 const VIEWS: usize = 600_000;
 const PAGES: u32 = 30;
@@ -61,18 +60,15 @@ fn fill_views(data: &Path, rng: &mut StdRng) -> BTreeMap<(String, i64), i64> {
 }
 
 fn start(binary: &Path, data: &Path, table: &str) -> Child {
-    Command::new(binary)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--parallelism", "2", "--bounded"])
-        .args(["--checkpoint-interval-ms", "30"])
-        .args(["--postgres", &postgres_config()])
-        .args(["--postgres-table", table])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn(
+        Command::new(binary)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--parallelism", "2", "--bounded"])
+            .args(["--checkpoint-interval-ms", "30"])
+            .args(["--postgres", &postgres_config()])
+            .args(["--postgres-table", table]),
+    )
 }
 
 #[test]
@@ -109,33 +105,8 @@ fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_once() {
     .unwrap();
 
     let binary = example_binary("dashboard");
-    let mut kills = 0;
-    loop {
-        let mut child = start(&binary, dir.path(), &table);
-        if kills < KILLS {
-            // Killed at a random moment: while it reads, counts, or commits.
-            std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                continue;
-            }
-        }
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(300) {
-                child.kill().unwrap();
-                panic!("the dashboard did not finish within 300 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "the dashboard failed: {status}");
-        break;
-    }
+    let start = || start(&binary, dir.path(), &table);
+    let kills = kill_and_restart("the dashboard", start, KILLS, 150..600, &mut rng);
     // A fast machine may finish the job before the last kills; two mid-run kills at least.
     assert!(kills >= 2, "the dashboard finished after {kills} kills");
 
