@@ -6,8 +6,9 @@
 //! [`SimConnectors`] hands a job those connectors the way a user writes a custom connector of
 //! their own: a reader for `StreamEnv::from_source` and a writer for `DataStream::sink_with`.
 //! The writer is `rill-core`'s two-phase-commit writer, whose target is the log's output topic
-//! or, when a scenario asks for it, the model of a database with prepared transactions
-//! ([`SimDatabase`]) that stands for PostgreSQL.
+//! or, when a scenario asks for it ([`SinkOutput`]), the model of a database with prepared
+//! transactions ([`SimDatabase`]) that stands for PostgreSQL, or the model of a directory of
+//! part files ([`SimDirectory`]) that stands for `rill-files`' sink.
 //! The catalog's jobs and a user's own job (see [`crate::user`]) take them alike.
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use rill_core::time::WatermarkStrategy;
 use rill_core::transactional::{CommitMark, TransactionalTarget, TransactionalWriter};
 
 use crate::database::{DatabaseError, DatabaseSession, SimDatabase};
+use crate::files::{FilesError, FilesSession, SimDirectory};
 use crate::log::{LogRecord, SimLog, SimLogError};
 
 /// The topic every simulated job writes.
@@ -101,25 +103,24 @@ impl ConnectorLog for SimLog {
 #[derive(Clone)]
 pub struct SimConnectors {
     log: SimLog,
-    /// Where the sinks write instead of the output topic.
-    database: Option<SimDatabase>,
+    /// Where the sinks write.
+    output: SinkOutput,
     exactly_once: bool,
     defect: Option<Defect>,
 }
 
 impl SimConnectors {
-    /// The connectors of `log`, whose sinks write `database` if there is one (the output topic
-    /// otherwise); the writer commits per checkpoint if `exactly_once`, and every reader and
-    /// writer is built with `defect` planted.
+    /// The connectors of `log`, whose sinks write `output`; the writer commits per checkpoint
+    /// if `exactly_once`, and every reader and writer is built with `defect` planted.
     pub fn new(
         log: &SimLog,
-        database: Option<&SimDatabase>,
+        output: &SinkOutput,
         exactly_once: bool,
         defect: Option<Defect>,
     ) -> Self {
         SimConnectors {
             log: log.clone(),
-            database: database.cloned(),
+            output: output.clone(),
             exactly_once,
             defect,
         }
@@ -172,22 +173,23 @@ impl SimConnectors {
         }
     }
 
-    /// What `DataStream::sink_with` takes to write the output topic (or the database), each
+    /// What `DataStream::sink_with` takes to write the output topic (or the model), each
     /// value encoded by `encode`; its transactions are named `<job>/<uid>/<subtask>/<sequence>`.
     pub fn writer<T: Data>(
         &self,
         encode: impl Fn(&T) -> Vec<u8> + Send + Sync + 'static,
     ) -> impl Fn(&OperatorInfo) -> TransactionalWriter<SimTarget, T> + Send + Sync + 'static {
-        let (log, database) = (self.log.clone(), self.database.clone());
+        let (log, output) = (self.log.clone(), self.output.clone());
         let (exactly_once, defect) = (self.exactly_once, self.defect);
         let encode = Arc::new(move |value: &T| LogRecord {
             value: encode(value).into(),
             timestamp: 0,
         });
         move |info| {
-            let target = match &database {
-                Some(database) => SimTarget::Database(database.session()),
-                None => SimTarget::Log(LogTarget::new(&log, OUTPUT_TOPIC)),
+            let target = match &output {
+                SinkOutput::Log => SimTarget::Log(LogTarget::new(&log, OUTPUT_TOPIC)),
+                SinkOutput::Database(database) => SimTarget::Database(database.session()),
+                SinkOutput::Files(directory) => SimTarget::Files(directory.session()),
             };
             let mut writer = TransactionalWriter::new(target, info, encode.clone(), exactly_once);
             if let Some(defect) = defect {
@@ -219,12 +221,48 @@ impl SimConnectors {
     }
 }
 
-/// What a simulated sink writes: the output topic of the log, or the database.
+/// Where a run's sinks write: the log's output topic, or the model of another system, which
+/// the run's attempts share.
+#[derive(Clone, Debug, Default)]
+pub enum SinkOutput {
+    /// The log's output topic.
+    #[default]
+    Log,
+    /// The database with prepared transactions.
+    Database(SimDatabase),
+    /// The directory of part files.
+    Files(SimDirectory),
+}
+
+impl SinkOutput {
+    /// The transactions the model holds open (none for the log, which lists its own).
+    pub fn open_transactions(&self) -> Vec<String> {
+        match self {
+            SinkOutput::Log => Vec::new(),
+            SinkOutput::Database(database) => database.prepared(),
+            SinkOutput::Files(directory) => directory.open(),
+        }
+    }
+
+    /// The model's committed records, in commit order; `None` for the log (read its output
+    /// topic as its disk holds it).
+    pub fn committed(&self) -> Option<Vec<LogRecord>> {
+        match self {
+            SinkOutput::Log => None,
+            SinkOutput::Database(database) => Some(database.with_committed(<[LogRecord]>::to_vec)),
+            SinkOutput::Files(directory) => Some(directory.with_committed(<[LogRecord]>::to_vec)),
+        }
+    }
+}
+
+/// What a simulated sink writes: the output topic of the log, the database, or the directory.
 pub enum SimTarget {
     /// The log's output topic.
     Log(LogTarget<SimLog>),
     /// The database's table.
     Database(DatabaseSession),
+    /// The directory's part files.
+    Files(FilesSession),
 }
 
 /// What a simulated sink's target cannot do.
@@ -236,6 +274,9 @@ pub enum SimTargetError {
     /// The database's.
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    /// The directory's.
+    #[error(transparent)]
+    Files(#[from] FilesError),
 }
 
 /// Calls `$call` on whichever target `$target` is, converting its error.
@@ -244,6 +285,7 @@ macro_rules! dispatch {
         match $target {
             SimTarget::Log(log) => log.$call($($arg),*).map_err(SimTargetError::from),
             SimTarget::Database(database) => database.$call($($arg),*).map_err(SimTargetError::from),
+            SimTarget::Files(directory) => directory.$call($($arg),*).map_err(SimTargetError::from),
         }
     };
 }
@@ -256,6 +298,7 @@ impl TransactionalTarget for SimTarget {
         match self {
             SimTarget::Log(log) => log.describe(),
             SimTarget::Database(database) => database.describe(),
+            SimTarget::Files(directory) => directory.describe(),
         }
     }
 

@@ -12,8 +12,10 @@
 //! - [`storage`]: that disk as `rill-core`'s storage contract, under `rill-store`'s real
 //!   checkpoint store;
 //! - [`log`]: `rill-log`'s event log on such a disk;
-//! - [`connectors`]: the log as a source and a two-phase-commit sink, handed to a job as a
-//!   user's custom connectors;
+//! - [`database`] and [`files`]: models of the systems other sinks write — a database with
+//!   prepared transactions, a directory of part files with atomic renames;
+//! - [`connectors`]: the log as a source and a two-phase-commit sink (writing the log or one of
+//!   those models), handed to a job as a user's custom connectors;
 //! - [`jobs`]: the catalog of jobs (described with `rill-api`), their inputs and reference
 //!   outputs;
 //! - [`user`]: simulating a user's own job, written with `rill-api`: [`UserJob`];
@@ -35,6 +37,7 @@ pub mod connectors;
 pub mod database;
 pub mod disk;
 pub mod faults;
+pub mod files;
 pub mod jobs;
 pub mod log;
 pub mod runner;

@@ -17,8 +17,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::accounting;
 use crate::check::{Checked, STATE_ACCOUNTING, Violation, check};
-use crate::connectors::OUTPUT_TOPIC;
-use crate::database::SimDatabase;
+use crate::connectors::{OUTPUT_TOPIC, SinkOutput};
 use crate::faults::{ScheduledFault, draw_schedule};
 use crate::jobs::TopicInput;
 use crate::log::{LogRecord, SimLog};
@@ -133,14 +132,14 @@ fn run_world(
         log.plan_ends(topic.topic, ends);
     }
     let arrivals = plan_arrivals(generated.topics, spec.input.arrival_ms, &mut input_rng);
-    let database = scenario.database();
-    let graph = match scenario.job_graph(&log, database.as_ref(), &BTreeMap::new()) {
+    let output = scenario.sink_output();
+    let graph = match scenario.job_graph(&log, &output, &BTreeMap::new()) {
         Ok(graph) => graph,
         Err(reason) => return failed_setup(reason),
     };
     let rebuild: RebuildGraph = {
-        let (scenario, log, database) = (scenario.clone(), log.clone(), database.clone());
-        Box::new(move |rescaled| scenario.job_graph(&log, database.as_ref(), rescaled))
+        let (scenario, log, output) = (scenario.clone(), log.clone(), output.clone());
+        Box::new(move |rescaled| scenario.job_graph(&log, &output, rescaled))
     };
     let setup = WorldSetup {
         graph,
@@ -169,7 +168,7 @@ fn run_world(
         .latest
         .as_ref()
         .and_then(|checkpoint| job.final_state_in(checkpoint));
-    let open = open_transactions(&result.log, database.as_ref());
+    let open = open_transactions(&result.log, &output);
     // What counts is what the disk holds: the machine may go down right after the job ended.
     // It is read once, for the check and for the run's hash.
     let mut contents = Xxh3::new();
@@ -184,8 +183,8 @@ fn run_world(
             (committed, final_state, &open),
         )
     };
-    let checked = match &database {
-        Some(database) => Ok(database.with_committed(|rows| check_committed(&[rows.to_vec()]))),
+    let checked = match output.committed() {
+        Some(records) => Ok(check_committed(&[records])),
         None => result
             .log
             .with_durable_committed(OUTPUT_TOPIC, check_committed),
@@ -205,13 +204,12 @@ fn run_world(
     (checked, result.stats, trace_hash)
 }
 
-/// The transactions a run left open: in the database its sink wrote, if any, and in the log.
-fn open_transactions(log: &SimLog, database: Option<&SimDatabase>) -> Vec<String> {
+/// The transactions a run left open: in the log, and in the model its sink wrote, if any (a
+/// database's prepared transactions, a directory's pending and in-progress files).
+fn open_transactions(log: &SimLog, output: &SinkOutput) -> Vec<String> {
     let mut open = ConnectorLog::open_transactions(log, "")
         .unwrap_or_else(|error| vec![format!("(the log cannot list them: {error})")]);
-    if let Some(database) = database {
-        open.extend(database.prepared());
-    }
+    open.extend(output.open_transactions());
     open
 }
 

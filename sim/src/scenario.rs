@@ -21,9 +21,10 @@ use rill_core::graph::JobGraph;
 use rill_core::restart::RestartStrategy;
 use serde::Deserialize;
 
-use crate::connectors::SimConnectors;
+use crate::connectors::{SimConnectors, SinkOutput};
 use crate::database::SimDatabase;
 use crate::faults::{Defect, Fault, FaultSpec};
+use crate::files::SimDirectory;
 use crate::jobs::{InputSpec, Job, JobKind};
 use crate::log::SimLog;
 
@@ -160,6 +161,8 @@ pub enum SinkTarget {
     Log,
     /// The model of a database with prepared transactions (PostgreSQL's two-phase commit).
     Database,
+    /// The model of a directory of part files with atomic renames (`rill-files`' sink).
+    Files,
 }
 
 /// The job's sink.
@@ -526,7 +529,7 @@ impl Scenario {
 
     /// The names of the job's operators, which faults may target.
     pub fn operator_names(&self) -> Result<Vec<String>, String> {
-        let graph = self.job_graph(&SimLog::default(), None, &BTreeMap::new())?;
+        let graph = self.job_graph(&SimLog::default(), &SinkOutput::Log, &BTreeMap::new())?;
         Ok(graph
             .operators
             .iter()
@@ -534,19 +537,22 @@ impl Scenario {
             .collect())
     }
 
-    /// The database a run's sink writes, if the scenario's sink writes one.
-    pub fn database(&self) -> Option<SimDatabase> {
-        (self.spec.sink.target == SinkTarget::Database).then(SimDatabase::default)
+    /// Where a run's sink writes: the log, or a new model of the system the scenario names.
+    pub fn sink_output(&self) -> SinkOutput {
+        match self.spec.sink.target {
+            SinkTarget::Log => SinkOutput::Log,
+            SinkTarget::Database => SinkOutput::Database(SimDatabase::default()),
+            SinkTarget::Files => SinkOutput::Files(SimDirectory::default()),
+        }
     }
 
-    /// The scenario's job as a graph over `log` (its sink writing `database` if there is
-    /// one), with the parallelism of the `rescaled` roles changed: described with the API on an
+    /// The scenario's job as a graph over `log` (its sink writing `output`), with the parallelism of the `rescaled` roles changed: described with the API on an
     /// environment with the scenario's checkpoint and restart settings, with its broken
     /// component planted in the connectors and in the keyed operators with timers.
     pub fn job_graph(
         &self,
         log: &SimLog,
-        database: Option<&SimDatabase>,
+        output: &SinkOutput,
         rescaled: &BTreeMap<String, u32>,
     ) -> Result<JobGraph, String> {
         let parallelism = |role: &str| {
@@ -567,7 +573,7 @@ impl Scenario {
             env.plant_defect(defect);
         }
         let exactly_once = checkpoint.mode == CheckpointMode::ExactlyOnce;
-        let io = SimConnectors::new(log, database, exactly_once, broken);
+        let io = SimConnectors::new(log, output, exactly_once, broken);
         let job = &self.spec.job;
         job.describe(&env, &io, &parallelism);
         env.job_graph(job.name())

@@ -1,6 +1,7 @@
-//! Files as a source of a Rill job: [`FileSource`] reads a directory of text lines, JSON lines
-//! or CSV, one split per file, with each file's byte offset in checkpoints, either the files
-//! present at start (bounded: the job ends) or watching for new files.
+//! Files as a source and a sink of a Rill job: [`FileSource`] reads a directory of text lines,
+//! JSON lines or CSV, one split per file, with each file's byte offset in checkpoints, either
+//! the files present at start (bounded: the job ends) or watching for new files; [`FileSink`]
+//! writes a directory of part files exactly-once (see [`sink`]).
 //!
 //! ```
 //! use rill::prelude::*;
@@ -21,17 +22,37 @@
 //! ([`FileSource::with_timestamps`]).
 //!
 //! The environment is `rill-api`'s, which knows nothing of files: [`FilesExt`] adds
-//! `from_files` to it, so that only applications that read files depend on this crate.
+//! `from_files` to it, and [`FilesSinkExt`] adds `sink_to_files` to its streams, so that only
+//! applications that use files depend on this crate.
+//!
+//! ```
+//! use rill::prelude::*;
+//! use rill_files::{FileSink, FilesSinkExt};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let env = StreamEnv::new();
+//! env.from_iter(vec!["hello".to_owned(), "world".to_owned()])
+//!     .sink_to_files(FileSink::lines(dir.path().join("out"))?);
+//! env.execute("lines")?;
+//! // One committed part file (the job took no checkpoint: it committed at its end).
+//! let names: Vec<_> = std::fs::read_dir(dir.path().join("out"))?.collect();
+//! assert_eq!(names.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Layout
-//! - this file: the builder and `from_files`;
+//! - this file: the source's builder and `from_files`;
 //! - [`reader`]: [`FileReader`], one subtask's reading: splits, positions, bounded and watching;
 //! - `framing`: where a record ends (a line break; for CSV, one outside quotes), in bounded memory;
-//! - [`error`]: the source's errors, [`FileSourceError`].
+//! - [`sink`]: [`FileSink`] and `sink_to_files`; its [`target`](sink::target) ([`FileTarget`]:
+//!   part files through the two-phase-commit contract), the part files' names (`names`) and
+//!   the commit marks (`marks`);
+//! - [`error`]: the source's and the sink's errors, [`FileSourceError`] and [`FileSinkError`].
 
 pub mod error;
 mod framing;
 pub mod reader;
+pub mod sink;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,10 +66,12 @@ use rill_core::time::WatermarkStrategy;
 use rill_formats::Format;
 use serde::de::DeserializeOwned;
 
-pub use error::FileSourceError;
+pub use error::{FileSinkError, FileSourceError};
 pub use reader::FileReader;
 /// The decode policy and its error, so that a user of files needs no other crate for them.
 pub use rill_formats::{DecodeError, OnDecodeError};
+pub use sink::target::FileTarget;
+pub use sink::{DEFAULT_ROLL_AT_BYTES, FileSink, FilesSinkExt};
 
 /// The longest record a file source reads by default (its line break not counted).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;

@@ -1,9 +1,15 @@
-//! The file source in real jobs on the actor runtime: a bounded directory of JSON lines read
-//! exactly; every line read exactly once across a failure and across a stop, a savepoint and a
-//! rescale (the output committed exactly-once to the event log, so that a line read twice or
-//! skipped shows); a file added while a watching job runs.
+//! The file connectors in real jobs on the actor runtime: the source (`source`), the sink
+//! (`sink`), and the `json_pipeline` example killed with SIGKILL and restarted
+//! (`kill_recovery`).
 
 #![allow(clippy::unwrap_used)]
+
+mod kill_recovery;
+mod sink;
+mod source;
+
+#[path = "../../../rill/tests/it/example_process.rs"]
+mod example_process;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,17 +17,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rill::prelude::*;
-use rill_files::{FileSource, FilesExt};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct Event {
-    id: u64,
-    user: String,
+/// An event of the input files.
+pub struct Event {
+    pub(crate) id: u64,
+    pub(crate) user: String,
 }
 
 /// Writes `lines` events as JSON lines into `name`, ids from `first`.
-fn write_events(dir: &Path, name: &str, first: u64, lines: u64) -> Vec<Event> {
+pub fn write_events(dir: &Path, name: &str, first: u64, lines: u64) -> Vec<Event> {
     let events: Vec<Event> = (first..first + lines)
         .map(|id| Event {
             id,
@@ -38,56 +44,15 @@ fn write_events(dir: &Path, name: &str, first: u64, lines: u64) -> Vec<Event> {
 }
 
 /// `files` files of `lines` events each, ids `0..files * lines`.
-fn write_parts(dir: &Path, files: u64, lines: u64) -> u64 {
+pub fn write_parts(dir: &Path, files: u64, lines: u64) -> u64 {
     for file in 0..files {
         write_events(dir, &format!("part-{file:03}.jsonl"), file * lines, lines);
     }
     files * lines
 }
 
-/// A log with the topic `ids`, in a directory of its own.
-fn ids_log(dir: &Path) -> EventLog {
-    let log = EventLog::open_or_create(dir.join("log")).unwrap();
-    log.create_topic("ids", 1).unwrap();
-    log
-}
-
-/// The ids committed to the topic `ids`, sorted.
-fn committed_ids(log: &EventLog) -> Vec<u64> {
-    let end = log.end_offsets("ids").unwrap()[0];
-    let mut ids: Vec<u64> = log
-        .read("ids", 0, 0, end as usize)
-        .unwrap()
-        .iter()
-        .map(|record| String::from_utf8_lossy(&record.value).parse().unwrap())
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
-/// Reads the events of `source`, passes each to `inspect`, and commits their ids to `ids`
-/// exactly-once.
-fn ids_job(
-    env: &StreamEnv,
-    log: &EventLog,
-    source: FileSource<Event>,
-    inspect: impl Fn(&Event) + Send + Sync + 'static,
-) {
-    let sink = LogSink::with_encoder(log, "ids", |event: &Event| {
-        ProducerRecord::new(event.id.to_string().into_bytes())
-    })
-    .unwrap();
-    env.from_files(source)
-        .uid("events")
-        .map(move |event| {
-            inspect(&event);
-            event
-        })
-        .sink_to_log(sink);
-}
-
 /// Waits (bounded) for `done`.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
         assert!(Instant::now() < deadline, "no progress: {what}");
@@ -95,36 +60,20 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_bounded_job_reads_a_directory_of_json_lines_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut expected = Vec::new();
-    for (file, name) in ["b.jsonl", "a.jsonl", "c.jsonl"].iter().enumerate() {
-        expected.extend(write_events(dir.path(), name, file as u64 * 100, 100));
-    }
-    std::fs::write(dir.path().join("empty.jsonl"), "").unwrap();
-    let env = StreamEnv::new();
-    env.set_parallelism(2);
-    let events = env
-        .from_files(FileSource::<Event>::json_lines(dir.path()).unwrap())
-        .collect();
-    env.execute("json lines").unwrap();
-    let mut read = events.take();
-    read.sort();
-    assert_eq!(read, expected);
-}
-
-#[test]
-fn a_job_that_fails_mid_run_restores_its_checkpoint_and_reads_every_line_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input");
-    std::fs::create_dir(&input).unwrap();
-    let total = write_parts(&input, 5, 1_200);
-    let log = ids_log(dir.path());
+/// An environment at `parallelism` with small batches, many per checkpoint.
+pub fn small_batches(parallelism: u32) -> StreamEnv {
     let mut config = ExecutionConfig::default();
     config.runtime.flow.batch_size = 16;
     let env = StreamEnv::with_config(config);
-    env.set_parallelism(2);
+    env.set_parallelism(parallelism);
+    env
+}
+
+/// An environment at parallelism 2 with small batches, a checkpoint every 5 ms and a job that
+/// fails restarted up to 3 times; and what to pass every event to so that the `failing`th,
+/// counted over every attempt, fails its subtask once (and how many events it was passed).
+pub fn fails_once_at(failing: u64) -> (StreamEnv, Arc<AtomicU64>, impl Fn(&Event) + Send + Sync) {
+    let env = small_batches(2);
     env.enable_checkpointing(Duration::from_millis(5));
     env.set_restart_strategy(RestartStrategy::FixedDelay {
         attempts: 3,
@@ -132,84 +81,10 @@ fn a_job_that_fails_mid_run_restores_its_checkpoint_and_reads_every_line_once() 
     });
     let seen = Arc::new(AtomicU64::new(0));
     let counted = seen.clone();
-    let source = FileSource::json_lines(&input).unwrap();
-    ids_job(&env, &log, source, move |_| {
+    let inspect = move |_: &Event| {
         std::thread::sleep(Duration::from_micros(50));
-        // The 4000th event read, counted over every attempt, fails its subtask once.
         let n = counted.fetch_add(1, Ordering::Relaxed);
-        assert!(n != 4_000, "injected failure");
-    });
-    let report = env.execute("ids").unwrap();
-    assert_eq!(report.restarts, 1);
-    assert!(report.checkpoints_completed > 0);
-    assert_eq!(committed_ids(&log), (0..total).collect::<Vec<_>>());
-    let read_again = seen.load(Ordering::Relaxed) - total;
-    assert!(
-        read_again < 4_000,
-        "the second attempt read on from a checkpoint, not from the start: {read_again} events \
-         read twice"
-    );
-}
-
-#[test]
-fn a_watching_job_stopped_with_a_savepoint_and_rescaled_reads_every_line_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input");
-    std::fs::create_dir(&input).unwrap();
-    let total = write_parts(&input, 7, 1_000);
-    let log = ids_log(dir.path());
-    let configured = |parallelism: u32, source: FileSource<Event>| {
-        let mut config = ExecutionConfig::default();
-        config.runtime.flow.batch_size = 16;
-        let env = StreamEnv::with_config(config);
-        env.set_parallelism(parallelism);
-        env.enable_checkpointing(Duration::from_millis(20));
-        env.set_checkpoint_dir(dir.path().join("checkpoints"));
-        ids_job(&env, &log, source, |_| {
-            std::thread::sleep(Duration::from_micros(100));
-        });
-        env
+        assert!(n != failing, "injected failure");
     };
-    // Watching, the first run never ends by itself: it is stopped part-way.
-    let watching = FileSource::json_lines(&input)
-        .unwrap()
-        .watch(Duration::from_millis(10));
-    let job = configured(2, watching).execute_async("ids").unwrap();
-    wait_until("a quarter of the ids committed", || {
-        committed_ids(&log).len() as u64 >= total / 4
-    });
-    let savepoint = job.stop_with_savepoint().wait().unwrap();
-    assert!(savepoint.savepoint);
-    job.wait().unwrap();
-    let stopped_at = committed_ids(&log).len() as u64;
-    assert!(stopped_at < total, "stopped part-way");
-
-    // Resumed at parallelism 3 from the savepoint, bounded: the files the first run knew.
-    configured(3, FileSource::json_lines(&input).unwrap().bounded())
-        .execute("ids")
-        .unwrap();
-    assert_eq!(committed_ids(&log), (0..total).collect::<Vec<_>>());
-}
-
-#[test]
-fn a_watching_job_reads_a_file_added_while_it_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut expected = write_events(dir.path(), "a.jsonl", 0, 50);
-    let env = StreamEnv::new();
-    env.set_parallelism(2);
-    let source = FileSource::<Event>::json_lines(dir.path())
-        .unwrap()
-        .watch(Duration::from_millis(10));
-    let events = env.from_files(source).collect();
-    let job = env.execute_async("watching").unwrap();
-    wait_until("the first file read", || events.len() == 50);
-    // Written under a hidden name, then put in place whole.
-    expected.extend(write_events(dir.path(), ".b.jsonl.tmp", 50, 70));
-    std::fs::rename(dir.path().join(".b.jsonl.tmp"), dir.path().join("b.jsonl")).unwrap();
-    wait_until("the added file read", || events.len() >= 120);
-    job.cancel();
-    assert!(job.wait().is_err(), "a cancelled job says so");
-    let mut read = events.take();
-    read.sort();
-    assert_eq!(read, expected);
+    (env, seen, inspect)
 }

@@ -1,5 +1,6 @@
-//! What the event-time examples over the log share: their common flags and the environment
-//! those configure, logging, their topics, and (in their tests) reading what a job committed.
+//! What the event-time examples over the log share (and `rill-files`' `json_pipeline` takes
+//! the flags and logging from): their common flags and the environment those configure,
+//! logging, their topics, and (in their tests) reading what a job committed.
 
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use rill::prelude::*;
 /// The flags every log example takes.
 #[derive(clap::Args)]
 pub struct JobArgs {
-    /// The event log's directory.
+    /// The job's data directory: its event log (for the examples over the log), and its
+    /// checkpoints in `checkpoints`.
     #[arg(long, default_value = "./rill-data")]
     pub data_dir: std::path::PathBuf,
     /// Append this many synthetic events to the input topic first.

@@ -13,8 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use postgres::{Client, NoTls};
 use rand::rngs::StdRng;
@@ -26,7 +26,7 @@ use rill_nats::NatsMessage;
 use rill_nats::client::NatsClient;
 use rill_nats::target::NatsTarget;
 
-use crate::support::example_binary;
+use crate::example_process::{example_binary, kill_and_restart, spawn};
 
 const VIEWS: usize = 600_000;
 const PAGES: u32 = 30;
@@ -92,19 +92,16 @@ fn fill_views(data: &Path, rng: &mut StdRng) -> BTreeMap<(String, i64), i64> {
 }
 
 fn start(binary: &Path, data: &Path, table: &str, hash: &str) -> Child {
-    Command::new(binary)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--parallelism", "2", "--bounded"])
-        .args(["--checkpoint-interval-ms", "30"])
-        .args(["--postgres", &postgres_config()])
-        .args(["--postgres-table", table])
-        .args(["--redis", &redis_url(), "--redis-hash", hash])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn(
+        Command::new(binary)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--parallelism", "2", "--bounded"])
+            .args(["--checkpoint-interval-ms", "30"])
+            .args(["--postgres", &postgres_config()])
+            .args(["--postgres-table", table])
+            .args(["--redis", &redis_url(), "--redis-hash", hash]),
+    )
 }
 
 #[test]
@@ -126,7 +123,8 @@ fn the_dashboard_killed_again_and_again_writes_every_count_to_postgres_and_redis
     let _: () = redis.del(&hash).unwrap();
 
     let binary = example_binary("dashboard");
-    let kills = run_until_done(&mut rng, || start(&binary, dir.path(), &table, &hash));
+    let start = || start(&binary, dir.path(), &table, &hash);
+    let kills = kill_and_restart("dashboard", start, KILLS, 150..600, &mut rng);
     // A fast machine may finish the job before the last kills; two mid-run kills at least.
     assert!(kills >= 2, "the dashboard finished after {kills} kills");
 
@@ -207,38 +205,6 @@ fn forget_redis_job(redis: &mut redis::Connection, job: &str) {
     for writer in marks.iter().filter(|writer| writer.starts_with(&prefix)) {
         let _: () = redis.hdel("rill:v1:marks", writer).unwrap();
         let _: () = redis.del(format!("rill:v1:versions:{writer}")).unwrap();
-    }
-}
-
-/// Starts a run with `start`, kills it with SIGKILL at a random moment, up to `KILLS` times
-/// (fewer if a run finishes first), then lets a run finish; returns how often it killed.
-fn run_until_done(rng: &mut StdRng, mut start: impl FnMut() -> Child) -> usize {
-    let mut kills = 0;
-    loop {
-        let mut child = start();
-        if kills < KILLS {
-            // Killed at a random moment: while it reads, computes, or commits.
-            std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                continue;
-            }
-        }
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(300) {
-                child.kill().unwrap();
-                panic!("the job did not finish within 300 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "the job failed: {status}");
-        return kills;
     }
 }
 
@@ -340,19 +306,17 @@ fn the_alerts_killed_again_and_again_publish_and_record_every_alert_once() {
 
     let dir = tempfile::tempdir().unwrap();
     let binary = example_binary("alerts");
-    let kills = run_until_done(&mut rng, || {
-        Command::new(&binary)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--parallelism", "2", "--bounded"])
-            .args(["--checkpoint-interval-ms", "30"])
-            .args(["--nats", &nats_url(), "--postgres", &postgres_config()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    });
+    let start = || {
+        spawn(
+            Command::new(&binary)
+                .arg("--data-dir")
+                .arg(dir.path())
+                .args(["--parallelism", "2", "--bounded"])
+                .args(["--checkpoint-interval-ms", "30"])
+                .args(["--nats", &nats_url(), "--postgres", &postgres_config()]),
+        )
+    };
+    let kills = kill_and_restart("alerts", start, KILLS, 150..600, &mut rng);
     assert!(kills >= 2, "the alerts finished after {kills} kills");
 
     let mut published = stream_texts(&nats, "ALERTS");

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::prelude::*;
 
-use crate::support::example_binary;
+use crate::example_process::example_binary;
 
 const WORDS: usize = 300_000;
 const WORDS_PER_LINE: usize = 10;

@@ -6,6 +6,7 @@ mod api;
 mod bounded_reruns;
 mod checkpoints;
 mod connector_kill_recovery;
+mod example_process;
 mod kill_recovery;
 mod log_jobs;
 mod rewinds;
