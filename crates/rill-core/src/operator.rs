@@ -43,6 +43,27 @@ pub struct OperatorInfo {
     pub allow_rewind: bool,
 }
 
+impl OperatorInfo {
+    /// Subtask `subtask` of `parallelism` of the operator `uid` (also its name) of `job`, in a
+    /// job that checkpoints, with the default max parallelism, state in memory and no rewind
+    /// allowed: what a driver or test of one's own builds an operator or sink instance with.
+    pub fn of_subtask(job: &str, uid: &str, subtask: u32, parallelism: u32) -> Self {
+        let max_parallelism = crate::key::DEFAULT_MAX_PARALLELISM;
+        OperatorInfo {
+            job: job.to_owned(),
+            name: uid.to_owned(),
+            uid: uid.to_owned(),
+            subtask,
+            parallelism,
+            max_parallelism,
+            key_groups: KeyGroupRange::for_subtask(subtask, parallelism, max_parallelism),
+            checkpointing: true,
+            state_backend: StateBackend::Memory,
+            allow_rewind: false,
+        }
+    }
+}
+
 /// What an operator instance keeps across a checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorSnapshot {

@@ -75,31 +75,27 @@ fn mark_subject(writer: &str) -> String {
     format!("rill.marks.{}", escape(writer))
 }
 
-/// Creates the streams the protocol keeps its state in, if they are missing.
+/// Creates the streams the protocol keeps its state in, if they are missing: staged
+/// transactions, and the commit marks (the last message of each writer's subject).
 pub(crate) fn ensure_protocol_streams(client: &NatsClient) -> Result<(), NatsError> {
-    client.call("creating the stream RILL_STAGING", |jetstream| async move {
-        jetstream
-            .get_or_create_stream(stream::Config {
-                name: STAGING_STREAM.to_owned(),
-                subjects: vec!["rill.staged.>".to_owned()],
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map(drop)
-    })?;
-    client.call("creating the stream RILL_MARKS", |jetstream| async move {
-        jetstream
-            .get_or_create_stream(stream::Config {
-                name: MARKS_STREAM.to_owned(),
-                subjects: vec!["rill.marks.>".to_owned()],
-                storage: stream::StorageType::File,
-                max_messages_per_subject: 1,
-                ..Default::default()
-            })
-            .await
-            .map(drop)
-    })
+    let streams = [
+        (STAGING_STREAM, "rill.staged.>", -1),
+        (MARKS_STREAM, "rill.marks.>", 1),
+    ];
+    for (name, subjects, max_messages_per_subject) in streams {
+        let config = stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subjects.to_owned()],
+            storage: stream::StorageType::File,
+            max_messages_per_subject,
+            ..Default::default()
+        };
+        client.call(
+            &format!("creating the stream {name}"),
+            |jetstream| async move { jetstream.get_or_create_stream(config).await.map(drop) },
+        )?;
+    }
+    Ok(())
 }
 
 /// One sink subtask's client, connected on first use (which creates the protocol's streams if

@@ -643,16 +643,8 @@ mod tests {
     /// Subtask `subtask` of `parallelism` of sink `u` of job `j`.
     fn info(subtask: u32, parallelism: u32, checkpointing: bool) -> OperatorInfo {
         OperatorInfo {
-            job: "j".to_owned(),
-            name: "sink".to_owned(),
-            uid: "u".to_owned(),
-            subtask,
-            parallelism,
-            max_parallelism: 128,
-            key_groups: crate::key::KeyGroupRange::for_subtask(subtask, parallelism, 128),
             checkpointing,
-            state_backend: crate::state::StateBackend::Memory,
-            allow_rewind: false,
+            ..OperatorInfo::of_subtask("j", "u", subtask, parallelism)
         }
     }
 

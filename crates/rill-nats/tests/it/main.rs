@@ -101,18 +101,7 @@ fn sink(stream: &str, subject: &str) -> NatsSink<String> {
 
 /// Subtask 0 of 1 of sink `sink` of `job`, in a job that checkpoints.
 fn info(job: &str) -> OperatorInfo {
-    OperatorInfo {
-        job: job.to_owned(),
-        name: "sink".to_owned(),
-        uid: "sink".to_owned(),
-        subtask: 0,
-        parallelism: 1,
-        max_parallelism: 128,
-        key_groups: rill::core::key::KeyGroupRange::for_subtask(0, 1, 128),
-        checkpointing: true,
-        state_backend: Default::default(),
-        allow_rewind: false,
-    }
+    OperatorInfo::of_subtask(job, "sink", 0, 1)
 }
 
 fn batch(texts: &[&str]) -> Vec<Record<String>> {

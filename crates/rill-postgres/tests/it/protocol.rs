@@ -10,18 +10,7 @@ use rill::core::operator::{OperatorInfo, Sink};
 
 /// Subtask 0 of 1 of sink `sink` of job `job`, in a job that checkpoints.
 fn info(job: &str) -> OperatorInfo {
-    OperatorInfo {
-        job: job.to_owned(),
-        name: "sink".to_owned(),
-        uid: "sink".to_owned(),
-        subtask: 0,
-        parallelism: 1,
-        max_parallelism: 128,
-        key_groups: rill::core::key::KeyGroupRange::for_subtask(0, 1, 128),
-        checkpointing: true,
-        state_backend: Default::default(),
-        allow_rewind: false,
-    }
+    OperatorInfo::of_subtask(job, "sink", 0, 1)
 }
 
 fn batch(words: &[&str]) -> Vec<Record<(String, i64)>> {

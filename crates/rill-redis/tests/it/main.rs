@@ -47,18 +47,7 @@ fn hash(key: &str) -> BTreeMap<String, String> {
 
 /// Subtask 0 of 1 of sink `sink` of `job`, in a job that checkpoints.
 fn info(job: &str) -> OperatorInfo {
-    OperatorInfo {
-        job: job.to_owned(),
-        name: "sink".to_owned(),
-        uid: "sink".to_owned(),
-        subtask: 0,
-        parallelism: 1,
-        max_parallelism: 128,
-        key_groups: rill::core::key::KeyGroupRange::for_subtask(0, 1, 128),
-        checkpointing: true,
-        state_backend: Default::default(),
-        allow_rewind: false,
-    }
+    OperatorInfo::of_subtask(job, "sink", 0, 1)
 }
 
 fn counts_sink(key: &str) -> RedisSink<(String, u64)> {
