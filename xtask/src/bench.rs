@@ -8,7 +8,10 @@
 //! 1 000 000 keys on both backends, and the event-time sliding-window workload (10 s windows
 //! every 2 s, 100 000 keys) at parallelism 1 and 2, without and with checkpoints every second.
 //! Last, the simulator: seeds per second on one core of the
-//! `wordcount-10k-lines` scenario (10 000 lines, 3 crashes).
+//! `wordcount-10k-lines` scenario (10 000 lines, 3 crashes). `--workload connectors` runs the
+//! `connector_bench` example instead, against the servers `cargo xtask services` starts (it
+//! starts them): each connector beside the server's own client, and the exactly-once sinks'
+//! latency; it is not part of the default run, which needs no server.
 //!
 //! The machine is shared and noisy, so rows are compared as **ratios** to the hand-written
 //! loop measured in the same invocation (`baseline-keyed` for every keyed-state workload,
@@ -33,7 +36,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20_000_000)]
     events: u64,
     /// Runs only this workload (keyed, stateless, slow-sink, baseline-keyed, baseline-stateless,
-    /// recovery, sliding, sim).
+    /// recovery, sliding, sim, connectors: the last against the servers `cargo xtask services`
+    /// starts).
     #[arg(long)]
     workload: Option<String>,
     /// Runs of each configuration; the median is reported (peak memory: the largest).
@@ -252,6 +256,12 @@ fn sim_row(root: &Path, runs: usize) -> anyhow::Result<()> {
 pub(crate) fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     if args.workload.as_deref() == Some("sim") {
         return sim_row(root, args.runs);
+    }
+    if args.workload.as_deref() == Some("connectors") {
+        crate::services::start()?;
+        let binary = build_release_example(root, "connector_bench")?;
+        let binary = binary.to_string_lossy().into_owned();
+        return run_command(root, &binary, &["--records", "200000"]);
     }
     let binary = build_release_example(root, "bench")?;
     println!(
