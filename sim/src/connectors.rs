@@ -21,6 +21,7 @@ use rill_core::operator::OperatorInfo;
 use rill_core::time::WatermarkStrategy;
 use rill_core::transactional::{CommitMark, TransactionalTarget, TransactionalWriter};
 
+use crate::broker::{BrokerError, BrokerSession, SimBroker};
 use crate::database::{DatabaseError, DatabaseSession, SimDatabase};
 use crate::files::{FilesError, FilesSession, SimDirectory};
 use crate::log::{LogRecord, SimLog, SimLogError};
@@ -190,6 +191,7 @@ impl SimConnectors {
                 SinkOutput::Log => SimTarget::Log(LogTarget::new(&log, OUTPUT_TOPIC)),
                 SinkOutput::Database(database) => SimTarget::Database(database.session()),
                 SinkOutput::Files(directory) => SimTarget::Files(directory.session()),
+                SinkOutput::Broker(broker) => SimTarget::Broker(broker.session()),
             };
             let mut writer = TransactionalWriter::new(target, info, encode.clone(), exactly_once);
             if let Some(defect) = defect {
@@ -232,6 +234,8 @@ pub enum SinkOutput {
     Database(SimDatabase),
     /// The directory of part files.
     Files(SimDirectory),
+    /// The broker with a duplicate window.
+    Broker(SimBroker),
 }
 
 impl SinkOutput {
@@ -241,6 +245,7 @@ impl SinkOutput {
             SinkOutput::Log => Vec::new(),
             SinkOutput::Database(database) => database.prepared(),
             SinkOutput::Files(directory) => directory.open(),
+            SinkOutput::Broker(broker) => broker.staged(),
         }
     }
 
@@ -251,6 +256,7 @@ impl SinkOutput {
             SinkOutput::Log => None,
             SinkOutput::Database(database) => Some(database.with_committed(<[LogRecord]>::to_vec)),
             SinkOutput::Files(directory) => Some(directory.with_committed(<[LogRecord]>::to_vec)),
+            SinkOutput::Broker(broker) => Some(broker.with_published(<[LogRecord]>::to_vec)),
         }
     }
 }
@@ -263,6 +269,8 @@ pub enum SimTarget {
     Database(DatabaseSession),
     /// The directory's part files.
     Files(FilesSession),
+    /// The broker's stream.
+    Broker(BrokerSession),
 }
 
 /// What a simulated sink's target cannot do.
@@ -277,6 +285,9 @@ pub enum SimTargetError {
     /// The directory's.
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// The broker's.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// Calls `$call` on whichever target `$target` is, converting its error.
@@ -286,6 +297,7 @@ macro_rules! dispatch {
             SimTarget::Log(log) => log.$call($($arg),*).map_err(SimTargetError::from),
             SimTarget::Database(database) => database.$call($($arg),*).map_err(SimTargetError::from),
             SimTarget::Files(directory) => directory.$call($($arg),*).map_err(SimTargetError::from),
+            SimTarget::Broker(broker) => broker.$call($($arg),*).map_err(SimTargetError::from),
         }
     };
 }
@@ -299,6 +311,7 @@ impl TransactionalTarget for SimTarget {
             SimTarget::Log(log) => log.describe(),
             SimTarget::Database(database) => database.describe(),
             SimTarget::Files(directory) => directory.describe(),
+            SimTarget::Broker(broker) => broker.describe(),
         }
     }
 

@@ -12,8 +12,9 @@
 //! - [`storage`]: that disk as `rill-core`'s storage contract, under `rill-store`'s real
 //!   checkpoint store;
 //! - [`log`]: `rill-log`'s event log on such a disk;
-//! - [`database`] and [`files`]: models of the systems other sinks write — a database with
-//!   prepared transactions, a directory of part files with atomic renames;
+//! - [`database`], [`files`] and [`broker`]: models of the systems other sinks write — a
+//!   database with prepared transactions, a directory of part files with atomic renames, a
+//!   broker with a duplicate window whose commits a crash can cut short;
 //! - [`connectors`]: the log as a source and a two-phase-commit sink (writing the log or one of
 //!   those models), handed to a job as a user's custom connectors;
 //! - [`jobs`]: the catalog of jobs (described with `rill-api`), their inputs and reference
@@ -32,6 +33,7 @@
 //! theirs): never on actix, threads or the wall clock.
 
 pub mod accounting;
+pub mod broker;
 pub mod check;
 pub mod connectors;
 pub mod database;

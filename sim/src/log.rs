@@ -272,6 +272,18 @@ impl SimLog {
         self.lock().crash_during_next_commit = Some(writes_before);
     }
 
+    /// Takes the crash a fault armed for the next commit, if any: the number of writes (or
+    /// publications, for another system's commit) before the machine dies.
+    pub fn take_commit_crash(&self) -> Option<u32> {
+        self.lock().crash_during_next_commit.take()
+    }
+
+    /// The machine dies now, during a commit to another system (a `crash-during-commit`
+    /// fault that [`SimLog::take_commit_crash`] handed over).
+    pub fn crash_machine_now(&self) {
+        self.lock().disk.crash_now();
+    }
+
     /// Whether the machine died during a write to the log.
     pub fn machine_crashed(&self) -> bool {
         self.lock().disk.crashed_during_write()

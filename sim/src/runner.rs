@@ -132,7 +132,7 @@ fn run_world(
         log.plan_ends(topic.topic, ends);
     }
     let arrivals = plan_arrivals(generated.topics, spec.input.arrival_ms, &mut input_rng);
-    let output = scenario.sink_output();
+    let output = scenario.sink_output(&log);
     let graph = match scenario.job_graph(&log, &output, &BTreeMap::new()) {
         Ok(graph) => graph,
         Err(reason) => return failed_setup(reason),

@@ -21,6 +21,7 @@ use rill_core::graph::JobGraph;
 use rill_core::restart::RestartStrategy;
 use serde::Deserialize;
 
+use crate::broker::SimBroker;
 use crate::connectors::{SimConnectors, SinkOutput};
 use crate::database::SimDatabase;
 use crate::faults::{Defect, Fault, FaultSpec};
@@ -163,14 +164,29 @@ pub enum SinkTarget {
     Database,
     /// The model of a directory of part files with atomic renames (`rill-files`' sink).
     Files,
+    /// The model of a broker with a duplicate window (NATS JetStream's), whose commits a
+    /// crash can cut short.
+    Broker,
 }
 
 /// The job's sink.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkSpec {
     /// What it writes.
     pub target: SinkTarget,
+    /// With the broker: whether it drops a publication whose message id it has stored (a
+    /// duplicate window longer than any recovery); `false` breaks the broker on purpose.
+    pub duplicate_window: bool,
+}
+
+impl Default for SinkSpec {
+    fn default() -> Self {
+        SinkSpec {
+            target: SinkTarget::default(),
+            duplicate_window: true,
+        }
+    }
 }
 
 /// The restart strategy: a fixed delay.
@@ -537,9 +553,13 @@ impl Scenario {
             .collect())
     }
 
-    /// Where a run's sink writes: the log, or a new model of the system the scenario names.
-    pub fn sink_output(&self) -> SinkOutput {
+    /// Where a run's sink writes: the log, or a new model of the system the scenario names
+    /// (beside `log`, on whose machine the job runs).
+    pub fn sink_output(&self, log: &SimLog) -> SinkOutput {
         match self.spec.sink.target {
+            SinkTarget::Broker => {
+                SinkOutput::Broker(SimBroker::new(self.spec.sink.duplicate_window, log))
+            }
             SinkTarget::Log => SinkOutput::Log,
             SinkTarget::Database => SinkOutput::Database(SimDatabase::default()),
             SinkTarget::Files => SinkOutput::Files(SimDirectory::default()),

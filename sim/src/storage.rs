@@ -202,6 +202,14 @@ impl SimDisk {
         self.disk().crash_in_writes = None;
     }
 
+    /// The machine dies now, in the middle of something that is not a write to this disk
+    /// (a commit to another system): later writes fail until the crash.
+    pub fn crash_now(&self) {
+        let mut disk = self.disk();
+        disk.crash_in_writes = None;
+        disk.crashed = true;
+    }
+
     /// Whether the machine died during a write since the last crash.
     pub fn crashed_during_write(&self) -> bool {
         self.disk().crashed
