@@ -36,7 +36,9 @@
 //! unique keys that two checkpoints could both write: a prepared transaction keeps its rows
 //! locked until its checkpoint completes, so a later row with the same key waits for it (the
 //! data session gives up after a lock timeout of 10 s, and the job restarts).
-//! [`PostgresSink::at_least_once`] copies each batch at once instead.
+//! [`PostgresSink::at_least_once`] copies each batch at once instead. For keyed results,
+//! [`PostgresSink::upsert`] stages a checkpoint's rows in a table of their own and applies
+//! them with `INSERT … ON CONFLICT … DO UPDATE` when the checkpoint completes.
 //!
 //! TLS is not supported: connect over loopback or a private network.
 
@@ -153,7 +155,29 @@ impl<T: Data> PostgresSink<T> {
         columns: &[&str],
         to_row: impl Fn(&T) -> Row + Send + Sync + 'static,
     ) -> Result<Self, PostgresError> {
-        let table = check_table(config, table, columns)?;
+        let table = check_table(config, table, columns, None)?;
+        Ok(PostgresSink {
+            table: Arc::new(table),
+            encode: Arc::new(to_row),
+            exactly_once: true,
+        })
+    }
+
+    /// Upserts into `table` instead: the rows of a checkpoint are applied when it completes —
+    /// for each value of the `key` columns, the last row written, by `INSERT … ON CONFLICT
+    /// (key) DO UPDATE` — for tables that hold each key's latest result, which a dashboard
+    /// reads. `key` must carry a unique constraint. The rows wait in a staging table of their
+    /// own (`rill_staged_<table>`, created if missing), so that a prepared transaction locks no
+    /// row of the table: results of one key from consecutive checkpoints never wait for each
+    /// other.
+    pub fn upsert(
+        config: &str,
+        table: &str,
+        columns: &[&str],
+        key: &[&str],
+        to_row: impl Fn(&T) -> Row + Send + Sync + 'static,
+    ) -> Result<Self, PostgresError> {
+        let table = check_table(config, table, columns, Some(key))?;
         Ok(PostgresSink {
             table: Arc::new(table),
             encode: Arc::new(to_row),
@@ -181,8 +205,14 @@ impl<T: Data> PostgresSink<T> {
     }
 }
 
-/// Checks the table and the server, and creates the commit marks' table.
-fn check_table(config: &str, table: &str, columns: &[&str]) -> Result<Table, PostgresError> {
+/// Checks the table and the server, and creates the commit marks' table (and, to upsert by
+/// `key`, the staging table).
+fn check_table(
+    config: &str,
+    table: &str,
+    columns: &[&str],
+    key: Option<&[&str]>,
+) -> Result<Table, PostgresError> {
     let refuse = |reason: String| PostgresError::Table {
         table: table.to_owned(),
         reason,
@@ -197,6 +227,15 @@ fn check_table(config: &str, table: &str, columns: &[&str]) -> Result<Table, Pos
     }
     if let Some(column) = columns.iter().find(|column| !is_identifier(column)) {
         return Err(refuse(format!("'{column}' is not a column name")));
+    }
+    if let Some(key) = key
+        && (key.is_empty() || key.iter().any(|column| !columns.contains(column)))
+    {
+        return Err(refuse(format!(
+            "the upsert key ({}) must be one or more of the columns written ({})",
+            key.join(", "),
+            columns.join(", ")
+        )));
     }
     let connection = Connection::open(config)?;
     let prepared_allowed: String =
@@ -230,11 +269,33 @@ fn check_table(config: &str, table: &str, columns: &[&str]) -> Result<Table, Pos
                  PRIMARY KEY (writer, transaction_id))"
         ))
     })?;
+    let columns: Vec<String> = columns.iter().map(|column| (*column).to_owned()).collect();
+    let upsert = key.map(|key| {
+        let key: Vec<String> = key.iter().map(|column| (*column).to_owned()).collect();
+        target::Upsert::new(table, &columns, &key)
+    });
+    if let Some(upsert) = &upsert {
+        let create = upsert.create_staging(table, &columns);
+        connection.run("creating the staging table", move |client| {
+            client.batch_execute(&create)
+        })?;
+        // Running it (for no transaction, then rolling back) checks the key against the
+        // table's unique constraints, which PostgreSQL looks for when it plans the statement.
+        let apply = upsert.apply.clone();
+        connection
+            .run("checking the upsert key", move |client| {
+                let mut transaction = client.transaction()?;
+                transaction.execute(&apply, &[&"rill: no such transaction"])?;
+                transaction.rollback()
+            })
+            .map_err(|error| refuse(error.to_string()))?;
+    }
     Ok(Table {
         config: config.to_owned(),
         name: table.to_owned(),
-        columns: columns.iter().map(|column| (*column).to_owned()).collect(),
+        columns,
         types,
+        upsert,
     })
 }
 

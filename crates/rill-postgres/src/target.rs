@@ -45,16 +45,109 @@ pub(crate) struct Table {
     pub(crate) columns: Vec<String>,
     /// Their types, as the server reported them.
     pub(crate) types: Vec<Type>,
+    /// In upsert mode, the staging table and the statements that apply a transaction.
+    pub(crate) upsert: Option<Upsert>,
+}
+
+/// Upsert mode: a transaction's rows are staged in a table of their own (the target's columns,
+/// the transaction's id and the row's order), so that a prepared transaction locks no row of
+/// the target; its commit applies them — the last row of each key, `INSERT … ON CONFLICT …
+/// DO UPDATE` — and deletes them, in one transaction.
+#[derive(Debug)]
+pub(crate) struct Upsert {
+    /// The staging table.
+    pub(crate) staging: String,
+    /// Applies the staged rows of transaction `$1` to the target.
+    pub(crate) apply: String,
+}
+
+impl Upsert {
+    /// The staging table of `table` and the statement applying a transaction of it, with the
+    /// rows' `key` columns.
+    pub(crate) fn new(table: &str, columns: &[String], key: &[String]) -> Self {
+        let staging = match table.rsplit_once('.') {
+            Some((schema, name)) => format!("{schema}.rill_staged_{name}"),
+            None => format!("rill_staged_{table}"),
+        };
+        let (columns, key) = (columns.join(", "), key.join(", "));
+        let updates: Vec<String> = columns
+            .split(", ")
+            .filter(|column| !key.split(", ").any(|k| k == *column))
+            .map(|column| format!("{column} = EXCLUDED.{column}"))
+            .collect();
+        let on_conflict = if updates.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        let apply = format!(
+            "INSERT INTO {table} ({columns}) SELECT {columns} FROM (SELECT DISTINCT ON ({key}) \
+             {columns} FROM {staging} WHERE rill_transaction = $1 ORDER BY {key}, rill_seq DESC) \
+             AS latest ON CONFLICT ({key}) {on_conflict}"
+        );
+        Upsert { staging, apply }
+    }
+
+    /// Creates the staging table, if missing.
+    pub(crate) fn create_staging(&self, table: &str, columns: &[String]) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {staging} AS SELECT {columns} FROM {table} WITH NO DATA; \
+             ALTER TABLE {staging} ADD COLUMN IF NOT EXISTS rill_transaction text, \
+             ADD COLUMN IF NOT EXISTS rill_seq bigserial",
+            staging = self.staging,
+            columns = columns.join(", ")
+        )
+    }
 }
 
 impl Table {
+    /// The `COPY` a transaction's rows go in with: into the table, or (upserts) into the
+    /// staging table, each row with the transaction's id.
     fn copy_statement(&self) -> String {
-        format!(
-            "COPY {} ({}) FROM STDIN BINARY",
-            self.name,
-            self.columns.join(", ")
-        )
+        match &self.upsert {
+            None => format!(
+                "COPY {} ({}) FROM STDIN BINARY",
+                self.name,
+                self.columns.join(", ")
+            ),
+            Some(upsert) => format!(
+                "COPY {} ({}, rill_transaction) FROM STDIN BINARY",
+                upsert.staging,
+                self.columns.join(", ")
+            ),
+        }
     }
+
+    /// In upsert mode, applies the staged rows of transaction `id` and deletes them,
+    /// atomically: run again, it finds nothing. In append mode, the rows are in place already.
+    fn apply_staged(&self, client: &mut Client, id: &str) -> Result<(), postgres::Error> {
+        let Some(upsert) = &self.upsert else {
+            return Ok(());
+        };
+        let mut transaction = client.transaction()?;
+        transaction.execute(&upsert.apply, &[&id])?;
+        transaction.execute(
+            &format!("DELETE FROM {} WHERE rill_transaction = $1", upsert.staging),
+            &[&id],
+        )?;
+        transaction.commit()
+    }
+
+    /// The types of a row as [`Table::copy_statement`] copies it.
+    fn copy_types(&self) -> Vec<Type> {
+        let mut types = self.types.clone();
+        if self.upsert.is_some() {
+            types.push(Type::TEXT);
+        }
+        types
+    }
+}
+
+/// The id of the next batch an at-least-once upsert sink applies at once.
+fn at_once_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("at-once/{}/{next}", std::process::id())
 }
 
 /// The two sessions of a sink subtask.
@@ -95,8 +188,9 @@ impl PostgresTarget {
             .ok_or_else(|| PostgresError::Thread("no session".to_owned()))
     }
 
-    /// Copies `rows` into the table in the data session (inside its open transaction, if any).
-    fn copy(&mut self, rows: Vec<Row>) -> Result<(), PostgresError> {
+    /// Copies `rows` of transaction `id` into the table (or its staging table) in the data
+    /// session, inside its open transaction, if any.
+    fn copy(&mut self, id: &str, rows: Vec<Row>) -> Result<(), PostgresError> {
         let expected = self.table.columns.len();
         if let Some(row) = rows.iter().find(|row| row.len() != expected) {
             return Err(PostgresError::RowWidth {
@@ -105,20 +199,29 @@ impl PostgresTarget {
                 got: row.len(),
             });
         }
-        let table = self.table.clone();
+        let (table, id) = (self.table.clone(), id.to_owned());
         let doing = format!("copying {} rows into table '{}'", rows.len(), table.name);
         self.sessions()?
             .data
-            .run(&doing, move |client| copy_rows(client, &table, &rows))
+            .run(&doing, move |client| copy_rows(client, &table, &id, &rows))
     }
 }
 
-/// Writes `rows` with one binary `COPY`.
-fn copy_rows(client: &mut Client, table: &Table, rows: &[Row]) -> Result<(), postgres::Error> {
+/// Writes `rows` of transaction `id` with one binary `COPY`.
+fn copy_rows(
+    client: &mut Client,
+    table: &Table,
+    id: &str,
+    rows: &[Row],
+) -> Result<(), postgres::Error> {
     let statement = table.copy_statement();
-    let mut writer = BinaryCopyInWriter::new(client.copy_in(&statement)?, &table.types);
+    let mut writer = BinaryCopyInWriter::new(client.copy_in(&statement)?, &table.copy_types());
+    let id: &(dyn ToSql + Sync) = &id;
     for row in rows {
-        let values: Vec<&(dyn ToSql + Sync)> = row.values().collect();
+        let mut values: Vec<&(dyn ToSql + Sync)> = row.values().collect();
+        if table.upsert.is_some() {
+            values.push(id);
+        }
         writer.write(&values)?;
     }
     writer.finish()?;
@@ -148,7 +251,14 @@ impl TransactionalTarget for PostgresTarget {
     }
 
     fn append(&mut self, rows: Vec<Row>) -> Result<(), PostgresError> {
-        self.copy(rows)
+        let id = at_once_id();
+        self.copy(&id, rows)?;
+        let table = self.table.clone();
+        self.sessions()?
+            .data
+            .run("applying upserts", move |client| {
+                table.apply_staged(client, &id)
+            })
     }
 
     fn stage(&mut self, id: &str, rows: Vec<Row>) -> Result<(), PostgresError> {
@@ -174,7 +284,7 @@ impl TransactionalTarget for PostgresTarget {
                 self.open = Some(id.to_owned());
             }
         }
-        self.copy(rows)
+        self.copy(id, rows)
     }
 
     fn prepare(&mut self, id: &str, mark: Option<CommitMark<'_>>) -> Result<(), PostgresError> {
@@ -206,8 +316,12 @@ impl TransactionalTarget for PostgresTarget {
         let statement = format!("COMMIT PREPARED {}", literal(id));
         let prune = mark.map(|mark| (mark.writer.to_owned(), mark.checkpoint as i64));
         let doing = format!("committing transaction '{id}'");
+        let (table, id) = (self.table.clone(), id.to_owned());
         self.sessions()?.control.run(&doing, move |client| {
             resolve(client, &statement)?;
+            // A crash between the two leaves the rows staged and visible: the restored sink
+            // commits the transaction again, and the apply finds them.
+            table.apply_staged(client, &id)?;
             if let Some((writer, checkpoint)) = prune {
                 client.execute(
                     &format!("DELETE FROM {MARKS_TABLE} WHERE writer = $1 AND checkpoint < $2"),

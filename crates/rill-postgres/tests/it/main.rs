@@ -101,6 +101,37 @@ fn a_job_writes_every_row_once_and_leaves_no_transaction_open() {
 }
 
 #[test]
+fn an_upsert_job_leaves_each_keys_latest_count() {
+    let table = fresh_table("latest", "word text PRIMARY KEY, n bigint NOT NULL");
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    env.enable_checkpointing(std::time::Duration::from_millis(20));
+    let words: Vec<String> = (0..4_000).map(|i| format!("w{}", i % 13)).collect();
+    let sink = PostgresSink::upsert(
+        &config(),
+        &table,
+        &["word", "n"],
+        &["word"],
+        |(word, n): &(String, i64)| row![word.clone(), *n],
+    )
+    .unwrap();
+    env.from_iter(words)
+        .map(|word: String| (word, 1_i64))
+        .key_by(|(word, _): &(String, i64)| word.clone())
+        .reduce(|(word, a), (_, b)| (word, a + b))
+        .sink_to_postgres(sink);
+    env.execute(&format!("pg-{table}")).unwrap();
+    let expected: Vec<(String, i64)> = {
+        let mut counts: Vec<(String, i64)> = (0..13)
+            .map(|w| (format!("w{w}"), 4_000 / 13 + i64::from(w < 4_000 % 13)))
+            .collect();
+        counts.sort();
+        counts
+    };
+    assert_eq!(rows(&table), expected);
+}
+
+#[test]
 fn at_least_once_copies_without_prepared_transactions() {
     let table = fresh_table("words", "word text NOT NULL, n bigint NOT NULL");
     let env = StreamEnv::new();
