@@ -1,6 +1,8 @@
-//! A pipeline from a directory of JSON lines to a directory of JSON lines, exactly-once: it
-//! reads orders, drops those with no amount, and writes an invoice for each of the others
-//! (the VAT of its country added).
+//! A pipeline from a directory of JSON lines to a directory of JSON lines — and, with
+//! `--postgres CONFIG`, to a PostgreSQL table too — exactly-once: it reads orders, drops those
+//! with no amount, and writes an invoice for each of the others (the VAT of its country
+//! added). The table must exist: `CREATE TABLE invoices (order_id bigint, customer text,
+//! net_cents bigint, vat_cents bigint, gross_cents bigint)`.
 //!
 //! ```text
 //! cargo run --release -p rill-files --example json_pipeline -- \
@@ -23,6 +25,7 @@ use std::time::Duration;
 use clap::Parser;
 use rill::prelude::*;
 use rill_files::{FileSink, FileSource, FilesExt, FilesSinkExt};
+use rill_postgres::{PostgresSink, PostgresSinkExt, row};
 use serde::{Deserialize, Serialize};
 
 #[allow(dead_code)]
@@ -39,6 +42,10 @@ struct Args {
     /// The directory the invoices go to, as JSON lines (created if missing).
     #[arg(long, default_value = "./invoices")]
     output: std::path::PathBuf,
+    /// Also write the invoices into the PostgreSQL table `invoices`, connecting with these
+    /// parameters (`host=127.0.0.1 port=15432 user=rill dbname=rill`).
+    #[arg(long)]
+    postgres: Option<String>,
     #[command(flatten)]
     job: JobArgs,
 }
@@ -124,10 +131,38 @@ fn main() -> anyhow::Result<()> {
     if !args.job.bounded {
         orders = orders.watch(Duration::from_secs(1));
     }
-    env.from_files(orders)
+    let invoices = env
+        .from_files(orders)
         .uid("orders")
         .filter(|order| order.amount_cents > 0)
-        .map(invoice)
+        .map(invoice);
+    if let Some(config) = &args.postgres {
+        let table = PostgresSink::new(
+            config,
+            "invoices",
+            &[
+                "order_id",
+                "customer",
+                "net_cents",
+                "vat_cents",
+                "gross_cents",
+            ],
+            |invoice: &Invoice| {
+                row![
+                    invoice.order as i64,
+                    invoice.customer.clone(),
+                    invoice.net_cents,
+                    invoice.vat_cents,
+                    invoice.gross_cents
+                ]
+            },
+        )?;
+        invoices
+            .clone()
+            .sink_to_postgres(table)
+            .uid("invoices-table");
+    }
+    invoices
         .sink_to_files(FileSink::<Invoice>::json_lines(&args.output)?)
         .uid("invoices");
     let report = env.execute("json_pipeline")?;

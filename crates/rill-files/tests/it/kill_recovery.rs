@@ -1,7 +1,8 @@
 //! The `json_pipeline` example as a child process, killed with SIGKILL at random moments and
-//! started again each time: the committed files of its output directory must hold every
-//! invoice exactly once — none missing, none twice — and no in-progress or pending part file
-//! may be left once it has finished.
+//! started again each time: the committed files of its output directory, and the PostgreSQL
+//! table it writes too (a real server: `cargo xtask services`, or `RILL_POSTGRES_URL`), must
+//! hold every invoice exactly once — none missing, none twice — and no in-progress or pending
+//! part file, and no prepared transaction, may be left once it has finished.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -47,6 +48,45 @@ fn write_orders(dir: &Path, rng: &mut StdRng) -> Vec<u64> {
     invoiced
 }
 
+fn postgres_config() -> String {
+    std::env::var("RILL_POSTGRES_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=15432 user=rill dbname=rill".to_owned())
+}
+
+/// A session with the server; the job is named `json_pipeline` wherever it runs, so what an
+/// earlier run of this test left there (its table's rows, commit marks, prepared
+/// transactions) is dropped first.
+fn fresh_database() -> postgres::Client {
+    let config = postgres_config();
+    let mut db = postgres::Client::connect(&config, postgres::NoTls).unwrap_or_else(|error| {
+        panic!("no PostgreSQL at '{config}' ({error}): start it with `cargo xtask services`")
+    });
+    let prepared: Vec<String> = db
+        .query(
+            "SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, 'json_pipeline/')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for gid in prepared {
+        db.batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+            .unwrap();
+    }
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS rill_commit_marks (writer text NOT NULL, \
+         transaction_id text NOT NULL, checkpoint bigint NOT NULL, \
+         PRIMARY KEY (writer, transaction_id));
+         DELETE FROM rill_commit_marks WHERE starts_with(writer, 'json_pipeline/');
+         DROP TABLE IF EXISTS invoices;
+         CREATE TABLE invoices (order_id bigint, customer text, net_cents bigint, \
+         vat_cents bigint, gross_cents bigint)",
+    )
+    .unwrap();
+    db
+}
+
 fn start(binary: &Path, dir: &Path) -> Child {
     spawn(
         Command::new(binary)
@@ -57,7 +97,8 @@ fn start(binary: &Path, dir: &Path) -> Child {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--parallelism", "2", "--bounded"])
-            .args(["--checkpoint-interval-ms", "30"]),
+            .args(["--checkpoint-interval-ms", "30"])
+            .args(["--postgres", &postgres_config()]),
     )
 }
 
@@ -66,6 +107,7 @@ fn the_json_pipeline_killed_again_and_again_writes_every_invoice_once() {
     let mut rng = StdRng::seed_from_u64(23);
     let dir = tempfile::tempdir().unwrap();
     let expected = write_orders(&dir.path().join("orders"), &mut rng);
+    let mut db = fresh_database();
     let binary = example_binary("json_pipeline");
     let start = || start(&binary, dir.path());
     let kills = kill_and_restart("the pipeline", start, KILLS, 100..500, &mut rng);
@@ -98,4 +140,20 @@ fn the_json_pipeline_killed_again_and_again_writes_every_invoice_once() {
         "part files left: {:?}",
         hidden_parts(&output)
     );
+    let mut in_table: Vec<u64> = db
+        .query("SELECT order_id FROM invoices", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, i64>(0) as u64)
+        .collect();
+    in_table.sort_unstable();
+    assert_eq!(in_table, expected, "the table, after {kills} kills");
+    let prepared: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_xacts WHERE starts_with(gid, 'json_pipeline/')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 0, "prepared transactions left");
 }
