@@ -94,17 +94,22 @@ fn start_redis(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn start_postgres(dir: &Path) -> anyhow::Result<()> {
-    if answers(POSTGRES_PORT) {
-        return Ok(());
-    }
     let bin = postgres_bin_dir()?;
+    if !answers(POSTGRES_PORT) {
+        start_postgres_server(dir, &bin)?;
+    }
+    create_database(&bin)
+}
+
+/// Starts the cluster in `dir` (creating it first if needed).
+fn start_postgres_server(dir: &Path, bin: &Path) -> anyhow::Result<()> {
     let data = dir.join("postgres");
     let log = dir.join("postgres.log");
     let as_root = is_root();
     if !data.join("PG_VERSION").exists() {
         std::fs::create_dir_all(&data)?;
         if as_root {
-            give_to_postgres(dir)?;
+            give_to_postgres(&data)?;
         }
         run_quietly(
             as_postgres(as_root, &bin.join("initdb"))
@@ -117,7 +122,11 @@ fn start_postgres(dir: &Path) -> anyhow::Result<()> {
     }
     if as_root {
         // The log file, too, is written by the server.
-        give_to_postgres(dir)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        give_to_postgres(&log)?;
     }
     let options = format!(
         "-c listen_addresses=127.0.0.1 -c port={POSTGRES_PORT} -c unix_socket_directories={} \
@@ -133,7 +142,12 @@ fn start_postgres(dir: &Path) -> anyhow::Result<()> {
             .args(["--options", &options, "--wait", "start"]),
         "pg_ctl start",
     )?;
-    wait_for("PostgreSQL", POSTGRES_PORT, &log)?;
+    wait_for("PostgreSQL", POSTGRES_PORT, &log)
+}
+
+/// Creates the database `rill`, unless it exists: also when an earlier run started the server
+/// but failed before creating it.
+fn create_database(bin: &Path) -> anyhow::Result<()> {
     let exists = Command::new(bin.join("psql"))
         .args(["--host", "127.0.0.1", "--port", &POSTGRES_PORT.to_string()])
         .args([
@@ -160,11 +174,11 @@ fn start_postgres(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes `dir` the `postgres` user's: PostgreSQL refuses to run as root, so its cluster and
-/// log belong to that user.
-fn give_to_postgres(dir: &Path) -> anyhow::Result<()> {
+/// Makes `path` (the cluster's directory, or its log) the `postgres` user's: PostgreSQL
+/// refuses to run as root, so what it writes belongs to that user.
+fn give_to_postgres(path: &Path) -> anyhow::Result<()> {
     let mut chown = Command::new("chown");
-    chown.arg("-R").arg("postgres:postgres").arg(dir);
+    chown.arg("-R").arg("postgres:postgres").arg(path);
     run_quietly(&mut chown, "chown")
 }
 

@@ -95,8 +95,8 @@ pub enum NatsError {
     #[error(
         "stream '{stream}' drops duplicate message ids for {window:?}, but a recovery may take \
          up to {bound:?} to publish again what a crash cut short: raise the stream's \
-         duplicate_window (`nats stream edit {stream} --dupe-window`) above the bound, lower \
-         the bound, or make the sink at-least-once"
+         duplicate_window (`nats stream edit {stream} --dupe-window`) above the bound, or \
+         lower the bound"
     )]
     DuplicateWindowTooShort {
         /// The stream.
@@ -234,9 +234,9 @@ impl<T: Data> NatsSource<T> {
     }
 
     /// Reads these partitions instead, each a subject or a wildcard filter
-    /// (`payments.eu.>`) that maps a group of subjects to one partition. Partition `p` is read
-    /// by source subtask `p % parallelism`; a checkpoint keeps each one's position by its
-    /// filter.
+    /// (`payments.eu.>`) that maps a group of subjects to one partition. A partition is read
+    /// by the source subtask a stable hash of its filter picks ([`source::owner`]); a checkpoint
+    /// keeps each one's position by its filter.
     pub fn partitions(mut self, filters: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.partitions = filters.into_iter().map(Into::into).collect();
         self

@@ -1,10 +1,11 @@
 //! [`NatsReader`]: one source subtask's reading of a JetStream stream.
 //!
 //! A stream is read as partitions, each a subject filter (one subject, or a wildcard that maps
-//! a group of subjects to one partition); partition `p` goes to subtask `p % parallelism`, as
-//! the event log's do. Each partition is read in stream-sequence order through an ephemeral
+//! a group of subjects to one partition); a partition goes to the subtask its filter's stable
+//! hash picks ([`owner`]), so it keeps its reader when other subjects appear or go between
+//! runs. Each partition is read in stream-sequence order through an ephemeral
 //! pull consumer that starts at the partition's next sequence, with requests that return at
-//! once with what is there (`no_wait`), at most what the poll has room for: nothing is buffered
+//! once with what is there (`no_wait`), at most as many messages as the poll has room for: nothing is buffered
 //! in the client beyond one poll, so a slow job slows its reads and the server keeps the rest.
 //! A checkpoint holds each partition's next sequence, and a restored job reads on from there.
 //! Bounded, the reader stops at the stream's last sequence when the subtask starts; a
@@ -65,6 +66,13 @@ struct Partition {
     finished: bool,
 }
 
+/// The subtask of `parallelism` that reads partition `filter`: by a stable hash of the filter,
+/// so that a partition keeps its reader (and the position it checkpointed) when others appear
+/// or disappear between runs.
+pub fn owner(filter: &str, parallelism: u32) -> u32 {
+    (rill_core::key::stable_hash(filter) % u64::from(parallelism.max(1))) as u32
+}
+
 /// One source subtask's reader of a stream.
 pub struct NatsReader<T> {
     url: String,
@@ -93,8 +101,7 @@ impl<T> NatsReader<T> {
     ) -> Self {
         let partitions = filters
             .iter()
-            .skip(subtask as usize)
-            .step_by(parallelism.max(1) as usize)
+            .filter(|filter| owner(filter, parallelism) == subtask)
             .map(|filter| Partition {
                 filter: filter.clone(),
                 next: 1,
@@ -149,13 +156,9 @@ impl<T> NatsReader<T> {
         )
     }
 
-    /// Reads up to `max` messages (and about `max_bytes`) of partition `index`.
-    fn fetch(
-        &mut self,
-        index: usize,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<NatsRecord>, NatsError> {
+    /// Reads up to `max` messages of partition `index`. (No byte limit: JetStream ends a pull
+    /// whose next message would pass one with an error status, which would fail the poll.)
+    fn fetch(&mut self, index: usize, max: usize) -> Result<Vec<NatsRecord>, NatsError> {
         let stream_name = self.stream.clone();
         let partition = &self.partitions[index];
         let (filter, next, consumer) = (
@@ -164,7 +167,7 @@ impl<T> NatsReader<T> {
             partition.consumer.clone(),
         );
         let client = self.client()?;
-        let (consumer, records, pending) = client.call(
+        let fetched = client.call(
             &format!("reading '{filter}' of stream '{stream_name}'"),
             |jetstream| async move {
                 let mut consumer = match consumer {
@@ -184,12 +187,7 @@ impl<T> NatsReader<T> {
                             .await?
                     }
                 };
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(max)
-                    .max_bytes(max_bytes)
-                    .messages()
-                    .await?;
+                let mut batch = consumer.fetch().max_messages(max).messages().await?;
                 let mut records = Vec::new();
                 while let Some(message) = batch.next().await {
                     let message = message?;
@@ -209,7 +207,11 @@ impl<T> NatsReader<T> {
                 };
                 Ok::<_, async_nats::Error>((consumer, records, pending))
             },
-        )?;
+        );
+        // A consumer that failed (gone after inactivity, say) is made again at `next`.
+        let (consumer, records, pending) = fetched.inspect_err(|_| {
+            self.partitions[index].consumer = None;
+        })?;
         let partition = &mut self.partitions[index];
         partition.consumer = Some(consumer);
         if records.is_empty() && pending == 0 && self.stop.is_some() {
@@ -236,7 +238,7 @@ impl<T: Data> Source for NatsReader<T> {
             if self.partitions[index].finished {
                 continue;
             }
-            for record in self.fetch(index, out.remaining(), bytes_left)? {
+            for record in self.fetch(index, out.remaining())? {
                 let partition = &mut self.partitions[index];
                 if self.stop.is_some_and(|stop| record.sequence > stop) {
                     // Past the end of a bounded read: the consumer stays where it is.

@@ -4,11 +4,13 @@
 //! JetStream has no transactions, but it drops a message whose `Nats-Msg-Id` it has stored
 //! within the stream's duplicate window. So a transaction is staged in JetStream itself: a
 //! checkpoint's messages are published, each with its destination in the header
-//! `Rill-Subject`, to the subject `rill.staged.<transaction>` of the stream `RILL_STAGING`,
-//! where they are durable once acknowledged. The commit reads them back in order and publishes
-//! each to its destination with the message id `<transaction>/<checkpoint>/<index>`; then it
+//! `Rill-Subject` and the transaction's nonce (unique to this staging of it) in `Rill-Nonce`,
+//! to the subject `rill.staged.<transaction>` of the stream `RILL_STAGING`, where they are
+//! durable once acknowledged. The commit reads them back in order and publishes each to its
+//! destination with the message id `<transaction>/<checkpoint>/<nonce>/<index>` — the nonce
+//! keeps a later run, which reuses transaction ids, from being taken for duplicates; then it
 //! records the commit mark (the last message of `rill.marks.<writer>` in the stream
-//! `RILL_MARKS`) and purges the staged subject. A commit cut short and run again publishes the
+//! `RILL_MARKS`, written expecting the last one read, so that it never goes back) and purges the staged subject. A commit cut short and run again publishes the
 //! same ids, which the duplicate window drops; once purged, there is nothing left to commit, so
 //! commits are idempotent. An abort purges the staged subject.
 //!
@@ -35,6 +37,21 @@ pub const STAGING_STREAM: &str = "RILL_STAGING";
 pub const MARKS_STREAM: &str = "RILL_MARKS";
 /// The header a staged message's destination travels in.
 const DESTINATION_HEADER: &str = "Rill-Subject";
+/// The header a staged message's transaction nonce travels in.
+const NONCE_HEADER: &str = "Rill-Nonce";
+/// How often a commit mark is written again when another subtask wrote it in between.
+const MARK_RETRIES: usize = 8;
+
+/// A transaction's nonce: unique to this staging of it, so that the message ids of a job's
+/// next run, or of a rewound job, which reuse transaction ids, are not taken for duplicates.
+fn nonce() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{next:x}", std::process::id())
+}
 
 /// `text` as one subject token: letters, digits, `-` and `_` stay; every other byte becomes
 /// `~` and two hex digits.
@@ -104,6 +121,8 @@ pub struct NatsTarget {
     url: String,
     stream: String,
     client: Option<NatsClient>,
+    /// The transaction being staged and its nonce.
+    staging: Option<(String, String)>,
 }
 
 impl NatsTarget {
@@ -113,6 +132,7 @@ impl NatsTarget {
             url: url.to_owned(),
             stream: stream.to_owned(),
             client: None,
+            staging: None,
         }
     }
 
@@ -137,8 +157,8 @@ impl NatsTarget {
             .call(doing, |jetstream| publish_all(jetstream, messages))
     }
 
-    /// The messages staged under `id`, in order: (destination, payload).
-    fn staged(&mut self, id: &str) -> Result<Vec<(String, Vec<u8>)>, NatsError> {
+    /// (nonce, destination, payload) of the messages staged under `id`, in order.
+    fn staged(&mut self, id: &str) -> Result<Vec<(String, String, Vec<u8>)>, NatsError> {
         let subject = staged_subject(id);
         self.client()?.call(
             &format!("reading transaction '{id}'"),
@@ -156,13 +176,17 @@ impl NatsTarget {
                 let mut messages = consumer.messages().await?.take(pending as usize);
                 while let Some(message) = messages.next().await {
                     let message = message?;
-                    let destination = message
-                        .headers
-                        .as_ref()
-                        .and_then(|headers| headers.get(DESTINATION_HEADER))
-                        .map(|value| value.as_str().to_owned())
+                    let header = |name| {
+                        message
+                            .headers
+                            .as_ref()
+                            .and_then(|headers| headers.get(name))
+                            .map(|value| value.as_str().to_owned())
+                    };
+                    let destination = header(DESTINATION_HEADER)
                         .ok_or("a staged message without its destination")?;
-                    staged.push((destination, message.payload.to_vec()));
+                    let nonce = header(NONCE_HEADER).unwrap_or_default();
+                    staged.push((nonce, destination, message.payload.to_vec()));
                 }
                 Ok::<_, async_nats::Error>(staged)
             },
@@ -182,14 +206,64 @@ impl NatsTarget {
         )
     }
 
-    /// Records `checkpoint` as `writer`'s mark.
-    fn put_mark(&mut self, writer: &str, checkpoint: u64) -> Result<(), NatsError> {
+    /// `writer`'s mark and the stream sequence it is stored at, if any.
+    fn read_mark(&mut self, writer: &str) -> Result<Option<(u64, u64)>, NatsError> {
         let subject = mark_subject(writer);
-        let payload = checkpoint.to_string().into_bytes();
-        self.publish_all(
-            "recording the commit mark",
-            vec![(subject, HeaderMap::new(), payload)],
-        )
+        let stored = self
+            .client()?
+            .call("reading the commit mark", |jetstream| async move {
+                let stream = jetstream.get_stream(MARKS_STREAM).await?;
+                match stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(message) => Ok(Some((message.payload.to_vec(), message.sequence))),
+                    Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        Ok(None)
+                    }
+                    Err(error) => Err(async_nats::Error::from(error)),
+                }
+            })?;
+        stored
+            .map(|(bytes, sequence)| {
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .map(|checkpoint| (checkpoint, sequence))
+                    .ok_or_else(|| NatsError::Request {
+                        doing: format!("reading the commit mark of '{writer}'"),
+                        reason: format!("not a checkpoint: {:?}", String::from_utf8_lossy(&bytes)),
+                    })
+            })
+            .transpose()
+    }
+
+    /// Records `checkpoint` as `writer`'s mark if the mark is older (or, `rewind`, whatever it
+    /// is). The write expects the mark it read to be the last, so that subtasks committing at
+    /// once never move it back; it reads again and retries if another wrote in between.
+    fn put_mark(&mut self, writer: &str, checkpoint: u64, rewind: bool) -> Result<(), NatsError> {
+        let subject = mark_subject(writer);
+        for _ in 0..MARK_RETRIES {
+            let current = self.read_mark(writer)?;
+            if !rewind && current.is_some_and(|(newest, _)| newest >= checkpoint) {
+                return Ok(());
+            }
+            let mut headers = HeaderMap::new();
+            let expected = current.map_or(0, |(_, sequence)| sequence);
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+            let payload = checkpoint.to_string().into_bytes();
+            let message = vec![(subject.clone(), headers, payload)];
+            if self
+                .publish_all("recording the commit mark", message)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err(NatsError::Request {
+            doing: format!("recording the commit mark of '{writer}'"),
+            reason: format!("other writers kept changing it ({MARK_RETRIES} tries)"),
+        })
     }
 
     /// The stream's duplicate window.
@@ -223,11 +297,24 @@ impl TransactionalTarget for NatsTarget {
 
     fn stage(&mut self, id: &str, messages: Vec<NatsMessage>) -> Result<(), NatsError> {
         let subject = staged_subject(id);
+        if self
+            .staging
+            .as_ref()
+            .is_none_or(|(staging, _)| staging != id)
+        {
+            self.staging = Some((id.to_owned(), nonce()));
+        }
+        let nonce = self
+            .staging
+            .as_ref()
+            .map(|(_, nonce)| nonce.clone())
+            .unwrap_or_default();
         let staged = messages
             .into_iter()
             .map(|message| {
                 let mut headers = HeaderMap::new();
                 headers.insert(DESTINATION_HEADER, message.subject.as_str());
+                headers.insert(NONCE_HEADER, nonce.as_str());
                 (subject.clone(), headers, message.payload)
             })
             .collect();
@@ -248,19 +335,16 @@ impl TransactionalTarget for NatsTarget {
         let messages = staged
             .into_iter()
             .enumerate()
-            .map(|(index, (destination, payload))| {
+            .map(|(index, (nonce, destination, payload))| {
                 let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("{id}/{checkpoint}/{index}").as_str());
+                let message_id = format!("{id}/{checkpoint}/{nonce}/{index}");
+                headers.insert("Nats-Msg-Id", message_id.as_str());
                 (destination, headers, payload)
             })
             .collect();
         self.publish_all(&format!("committing transaction '{id}'"), messages)?;
-        if let Some(mark) = mark
-            && self
-                .committed_checkpoint(mark.writer)?
-                .is_none_or(|newest| newest < mark.checkpoint)
-        {
-            self.put_mark(mark.writer, mark.checkpoint)?;
+        if let Some(mark) = mark {
+            self.put_mark(mark.writer, mark.checkpoint, false)?;
         }
         self.purge(id)
     }
@@ -293,35 +377,12 @@ impl TransactionalTarget for NatsTarget {
     }
 
     fn committed_checkpoint(&mut self, writer: &str) -> Result<Option<u64>, NatsError> {
-        let subject = mark_subject(writer);
-        let payload = self
-            .client()?
-            .call("reading the commit mark", |jetstream| async move {
-                let stream = jetstream.get_stream(MARKS_STREAM).await?;
-                match stream.get_last_raw_message_by_subject(&subject).await {
-                    Ok(message) => Ok(Some(message.payload.to_vec())),
-                    Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                        Ok(None)
-                    }
-                    Err(error) => Err(async_nats::Error::from(error)),
-                }
-            })?;
-        payload
-            .map(|bytes| {
-                std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|text| text.parse().ok())
-                    .ok_or_else(|| NatsError::Request {
-                        doing: format!("reading the commit mark of '{writer}'"),
-                        reason: format!("not a checkpoint: {:?}", String::from_utf8_lossy(&bytes)),
-                    })
-            })
-            .transpose()
+        Ok(self.read_mark(writer)?.map(|(checkpoint, _)| checkpoint))
     }
 
     fn rewind_commit_mark(&mut self, writer: &str, to: Option<u64>) -> Result<(), NatsError> {
         match to {
-            Some(checkpoint) => self.put_mark(writer, checkpoint),
+            Some(checkpoint) => self.put_mark(writer, checkpoint, true),
             None => {
                 let subject = mark_subject(writer);
                 self.client()?

@@ -100,8 +100,7 @@ pub enum PostgresError {
     #[error(
         "PostgreSQL at '{config}' has max_prepared_transactions = 0, and an exactly-once sink \
          prepares a transaction per subtask and checkpoint: set it in postgresql.conf to at \
-         least twice the sink's parallelism and restart the server, or make the sink \
-         at-least-once"
+         least twice the sink's parallelism and restart the server"
     )]
     NoPreparedTransactions {
         /// The connection parameters, without a password.

@@ -8,7 +8,8 @@
 //! session runs when the checkpoint completes (a session inside a transaction cannot). A
 //! transaction not yet prepared dies with its session when the job's process does. The commit
 //! marks live in the table `rill_commit_marks` (writer, transaction, checkpoint), a row inserted
-//! by the prepared transaction itself, so it becomes visible with the rows it marks; the newest
+//! by the prepared transaction itself (by the transaction that applies them, for upserts), so
+//! it becomes visible with the rows it marks; the newest
 //! checkpoint of a writer is the largest there, and each commit deletes that writer's older rows.
 
 use std::sync::Arc;
@@ -118,9 +119,15 @@ impl Table {
         }
     }
 
-    /// In upsert mode, applies the staged rows of transaction `id` and deletes them,
-    /// atomically: run again, it finds nothing. In append mode, the rows are in place already.
-    fn apply_staged(&self, client: &mut Client, id: &str) -> Result<(), postgres::Error> {
+    /// In upsert mode, applies the staged rows of transaction `id`, deletes them and records
+    /// the commit `mark` (writer, checkpoint), in one transaction: run again, it finds nothing
+    /// to apply. In append mode, the rows and the mark came with the prepared transaction.
+    fn apply_staged(
+        &self,
+        client: &mut Client,
+        id: &str,
+        mark: Option<&(String, i64)>,
+    ) -> Result<(), postgres::Error> {
         let Some(upsert) = &self.upsert else {
             return Ok(());
         };
@@ -130,6 +137,15 @@ impl Table {
             &format!("DELETE FROM {} WHERE rill_transaction = $1", upsert.staging),
             &[&id],
         )?;
+        if let Some((writer, checkpoint)) = mark {
+            transaction.execute(
+                &format!(
+                    "INSERT INTO {MARKS_TABLE} (writer, transaction_id, checkpoint) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                ),
+                &[writer, &id, checkpoint],
+            )?;
+        }
         transaction.commit()
     }
 
@@ -257,7 +273,7 @@ impl TransactionalTarget for PostgresTarget {
         self.sessions()?
             .data
             .run("applying upserts", move |client| {
-                table.apply_staged(client, &id)
+                table.apply_staged(client, &id, None)
             })
     }
 
@@ -293,7 +309,10 @@ impl TransactionalTarget for PostgresTarget {
                 "transaction '{id}' prepared without being staged"
             )));
         }
-        let mark = mark.map(|mark| (mark.writer.to_owned(), mark.checkpoint as i64));
+        // Upserts record their mark when they are applied, with them.
+        let mark = mark
+            .filter(|_| self.table.upsert.is_none())
+            .map(|mark| (mark.writer.to_owned(), mark.checkpoint as i64));
         let transaction = id.to_owned();
         let doing = format!("preparing transaction '{id}'");
         self.sessions()?.data.run(&doing, move |client| {
@@ -319,9 +338,9 @@ impl TransactionalTarget for PostgresTarget {
         let (table, id) = (self.table.clone(), id.to_owned());
         self.sessions()?.control.run(&doing, move |client| {
             resolve(client, &statement)?;
-            // A crash between the two leaves the rows staged and visible: the restored sink
-            // commits the transaction again, and the apply finds them.
-            table.apply_staged(client, &id)?;
+            // Upserts: a crash between the two leaves the rows committed in the staging table:
+            // the restored sink commits the transaction again, and the apply finds them.
+            table.apply_staged(client, &id, prune.as_ref())?;
             if let Some((writer, checkpoint)) = prune {
                 client.execute(
                     &format!("DELETE FROM {MARKS_TABLE} WHERE writer = $1 AND checkpoint < $2"),

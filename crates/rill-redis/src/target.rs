@@ -55,6 +55,18 @@ fn versions_hash(writer: &str) -> String {
 const COMMIT_SCRIPT: &str = r"
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 local checkpoint = tonumber(ARGV[3])
+local types = { s = 'string', h = 'hash', z = 'zset' }
+-- Every write is checked before any is made: Redis keeps what a script wrote before a
+-- command of it failed, and a commit must apply all of a checkpoint's writes or none.
+for i = 1, #items, 4 do
+  local found = redis.call('TYPE', items[i + 1]).ok
+  if found ~= 'none' and found ~= types[items[i]] then
+    return redis.error_reply('key ' .. items[i + 1] .. ' holds a ' .. found .. ', not a ' .. types[items[i]])
+  end
+  if items[i] == 'z' and not tonumber(items[i + 3]) then
+    return redis.error_reply('score ' .. items[i + 3] .. ' of ' .. items[i + 1] .. ' is not a number')
+  end
+end
 for i = 1, #items, 4 do
   local op, key, field, value = items[i], items[i + 1], items[i + 2], items[i + 3]
   local apply = true
@@ -143,6 +155,23 @@ impl RedisTarget {
     }
 }
 
+/// Refuses a sorted-set score that is not a finite number, which Redis would refuse in the
+/// middle of a commit.
+fn check_scores(writes: &[RedisWrite]) -> Result<(), RedisError> {
+    for write in writes {
+        if let RedisWrite::SortedSetAdd { key, member, score } = write
+            && !score.is_finite()
+        {
+            return Err(RedisError::Protocol(format!(
+                "the score of member '{}' of sorted set '{}' is {score}, not a finite number",
+                String::from_utf8_lossy(member),
+                String::from_utf8_lossy(key)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A write as the four strings it is staged as.
 fn staged_items(write: &RedisWrite) -> [Vec<u8>; 4] {
     match write {
@@ -168,6 +197,7 @@ impl TransactionalTarget for RedisTarget {
     }
 
     fn append(&mut self, writes: Vec<RedisWrite>) -> Result<(), RedisError> {
+        check_scores(&writes)?;
         let mut pipe = redis::pipe();
         for write in &writes {
             match write {
@@ -181,6 +211,7 @@ impl TransactionalTarget for RedisTarget {
     }
 
     fn stage(&mut self, id: &str, writes: Vec<RedisWrite>) -> Result<(), RedisError> {
+        check_scores(&writes)?;
         let items: Vec<Vec<u8>> = writes.iter().flat_map(staged_items).collect();
         let mut pipe = redis::pipe();
         pipe.atomic()

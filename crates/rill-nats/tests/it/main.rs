@@ -230,3 +230,18 @@ fn a_duplicate_window_shorter_than_the_recovery_bound_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn a_job_run_again_publishes_again_and_is_not_taken_for_duplicates() {
+    // Without checkpoints, every run commits transaction 0 of each subtask at its end: the
+    // same transaction ids, within the duplicate window.
+    let (stream, subject) = fresh_stream(Duration::from_secs(300));
+    let job = format!("nats-again-{stream}");
+    for _ in 0..2 {
+        let env = StreamEnv::new();
+        env.from_iter(vec!["x".to_owned(), "y".to_owned()])
+            .sink_to_nats(sink(&stream, &subject));
+        env.execute(&job).unwrap();
+    }
+    assert_eq!(sorted(messages(&stream)), ["x", "x", "y", "y"]);
+}

@@ -214,3 +214,29 @@ fn a_server_that_is_not_there_is_named() {
         "{error}"
     );
 }
+
+#[test]
+fn a_commit_that_would_fail_part_way_applies_nothing() {
+    let (key, other) = (fresh("atomic"), fresh("atomic"));
+    let _: () = connection().set(&other, "a string").unwrap();
+    let mut target = RedisTarget::new(&url());
+    let writes = vec![
+        RedisWrite::set(key.as_str(), "first"),
+        RedisWrite::hash_set(other.as_str(), "field", "second"),
+    ];
+    target.stage("atomic-job/sink/0/0", writes).unwrap();
+    let error = target
+        .commit("atomic-job/sink/0/0", None)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("holds a string, not a hash"), "{error}");
+    let first: Option<String> = connection().get(&key).unwrap();
+    assert_eq!(first, None, "nothing of the commit was applied");
+    let nan = vec![RedisWrite::sorted_set_add(key.as_str(), "m", f64::NAN)];
+    let error = target
+        .stage("atomic-job/sink/0/1", nan)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not a finite number"), "{error}");
+    target.abort("atomic-job/sink/0/0").unwrap();
+}
