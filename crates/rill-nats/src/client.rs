@@ -16,6 +16,8 @@ use async_nats::jetstream;
 use async_nats::jetstream::stream;
 use tokio::runtime::Runtime;
 
+use rill_api::connectors::address::without_password;
+
 use crate::{NatsError, NatsMessage};
 
 /// How long a request to the server may take.
@@ -25,7 +27,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NatsClient {
     runtime: Option<Runtime>,
     jetstream: jetstream::Context,
-    url: String,
 }
 
 impl NatsClient {
@@ -49,19 +50,13 @@ impl NatsClient {
                 .map(jetstream::new)
         })?;
         let jetstream = connected.map_err(|error| NatsError::Connect {
-            url: url.to_owned(),
+            url: without_password(url),
             reason: error.to_string(),
         })?;
         Ok(NatsClient {
             runtime: Some(runtime),
             jetstream,
-            url: url.to_owned(),
         })
-    }
-
-    /// The server's URL.
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     /// Runs `work` with the JetStream context on the client's runtime and waits for it; an

@@ -284,7 +284,11 @@ impl TransactionalTarget for NatsTarget {
     type Error = NatsError;
 
     fn describe(&self) -> String {
-        format!("JetStream stream '{}' at '{}'", self.stream, self.url)
+        format!(
+            "JetStream stream '{}' at '{}'",
+            self.stream,
+            rill_api::connectors::address::without_password(&self.url)
+        )
     }
 
     fn append(&mut self, messages: Vec<NatsMessage>) -> Result<(), NatsError> {

@@ -98,19 +98,30 @@ impl Drop for Connection {
     }
 }
 
-/// `config` without its password, for errors.
+/// `config` without its password, for errors: a URL as `without_password` shows it, and of
+/// `key=value` parameters everything but `password` (also written `password = value`).
 pub(crate) fn redact(config: &str) -> String {
-    if let Some((scheme, rest)) = config.split_once("://")
-        && let Some((credentials, host)) = rest.split_once('@')
-    {
-        let user = credentials.split(':').next().unwrap_or_default();
-        return format!("{scheme}://{user}@{host}");
+    if config.contains("://") {
+        return rill_api::connectors::address::without_password(config);
     }
-    config
-        .split_whitespace()
-        .filter(|part| !part.starts_with("password="))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let normalized = config
+        .replace(" = ", "=")
+        .replace(" =", "=")
+        .replace("= ", "=");
+    let mut kept = Vec::new();
+    let mut quoted = false;
+    for part in normalized.split_whitespace() {
+        if quoted {
+            quoted = !part.ends_with('\'');
+            continue;
+        }
+        if let Some(value) = part.strip_prefix("password=") {
+            quoted = value.starts_with('\'') && !(value.len() > 1 && value.ends_with('\''));
+            continue;
+        }
+        kept.push(part);
+    }
+    kept.join(" ")
 }
 
 #[cfg(test)]
@@ -128,5 +139,7 @@ mod tests {
             "postgresql://rill@db:5432/x"
         );
         assert_eq!(redact("postgresql://db/x"), "postgresql://db/x");
+        assert_eq!(redact("host=db password = secret user=u"), "host=db user=u");
+        assert_eq!(redact("host=db password='a b' user=u"), "host=db user=u");
     }
 }

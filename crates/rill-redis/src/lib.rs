@@ -28,6 +28,7 @@ pub mod target;
 
 use std::sync::Arc;
 
+use rill_api::connectors::address::without_password;
 use rill_api::{DataStream, SinkHandle};
 use rill_core::Data;
 use rill_core::operator::OperatorInfo;
@@ -136,7 +137,7 @@ impl<T: Data> RedisSink<T> {
         to_write: impl Fn(&T) -> RedisWrite + Send + Sync + 'static,
     ) -> Result<Self, RedisError> {
         let connect = |source| RedisError::Connect {
-            url: url.to_owned(),
+            url: without_password(url),
             source,
         };
         let mut connection = redis::Client::open(url)
@@ -182,7 +183,7 @@ pub trait RedisSinkExt<T> {
 
 impl<T: Data> RedisSinkExt<T> for DataStream<T> {
     fn sink_to_redis(self, sink: RedisSink<T>) -> SinkHandle {
-        let name = format!("redis sink '{}'", sink.url);
+        let name = format!("redis sink '{}'", without_password(&sink.url));
         self.sink_with(&name, move |info| sink.writer(info))
     }
 }

@@ -22,6 +22,7 @@
 //! and `appendfsync always`; `prepare` and `flush` have nothing to add.
 
 use redis::{Commands, Connection, Script};
+use rill_api::connectors::address::without_password;
 use rill_core::transactional::{CommitMark, TransactionalTarget};
 
 use crate::{RedisError, RedisWrite};
@@ -121,13 +122,13 @@ impl RedisTarget {
         if self.connection.is_none() {
             let client =
                 redis::Client::open(self.url.as_str()).map_err(|source| RedisError::Connect {
-                    url: self.url.clone(),
+                    url: without_password(&self.url),
                     source,
                 })?;
             let connection = client
                 .get_connection()
                 .map_err(|source| RedisError::Connect {
-                    url: self.url.clone(),
+                    url: without_password(&self.url),
                     source,
                 })?;
             self.connection = Some(connection);
@@ -193,7 +194,7 @@ impl TransactionalTarget for RedisTarget {
     type Error = RedisError;
 
     fn describe(&self) -> String {
-        format!("Redis at '{}'", self.url)
+        format!("Redis at '{}'", without_password(&self.url))
     }
 
     fn append(&mut self, writes: Vec<RedisWrite>) -> Result<(), RedisError> {
