@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use rill_core::element::{Data, Timestamp};
 use rill_core::error::BoxError;
 use rill_core::source::{Source, SourceOutput, SourcePoll, decode_position, encode_position};
-use rill_core::time::PartitionWatermarks;
 use rill_core::time::WatermarkStrategy;
+use rill_core::time::{PartitionWatermarks, collect_record};
 use serde::{Deserialize, Serialize};
 
 use crate::NatsError;
@@ -254,24 +254,12 @@ impl<T: Data> Source for NatsReader<T> {
                     .timestamp_of
                     .as_ref()
                     .map_or(stored, |timestamp_of| timestamp_of(&value));
-                out.collect_with_timestamp(value, timestamp);
-                if let Some(watermark) = self
-                    .watermarks
-                    .as_mut()
-                    .and_then(|watermarks| watermarks.on_record(index, timestamp))
-                {
-                    out.emit_watermark(watermark);
-                }
+                collect_record(self.watermarks.as_mut(), out, index, value, timestamp);
             }
         }
         self.turn = (self.turn + 1) % count.max(1);
         if let Some(watermarks) = &mut self.watermarks {
-            for (index, partition) in self.partitions.iter().enumerate() {
-                if partition.finished {
-                    watermarks.end_partition(index);
-                }
-            }
-            watermarks.emit_to(out);
+            watermarks.end_poll(self.partitions.iter().map(|p| p.finished), out);
         }
         Ok(if self.partitions.iter().all(|p| p.finished) {
             SourcePoll::Finished

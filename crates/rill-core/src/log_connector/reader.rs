@@ -22,7 +22,7 @@ use crate::defects::Defect;
 use crate::element::{Data, Timestamp};
 use crate::error::BoxError;
 use crate::source::{Source, SourceOutput, SourcePoll, decode_position, encode_position};
-use crate::time::{PartitionWatermarks, WatermarkStrategy};
+use crate::time::{PartitionWatermarks, WatermarkStrategy, collect_record};
 
 use super::{ConnectorLog, Decode};
 
@@ -194,24 +194,13 @@ impl<L: ConnectorLog, T: Data> Source for LogReader<L, T> {
                 bytes_left = bytes_left.saturating_sub(L::bytes(&record));
                 cursor.next += 1;
                 let timestamp = Timestamp(L::timestamp(&record));
-                out.collect_with_timestamp((self.decode)(record), timestamp);
-                if let Some(watermark) = self
-                    .watermarks
-                    .as_mut()
-                    .and_then(|watermarks| watermarks.on_record(index, timestamp))
-                {
-                    out.emit_watermark(watermark);
-                }
+                let value = (self.decode)(record);
+                collect_record(self.watermarks.as_mut(), out, index, value, timestamp);
             }
         }
         self.turn = (self.turn + 1) % count.max(1);
         if let Some(watermarks) = &mut self.watermarks {
-            for (index, cursor) in self.cursors.iter().enumerate() {
-                if cursor.reached_stop() {
-                    watermarks.end_partition(index);
-                }
-            }
-            watermarks.emit_to(out);
+            watermarks.end_poll(self.cursors.iter().map(PartitionCursor::reached_stop), out);
         }
         Ok(if self.exhausted() {
             SourcePoll::Finished

@@ -49,7 +49,7 @@ pub use generator::{
     BoundedOutOfOrderness, DEFAULT_WATERMARK_INTERVAL_MS, Punctuated, TimestampAssigner,
     WatermarkGenerator, WatermarkOutput, WatermarkStrategy,
 };
-pub use partitions::{PartitionWatermarks, WatermarkUpdate};
+pub use partitions::{PartitionWatermarks, WatermarkUpdate, collect_record};
 
 /// Whether a stream holds back the watermarks of the operators it feeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -53,7 +53,10 @@ struct Partition {
 /// every open partition is idle, or the subtask reads no partition at all, the subtask is idle
 /// ([`WatermarkStatus::Idle`]): downstream operators then stop waiting for it.
 ///
-/// The source reports each record with [`PartitionWatermarks::on_record`] (cheap: it runs per
+/// A source that reads partitions hands each record to its output with [`collect_record`],
+/// which reports it to the generators, and ends each poll with
+/// [`PartitionWatermarks::end_poll`]. Underneath,
+/// the source reports each record with [`PartitionWatermarks::on_record`] (cheap: it runs per
 /// record) and emits the watermark it returns, if any, right after that record; it reports
 /// each partition it has read to the end with [`PartitionWatermarks::end_partition`]; and it
 /// ends each poll with [`PartitionWatermarks::emit_to`] (or [`PartitionWatermarks::poll`]),
@@ -164,6 +167,21 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Ends a poll: the partitions whose flag in `ended` (by index) is set no longer hold the
+    /// watermark back; then [`PartitionWatermarks::emit_to`].
+    pub fn end_poll<T>(
+        &mut self,
+        ended: impl IntoIterator<Item = bool>,
+        out: &mut SourceOutput<T>,
+    ) {
+        for (partition, ended) in ended.into_iter().enumerate() {
+            if ended {
+                self.end_partition(partition);
+            }
+        }
+        self.emit_to(out);
+    }
+
     fn emit_periodic(&mut self) {
         let mut output = WatermarkOutput::default();
         for state in self.partitions.iter_mut().filter(|state| !state.ended) {
@@ -195,6 +213,24 @@ impl PartitionWatermarks {
             watermark: advanced.then_some(candidate),
             status,
         }
+    }
+}
+
+/// Hands `value`, read from partition `partition` at `timestamp`, to `out`, followed by the
+/// watermark it advances, if the source has generators (`watermarks`). Runs per record.
+#[inline]
+pub fn collect_record<T>(
+    watermarks: Option<&mut PartitionWatermarks>,
+    out: &mut SourceOutput<T>,
+    partition: usize,
+    value: T,
+    timestamp: Timestamp,
+) {
+    out.collect_with_timestamp(value, timestamp);
+    if let Some(watermark) =
+        watermarks.and_then(|watermarks| watermarks.on_record(partition, timestamp))
+    {
+        out.emit_watermark(watermark);
     }
 }
 
